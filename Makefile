@@ -1,0 +1,77 @@
+# longlora build. `make` builds the library, the binaries and the test suite into $(BUILD)/.
+#   make test     build and run the tests (normal build)
+#   make asan     build and run the tests under AddressSanitizer + UndefinedBehaviorSanitizer (CPU only)
+#   make check    both, with one "N passed, M failed" summary (what CI runs)
+#   CUDA=0|1      force the CUDA translation units off/on (default: on when nvcc is found)
+#   CUDA_ARCH     space-separated SM versions to compile for (default: 80 90)
+
+BUILD     ?= build
+CXX       ?= g++
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(shell command -v nvcc 2>/dev/null || { test -x $(CUDA_HOME)/bin/nvcc && echo $(CUDA_HOME)/bin/nvcc; })
+CUDA      ?= $(if $(NVCC),1,0)
+CUDA_ARCH ?= 80 90
+SAN       ?= 0
+
+CPPFLAGS  := -Isrc -I. -MMD -MP
+CXXFLAGS  := -std=c++17 -O2 -g -Wall -Wextra -fopenmp
+LDFLAGS   := -fopenmp
+LDLIBS    := -lopenblas -lpthread
+ifeq ($(SAN),1)
+  CXXFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS  += -fsanitize=address,undefined
+endif
+
+LIB_SRCS  := $(filter-out src/bin/%,$(shell find src -name '*.cpp' | sort))
+BIN_SRCS  := $(wildcard src/bin/*.cpp)
+TEST_SRCS := $(wildcard tests/*.cpp)
+CU_SRCS   :=
+ifeq ($(CUDA),1)
+  CU_SRCS   := $(wildcard cuda/*.cu)
+  CPPFLAGS  += -DLONGLORA_WITH_CUDA
+  NVCCFLAGS := -std=c++17 -O2 -Isrc -I. -DLONGLORA_WITH_CUDA $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
+               -Xcompiler -Wall,-Wextra
+  LDLIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt
+endif
+
+LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o) $(CU_SRCS:%.cu=$(BUILD)/obj/%.o)
+BINS      := $(BIN_SRCS:src/bin/%.cpp=$(BUILD)/%)
+TEST_BIN  := $(BUILD)/test_all
+LIB       := $(BUILD)/liblonglora.a
+
+.PHONY: all test asan check clean
+all: $(LIB) $(BINS) $(TEST_BIN)
+
+$(BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%: $(BUILD)/obj/src/bin/%.o $(LIB)
+	$(CXX) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+$(TEST_BIN): $(TEST_SRCS:%.cpp=$(BUILD)/obj/%.o) $(LIB)
+	$(CXX) $(LDFLAGS) $(filter %.o,$^) $(LIB) -lgtest -lgtest_main $(LDLIBS) -o $@
+
+test: all
+	scripts/run_tests.sh $(TEST_BIN)
+
+asan:
+	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 all
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 scripts/run_tests.sh build/asan/test_all
+
+check: all
+	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 all
+	scripts/run_tests.sh $(TEST_BIN) build/asan/test_all
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

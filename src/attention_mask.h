@@ -1,0 +1,66 @@
+// The attention masks of LongLoRA, defined once for every backend (host and device code).
+//
+//  Causal   : query i attends key j iff j <= i.                      (evaluation, inference, S2 off)
+//  S2       : shifted sparse attention, leak-free ("varlen" reference, the default). Group size G.
+//             Heads h < H/2 use segments [kG, (k+1)G); heads h >= H/2 use segments shifted by s = floor(G/2):
+//             [0, s), [s, s+G), [s+G, s+2G), ...; query i attends key j iff j <= i and both lie in one segment.
+//             For even G this is floor((i+off)/G) == floor((j+off)/G) with off = G/2 (the paper's form); for odd
+//             G it follows LongLoRA's cu_seqlens code, whose shifted segments start at G//2 + kG.
+//             Segments are clipped at L, so G need not divide L (LongLoRA's SFT rule relies on this).
+//  S2Roll   : the paper-era roll implementation: identical to S2 except that, in the shifted heads,
+//             queries [0, G/2) additionally attend keys [L-G/2, L) (the wrap-around of roll(-G/2)).
+//             Requires L % G == 0 and G even.
+//
+// For every query the attended keys form at most two contiguous ranges, which is how kernels iterate.
+#pragma once
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define LL_HOST_DEVICE __host__ __device__
+#else
+#define LL_HOST_DEVICE
+#endif
+
+namespace ll {
+
+enum class MaskKind : int32_t { Causal = 0, S2 = 1, S2Roll = 2 };
+
+struct AttentionMask {
+  MaskKind kind = MaskKind::Causal;
+  int64_t group = 0;  // G, S2 kinds only
+
+  static AttentionMask causal() { return {MaskKind::Causal, 0}; }
+  static AttentionMask s2(int64_t group_size, bool roll) { return {roll ? MaskKind::S2Roll : MaskKind::S2, group_size}; }
+};
+
+// Attended keys of one query: [lo, hi] (inclusive) plus, when wrap_hi > wrap_lo, [wrap_lo, wrap_hi).
+struct KeyRanges {
+  int64_t lo, hi;
+  int64_t wrap_lo, wrap_hi;
+};
+
+// Where the shifted segments start (0 for unshifted heads and for the causal mask).
+LL_HOST_DEVICE inline int64_t s2_shift(const AttentionMask& m, int64_t head, int64_t num_heads) {
+  return (m.kind != MaskKind::Causal && head >= num_heads / 2) ? m.group / 2 : 0;
+}
+
+LL_HOST_DEVICE inline KeyRanges attended_keys(const AttentionMask& m, int64_t head, int64_t num_heads, int64_t seq_len,
+                                              int64_t query) {
+  KeyRanges r{0, query, 0, 0};
+  if (m.kind == MaskKind::Causal) return r;
+  const int64_t shift = s2_shift(m, head, num_heads);
+  r.lo = query < shift ? 0 : shift + (query - shift) / m.group * m.group;
+  if (m.kind == MaskKind::S2Roll && shift > 0 && query < shift) {
+    r.wrap_lo = seq_len - shift;
+    r.wrap_hi = seq_len;
+  }
+  return r;
+}
+
+LL_HOST_DEVICE inline bool attends(const AttentionMask& m, int64_t head, int64_t num_heads, int64_t seq_len,
+                                   int64_t query, int64_t key) {
+  const KeyRanges r = attended_keys(m, head, num_heads, seq_len, query);
+  return (key >= r.lo && key <= r.hi) || (key >= r.wrap_lo && key < r.wrap_hi);
+}
+
+}  // namespace ll

@@ -1,0 +1,129 @@
+// The backend seam: every op the Llama model needs, forward and backward, on tensors a backend owns.
+//
+// Conventions for every op below
+//  * Rows: activations are matrices of T = B·L rows (row t = b·L + l), hidden features contiguous.
+//  * dtypes: "act" is the backend's activation dtype (CPU: f32, or f64 for the gradient-check backend;
+//    CUDA: bf16). "stat" is the statistics dtype (f32; f64 on the f64 backend). "grad" is the
+//    parameter-gradient dtype (f32; f64 on the f64 backend). Token ids and targets are i32.
+//  * Parameter gradients always ACCUMULATE (+=) so that micro-batches can be summed; an empty Tensor
+//    for a parameter gradient means "this parameter is frozen: do not compute it".
+//  * Activation gradients OVERWRITE their output unless the op takes `accumulate_dx` and it is true.
+//  * Outputs never alias inputs unless the op says so.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attention_mask.h"
+#include "tensor.h"
+
+namespace ll {
+
+// RoPE with linear position interpolation, Hugging Face "rotate_half" layout.
+// For position p and frequency index i in [0, Dh/2): angle = (p / factor) · theta^(−2i/Dh);
+// x'[i] = x[i]·cos − x[i+Dh/2]·sin, x'[i+Dh/2] = x[i+Dh/2]·cos + x[i]·sin.
+struct RopeParams {
+  double theta = 10000.0;
+  double factor = 1.0;  // linear position interpolation: positions are multiplied by 1/factor
+};
+
+struct DTypePolicy {
+  DType weight;  // frozen weights and trainable working copies
+  DType act;     // activations and activation gradients
+  DType stat;    // rstd, log-sum-exp, per-row losses
+  DType grad;    // parameter gradients
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+  virtual DTypePolicy dtypes() const = 0;
+
+  // ---- memory -------------------------------------------------------------------------------------
+  virtual void* allocate(size_t bytes) = 0;  // aligned to at least 256 bytes
+  virtual void release(void* ptr) = 0;
+  virtual void copy_from_host(Tensor dst, const void* host_src) = 0;  // dst.nbytes() bytes
+  virtual void copy_to_host(void* host_dst, const Tensor& src) = 0;
+  virtual void copy(Tensor dst, const Tensor& src) = 0;  // same dtype and element count
+  virtual void zero(Tensor t) = 0;
+  virtual void synchronize() {}
+
+  // ---- token embedding ------------------------------------------------------------------------------
+  // out[T,D] act = table[ids[t], :]. ids: [T] i32, each in [0, V). table: [V,D] weight.
+  virtual void embedding_forward(Tensor out, const Tensor& ids, const Tensor& table) = 0;
+  // dtable[V,D] grad += scatter-add of dout[T,D] act into rows ids[t]; deterministic (no float atomics).
+  virtual void embedding_backward(Tensor dtable, const Tensor& ids, const Tensor& dout) = 0;
+
+  // ---- RMSNorm --------------------------------------------------------------------------------------
+  // rstd[T] stat = 1/sqrt(mean_d x[t,d]² + eps); out[T,D] act = x · rstd · w. x: [T,D] act, w: [D] weight.
+  virtual void rmsnorm_forward(Tensor out, Tensor rstd, const Tensor& x, const Tensor& w, double eps) = 0;
+  // dx[T,D] act (+)= ∂/∂x; dw[D] grad += Σ_t dout·x·rstd (skipped when dw is empty).
+  virtual void rmsnorm_backward(Tensor dx, Tensor dw, const Tensor& dout, const Tensor& x, const Tensor& w,
+                                const Tensor& rstd, bool accumulate_dx) = 0;
+
+  // ---- linear: y = x·Wᵀ -----------------------------------------------------------------------------
+  // y[T,N] act (+)= x[T,K] act · W[N,K]ᵀ (weight).
+  virtual void linear_forward(Tensor y, const Tensor& x, const Tensor& w, bool accumulate) = 0;
+  // dx[T,K] act (+)= dy[T,N]·W (skipped when dx is empty); dW[N,K] grad += dyᵀ·x (skipped when empty).
+  virtual void linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                               bool accumulate_dx) = 0;
+
+  // ---- LoRA linear: y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ, s = α/r --------------------------------------------------
+  // y[T,N] act; xa[T,r] act is saved for backward; x[T,K] act; W[N,K], A[r,K], B[N,r] weight.
+  virtual void lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b,
+                            double scale) = 0;
+  // dx[T,K] act (+)= dy·W + s·(dy·B)·A; dA[r,K] grad += s·(dy·B)ᵀ·x; dB[N,r] grad += s·dyᵀ·xa;
+  // dW[N,K] grad += dyᵀ·x only when dw is non-empty (LoRA normally keeps W frozen).
+  // dxa[T,r] act is caller-provided scratch.
+  virtual void lora_backward(Tensor dx, Tensor dw, Tensor da, Tensor db, Tensor dxa, const Tensor& dy, const Tensor& x,
+                             const Tensor& xa, const Tensor& w, const Tensor& a, const Tensor& b, double scale,
+                             bool accumulate_dx) = 0;
+
+  // ---- RoPE (in place) --------------------------------------------------------------------------------
+  // x[T, nh, Dh] act rotated in place; positions[T] i32 (token position within its sequence).
+  virtual void rope_forward(Tensor x, const Tensor& positions, const RopeParams& p) = 0;
+  // The adjoint: dx rotated by the negative angle, in place.
+  virtual void rope_backward(Tensor dx, const Tensor& positions, const RopeParams& p) = 0;
+
+  // ---- attention (GQA-native; scale 1/sqrt(Dh)) -------------------------------------------------------
+  // q[B,L,H,Dh], k,v[B,L,Hkv,Dh] act (H % Hkv == 0; query head h reads KV head h/(H/Hkv)).
+  // out[B,L,H,Dh] act; lse[B,H,L] stat = log Σ_j exp(s_ij) over attended keys (saved for backward).
+  virtual void attention_forward(Tensor out, Tensor lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                                 const AttentionMask& mask) = 0;
+  // dq[B,L,H,Dh], dk, dv[B,L,Hkv,Dh] act, all overwritten; recomputes probabilities from lse.
+  virtual void attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q, const Tensor& k,
+                                  const Tensor& v, const Tensor& out, const Tensor& lse, const AttentionMask& mask) = 0;
+
+  // ---- SwiGLU: out = silu(gate) ⊙ up -------------------------------------------------------------------
+  // out, gate, up: [T,F] act.
+  virtual void swiglu_forward(Tensor out, const Tensor& gate, const Tensor& up) = 0;
+  virtual void swiglu_backward(Tensor dgate, Tensor dup, const Tensor& dout, const Tensor& gate, const Tensor& up) = 0;
+
+  // ---- residual add -----------------------------------------------------------------------------------
+  // out = a + b, all [T,D] act; out may alias a or b. Its backward is the identity into both inputs,
+  // which the model expresses with the accumulate_dx flags of the producing ops (no kernel needed).
+  virtual void add(Tensor out, const Tensor& a, const Tensor& b) = 0;
+
+  // ---- cross-entropy over a chunk of rows ---------------------------------------------------------------
+  // logits[R,V] act, targets[R] i32 (−100 = ignore), losses[R] stat: loss_r = logsumexp(logits_r) − logits_r[target]
+  // (0 for ignored rows). When compute_grad, logits is overwritten IN PLACE with
+  // grad_scale·(softmax(logits_r) − onehot(target)) (zero rows for ignored targets).
+  // The model calls this on row chunks so the full fp32 logits matrix never exists.
+  virtual void cross_entropy(Tensor logits, Tensor losses, const Tensor& targets, double grad_scale,
+                             bool compute_grad) = 0;
+};
+
+// ---- backend registry ------------------------------------------------------------------------------------
+struct BackendInfo {
+  std::string name;         // "cpu", "cpu-f64", "cuda"
+  bool available;           // can be created on this machine
+  std::string description;  // what it is, or why it is unavailable
+};
+
+std::vector<BackendInfo> list_backends();
+// Creates a backend by name; throws ll::Error naming the backend and the reason when it is unavailable.
+std::unique_ptr<Backend> create_backend(const std::string& name);
+
+}  // namespace ll

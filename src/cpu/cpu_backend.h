@@ -1,0 +1,50 @@
+// The CPU reference backend: fp32 (name "cpu"), or fp64 ("cpu-f64", used by gradient checks).
+#pragma once
+#include "backend.h"
+
+namespace ll {
+
+template <typename T>
+class CpuBackend final : public Backend {
+ public:
+  std::string name() const override;
+  Device device() const override { return Device::CPU; }
+  DTypePolicy dtypes() const override;
+
+  void* allocate(size_t bytes) override;
+  void release(void* ptr) override;
+  void copy_from_host(Tensor dst, const void* host_src) override;
+  void copy_to_host(void* host_dst, const Tensor& src) override;
+  void copy(Tensor dst, const Tensor& src) override;
+  void zero(Tensor t) override;
+
+  void embedding_forward(Tensor out, const Tensor& ids, const Tensor& table) override;
+  void embedding_backward(Tensor dtable, const Tensor& ids, const Tensor& dout) override;
+  void rmsnorm_forward(Tensor out, Tensor rstd, const Tensor& x, const Tensor& w, double eps) override;
+  void rmsnorm_backward(Tensor dx, Tensor dw, const Tensor& dout, const Tensor& x, const Tensor& w, const Tensor& rstd,
+                        bool accumulate_dx) override;
+  void linear_forward(Tensor y, const Tensor& x, const Tensor& w, bool accumulate) override;
+  void linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                       bool accumulate_dx) override;
+  void lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b,
+                    double scale) override;
+  void lora_backward(Tensor dx, Tensor dw, Tensor da, Tensor db, Tensor dxa, const Tensor& dy, const Tensor& x,
+                     const Tensor& xa, const Tensor& w, const Tensor& a, const Tensor& b, double scale,
+                     bool accumulate_dx) override;
+  void rope_forward(Tensor x, const Tensor& positions, const RopeParams& p) override;
+  void rope_backward(Tensor dx, const Tensor& positions, const RopeParams& p) override;
+  void attention_forward(Tensor out, Tensor lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                         const AttentionMask& mask) override;
+  void attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q, const Tensor& k,
+                          const Tensor& v, const Tensor& out, const Tensor& lse, const AttentionMask& mask) override;
+  void swiglu_forward(Tensor out, const Tensor& gate, const Tensor& up) override;
+  void swiglu_backward(Tensor dgate, Tensor dup, const Tensor& dout, const Tensor& gate, const Tensor& up) override;
+  void add(Tensor out, const Tensor& a, const Tensor& b) override;
+  void cross_entropy(Tensor logits, Tensor losses, const Tensor& targets, double grad_scale,
+                     bool compute_grad) override;
+};
+
+extern template class CpuBackend<float>;
+extern template class CpuBackend<double>;
+
+}  // namespace ll

@@ -1,0 +1,55 @@
+// CPU reference kernels on raw pointers, templated on the scalar type (float for the production CPU backend,
+// double for the gradient-check backend). Shapes are validated by CpuBackend before these are called.
+// Every loop with a reduction runs the reduction sequentially inside one thread, so results do not
+// depend on the OpenMP thread count.
+#pragma once
+#include <cstdint>
+
+#include "attention_mask.h"
+
+namespace ll::cpu {
+
+// C[M,N] = alpha·op(A)·op(B) + beta·C, row-major; op(X) = Xᵀ when trans_X.
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda, const T* b,
+          int64_t ldb, T beta, T* c, int64_t ldc);
+
+template <typename T>
+void embedding_forward(T* out, const int32_t* ids, const T* table, int64_t rows, int64_t dim);
+template <typename T>
+void embedding_backward(T* dtable, const int32_t* ids, const T* dout, int64_t rows, int64_t dim);
+
+template <typename T>
+void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int64_t rows, int64_t dim, double eps);
+template <typename T>
+void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const T* rstd, int64_t rows, int64_t dim,
+                      bool accumulate_dx);
+
+// sign = +1 applies the rotation, −1 its transpose (the backward).
+template <typename T>
+void rope_rotate(T* x, const int32_t* positions, int64_t rows, int64_t heads, int64_t head_dim, double theta,
+                 double factor, int sign);
+
+struct AttentionShape {
+  int64_t batch, seq_len, heads, kv_heads, head_dim;
+};
+template <typename T>
+void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const AttentionShape& s,
+                       const AttentionMask& mask);
+template <typename T>
+void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
+                        const T* lse, const AttentionShape& s, const AttentionMask& mask);
+
+template <typename T>
+void swiglu_forward(T* out, const T* gate, const T* up, int64_t n);
+template <typename T>
+void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t n);
+
+template <typename T>
+void add(T* out, const T* a, const T* b, int64_t n);
+
+template <typename T>
+void cross_entropy(T* logits, T* losses, const int32_t* targets, int64_t rows, int64_t vocab, double grad_scale,
+                   bool compute_grad);
+
+}  // namespace ll::cpu

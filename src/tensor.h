@@ -1,0 +1,114 @@
+// Tensor: a non-owning view (pointer, dtype, shape, device) over contiguous row-major memory.
+// Memory is owned by arenas (see model/arena.h); a Tensor never frees anything.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "util/error.h"
+
+namespace ll {
+
+enum class DType : uint8_t { F32, F64, BF16, F16, I32 };
+enum class Device : uint8_t { CPU, CUDA };
+
+inline size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F32: return 4;
+    case DType::F64: return 8;
+    case DType::BF16: return 2;
+    case DType::F16: return 2;
+    case DType::I32: return 4;
+  }
+  return 0;
+}
+
+inline const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "f32";
+    case DType::F64: return "f64";
+    case DType::BF16: return "bf16";
+    case DType::F16: return "f16";
+    case DType::I32: return "i32";
+  }
+  return "?";
+}
+
+inline const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
+
+template <typename T> constexpr DType dtype_of();
+template <> constexpr DType dtype_of<float>() { return DType::F32; }
+template <> constexpr DType dtype_of<double>() { return DType::F64; }
+template <> constexpr DType dtype_of<int32_t>() { return DType::I32; }
+
+struct Tensor {
+  static constexpr int kMaxDims = 4;
+
+  void* data = nullptr;
+  DType dtype = DType::F32;
+  Device device = Device::CPU;
+  int ndim = 0;
+  int64_t shape[kMaxDims] = {0, 0, 0, 0};
+
+  Tensor() = default;
+  Tensor(void* data_, DType dtype_, Device device_, std::initializer_list<int64_t> dims)
+      : data(data_), dtype(dtype_), device(device_) {
+    set_shape(dims.begin(), dims.size());
+  }
+  Tensor(void* data_, DType dtype_, Device device_, const std::vector<int64_t>& dims)
+      : data(data_), dtype(dtype_), device(device_) {
+    set_shape(dims.data(), dims.size());
+  }
+
+  bool empty() const { return data == nullptr; }
+  int64_t dim(int i) const { return shape[i < 0 ? ndim + i : i]; }
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; ++i) n *= shape[i];
+    return ndim == 0 ? 0 : n;
+  }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
+  // Rows = product of all dimensions but the last; cols = the last dimension.
+  int64_t cols() const { return ndim == 0 ? 0 : shape[ndim - 1]; }
+  int64_t rows() const { return cols() == 0 ? 0 : numel() / cols(); }
+
+  template <typename T> T* ptr() const {
+    LL_CHECK(dtype == dtype_of<T>(), "Tensor: expected dtype ", dtype_name(dtype_of<T>()), ", have ", dtype_name(dtype));
+    return static_cast<T*>(data);
+  }
+
+  // Same memory, new shape (element count must match).
+  Tensor view(std::initializer_list<int64_t> dims) const {
+    Tensor t(data, dtype, device, dims);
+    LL_CHECK(t.numel() == numel(), "Tensor::view: ", shape_str(), " cannot be viewed as ", t.shape_str());
+    return t;
+  }
+  // Rows [start, start+count) of the tensor seen as a (rows × cols) matrix.
+  Tensor slice_rows(int64_t start, int64_t count) const {
+    LL_CHECK(start >= 0 && count >= 0 && start + count <= rows(), "Tensor::slice_rows: [", start, ",", start + count,
+             ") outside ", rows(), " rows");
+    return Tensor(static_cast<char*>(data) + static_cast<size_t>(start * cols()) * dtype_size(dtype), dtype, device,
+                  {count, cols()});
+  }
+
+  std::vector<int64_t> dims() const { return std::vector<int64_t>(shape, shape + ndim); }
+
+  std::string shape_str() const {
+    std::string s = "[";
+    for (int i = 0; i < ndim; ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+    return s + "]";
+  }
+
+ private:
+  void set_shape(const int64_t* dims, size_t n) {
+    LL_CHECK(n >= 1 && n <= size_t(kMaxDims), "Tensor: rank must be 1..4, got ", n);
+    for (size_t i = 0; i < n; ++i) {
+      LL_CHECK(dims[i] >= 0, "Tensor: negative dimension ", dims[i]);
+      shape[ndim++] = dims[i];
+    }
+  }
+};
+
+}  // namespace ll

@@ -1,0 +1,98 @@
+#include "tensor_host.h"
+
+#include <cmath>
+#include <cstring>
+
+namespace ll {
+
+uint16_t f32_to_bf16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  if (std::isnan(x)) return uint16_t((bits >> 16) | 0x40);  // keep NaN a NaN
+  bits += 0x7FFF + ((bits >> 16) & 1);
+  return uint16_t(bits >> 16);
+}
+float bf16_to_f32(uint16_t x) {
+  const uint32_t bits = uint32_t(x) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t f32_to_f16(float x) {
+  uint32_t b;
+  std::memcpy(&b, &x, 4);
+  const uint32_t sign = (b >> 16) & 0x8000u;
+  const int32_t exp = int32_t((b >> 23) & 0xFF) - 127 + 15;
+  uint32_t mant = b & 0x7FFFFFu;
+  if (((b >> 23) & 0xFF) == 0xFF) return uint16_t(sign | 0x7C00u | (mant ? 0x200u : 0));  // inf / nan
+  if (exp >= 31) return uint16_t(sign | 0x7C00u);                                         // overflow → inf
+  if (exp <= 0) {                                                                         // subnormal or zero
+    if (exp < -10) return uint16_t(sign);
+    mant |= 0x800000u;
+    const int shift = 14 - exp;
+    uint32_t half = mant >> shift;
+    const uint32_t rem = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
+    if (rem > mid || (rem == mid && (half & 1))) ++half;
+    return uint16_t(sign | half);
+  }
+  uint32_t half = sign | (uint32_t(exp) << 10) | (mant >> 13);
+  const uint32_t rem = mant & 0x1FFFu;
+  if (rem > 0x1000u || (rem == 0x1000u && (half & 1))) ++half;  // may carry into the exponent: correct
+  return uint16_t(half);
+}
+float f16_to_f32(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1F, mant = h & 0x3FFu;
+  float f;
+  if (exp == 0) {
+    f = std::ldexp(float(mant), -24);
+    return sign ? -f : f;
+  }
+  uint32_t bits = exp == 31 ? sign | 0x7F800000u | (mant << 13) : sign | ((exp - 15 + 127) << 23) | (mant << 13);
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+void upload_f64(Backend& backend, Tensor dst, const double* values) {
+  const int64_t n = dst.numel();
+  std::vector<unsigned char> staging(dst.nbytes());
+  for (int64_t i = 0; i < n; ++i) {
+    switch (dst.dtype) {
+      case DType::F64: reinterpret_cast<double*>(staging.data())[i] = values[i]; break;
+      case DType::F32: reinterpret_cast<float*>(staging.data())[i] = float(values[i]); break;
+      case DType::BF16: reinterpret_cast<uint16_t*>(staging.data())[i] = f32_to_bf16(float(values[i])); break;
+      case DType::F16: reinterpret_cast<uint16_t*>(staging.data())[i] = f32_to_f16(float(values[i])); break;
+      case DType::I32: fail("upload_f64: destination is an i32 tensor ", dst.shape_str(), "; use upload_i32");
+    }
+  }
+  backend.copy_from_host(dst, staging.data());
+}
+void upload_f64(Backend& backend, Tensor dst, const std::vector<double>& values) {
+  LL_CHECK(int64_t(values.size()) == dst.numel(), "upload_f64: ", values.size(), " values for a tensor of shape ",
+           dst.shape_str());
+  upload_f64(backend, dst, values.data());
+}
+
+std::vector<double> download_f64(Backend& backend, const Tensor& src) {
+  std::vector<unsigned char> staging(src.nbytes());
+  backend.copy_to_host(staging.data(), src);
+  std::vector<double> out(src.numel());
+  for (int64_t i = 0; i < src.numel(); ++i) {
+    switch (src.dtype) {
+      case DType::F64: out[i] = reinterpret_cast<const double*>(staging.data())[i]; break;
+      case DType::F32: out[i] = reinterpret_cast<const float*>(staging.data())[i]; break;
+      case DType::BF16: out[i] = bf16_to_f32(reinterpret_cast<const uint16_t*>(staging.data())[i]); break;
+      case DType::F16: out[i] = f16_to_f32(reinterpret_cast<const uint16_t*>(staging.data())[i]); break;
+      case DType::I32: out[i] = reinterpret_cast<const int32_t*>(staging.data())[i]; break;
+    }
+  }
+  return out;
+}
+
+void upload_i32(Backend& backend, Tensor dst, const int32_t* values) {
+  LL_CHECK(dst.dtype == DType::I32, "upload_i32: destination has dtype ", dtype_name(dst.dtype));
+  backend.copy_from_host(dst, values);
+}
+
+}  // namespace ll

@@ -1,0 +1,23 @@
+// Moving values between host double arrays and backend tensors of any floating dtype.
+#pragma once
+#include <vector>
+
+#include "backend.h"
+
+namespace ll {
+
+// bf16 / f16 conversions (round to nearest even), used for host-side staging.
+uint16_t f32_to_bf16(float x);
+float bf16_to_f32(uint16_t x);
+uint16_t f32_to_f16(float x);
+float f16_to_f32(uint16_t x);
+
+// Converts `count = dst.numel()` doubles to dst's dtype and copies them into the backend tensor.
+void upload_f64(Backend& backend, Tensor dst, const double* values);
+void upload_f64(Backend& backend, Tensor dst, const std::vector<double>& values);
+// Copies a backend tensor to the host and widens it to double.
+std::vector<double> download_f64(Backend& backend, const Tensor& src);
+// Copies int32 host values into an I32 backend tensor.
+void upload_i32(Backend& backend, Tensor dst, const int32_t* values);
+
+}  // namespace ll

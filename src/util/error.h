@@ -1,0 +1,42 @@
+// One error path for the whole program: what failed, where (file, flag, field), what was expected, and a hint.
+#pragma once
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace ll {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& message) : std::runtime_error(message) {}
+};
+
+namespace detail {
+inline void append(std::ostringstream&) {}
+template <typename First, typename... Rest>
+void append(std::ostringstream& os, const First& first, const Rest&... rest) {
+  os << first;
+  append(os, rest...);
+}
+}  // namespace detail
+
+// Concatenates its arguments with operator<< into one message.
+template <typename... Args>
+std::string str_cat(const Args&... args) {
+  std::ostringstream os;
+  detail::append(os, args...);
+  return os.str();
+}
+
+template <typename... Args>
+[[noreturn]] void fail(const Args&... args) {
+  throw Error(str_cat(args...));
+}
+
+}  // namespace ll
+
+// LL_CHECK(cond, message parts...): throws ll::Error naming the source location and the failed condition.
+#define LL_CHECK(cond, ...)                                                                       \
+  do {                                                                                            \
+    if (!(cond)) ::ll::fail(__VA_ARGS__, "  [check `" #cond "` failed at ", __FILE__, ":", __LINE__, "]"); \
+  } while (0)

@@ -1,0 +1,324 @@
+// Every op's backward against central finite differences in double precision (cpu-f64 backend),
+// on random inputs and several shapes, GQA and sizes that are not powers of two included.
+#include <gtest/gtest.h>
+
+#include "cpu/cpu_backend.h"
+#include "test_util.h"
+
+namespace ll {
+namespace {
+
+using test::dot;
+using test::expect_gradient;
+using test::random_vector;
+using test::view;
+using Vec = std::vector<double>;
+
+CpuBackend<double> cpu64;
+
+TEST(OpGradients, Embedding) {
+  Rng rng(1);
+  const int64_t V = 11, D = 5, T = 9;
+  Vec table = random_vector(rng, V * D), out(T * D), R = random_vector(rng, T * D);
+  std::vector<int32_t> ids = {3, 0, 10, 3, 7, 3, 1, 10, 5};  // repeats exercise the scatter-add
+  auto loss = [&] {
+    cpu64.embedding_forward(view(out, {T, D}), view(ids, {T}), view(table, {V, D}));
+    return dot(out, R);
+  };
+  Vec dtable(V * D, 0.0);
+  cpu64.embedding_backward(view(dtable, {V, D}), view(ids, {T}), view(R, {T, D}));
+  expect_gradient(loss, table, dtable, "embedding dtable");
+  // Gradients accumulate: a second backward doubles them.
+  Vec twice = dtable;
+  cpu64.embedding_backward(view(twice, {V, D}), view(ids, {T}), view(R, {T, D}));
+  for (size_t i = 0; i < dtable.size(); ++i) EXPECT_NEAR(twice[i], 2 * dtable[i], 1e-12);
+}
+
+TEST(OpGradients, EmbeddingRejectsOutOfRangeIds) {
+  Vec table(4 * 2), out(2 * 2);
+  std::vector<int32_t> ids = {1, 4};
+  EXPECT_THROW(cpu64.embedding_forward(view(out, {2, 2}), view(ids, {2}), view(table, {4, 2})), Error);
+}
+
+class RmsNormGrad : public ::testing::TestWithParam<std::pair<int64_t, int64_t>> {};
+TEST_P(RmsNormGrad, MatchesFiniteDifferences) {
+  const auto [T, D] = GetParam();
+  Rng rng(2 + T * 31 + D);
+  Vec x = random_vector(rng, T * D), w = random_vector(rng, D), out(T * D), rstd(T), R = random_vector(rng, T * D);
+  const double eps = 1e-5;
+  auto loss = [&] {
+    cpu64.rmsnorm_forward(view(out, {T, D}), view(rstd, {T}), view(x, {T, D}), view(w, {D}), eps);
+    return dot(out, R);
+  };
+  loss();
+  Vec dx(T * D, 0.0), dw(D, 0.0);
+  cpu64.rmsnorm_backward(view(dx, {T, D}), view(dw, {D}), view(R, {T, D}), view(x, {T, D}), view(w, {D}),
+                         view(rstd, {T}), false);
+  expect_gradient(loss, x, dx, "rmsnorm dx");
+  expect_gradient(loss, w, dw, "rmsnorm dw");
+  // accumulate_dx adds onto what is there.
+  Vec acc(T * D, 1.0);
+  cpu64.rmsnorm_backward(view(acc, {T, D}), Tensor(), view(R, {T, D}), view(x, {T, D}), view(w, {D}),
+                         view(rstd, {T}), true);
+  for (size_t i = 0; i < acc.size(); ++i) EXPECT_NEAR(acc[i], 1.0 + dx[i], 1e-12);
+}
+INSTANTIATE_TEST_SUITE_P(Shapes, RmsNormGrad, ::testing::Values(std::make_pair(1, 8), std::make_pair(5, 7),
+                                                                   std::make_pair(3, 130)));
+
+class LinearGrad : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t>> {};
+TEST_P(LinearGrad, MatchesFiniteDifferences) {
+  const auto [T, K, N] = GetParam();
+  Rng rng(3 + T + K * 7 + N * 13);
+  Vec x = random_vector(rng, T * K), w = random_vector(rng, N * K), y(T * N), R = random_vector(rng, T * N);
+  auto loss = [&] {
+    cpu64.linear_forward(view(y, {T, N}), view(x, {T, K}), view(w, {N, K}), false);
+    return dot(y, R);
+  };
+  Vec dx(T * K, 0.0), dw(N * K, 0.0);
+  cpu64.linear_backward(view(dx, {T, K}), view(dw, {N, K}), view(R, {T, N}), view(x, {T, K}), view(w, {N, K}), false);
+  expect_gradient(loss, x, dx, "linear dx");
+  expect_gradient(loss, w, dw, "linear dw");
+  // Frozen weight: no dW is computed, dx is unchanged.
+  Vec dx2(T * K, 0.0);
+  cpu64.linear_backward(view(dx2, {T, K}), Tensor(), view(R, {T, N}), view(x, {T, K}), view(w, {N, K}), false);
+  EXPECT_EQ(dx2, dx);
+  // accumulate flag on the forward adds x·Wᵀ to y.
+  Vec y2(T * N, 0.5);
+  cpu64.linear_forward(view(y2, {T, N}), view(x, {T, K}), view(w, {N, K}), true);
+  loss();
+  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y2[i], y[i] + 0.5, 1e-12);
+}
+INSTANTIATE_TEST_SUITE_P(Shapes, LinearGrad,
+                         ::testing::Values(std::make_tuple(1, 3, 2), std::make_tuple(7, 5, 9),
+                                           std::make_tuple(12, 16, 6)));
+
+class LoraGrad : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t, int64_t>> {};
+TEST_P(LoraGrad, MatchesFiniteDifferences) {
+  const auto [T, K, N, r] = GetParam();
+  Rng rng(4 + T + K + N + r);
+  const double scale = 16.0 / double(r);
+  Vec x = random_vector(rng, T * K), w = random_vector(rng, N * K), a = random_vector(rng, r * K);
+  Vec b = random_vector(rng, N * r), y(T * N), xa(T * r), R = random_vector(rng, T * N);
+  auto loss = [&] {
+    cpu64.lora_forward(view(y, {T, N}), view(xa, {T, r}), view(x, {T, K}), view(w, {N, K}), view(a, {r, K}),
+                       view(b, {N, r}), scale);
+    return dot(y, R);
+  };
+  // The forward equals x·Wᵀ + s·(x·Aᵀ)·Bᵀ written out by hand.
+  loss();
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t n = 0; n < N; ++n) {
+      double ref = 0;
+      for (int64_t k = 0; k < K; ++k) ref += x[t * K + k] * w[n * K + k];
+      for (int64_t j = 0; j < r; ++j) {
+        double xaj = 0;
+        for (int64_t k = 0; k < K; ++k) xaj += x[t * K + k] * a[j * K + k];
+        ref += scale * xaj * b[n * r + j];
+      }
+      ASSERT_NEAR(y[t * N + n], ref, 1e-10);
+    }
+  Vec dx(T * K), dw(N * K, 0.0), da(r * K, 0.0), db(N * r, 0.0), dxa(T * r);
+  cpu64.lora_backward(view(dx, {T, K}), view(dw, {N, K}), view(da, {r, K}), view(db, {N, r}), view(dxa, {T, r}),
+                      view(R, {T, N}), view(x, {T, K}), view(xa, {T, r}), view(w, {N, K}), view(a, {r, K}),
+                      view(b, {N, r}), scale, false);
+  expect_gradient(loss, x, dx, "lora dx");
+  expect_gradient(loss, a, da, "lora dA");
+  expect_gradient(loss, b, db, "lora dB");
+  expect_gradient(loss, w, dw, "lora dW (when W trains)");
+}
+INSTANTIATE_TEST_SUITE_P(Shapes, LoraGrad,
+                         ::testing::Values(std::make_tuple(5, 6, 7, 2), std::make_tuple(9, 12, 4, 3),
+                                           std::make_tuple(1, 8, 8, 8)));
+
+class RopeGrad : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t, double>> {};
+TEST_P(RopeGrad, MatchesFiniteDifferences) {
+  const auto [T, heads, Dh, factor] = GetParam();
+  Rng rng(5 + T + heads + Dh);
+  Vec x = random_vector(rng, T * heads * Dh), y, R = random_vector(rng, T * heads * Dh);
+  std::vector<int32_t> pos(T);
+  for (int64_t t = 0; t < T; ++t) pos[t] = int32_t((t * 37) % 101);  // arbitrary, unsorted positions
+  const RopeParams p{10000.0, factor};
+  auto loss = [&] {
+    y = x;
+    cpu64.rope_forward(view(y, {T, heads, Dh}), view(pos, {T}), p);
+    return dot(y, R);
+  };
+  Vec dx = R;
+  cpu64.rope_backward(view(dx, {T, heads, Dh}), view(pos, {T}), p);
+  expect_gradient(loss, x, dx, "rope dx");
+  // Forward then backward is the identity (rotation matrices are orthogonal).
+  Vec round = x;
+  cpu64.rope_forward(view(round, {T, heads, Dh}), view(pos, {T}), p);
+  cpu64.rope_backward(view(round, {T, heads, Dh}), view(pos, {T}), p);
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(round[i], x[i], 1e-12);
+}
+INSTANTIATE_TEST_SUITE_P(Shapes, RopeGrad,
+                         ::testing::Values(std::make_tuple(5, 3, 4, 1.0), std::make_tuple(7, 2, 6, 2.0),
+                                           std::make_tuple(3, 1, 10, 25.0)));
+
+TEST(RopeForward, RotateHalfLayoutAndInterpolatedPositions) {
+  // One head, Dh = 4: pairs (x0, x2) and (x1, x3) rotate by angles pos/factor·θ^0 and pos/factor·θ^(-1/2).
+  const double theta = 10000.0, factor = 4.0;
+  Vec x = {1.0, 2.0, 3.0, 4.0};
+  std::vector<int32_t> pos = {6};
+  cpu64.rope_forward(view(x, {1, 1, 4}), view(pos, {1}), RopeParams{theta, factor});
+  const double a0 = 6.0 / factor, a1 = 6.0 / factor * std::pow(theta, -0.5);
+  EXPECT_NEAR(x[0], 1 * std::cos(a0) - 3 * std::sin(a0), 1e-12);
+  EXPECT_NEAR(x[2], 3 * std::cos(a0) + 1 * std::sin(a0), 1e-12);
+  EXPECT_NEAR(x[1], 2 * std::cos(a1) - 4 * std::sin(a1), 1e-12);
+  EXPECT_NEAR(x[3], 4 * std::cos(a1) + 2 * std::sin(a1), 1e-12);
+}
+
+struct AttnCase {
+  friend void PrintTo(const AttnCase& c, std::ostream* os) { *os << c.label; }
+  int64_t B, L, H, Hkv, Dh;
+  AttentionMask mask;
+  const char* label;
+};
+class AttentionGrad : public ::testing::TestWithParam<AttnCase> {};
+TEST_P(AttentionGrad, MatchesFiniteDifferences) {
+  const AttnCase c = GetParam();
+  Rng rng(6 + c.L * 3 + c.H);
+  const int64_t nq = c.B * c.L * c.H * c.Dh, nk = c.B * c.L * c.Hkv * c.Dh;
+  Vec q = random_vector(rng, nq), k = random_vector(rng, nk), v = random_vector(rng, nk);
+  Vec out(nq), lse(c.B * c.H * c.L), R = random_vector(rng, nq);
+  auto loss = [&] {
+    cpu64.attention_forward(view(out, {c.B, c.L, c.H, c.Dh}), view(lse, {c.B, c.H, c.L}),
+                            view(q, {c.B, c.L, c.H, c.Dh}), view(k, {c.B, c.L, c.Hkv, c.Dh}),
+                            view(v, {c.B, c.L, c.Hkv, c.Dh}), c.mask);
+    return dot(out, R);
+  };
+  loss();
+  Vec dq(nq), dk(nk), dv(nk);
+  cpu64.attention_backward(view(dq, {c.B, c.L, c.H, c.Dh}), view(dk, {c.B, c.L, c.Hkv, c.Dh}),
+                           view(dv, {c.B, c.L, c.Hkv, c.Dh}), view(R, {c.B, c.L, c.H, c.Dh}),
+                           view(q, {c.B, c.L, c.H, c.Dh}), view(k, {c.B, c.L, c.Hkv, c.Dh}),
+                           view(v, {c.B, c.L, c.Hkv, c.Dh}), view(out, {c.B, c.L, c.H, c.Dh}),
+                           view(lse, {c.B, c.H, c.L}), c.mask);
+  expect_gradient(loss, q, dq, std::string(c.label) + " dq");
+  expect_gradient(loss, k, dk, std::string(c.label) + " dk");
+  expect_gradient(loss, v, dv, std::string(c.label) + " dv");
+}
+INSTANTIATE_TEST_SUITE_P(
+    Masks, AttentionGrad,
+    ::testing::Values(AttnCase{2, 7, 3, 3, 4, AttentionMask::causal(), "causal_mha_odd_len"},
+                      AttnCase{1, 9, 6, 2, 6, AttentionMask::causal(), "causal_gqa3"},
+                      AttnCase{2, 12, 4, 2, 4, AttentionMask::s2(3, false), "s2_gqa_odd_group"},
+                      AttnCase{1, 16, 4, 4, 8, AttentionMask::s2(4, false), "s2_mha"},
+                      AttnCase{1, 10, 4, 2, 4, AttentionMask::s2(4, false), "s2_clipped_segments"},
+                      AttnCase{2, 16, 4, 2, 4, AttentionMask::s2(4, true), "s2_roll_gqa"},
+                      AttnCase{1, 24, 8, 4, 2, AttentionMask::s2(6, true), "s2_roll_mqa_pairs"}),
+    [](const auto& info) { return std::string(info.param.label); });
+
+TEST(AttentionForward, MatchesDenseSoftmaxWithExplicitMask) {
+  // Dense reference: full L×L scores, the mask from attends(), softmax, weighted sum, GQA by index.
+  const int64_t B = 2, L = 12, H = 4, Hkv = 2, Dh = 5;
+  for (const AttentionMask mask : {AttentionMask::causal(), AttentionMask::s2(4, false), AttentionMask::s2(4, true)}) {
+    Rng rng(7);
+    Vec q = random_vector(rng, B * L * H * Dh), k = random_vector(rng, B * L * Hkv * Dh);
+    Vec v = random_vector(rng, B * L * Hkv * Dh), out(B * L * H * Dh), lse(B * H * L);
+    cpu64.attention_forward(view(out, {B, L, H, Dh}), view(lse, {B, H, L}), view(q, {B, L, H, Dh}),
+                            view(k, {B, L, Hkv, Dh}), view(v, {B, L, Hkv, Dh}), mask);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t i = 0; i < L; ++i) {
+          const int64_t hk = h / (H / Hkv);
+          std::vector<double> s(L, -INFINITY);
+          double mx = -INFINITY;
+          for (int64_t j = 0; j < L; ++j) {
+            if (!attends(mask, h, H, L, i, j)) continue;
+            double d = 0;
+            for (int64_t e = 0; e < Dh; ++e) d += q[((b * L + i) * H + h) * Dh + e] * k[((b * L + j) * Hkv + hk) * Dh + e];
+            s[j] = d / std::sqrt(double(Dh));
+            mx = std::max(mx, s[j]);
+          }
+          double z = 0;
+          for (int64_t j = 0; j < L; ++j) z += std::exp(s[j] - mx);
+          EXPECT_NEAR(lse[(b * H + h) * L + i], mx + std::log(z), 1e-12);
+          for (int64_t e = 0; e < Dh; ++e) {
+            double o = 0;
+            for (int64_t j = 0; j < L; ++j) o += std::exp(s[j] - mx) / z * v[((b * L + j) * Hkv + hk) * Dh + e];
+            ASSERT_NEAR(out[((b * L + i) * H + h) * Dh + e], o, 1e-12) << "mask kind " << int(mask.kind);
+          }
+        }
+  }
+}
+
+TEST(OpGradients, SwiGLU) {
+  Rng rng(8);
+  const int64_t T = 6, F = 13;
+  Vec g = random_vector(rng, T * F, 2.0), u = random_vector(rng, T * F), out(T * F), R = random_vector(rng, T * F);
+  auto loss = [&] {
+    cpu64.swiglu_forward(view(out, {T, F}), view(g, {T, F}), view(u, {T, F}));
+    return dot(out, R);
+  };
+  Vec dg(T * F), du(T * F);
+  cpu64.swiglu_backward(view(dg, {T, F}), view(du, {T, F}), view(R, {T, F}), view(g, {T, F}), view(u, {T, F}));
+  expect_gradient(loss, g, dg, "swiglu dgate");
+  expect_gradient(loss, u, du, "swiglu dup");
+}
+
+TEST(OpGradients, ResidualAddIsIdentityInBothInputs) {
+  Rng rng(9);
+  const int64_t T = 4, D = 7;
+  Vec a = random_vector(rng, T * D), b = random_vector(rng, T * D), out(T * D), R = random_vector(rng, T * D);
+  auto loss = [&] {
+    cpu64.add(view(out, {T, D}), view(a, {T, D}), view(b, {T, D}));
+    return dot(out, R);
+  };
+  expect_gradient(loss, a, R, "add da");
+  expect_gradient(loss, b, R, "add db");
+  // In place (out aliases a).
+  Vec a2 = a;
+  cpu64.add(view(a2, {T, D}), view(a2, {T, D}), view(b, {T, D}));
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_DOUBLE_EQ(a2[i], a[i] + b[i]);
+}
+
+TEST(OpGradients, CrossEntropyWithIgnoredRowsAndScale) {
+  Rng rng(10);
+  const int64_t R = 7, V = 23;
+  const double scale = 0.37;
+  Vec logits = random_vector(rng, R * V, 3.0), losses(R);
+  std::vector<int32_t> targets = {4, -100, 22, 0, -100, 9, 9};
+  auto loss = [&] {
+    Vec tmp = logits;
+    cpu64.cross_entropy(view(tmp, {R, V}), view(losses, {R}), view(targets, {R}), 0.0, false);
+    double s = 0;
+    for (double l : losses) s += scale * l;
+    return s;
+  };
+  loss();
+  for (int64_t r = 0; r < R; ++r) {
+    if (targets[r] == -100) {
+      EXPECT_EQ(losses[r], 0.0);
+      continue;
+    }
+    double z = 0;
+    for (int64_t j = 0; j < V; ++j) z += std::exp(logits[r * V + j]);
+    EXPECT_NEAR(losses[r], std::log(z) - logits[r * V + targets[r]], 1e-12);
+  }
+  Vec grad = logits;
+  cpu64.cross_entropy(view(grad, {R, V}), view(losses, {R}), view(targets, {R}), scale, true);
+  expect_gradient(loss, logits, grad, "cross-entropy dlogits");
+  for (int64_t j = 0; j < V; ++j) EXPECT_EQ(grad[1 * V + j], 0.0) << "ignored rows get a zero gradient";
+}
+
+TEST(OpErrors, ShapeAndDtypeMismatchesNameTheArgument) {
+  Vec x(12), w(6), out(12), rstd(4);
+  try {
+    cpu64.rmsnorm_forward(view(out, {4, 3}), view(rstd, {4}), view(x, {4, 3}), view(w, {6}), 1e-5);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("`w`"), std::string::npos) << e.what();
+  }
+  std::vector<float> xf(12);
+  Vec w3(3);
+  EXPECT_THROW(cpu64.rmsnorm_forward(view(out, {4, 3}), view(rstd, {4}), view(xf, {4, 3}), view(w3, {3}), 1e-5),
+               Error);
+  std::vector<int32_t> bad_targets = {0, 5};
+  Vec logits(2 * 5), losses(2);
+  EXPECT_THROW(cpu64.cross_entropy(view(logits, {2, 5}), view(losses, {2}), view(bad_targets, {2}), 1.0, true), Error);
+}
+
+}  // namespace
+}  // namespace ll
