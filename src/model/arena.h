@@ -1,0 +1,68 @@
+// Memory is planned, not discovered: an arena is one backend allocation carved into tensors.
+// Usage: reserve every tensor (offsets computed, nothing allocated), then commit() once, then
+// tensor(handle) returns views. Nothing is allocated after commit().
+#pragma once
+#include <string>
+#include <vector>
+
+#include "backend.h"
+
+namespace ll {
+
+class Arena {
+ public:
+  Arena(Backend& backend, std::string name) : backend_(&backend), name_(std::move(name)) {}
+  ~Arena() {
+    if (base_) backend_->release(base_);
+  }
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+
+  struct Handle {
+    size_t index = size_t(-1);
+    bool valid() const { return index != size_t(-1); }
+  };
+
+  Handle reserve(DType dtype, const std::vector<int64_t>& dims) {
+    LL_CHECK(base_ == nullptr, "arena `", name_, "`: reserve() after commit()");
+    Tensor shape(nullptr, dtype, backend_->device(), dims);
+    constexpr size_t kAlign = 256;
+    size_ = (size_ + kAlign - 1) / kAlign * kAlign;
+    entries_.push_back({shape, size_});
+    size_ += shape.nbytes();
+    return Handle{entries_.size() - 1};
+  }
+
+  // Allocates the whole arena and zero-fills it.
+  void commit() {
+    LL_CHECK(base_ == nullptr, "arena `", name_, "`: committed twice");
+    if (size_ == 0) return;
+    size_ = (size_ + 255) / 256 * 256;
+    base_ = backend_->allocate(size_);
+    backend_->zero(Tensor(base_, DType::F32, backend_->device(), {int64_t(size_ / 4)}));
+  }
+
+  Tensor tensor(Handle h) const {
+    LL_CHECK(h.valid() && h.index < entries_.size(), "arena `", name_, "`: invalid handle");
+    LL_CHECK(base_ != nullptr || size_ == 0, "arena `", name_, "`: tensor() before commit()");
+    Tensor t = entries_[h.index].shape;
+    t.data = static_cast<char*>(base_) + entries_[h.index].offset;
+    return t;
+  }
+
+  size_t bytes() const { return size_; }
+  const std::string& name() const { return name_; }
+
+ private:
+  struct Entry {
+    Tensor shape;
+    size_t offset;
+  };
+  Backend* backend_;
+  std::string name_;
+  std::vector<Entry> entries_;
+  size_t size_ = 0;
+  void* base_ = nullptr;
+};
+
+}  // namespace ll

@@ -1,0 +1,90 @@
+#include "model/config.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "util/error.h"
+
+namespace ll {
+
+void LlamaConfig::validate() const {
+  auto positive = [](int64_t v, const char* field) {
+    LL_CHECK(v > 0, "model config: `", field, "` must be a positive integer, got ", v);
+  };
+  positive(hidden_size, "hidden_size");
+  positive(intermediate_size, "intermediate_size");
+  positive(num_attention_heads, "num_attention_heads");
+  positive(num_key_value_heads, "num_key_value_heads");
+  positive(num_hidden_layers, "num_hidden_layers");
+  positive(vocab_size, "vocab_size");
+  positive(max_position_embeddings, "max_position_embeddings");
+  LL_CHECK(hidden_size % num_attention_heads == 0, "model config: hidden_size (", hidden_size,
+           ") must be divisible by num_attention_heads (", num_attention_heads, ")");
+  LL_CHECK(head_dim() % 2 == 0, "model config: head dimension hidden_size/num_attention_heads = ", head_dim(),
+           " must be even for rotary embeddings");
+  LL_CHECK(num_attention_heads % num_key_value_heads == 0, "model config: num_attention_heads (",
+           num_attention_heads, ") must be a multiple of num_key_value_heads (", num_key_value_heads, ")");
+  LL_CHECK(rms_norm_eps > 0, "model config: `rms_norm_eps` must be > 0, got ", rms_norm_eps);
+  LL_CHECK(rope_theta > 0, "model config: `rope_theta` must be > 0, got ", rope_theta);
+  LL_CHECK(rope_scaling_factor >= 1.0, "model config: rope scaling `factor` must be >= 1 (linear interpolation), got ",
+           rope_scaling_factor);
+}
+
+double derive_rope_factor(int64_t target_context, int64_t max_position_embeddings, double existing_factor) {
+  LL_CHECK(target_context > 0, "rope factor: target context must be positive, got ", target_context);
+  LL_CHECK(max_position_embeddings > 0, "rope factor: max_position_embeddings must be positive, got ",
+           max_position_embeddings);
+  LL_CHECK(existing_factor >= 1.0, "rope factor: existing factor must be >= 1, got ", existing_factor);
+  const double original = double(max_position_embeddings) * existing_factor;
+  if (double(target_context) <= original) return existing_factor;
+  return std::ceil(double(target_context) / original);
+}
+
+const char* linear_slot_name(LinearSlot slot) {
+  static const char* names[kNumLinearSlots] = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                               "gate_proj", "up_proj", "down_proj"};
+  return names[int(slot)];
+}
+
+std::array<bool, kNumLinearSlots> LoraConfig::parse_targets(const std::string& list) {
+  static const char* short_names[kNumLinearSlots] = {"q", "k", "v", "o", "gate", "up", "down"};
+  std::array<bool, kNumLinearSlots> out{};
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    bool found = false;
+    for (int s = 0; s < kNumLinearSlots; ++s)
+      if (item == short_names[s] || item == linear_slot_name(LinearSlot(s))) out[s] = found = true;
+    LL_CHECK(found, "LoRA targets: unknown module `", item,
+             "`; expected any of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (or q,k,v,o,gate,up,down)");
+  }
+  return out;
+}
+
+int64_t s2_group_size(int64_t seq_len, double ratio) {
+  LL_CHECK(ratio > 0 && ratio <= 1, "S2-Attn: group ratio must be in (0, 1], got ", ratio);
+  const int64_t group = int64_t(double(seq_len) * ratio);
+  LL_CHECK(group >= 2, "S2-Attn: sequence length ", seq_len, " × group ratio ", ratio, " gives group size ", group,
+           "; need at least 2 (use a longer sequence or disable S2)");
+  LL_CHECK(seq_len % group == 0, "S2-Attn: sequence length ", seq_len, " is not divisible by the group size ", group,
+           " (= L × ", ratio, "); choose model_max_length as a multiple of ", int64_t(std::lround(1.0 / ratio)));
+  return group;
+}
+
+AttentionMask training_mask(const AttentionConfig& attention, const LlamaConfig& config, int64_t seq_len) {
+  if (!attention.use_s2) return AttentionMask::causal();
+  const int64_t h = config.num_attention_heads, hkv = config.num_key_value_heads;
+  LL_CHECK(h % 2 == 0, "S2-Attn: shifts half of the attention heads, so num_attention_heads must be even, got ", h);
+  LL_CHECK(hkv % 2 == 0, "S2-Attn with GQA: the shifted query heads [", h / 2, ",", h,
+           ") must map exactly onto KV heads [Hkv/2, Hkv) so that each KV head serves one shift pattern; "
+           "num_key_value_heads = ",
+           hkv, " is odd, so one KV head would serve both patterns");
+  const int64_t group = s2_group_size(seq_len, attention.group_ratio);
+  const bool roll = attention.variant == S2Variant::Roll;
+  LL_CHECK(!roll || group % 2 == 0, "S2-Attn roll variant: group size ", group,
+           " must be even (the roll shifts by G/2)");
+  return AttentionMask::s2(group, roll);
+}
+
+}  // namespace ll

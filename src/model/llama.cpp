@@ -1,0 +1,326 @@
+#include "model/llama.h"
+
+#include <algorithm>
+#include <cmath>
+#include <iomanip>
+
+#include "tensor_host.h"
+#include "util/random.h"
+
+namespace ll {
+
+// Saved activations of one decoder layer (the layer input lives in Buffers::resid).
+struct LlamaModel::LayerActs {
+  Tensor xn1, rstd1;       // [T,D], [T]
+  Tensor q, k, v;          // [T,H·Dh], [T,Hkv·Dh], [T,Hkv·Dh] (q, k after RoPE)
+  Tensor attn, lse;        // [T,H·Dh], [B,H,L]
+  Tensor x_mid;            // [T,D]  residual after attention
+  Tensor xn2, rstd2;       // [T,D], [T]
+  Tensor gate, up, act;    // [T,F]
+  Tensor lora_xa[kNumLinearSlots];  // [T,r] for slots with adapters
+};
+
+// Everything else the step needs, planned once.
+struct LlamaModel::Buffers {
+  Tensor ids, targets, positions;  // [T] i32
+  std::vector<Tensor> resid;       // n_layers+1 × [T,D]: input of each layer, then the final hidden state
+  Tensor xf, rstdf;                // final norm output [T,D], [T]
+  Tensor logits;                   // [C,V] one chunk
+  Tensor losses;                   // [T]
+  // gradient scratch
+  Tensor d_resid, d_xn;             // [T,D]
+  Tensor dq, dk, dv, d_attn;        // [T,H·Dh] / [T,Hkv·Dh]
+  Tensor d_gate, d_up, d_act;       // [T,F]
+  Tensor d_xa;                      // [T,r]
+};
+
+namespace {
+constexpr int64_t kDefaultChunkBytes = 32ll << 20;
+}
+
+LlamaModel::LlamaModel(Backend& backend, const ModelOptions& options) : backend_(backend), opts_(options) {
+  const LlamaConfig& c = opts_.config;
+  c.validate();
+  LL_CHECK(opts_.batch > 0, "model: batch size must be positive, got ", opts_.batch);
+  LL_CHECK(opts_.seq_len > 0, "model: sequence length must be positive, got ", opts_.seq_len);
+  mask_ = training_mask(opts_.attention, c, opts_.seq_len);
+  rope_ = RopeParams{c.rope_theta, c.rope_scaling_factor};
+  params_ = std::make_unique<ParamStore>(backend, c, opts_.lora, opts_.trainable);
+
+  const DTypePolicy dt = backend.dtypes();
+  const int64_t B = opts_.batch, L = opts_.seq_len, T = B * L, D = c.hidden_size, F = c.intermediate_size;
+  const int64_t H = c.num_attention_heads, V = c.vocab_size, r = opts_.lora.rank;
+  if (opts_.ce_chunk_rows <= 0)
+    opts_.ce_chunk_rows = std::max<int64_t>(1, kDefaultChunkBytes / int64_t(V * dtype_size(dt.act)));
+  const int64_t C = std::min(opts_.ce_chunk_rows, T);
+
+  // Plan every activation tensor, then allocate once.
+  act_arena_ = std::make_unique<Arena>(backend, "activations");
+  Arena& A = *act_arena_;
+  using H_ = Arena::Handle;
+  struct ActHandles {
+    H_ xn1, rstd1, q, k, v, attn, lse, x_mid, xn2, rstd2, gate, up, act, xa[kNumLinearSlots];
+  };
+  const int n_sets = opts_.checkpointing ? 1 : int(c.num_hidden_layers);
+  std::vector<ActHandles> ah(n_sets);
+  for (auto& h : ah) {
+    h.xn1 = A.reserve(dt.act, {T, D});
+    h.rstd1 = A.reserve(dt.stat, {T});
+    h.q = A.reserve(dt.act, {T, c.q_dim()});
+    h.k = A.reserve(dt.act, {T, c.kv_dim()});
+    h.v = A.reserve(dt.act, {T, c.kv_dim()});
+    h.attn = A.reserve(dt.act, {T, c.q_dim()});
+    h.lse = A.reserve(dt.stat, {B, H, L});
+    h.x_mid = A.reserve(dt.act, {T, D});
+    h.xn2 = A.reserve(dt.act, {T, D});
+    h.rstd2 = A.reserve(dt.stat, {T});
+    h.gate = A.reserve(dt.act, {T, F});
+    h.up = A.reserve(dt.act, {T, F});
+    h.act = A.reserve(dt.act, {T, F});
+    for (int s = 0; s < kNumLinearSlots; ++s)
+      if (opts_.lora.on(LinearSlot(s))) h.xa[s] = A.reserve(dt.act, {T, r});
+  }
+  H_ ids = A.reserve(DType::I32, {T}), targets = A.reserve(DType::I32, {T}), positions = A.reserve(DType::I32, {T});
+  std::vector<H_> resid(c.num_hidden_layers + 1);
+  for (auto& h : resid) h = A.reserve(dt.act, {T, D});
+  H_ xf = A.reserve(dt.act, {T, D}), rstdf = A.reserve(dt.stat, {T}), logits = A.reserve(dt.act, {C, V});
+  H_ losses = A.reserve(dt.stat, {T});
+  H_ d_resid = A.reserve(dt.act, {T, D}), d_xn = A.reserve(dt.act, {T, D});
+  H_ dq = A.reserve(dt.act, {T, c.q_dim()}), dk = A.reserve(dt.act, {T, c.kv_dim()});
+  H_ dv = A.reserve(dt.act, {T, c.kv_dim()}), d_attn = A.reserve(dt.act, {T, c.q_dim()});
+  H_ d_gate = A.reserve(dt.act, {T, F}), d_up = A.reserve(dt.act, {T, F}), d_act = A.reserve(dt.act, {T, F});
+  H_ d_xa;
+  if (opts_.lora.enabled()) d_xa = A.reserve(dt.act, {T, r});
+  A.commit();
+
+  acts_.resize(n_sets);
+  for (int i = 0; i < n_sets; ++i) {
+    LayerActs& a = acts_[i];
+    const ActHandles& h = ah[i];
+    a.xn1 = A.tensor(h.xn1), a.rstd1 = A.tensor(h.rstd1), a.q = A.tensor(h.q), a.k = A.tensor(h.k);
+    a.v = A.tensor(h.v), a.attn = A.tensor(h.attn), a.lse = A.tensor(h.lse), a.x_mid = A.tensor(h.x_mid);
+    a.xn2 = A.tensor(h.xn2), a.rstd2 = A.tensor(h.rstd2), a.gate = A.tensor(h.gate), a.up = A.tensor(h.up);
+    a.act = A.tensor(h.act);
+    for (int s = 0; s < kNumLinearSlots; ++s)
+      if (h.xa[s].valid()) a.lora_xa[s] = A.tensor(h.xa[s]);
+  }
+  buf_ = std::make_unique<Buffers>();
+  Buffers& b = *buf_;
+  b.ids = A.tensor(ids), b.targets = A.tensor(targets), b.positions = A.tensor(positions);
+  for (auto& h : resid) b.resid.push_back(A.tensor(h));
+  b.xf = A.tensor(xf), b.rstdf = A.tensor(rstdf), b.logits = A.tensor(logits), b.losses = A.tensor(losses);
+  b.d_resid = A.tensor(d_resid), b.d_xn = A.tensor(d_xn), b.dq = A.tensor(dq), b.dk = A.tensor(dk);
+  b.dv = A.tensor(dv), b.d_attn = A.tensor(d_attn), b.d_gate = A.tensor(d_gate), b.d_up = A.tensor(d_up);
+  b.d_act = A.tensor(d_act);
+  if (d_xa.valid()) b.d_xa = A.tensor(d_xa);
+
+  // Positions restart at 0 in every sequence of the batch; they never change, so upload once.
+  std::vector<int32_t> pos(T);
+  for (int64_t t = 0; t < T; ++t) pos[t] = int32_t(t % L);
+  upload_i32(backend_, b.positions, pos.data());
+}
+
+LlamaModel::~LlamaModel() = default;
+
+MemoryPlan LlamaModel::memory_plan() const {
+  return {params_->frozen_bytes(), params_->trainable_bytes(), params_->grad_bytes(), act_arena_->bytes()};
+}
+
+void MemoryPlan::print(std::ostream& os) const {
+  auto mib = [](size_t b) { return double(b) / double(1 << 20); };
+  os << std::fixed << std::setprecision(1) << "memory plan (MiB): frozen weights " << mib(frozen_weights)
+     << ", trainable weights " << mib(trainable_weights) << ", gradients " << mib(gradients) << ", activations "
+     << mib(activations) << ", total " << mib(total()) << "\n";
+}
+
+LlamaModel::LayerActs& LlamaModel::acts_for(int layer) { return acts_[opts_.checkpointing ? 0 : layer]; }
+
+void LlamaModel::init_random(uint64_t seed, double init_std) {
+  Rng rng(seed);
+  for (Param& p : params_->all()) {
+    std::vector<double> v(p.numel());
+    if (p.is_norm()) {
+      std::fill(v.begin(), v.end(), 1.0);
+    } else if (p.kind == ParamKind::LoraB) {
+      std::fill(v.begin(), v.end(), 0.0);
+    } else if (p.kind == ParamKind::LoraA) {
+      // kaiming_uniform_(a=√5): bound = gain·√(3/fan_in), gain = √(2/(1+a²)) → bound = 1/√fan_in.
+      const double bound = 1.0 / std::sqrt(double(p.shape[1]));
+      for (double& x : v) x = rng.uniform(-bound, bound);
+    } else {
+      for (double& x : v) x = init_std * rng.normal();
+    }
+    upload_f64(backend_, p.value, v);
+  }
+}
+
+// ---- forward ------------------------------------------------------------------------------------------------
+void LlamaModel::upload_batch(const int32_t* tokens, const int32_t* targets) {
+  const int64_t T = opts_.batch * opts_.seq_len, V = opts_.config.vocab_size;
+  for (int64_t t = 0; t < T; ++t)
+    LL_CHECK(tokens[t] >= 0 && tokens[t] < V, "input token id ", tokens[t], " at position ", t,
+             " is outside the vocabulary [0, ", V, ")");
+  upload_i32(backend_, buf_->ids, tokens);
+  if (targets) {
+    for (int64_t t = 0; t < T; ++t)
+      LL_CHECK(targets[t] == -100 || (targets[t] >= 0 && targets[t] < V), "target id ", targets[t], " at position ",
+               t, " is neither -100 (ignore) nor inside the vocabulary [0, ", V, ")");
+    upload_i32(backend_, buf_->targets, targets);
+    host_targets_.assign(targets, targets + T);
+  }
+}
+
+void LlamaModel::project_forward(int layer, LinearSlot slot, LayerActs& a, Tensor y, const Tensor& x) {
+  const LayerParams& lp = params_->layer(layer);
+  const int s = int(slot);
+  if (lp.lora_a[s])
+    backend_.lora_forward(y, a.lora_xa[s], x, lp.linear[s]->value, lp.lora_a[s]->value, lp.lora_b[s]->value,
+                          opts_.lora.scale());
+  else
+    backend_.linear_forward(y, x, lp.linear[s]->value, false);
+}
+
+void LlamaModel::layer_forward(int layer, LayerActs& a, const Tensor& x_in, Tensor x_out) {
+  const LlamaConfig& c = opts_.config;
+  const LayerParams& lp = params_->layer(layer);
+  const int64_t B = opts_.batch, L = opts_.seq_len, T = B * L, H = c.num_attention_heads;
+  const int64_t Hkv = c.num_key_value_heads, Dh = c.head_dim();
+
+  backend_.rmsnorm_forward(a.xn1, a.rstd1, x_in, lp.attn_norm->value, c.rms_norm_eps);
+  project_forward(layer, LinearSlot::Q, a, a.q, a.xn1);
+  project_forward(layer, LinearSlot::K, a, a.k, a.xn1);
+  project_forward(layer, LinearSlot::V, a, a.v, a.xn1);
+  backend_.rope_forward(a.q.view({T, H, Dh}), buf_->positions, rope_);
+  backend_.rope_forward(a.k.view({T, Hkv, Dh}), buf_->positions, rope_);
+  backend_.attention_forward(a.attn.view({B, L, H, Dh}), a.lse, a.q.view({B, L, H, Dh}), a.k.view({B, L, Hkv, Dh}),
+                             a.v.view({B, L, Hkv, Dh}), mask_);
+  project_forward(layer, LinearSlot::O, a, a.x_mid, a.attn);
+  backend_.add(a.x_mid, a.x_mid, x_in);
+
+  backend_.rmsnorm_forward(a.xn2, a.rstd2, a.x_mid, lp.mlp_norm->value, c.rms_norm_eps);
+  project_forward(layer, LinearSlot::Gate, a, a.gate, a.xn2);
+  project_forward(layer, LinearSlot::Up, a, a.up, a.xn2);
+  backend_.swiglu_forward(a.act, a.gate, a.up);
+  project_forward(layer, LinearSlot::Down, a, x_out, a.act);
+  backend_.add(x_out, x_out, a.x_mid);
+}
+
+void LlamaModel::forward_layers() {
+  Buffers& b = *buf_;
+  backend_.embedding_forward(b.resid[0], b.ids, params_->embed().value);
+  for (int l = 0; l < opts_.config.num_hidden_layers; ++l) layer_forward(l, acts_for(l), b.resid[l], b.resid[l + 1]);
+  backend_.rmsnorm_forward(b.xf, b.rstdf, b.resid.back(), params_->final_norm().value, opts_.config.rms_norm_eps);
+}
+
+// Cross-entropy over row chunks: logits for C rows, loss (and dlogits in place), then straight back through
+// the LM head into d_xn (the gradient of the final norm's output) before the next chunk reuses the buffer.
+LossResult LlamaModel::head_loss(bool compute_grad, double loss_scale) {
+  Buffers& b = *buf_;
+  const int64_t T = opts_.batch * opts_.seq_len, C = b.logits.dim(0);
+  Param& head = params_->lm_head();
+  for (int64_t start = 0; start < T; start += C) {
+    const int64_t rows = std::min(C, T - start);
+    Tensor logits = b.logits.slice_rows(0, rows);
+    const Tensor x = b.xf.slice_rows(start, rows);
+    backend_.linear_forward(logits, x, head.value, false);
+    backend_.cross_entropy(logits, b.losses.view({T, 1}).slice_rows(start, rows).view({rows}),
+                           b.targets.view({T, 1}).slice_rows(start, rows).view({rows}), loss_scale, compute_grad);
+    if (compute_grad) backend_.linear_backward(b.d_xn.slice_rows(start, rows), head.grad, logits, x, head.value, false);
+  }
+  LossResult result;
+  const std::vector<double> losses = download_f64(backend_, b.losses);
+  for (int64_t t = 0; t < T; ++t)
+    if (host_targets_[t] != -100) {
+      result.loss_sum += losses[t];
+      ++result.scored;
+    }
+  return result;
+}
+
+LossResult LlamaModel::forward(const int32_t* tokens, const int32_t* targets) {
+  upload_batch(tokens, targets);
+  forward_layers();
+  return head_loss(false, 0.0);
+}
+
+std::vector<double> LlamaModel::logits(const int32_t* tokens) {
+  upload_batch(tokens, nullptr);
+  forward_layers();
+  Buffers& b = *buf_;
+  const int64_t T = opts_.batch * opts_.seq_len, C = b.logits.dim(0), V = opts_.config.vocab_size;
+  std::vector<double> out(size_t(T * V));
+  for (int64_t start = 0; start < T; start += C) {
+    const int64_t rows = std::min(C, T - start);
+    Tensor logits = b.logits.slice_rows(0, rows);
+    backend_.linear_forward(logits, b.xf.slice_rows(start, rows), params_->lm_head().value, false);
+    const std::vector<double> chunk = download_f64(backend_, logits);
+    std::copy(chunk.begin(), chunk.end(), out.begin() + start * V);
+  }
+  return out;
+}
+
+// ---- backward -------------------------------------------------------------------------------------------------
+void LlamaModel::project_backward(int layer, LinearSlot slot, LayerActs& a, Tensor dx, const Tensor& dy,
+                                  const Tensor& x, bool accumulate_dx) {
+  const LayerParams& lp = params_->layer(layer);
+  const int s = int(slot);
+  const Param& w = *lp.linear[s];
+  if (lp.lora_a[s])
+    backend_.lora_backward(dx, w.grad, lp.lora_a[s]->grad, lp.lora_b[s]->grad, buf_->d_xa, dy, x, a.lora_xa[s],
+                           w.value, lp.lora_a[s]->value, lp.lora_b[s]->value, opts_.lora.scale(), accumulate_dx);
+  else
+    backend_.linear_backward(dx, w.grad, dy, x, w.value, accumulate_dx);
+}
+
+// On entry d_resid holds ∂loss/∂x_out; on exit ∂loss/∂x_in. The residual adds' backward is the identity,
+// expressed by accumulating the norms' input gradients into d_resid.
+void LlamaModel::layer_backward(int layer, LayerActs& a, const Tensor& x_in, Tensor d_resid) {
+  const LlamaConfig& c = opts_.config;
+  const LayerParams& lp = params_->layer(layer);
+  Buffers& b = *buf_;
+  const int64_t B = opts_.batch, L = opts_.seq_len, T = B * L, H = c.num_attention_heads;
+  const int64_t Hkv = c.num_key_value_heads, Dh = c.head_dim();
+
+  // MLP block: x_out = x_mid + down(swiglu(gate(xn2), up(xn2)))
+  project_backward(layer, LinearSlot::Down, a, b.d_act, d_resid, a.act, false);
+  backend_.swiglu_backward(b.d_gate, b.d_up, b.d_act, a.gate, a.up);
+  project_backward(layer, LinearSlot::Gate, a, b.d_xn, b.d_gate, a.xn2, false);
+  project_backward(layer, LinearSlot::Up, a, b.d_xn, b.d_up, a.xn2, true);
+  backend_.rmsnorm_backward(d_resid, lp.mlp_norm->grad, b.d_xn, a.x_mid, lp.mlp_norm->value, a.rstd2, true);
+
+  // Attention block: x_mid = x_in + o(attention(rope(q(xn1)), rope(k(xn1)), v(xn1)))
+  project_backward(layer, LinearSlot::O, a, b.d_attn, d_resid, a.attn, false);
+  backend_.attention_backward(b.dq.view({B, L, H, Dh}), b.dk.view({B, L, Hkv, Dh}), b.dv.view({B, L, Hkv, Dh}),
+                              b.d_attn.view({B, L, H, Dh}), a.q.view({B, L, H, Dh}), a.k.view({B, L, Hkv, Dh}),
+                              a.v.view({B, L, Hkv, Dh}), a.attn.view({B, L, H, Dh}), a.lse, mask_);
+  backend_.rope_backward(b.dq.view({T, H, Dh}), b.positions, rope_);
+  backend_.rope_backward(b.dk.view({T, Hkv, Dh}), b.positions, rope_);
+  project_backward(layer, LinearSlot::Q, a, b.d_xn, b.dq, a.xn1, false);
+  project_backward(layer, LinearSlot::K, a, b.d_xn, b.dk, a.xn1, true);
+  project_backward(layer, LinearSlot::V, a, b.d_xn, b.dv, a.xn1, true);
+  backend_.rmsnorm_backward(d_resid, lp.attn_norm->grad, b.d_xn, x_in, lp.attn_norm->value, a.rstd1, true);
+}
+
+LossResult LlamaModel::forward_backward(const int32_t* tokens, const int32_t* targets, double loss_scale) {
+  LL_CHECK(targets != nullptr, "forward_backward: targets are required");
+  upload_batch(tokens, targets);
+  forward_layers();
+  int64_t scored = 0;
+  for (int32_t t : host_targets_) scored += t != -100;
+  if (loss_scale == 0) loss_scale = scored ? 1.0 / double(scored) : 0.0;
+  const LossResult result = head_loss(true, loss_scale);
+
+  Buffers& b = *buf_;
+  Param& final_norm = params_->final_norm();
+  backend_.rmsnorm_backward(b.d_resid, final_norm.grad, b.d_xn, b.resid.back(), final_norm.value, b.rstdf, false);
+  for (int l = int(opts_.config.num_hidden_layers) - 1; l >= 0; --l) {
+    LayerActs& a = acts_for(l);
+    if (opts_.checkpointing) layer_forward(l, a, b.resid[l], b.resid[l + 1]);  // recompute (same values)
+    layer_backward(l, a, b.resid[l], b.d_resid);
+  }
+  Param& embed = params_->embed();
+  if (embed.trainable) backend_.embedding_backward(embed.grad, b.ids, b.d_resid);
+  return result;
+}
+
+}  // namespace ll

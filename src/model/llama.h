@@ -1,0 +1,96 @@
+// Llama (+ LoRA, + S2-Attn, + position interpolation), written once as op calls on a Backend.
+//
+// One decoder layer, T = B·L rows:
+//   xn1 = RMSNorm(x; attn_norm)                    q,k,v = proj(xn1)  (LoRA where configured)
+//   q,k = RoPE(q,k; positions / factor)            o = Attention(q,k,v; causal or S2 mask)
+//   x_mid = x + proj_o(o)
+//   xn2 = RMSNorm(x_mid; mlp_norm)                 act = silu(proj_gate(xn2)) ⊙ proj_up(xn2)
+//   x_out = x_mid + proj_down(act)
+// Then logits = RMSNorm(x; final_norm)·lm_headᵀ and the mean cross-entropy over scored targets,
+// computed over row chunks so that a [T, V] logits matrix never exists.
+#pragma once
+#include <memory>
+#include <ostream>
+#include <vector>
+
+#include "backend.h"
+#include "model/arena.h"
+#include "model/config.h"
+#include "model/params.h"
+
+namespace ll {
+
+struct ModelOptions {
+  LlamaConfig config;
+  LoraConfig lora;
+  TrainableConfig trainable;
+  AttentionConfig attention;
+  int64_t batch = 1;           // B
+  int64_t seq_len = 0;         // L
+  bool checkpointing = false;  // keep only each layer's input; recompute the layer in backward
+  int64_t ce_chunk_rows = 0;   // rows of logits per cross-entropy chunk (0: sized to ~32 MiB)
+};
+
+struct LossResult {
+  double loss_sum = 0;  // Σ per-token cross-entropy over scored targets
+  int64_t scored = 0;   // number of targets ≠ −100
+  double mean() const { return scored ? loss_sum / double(scored) : 0.0; }
+};
+
+struct MemoryPlan {
+  size_t frozen_weights, trainable_weights, gradients, activations;
+  size_t total() const { return frozen_weights + trainable_weights + gradients + activations; }
+  void print(std::ostream& os) const;
+};
+
+class LlamaModel {
+ public:
+  LlamaModel(Backend& backend, const ModelOptions& options);
+  ~LlamaModel();
+  LlamaModel(const LlamaModel&) = delete;
+  LlamaModel& operator=(const LlamaModel&) = delete;
+
+  const ModelOptions& options() const { return opts_; }
+  ParamStore& params() { return *params_; }
+  Backend& backend() { return backend_; }
+  const AttentionMask& mask() const { return mask_; }
+  MemoryPlan memory_plan() const;
+
+  // Hugging Face initialisation (normal(0, init_std) for matrices, ones for norms) and PEFT's LoRA
+  // initialisation (A Kaiming-uniform with a = √5, B = 0). Deterministic in `seed`.
+  void init_random(uint64_t seed, double init_std = 0.02);
+
+  // tokens, targets: host int32 arrays of B·L entries (row b·L + l). targets[t] is the token that position t
+  // predicts (already shifted), or −100 to ignore it.
+  LossResult forward(const int32_t* tokens, const int32_t* targets);
+  // Forward, then backward: parameter gradients ACCUMULATE the gradient of loss_scale·Σ losses, where
+  // loss_scale defaults (0) to 1/scored, i.e. the gradient of the mean loss of this batch.
+  LossResult forward_backward(const int32_t* tokens, const int32_t* targets, double loss_scale = 0);
+  // Full logits [B·L, V] for tokens, copied to the host as doubles (tests and evaluation of small inputs).
+  std::vector<double> logits(const int32_t* tokens);
+
+ private:
+  struct LayerActs;
+  struct Buffers;
+  void upload_batch(const int32_t* tokens, const int32_t* targets);
+  void forward_layers();
+  void layer_forward(int layer, LayerActs& a, const Tensor& x_in, Tensor x_out);
+  void layer_backward(int layer, LayerActs& a, const Tensor& x_in, Tensor d_resid);
+  void project_forward(int layer, LinearSlot slot, LayerActs& a, Tensor y, const Tensor& x);
+  void project_backward(int layer, LinearSlot slot, LayerActs& a, Tensor dx, const Tensor& dy, const Tensor& x,
+                        bool accumulate_dx);
+  LossResult head_loss(bool compute_grad, double loss_scale);
+  LayerActs& acts_for(int layer);
+
+  Backend& backend_;
+  ModelOptions opts_;
+  AttentionMask mask_;
+  RopeParams rope_;
+  std::unique_ptr<ParamStore> params_;
+  std::unique_ptr<Arena> act_arena_;
+  std::unique_ptr<Buffers> buf_;
+  std::vector<LayerActs> acts_;  // one per layer, or one shared set when checkpointing
+  std::vector<int32_t> host_targets_;
+};
+
+}  // namespace ll

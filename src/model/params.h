@@ -1,0 +1,64 @@
+// The parameter layout: every weight of the model (Hugging Face names and shapes), where it lives, and
+// whether it trains. Three arenas: frozen weights, trainable weights, and their gradients (same layout as
+// the trainable arena, so a ZeRO shard is one slice of each).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/arena.h"
+#include "model/config.h"
+
+namespace ll {
+
+enum class ParamKind { Embed, AttnNorm, Linear, MlpNorm, FinalNorm, LmHead, LoraA, LoraB };
+
+struct Param {
+  std::string name;  // Hugging Face / PEFT name, e.g. model.layers.3.self_attn.q_proj.lora_A.weight
+  ParamKind kind;
+  int layer = -1;                     // decoder layer, −1 outside the stack
+  LinearSlot slot = LinearSlot::Q;    // for Linear, LoraA, LoraB
+  std::vector<int64_t> shape;         // [out, in] for matrices, [D] for norms
+  bool trainable = false;
+  Tensor value;  // weight dtype
+  Tensor grad;   // grad dtype; empty when frozen
+  int64_t numel() const;
+  bool is_norm() const { return kind == ParamKind::AttnNorm || kind == ParamKind::MlpNorm || kind == ParamKind::FinalNorm; }
+};
+
+struct LayerParams {
+  Param* attn_norm = nullptr;                     // [D]
+  Param* mlp_norm = nullptr;                      // [D]
+  Param* linear[kNumLinearSlots] = {};            // q[H·Dh,D] k,v[Hkv·Dh,D] o[D,H·Dh] gate,up[F,D] down[D,F]
+  Param* lora_a[kNumLinearSlots] = {};            // [r, in]  (null when the slot has no adapter)
+  Param* lora_b[kNumLinearSlots] = {};            // [out, r]
+};
+
+class ParamStore {
+ public:
+  ParamStore(Backend& backend, const LlamaConfig& config, const LoraConfig& lora, const TrainableConfig& trainable);
+
+  std::vector<Param>& all() { return params_; }
+  const std::vector<Param>& all() const { return params_; }
+  Param* find(const std::string& name);
+  Param& get(const std::string& name);  // throws naming the parameter
+  const LayerParams& layer(int i) const { return layers_[i]; }
+  Param& embed() { return params_[embed_]; }
+  Param& final_norm() { return params_[final_norm_]; }
+  Param& lm_head() { return params_[lm_head_]; }  // the embedding when weights are tied
+
+  size_t frozen_bytes() const { return frozen_.bytes(); }
+  size_t trainable_bytes() const { return trainable_.bytes(); }
+  size_t grad_bytes() const { return grads_.bytes(); }
+  int64_t count(bool trainable_only) const;
+  void zero_grads();
+
+ private:
+  Backend& backend_;
+  Arena frozen_, trainable_, grads_;
+  std::vector<Param> params_;
+  std::vector<LayerParams> layers_;
+  size_t embed_ = 0, final_norm_ = 0, lm_head_ = 0;
+};
+
+}  // namespace ll
