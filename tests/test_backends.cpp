@@ -1,0 +1,63 @@
+// The backend registry and CUDA device discovery. GPU checks skip, with the reason, on machines without one.
+#include <gtest/gtest.h>
+
+#include "backend.h"
+#include "cuda/device_info.h"
+
+namespace ll {
+namespace {
+
+TEST(BackendRegistry, ListsEveryBackendWithAReason) {
+  const std::vector<BackendInfo> list = list_backends();
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(list[0].name, "cpu");
+  EXPECT_TRUE(list[0].available);
+  EXPECT_EQ(list[1].name, "cpu-f64");
+  EXPECT_EQ(list[2].name, "cuda");
+  EXPECT_FALSE(list[2].description.empty());
+}
+
+TEST(BackendRegistry, CreatesCpuBackendsAndRefusesOthersClearly) {
+  EXPECT_EQ(create_backend("cpu")->dtypes().act, DType::F32);
+  EXPECT_EQ(create_backend("cpu-f64")->dtypes().act, DType::F64);
+  try {
+    create_backend("tpu");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown backend `tpu`"), std::string::npos) << e.what();
+  }
+  try {
+    create_backend("cuda");
+    FAIL() << "the CUDA op kernels do not exist yet: creating the backend must fail";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("backend `cuda` cannot be created"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaDevices, ProbeNeverThrowsAndExplainsAnEmptyList) {
+  const CudaProbe probe = probe_cuda();
+  if (probe.devices.empty()) {
+    EXPECT_FALSE(probe.error.empty());
+  }
+#ifdef LONGLORA_WITH_CUDA
+  EXPECT_TRUE(probe.compiled);
+#else
+  EXPECT_FALSE(probe.compiled);
+#endif
+}
+
+TEST(CudaDevices, ReportsRealDeviceProperties) {
+  const CudaProbe probe = probe_cuda();
+  if (probe.devices.empty()) GTEST_SKIP() << "no CUDA device on this machine: " << probe.error;
+  for (const CudaDeviceInfo& d : probe.devices) {
+    EXPECT_FALSE(d.name.empty());
+    EXPECT_GE(d.compute_major, 7) << d.name;
+    EXPECT_GT(d.multiprocessors, 0) << d.name;
+    EXPECT_GT(d.total_memory, size_t(1) << 30) << d.name;
+  }
+  EXPECT_GT(probe.driver_version, 0);
+  EXPECT_GT(probe.runtime_version, 0);
+}
+
+}  // namespace
+}  // namespace ll
