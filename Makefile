@@ -40,6 +40,7 @@ TEST_BIN  := $(BUILD)/test_all
 LIB       := $(BUILD)/liblonglora.a
 
 .PHONY: all test asan check clean
+.SECONDARY:  # keep object files (they are intermediates of pattern rules) and never delete them afterwards
 all: $(LIB) $(BINS) $(TEST_BIN)
 
 $(BUILD)/obj/%.o: %.cpp
