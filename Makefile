@@ -16,7 +16,7 @@ SAN       ?= 0
 CPPFLAGS  := -Isrc -I. -MMD -MP
 CXXFLAGS  := -std=c++17 -O2 -g -Wall -Wextra -fopenmp
 LDFLAGS   := -fopenmp
-LDLIBS    := -lopenblas -lpthread
+LDLIBS    := -lsentencepiece -lopenblas -lpthread
 ifeq ($(SAN),1)
   CXXFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDFLAGS  += -fsanitize=address,undefined
