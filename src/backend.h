@@ -27,6 +27,14 @@ struct RopeParams {
   double factor = 1.0;  // linear position interpolation: positions are multiplied by 1/factor
 };
 
+// One AdamW update with PyTorch's semantics (decoupled weight decay, bias correction):
+//   p ← p − lr·wd·p;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;
+//   p ← p − (lr / (1−β1^t)) · m / (sqrt(v / (1−β2^t)) + eps)
+struct AdamWStep {
+  double lr = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0;
+  int64_t step = 1;  // t, 1-based, for the bias corrections
+};
+
 struct DTypePolicy {
   DType weight;  // frozen weights and trainable working copies
   DType act;     // activations and activation gradients
@@ -113,6 +121,18 @@ class Backend {
   // The model calls this on row chunks so the full fp32 logits matrix never exists.
   virtual void cross_entropy(Tensor logits, Tensor losses, const Tensor& targets, double grad_scale,
                              bool compute_grad) = 0;
+
+  // ---- optimizer support (grad-dtype tensors of any shape) --------------------------------------------
+  // Σ x² accumulated in double in a fixed order (deterministic whatever the thread count); inf/NaN propagate,
+  // which is how the trainer detects a non-finite gradient.
+  virtual double sum_squares(const Tensor& x) = 0;
+  // x ← s·x
+  virtual void scale(Tensor x, double s) = 0;
+  // AdamW on one parameter. m, v: moments (grad dtype). master: fp32 master copy when the working weights are
+  // stored in a lower precision (then param ← round(master) after the update); empty when param is itself the
+  // master (CPU backends).
+  virtual void adamw_step(Tensor param, Tensor master, const Tensor& grad, Tensor m, Tensor v,
+                          const AdamWStep& step) = 0;
 };
 
 // ---- backend registry ------------------------------------------------------------------------------------

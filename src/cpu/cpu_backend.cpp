@@ -323,6 +323,33 @@ void CpuBackend<T>::cross_entropy(Tensor logits, Tensor losses, const Tensor& ta
   cpu::cross_entropy(logits.ptr<T>(), losses.ptr<T>(), tg, rows, vocab, grad_scale, compute_grad);
 }
 
+// ---- optimizer support -----------------------------------------------------------------------------------------------
+template <typename T>
+double CpuBackend<T>::sum_squares(const Tensor& x) {
+  expect_matrix(x, dtype_of<T>(), x.rows(), x.cols(), "sum_squares", "x");
+  return cpu::sum_squares(x.ptr<T>(), x.numel());
+}
+template <typename T>
+void CpuBackend<T>::scale(Tensor x, double s) {
+  expect_matrix(x, dtype_of<T>(), x.rows(), x.cols(), "scale", "x");
+  cpu::scale(x.ptr<T>(), x.numel(), s);
+}
+template <typename T>
+void CpuBackend<T>::adamw_step(Tensor param, Tensor master, const Tensor& grad, Tensor m, Tensor v,
+                               const AdamWStep& st) {
+  const DType dt = dtype_of<T>();
+  const int64_t rows = param.rows(), cols = param.cols();
+  LL_CHECK(master.empty(), "adamw_step: the cpu backend keeps weights in ", dtype_name(dt),
+           " and needs no master copy");
+  expect_matrix(param, dt, rows, cols, "adamw_step", "param");
+  expect_matrix(grad, dt, rows, cols, "adamw_step", "grad");
+  expect_matrix(m, dt, rows, cols, "adamw_step", "m");
+  expect_matrix(v, dt, rows, cols, "adamw_step", "v");
+  LL_CHECK(st.step >= 1, "adamw_step: step must be >= 1, got ", st.step);
+  cpu::adamw_step(param.ptr<T>(), grad.ptr<T>(), m.ptr<T>(), v.ptr<T>(), param.numel(), st.lr, st.beta1, st.beta2,
+                  st.eps, st.weight_decay, st.step);
+}
+
 template class CpuBackend<float>;
 template class CpuBackend<double>;
 

@@ -42,6 +42,10 @@ class CpuBackend final : public Backend {
   void add(Tensor out, const Tensor& a, const Tensor& b) override;
   void cross_entropy(Tensor logits, Tensor losses, const Tensor& targets, double grad_scale,
                      bool compute_grad) override;
+  double sum_squares(const Tensor& x) override;
+  void scale(Tensor x, double s) override;
+  void adamw_step(Tensor param, Tensor master, const Tensor& grad, Tensor m, Tensor v,
+                  const AdamWStep& step) override;
 };
 
 extern template class CpuBackend<float>;

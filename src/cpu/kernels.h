@@ -52,4 +52,12 @@ template <typename T>
 void cross_entropy(T* logits, T* losses, const int32_t* targets, int64_t rows, int64_t vocab, double grad_scale,
                    bool compute_grad);
 
+template <typename T>
+double sum_squares(const T* x, int64_t n);
+template <typename T>
+void scale(T* x, int64_t n, double s);
+template <typename T>
+void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, double lr, double beta1, double beta2, double eps,
+                double weight_decay, int64_t step);
+
 }  // namespace ll::cpu

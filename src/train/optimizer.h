@@ -1,0 +1,50 @@
+// AdamW over the trainable parameters of a ParamStore, with global-norm gradient clipping.
+// Moments (and fp32 masters when the backend stores weights in lower precision) live in one arena laid out
+// like the trainable-weight arena, so a ZeRO shard will be one slice of it. Frozen parameters have no state.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "backend.h"
+#include "model/arena.h"
+#include "model/params.h"
+
+namespace ll {
+
+struct AdamWConfig {
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+};
+
+struct OptimizerSlot {
+  Param* param;
+  Tensor m, v;
+  Tensor master;     // empty when the backend's weights are already the master copy
+  bool decay;        // weight decay applies (not to norm weights, as in Hugging Face's Trainer)
+};
+
+class AdamW {
+ public:
+  AdamW(Backend& backend, ParamStore& params, const AdamWConfig& config);
+
+  // √(Σ ‖g‖²) over all trainable gradients (deterministic); inf/NaN when any gradient is non-finite.
+  double grad_norm();
+  // Scales every gradient by max_norm/(norm + 1e-6) when norm > max_norm (torch.nn.utils.clip_grad_norm_).
+  // Returns the norm before clipping.
+  double clip_grad_norm(double max_norm);
+  // One update of every trainable parameter at learning rate `lr`; increments step().
+  void step(double lr);
+
+  int64_t steps_taken() const { return step_; }
+  void set_steps_taken(int64_t s) { step_ = s; }
+  std::vector<OptimizerSlot>& slots() { return slots_; }
+  size_t state_bytes() const { return arena_->bytes(); }
+
+ private:
+  Backend& backend_;
+  AdamWConfig config_;
+  std::unique_ptr<Arena> arena_;
+  std::vector<OptimizerSlot> slots_;
+  int64_t step_ = 0;
+};
+
+}  // namespace ll
