@@ -78,16 +78,23 @@ class Backend {
   virtual void linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const Tensor& x, const Tensor& w,
                                bool accumulate_dx) = 0;
 
-  // ---- LoRA linear: y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ, s = α/r --------------------------------------------------
-  // y[T,N] act; xa[T,r] act is saved for backward; x[T,K] act; W[N,K], A[r,K], B[N,r] weight.
-  virtual void lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b,
-                            double scale) = 0;
-  // dx[T,K] act (+)= dy·W + s·(dy·B)·A; dA[r,K] grad += s·(dy·B)ᵀ·x; dB[N,r] grad += s·dyᵀ·xa;
-  // dW[N,K] grad += dyᵀ·x only when dw is non-empty (LoRA normally keeps W frozen).
-  // dxa[T,r] act is caller-provided scratch.
-  virtual void lora_backward(Tensor dx, Tensor dw, Tensor da, Tensor db, Tensor dxa, const Tensor& dy, const Tensor& x,
-                             const Tensor& xa, const Tensor& w, const Tensor& a, const Tensor& b, double scale,
-                             bool accumulate_dx) = 0;
+  // ---- LoRA linear: y = x·Wᵀ + s·(x_lora·Aᵀ)·Bᵀ, s = α/r ---------------------------------------------
+  // x_lora is the adapter's input: x itself, or dropout(x) when LoRA dropout is on.
+  // y[T,N] act; xa[T,r] act = x_lora·Aᵀ is saved for backward; x, x_lora [T,K] act; W[N,K], A[r,K], B[N,r] weight.
+  virtual void lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& x_lora, const Tensor& w,
+                            const Tensor& a, const Tensor& b, double scale) = 0;
+  // With dxa = s·dy·B [T,r] (caller-provided scratch): dA[r,K] grad += dxaᵀ·x_lora; dB[N,r] grad += s·dyᵀ·xa;
+  // dW[N,K] grad += dyᵀ·x only when dw is non-empty (LoRA normally keeps W frozen); dx[T,K] act (+)= dy·W.
+  // The adapter-input gradient dxa·A is added into dx when dx_lora is empty (x_lora is x), else it overwrites
+  // dx_lora [T,K] (the caller runs the dropout backward on it and adds it to dx).
+  virtual void lora_backward(Tensor dx, Tensor dx_lora, Tensor dw, Tensor da, Tensor db, Tensor dxa, const Tensor& dy,
+                             const Tensor& x, const Tensor& x_lora, const Tensor& xa, const Tensor& w, const Tensor& a,
+                             const Tensor& b, double scale, bool accumulate_dx) = 0;
+
+  // ---- dropout -----------------------------------------------------------------------------------------
+  // out = x ⊙ keep / (1 − p) with keep from dropout_mask.h (element index = flat position, counter-based);
+  // out may alias x; p in [0, 1). The backward is the same call on the gradient with the same seed.
+  virtual void dropout(Tensor out, const Tensor& x, double p, uint64_t seed) = 0;
 
   // ---- RoPE (in place) --------------------------------------------------------------------------------
   // x[T, nh, Dh] act rotated in place; positions[T] i32 (token position within its sequence).

@@ -63,6 +63,7 @@ std::vector<double> grad_of(LlamaModel& m, Param& p) { return download_f64(m.bac
 void check_every_gradient(const ModelOptions& o, uint64_t seed) {
   CpuBackend<double> backend;
   LlamaModel model(backend, o);
+  model.set_lora_dropout(true, seed * 77);  // no effect unless o.lora.dropout > 0; same masks in every forward
   randomize(model, seed);
   const Batch batch = random_batch(o, seed + 1);
   model.params().zero_grads();
@@ -107,6 +108,36 @@ TEST(ModelGradient, LoraPlusEveryTrainableParameter) {
   o.lora.alpha = 6;
   o.lora.targets = LoraConfig::parse_targets("q,k,v,o,gate,up,down");
   check_every_gradient(o, 14);
+}
+
+TEST(ModelGradient, LoraWithDropoutEveryTrainableParameter) {
+  ModelOptions o = tiny_options(true);
+  o.trainable = TrainableConfig{false, true, true, false};
+  o.lora.rank = 2;
+  o.lora.alpha = 4;
+  o.lora.dropout = 0.25;
+  o.lora.targets = LoraConfig::parse_targets("q,v,o,down");
+  check_every_gradient(o, 15);
+}
+
+TEST(ModelGradient, LoraDropoutChangesTheOutputOnlyWhenEnabled) {
+  CpuBackend<double> backend;
+  ModelOptions o = tiny_options(true);
+  o.lora.rank = 2;
+  o.lora.dropout = 0.5;
+  o.lora.targets = LoraConfig::parse_targets("q,k,v,o");
+  LlamaModel model(backend, o);
+  randomize(model, 16);
+  const Batch batch = random_batch(o, 17);
+  const std::vector<double> off = model.logits(batch.tokens.data());
+  model.set_lora_dropout(true, 1);
+  const std::vector<double> on1 = model.logits(batch.tokens.data());
+  model.set_lora_dropout(true, 2);
+  const std::vector<double> on2 = model.logits(batch.tokens.data());
+  model.set_lora_dropout(false, 1);
+  EXPECT_NE(off, on1);
+  EXPECT_NE(on1, on2);
+  EXPECT_EQ(model.logits(batch.tokens.data()), off);
 }
 
 TEST(ModelGradient, FrozenWeightsGetNoGradientOrMemory) {
@@ -154,9 +185,13 @@ ModelOptions small_f32_options(bool checkpointing) {
 
 TEST(ModelCheckpointing, BitIdenticalGradientsAndLoss) {
   CpuBackend<float> backend;
-  LlamaModel plain(backend, small_f32_options(false)), ckpt(backend, small_f32_options(true));
+  ModelOptions po = small_f32_options(false), co = small_f32_options(true);
+  po.lora.dropout = co.lora.dropout = 0.1;  // the recompute must regenerate the same dropout masks
+  LlamaModel plain(backend, po), ckpt(backend, co);
   randomize(plain, 21);
   randomize(ckpt, 21);
+  plain.set_lora_dropout(true, 5);
+  ckpt.set_lora_dropout(true, 5);
   EXPECT_LT(ckpt.memory_plan().activations, plain.memory_plan().activations);
   const Batch batch = random_batch(plain.options(), 22);
   const LossResult a = plain.forward_backward(batch.tokens.data(), batch.targets.data());

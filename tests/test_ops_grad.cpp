@@ -100,8 +100,8 @@ TEST_P(LoraGrad, MatchesFiniteDifferences) {
   Vec x = random_vector(rng, T * K), w = random_vector(rng, N * K), a = random_vector(rng, r * K);
   Vec b = random_vector(rng, N * r), y(T * N), xa(T * r), R = random_vector(rng, T * N);
   auto loss = [&] {
-    cpu64.lora_forward(view(y, {T, N}), view(xa, {T, r}), view(x, {T, K}), view(w, {N, K}), view(a, {r, K}),
-                       view(b, {N, r}), scale);
+    cpu64.lora_forward(view(y, {T, N}), view(xa, {T, r}), view(x, {T, K}), view(x, {T, K}), view(w, {N, K}),
+                       view(a, {r, K}), view(b, {N, r}), scale);
     return dot(y, R);
   };
   // The forward equals x·Wᵀ + s·(x·Aᵀ)·Bᵀ written out by hand.
@@ -118,9 +118,9 @@ TEST_P(LoraGrad, MatchesFiniteDifferences) {
       ASSERT_NEAR(y[t * N + n], ref, 1e-10);
     }
   Vec dx(T * K), dw(N * K, 0.0), da(r * K, 0.0), db(N * r, 0.0), dxa(T * r);
-  cpu64.lora_backward(view(dx, {T, K}), view(dw, {N, K}), view(da, {r, K}), view(db, {N, r}), view(dxa, {T, r}),
-                      view(R, {T, N}), view(x, {T, K}), view(xa, {T, r}), view(w, {N, K}), view(a, {r, K}),
-                      view(b, {N, r}), scale, false);
+  cpu64.lora_backward(view(dx, {T, K}), Tensor(), view(dw, {N, K}), view(da, {r, K}), view(db, {N, r}),
+                      view(dxa, {T, r}), view(R, {T, N}), view(x, {T, K}), view(x, {T, K}), view(xa, {T, r}),
+                      view(w, {N, K}), view(a, {r, K}), view(b, {N, r}), scale, false);
   expect_gradient(loss, x, dx, "lora dx");
   expect_gradient(loss, a, da, "lora dA");
   expect_gradient(loss, b, db, "lora dB");
@@ -129,6 +129,60 @@ TEST_P(LoraGrad, MatchesFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(Shapes, LoraGrad,
                          ::testing::Values(std::make_tuple(5, 6, 7, 2), std::make_tuple(9, 12, 4, 3),
                                            std::make_tuple(1, 8, 8, 8)));
+
+TEST(OpGradients, LoraWithDropoutOnTheAdapterInput) {
+  // y = x·Wᵀ + s·(dropout(x)·Aᵀ)·Bᵀ: the model composes dropout, lora_backward's dx_lora output and the
+  // dropout backward; check that composition against finite differences.
+  Rng rng(41);
+  const int64_t T = 6, K = 10, N = 5, r = 3;
+  const double scale = 2.0, p = 0.3;
+  const uint64_t seed = 1234;
+  Vec x = random_vector(rng, T * K), w = random_vector(rng, N * K), a = random_vector(rng, r * K);
+  Vec b = random_vector(rng, N * r), y(T * N), xa(T * r), xl(T * K), R = random_vector(rng, T * N);
+  auto loss = [&] {
+    cpu64.dropout(view(xl, {T, K}), view(x, {T, K}), p, seed);
+    cpu64.lora_forward(view(y, {T, N}), view(xa, {T, r}), view(x, {T, K}), view(xl, {T, K}), view(w, {N, K}),
+                       view(a, {r, K}), view(b, {N, r}), scale);
+    return dot(y, R);
+  };
+  loss();
+  Vec dx(T * K), dxl(T * K), da(r * K, 0.0), db(N * r, 0.0), dxa(T * r);
+  cpu64.lora_backward(view(dx, {T, K}), view(dxl, {T, K}), Tensor(), view(da, {r, K}), view(db, {N, r}),
+                      view(dxa, {T, r}), view(R, {T, N}), view(x, {T, K}), view(xl, {T, K}), view(xa, {T, r}),
+                      view(w, {N, K}), view(a, {r, K}), view(b, {N, r}), scale, false);
+  cpu64.dropout(view(dxl, {T, K}), view(dxl, {T, K}), p, seed);
+  cpu64.add(view(dx, {T, K}), view(dx, {T, K}), view(dxl, {T, K}));
+  expect_gradient(loss, x, dx, "lora+dropout dx");
+  expect_gradient(loss, a, da, "lora+dropout dA");
+  expect_gradient(loss, b, db, "lora+dropout dB");
+}
+
+TEST(Dropout, MaskIsCounterBasedScaledAndSelfAdjoint) {
+  Rng rng(42);
+  const int64_t n = 20000;
+  const double p = 0.25;
+  Vec x(n, 1.0), out(n), out2(n), other(n);
+  cpu64.dropout(view(out, {n}), view(x, {n}), p, 7);
+  cpu64.dropout(view(out2, {n}), view(x, {n}), p, 7);
+  cpu64.dropout(view(other, {n}), view(x, {n}), p, 8);
+  EXPECT_EQ(out, out2) << "same seed, same mask";
+  EXPECT_NE(out, other) << "another seed draws another mask";
+  int64_t kept = 0;
+  for (double v : out) {
+    EXPECT_TRUE(v == 0.0 || std::abs(v - 1.0 / (1.0 - p)) < 1e-15) << v;
+    kept += v != 0.0;
+  }
+  EXPECT_NEAR(double(kept) / double(n), 1.0 - p, 0.015);
+  // <dropout(u), v> = <u, dropout(v)>: the op is its own backward.
+  Vec u = random_vector(rng, n), v = random_vector(rng, n), du(n), dv(n);
+  cpu64.dropout(view(du, {n}), view(u, {n}), p, 9);
+  cpu64.dropout(view(dv, {n}), view(v, {n}), p, 9);
+  EXPECT_NEAR(dot(du, v), dot(u, dv), 1e-9);
+  Vec zero_p(n);
+  cpu64.dropout(view(zero_p, {n}), view(u, {n}), 0.0, 9);
+  EXPECT_EQ(zero_p, u);
+  EXPECT_THROW(cpu64.dropout(view(out, {n}), view(x, {n}), 1.0, 1), Error);
+}
 
 class RopeGrad : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t, double>> {};
 TEST_P(RopeGrad, MatchesFiniteDifferences) {

@@ -510,7 +510,7 @@ TEST(SafetensorsFixtures, EveryFixtureValidates) {
     });
     ++count;
   }
-  EXPECT_EQ(count, 6);
+  EXPECT_GE(count, 6);
 }
 
 }  // namespace

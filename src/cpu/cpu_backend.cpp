@@ -162,24 +162,25 @@ void CpuBackend<T>::linear_backward(Tensor dx, Tensor dw, const Tensor& dy, cons
   }
 }
 template <typename T>
-void CpuBackend<T>::lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& w, const Tensor& a,
-                                 const Tensor& b, double scale) {
+void CpuBackend<T>::lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& x_lora, const Tensor& w,
+                                 const Tensor& a, const Tensor& b, double scale) {
   const DType dt = dtype_of<T>();
   const int64_t rows = x.rows(), k = x.cols(), n = w.rows(), r = a.rows();
   expect(w, dt, {n, k}, "lora_forward", "w");
   expect(a, dt, {r, k}, "lora_forward", "a");
   expect(b, dt, {n, r}, "lora_forward", "b");
   expect_matrix(x, dt, rows, k, "lora_forward", "x");
+  expect_matrix(x_lora, dt, rows, k, "lora_forward", "x_lora");
   expect_matrix(y, dt, rows, n, "lora_forward", "y");
   expect_matrix(xa, dt, rows, r, "lora_forward", "xa");
   cpu::gemm<T>(false, true, rows, n, k, T(1), x.ptr<T>(), k, w.ptr<T>(), k, T(0), y.ptr<T>(), n);
-  cpu::gemm<T>(false, true, rows, r, k, T(1), x.ptr<T>(), k, a.ptr<T>(), k, T(0), xa.ptr<T>(), r);
+  cpu::gemm<T>(false, true, rows, r, k, T(1), x_lora.ptr<T>(), k, a.ptr<T>(), k, T(0), xa.ptr<T>(), r);
   cpu::gemm<T>(false, true, rows, n, r, T(scale), xa.ptr<T>(), r, b.ptr<T>(), r, T(1), y.ptr<T>(), n);
 }
 template <typename T>
-void CpuBackend<T>::lora_backward(Tensor dx, Tensor dw, Tensor da, Tensor db, Tensor dxa, const Tensor& dy,
-                                  const Tensor& x, const Tensor& xa, const Tensor& w, const Tensor& a, const Tensor& b,
-                                  double scale, bool accumulate_dx) {
+void CpuBackend<T>::lora_backward(Tensor dx, Tensor dx_lora, Tensor dw, Tensor da, Tensor db, Tensor dxa,
+                                  const Tensor& dy, const Tensor& x, const Tensor& x_lora, const Tensor& xa,
+                                  const Tensor& w, const Tensor& a, const Tensor& b, double scale, bool accumulate_dx) {
   const DType dt = dtype_of<T>();
   const int64_t rows = x.rows(), k = x.cols(), n = w.rows(), r = a.rows();
   expect(w, dt, {n, k}, "lora_backward", "w");
@@ -188,23 +189,39 @@ void CpuBackend<T>::lora_backward(Tensor dx, Tensor dw, Tensor da, Tensor db, Te
   expect(da, dt, {r, k}, "lora_backward", "da");
   expect(db, dt, {n, r}, "lora_backward", "db");
   expect_matrix(x, dt, rows, k, "lora_backward", "x");
+  expect_matrix(x_lora, dt, rows, k, "lora_backward", "x_lora");
   expect_matrix(xa, dt, rows, r, "lora_backward", "xa");
   expect_matrix(dxa, dt, rows, r, "lora_backward", "dxa");
   expect_matrix(dy, dt, rows, n, "lora_backward", "dy");
-  // dB += s·dyᵀ·xa;  dxa = s·dy·B;  dA += dxaᵀ·x
+  // dB += s·dyᵀ·xa;  dxa = s·dy·B;  dA += dxaᵀ·x_lora
   cpu::gemm<T>(true, false, n, r, rows, T(scale), dy.ptr<T>(), n, xa.ptr<T>(), r, T(1), db.ptr<T>(), r);
   cpu::gemm<T>(false, false, rows, r, n, T(scale), dy.ptr<T>(), n, b.ptr<T>(), r, T(0), dxa.ptr<T>(), r);
-  cpu::gemm<T>(true, false, r, k, rows, T(1), dxa.ptr<T>(), r, x.ptr<T>(), k, T(1), da.ptr<T>(), k);
+  cpu::gemm<T>(true, false, r, k, rows, T(1), dxa.ptr<T>(), r, x_lora.ptr<T>(), k, T(1), da.ptr<T>(), k);
   if (!dx.empty()) {
     expect_matrix(dx, dt, rows, k, "lora_backward", "dx");
     cpu::gemm<T>(false, false, rows, k, n, T(1), dy.ptr<T>(), n, w.ptr<T>(), k, accumulate_dx ? T(1) : T(0),
                  dx.ptr<T>(), k);
+  }
+  if (dx_lora.empty()) {
+    LL_CHECK(!dx.empty(), "lora_backward: the adapter-input gradient needs dx or dx_lora");
     cpu::gemm<T>(false, false, rows, k, r, T(1), dxa.ptr<T>(), r, a.ptr<T>(), k, T(1), dx.ptr<T>(), k);
+  } else {
+    expect_matrix(dx_lora, dt, rows, k, "lora_backward", "dx_lora");
+    cpu::gemm<T>(false, false, rows, k, r, T(1), dxa.ptr<T>(), r, a.ptr<T>(), k, T(0), dx_lora.ptr<T>(), k);
   }
   if (!dw.empty()) {
     expect(dw, dt, {n, k}, "lora_backward", "dw");
     cpu::gemm<T>(true, false, n, k, rows, T(1), dy.ptr<T>(), n, x.ptr<T>(), k, T(1), dw.ptr<T>(), k);
   }
+}
+
+template <typename T>
+void CpuBackend<T>::dropout(Tensor out, const Tensor& x, double p, uint64_t seed) {
+  const DType dt = dtype_of<T>();
+  expect_matrix(x, dt, x.rows(), x.cols(), "dropout", "x");
+  expect_matrix(out, dt, x.rows(), x.cols(), "dropout", "out");
+  LL_CHECK(p >= 0 && p < 1, "dropout: probability must be in [0, 1), got ", p);
+  cpu::dropout(out.ptr<T>(), x.ptr<T>(), x.numel(), p, seed);
 }
 
 // ---- RoPE ------------------------------------------------------------------------------------------------------

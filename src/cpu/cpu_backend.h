@@ -26,11 +26,12 @@ class CpuBackend final : public Backend {
   void linear_forward(Tensor y, const Tensor& x, const Tensor& w, bool accumulate) override;
   void linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const Tensor& x, const Tensor& w,
                        bool accumulate_dx) override;
-  void lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& w, const Tensor& a, const Tensor& b,
-                    double scale) override;
-  void lora_backward(Tensor dx, Tensor dw, Tensor da, Tensor db, Tensor dxa, const Tensor& dy, const Tensor& x,
-                     const Tensor& xa, const Tensor& w, const Tensor& a, const Tensor& b, double scale,
-                     bool accumulate_dx) override;
+  void lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& x_lora, const Tensor& w, const Tensor& a,
+                    const Tensor& b, double scale) override;
+  void lora_backward(Tensor dx, Tensor dx_lora, Tensor dw, Tensor da, Tensor db, Tensor dxa, const Tensor& dy,
+                     const Tensor& x, const Tensor& x_lora, const Tensor& xa, const Tensor& w, const Tensor& a,
+                     const Tensor& b, double scale, bool accumulate_dx) override;
+  void dropout(Tensor out, const Tensor& x, double p, uint64_t seed) override;
   void rope_forward(Tensor x, const Tensor& positions, const RopeParams& p) override;
   void rope_backward(Tensor dx, const Tensor& positions, const RopeParams& p) override;
   void attention_forward(Tensor out, Tensor lse, const Tensor& q, const Tensor& k, const Tensor& v,

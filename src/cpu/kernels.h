@@ -49,6 +49,9 @@ template <typename T>
 void add(T* out, const T* a, const T* b, int64_t n);
 
 template <typename T>
+void dropout(T* out, const T* x, int64_t n, double p, uint64_t seed);
+
+template <typename T>
 void cross_entropy(T* logits, T* losses, const int32_t* targets, int64_t rows, int64_t vocab, double grad_scale,
                    bool compute_grad);
 

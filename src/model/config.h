@@ -41,6 +41,7 @@ const char* linear_slot_name(LinearSlot slot);  // "q_proj", …, "down_proj"
 struct LoraConfig {
   int64_t rank = 0;  // 0 = no adapters
   double alpha = 16.0;
+  double dropout = 0.0;  // on the adapter input (PEFT's lora_dropout); active only while training
   std::array<bool, kNumLinearSlots> targets{};  // which projections carry adapters
   double scale() const { return alpha / double(rank); }
   bool enabled() const { return rank > 0; }

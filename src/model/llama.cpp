@@ -4,6 +4,7 @@
 #include <cmath>
 #include <iomanip>
 
+#include "dropout_mask.h"
 #include "tensor_host.h"
 #include "util/random.h"
 
@@ -32,6 +33,7 @@ struct LlamaModel::Buffers {
   Tensor dq, dk, dv, d_attn;        // [T,H·Dh] / [T,Hkv·Dh]
   Tensor d_gate, d_up, d_act;       // [T,F]
   Tensor d_xa;                      // [T,r]
+  Tensor x_lora, dx_lora;           // [T, max in_features] LoRA-dropout input and its gradient (dropout > 0 only)
 };
 
 namespace {
@@ -89,8 +91,15 @@ LlamaModel::LlamaModel(Backend& backend, const ModelOptions& options) : backend_
   H_ dq = A.reserve(dt.act, {T, c.q_dim()}), dk = A.reserve(dt.act, {T, c.kv_dim()});
   H_ dv = A.reserve(dt.act, {T, c.kv_dim()}), d_attn = A.reserve(dt.act, {T, c.q_dim()});
   H_ d_gate = A.reserve(dt.act, {T, F}), d_up = A.reserve(dt.act, {T, F}), d_act = A.reserve(dt.act, {T, F});
-  H_ d_xa;
+  H_ d_xa, x_lora, dx_lora;
   if (opts_.lora.enabled()) d_xa = A.reserve(dt.act, {T, r});
+  LL_CHECK(opts_.lora.dropout >= 0 && opts_.lora.dropout < 1, "LoRA dropout must be in [0, 1), got ",
+           opts_.lora.dropout);
+  if (opts_.lora.enabled() && opts_.lora.dropout > 0) {
+    const int64_t widest = std::max({D, F, c.q_dim()});
+    x_lora = A.reserve(dt.act, {T, widest});
+    dx_lora = A.reserve(dt.act, {T, widest});
+  }
   A.commit();
 
   acts_.resize(n_sets);
@@ -113,6 +122,7 @@ LlamaModel::LlamaModel(Backend& backend, const ModelOptions& options) : backend_
   b.dv = A.tensor(dv), b.d_attn = A.tensor(d_attn), b.d_gate = A.tensor(d_gate), b.d_up = A.tensor(d_up);
   b.d_act = A.tensor(d_act);
   if (d_xa.valid()) b.d_xa = A.tensor(d_xa);
+  if (x_lora.valid()) b.x_lora = A.tensor(x_lora), b.dx_lora = A.tensor(dx_lora);
 
   // Positions restart at 0 in every sequence of the batch; they never change, so upload once.
   std::vector<int32_t> pos(T);
@@ -134,6 +144,21 @@ void MemoryPlan::print(std::ostream& os) const {
 }
 
 LlamaModel::LayerActs& LlamaModel::acts_for(int layer) { return acts_[opts_.checkpointing ? 0 : layer]; }
+
+void LlamaModel::set_lora_dropout(bool enabled, uint64_t seed) {
+  dropout_enabled_ = enabled;
+  dropout_seed_ = seed;
+}
+
+// PEFT gives every adapted module its own dropout: one independent mask per (layer, projection).
+uint64_t LlamaModel::dropout_seed(int layer, LinearSlot slot) const {
+  return mix64(dropout_seed_ ^ mix64(uint64_t(layer) * kNumLinearSlots + uint64_t(slot) + 1));
+}
+
+// The first rows·cols elements of a [T, widest] scratch buffer, seen as [T, cols].
+Tensor LlamaModel::scratch_view(const Tensor& buffer, int64_t cols) const {
+  return Tensor(buffer.data, buffer.dtype, buffer.device, {buffer.dim(0), cols});
+}
 
 void LlamaModel::init_random(uint64_t seed, double init_std) {
   Rng rng(seed);
@@ -173,10 +198,15 @@ void LlamaModel::upload_batch(const int32_t* tokens, const int32_t* targets) {
 void LlamaModel::project_forward(int layer, LinearSlot slot, LayerActs& a, Tensor y, const Tensor& x) {
   const LayerParams& lp = params_->layer(layer);
   const int s = int(slot);
-  if (lp.lora_a[s])
-    backend_.lora_forward(y, a.lora_xa[s], x, lp.linear[s]->value, lp.lora_a[s]->value, lp.lora_b[s]->value,
+  if (lp.lora_a[s]) {
+    Tensor x_lora = x;
+    if (dropout_on()) {
+      x_lora = scratch_view(buf_->x_lora, x.cols());
+      backend_.dropout(x_lora, x, opts_.lora.dropout, dropout_seed(layer, slot));
+    }
+    backend_.lora_forward(y, a.lora_xa[s], x, x_lora, lp.linear[s]->value, lp.lora_a[s]->value, lp.lora_b[s]->value,
                           opts_.lora.scale());
-  else
+  } else
     backend_.linear_forward(y, x, lp.linear[s]->value, false);
 }
 
@@ -265,10 +295,21 @@ void LlamaModel::project_backward(int layer, LinearSlot slot, LayerActs& a, Tens
   const LayerParams& lp = params_->layer(layer);
   const int s = int(slot);
   const Param& w = *lp.linear[s];
-  if (lp.lora_a[s])
-    backend_.lora_backward(dx, w.grad, lp.lora_a[s]->grad, lp.lora_b[s]->grad, buf_->d_xa, dy, x, a.lora_xa[s],
-                           w.value, lp.lora_a[s]->value, lp.lora_b[s]->value, opts_.lora.scale(), accumulate_dx);
-  else
+  if (lp.lora_a[s] && dropout_on()) {
+    // Regenerate the dropped adapter input (same seed, same mask), route its gradient through the same mask.
+    const uint64_t seed = dropout_seed(layer, slot);
+    Tensor x_lora = scratch_view(buf_->x_lora, x.cols()), dx_lora = scratch_view(buf_->dx_lora, x.cols());
+    backend_.dropout(x_lora, x, opts_.lora.dropout, seed);
+    backend_.lora_backward(dx, dx_lora, w.grad, lp.lora_a[s]->grad, lp.lora_b[s]->grad, buf_->d_xa, dy, x, x_lora,
+                           a.lora_xa[s], w.value, lp.lora_a[s]->value, lp.lora_b[s]->value, opts_.lora.scale(),
+                           accumulate_dx);
+    backend_.dropout(dx_lora, dx_lora, opts_.lora.dropout, seed);
+    backend_.add(dx, dx, dx_lora);
+  } else if (lp.lora_a[s]) {
+    backend_.lora_backward(dx, Tensor(), w.grad, lp.lora_a[s]->grad, lp.lora_b[s]->grad, buf_->d_xa, dy, x, x,
+                           a.lora_xa[s], w.value, lp.lora_a[s]->value, lp.lora_b[s]->value, opts_.lora.scale(),
+                           accumulate_dx);
+  } else
     backend_.linear_backward(dx, w.grad, dy, x, w.value, accumulate_dx);
 }
 

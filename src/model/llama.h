@@ -66,6 +66,9 @@ class LlamaModel {
   // Forward, then backward: parameter gradients ACCUMULATE the gradient of loss_scale·Σ losses, where
   // loss_scale defaults (0) to 1/scored, i.e. the gradient of the mean loss of this batch.
   LossResult forward_backward(const int32_t* tokens, const int32_t* targets, double loss_scale = 0);
+  // LoRA dropout (when options().lora.dropout > 0) is applied only while enabled; each seed draws new masks.
+  // The trainer enables it with a fresh seed per micro-batch; evaluation leaves it off.
+  void set_lora_dropout(bool enabled, uint64_t seed);
   // Full logits [B·L, V] for tokens, copied to the host as doubles (tests and evaluation of small inputs).
   std::vector<double> logits(const int32_t* tokens);
 
@@ -81,6 +84,9 @@ class LlamaModel {
                         bool accumulate_dx);
   LossResult head_loss(bool compute_grad, double loss_scale);
   LayerActs& acts_for(int layer);
+  bool dropout_on() const { return dropout_enabled_ && opts_.lora.dropout > 0; }
+  uint64_t dropout_seed(int layer, LinearSlot slot) const;
+  Tensor scratch_view(const Tensor& buffer, int64_t cols) const;
 
   Backend& backend_;
   ModelOptions opts_;
@@ -91,6 +97,8 @@ class LlamaModel {
   std::unique_ptr<Buffers> buf_;
   std::vector<LayerActs> acts_;  // one per layer, or one shared set when checkpointing
   std::vector<int32_t> host_targets_;
+  bool dropout_enabled_ = false;
+  uint64_t dropout_seed_ = 0;
 };
 
 }  // namespace ll

@@ -1,7 +1,8 @@
-// SwiGLU: out = silu(gate) ⊙ up, silu(g) = g·σ(g).
+// Element-wise ops: SwiGLU (out = silu(gate) ⊙ up, silu(g) = g·σ(g)), residual add, dropout.
 #include <cmath>
 
 #include "cpu/kernels.h"
+#include "dropout_mask.h"
 
 namespace ll::cpu {
 
@@ -33,11 +34,20 @@ void add(T* out, const T* a, const T* b, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
+template <typename T>
+void dropout(T* out, const T* x, int64_t n, double p, uint64_t seed) {
+  const T keep_scale = T(1.0 / (1.0 - p));
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = dropout_keep(seed, uint64_t(i), p) ? x[i] * keep_scale : T(0);
+}
+
 template void swiglu_forward<float>(float*, const float*, const float*, int64_t);
 template void swiglu_forward<double>(double*, const double*, const double*, int64_t);
 template void swiglu_backward<float>(float*, float*, const float*, const float*, const float*, int64_t);
 template void swiglu_backward<double>(double*, double*, const double*, const double*, const double*, int64_t);
 template void add<float>(float*, const float*, const float*, int64_t);
 template void add<double>(double*, const double*, const double*, int64_t);
+template void dropout<float>(float*, const float*, int64_t, double, uint64_t);
+template void dropout<double>(double*, const double*, int64_t, double, uint64_t);
 
 }  // namespace ll::cpu
