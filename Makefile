@@ -1,7 +1,8 @@
 # longlora build. `make` builds the library, the binaries and the test suite into $(BUILD)/.
 #   make test     build and run the tests (normal build)
 #   make asan     build and run the tests under AddressSanitizer + UndefinedBehaviorSanitizer (CPU only)
-#   make check    both, with one "N passed, M failed" summary (what CI runs)
+#   make fuzz     build the libFuzzer target for the safetensors parser (clang) and run it for FUZZ_SECONDS (30)
+#   make check    all three, with one "N passed, M failed" summary (what CI runs; the fuzz run counts as one test)
 #   CUDA=0|1      force the CUDA translation units off/on (default: on when nvcc is found)
 #   CUDA_ARCH     space-separated SM versions to compile for (default: 80 90)
 
@@ -16,7 +17,7 @@ SAN       ?= 0
 CPPFLAGS  := -Isrc -I. -MMD -MP
 CXXFLAGS  := -std=c++17 -O2 -g -Wall -Wextra -fopenmp
 LDFLAGS   := -fopenmp
-LDLIBS    := -lsentencepiece -lopenblas -lpthread
+LDLIBS    := -lsentencepiece_train -lsentencepiece -lopenblas -lpthread
 ifeq ($(SAN),1)
   CXXFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDFLAGS  += -fsanitize=address,undefined
@@ -39,7 +40,15 @@ BINS      := $(BIN_SRCS:src/bin/%.cpp=$(BUILD)/%)
 TEST_BIN  := $(BUILD)/test_all
 LIB       := $(BUILD)/liblonglora.a
 
-.PHONY: all test asan check clean
+# libFuzzer target (clang only): the safetensors reader and the sources it needs, with ASan + UBSan.
+FUZZ_CXX     ?= clang++
+FUZZ_SECONDS ?= 30
+FUZZ_BIN     := build/fuzz/fuzz_safetensors
+FUZZ_SRCS    := tests/fuzz/fuzz_safetensors.cpp src/io/safetensors.cpp
+FUZZ_FLAGS   := -std=c++17 -O1 -g -Isrc -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+                -fno-omit-frame-pointer
+
+.PHONY: all test asan check clean fuzz fuzz-build
 .SECONDARY:  # keep object files (they are intermediates of pattern rules) and never delete them afterwards
 all: $(LIB) $(BINS) $(TEST_BIN)
 
@@ -68,9 +77,22 @@ asan:
 	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 all
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 scripts/run_tests.sh build/asan/test_all
 
+$(FUZZ_BIN): $(FUZZ_SRCS) src/io/safetensors.h src/tensor.h src/util/error.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUZZ_SRCS) -o $@
+
+fuzz-build: $(FUZZ_BIN)
+
+# Fuzzes a scratch copy of tests/fuzz/corpus_safetensors (build/fuzz/run/); fails on any finding.
+fuzz: $(FUZZ_BIN)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run_fuzz.sh
+
+# The fuzzer is built best-effort: when clang is missing, run_fuzz.sh reports it as one failed test, so the
+# summary line stays last either way.
 check: all
 	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 all
-	scripts/run_tests.sh $(TEST_BIN) build/asan/test_all
+	-$(MAKE) fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/run_tests.sh $(TEST_BIN) build/asan/test_all tests/fuzz/run_fuzz.sh
 
 clean:
 	rm -rf build

@@ -128,6 +128,8 @@ class Backend {
   // The model calls this on row chunks so the full fp32 logits matrix never exists.
   virtual void cross_entropy(Tensor logits, Tensor losses, const Tensor& targets, double grad_scale,
                              bool compute_grad) = 0;
+  // out[R] i32 = index of the largest logit of each row (the first one on ties). logits[R,V] act.
+  virtual void argmax_rows(Tensor out, const Tensor& logits) = 0;
 
   // ---- optimizer support (grad-dtype tensors of any shape) --------------------------------------------
   // Σ x² accumulated in double in a fixed order (deterministic whatever the thread count); inf/NaN propagate,

@@ -266,6 +266,34 @@ TEST(ModelGradient, AccumulatesAcrossCallsAndHonoursLossScale) {
   for (size_t i = 0; i < once.size(); ++i) EXPECT_NEAR(thrice[i], 3 * once[i], 1e-12 + 1e-9 * std::abs(once[i]));
 }
 
+TEST(ModelSeqLen, ShorterSequencesMatchAModelPlannedForThem) {
+  CpuBackend<double> backend;
+  ModelOptions long_opts = tiny_options(true), short_opts = tiny_options(true);
+  long_opts.attention.sft_rule = short_opts.attention.sft_rule = true;  // G = L/4 when L % 4 == 0, else 4
+  long_opts.attention.sft_ratio_multiple = short_opts.attention.sft_ratio_multiple = 4;
+  long_opts.attention.sft_group_size = short_opts.attention.sft_group_size = 4;
+  long_opts.seq_len = 16;
+  short_opts.seq_len = 6;
+  LlamaModel planned_long(backend, long_opts), planned_short(backend, short_opts);
+  randomize(planned_long, 101);
+  for (Param& p : planned_long.params().all())
+    upload_f64(backend, planned_short.params().get(p.name).value, download_f64(backend, p.value));
+  const Batch batch = random_batch(short_opts, 102);
+  planned_long.set_seq_len(6);
+  EXPECT_EQ(planned_long.mask().group, 4);
+  EXPECT_LT(rel_error(planned_long.logits(batch.tokens.data()), planned_short.logits(batch.tokens.data())), 1e-13);
+  planned_long.params().zero_grads();
+  planned_short.params().zero_grads();
+  const LossResult a = planned_long.forward_backward(batch.tokens.data(), batch.targets.data());
+  const LossResult b = planned_short.forward_backward(batch.tokens.data(), batch.targets.data());
+  EXPECT_NEAR(a.loss_sum, b.loss_sum, 1e-12);
+  Param& q = planned_long.params().get("model.layers.1.self_attn.q_proj.weight");
+  EXPECT_LT(rel_error(grad_of(planned_long, q), grad_of(planned_short, planned_short.params().get(q.name))), 1e-12);
+  EXPECT_THROW(planned_long.set_seq_len(17), Error);
+  planned_long.set_seq_len(16);
+  EXPECT_EQ(planned_long.mask().group, 4);
+}
+
 // ---- causality --------------------------------------------------------------------------------------------------
 
 std::vector<double> logits_with_token_changed(LlamaModel& m, std::vector<int32_t> tokens, size_t position) {

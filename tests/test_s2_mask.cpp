@@ -154,6 +154,22 @@ TEST(S2Config, GroupSizeRule) {
   EXPECT_THROW(s2_group_size(4, 0.25), Error);  // G = 1
 }
 
+TEST(S2Config, SftGroupRuleMatchesTheReferenceTable) {
+  LlamaConfig c;
+  c.hidden_size = 64, c.intermediate_size = 128, c.num_attention_heads = 4, c.num_key_value_heads = 4;
+  c.num_hidden_layers = 1, c.vocab_size = 10;
+  AttentionConfig a;
+  a.use_s2 = a.sft_rule = true;
+  EXPECT_EQ(training_mask(a, c, 16384).group, 4096);  // L % 4096 == 0 → L/4
+  EXPECT_EQ(training_mask(a, c, 8192).group, 2048);
+  EXPECT_EQ(training_mask(a, c, 8193).group, 8192);   // the reference's quirk
+  EXPECT_EQ(training_mask(a, c, 6000).group, 8192);   // clipped: [6000 | 4096, 1904]
+  const AttentionMask m = training_mask(a, c, 6000);
+  EXPECT_EQ(attended_keys(m, 3, 4, 6000, 5999).lo, 4096);
+  a.variant = S2Variant::Roll;
+  EXPECT_THROW(training_mask(a, c, 6000), Error);
+}
+
 TEST(S2Config, RejectsHeadLayoutsWhereAShiftedHeadSharesAKvHeadWithAnUnshiftedOne) {
   LlamaConfig c;
   c.hidden_size = 64, c.intermediate_size = 128, c.num_attention_heads = 8, c.num_hidden_layers = 1, c.vocab_size = 10;

@@ -340,6 +340,14 @@ void CpuBackend<T>::cross_entropy(Tensor logits, Tensor losses, const Tensor& ta
   cpu::cross_entropy(logits.ptr<T>(), losses.ptr<T>(), tg, rows, vocab, grad_scale, compute_grad);
 }
 
+template <typename T>
+void CpuBackend<T>::argmax_rows(Tensor out, const Tensor& logits) {
+  const int64_t rows = logits.rows(), vocab = logits.cols();
+  expect_matrix(logits, dtype_of<T>(), rows, vocab, "argmax_rows", "logits");
+  expect(out, DType::I32, {rows}, "argmax_rows", "out");
+  cpu::argmax_rows(out.ptr<int32_t>(), logits.ptr<T>(), rows, vocab);
+}
+
 // ---- optimizer support -----------------------------------------------------------------------------------------------
 template <typename T>
 double CpuBackend<T>::sum_squares(const Tensor& x) {

@@ -43,6 +43,7 @@ class CpuBackend final : public Backend {
   void add(Tensor out, const Tensor& a, const Tensor& b) override;
   void cross_entropy(Tensor logits, Tensor losses, const Tensor& targets, double grad_scale,
                      bool compute_grad) override;
+  void argmax_rows(Tensor out, const Tensor& logits) override;
   double sum_squares(const Tensor& x) override;
   void scale(Tensor x, double s) override;
   void adamw_step(Tensor param, Tensor master, const Tensor& grad, Tensor m, Tensor v,

@@ -35,6 +35,17 @@ void cross_entropy(T* logits, T* losses, const int32_t* targets, int64_t rows, i
   }
 }
 
+template <typename T>
+void argmax_rows(int32_t* out, const T* logits, int64_t rows, int64_t vocab) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* row = logits + r * vocab;
+    out[r] = int32_t(std::max_element(row, row + vocab) - row);
+  }
+}
+
+template void argmax_rows<float>(int32_t*, const float*, int64_t, int64_t);
+template void argmax_rows<double>(int32_t*, const double*, int64_t, int64_t);
 template void cross_entropy<float>(float*, float*, const int32_t*, int64_t, int64_t, double, bool);
 template void cross_entropy<double>(double*, double*, const int32_t*, int64_t, int64_t, double, bool);
 

@@ -56,6 +56,9 @@ void cross_entropy(T* logits, T* losses, const int32_t* targets, int64_t rows, i
                    bool compute_grad);
 
 template <typename T>
+void argmax_rows(int32_t* out, const T* logits, int64_t rows, int64_t vocab);
+
+template <typename T>
 double sum_squares(const T* x, int64_t n);
 template <typename T>
 void scale(T* x, int64_t n, double s);

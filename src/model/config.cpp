@@ -80,8 +80,19 @@ AttentionMask training_mask(const AttentionConfig& attention, const LlamaConfig&
            ") must map exactly onto KV heads [Hkv/2, Hkv) so that each KV head serves one shift pattern; "
            "num_key_value_heads = ",
            hkv, " is odd, so one KV head would serve both patterns");
-  const int64_t group = s2_group_size(seq_len, attention.group_ratio);
   const bool roll = attention.variant == S2Variant::Roll;
+  int64_t group;
+  if (attention.sft_rule) {
+    LL_CHECK(!roll, "S2-Attn: the roll variant needs L % G == 0, which the SFT group rule does not guarantee; use the "
+                    "leak-free variant for SFT");
+    LL_CHECK(attention.sft_ratio_multiple > 0 && attention.sft_group_size >= 2,
+             "S2-Attn SFT rule: sft_ratio_multiple and sft_group_size must be positive (group >= 2)");
+    group = seq_len % attention.sft_ratio_multiple == 0 ? int64_t(double(seq_len) * attention.group_ratio)
+                                                        : attention.sft_group_size;
+    LL_CHECK(group >= 2, "S2-Attn SFT rule: group size ", group, " for length ", seq_len, " is below 2");
+  } else {
+    group = s2_group_size(seq_len, attention.group_ratio);
+  }
   LL_CHECK(!roll || group % 2 == 0, "S2-Attn roll variant: group size ", group,
            " must be even (the roll shifts by G/2)");
   return AttentionMask::s2(group, roll);

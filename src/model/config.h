@@ -64,12 +64,18 @@ struct AttentionConfig {
   bool use_s2 = false;
   double group_ratio = 0.25;
   S2Variant variant = S2Variant::LeakFree;
+  // LongLoRA's SFT rule (llama_attn_replace_sft.py): G = L·ratio when L % sft_ratio_multiple == 0, otherwise
+  // G = sft_group_size with segments clipped at L (no divisibility requirement).
+  bool sft_rule = false;
+  int64_t sft_group_size = 8192;
+  int64_t sft_ratio_multiple = 4096;
 };
 
 // G = L·ratio; an error unless G ≥ 2 and L % G == 0.
 int64_t s2_group_size(int64_t seq_len, double ratio);
 // The mask a training step uses: causal, or S2 after checking the head layout (even H; with GQA the
-// shifted query heads [H/2, H) must map exactly onto KV heads [Hkv/2, Hkv), i.e. Hkv even).
+// shifted query heads [H/2, H) must map exactly onto KV heads [Hkv/2, Hkv), i.e. Hkv even). The group size
+// follows s2_group_size, or the SFT rule when attention.sft_rule is set.
 AttentionMask training_mask(const AttentionConfig& attention, const LlamaConfig& config, int64_t seq_len);
 
 }  // namespace ll

@@ -23,7 +23,7 @@ struct LlamaModel::LayerActs {
 
 // Everything else the step needs, planned once.
 struct LlamaModel::Buffers {
-  Tensor ids, targets, positions;  // [T] i32
+  Tensor ids, targets, positions, argmax;  // [T] i32
   std::vector<Tensor> resid;       // n_layers+1 × [T,D]: input of each layer, then the final hidden state
   Tensor xf, rstdf;                // final norm output [T,D], [T]
   Tensor logits;                   // [C,V] one chunk
@@ -45,7 +45,7 @@ LlamaModel::LlamaModel(Backend& backend, const ModelOptions& options) : backend_
   c.validate();
   LL_CHECK(opts_.batch > 0, "model: batch size must be positive, got ", opts_.batch);
   LL_CHECK(opts_.seq_len > 0, "model: sequence length must be positive, got ", opts_.seq_len);
-  mask_ = training_mask(opts_.attention, c, opts_.seq_len);
+  training_mask(opts_.attention, c, opts_.seq_len);  // reject a bad configuration before allocating
   rope_ = RopeParams{c.rope_theta, c.rope_scaling_factor};
   params_ = std::make_unique<ParamStore>(backend, c, opts_.lora, opts_.trainable);
 
@@ -83,6 +83,7 @@ LlamaModel::LlamaModel(Backend& backend, const ModelOptions& options) : backend_
       if (opts_.lora.on(LinearSlot(s))) h.xa[s] = A.reserve(dt.act, {T, r});
   }
   H_ ids = A.reserve(DType::I32, {T}), targets = A.reserve(DType::I32, {T}), positions = A.reserve(DType::I32, {T});
+  H_ argmax = A.reserve(DType::I32, {T});
   std::vector<H_> resid(c.num_hidden_layers + 1);
   for (auto& h : resid) h = A.reserve(dt.act, {T, D});
   H_ xf = A.reserve(dt.act, {T, D}), rstdf = A.reserve(dt.stat, {T}), logits = A.reserve(dt.act, {C, V});
@@ -115,7 +116,7 @@ LlamaModel::LlamaModel(Backend& backend, const ModelOptions& options) : backend_
   }
   buf_ = std::make_unique<Buffers>();
   Buffers& b = *buf_;
-  b.ids = A.tensor(ids), b.targets = A.tensor(targets), b.positions = A.tensor(positions);
+  b.ids = A.tensor(ids), b.targets = A.tensor(targets), b.positions = A.tensor(positions), b.argmax = A.tensor(argmax);
   for (auto& h : resid) b.resid.push_back(A.tensor(h));
   b.xf = A.tensor(xf), b.rstdf = A.tensor(rstdf), b.logits = A.tensor(logits), b.losses = A.tensor(losses);
   b.d_resid = A.tensor(d_resid), b.d_xn = A.tensor(d_xn), b.dq = A.tensor(dq), b.dk = A.tensor(dk);
@@ -124,7 +125,51 @@ LlamaModel::LlamaModel(Backend& backend, const ModelOptions& options) : backend_
   if (d_xa.valid()) b.d_xa = A.tensor(d_xa);
   if (x_lora.valid()) b.x_lora = A.tensor(x_lora), b.dx_lora = A.tensor(dx_lora);
 
-  // Positions restart at 0 in every sequence of the batch; they never change, so upload once.
+  acts_full_ = acts_;
+  buf_full_ = std::make_unique<Buffers>(*buf_);
+  seq_len_ = 0;
+  set_seq_len(L);
+}
+
+namespace {
+// The leading part of a planned buffer, seen with a smaller first dimension.
+Tensor leading(const Tensor& full, int64_t first) {
+  if (full.empty()) return full;
+  std::vector<int64_t> dims = full.dims();
+  dims[0] = first;
+  return Tensor(full.data, full.dtype, full.device, dims);
+}
+}  // namespace
+
+void LlamaModel::set_seq_len(int64_t L) {
+  LL_CHECK(L > 0 && L <= opts_.seq_len, "model: sequence length ", L, " is outside the planned range [1, ",
+           opts_.seq_len, "]");
+  if (L == seq_len_) return;
+  const LlamaConfig& c = opts_.config;
+  const int64_t B = opts_.batch, T = B * L;
+  mask_ = training_mask(opts_.attention, c, L);
+  seq_len_ = L;
+  for (size_t i = 0; i < acts_.size(); ++i) {
+    LayerActs& a = acts_[i];
+    const LayerActs& f = acts_full_[i];
+    for (auto [dst, src] : {std::pair{&a.xn1, &f.xn1}, {&a.rstd1, &f.rstd1}, {&a.q, &f.q}, {&a.k, &f.k}, {&a.v, &f.v},
+                            {&a.attn, &f.attn}, {&a.x_mid, &f.x_mid}, {&a.xn2, &f.xn2}, {&a.rstd2, &f.rstd2},
+                            {&a.gate, &f.gate}, {&a.up, &f.up}, {&a.act, &f.act}})
+      *dst = leading(*src, T);
+    a.lse = Tensor(f.lse.data, f.lse.dtype, f.lse.device, {B, c.num_attention_heads, L});
+    for (int s = 0; s < kNumLinearSlots; ++s) a.lora_xa[s] = leading(f.lora_xa[s], T);
+  }
+  Buffers& b = *buf_;
+  const Buffers& f = *buf_full_;
+  for (auto [dst, src] : {std::pair{&b.ids, &f.ids}, {&b.targets, &f.targets}, {&b.positions, &f.positions},
+                          {&b.argmax, &f.argmax},
+                          {&b.xf, &f.xf}, {&b.rstdf, &f.rstdf}, {&b.losses, &f.losses}, {&b.d_resid, &f.d_resid},
+                          {&b.d_xn, &f.d_xn}, {&b.dq, &f.dq}, {&b.dk, &f.dk}, {&b.dv, &f.dv}, {&b.d_attn, &f.d_attn},
+                          {&b.d_gate, &f.d_gate}, {&b.d_up, &f.d_up}, {&b.d_act, &f.d_act}, {&b.d_xa, &f.d_xa},
+                          {&b.x_lora, &f.x_lora}, {&b.dx_lora, &f.dx_lora}})
+    *dst = leading(*src, T);
+  for (size_t i = 0; i < b.resid.size(); ++i) b.resid[i] = leading(f.resid[i], T);
+  // Positions restart at 0 in every sequence of the batch.
   std::vector<int32_t> pos(T);
   for (int64_t t = 0; t < T; ++t) pos[t] = int32_t(t % L);
   upload_i32(backend_, b.positions, pos.data());
@@ -181,7 +226,7 @@ void LlamaModel::init_random(uint64_t seed, double init_std) {
 
 // ---- forward ------------------------------------------------------------------------------------------------
 void LlamaModel::upload_batch(const int32_t* tokens, const int32_t* targets) {
-  const int64_t T = opts_.batch * opts_.seq_len, V = opts_.config.vocab_size;
+  const int64_t T = opts_.batch * seq_len_, V = opts_.config.vocab_size;
   for (int64_t t = 0; t < T; ++t)
     LL_CHECK(tokens[t] >= 0 && tokens[t] < V, "input token id ", tokens[t], " at position ", t,
              " is outside the vocabulary [0, ", V, ")");
@@ -213,7 +258,7 @@ void LlamaModel::project_forward(int layer, LinearSlot slot, LayerActs& a, Tenso
 void LlamaModel::layer_forward(int layer, LayerActs& a, const Tensor& x_in, Tensor x_out) {
   const LlamaConfig& c = opts_.config;
   const LayerParams& lp = params_->layer(layer);
-  const int64_t B = opts_.batch, L = opts_.seq_len, T = B * L, H = c.num_attention_heads;
+  const int64_t B = opts_.batch, L = seq_len_, T = B * L, H = c.num_attention_heads;
   const int64_t Hkv = c.num_key_value_heads, Dh = c.head_dim();
 
   backend_.rmsnorm_forward(a.xn1, a.rstd1, x_in, lp.attn_norm->value, c.rms_norm_eps);
@@ -244,15 +289,17 @@ void LlamaModel::forward_layers() {
 
 // Cross-entropy over row chunks: logits for C rows, loss (and dlogits in place), then straight back through
 // the LM head into d_xn (the gradient of the final norm's output) before the next chunk reuses the buffer.
-LossResult LlamaModel::head_loss(bool compute_grad, double loss_scale) {
+LossResult LlamaModel::head_loss(bool compute_grad, double loss_scale, int32_t* argmax) {
   Buffers& b = *buf_;
-  const int64_t T = opts_.batch * opts_.seq_len, C = b.logits.dim(0);
+  const int64_t T = opts_.batch * seq_len_, C = b.logits.dim(0);
   Param& head = params_->lm_head();
   for (int64_t start = 0; start < T; start += C) {
     const int64_t rows = std::min(C, T - start);
     Tensor logits = b.logits.slice_rows(0, rows);
     const Tensor x = b.xf.slice_rows(start, rows);
     backend_.linear_forward(logits, x, head.value, false);
+    // Before cross_entropy, which may overwrite the logits with their gradient.
+    if (argmax) backend_.argmax_rows(b.argmax.view({T, 1}).slice_rows(start, rows).view({rows}), logits);
     backend_.cross_entropy(logits, b.losses.view({T, 1}).slice_rows(start, rows).view({rows}),
                            b.targets.view({T, 1}).slice_rows(start, rows).view({rows}), loss_scale, compute_grad);
     if (compute_grad) backend_.linear_backward(b.d_xn.slice_rows(start, rows), head.grad, logits, x, head.value, false);
@@ -267,17 +314,19 @@ LossResult LlamaModel::head_loss(bool compute_grad, double loss_scale) {
   return result;
 }
 
-LossResult LlamaModel::forward(const int32_t* tokens, const int32_t* targets) {
+LossResult LlamaModel::forward(const int32_t* tokens, const int32_t* targets, int32_t* argmax) {
   upload_batch(tokens, targets);
   forward_layers();
-  return head_loss(false, 0.0);
+  const LossResult r = head_loss(false, 0.0, argmax);
+  if (argmax) backend_.copy_to_host(argmax, buf_->argmax);
+  return r;
 }
 
 std::vector<double> LlamaModel::logits(const int32_t* tokens) {
   upload_batch(tokens, nullptr);
   forward_layers();
   Buffers& b = *buf_;
-  const int64_t T = opts_.batch * opts_.seq_len, C = b.logits.dim(0), V = opts_.config.vocab_size;
+  const int64_t T = opts_.batch * seq_len_, C = b.logits.dim(0), V = opts_.config.vocab_size;
   std::vector<double> out(size_t(T * V));
   for (int64_t start = 0; start < T; start += C) {
     const int64_t rows = std::min(C, T - start);
@@ -319,7 +368,7 @@ void LlamaModel::layer_backward(int layer, LayerActs& a, const Tensor& x_in, Ten
   const LlamaConfig& c = opts_.config;
   const LayerParams& lp = params_->layer(layer);
   Buffers& b = *buf_;
-  const int64_t B = opts_.batch, L = opts_.seq_len, T = B * L, H = c.num_attention_heads;
+  const int64_t B = opts_.batch, L = seq_len_, T = B * L, H = c.num_attention_heads;
   const int64_t Hkv = c.num_key_value_heads, Dh = c.head_dim();
 
   // MLP block: x_out = x_mid + down(swiglu(gate(xn2), up(xn2)))

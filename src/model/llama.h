@@ -26,7 +26,7 @@ struct ModelOptions {
   TrainableConfig trainable;
   AttentionConfig attention;
   int64_t batch = 1;           // B
-  int64_t seq_len = 0;         // L
+  int64_t seq_len = 0;         // L: the longest sequence planned for (set_seq_len may run shorter ones)
   bool checkpointing = false;  // keep only each layer's input; recompute the layer in backward
   int64_t ce_chunk_rows = 0;   // rows of logits per cross-entropy chunk (0: sized to ~32 MiB)
 };
@@ -62,10 +62,16 @@ class LlamaModel {
 
   // tokens, targets: host int32 arrays of B·L entries (row b·L + l). targets[t] is the token that position t
   // predicts (already shifted), or −100 to ignore it.
-  LossResult forward(const int32_t* tokens, const int32_t* targets);
+  // When `argmax` is given, it receives the arg-max of every row's logits (B·L entries; evaluation accuracy).
+  LossResult forward(const int32_t* tokens, const int32_t* targets, int32_t* argmax = nullptr);
   // Forward, then backward: parameter gradients ACCUMULATE the gradient of loss_scale·Σ losses, where
   // loss_scale defaults (0) to 1/scored, i.e. the gradient of the mean loss of this batch.
   LossResult forward_backward(const int32_t* tokens, const int32_t* targets, double loss_scale = 0);
+  // Runs the following calls on sequences of length L ≤ options().seq_len (e.g. SFT examples, which are not
+  // padded): re-views the planned buffers, recomputes positions and the attention mask for L.
+  void set_seq_len(int64_t seq_len);
+  int64_t seq_len() const { return seq_len_; }
+
   // LoRA dropout (when options().lora.dropout > 0) is applied only while enabled; each seed draws new masks.
   // The trainer enables it with a fresh seed per micro-batch; evaluation leaves it off.
   void set_lora_dropout(bool enabled, uint64_t seed);
@@ -82,7 +88,7 @@ class LlamaModel {
   void project_forward(int layer, LinearSlot slot, LayerActs& a, Tensor y, const Tensor& x);
   void project_backward(int layer, LinearSlot slot, LayerActs& a, Tensor dx, const Tensor& dy, const Tensor& x,
                         bool accumulate_dx);
-  LossResult head_loss(bool compute_grad, double loss_scale);
+  LossResult head_loss(bool compute_grad, double loss_scale, int32_t* argmax = nullptr);
   LayerActs& acts_for(int layer);
   bool dropout_on() const { return dropout_enabled_ && opts_.lora.dropout > 0; }
   uint64_t dropout_seed(int layer, LinearSlot slot) const;
@@ -95,7 +101,10 @@ class LlamaModel {
   std::unique_ptr<ParamStore> params_;
   std::unique_ptr<Arena> act_arena_;
   std::unique_ptr<Buffers> buf_;
-  std::vector<LayerActs> acts_;  // one per layer, or one shared set when checkpointing
+  std::vector<LayerActs> acts_;  // one per layer, or one shared set when checkpointing (views for seq_len_)
+  std::vector<LayerActs> acts_full_;  // the same, planned for options().seq_len
+  std::unique_ptr<Buffers> buf_full_;
+  int64_t seq_len_ = 0;
   std::vector<int32_t> host_targets_;
   bool dropout_enabled_ = false;
   uint64_t dropout_seed_ = 0;

@@ -1,0 +1,61 @@
+// The training run: LongLoRA's fine-tune.py / supervised-fine-tune.py as one loop.
+//   batch → forward → loss → backward (accumulated over micro-batches) → clip → AdamW → log / checkpoint
+// Flag names follow LongLoRA's scripts (Hugging Face TrainingArguments); src/bin/train.cpp registers them.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace ll {
+
+struct TrainOptions {
+  // model and data
+  std::string model_name_or_path;  // HF folder, or
+  std::string model_config;        // preset name (demo, llama2-7b, llama2-13b, llama2-70b) or config.json, random init
+  std::string tokenizer;           // tokenizer.model (default: <model_name_or_path>/tokenizer.model)
+  std::string data_path;           // pretraining token file (.bin), or
+  std::string sft_data_path;       // LongAlpaca .json / .jsonl
+  std::string output_dir = "output";
+  int64_t model_max_length = 8192;
+  bool add_pad_token = true;  // LongLoRA adds [PAD] = id V (mean-initialised) to HF models; ignored for random init
+  // attention and positions
+  bool use_s2attn = true;
+  double s2_group_ratio = 0.25;
+  std::string s2_variant = "leakfree";
+  double rope_scaling_factor = 0;  // 0: LongLoRA's ceil rule from model_max_length
+  // what trains
+  bool low_rank_training = true;
+  int64_t lora_r = 8;
+  double lora_alpha = 16, lora_dropout = 0;
+  std::string lora_target = "q_proj,k_proj,v_proj,o_proj";
+  std::string trainable_params = "embed,norm";
+  // optimisation
+  double learning_rate = 2e-5, weight_decay = 0, adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;
+  double max_grad_norm = 1.0;
+  int64_t warmup_steps = 0;
+  std::string lr_scheduler_type = "constant_with_warmup";
+  int64_t per_device_train_batch_size = 1, gradient_accumulation_steps = 1;
+  int64_t max_steps = -1;  // > 0 overrides num_train_epochs
+  double num_train_epochs = 1;
+  // bookkeeping
+  int64_t save_steps = 500, save_total_limit = 2, logging_steps = 1, seed = 42;
+  bool gradient_checkpointing = true;
+  std::string resume_from_checkpoint;  // "", a checkpoint directory, or "auto"
+  std::string device = "cpu";
+  int64_t zero_stage = 0;
+  bool save_merged = false;
+  int64_t max_nonfinite_steps = 3;  // consecutive non-finite steps that stop the run
+};
+
+struct TrainResult {
+  int64_t steps = 0;          // optimizer steps completed (including resumed ones)
+  double last_loss = 0;       // loss of the last step
+  bool interrupted = false;   // stopped by SIGINT/SIGTERM after saving a checkpoint
+  std::string output_dir;
+};
+
+// Runs the whole job; throws ll::Error with context on bad input. `flags` is recorded in output_dir/config.json.
+TrainResult run_training(const TrainOptions& options, const nlohmann::json& flags);
+
+}  // namespace ll
