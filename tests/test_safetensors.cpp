@@ -371,6 +371,23 @@ TEST_F(SafetensorsTest, RejectsInvalidJson) {
   expect_open_error("bad_json.safetensors", make_file(R"({"a":{"dtype":"F32",)", ""), {"not valid JSON"});
 }
 
+TEST_F(SafetensorsTest, RejectsDeeplyNestedJsonWithoutCrashing) {
+  // Regression: 100k nested brackets used to overflow the stack (recursive copy / dump of the parsed value)
+  // instead of raising an error. Nesting beyond 16 levels is now refused while parsing.
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  expect_open_error("deep_entry.safetensors", make_file(R"({"w":)" + deep + "}", ""), {"more than 16 levels", "'w'"});
+  expect_open_error("deep_shape.safetensors",
+                    make_file(R"({"w":{"dtype":"F32","shape":[)" + deep + R"(],"data_offsets":[0,0]}})", ""),
+                    {"levels deep"});
+  expect_open_error("deep_meta.safetensors", make_file(R"({"__metadata__":{"k":)" + deep + "}}", ""),
+                    {"levels deep", "'__metadata__'"});
+  // 16 levels are still parsed (and then refused for what they are).
+  const std::string ok = std::string(14, '[') + std::string(14, ']');
+  expect_open_error("nested_ok.safetensors",
+                    make_file(R"({"w":{"dtype":"F32","shape":)" + ok + R"(,"data_offsets":[0,0]}})", ""),
+                    {"\"shape\" must hold non-negative integers"});
+}
+
 TEST_F(SafetensorsTest, RejectsNonObjectHeader) {
   expect_open_error("array_header.safetensors", make_file("[1,2]", ""), {"JSON object"});
   expect_open_error("empty_header.safetensors", u64_le(0), {"JSON object"});

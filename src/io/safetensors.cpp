@@ -20,6 +20,7 @@ namespace {
 using Json = nlohmann::ordered_json;  // ordered: keeps header order so ties in data offset stay stable
 
 constexpr uint64_t kMaxHeaderBytes = 100000000;  // the reference reader's MAX_HEADER_SIZE
+constexpr int kMaxJsonDepth = 16;                // header object → tensor object → shape array is 3 levels
 constexpr size_t kMaxWriteDims = 8;
 constexpr const char* kMetadataKey = "__metadata__";
 constexpr const char* kSupportedDtypes = "F32, F64, BF16, F16, I32";
@@ -68,11 +69,18 @@ void write_u64_le(uint64_t v, unsigned char* p) {
 // Header parsing
 
 // nlohmann silently keeps one of two equal keys, so duplicates are caught while parsing.
+// Nesting is bounded while parsing too: nlohmann's parser is iterative, but copying and dumping a value recurse once
+// per level, so a hostile header of ~100k nested brackets used to overflow the stack (SIGSEGV).
 Json parse_header_json(const std::string& path, const char* text, size_t size) {
   std::vector<std::set<std::string>> keys_per_object;
   std::string top_key;    // the tensor (or "__metadata__") being parsed, to name it in the error
   std::string duplicate;  // first duplicate found, with where it was
-  auto cb = [&](int, Json::parse_event_t event, Json& parsed) {
+  auto cb = [&](int depth, Json::parse_event_t event, Json& parsed) {
+    const bool opens = event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start;
+    if (opens && depth >= kMaxJsonDepth) {  // depth 0 = the header object itself
+      fail(path, ": safetensors header nests JSON objects/arrays more than ", kMaxJsonDepth,
+           " levels deep (a valid header needs 3)", top_key.empty() ? std::string() : " in '" + top_key + "'");
+    }
     if (event == Json::parse_event_t::object_start) keys_per_object.emplace_back();
     if (event == Json::parse_event_t::object_end) keys_per_object.pop_back();
     if (event == Json::parse_event_t::key) {
