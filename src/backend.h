@@ -103,11 +103,12 @@ class Backend {
   virtual void rope_backward(Tensor dx, const Tensor& positions, const RopeParams& p) = 0;
 
   // ---- attention (GQA-native; scale 1/sqrt(Dh)) -------------------------------------------------------
-  // q[B,L,H,Dh], k,v[B,L,Hkv,Dh] act (H % Hkv == 0; query head h reads KV head h/(H/Hkv)).
-  // out[B,L,H,Dh] act; lse[B,H,L] stat = log Σ_j exp(s_ij) over attended keys (saved for backward).
+  // q[B,L,H,Dh], k,v[B,Lk,Hkv,Dh] act (H % Hkv == 0; query head h reads KV head h/(H/Hkv)). Lk ≥ L: the
+  // queries are the LAST L positions of the Lk keys (bottom-right aligned, for decoding from a KV cache; the
+  // S2 masks need Lk == L). out[B,L,H,Dh] act; lse[B,H,L] stat = log Σ_j exp(s_ij) over attended keys.
   virtual void attention_forward(Tensor out, Tensor lse, const Tensor& q, const Tensor& k, const Tensor& v,
                                  const AttentionMask& mask) = 0;
-  // dq[B,L,H,Dh], dk, dv[B,L,Hkv,Dh] act, all overwritten; recomputes probabilities from lse.
+  // dq[B,L,H,Dh], dk, dv[B,Lk,Hkv,Dh] act, all overwritten; recomputes probabilities from lse.
   virtual void attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, const Tensor& out, const Tensor& lse, const AttentionMask& mask) = 0;
 

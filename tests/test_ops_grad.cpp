@@ -298,6 +298,43 @@ TEST(AttentionForward, MatchesDenseSoftmaxWithExplicitMask) {
   }
 }
 
+TEST(AttentionForward, QueriesAsTheLastRowsOfLongerKeysMatchTheFullComputation) {
+  // Decoding from a KV cache: 3 queries against 10 keys equal rows 7..9 of full causal attention over 10.
+  const int64_t B = 1, L = 10, C = 3, H = 6, Hkv = 2, Dh = 4;
+  Rng rng(77);
+  Vec q = random_vector(rng, B * L * H * Dh), k = random_vector(rng, B * L * Hkv * Dh);
+  Vec v = random_vector(rng, B * L * Hkv * Dh), out(B * L * H * Dh), lse(B * H * L);
+  cpu64.attention_forward(view(out, {B, L, H, Dh}), view(lse, {B, H, L}), view(q, {B, L, H, Dh}),
+                          view(k, {B, L, Hkv, Dh}), view(v, {B, L, Hkv, Dh}), AttentionMask::causal());
+  Vec q_last(q.end() - C * H * Dh, q.end()), out_last(C * H * Dh), lse_last(H * C);
+  cpu64.attention_forward(view(out_last, {B, C, H, Dh}), view(lse_last, {B, H, C}), view(q_last, {B, C, H, Dh}),
+                          view(k, {B, L, Hkv, Dh}), view(v, {B, L, Hkv, Dh}), AttentionMask::causal());
+  for (int64_t i = 0; i < C * H * Dh; ++i) EXPECT_NEAR(out_last[i], out[(L - C) * H * Dh + i], 1e-14);
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t i = 0; i < C; ++i) EXPECT_NEAR(lse_last[h * C + i], lse[h * L + L - C + i], 1e-14);
+  // Its backward against finite differences, keys included.
+  Vec R = random_vector(rng, C * H * Dh);
+  auto loss = [&] {
+    cpu64.attention_forward(view(out_last, {B, C, H, Dh}), view(lse_last, {B, H, C}), view(q_last, {B, C, H, Dh}),
+                            view(k, {B, L, Hkv, Dh}), view(v, {B, L, Hkv, Dh}), AttentionMask::causal());
+    return dot(out_last, R);
+  };
+  loss();
+  Vec dq(C * H * Dh), dk(k.size()), dv(v.size());
+  cpu64.attention_backward(view(dq, {B, C, H, Dh}), view(dk, {B, L, Hkv, Dh}), view(dv, {B, L, Hkv, Dh}),
+                           view(R, {B, C, H, Dh}), view(q_last, {B, C, H, Dh}), view(k, {B, L, Hkv, Dh}),
+                           view(v, {B, L, Hkv, Dh}), view(out_last, {B, C, H, Dh}), view(lse_last, {B, H, C}),
+                           AttentionMask::causal());
+  expect_gradient(loss, q_last, dq, "offset dq");
+  expect_gradient(loss, k, dk, "offset dk");
+  expect_gradient(loss, v, dv, "offset dv");
+  // S2 is a training mask: it refuses fewer queries than keys.
+  EXPECT_THROW(cpu64.attention_forward(view(out_last, {B, C, H, Dh}), view(lse_last, {B, H, C}),
+                                       view(q_last, {B, C, H, Dh}), view(k, {B, L, Hkv, Dh}), view(v, {B, L, Hkv, Dh}),
+                                       AttentionMask::s2(2, false)),
+               Error);
+}
+
 TEST(OpGradients, SwiGLU) {
   Rng rng(8);
   const int64_t T = 6, F = 13;

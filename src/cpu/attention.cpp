@@ -35,18 +35,18 @@ struct Layout {
 template <typename T>
 void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const AttentionShape& s,
                        const AttentionMask& mask) {
-  const Layout qo{s.seq_len, s.heads, s.head_dim}, kv{s.seq_len, s.kv_heads, s.head_dim};
-  const int64_t group = s.heads / s.kv_heads, dh = s.head_dim;
+  const Layout qo{s.seq_len, s.heads, s.head_dim}, kv{s.kv_len, s.kv_heads, s.head_dim};
+  const int64_t group = s.heads / s.kv_heads, dh = s.head_dim, q_offset = s.kv_len - s.seq_len;
   const T scale = T(1.0 / std::sqrt(double(dh)));
 #pragma omp parallel
   {
-    std::vector<T> scores(s.seq_len);
+    std::vector<T> scores(s.kv_len);
     std::vector<double> acc(dh);
 #pragma omp for collapse(3) schedule(static)
     for (int64_t b = 0; b < s.batch; ++b)
       for (int64_t h = 0; h < s.heads; ++h)
         for (int64_t i = 0; i < s.seq_len; ++i) {
-          const KeyRanges r = attended_keys(mask, h, s.heads, s.seq_len, i);
+          const KeyRanges r = attended_keys(mask, h, s.heads, s.kv_len, i + q_offset);
           const T* qi = q + qo.at(b, i, h);
           const int64_t hk = h / group;
           int64_t n = 0;
@@ -77,19 +77,19 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
 template <typename T>
 void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* out,
                         const T* lse, const AttentionShape& s, const AttentionMask& mask) {
-  const Layout qo{s.seq_len, s.heads, s.head_dim}, kv{s.seq_len, s.kv_heads, s.head_dim};
-  const int64_t group = s.heads / s.kv_heads, dh = s.head_dim;
+  const Layout qo{s.seq_len, s.heads, s.head_dim}, kv{s.kv_len, s.kv_heads, s.head_dim};
+  const int64_t group = s.heads / s.kv_heads, dh = s.head_dim, q_offset = s.kv_len - s.seq_len;
   const T scale = T(1.0 / std::sqrt(double(dh)));
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < s.batch; ++b)
     for (int64_t hk = 0; hk < s.kv_heads; ++hk) {
-      for (int64_t j = 0; j < s.seq_len; ++j) {
+      for (int64_t j = 0; j < s.kv_len; ++j) {
         std::fill_n(dk + kv.at(b, j, hk), dh, T(0));
         std::fill_n(dv + kv.at(b, j, hk), dh, T(0));
       }
       for (int64_t h = hk * group; h < (hk + 1) * group; ++h)
         for (int64_t i = 0; i < s.seq_len; ++i) {
-          const KeyRanges r = attended_keys(mask, h, s.heads, s.seq_len, i);
+          const KeyRanges r = attended_keys(mask, h, s.heads, s.kv_len, i + q_offset);
           const T* qi = q + qo.at(b, i, h);
           const T* doi = dout + qo.at(b, i, h);
           const T di = dot(doi, out + qo.at(b, i, h), dh);

@@ -249,10 +249,13 @@ namespace {
 cpu::AttentionShape attention_shape(const Tensor& q, const Tensor& k, const AttentionMask& mask, const char* op) {
   LL_CHECK(q.ndim == 4 && k.ndim == 4, op, ": q and k must be [B,L,H,Dh], got ", q.shape_str(), " and ",
            k.shape_str());
-  const cpu::AttentionShape s{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3)};
+  const cpu::AttentionShape s{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3), k.dim(1)};
   LL_CHECK(s.kv_heads > 0 && s.heads % s.kv_heads == 0, op, ": query heads (", s.heads,
            ") must be a multiple of KV heads (", s.kv_heads, ")");
+  LL_CHECK(s.kv_len >= s.seq_len, op, ": ", s.kv_len, " keys for ", s.seq_len,
+           " queries; queries are the last positions of the keys");
   if (mask.kind != MaskKind::Causal) {
+    LL_CHECK(s.kv_len == s.seq_len, op, ": S2-Attn is a training mask; it needs as many queries as keys");
     LL_CHECK(mask.group >= 2, op, ": S2 group size must be >= 2, got ", mask.group);
     LL_CHECK(s.heads % 2 == 0, op, ": S2 needs an even number of query heads, got ", s.heads);
   }
@@ -268,8 +271,8 @@ void CpuBackend<T>::attention_forward(Tensor out, Tensor lse, const Tensor& q, c
   const DType dt = dtype_of<T>();
   const auto s = attention_shape(q, k, mask, "attention_forward");
   expect(q, dt, {s.batch, s.seq_len, s.heads, s.head_dim}, "attention_forward", "q");
-  expect(k, dt, {s.batch, s.seq_len, s.kv_heads, s.head_dim}, "attention_forward", "k");
-  expect(v, dt, {s.batch, s.seq_len, s.kv_heads, s.head_dim}, "attention_forward", "v");
+  expect(k, dt, {s.batch, s.kv_len, s.kv_heads, s.head_dim}, "attention_forward", "k");
+  expect(v, dt, {s.batch, s.kv_len, s.kv_heads, s.head_dim}, "attention_forward", "v");
   expect(out, dt, {s.batch, s.seq_len, s.heads, s.head_dim}, "attention_forward", "out");
   expect(lse, dt, {s.batch, s.heads, s.seq_len}, "attention_forward", "lse");
   cpu::attention_forward(out.ptr<T>(), lse.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), s, mask);
@@ -282,14 +285,14 @@ void CpuBackend<T>::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Te
   const auto s = attention_shape(q, k, mask, "attention_backward");
   const char* op = "attention_backward";
   expect(q, dt, {s.batch, s.seq_len, s.heads, s.head_dim}, op, "q");
-  expect(k, dt, {s.batch, s.seq_len, s.kv_heads, s.head_dim}, op, "k");
-  expect(v, dt, {s.batch, s.seq_len, s.kv_heads, s.head_dim}, op, "v");
+  expect(k, dt, {s.batch, s.kv_len, s.kv_heads, s.head_dim}, op, "k");
+  expect(v, dt, {s.batch, s.kv_len, s.kv_heads, s.head_dim}, op, "v");
   expect(out, dt, {s.batch, s.seq_len, s.heads, s.head_dim}, op, "out");
   expect(dout, dt, {s.batch, s.seq_len, s.heads, s.head_dim}, op, "dout");
   expect(lse, dt, {s.batch, s.heads, s.seq_len}, op, "lse");
   expect(dq, dt, {s.batch, s.seq_len, s.heads, s.head_dim}, op, "dq");
-  expect(dk, dt, {s.batch, s.seq_len, s.kv_heads, s.head_dim}, op, "dk");
-  expect(dv, dt, {s.batch, s.seq_len, s.kv_heads, s.head_dim}, op, "dv");
+  expect(dk, dt, {s.batch, s.kv_len, s.kv_heads, s.head_dim}, op, "dk");
+  expect(dv, dt, {s.batch, s.kv_len, s.kv_heads, s.head_dim}, op, "dv");
   cpu::attention_backward(dq.ptr<T>(), dk.ptr<T>(), dv.ptr<T>(), dout.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(),
                           out.ptr<T>(), lse.ptr<T>(), s, mask);
 }

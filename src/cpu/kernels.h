@@ -30,8 +30,10 @@ template <typename T>
 void rope_rotate(T* x, const int32_t* positions, int64_t rows, int64_t heads, int64_t head_dim, double theta,
                  double factor, int sign);
 
+// Queries are the last seq_len positions of kv_len keys (seq_len == kv_len except when decoding from a cache):
+// query i sits at absolute position i + kv_len − seq_len.
 struct AttentionShape {
-  int64_t batch, seq_len, heads, kv_heads, head_dim;
+  int64_t batch, seq_len, heads, kv_heads, head_dim, kv_len;
 };
 template <typename T>
 void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const AttentionShape& s,
