@@ -267,8 +267,18 @@ void LlamaModel::layer_forward(int layer, LayerActs& a, const Tensor& x_in, Tens
   project_forward(layer, LinearSlot::V, a, a.v, a.xn1);
   backend_.rope_forward(a.q.view({T, H, Dh}), buf_->positions, rope_);
   backend_.rope_forward(a.k.view({T, Hkv, Dh}), buf_->positions, rope_);
-  backend_.attention_forward(a.attn.view({B, L, H, Dh}), a.lse, a.q.view({B, L, H, Dh}), a.k.view({B, L, Hkv, Dh}),
-                             a.v.view({B, L, Hkv, Dh}), mask_);
+  if (cache_active_) {
+    // Decoding: append this chunk's keys/values to the cache and attend over everything cached (batch 1).
+    const int64_t total = cache_len_ + T;
+    backend_.copy(k_cache_[layer].slice_rows(cache_len_, T), a.k);
+    backend_.copy(v_cache_[layer].slice_rows(cache_len_, T), a.v);
+    backend_.attention_forward(a.attn.view({1, T, H, Dh}), a.lse, a.q.view({1, T, H, Dh}),
+                               k_cache_[layer].slice_rows(0, total).view({1, total, Hkv, Dh}),
+                               v_cache_[layer].slice_rows(0, total).view({1, total, Hkv, Dh}), mask_);
+  } else {
+    backend_.attention_forward(a.attn.view({B, L, H, Dh}), a.lse, a.q.view({B, L, H, Dh}),
+                               a.k.view({B, L, Hkv, Dh}), a.v.view({B, L, Hkv, Dh}), mask_);
+  }
   project_forward(layer, LinearSlot::O, a, a.x_mid, a.attn);
   backend_.add(a.x_mid, a.x_mid, x_in);
 
@@ -285,6 +295,66 @@ void LlamaModel::forward_layers() {
   backend_.embedding_forward(b.resid[0], b.ids, params_->embed().value);
   for (int l = 0; l < opts_.config.num_hidden_layers; ++l) layer_forward(l, acts_for(l), b.resid[l], b.resid[l + 1]);
   backend_.rmsnorm_forward(b.xf, b.rstdf, b.resid.back(), params_->final_norm().value, opts_.config.rms_norm_eps);
+}
+
+// ---- inference with a KV cache ---------------------------------------------------------------------------------
+void LlamaModel::enable_kv_cache(int64_t max_tokens) {
+  LL_CHECK(opts_.batch == 1, "KV cache: inference runs one sequence at a time; build the model with batch 1");
+  LL_CHECK(!opts_.attention.use_s2, "KV cache: inference uses full causal attention; build the model with S2 off");
+  LL_CHECK(max_tokens >= 1, "KV cache: capacity must be positive, got ", max_tokens);
+  const LlamaConfig& c = opts_.config;
+  cache_arena_ = std::make_unique<Arena>(backend_, "kv cache");
+  std::vector<Arena::Handle> kh, vh;
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    kh.push_back(cache_arena_->reserve(backend_.dtypes().act, {max_tokens, c.kv_dim()}));
+    vh.push_back(cache_arena_->reserve(backend_.dtypes().act, {max_tokens, c.kv_dim()}));
+  }
+  cache_arena_->commit();
+  k_cache_.clear(), v_cache_.clear();
+  for (size_t l = 0; l < kh.size(); ++l) {
+    k_cache_.push_back(cache_arena_->tensor(kh[l]));
+    v_cache_.push_back(cache_arena_->tensor(vh[l]));
+  }
+  cache_capacity_ = max_tokens;
+  cache_len_ = 0;
+}
+
+std::vector<double> LlamaModel::append_tokens(const int32_t* tokens, int64_t count) {
+  LL_CHECK(cache_capacity_ > 0, "append_tokens: call enable_kv_cache first");
+  LL_CHECK(count >= 1, "append_tokens: nothing to append");
+  LL_CHECK(cache_len_ + count <= cache_capacity_, "KV cache full: ", cache_len_, " cached + ", count,
+           " new tokens exceed its capacity of ", cache_capacity_);
+  Buffers& b = *buf_;
+  std::vector<double> last_logits;
+  for (int64_t done = 0; done < count;) {
+    // Prefill in chunks of at most the planned length, so memory stays bounded on long prompts.
+    const int64_t n = std::min(opts_.seq_len, count - done);
+    set_seq_len(n);
+    upload_batch(tokens + done, nullptr);
+    std::vector<int32_t> pos(n);
+    for (int64_t t = 0; t < n; ++t) pos[t] = int32_t(cache_len_ + t);
+    upload_i32(backend_, b.positions, pos.data());
+    cache_active_ = true;
+    try {
+      forward_layers();
+    } catch (...) {
+      cache_active_ = false;
+      throw;
+    }
+    cache_active_ = false;
+    cache_len_ += n;
+    done += n;
+    if (done == count) {
+      Tensor logits = b.logits.slice_rows(0, 1);
+      backend_.linear_forward(logits, b.xf.slice_rows(n - 1, 1), params_->lm_head().value, false);
+      last_logits = download_f64(backend_, logits);
+    }
+  }
+  // Restore the positions the training/evaluation paths expect (t mod L).
+  std::vector<int32_t> pos(seq_len_);
+  for (int64_t t = 0; t < seq_len_; ++t) pos[t] = int32_t(t);
+  upload_i32(backend_, b.positions, pos.data());
+  return last_logits;
 }
 
 // Cross-entropy over row chunks: logits for C rows, loss (and dlogits in place), then straight back through

@@ -75,6 +75,15 @@ class LlamaModel {
   // LoRA dropout (when options().lora.dropout > 0) is applied only while enabled; each seed draws new masks.
   // The trainer enables it with a fresh seed per micro-batch; evaluation leaves it off.
   void set_lora_dropout(bool enabled, uint64_t seed);
+  // Inference with a KV cache (batch 1, full causal attention): enable_kv_cache plans a cache of max_tokens
+  // positions per layer (KV heads only, GQA-native); append_tokens runs the new tokens through the model in
+  // chunks of at most options().seq_len (bounded prefill memory; 1 token = a decode step), caches their keys
+  // and values, and returns the logits of the last one. reset_kv_cache forgets the cached tokens.
+  void enable_kv_cache(int64_t max_tokens);
+  std::vector<double> append_tokens(const int32_t* tokens, int64_t count);
+  void reset_kv_cache() { cache_len_ = 0; }
+  int64_t kv_cache_length() const { return cache_len_; }
+
   // Full logits [B·L, V] for tokens, copied to the host as doubles (tests and evaluation of small inputs).
   std::vector<double> logits(const int32_t* tokens);
 
@@ -106,6 +115,10 @@ class LlamaModel {
   std::unique_ptr<Buffers> buf_full_;
   int64_t seq_len_ = 0;
   std::vector<int32_t> host_targets_;
+  std::unique_ptr<Arena> cache_arena_;
+  std::vector<Tensor> k_cache_, v_cache_;  // per layer [capacity, Hkv·Dh], keys after RoPE
+  int64_t cache_capacity_ = 0, cache_len_ = 0;
+  bool cache_active_ = false;  // layer_forward reads and extends the cache
   bool dropout_enabled_ = false;
   uint64_t dropout_seed_ = 0;
 };
