@@ -1,0 +1,67 @@
+// build/train: LongLoRA fine-tuning (LoRA / LoRA+ / full) with the flag names of LongLoRA's fine-tune.py and
+// supervised-fine-tune.py. With no flags at all it runs the embedded CPU demo (see src/train/demo.h).
+#include <cstdio>
+
+#include "train/demo.h"
+#include "train/trainer.h"
+#include "util/error.h"
+#include "util/flags.h"
+
+int main(int argc, char** argv) {
+  try {
+    if (argc == 1) return ll::run_demo(ll::DemoOptions{});
+    ll::TrainOptions o;
+    ll::Flags flags("train",
+                    "LongLoRA fine-tuning: position interpolation + S2-Attn + LoRA/LoRA+ or full fine-tuning.\n"
+                    "Run without flags for the embedded CPU demo.");
+    flags.add("model_name_or_path", &o.model_name_or_path, "Hugging Face Llama folder (config.json, *.safetensors)");
+    flags.add("model_config", &o.model_config,
+              "instead of a folder: preset (demo, llama2-7b, llama2-13b, llama2-70b) or config.json; random init");
+    flags.add("tokenizer", &o.tokenizer, "sentencepiece tokenizer.model (default: <model_name_or_path>/tokenizer.model)");
+    flags.add("data_path", &o.data_path, "pretraining token file (.bin from scripts/tokenize_dataset)");
+    flags.add("sft_data_path", &o.sft_data_path, "LongAlpaca .json list or .jsonl (instruction, output[, input])");
+    flags.add("output_dir", &o.output_dir, "where config.json, metrics.jsonl, checkpoints and exports go");
+    flags.add("model_max_length", &o.model_max_length, "training context length L");
+    flags.add("add_pad_token", &o.add_pad_token, "add LongLoRA's [PAD] row (vocab + 1, mean-initialised) to HF models");
+    flags.add("use_s2attn", &o.use_s2attn, "shifted sparse attention while training (false: full causal)");
+    flags.add("s2_group_ratio", &o.s2_group_ratio, "S2 group size as a fraction of L");
+    flags.add("s2_variant", &o.s2_variant, "leakfree (LongLoRA's current code) or roll (paper-era, wraps around)");
+    flags.add("rope_scaling_factor", &o.rope_scaling_factor,
+              "linear RoPE factor; 0 = LongLoRA's rule ceil(L / (max_position_embeddings × existing factor))");
+    flags.add("low_rank_training", &o.low_rank_training, "LoRA (true) or full fine-tuning (false)");
+    flags.add("lora_r", &o.lora_r, "LoRA rank");
+    flags.add("lora_alpha", &o.lora_alpha, "LoRA alpha (scale = alpha / r)");
+    flags.add("lora_dropout", &o.lora_dropout, "dropout on the LoRA adapter input");
+    flags.add("lora_target", &o.lora_target, "projections with adapters: any of q,k,v,o,gate,up,down (_proj optional)");
+    flags.add("trainable_params", &o.trainable_params, "base weights trained fully with LoRA: any of embed,norm,lm_head");
+    flags.add("learning_rate", &o.learning_rate, "peak learning rate");
+    flags.add("weight_decay", &o.weight_decay, "AdamW decoupled weight decay (never on norm weights)");
+    flags.add("adam_beta1", &o.adam_beta1, "AdamW beta1");
+    flags.add("adam_beta2", &o.adam_beta2, "AdamW beta2 (LongLoRA's code: 0.999; its paper: 0.95)");
+    flags.add("adam_epsilon", &o.adam_epsilon, "AdamW epsilon");
+    flags.add("max_grad_norm", &o.max_grad_norm, "global gradient-norm clipping (0: off)");
+    flags.add("warmup_steps", &o.warmup_steps, "linear warmup steps");
+    flags.add("lr_scheduler_type", &o.lr_scheduler_type, "constant_with_warmup, cosine, linear or constant");
+    flags.add("per_device_train_batch_size", &o.per_device_train_batch_size, "sequences per micro-batch");
+    flags.add("gradient_accumulation_steps", &o.gradient_accumulation_steps, "micro-batches per optimizer step");
+    flags.add("max_steps", &o.max_steps, "optimizer steps (> 0 overrides num_train_epochs)");
+    flags.add("num_train_epochs", &o.num_train_epochs, "passes over the data when max_steps <= 0");
+    flags.add("save_steps", &o.save_steps, "checkpoint every N steps (and at the end)");
+    flags.add("save_total_limit", &o.save_total_limit, "keep the last N checkpoints (0: all)");
+    flags.add("logging_steps", &o.logging_steps, "write metrics every N steps");
+    flags.add("seed", &o.seed, "seed for initialisation, data order and dropout");
+    flags.add("gradient_checkpointing", &o.gradient_checkpointing, "recompute each decoder layer in backward");
+    flags.add("resume_from_checkpoint", &o.resume_from_checkpoint, "a checkpoint directory, or auto (latest in output_dir)");
+    flags.add("device", &o.device, "cpu or cuda");
+    flags.add("zero_stage", &o.zero_stage, "ZeRO stage 0, 2 or 3 (multi-rank; 0 only for now)");
+    flags.add("save_merged", &o.save_merged, "also write the merged Hugging Face folder to output_dir/merged");
+    if (!flags.parse(argc, argv)) return 0;
+    const ll::TrainResult r = ll::run_training(o, flags.values());
+    std::printf("%s after %lld steps; last loss %.4f; outputs in %s\n", r.interrupted ? "interrupted" : "finished",
+                (long long)r.steps, r.last_loss, r.output_dir.c_str());
+    return 0;
+  } catch (const ll::Error& e) {
+    std::fprintf(stderr, "train: error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,337 @@
+#include "train/trainer.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include "backend.h"
+#include "data/token_file.h"
+#include "data/tokenizer.h"
+#include "dropout_mask.h"
+#include "io/hf_checkpoint.h"
+#include "io/hf_config.h"
+#include "io/peft.h"
+#include "model/llama.h"
+#include "train/checkpoint.h"
+#include "train/data.h"
+#include "train/model_presets.h"
+#include "train/optimizer.h"
+#include "train/schedule.h"
+#include "util/files.h"
+
+namespace ll {
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+// Installs SIGINT/SIGTERM handlers for the lifetime of a run, restoring the previous ones afterwards.
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+// What the model is built from.
+struct ModelPlan {
+  LlamaConfig config;
+  std::string hf_dir;  // non-empty: load weights from this HF folder
+  HfConfigInfo info;
+  bool add_pad = false;
+};
+
+std::string tokenizer_path(const TrainOptions& o) {
+  if (!o.tokenizer.empty()) return o.tokenizer;
+  if (!o.model_name_or_path.empty() && path_exists(o.model_name_or_path + "/tokenizer.model"))
+    return o.model_name_or_path + "/tokenizer.model";
+  return "";
+}
+
+ModelPlan plan_model(const TrainOptions& o, const Tokenizer* tok) {
+  ModelPlan plan;
+  LL_CHECK(o.model_name_or_path.empty() != o.model_config.empty(),
+           "give exactly one of --model_name_or_path (a Hugging Face folder) and --model_config (a preset: ",
+           [] {
+             std::string s;
+             for (const auto& n : model_preset_names()) s += (s.empty() ? "" : ", ") + n;
+             return s;
+           }(),
+           "; or a config.json for random initialisation)");
+  if (!o.model_name_or_path.empty()) {
+    const HfConfig hf = read_hf_config(o.model_name_or_path);
+    plan.config = hf.model;
+    plan.info = hf.info;
+    plan.hf_dir = o.model_name_or_path;
+    // LongLoRA adds [PAD] when the tokenizer has none: the vocabulary grows by one, mean-initialised.
+    plan.add_pad = o.add_pad_token && tok && tok->pad_id() < 0 && plan.config.vocab_size == tok->vocab_size();
+    if (plan.add_pad) plan.config.vocab_size += 1;
+  } else if (!model_preset(o.model_config, &plan.config)) {
+    LL_CHECK(path_exists(o.model_config), "--model_config: `", o.model_config,
+             "` is neither a preset nor an existing config.json");
+    plan.config = read_hf_config(o.model_config).model;
+  }
+  if (o.rope_scaling_factor > 0) {
+    plan.config.rope_scaling_factor = o.rope_scaling_factor;
+  } else {
+    plan.config.rope_scaling_factor = derive_rope_factor(o.model_max_length, plan.config.max_position_embeddings,
+                                                         plan.config.rope_scaling_factor);
+  }
+  return plan;
+}
+
+TrainableConfig parse_trainable(const std::string& list, bool full) {
+  TrainableConfig t;
+  t.all = full;
+  std::string item;
+  std::stringstream ss(list);
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    if (item == "embed") t.embed = true;
+    else if (item == "norm") t.norm = true;
+    else if (item == "lm_head") t.lm_head = true;
+    else fail("--trainable_params: unknown entry `", item, "`; expected a comma list of embed, norm, lm_head");
+  }
+  return t;
+}
+
+void check_options(const TrainOptions& o) {
+  LL_CHECK(o.device == "cpu" || o.device == "cuda", "--device: expected cpu or cuda, got `", o.device, "`");
+  LL_CHECK(o.zero_stage == 0 || o.zero_stage == 2 || o.zero_stage == 3, "--zero_stage: expected 0, 2 or 3, got ",
+           o.zero_stage);
+  LL_CHECK(o.zero_stage == 0, "--zero_stage ", o.zero_stage,
+           ": ZeRO sharding needs several ranks (mpirun), which this build does not support yet");
+  LL_CHECK(o.data_path.empty() != o.sft_data_path.empty(),
+           "give exactly one of --data_path (pretraining token file) and --sft_data_path (LongAlpaca JSON)");
+  LL_CHECK(o.model_max_length >= 2, "--model_max_length must be >= 2, got ", o.model_max_length);
+  LL_CHECK(o.per_device_train_batch_size >= 1, "--per_device_train_batch_size must be >= 1");
+  LL_CHECK(o.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps must be >= 1");
+  LL_CHECK(o.max_steps > 0 || o.num_train_epochs > 0, "set --max_steps or a positive --num_train_epochs");
+  LL_CHECK(o.learning_rate >= 0, "--learning_rate must be >= 0");
+  LL_CHECK(o.warmup_steps >= 0, "--warmup_steps must be >= 0");
+  LL_CHECK(o.logging_steps >= 1, "--logging_steps must be >= 1");
+  LL_CHECK(o.s2_variant == "leakfree" || o.s2_variant == "roll", "--s2_variant: expected leakfree or roll, got `",
+           o.s2_variant, "`");
+  LL_CHECK(!o.low_rank_training || o.lora_r >= 1, "--lora_r must be >= 1");
+  LL_CHECK(o.lora_dropout >= 0 && o.lora_dropout < 1, "--lora_dropout must be in [0, 1)");
+}
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "--:--";
+  const int64_t s = int64_t(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld", (long long)(s / 3600), (long long)(s / 60 % 60),
+                              (long long)(s % 60));
+  else std::snprintf(buf, sizeof buf, "%02lld:%02lld", (long long)(s / 60), (long long)(s % 60));
+  return buf;
+}
+
+}  // namespace
+
+TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags) {
+  check_options(o);
+  make_directories(o.output_dir);
+  write_file_atomic(o.output_dir + "/config.json", flags.dump(2) + "\n");
+
+  std::unique_ptr<Tokenizer> tok;
+  if (const std::string tp = tokenizer_path(o); !tp.empty()) tok = std::make_unique<Tokenizer>(Tokenizer::load(tp));
+  LL_CHECK(o.sft_data_path.empty() || tok, "--sft_data_path needs a tokenizer: pass --tokenizer or a model folder "
+                                           "with tokenizer.model");
+  const ModelPlan plan = plan_model(o, tok.get());
+  std::unique_ptr<Backend> backend = create_backend(o.device);
+
+  ModelOptions mo;
+  mo.config = plan.config;
+  mo.batch = o.per_device_train_batch_size;
+  mo.seq_len = o.model_max_length;
+  mo.checkpointing = o.gradient_checkpointing;
+  mo.attention.use_s2 = o.use_s2attn;
+  mo.attention.group_ratio = o.s2_group_ratio;
+  mo.attention.variant = o.s2_variant == "roll" ? S2Variant::Roll : S2Variant::LeakFree;
+  mo.attention.sft_rule = !o.sft_data_path.empty();
+  mo.trainable = parse_trainable(o.trainable_params, !o.low_rank_training);
+  if (o.low_rank_training) {
+    mo.lora.rank = o.lora_r;
+    mo.lora.alpha = o.lora_alpha;
+    mo.lora.dropout = o.lora_dropout;
+    mo.lora.targets = LoraConfig::parse_targets(o.lora_target);
+  }
+  LlamaModel model(*backend, mo);
+  model.init_random(uint64_t(o.seed));
+  if (!plan.hf_dir.empty()) {
+    HfLoadOptions lo;
+    lo.add_pad_token = plan.add_pad;
+    load_hf_weights(plan.hf_dir, model.params(), *backend, lo);
+  }
+  AdamW optimizer(*backend, model.params(), {o.adam_beta1, o.adam_beta2, o.adam_epsilon, o.weight_decay});
+
+  std::unique_ptr<BatchSource> source;
+  std::shared_ptr<const TokenFile> token_file;
+  if (!o.data_path.empty()) {
+    token_file = std::make_shared<TokenFile>(o.data_path, plan.config.vocab_size);
+    source = std::make_unique<PretrainSource>(token_file, o.model_max_length, o.per_device_train_batch_size,
+                                              uint64_t(o.seed));
+  } else {
+    source = std::make_unique<SftSource>(o.sft_data_path, *tok, o.model_max_length, o.per_device_train_batch_size,
+                                         uint64_t(o.seed));
+  }
+  const int64_t rows_per_step = o.per_device_train_batch_size * o.gradient_accumulation_steps;
+  const int64_t total_steps =
+      o.max_steps > 0 ? o.max_steps
+                      : std::max<int64_t>(1, int64_t(std::ceil(o.num_train_epochs * double(source->rows_per_epoch()) /
+                                                               double(rows_per_step))));
+  const ScheduleConfig schedule{parse_lr_schedule(o.lr_scheduler_type), o.learning_rate, o.warmup_steps, total_steps};
+
+  TrainerState state;
+  state.flags = flags;
+  if (!o.resume_from_checkpoint.empty()) {
+    std::string dir = o.resume_from_checkpoint;
+    if (dir == "auto") {
+      const std::vector<std::string> found = list_checkpoints(o.output_dir);
+      dir = found.empty() ? "" : found.back();
+    }
+    if (!dir.empty()) {
+      load_checkpoint(dir, model.params(), optimizer, *backend, &state);
+      source->seek(state.data);
+      std::fprintf(stderr, "resumed from %s at step %lld\n", dir.c_str(), (long long)state.global_step);
+    } else {
+      std::fprintf(stderr, "--resume_from_checkpoint auto: no checkpoint in %s, starting fresh\n", o.output_dir.c_str());
+    }
+  }
+
+  const MemoryPlan mem = model.memory_plan();
+  std::fprintf(stderr,
+               "model: %lld layers, hidden %lld, heads %lld/%lld, vocab %lld | RoPE factor %g | attention %s | "
+               "%lld trainable of %lld parameters\n",
+               (long long)plan.config.num_hidden_layers, (long long)plan.config.hidden_size,
+               (long long)plan.config.num_attention_heads, (long long)plan.config.num_key_value_heads,
+               (long long)plan.config.vocab_size, plan.config.rope_scaling_factor,
+               o.use_s2attn ? (o.s2_variant == "roll" ? "S2 (roll)" : "S2 (leak-free)") : "full causal",
+               (long long)model.params().count(true), (long long)model.params().count(false));
+  std::fprintf(stderr, "memory plan (MiB): frozen %.1f, trainable %.1f, gradients %.1f, optimizer %.1f, "
+               "activations %.1f\n",
+               mem.frozen_weights / 1048576.0, mem.trainable_weights / 1048576.0, mem.gradients / 1048576.0,
+               optimizer.state_bytes() / 1048576.0, mem.activations / 1048576.0);
+  std::fprintf(stderr, "training %lld steps of %lld rows × %lld tokens (%lld rows per epoch)\n", (long long)total_steps,
+               (long long)rows_per_step, (long long)o.model_max_length, (long long)source->rows_per_epoch());
+
+  StopSignals signals;
+  std::ofstream metrics(o.output_dir + "/metrics.jsonl", std::ios::app);
+  LL_CHECK(metrics.good(), "cannot open `", o.output_dir, "/metrics.jsonl` for writing");
+  const bool tty = ::isatty(::fileno(stderr));
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t first_step = state.global_step;
+  int64_t tokens_seen = 0, last_saved = state.global_step;
+  TrainResult result;
+  result.output_dir = o.output_dir;
+  HostBatch batch;
+
+  auto save = [&] {
+    state.data = source->position();
+    save_checkpoint(o.output_dir, model.params(), optimizer, *backend, state);
+    rotate_checkpoints(o.output_dir, o.save_total_limit);
+    last_saved = state.global_step;
+  };
+
+  while (state.global_step < total_steps) {
+    const double lr = lr_at(schedule, state.global_step);
+    model.params().zero_grads();
+    double loss = 0;
+    for (int64_t micro = 0; micro < o.gradient_accumulation_steps; ++micro) {
+      source->next(batch);
+      model.set_seq_len(batch.seq_len);
+      model.set_lora_dropout(true, mix64(uint64_t(o.seed) ^ mix64(uint64_t(state.global_step) * 1000003ull +
+                                                                  uint64_t(micro))));
+      // Each micro-batch's mean loss, averaged over the accumulation steps (Hugging Face's Trainer).
+      const int64_t scored = batch.scored();
+      const double scale = scored ? 1.0 / (double(scored) * double(o.gradient_accumulation_steps)) : 0.0;
+      const LossResult r = model.forward_backward(batch.tokens.data(), batch.targets.data(), scale);
+      loss += r.mean() / double(o.gradient_accumulation_steps);
+      tokens_seen += batch.batch * batch.seq_len;
+    }
+    const double grad_norm = optimizer.clip_grad_norm(o.max_grad_norm);
+    if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
+      ++state.nonfinite_streak;
+      std::fprintf(stderr, "%swarning: step %lld has a non-finite %s; update skipped (%lld in a row)\n", tty ? "\n" : "",
+                   (long long)state.global_step + 1, std::isfinite(loss) ? "gradient" : "loss",
+                   (long long)state.nonfinite_streak);
+      LL_CHECK(state.nonfinite_streak < o.max_nonfinite_steps, "stopping: ", state.nonfinite_streak,
+               " consecutive steps had a non-finite loss or gradient (lower --learning_rate or check the data)");
+    } else {
+      state.nonfinite_streak = 0;
+      optimizer.step(lr);
+    }
+    ++state.global_step;
+    result.last_loss = loss;
+
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double tok_per_s = double(tokens_seen) / std::max(elapsed, 1e-9);
+    const int64_t done = state.global_step - first_step;
+    const double eta = elapsed / double(done) * double(total_steps - state.global_step);
+    if (state.global_step % o.logging_steps == 0 || state.global_step == total_steps) {
+      metrics << nlohmann::json{{"step", state.global_step}, {"loss", loss},          {"lr", lr},
+                                {"grad_norm", grad_norm},    {"tokens_per_sec", tok_per_s},
+                                {"elapsed_sec", elapsed},    {"epoch", source->position().epoch}}
+                     .dump()
+              << "\n";
+      metrics.flush();
+      if (!tty)
+        std::fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tok/s | ETA %s\n",
+                     (long long)state.global_step, (long long)total_steps, loss, lr, grad_norm, tok_per_s,
+                     format_duration(eta).c_str());
+    }
+    if (tty)
+      std::fprintf(stderr, "\rstep %lld/%lld | loss %.4f | lr %.3g | %.0f tok/s | ETA %s   ", (long long)state.global_step,
+                   (long long)total_steps, loss, lr, tok_per_s, format_duration(eta).c_str());
+    if (o.save_steps > 0 && state.global_step % o.save_steps == 0) save();
+    if (g_stop_signal) {
+      std::fprintf(stderr, "%ssignal %d: saving a checkpoint at step %lld and stopping\n", tty ? "\n" : "",
+                   int(g_stop_signal), (long long)state.global_step);
+      if (last_saved != state.global_step) save();
+      result.interrupted = true;
+      result.steps = state.global_step;
+      return result;
+    }
+  }
+  if (tty) std::fprintf(stderr, "\n");
+  if (last_saved != state.global_step) save();
+
+  // Exports: the adapter folder (LoRA) in output_dir, or the full model as an HF folder.
+  if (o.low_rank_training) {
+    AdapterSaveOptions so;
+    so.base_model_name_or_path = o.model_name_or_path.empty() ? o.model_config : o.model_name_or_path;
+    so.record = LongLoraRecord{plan.config.rope_scaling_factor, o.model_max_length, plan.config.vocab_size};
+    save_adapter(o.output_dir, model.params(), *backend, mo.lora, so);
+  } else {
+    HfSaveOptions so;
+    so.dtype = DType::F32;
+    so.copy_tokenizer_from = plan.hf_dir;
+    so.info = plan.info;
+    save_hf_folder(o.output_dir + "/model", model.params(), *backend, plan.config, so);
+  }
+  result.steps = state.global_step;
+  return result;
+}
+
+}  // namespace ll
