@@ -305,9 +305,9 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags) {
       std::fprintf(stderr, "\rstep %lld/%lld | loss %.4f | lr %.3g | %.0f tok/s | ETA %s   ", (long long)state.global_step,
                    (long long)total_steps, loss, lr, tok_per_s, format_duration(eta).c_str());
     if (o.save_steps > 0 && state.global_step % o.save_steps == 0) save();
-    if (g_stop_signal) {
+    if (g_stop_signal || state.global_step == o.interrupt_at_step) {
       std::fprintf(stderr, "%ssignal %d: saving a checkpoint at step %lld and stopping\n", tty ? "\n" : "",
-                   int(g_stop_signal), (long long)state.global_step);
+                   g_stop_signal ? int(g_stop_signal) : SIGINT, (long long)state.global_step);
       if (last_saved != state.global_step) save();
       result.interrupted = true;
       result.steps = state.global_step;

@@ -46,6 +46,7 @@ struct TrainOptions {
   int64_t zero_stage = 0;
   bool save_merged = false;
   int64_t max_nonfinite_steps = 3;  // consecutive non-finite steps that stop the run
+  int64_t interrupt_at_step = -1;   // tests: behave as if SIGINT arrived after this step (no flag)
 };
 
 struct TrainResult {

@@ -1,0 +1,246 @@
+// The training loop end to end on CPU: exact resume, accumulation semantics, frozen weights, SFT examples,
+// the demo configuration learning, exports and flag errors.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "cpu/cpu_backend.h"
+#include "data/token_file.h"
+#include "data/tokenizer.h"
+#include "io/safetensors.h"
+#include "model/llama.h"
+#include "tensor_host.h"
+#include "test_util.h"
+#include "train/checkpoint.h"
+#include "train/data.h"
+#include "train/optimizer.h"
+#include "train/trainer.h"
+#include "util/files.h"
+
+namespace fs = std::filesystem;
+
+namespace ll {
+namespace {
+
+const char* kTinyConfig = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32,
+  "intermediate_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2,
+  "vocab_size": 50, "rms_norm_eps": 1e-5, "max_position_embeddings": 16, "rope_theta": 10000.0})";
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/trainer_" + ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::remove_all(dir_);
+    make_directories(dir_);
+    write_file_atomic(dir_ + "/config.json", kTinyConfig);
+    // A learnable stream: repeating phrases with noise.
+    Rng rng(3);
+    TokenFileWriter w(dir_ + "/train.bin", TokenFormat::Raw16);
+    for (int i = 0; i < 4000; ++i) w.append({int32_t(rng.uniform() < 0.9 ? (i * 7) % 50 : rng.below(50))});
+    w.finish();
+  }
+  TrainOptions base(const std::string& out) const {
+    TrainOptions o;
+    o.model_config = dir_ + "/config.json";
+    o.data_path = dir_ + "/train.bin";
+    o.output_dir = dir_ + "/" + out;
+    o.model_max_length = 32;  // factor ceil(32/16) = 2
+    o.lora_r = 4;
+    o.learning_rate = 1e-2;
+    o.per_device_train_batch_size = 2;
+    o.max_steps = 6;
+    o.save_steps = 0;
+    o.lr_scheduler_type = "cosine";
+    o.warmup_steps = 2;
+    return o;
+  }
+  static std::vector<double> losses(const std::string& out_dir) {
+    std::vector<double> out;
+    std::ifstream in(out_dir + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line).at("loss"));
+    return out;
+  }
+  static std::vector<unsigned char> file_bytes(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::vector<unsigned char>(std::istreambuf_iterator<char>(in), {});
+  }
+  std::string dir_;
+};
+
+TEST_F(TrainerTest, ResumeContinuesBitIdentically) {
+  TrainOptions straight = base("straight");
+  straight.lora_dropout = 0.1;  // dropout masks must also be reproduced after resume
+  const TrainResult a = run_training(straight, {});
+  EXPECT_EQ(a.steps, 6);
+
+  TrainOptions first = base("resumed");
+  first.lora_dropout = 0.1;
+  first.interrupt_at_step = 3;
+  const TrainResult b1 = run_training(first, {});
+  EXPECT_TRUE(b1.interrupted);
+  EXPECT_EQ(b1.steps, 3);
+  ASSERT_EQ(list_checkpoints(first.output_dir).size(), 1u);
+  TrainOptions second = base("resumed");
+  second.lora_dropout = 0.1;
+  second.resume_from_checkpoint = "auto";
+  const TrainResult b2 = run_training(second, {});
+  EXPECT_EQ(b2.steps, 6);
+
+  const std::vector<double> la = losses(straight.output_dir), lb = losses(first.output_dir);
+  ASSERT_EQ(la.size(), 6u);
+  ASSERT_EQ(lb.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(la[i], lb[i]) << "step " << i + 1;
+  EXPECT_EQ(file_bytes(straight.output_dir + "/checkpoint-6/trainable.safetensors"),
+            file_bytes(first.output_dir + "/checkpoint-6/trainable.safetensors"));
+  EXPECT_EQ(file_bytes(straight.output_dir + "/checkpoint-6/optimizer.safetensors"),
+            file_bytes(first.output_dir + "/checkpoint-6/optimizer.safetensors"));
+  // Exports and bookkeeping.
+  for (const char* f : {"config.json", "metrics.jsonl", "adapter_config.json", "adapter_model.safetensors"})
+    EXPECT_TRUE(path_exists(straight.output_dir + "/" + f)) << f;
+  const nlohmann::json m = nlohmann::json::parse(read_text_file(straight.output_dir + "/metrics.jsonl").substr(0, 
+      read_text_file(straight.output_dir + "/metrics.jsonl").find('\n')));
+  for (const char* k : {"step", "loss", "lr", "grad_norm", "tokens_per_sec", "elapsed_sec"}) EXPECT_TRUE(m.contains(k)) << k;
+  EXPECT_EQ(m.at("lr"), 0.0);  // first step of a warmup schedule, as in Hugging Face
+}
+
+TEST_F(TrainerTest, SaveTotalLimitKeepsTheLastCheckpoints) {
+  TrainOptions o = base("rotate");
+  o.save_steps = 2;
+  o.save_total_limit = 2;
+  run_training(o, {});
+  const std::vector<std::string> kept = list_checkpoints(o.output_dir);
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_NE(kept[0].find("checkpoint-4"), std::string::npos);
+  EXPECT_NE(kept[1].find("checkpoint-6"), std::string::npos);
+  for (const auto& e : fs::directory_iterator(o.output_dir))
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << "left behind: " << e.path();
+}
+
+TEST_F(TrainerTest, AccumulationEqualsOneLargerBatch) {
+  TrainOptions accumulated = base("accumulated"), single = base("single");
+  accumulated.per_device_train_batch_size = 2;
+  accumulated.gradient_accumulation_steps = 3;
+  single.per_device_train_batch_size = 6;
+  accumulated.max_steps = single.max_steps = 2;
+  accumulated.warmup_steps = single.warmup_steps = 0;
+  accumulated.gradient_checkpointing = single.gradient_checkpointing = false;
+  run_training(accumulated, {});
+  run_training(single, {});
+  const std::vector<double> la = losses(accumulated.output_dir), lb = losses(single.output_dir);
+  ASSERT_EQ(la.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) EXPECT_NEAR(la[i], lb[i], 1e-5 * std::abs(lb[i]));
+  const SafetensorsFile wa(accumulated.output_dir + "/checkpoint-2/trainable.safetensors"),
+      wb(single.output_dir + "/checkpoint-2/trainable.safetensors");
+  for (const std::string& name : wa.names()) {
+    const Tensor ta = wa.tensor(name), tb = wb.tensor(name);
+    std::vector<double> va(ta.numel()), vb(tb.numel());
+    for (int64_t i = 0; i < ta.numel(); ++i) va[i] = ta.ptr<float>()[i], vb[i] = tb.ptr<float>()[i];
+    EXPECT_LT(test::rel_error(va, vb), 1e-5) << name;
+  }
+}
+
+TEST_F(TrainerTest, LossFallsAndFullFineTuningExportsAnHfFolder) {
+  TrainOptions o = base("full");
+  o.low_rank_training = false;
+  o.max_steps = 40;
+  o.learning_rate = 1e-2;
+  o.lr_scheduler_type = "constant";
+  run_training(o, {});
+  const std::vector<double> l = losses(o.output_dir);
+  ASSERT_EQ(l.size(), 40u);
+  EXPECT_LT(l.back(), 0.7 * l.front()) << "the repeating stream is learnable";
+  EXPECT_TRUE(path_exists(o.output_dir + "/model/config.json"));
+  EXPECT_TRUE(path_exists(o.output_dir + "/model/model.safetensors"));
+}
+
+TEST(TrainerSteps, FrozenWeightsStayBitIdentical) {
+  CpuBackend<float> backend;
+  ModelOptions mo;
+  mo.config.hidden_size = 16, mo.config.intermediate_size = 24, mo.config.num_attention_heads = 2;
+  mo.config.num_key_value_heads = 2, mo.config.num_hidden_layers = 2, mo.config.vocab_size = 20;
+  mo.seq_len = 8;
+  mo.lora.rank = 2;
+  mo.lora.targets = LoraConfig::parse_targets("q,v");
+  mo.trainable.norm = true;
+  LlamaModel model(backend, mo);
+  model.init_random(1);
+  std::vector<std::vector<unsigned char>> before;
+  for (const Param& p : model.params().all())
+    if (!p.trainable) before.emplace_back((const unsigned char*)p.value.data, (const unsigned char*)p.value.data + p.value.nbytes());
+  AdamW opt(backend, model.params(), {0.9, 0.999, 1e-8, 0.1});
+  Rng rng(2);
+  std::vector<int32_t> tokens(8), targets(8);
+  for (int step = 0; step < 3; ++step) {
+    for (int i = 0; i < 8; ++i) tokens[i] = int32_t(rng.below(20)), targets[i] = int32_t(rng.below(20));
+    model.params().zero_grads();
+    model.forward_backward(tokens.data(), targets.data());
+    opt.step(1e-2);
+  }
+  size_t i = 0;
+  for (const Param& p : model.params().all())
+    if (!p.trainable) {
+      EXPECT_EQ(std::memcmp(before[i++].data(), p.value.data, p.value.nbytes()), 0) << p.name << " changed";
+    }
+  const Param& b = model.params().get("model.layers.0.self_attn.q_proj.lora_B.weight");
+  EXPECT_GT(test::norm(download_f64(backend, b.value)), 0.0) << "trainable LoRA B moved away from zero";
+}
+
+TEST_F(TrainerTest, FlagErrorsAreClear) {
+  auto error_of = [&](TrainOptions o) -> std::string {
+    try {
+      run_training(o, {});
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  TrainOptions o = base("errors");
+  o.sft_data_path = "x.json";
+  EXPECT_NE(error_of(o).find("exactly one of --data_path"), std::string::npos);
+  o = base("errors");
+  o.zero_stage = 2;
+  EXPECT_NE(error_of(o).find("--zero_stage 2"), std::string::npos);
+  o = base("errors");
+  o.device = "cuda";
+  EXPECT_NE(error_of(o).find("backend `cuda` cannot be created"), std::string::npos);
+  o = base("errors");
+  o.model_max_length = 30;  // S2: 30 · 1/4 = 7, 30 % 7 != 0
+  EXPECT_NE(error_of(o).find("not divisible by the group size"), std::string::npos);
+  o = base("errors");
+  o.lr_scheduler_type = "cosine_restarts";
+  EXPECT_NE(error_of(o).find("--lr_scheduler_type"), std::string::npos);
+  o = base("errors");
+  o.trainable_params = "embed,bias";
+  EXPECT_NE(error_of(o).find("--trainable_params"), std::string::npos);
+  o = base("errors");
+  o.model_config = "llama3-8b";
+  EXPECT_NE(error_of(o).find("neither a preset"), std::string::npos);
+  o = base("errors");
+  o.data_path = dir_ + "/missing.bin";
+  EXPECT_NE(error_of(o).find("missing.bin"), std::string::npos);
+}
+
+// LongLoRA's SFT example with the real Llama-2 tokenizer: [INST]…[/INST] prompt, BOS + prompt masked.
+TEST(SftExamples, TemplateMaskingAndTruncationWithLlama2Tokenizer) {
+  const char* env = std::getenv("LONGLORA_ASSETS");
+  const std::string path = std::string(env ? env : "../shared/assets") + "/llama2-tokenizer.model";
+  if (!path_exists(path)) GTEST_SKIP() << "Llama-2 tokenizer not found at " << path;
+  const Tokenizer tok = Tokenizer::load(path);
+  const SftExample ex = make_sft_example(tok, "What is the capital of France?", "", "Paris.", 1000);
+  const std::vector<int32_t> prompt = tok.encode("[INST]What is the capital of France?[/INST]", true, false);
+  const std::vector<int32_t> full = tok.encode("[INST]What is the capital of France?[/INST]Paris.", true, true);
+  EXPECT_EQ(ex.ids, full);
+  EXPECT_EQ(ex.ids.front(), 1);
+  EXPECT_EQ(ex.ids.back(), 2);  // EOS by id
+  EXPECT_EQ(ex.prompt_tokens, int64_t(prompt.size()));
+  const SftExample cut = make_sft_example(tok, "What is the capital of France?", "", "Paris.", 5);
+  EXPECT_EQ(cut.ids.size(), 5u);
+  EXPECT_EQ(cut.prompt_tokens, 5);  // everything masked: nothing to learn from a truncated prompt
+  const SftExample with_input = make_sft_example(tok, "Summarise.", "Some text.", "Ok.", 1000);
+  EXPECT_EQ(tok.decode(with_input.ids).rfind("[INST] <<SYS>>\nYou are a helpful", 0), 0u) << tok.decode(with_input.ids);
+}
+
+}  // namespace
+}  // namespace ll
