@@ -54,6 +54,37 @@ float f16_to_f32(uint16_t h) {
   return f;
 }
 
+void convert_values(const void* src, DType src_type, void* dst, DType dst_type, size_t count) {
+  LL_CHECK(src_type != DType::I32 && dst_type != DType::I32, "convert_values: ", dtype_name(src_type), " -> ",
+           dtype_name(dst_type), " is not a floating-point conversion");
+  if (src_type == dst_type) {
+    std::memcpy(dst, src, count * dtype_size(src_type));
+    return;
+  }
+  const auto* in = static_cast<const unsigned char*>(src);
+  auto* out = static_cast<unsigned char*>(dst);
+  const size_t in_size = dtype_size(src_type), out_size = dtype_size(dst_type);
+  for (size_t i = 0; i < count; ++i, in += in_size, out += out_size) {
+    double v = 0;
+    float f;
+    uint16_t h;
+    switch (src_type) {
+      case DType::F64: std::memcpy(&v, in, 8); break;
+      case DType::F32: std::memcpy(&f, in, 4), v = f; break;
+      case DType::BF16: std::memcpy(&h, in, 2), v = bf16_to_f32(h); break;
+      case DType::F16: std::memcpy(&h, in, 2), v = f16_to_f32(h); break;
+      case DType::I32: break;
+    }
+    switch (dst_type) {
+      case DType::F64: std::memcpy(out, &v, 8); break;
+      case DType::F32: f = float(v), std::memcpy(out, &f, 4); break;
+      case DType::BF16: h = f32_to_bf16(float(v)), std::memcpy(out, &h, 2); break;
+      case DType::F16: h = f32_to_f16(float(v)), std::memcpy(out, &h, 2); break;
+      case DType::I32: break;
+    }
+  }
+}
+
 void upload_f64(Backend& backend, Tensor dst, const double* values) {
   const int64_t n = dst.numel();
   std::vector<unsigned char> staging(dst.nbytes());

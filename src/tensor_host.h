@@ -17,6 +17,10 @@ void upload_f64(Backend& backend, Tensor dst, const double* values);
 void upload_f64(Backend& backend, Tensor dst, const std::vector<double>& values);
 // Copies a backend tensor to the host and widens it to double.
 std::vector<double> download_f64(Backend& backend, const Tensor& src);
+// Converts `count` values between host buffers of floating dtypes (F64, F32, BF16, F16), rounding to nearest even
+// (16-bit targets go through f32). Either buffer may be unaligned (e.g. inside an mmap'd safetensors file).
+void convert_values(const void* src, DType src_type, void* dst, DType dst_type, size_t count);
+
 // Copies int32 host values into an I32 backend tensor.
 void upload_i32(Backend& backend, Tensor dst, const int32_t* values);
 

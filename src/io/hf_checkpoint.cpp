@@ -1,0 +1,260 @@
+#include "io/hf_checkpoint.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "io/json_util.h"
+#include "io/param_io.h"
+#include "io/safetensors.h"
+#include "tensor_host.h"
+#include "util/error.h"
+#include "util/files.h"
+
+namespace ll {
+namespace {
+
+namespace fs = std::filesystem;
+using Json = nlohmann::json;
+
+constexpr const char* kSingleFile = "model.safetensors";
+constexpr const char* kIndexFile = "model.safetensors.index.json";
+const char* const kCopiedFiles[] = {"tokenizer.model",  "tokenizer.json",    "tokenizer_config.json",
+                                    "special_tokens_map.json", "added_tokens.json", "generation_config.json"};
+
+[[noreturn]] void refuse_folder_without_safetensors(const std::string& dir) {
+  LL_CHECK(is_directory(dir), "`", dir, "` is not a directory (expected a Hugging Face model folder)");
+  std::vector<std::string> pickles;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() > 4 && (name.substr(name.size() - 4) == ".bin" || name.substr(name.size() - 4) == ".pth"))
+      pickles.push_back(name);
+  }
+  std::sort(pickles.begin(), pickles.end());
+  if (!pickles.empty()) {
+    fail(dir, ": has only PyTorch pickle weights (", name_list(pickles, 4),
+         "), which this engine does not read (unpickling runs arbitrary code). Convert the folder once with:\n"
+         "  python3 -c \"import sys; from transformers import AutoModelForCausalLM as M; "
+         "M.from_pretrained(sys.argv[1], torch_dtype='auto').save_pretrained(sys.argv[2], safe_serialization=True)\" ",
+         dir, " ", dir, "-safetensors\n"
+         "and copy the tokenizer files (tokenizer.model, tokenizer_config.json, special_tokens_map.json) alongside.");
+  }
+  fail(dir, ": no ", kSingleFile, " or ", kIndexFile, " (expected a Hugging Face model folder with safetensors weights)");
+}
+
+// The folder's tensors: name → (file, entry), each file opened once.
+struct WeightSource {
+  std::vector<std::unique_ptr<SafetensorsFile>> files;
+  std::map<std::string, const SafetensorsFile*> where;
+};
+
+WeightSource open_single(const std::string& path) {
+  WeightSource s;
+  s.files.push_back(std::make_unique<SafetensorsFile>(path));
+  for (const std::string& name : s.files[0]->names()) s.where[name] = s.files[0].get();
+  return s;
+}
+
+WeightSource open_sharded(const std::string& dir) {
+  const std::string index_path = dir + "/" + kIndexFile;
+  const Json index = read_json_file(index_path);
+  if (!index.is_object() || !index.contains("weight_map") || !index.at("weight_map").is_object())
+    fail(index_path, ": expected an object with a `weight_map` object (tensor name → shard file)");
+  std::map<std::string, std::vector<std::string>> by_file;
+  for (const auto& [name, file] : index.at("weight_map").items()) {
+    if (!file.is_string()) fail(index_path, ": weight_map[\"", name, "\"] must be a file name, got ", file.dump());
+    const std::string f = file.get<std::string>();
+    if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..")
+      fail(index_path, ": weight_map[\"", name, "\"] = \"", f, "\" is not a plain file name inside the folder");
+    by_file[f].push_back(name);
+  }
+  WeightSource s;
+  for (const auto& [file, names] : by_file) {
+    const std::string path = dir + "/" + file;
+    if (!path_exists(path))
+      fail(index_path, ": maps ", names.size(), " tensors (e.g. `", names[0], "`) to `", file,
+           "`, which does not exist in the folder");
+    s.files.push_back(std::make_unique<SafetensorsFile>(path));
+    for (const std::string& name : names) {
+      if (!s.files.back()->contains(name))
+        fail(index_path, ": maps `", name, "` to `", file, "`, but that file has no tensor of that name");
+      s.where[name] = s.files.back().get();
+    }
+  }
+  return s;
+}
+
+bool ignorable(const std::string& name, ParamStore& params) {
+  const std::string suffix = "rotary_emb.inv_freq";
+  if (name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) return true;
+  // A tied model's head is the embedding; some writers still store lm_head.weight.
+  return name == "lm_head.weight" && params.find(name) == nullptr;
+}
+
+// LongLoRA's [PAD] row: the file holds rows [0, V); row V of the parameter becomes their mean (computed in double).
+void load_padded(Backend& backend, Param& p, const SafetensorsEntry& e, const std::string& file) {
+  LL_CHECK(e.dtype != DType::I32, file, ": tensor `", e.name, "` is I32; weights must be BF16, F16, F32 or F64");
+  const int64_t rows = e.shape[0], cols = e.shape[1];
+  const size_t in_row = size_t(cols) * dtype_size(e.dtype), out_row = size_t(cols) * dtype_size(p.value.dtype);
+  std::vector<unsigned char> staging(p.value.nbytes());
+  convert_values(e.data, e.dtype, staging.data(), p.value.dtype, size_t(rows * cols));
+  std::vector<double> sum(static_cast<size_t>(cols), 0.0), row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    convert_values(static_cast<const unsigned char*>(e.data) + size_t(r) * in_row, e.dtype, row.data(), DType::F64,
+                   size_t(cols));
+    for (int64_t c = 0; c < cols; ++c) sum[c] += row[c];
+  }
+  for (double& v : sum) v /= double(rows);
+  convert_values(sum.data(), DType::F64, staging.data() + size_t(rows) * out_row, p.value.dtype, size_t(cols));
+  backend.copy_from_host(p.value, staging.data());
+}
+
+void check_lora_merged(ParamStore& params, Backend& backend) {
+  for (Param& p : params.all()) {
+    if (p.kind != ParamKind::LoraB) continue;
+    for (double v : download_f64(backend, p.value))
+      LL_CHECK(v == 0.0, "save_hf_folder: `", p.name,
+               "` is non-zero, so the model's LoRA adapters are not merged and would be lost; merge them into the "
+               "base weights first (merge_lora) or save them as an adapter (save_adapter)");
+  }
+}
+
+void remove_if_present(const std::string& path) {
+  std::error_code ec;
+  fs::remove(path, ec);
+  LL_CHECK(!ec, "cannot remove the stale file `", path, "`: ", ec.message());
+}
+
+// Weight files of an earlier save that the layout just written does not use.
+void remove_stale_weights(const std::string& dir, const std::vector<std::string>& written) {
+  const std::set<std::string> keep(written.begin(), written.end());
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    const bool shard = name.rfind("model-", 0) == 0 && name.size() > 12 &&
+                       name.compare(name.size() - 12, 12, ".safetensors") == 0 && name.find("-of-") != std::string::npos;
+    if ((shard || name == kSingleFile) && !keep.count(name)) remove_if_present(e.path().string());
+  }
+  if (written.size() == 1 && written[0] == kSingleFile) remove_if_present(dir + "/" + kIndexFile);
+}
+
+}  // namespace
+
+std::string hf_shard_name(int index, int count) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "model-%05d-of-%05d.safetensors", index, count);
+  return buf;
+}
+
+HfLoadReport load_hf_weights(const std::string& dir, ParamStore& params, Backend& backend, const HfLoadOptions& options) {
+  WeightSource src;
+  if (path_exists(dir + "/" + kSingleFile)) {
+    src = open_single(dir + "/" + kSingleFile);
+  } else if (path_exists(dir + "/" + kIndexFile)) {
+    src = open_sharded(dir);
+  } else {
+    refuse_folder_without_safetensors(dir);
+  }
+  HfLoadReport report;
+  for (const auto& f : src.files) report.files.push_back(f->path());
+
+  std::vector<std::string> missing, unknown;
+  std::set<std::string> needed;
+  for (Param& p : params.all()) {
+    if (is_lora(p)) continue;
+    needed.insert(p.name);
+    if (!src.where.count(p.name)) missing.push_back(p.name);
+  }
+  for (const auto& [name, file] : src.where) {
+    if (needed.count(name)) continue;
+    if (ignorable(name, params)) {
+      report.ignored.push_back(name);
+    } else {
+      unknown.push_back(name);
+    }
+  }
+  const std::string source = src.files.size() == 1 ? src.files[0]->path() : dir + "/" + kIndexFile;
+  if (!missing.empty())
+    fail(source, ": missing ", missing.size(), " weight(s) the model needs: ", name_list(missing),
+         " (is config.json's num_hidden_layers / tie_word_embeddings right for these weights?)");
+  if (!unknown.empty())
+    fail(source, ": has ", unknown.size(), " tensor(s) a Llama model of this config does not use: ", name_list(unknown));
+
+  for (Param& p : params.all()) {
+    if (is_lora(p)) continue;
+    const SafetensorsFile& file = *src.where.at(p.name);
+    const SafetensorsEntry& e = file.entry(p.name);
+    const bool vocab_row = p.kind == ParamKind::Embed || p.kind == ParamKind::LmHead;
+    const bool one_short = vocab_row && e.shape.size() == 2 && e.shape[0] + 1 == p.shape[0] && e.shape[1] == p.shape[1];
+    if (one_short && options.add_pad_token) {
+      load_padded(backend, p, e, file.path());
+      report.padded = true;
+    } else {
+      load_entry(backend, p, e, file.path(),
+                 one_short ? " (the model has one more vocabulary row: load with add_pad_token to append LongLoRA's "
+                             "[PAD] row as the mean of the others)"
+                           : "");
+    }
+    ++report.tensors;
+  }
+  return report;
+}
+
+HfSaveReport save_hf_folder(const std::string& dir, ParamStore& params, Backend& backend, const LlamaConfig& config,
+                            const HfSaveOptions& options) {
+  LL_CHECK(options.dtype == DType::BF16 || options.dtype == DType::F16 || options.dtype == DType::F32,
+           "save_hf_folder: dtype must be bf16, f16 or f32, got ", dtype_name(options.dtype));
+  check_lora_merged(params, backend);
+  make_directories(dir);
+  remove_if_present(dir + "/config.json");  // written last again: an interrupted save leaves no config.json
+
+  // Plan shards the way transformers does: in parameter order, a new shard when the next tensor would overflow.
+  std::vector<Param*> tensors;
+  for (Param& p : params.all())
+    if (!is_lora(p)) tensors.push_back(&p);
+  const size_t out_elem = dtype_size(options.dtype);
+  std::vector<std::vector<Param*>> shards(1);
+  uint64_t shard_bytes = 0;
+  HfSaveReport report;
+  for (Param* p : tensors) {
+    const uint64_t bytes = uint64_t(p->numel()) * out_elem;
+    if (options.max_shard_bytes > 0 && !shards.back().empty() && shard_bytes + bytes > options.max_shard_bytes) {
+      shards.emplace_back();
+      shard_bytes = 0;
+    }
+    shards.back().push_back(p);
+    shard_bytes += bytes;
+    report.total_bytes += bytes;
+  }
+  const bool sharded = shards.size() > 1;  // like transformers: one file when everything fits under the cap
+
+  Json weight_map = Json::object();
+  for (size_t s = 0; s < shards.size(); ++s) {
+    const std::string name = sharded ? hf_shard_name(int(s + 1), int(shards.size())) : kSingleFile;
+    write_params(dir + "/" + name, shards[s], backend, options.dtype);
+    for (const Param* p : shards[s]) weight_map[p->name] = name;
+    report.weight_files.push_back(name);
+  }
+  if (sharded) {
+    const Json index = {{"metadata", {{"total_size", report.total_bytes}}}, {"weight_map", weight_map}};
+    write_file_atomic(dir + "/" + kIndexFile, index.dump(2) + "\n");
+  }
+  std::error_code same_ec;
+  if (!options.copy_tokenizer_from.empty() && !fs::equivalent(options.copy_tokenizer_from, dir, same_ec)) {
+    for (const char* name : kCopiedFiles) {
+      const std::string from = options.copy_tokenizer_from + "/" + name;
+      if (!path_exists(from)) continue;
+      write_file_atomic(dir + "/" + name, read_text_file(from));
+      report.copied.push_back(name);
+    }
+  }
+  remove_stale_weights(dir, report.weight_files);
+  write_hf_config(dir + "/config.json", config, options.dtype, options.info);
+  return report;
+}
+
+}  // namespace ll
