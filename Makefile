@@ -1,10 +1,12 @@
 # longlora build. `make` builds the library, the binaries and the test suite into $(BUILD)/.
+#   make demo     build and run the embedded CPU demo (build/train with no flags)
 #   make test     build and run the tests (normal build)
 #   make asan     build and run the tests under AddressSanitizer + UndefinedBehaviorSanitizer (CPU only)
 #   make fuzz     build the libFuzzer target for the safetensors parser (clang) and run it for FUZZ_SECONDS (30)
 #   make check    all three, with one "N passed, M failed" summary (what CI runs; the fuzz run counts as one test)
 #   CUDA=0|1      force the CUDA translation units off/on (default: on when nvcc is found)
 #   CUDA_ARCH     space-separated SM versions to compile for (default: 80 90)
+#   MPI=0|1       force multi-rank support off/on (default: on when mpicxx is found); build/test_mpi runs under mpirun
 
 BUILD     ?= build
 CXX       ?= g++
@@ -32,7 +34,7 @@ ifeq ($(SAN),1)
   LDFLAGS  += -fsanitize=address,undefined
 endif
 
-LIB_SRCS  := $(filter-out src/bin/%,$(shell find src -name '*.cpp' | sort))
+LIB_SRCS  := $(filter-out src/bin/%,$(shell find src mpi -name '*.cpp' | sort))
 BIN_SRCS  := $(wildcard src/bin/*.cpp)
 TEST_SRCS := $(wildcard tests/*.cpp)
 CU_SRCS   :=
@@ -42,6 +44,15 @@ ifeq ($(CUDA),1)
   NVCCFLAGS := -std=c++17 -O2 -Isrc -I. -DLONGLORA_WITH_CUDA $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
                -Xcompiler -Wall,-Wextra
   LDLIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt
+endif
+
+# MPI: mpi/comm_mpi.cpp and the multi-rank test binary, when Open MPI's compiler wrapper is installed.
+MPI       ?= $(if $(shell command -v mpicxx 2>/dev/null),1,0)
+MPI_TEST_SRCS := $(wildcard tests/mpi/*.cpp)
+ifeq ($(MPI),1)
+  CPPFLAGS  += -DLONGLORA_WITH_MPI -DOMPI_SKIP_MPICXX $(shell mpicxx --showme:compile)
+  LDLIBS    += $(shell mpicxx --showme:link)
+  MPI_TEST_BIN := $(BUILD)/test_mpi
 endif
 
 LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o) $(CU_SRCS:%.cu=$(BUILD)/obj/%.o)
@@ -57,9 +68,9 @@ FUZZ_SRCS    := tests/fuzz/fuzz_safetensors.cpp src/io/safetensors.cpp
 FUZZ_FLAGS   := -std=c++17 -O1 -g -Isrc -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer
 
-.PHONY: all test asan check clean fuzz fuzz-build
+.PHONY: all demo test asan check clean fuzz fuzz-build
 .SECONDARY:  # keep object files (they are intermediates of pattern rules) and never delete them afterwards
-all: $(LIB) $(BINS) $(TEST_BIN)
+all: $(LIB) $(BINS) $(TEST_BIN) $(MPI_TEST_BIN)
 
 $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
@@ -76,14 +87,20 @@ $(LIB): $(LIB_OBJS)
 $(BUILD)/%: $(BUILD)/obj/src/bin/%.o $(LIB)
 	$(CXX) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
+$(BUILD)/test_mpi: $(MPI_TEST_SRCS:%.cpp=$(BUILD)/obj/%.o) $(LIB)
+	$(CXX) $(LDFLAGS) $(filter %.o,$^) $(LIB) -lgtest $(LDLIBS) -o $@
+
 $(TEST_BIN): $(TEST_SRCS:%.cpp=$(BUILD)/obj/%.o) $(LIB)
 	$(CXX) $(LDFLAGS) $(filter %.o,$^) $(LIB) -lgtest -lgtest_main $(LDLIBS) -o $@
+
+demo: all
+	$(BUILD)/train
 
 test: all
 	scripts/run_tests.sh $(TEST_BIN)
 
 asan:
-	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 all
+	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 MPI=0 all
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 scripts/run_tests.sh build/asan/test_all
 
 $(FUZZ_BIN): $(FUZZ_SRCS) src/io/safetensors.h src/tensor.h src/util/error.h
@@ -99,9 +116,10 @@ fuzz: $(FUZZ_BIN)
 # The fuzzer is built best-effort: when clang is missing, run_fuzz.sh reports it as one failed test, so the
 # summary line stays last either way.
 check: all
-	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 all
+	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 MPI=0 all
 	-$(MAKE) fuzz-build
-	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/run_tests.sh $(TEST_BIN) build/asan/test_all tests/fuzz/run_fuzz.sh
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/run_tests.sh $(TEST_BIN) build/asan/test_all tests/fuzz/run_fuzz.sh \
+	  $(if $(MPI_TEST_BIN),tests/mpi/run_mpi_tests.sh)
 
 clean:
 	rm -rf build

@@ -1,0 +1,118 @@
+// MpiComm: collectives on host buffers with MPI (one process per rank). Built only with LONGLORA_WITH_MPI.
+#ifdef LONGLORA_WITH_MPI
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "mpi/comm.h"
+#include "util/error.h"
+
+namespace ll {
+
+namespace {
+
+#define LL_MPI_CHECK(stmt)                                                                       \
+  do {                                                                                           \
+    const int ll_mpi_rc_ = (stmt);                                                               \
+    if (ll_mpi_rc_ != MPI_SUCCESS) {                                                             \
+      char ll_msg_[MPI_MAX_ERROR_STRING];                                                        \
+      int ll_len_ = 0;                                                                           \
+      MPI_Error_string(ll_mpi_rc_, ll_msg_, &ll_len_);                                           \
+      ::ll::fail("MPI call `", #stmt, "` failed at ", __FILE__, ":", __LINE__, ": ", ll_msg_);   \
+    }                                                                                            \
+  } while (0)
+
+MPI_Datatype mpi_type(DType t) {
+  switch (t) {
+    case DType::F32: return MPI_FLOAT;
+    case DType::F64: return MPI_DOUBLE;
+    case DType::I32: return MPI_INT32_T;
+    default: fail("MPI collectives on host buffers support f32, f64 and i32, got ", dtype_name(t));
+  }
+}
+
+std::vector<int> as_int(const std::vector<int64_t>& v, const char* what) {
+  std::vector<int> out;
+  for (int64_t x : v) {
+    LL_CHECK(x >= 0 && x <= INT32_MAX, what, ": count ", x, " exceeds MPI's int range");
+    out.push_back(int(x));
+  }
+  return out;
+}
+
+class MpiComm final : public Comm {
+ public:
+  MpiComm() {
+    int initialized = 0;
+    MPI_Initialized(&initialized);
+    if (!initialized) {
+      int provided = 0;
+      LL_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided));
+      owns_init_ = true;
+    }
+    // Errors come back as codes (and become ll::Error) instead of MPI's default abort without context.
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  }
+  ~MpiComm() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (owns_init_ && !finalized) MPI_Finalize();
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string name() const override { return "mpi"; }
+
+  void all_reduce_sum(Tensor t) override {
+    LL_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, t.data, int(t.numel()), mpi_type(t.dtype), MPI_SUM, MPI_COMM_WORLD));
+  }
+  double all_reduce_sum(double v) override {
+    double out = 0;
+    LL_MPI_CHECK(MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+    return out;
+  }
+  double all_reduce_max(double v) override {
+    double out = 0;
+    LL_MPI_CHECK(MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
+    return out;
+  }
+  void reduce_scatter_sum(Tensor shard, const Tensor& full, const std::vector<int64_t>& counts) override {
+    LL_CHECK(int(counts.size()) == size_ && shard.numel() == counts[rank_] && shard.dtype == full.dtype,
+             "reduce_scatter_sum: shard of ", shard.numel(), " elements does not match the split");
+    const std::vector<int> c = as_int(counts, "reduce_scatter_sum");
+    LL_MPI_CHECK(MPI_Reduce_scatter(full.data, shard.data, c.data(), mpi_type(full.dtype), MPI_SUM, MPI_COMM_WORLD));
+  }
+  void all_gather_in_place(Tensor full, const std::vector<int64_t>& counts) override {
+    LL_CHECK(int(counts.size()) == size_, "all_gather_in_place: split has ", counts.size(), " ranges for ", size_,
+             " ranks");
+    const std::vector<int> c = as_int(counts, "all_gather_in_place");
+    std::vector<int> displs(size_, 0);
+    for (int r = 1; r < size_; ++r) displs[r] = displs[r - 1] + c[r - 1];
+    LL_MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, full.data, c.data(), displs.data(),
+                                mpi_type(full.dtype), MPI_COMM_WORLD));
+  }
+  void broadcast(Tensor t, int root) override {
+    LL_MPI_CHECK(MPI_Bcast(t.data, int(t.numel()), mpi_type(t.dtype), root, MPI_COMM_WORLD));
+  }
+  void barrier() override { LL_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
+  [[noreturn]] void abort(int code, const std::string& message) override {
+    std::fprintf(stderr, "rank %d of %d failed: %s\n", rank_, size_, message.c_str());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, code);
+    std::_Exit(code);
+  }
+
+ private:
+  int rank_ = 0, size_ = 1;
+  bool owns_init_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Comm> make_mpi_comm() { return std::make_unique<MpiComm>(); }
+
+}  // namespace ll
+#endif  // LONGLORA_WITH_MPI
