@@ -3,7 +3,9 @@
 #   make test     build and run the tests (normal build)
 #   make asan     build and run the tests under AddressSanitizer + UndefinedBehaviorSanitizer (CPU only)
 #   make fuzz     build the libFuzzer target for the safetensors parser (clang) and run it for FUZZ_SECONDS (30)
-#   make check    all three, with one "N passed, M failed" summary (what CI runs; the fuzz run counts as one test)
+#   make check    all three plus the SASS check, with one "N passed, M failed" summary (what CI runs; the fuzz run
+#                 and the SASS check count as one test each)
+#   make sass     disassemble the attention kernels (cuobjdump -sass) and fail unless HMMA is there for every arch
 #   CUDA=0|1      force the CUDA translation units off/on (default: on when nvcc is found)
 #   CUDA_ARCH     space-separated SM versions to compile for (default: 80 90)
 #   MPI=0|1       force multi-rank support off/on (default: on when mpicxx is found); build/test_mpi runs under mpirun
@@ -42,8 +44,9 @@ ifeq ($(CUDA),1)
   CU_SRCS   := $(wildcard cuda/*.cu)
   CPPFLAGS  += -DLONGLORA_WITH_CUDA
   NVCCFLAGS := -std=c++17 -O2 -Isrc -I. -DLONGLORA_WITH_CUDA $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
-               -Xcompiler -Wall,-Wextra
-  LDLIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt
+               -lineinfo -MMD -MP -Xcompiler -Wall,-Wextra
+  # cuBLASLt ships as a shared library only; it talks to the driver directly, so it mixes with the static cudart.
+  LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static -ldl -lrt
 endif
 
 # MPI: mpi/comm_mpi.cpp and the multi-rank test binary, when Open MPI's compiler wrapper is installed.
@@ -57,6 +60,9 @@ endif
 
 LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o) $(CU_SRCS:%.cu=$(BUILD)/obj/%.o)
 BINS      := $(BIN_SRCS:src/bin/%.cpp=$(BUILD)/%)
+# Benchmarks of the CUDA backend (plain C++ over the Backend API; they report "unavailable" without a GPU).
+BENCH_SRCS := $(wildcard cuda/bench/*.cpp)
+BENCHES   := $(BENCH_SRCS:cuda/bench/%.cpp=$(BUILD)/%)
 TEST_BIN  := $(BUILD)/test_all
 LIB       := $(BUILD)/liblonglora.a
 
@@ -82,9 +88,12 @@ $(BUILD)/obj/%.o: %.cu
 
 $(LIB): $(LIB_OBJS)
 	@rm -f $@
-	ar rcs $@ $^
+	ar rcsP $@ $^  # P: members keep their paths (cpu/attention.o and cuda/attention.o must not collide)
 
 $(BUILD)/%: $(BUILD)/obj/src/bin/%.o $(LIB)
+	$(CXX) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/bench_%: $(BUILD)/obj/cuda/bench/bench_%.o $(LIB)
 	$(CXX) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
 $(BUILD)/test_mpi: $(MPI_TEST_SRCS:%.cpp=$(BUILD)/obj/%.o) $(LIB)

@@ -34,6 +34,9 @@ class Comm {
   virtual void barrier() = 0;
   // Ends every rank's process with `code` after printing `message` naming this rank (never returns).
   [[noreturn]] virtual void abort(int code, const std::string& message) = 0;
+  // A collective that has not completed after `seconds` (a peer died or hangs) ends this rank with a message
+  // naming it and the collective, which makes the launcher end the others. 0 disables the watchdog.
+  virtual void set_timeout(double seconds) { (void)seconds; }
 };
 
 // Splits n elements into `parts` contiguous ranges as evenly as possible (the first n % parts get one more).

@@ -2,9 +2,12 @@
 #ifdef LONGLORA_WITH_MPI
 #include <mpi.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "mpi/comm.h"
 #include "util/error.h"
@@ -56,8 +59,12 @@ class MpiComm final : public Comm {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    if (const char* t = std::getenv("LONGLORA_COMM_TIMEOUT_SEC")) timeout_s_ = std::atof(t);
+    watchdog_ = std::thread([this] { watch(); });
   }
   ~MpiComm() override {
+    stop_ = true;
+    watchdog_.join();
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (owns_init_ && !finalized) MPI_Finalize();
@@ -67,25 +74,30 @@ class MpiComm final : public Comm {
   std::string name() const override { return "mpi"; }
 
   void all_reduce_sum(Tensor t) override {
+    const Pending pending(this, "all_reduce_sum");
     LL_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, t.data, int(t.numel()), mpi_type(t.dtype), MPI_SUM, MPI_COMM_WORLD));
   }
   double all_reduce_sum(double v) override {
+    const Pending pending(this, "all_reduce_sum");
     double out = 0;
     LL_MPI_CHECK(MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
     return out;
   }
   double all_reduce_max(double v) override {
+    const Pending pending(this, "all_reduce_max");
     double out = 0;
     LL_MPI_CHECK(MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD));
     return out;
   }
   void reduce_scatter_sum(Tensor shard, const Tensor& full, const std::vector<int64_t>& counts) override {
+    const Pending pending(this, "reduce_scatter_sum");
     LL_CHECK(int(counts.size()) == size_ && shard.numel() == counts[rank_] && shard.dtype == full.dtype,
              "reduce_scatter_sum: shard of ", shard.numel(), " elements does not match the split");
     const std::vector<int> c = as_int(counts, "reduce_scatter_sum");
     LL_MPI_CHECK(MPI_Reduce_scatter(full.data, shard.data, c.data(), mpi_type(full.dtype), MPI_SUM, MPI_COMM_WORLD));
   }
   void all_gather_in_place(Tensor full, const std::vector<int64_t>& counts) override {
+    const Pending pending(this, "all_gather_in_place");
     LL_CHECK(int(counts.size()) == size_, "all_gather_in_place: split has ", counts.size(), " ranges for ", size_,
              " ranks");
     const std::vector<int> c = as_int(counts, "all_gather_in_place");
@@ -95,9 +107,13 @@ class MpiComm final : public Comm {
                                 mpi_type(full.dtype), MPI_COMM_WORLD));
   }
   void broadcast(Tensor t, int root) override {
+    const Pending pending(this, "broadcast");
     LL_MPI_CHECK(MPI_Bcast(t.data, int(t.numel()), mpi_type(t.dtype), root, MPI_COMM_WORLD));
   }
-  void barrier() override { LL_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD)); }
+  void barrier() override {
+    const Pending pending(this, "barrier");
+    LL_MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+  }
   [[noreturn]] void abort(int code, const std::string& message) override {
     std::fprintf(stderr, "rank %d of %d failed: %s\n", rank_, size_, message.c_str());
     std::fflush(stderr);
@@ -105,9 +121,45 @@ class MpiComm final : public Comm {
     std::_Exit(code);
   }
 
+  void set_timeout(double seconds) override { timeout_s_ = seconds; }
+
  private:
+  // Marks a collective in flight for the watchdog.
+  struct Pending {
+    Pending(MpiComm* c, const char* what) : comm(c) {
+      comm->pending_name_ = what;
+      comm->pending_since_ns_ = now_ns();
+    }
+    ~Pending() { comm->pending_since_ns_ = 0; }
+    MpiComm* comm;
+  };
+  static int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  void watch() {
+    while (!stop_) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      const int64_t since = pending_since_ns_;
+      const double limit = timeout_s_;
+      if (since == 0 || limit <= 0 || double(now_ns() - since) < limit * 1e9) continue;
+      // Exiting non-zero makes the launcher (mpirun) end every other rank; MPI_Abort is not allowed from here.
+      std::fprintf(stderr,
+                   "rank %d of %d: collective `%s` did not complete within %g s — a peer rank failed or hangs; "
+                   "ending this rank (LONGLORA_COMM_TIMEOUT_SEC / --comm_timeout_sec sets the limit)\n",
+                   rank_, size_, pending_name_.load(), limit);
+      std::fflush(stderr);
+      std::_Exit(3);
+    }
+  }
+
   int rank_ = 0, size_ = 1;
   bool owns_init_ = false;
+  std::atomic<double> timeout_s_{600.0};
+  std::atomic<int64_t> pending_since_ns_{0};
+  std::atomic<const char*> pending_name_{""};
+  std::atomic<bool> stop_{false};
+  std::thread watchdog_;
 };
 
 }  // namespace

@@ -200,8 +200,11 @@ TEST_F(TrainerTest, FlagErrorsAreClear) {
   o.sft_data_path = "x.json";
   EXPECT_NE(error_of(o).find("exactly one of --data_path"), std::string::npos);
   o = base("errors");
-  o.zero_stage = 2;
-  EXPECT_NE(error_of(o).find("--zero_stage 2"), std::string::npos);
+  o.zero_stage = 3;
+  EXPECT_NE(error_of(o).find("--zero_stage 3"), std::string::npos);
+  o = base("errors");
+  o.zero_stage = 1;
+  EXPECT_NE(error_of(o).find("expected 0, 2 or 3"), std::string::npos);
   o = base("errors");
   o.device = "cuda";
   EXPECT_NE(error_of(o).find("backend `cuda` cannot be created"), std::string::npos);

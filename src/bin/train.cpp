@@ -1,14 +1,19 @@
 // build/train: LongLoRA fine-tuning (LoRA / LoRA+ / full) with the flag names of LongLoRA's fine-tune.py and
 // supervised-fine-tune.py. With no flags at all it runs the embedded CPU demo (see src/train/demo.h).
 #include <cstdio>
+#include <memory>
+#include <string>
 
+#include "mpi/comm.h"
 #include "train/demo.h"
 #include "train/trainer.h"
 #include "util/error.h"
 #include "util/flags.h"
 
 int main(int argc, char** argv) {
+  std::unique_ptr<ll::Comm> comm;
   try {
+    comm = ll::make_world_comm();  // several ranks when started by mpirun / srun
     if (argc == 1) return ll::run_demo(ll::DemoOptions{});
     ll::TrainOptions o;
     ll::Flags flags("train",
@@ -53,14 +58,19 @@ int main(int argc, char** argv) {
     flags.add("gradient_checkpointing", &o.gradient_checkpointing, "recompute each decoder layer in backward");
     flags.add("resume_from_checkpoint", &o.resume_from_checkpoint, "a checkpoint directory, or auto (latest in output_dir)");
     flags.add("device", &o.device, "cpu or cuda");
-    flags.add("zero_stage", &o.zero_stage, "ZeRO stage 0, 2 or 3 (multi-rank; 0 only for now)");
+    flags.add("zero_stage", &o.zero_stage, "ZeRO stage under mpirun: 0 (replicated), 2 (sharded optimizer state); 3 to come");
+    flags.add("comm_timeout_sec", &o.comm_timeout_sec,
+              "with several ranks: a collective stuck this long (a peer died or hangs) ends every rank");
     flags.add("save_merged", &o.save_merged, "also write the merged Hugging Face folder to output_dir/merged");
     if (!flags.parse(argc, argv)) return 0;
-    const ll::TrainResult r = ll::run_training(o, flags.values());
-    std::printf("%s after %lld steps; last loss %.4f; outputs in %s\n", r.interrupted ? "interrupted" : "finished",
-                (long long)r.steps, r.last_loss, r.output_dir.c_str());
+    const ll::TrainResult r = ll::run_training(o, flags.values(), comm.get());
+    if (comm->rank() == 0)
+      std::printf("%s after %lld steps; last loss %.4f; outputs in %s\n", r.interrupted ? "interrupted" : "finished",
+                  (long long)r.steps, r.last_loss, r.output_dir.c_str());
     return 0;
-  } catch (const ll::Error& e) {
+  } catch (const std::exception& e) {
+    // With several ranks, one failure must end them all (peers would otherwise wait in a collective forever).
+    if (comm && comm->size() > 1) comm->abort(1, std::string("train: error: ") + e.what());
     std::fprintf(stderr, "train: error: %s\n", e.what());
     return 1;
   }

@@ -51,6 +51,17 @@ class Arena {
   }
 
   size_t bytes() const { return size_; }
+  // The whole committed arena as one 1-D tensor of `dtype` (padding between tensors included, zero-filled):
+  // what collectives and sharding operate on.
+  Tensor flat(DType dtype) const {
+    LL_CHECK(size_ % dtype_size(dtype) == 0, "arena `", name_, "`: ", size_, " bytes are not a whole number of ",
+             dtype_name(dtype));
+    return Tensor(base_, dtype, backend_->device(), {int64_t(size_ / dtype_size(dtype))});
+  }
+  // Element offset of a tensor of this arena within flat(its dtype).
+  int64_t offset_of(const Tensor& t) const {
+    return int64_t((static_cast<const char*>(t.data) - static_cast<const char*>(base_)) / dtype_size(t.dtype));
+  }
   const std::string& name() const { return name_; }
 
  private:

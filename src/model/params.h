@@ -53,6 +53,13 @@ class ParamStore {
   int64_t count(bool trainable_only) const;
   void zero_grads();
 
+  // The trainable-weight and gradient arenas as flat 1-D tensors (padding included), and where a trainable
+  // parameter lives in them: what gradient reduction and ZeRO sharding operate on.
+  Tensor flat_trainable() const { return trainable_.flat(backend_.dtypes().weight); }
+  Tensor flat_grads() const { return grads_.flat(backend_.dtypes().grad); }
+  int64_t trainable_offset(const Param& p) const { return trainable_.offset_of(p.value); }
+  int64_t grad_offset(const Param& p) const { return grads_.offset_of(p.grad); }
+
  private:
   Backend& backend_;
   Arena frozen_, trainable_, grads_;

@@ -16,7 +16,6 @@ namespace ll {
 namespace {
 
 constexpr const char* kWeights = "trainable.safetensors";
-constexpr const char* kOptimizer = "optimizer.safetensors";
 constexpr const char* kState = "trainer_state.json";
 
 std::vector<unsigned char> host_bytes(Backend& backend, const Tensor& t) {
@@ -46,43 +45,44 @@ int64_t checkpoint_step(const fs::path& p) {
 
 }  // namespace
 
-std::string save_checkpoint(const std::string& output_dir, ParamStore& params, AdamW& optimizer, Backend& backend,
-                            const TrainerState& state) {
+std::string save_checkpoint(const std::string& output_dir, ParamStore& params, DistributedOptimizer& optimizer,
+                            Backend& backend, Comm& comm, const TrainerState& state) {
   const std::string final_dir = output_dir + "/checkpoint-" + std::to_string(state.global_step);
-  const std::string tmp_dir = final_dir + ".tmp." + std::to_string(::getpid());
-  fs::remove_all(tmp_dir);
-  make_directories(tmp_dir);
-
-  std::vector<std::vector<unsigned char>> keep_alive;
-  std::vector<SafetensorsWriteItem> weights, moments;
-  for (const Param& p : params.all()) {
-    if (!p.trainable) continue;
-    keep_alive.push_back(host_bytes(backend, p.value));
-    weights.push_back({p.name, p.value.dtype, p.value.dims(), keep_alive.back().data()});
+  const std::string tmp_dir = final_dir + ".tmp";  // the same name on every rank
+  if (comm.rank() == 0) {
+    fs::remove_all(tmp_dir);
+    make_directories(tmp_dir);
+    std::vector<std::vector<unsigned char>> keep_alive;
+    std::vector<SafetensorsWriteItem> weights;
+    for (const Param& p : params.all()) {
+      if (!p.trainable) continue;
+      keep_alive.push_back(host_bytes(backend, p.value));
+      weights.push_back({p.name, p.value.dtype, p.value.dims(), keep_alive.back().data()});
+    }
+    write_safetensors(tmp_dir + "/" + kWeights, weights);
   }
-  for (const OptimizerSlot& s : optimizer.slots()) {
-    keep_alive.push_back(host_bytes(backend, s.m));
-    moments.push_back({"exp_avg/" + s.param->name, s.m.dtype, s.m.dims(), keep_alive.back().data()});
-    keep_alive.push_back(host_bytes(backend, s.v));
-    moments.push_back({"exp_avg_sq/" + s.param->name, s.v.dtype, s.v.dims(), keep_alive.back().data()});
+  comm.barrier();
+  optimizer.save_moments(tmp_dir);
+  comm.barrier();
+  if (comm.rank() == 0) {
+    const nlohmann::json j = {{"global_step", state.global_step},
+                              {"optimizer_steps", optimizer.steps_taken()},
+                              {"data_epoch", state.data.epoch},
+                              {"data_index", state.data.index},
+                              {"nonfinite_streak", state.nonfinite_streak},
+                              {"world_size", comm.size()},
+                              {"zero_stage", optimizer.stage()},
+                              {"flags", state.flags}};
+    write_file_atomic(tmp_dir + "/" + kState, j.dump(2) + "\n");  // last: its presence marks completeness
+    // Replace an existing checkpoint of the same step only once the new one is complete.
+    if (fs::exists(final_dir)) fs::remove_all(final_dir);
+    fs::rename(tmp_dir, final_dir);
   }
-  write_safetensors(tmp_dir + "/" + kWeights, weights);
-  write_safetensors(tmp_dir + "/" + kOptimizer, moments);
-  const nlohmann::json j = {{"global_step", state.global_step},
-                            {"optimizer_steps", optimizer.steps_taken()},
-                            {"data_epoch", state.data.epoch},
-                            {"data_index", state.data.index},
-                            {"nonfinite_streak", state.nonfinite_streak},
-                            {"flags", state.flags}};
-  write_file_atomic(tmp_dir + "/" + kState, j.dump(2) + "\n");
-
-  // Replace an existing checkpoint of the same step only once the new one is complete.
-  if (fs::exists(final_dir)) fs::remove_all(final_dir);
-  fs::rename(tmp_dir, final_dir);
+  comm.barrier();
   return final_dir;
 }
 
-void load_checkpoint(const std::string& dir, ParamStore& params, AdamW& optimizer, Backend& backend,
+void load_checkpoint(const std::string& dir, ParamStore& params, DistributedOptimizer& optimizer, Backend& backend,
                      TrainerState* state) {
   LL_CHECK(is_directory(dir), "--resume_from_checkpoint: `", dir, "` is not a checkpoint directory");
   nlohmann::json j;
@@ -97,16 +97,13 @@ void load_checkpoint(const std::string& dir, ParamStore& params, AdamW& optimize
   } catch (const nlohmann::json::exception& e) {
     fail("checkpoint `", dir, "/", kState, "` is malformed: ", e.what());
   }
-  const SafetensorsFile weights(dir + "/" + kWeights), moments(dir + "/" + kOptimizer);
+  const SafetensorsFile weights(dir + "/" + kWeights);
   size_t trainable = 0;
   for (Param& p : params.all())
     if (p.trainable) restore(backend, weights, p.name, p.value), ++trainable;
   LL_CHECK(weights.names().size() == trainable, "checkpoint `", weights.path(), "` holds ", weights.names().size(),
            " tensors but this run trains ", trainable, " parameters");
-  for (OptimizerSlot& s : optimizer.slots()) {
-    restore(backend, moments, "exp_avg/" + s.param->name, s.m);
-    restore(backend, moments, "exp_avg_sq/" + s.param->name, s.v);
-  }
+  optimizer.load_moments(dir);
 }
 
 std::vector<std::string> list_checkpoints(const std::string& output_dir) {

@@ -9,8 +9,9 @@
 
 #include "backend.h"
 #include "model/params.h"
+#include "mpi/comm.h"
+#include "mpi/zero.h"
 #include "train/data.h"
-#include "train/optimizer.h"
 
 namespace ll {
 
@@ -21,11 +22,14 @@ struct TrainerState {
   nlohmann::json flags;         // the run's resolved flags (informational; resume uses the command line)
 };
 
-// Returns the checkpoint directory written.
-std::string save_checkpoint(const std::string& output_dir, ParamStore& params, AdamW& optimizer, Backend& backend,
-                            const TrainerState& state);
-// Restores weights, moments and state; every trainable parameter must be present with the same shape and dtype.
-void load_checkpoint(const std::string& dir, ParamStore& params, AdamW& optimizer, Backend& backend,
+// Collective: every rank calls it. Rank 0 writes the trainable weights and the state; the optimizer writes its
+// moments (rank 0 alone, or every rank its ZeRO shard) into the same temporary directory, which rank 0 renames
+// once all ranks are done. Returns the checkpoint directory.
+std::string save_checkpoint(const std::string& output_dir, ParamStore& params, DistributedOptimizer& optimizer,
+                            Backend& backend, Comm& comm, const TrainerState& state);
+// Restores weights, moments (re-cut for this run's ranks) and state; every trainable parameter must be present
+// with the same shape and dtype.
+void load_checkpoint(const std::string& dir, ParamStore& params, DistributedOptimizer& optimizer, Backend& backend,
                      TrainerState* state);
 // checkpoint-<N> directories of output_dir (complete ones only), sorted by N.
 std::vector<std::string> list_checkpoints(const std::string& output_dir);

@@ -30,6 +30,22 @@ void BatchSource::shuffle_for_epoch() {
   order_epoch_ = pos_.epoch;
 }
 
+void BatchSource::set_data_parallel(int rank, int world) {
+  LL_CHECK(world >= 1 && rank >= 0 && rank < world, "data parallel: rank ", rank, " of ", world);
+  rank_ = rank;
+  world_ = world;
+}
+
+std::vector<int64_t> BatchSource::take_rows(int64_t count) {
+  std::vector<int64_t> mine;
+  for (int r = 0; r < world_; ++r)
+    for (int64_t i = 0; i < count; ++i) {
+      const int64_t row = take_row();
+      if (r == rank_) mine.push_back(row);
+    }
+  return mine;
+}
+
 int64_t BatchSource::take_row() {
   if (pos_.index >= rows_per_epoch()) pos_ = {pos_.epoch + 1, 0};
   if (order_epoch_ != pos_.epoch) shuffle_for_epoch();
@@ -49,9 +65,10 @@ void PretrainSource::next(HostBatch& out) {
   out.seq_len = seq_len_;
   out.tokens.resize(batch_ * seq_len_);
   out.targets.resize(batch_ * seq_len_);
+  const std::vector<int64_t> rows = take_rows(batch_);
   for (int64_t b = 0; b < batch_; ++b) {
     int32_t* row = out.tokens.data() + b * seq_len_;
-    file_->read(take_row() * seq_len_, seq_len_, row);
+    file_->read(rows[b] * seq_len_, seq_len_, row);
     int32_t* tgt = out.targets.data() + b * seq_len_;
     for (int64_t l = 0; l + 1 < seq_len_; ++l) tgt[l] = row[l + 1];
     tgt[seq_len_ - 1] = -100;
@@ -80,7 +97,7 @@ SftSource::SftSource(const std::string& path, const Tokenizer& tok, int64_t max_
 }
 
 void SftSource::next(HostBatch& out) {
-  const SftExample& ex = examples_[take_row()];
+  const SftExample& ex = examples_[take_rows(1)[0]];
   const int64_t L = int64_t(ex.ids.size());
   out.batch = 1;
   out.seq_len = L;

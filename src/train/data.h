@@ -34,15 +34,21 @@ class BatchSource {
   virtual int64_t rows_per_epoch() const = 0;
   DataPosition position() const { return pos_; }
   void seek(const DataPosition& p);
+  // Data parallelism: a global micro-batch is `world` local ones, consecutive in the shuffled order; this rank
+  // reads the rank-th. Every rank advances the position by the whole global micro-batch, so positions agree.
+  void set_data_parallel(int rank, int world);
 
  protected:
   explicit BatchSource(uint64_t seed) : seed_(seed) {}
-  // The row to read next, advancing the position; reshuffles at epoch boundaries.
-  int64_t take_row();
+  // This rank's `count` rows of the next global micro-batch (world·count rows), advancing the position;
+  // reshuffles at epoch boundaries.
+  std::vector<int64_t> take_rows(int64_t count);
 
  private:
   void shuffle_for_epoch();
+  int64_t take_row();
   uint64_t seed_;
+  int rank_ = 0, world_ = 1;
   DataPosition pos_;
   std::vector<int64_t> order_;
   int64_t order_epoch_ = -1;

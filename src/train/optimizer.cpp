@@ -7,12 +7,13 @@ namespace ll {
 AdamW::AdamW(Backend& backend, ParamStore& params, const AdamWConfig& config)
     : backend_(backend), config_(config), arena_(std::make_unique<Arena>(backend, "optimizer state")) {
   const DTypePolicy dt = backend.dtypes();
-  // A backend storing weights below fp32 needs fp32 masters initialised by a widening copy; that op arrives
-  // with the CUDA backend, so such backends are refused here rather than silently training in bf16.
-  LL_CHECK(dt.weight == dt.grad, "AdamW: backend `", backend.name(), "` stores weights as ", dtype_name(dt.weight),
-           " and gradients as ", dtype_name(dt.grad), "; fp32 master weights are not implemented yet");
+  // Weights stored below the gradient precision (bf16 vs f32) train through f32 masters.
+  has_masters_ = dt.weight != dt.grad;
+  LL_CHECK(!has_masters_ || dt.grad == DType::F32, "AdamW: backend `", backend.name(), "` stores weights as ",
+           dtype_name(dt.weight), " and gradients as ", dtype_name(dt.grad), "; masters are kept in f32, so the "
+           "gradients must be f32 too");
   struct Handles {
-    Arena::Handle m, v;
+    Arena::Handle m, v, master;
   };
   std::vector<Handles> handles;
   for (Param& p : params.all()) {
@@ -20,6 +21,7 @@ AdamW::AdamW(Backend& backend, ParamStore& params, const AdamWConfig& config)
     Handles h;
     h.m = arena_->reserve(dt.grad, p.shape);
     h.v = arena_->reserve(dt.grad, p.shape);
+    if (has_masters_) h.master = arena_->reserve(DType::F32, p.shape);
     handles.push_back(h);
     slots_.push_back({&p, {}, {}, {}, !p.is_norm()});
   }
@@ -27,7 +29,14 @@ AdamW::AdamW(Backend& backend, ParamStore& params, const AdamWConfig& config)
   for (size_t i = 0; i < slots_.size(); ++i) {
     slots_[i].m = arena_->tensor(handles[i].m);
     slots_[i].v = arena_->tensor(handles[i].v);
+    if (has_masters_) slots_[i].master = arena_->tensor(handles[i].master);
   }
+  sync_masters();
+}
+
+void AdamW::sync_masters() {
+  for (OptimizerSlot& s : slots_)
+    if (!s.master.empty()) backend_.convert(s.master, s.param->value);
 }
 
 double AdamW::grad_norm() {

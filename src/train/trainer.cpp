@@ -7,6 +7,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -23,7 +24,8 @@
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/model_presets.h"
-#include "train/optimizer.h"
+#include "mpi/comm.h"
+#include "mpi/zero.h"
 #include "train/schedule.h"
 #include "util/files.h"
 
@@ -120,8 +122,7 @@ void check_options(const TrainOptions& o) {
   LL_CHECK(o.device == "cpu" || o.device == "cuda", "--device: expected cpu or cuda, got `", o.device, "`");
   LL_CHECK(o.zero_stage == 0 || o.zero_stage == 2 || o.zero_stage == 3, "--zero_stage: expected 0, 2 or 3, got ",
            o.zero_stage);
-  LL_CHECK(o.zero_stage == 0, "--zero_stage ", o.zero_stage,
-           ": ZeRO sharding needs several ranks (mpirun), which this build does not support yet");
+  LL_CHECK(o.zero_stage != 3, "--zero_stage 3 (sharded frozen weights) is not implemented yet; use 0 or 2");
   LL_CHECK(o.data_path.empty() != o.sft_data_path.empty(),
            "give exactly one of --data_path (pretraining token file) and --sft_data_path (LongAlpaca JSON)");
   LL_CHECK(o.model_max_length >= 2, "--model_max_length must be >= 2, got ", o.model_max_length);
@@ -149,10 +150,18 @@ std::string format_duration(double seconds) {
 
 }  // namespace
 
-TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags) {
+TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Comm* world) {
   check_options(o);
-  make_directories(o.output_dir);
-  write_file_atomic(o.output_dir + "/config.json", flags.dump(2) + "\n");
+  std::unique_ptr<Comm> own_comm;
+  if (!world) own_comm = make_local_comm(), world = own_comm.get();
+  Comm& comm = *world;
+  comm.set_timeout(o.comm_timeout_sec);
+  const bool lead = comm.rank() == 0;  // rank 0 alone prints, writes metrics and exports
+  if (lead) {
+    make_directories(o.output_dir);
+    write_file_atomic(o.output_dir + "/config.json", flags.dump(2) + "\n");
+  }
+  comm.barrier();
 
   std::unique_ptr<Tokenizer> tok;
   if (const std::string tp = tokenizer_path(o); !tp.empty()) tok = std::make_unique<Tokenizer>(Tokenizer::load(tp));
@@ -184,7 +193,8 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags) {
     lo.add_pad_token = plan.add_pad;
     load_hf_weights(plan.hf_dir, model.params(), *backend, lo);
   }
-  AdamW optimizer(*backend, model.params(), {o.adam_beta1, o.adam_beta2, o.adam_epsilon, o.weight_decay});
+  DistributedOptimizer optimizer(*backend, model.params(), comm,
+                                 {o.adam_beta1, o.adam_beta2, o.adam_epsilon, o.weight_decay}, int(o.zero_stage));
 
   std::unique_ptr<BatchSource> source;
   std::shared_ptr<const TokenFile> token_file;
@@ -196,7 +206,8 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags) {
     source = std::make_unique<SftSource>(o.sft_data_path, *tok, o.model_max_length, o.per_device_train_batch_size,
                                          uint64_t(o.seed));
   }
-  const int64_t rows_per_step = o.per_device_train_batch_size * o.gradient_accumulation_steps;
+  source->set_data_parallel(comm.rank(), comm.size());
+  const int64_t rows_per_step = o.per_device_train_batch_size * o.gradient_accumulation_steps * comm.size();
   const int64_t total_steps =
       o.max_steps > 0 ? o.max_steps
                       : std::max<int64_t>(1, int64_t(std::ceil(o.num_train_epochs * double(source->rows_per_epoch()) /
@@ -214,13 +225,14 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags) {
     if (!dir.empty()) {
       load_checkpoint(dir, model.params(), optimizer, *backend, &state);
       source->seek(state.data);
-      std::fprintf(stderr, "resumed from %s at step %lld\n", dir.c_str(), (long long)state.global_step);
-    } else {
+      if (lead) std::fprintf(stderr, "resumed from %s at step %lld\n", dir.c_str(), (long long)state.global_step);
+    } else if (lead) {
       std::fprintf(stderr, "--resume_from_checkpoint auto: no checkpoint in %s, starting fresh\n", o.output_dir.c_str());
     }
   }
 
   const MemoryPlan mem = model.memory_plan();
+  if (lead) {
   std::fprintf(stderr,
                "model: %lld layers, hidden %lld, heads %lld/%lld, vocab %lld | RoPE factor %g | attention %s | "
                "%lld trainable of %lld parameters\n",
@@ -233,13 +245,24 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags) {
                "activations %.1f\n",
                mem.frozen_weights / 1048576.0, mem.trainable_weights / 1048576.0, mem.gradients / 1048576.0,
                optimizer.state_bytes() / 1048576.0, mem.activations / 1048576.0);
-  std::fprintf(stderr, "training %lld steps of %lld rows × %lld tokens (%lld rows per epoch)\n", (long long)total_steps,
-               (long long)rows_per_step, (long long)o.model_max_length, (long long)source->rows_per_epoch());
+  std::fprintf(stderr, "training %lld steps of %lld rows × %lld tokens (%lld rows per epoch) on %d rank%s (%s, ZeRO "
+               "stage %lld)\n", (long long)total_steps, (long long)rows_per_step, (long long)o.model_max_length,
+               (long long)source->rows_per_epoch(), comm.size(), comm.size() == 1 ? "" : "s", comm.name().c_str(),
+               (long long)o.zero_stage);
+  }
 
   StopSignals signals;
-  std::ofstream metrics(o.output_dir + "/metrics.jsonl", std::ios::app);
-  LL_CHECK(metrics.good(), "cannot open `", o.output_dir, "/metrics.jsonl` for writing");
-  const bool tty = ::isatty(::fileno(stderr));
+  std::ofstream metrics;
+  if (lead) {
+    metrics.open(o.output_dir + "/metrics.jsonl", std::ios::app);
+    LL_CHECK(metrics.good(), "cannot open `", o.output_dir, "/metrics.jsonl` for writing");
+  }
+  const bool tty = lead && ::isatty(::fileno(stderr));
+  // Fault-injection hooks for the multi-rank failure tests: at step LONGLORA_FAIL_STEP, rank LONGLORA_FAIL_RANK
+  // throws (an ordinary error) and rank LONGLORA_HANG_RANK stops responding.
+  const char* fail_rank = std::getenv("LONGLORA_FAIL_RANK");
+  const char* hang_rank = std::getenv("LONGLORA_HANG_RANK");
+  const char* fail_step = std::getenv("LONGLORA_FAIL_STEP");
   const auto start = std::chrono::steady_clock::now();
   const int64_t first_step = state.global_step;
   int64_t tokens_seen = 0, last_saved = state.global_step;
@@ -249,12 +272,17 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags) {
 
   auto save = [&] {
     state.data = source->position();
-    save_checkpoint(o.output_dir, model.params(), optimizer, *backend, state);
-    rotate_checkpoints(o.output_dir, o.save_total_limit);
+    save_checkpoint(o.output_dir, model.params(), optimizer, *backend, comm, state);
+    if (lead) rotate_checkpoints(o.output_dir, o.save_total_limit);
+    comm.barrier();
     last_saved = state.global_step;
   };
 
   while (state.global_step < total_steps) {
+    if (fail_rank && fail_step && std::atoi(fail_rank) == comm.rank() && std::atoll(fail_step) == state.global_step)
+      fail("injected failure at step ", state.global_step, " (LONGLORA_FAIL_RANK/LONGLORA_FAIL_STEP)");
+    if (hang_rank && fail_step && std::atoi(hang_rank) == comm.rank() && std::atoll(fail_step) == state.global_step)
+      for (;;) ::pause();
     const double lr = lr_at(schedule, state.global_step);
     model.params().zero_grads();
     double loss = 0;
@@ -268,14 +296,16 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags) {
       const double scale = scored ? 1.0 / (double(scored) * double(o.gradient_accumulation_steps)) : 0.0;
       const LossResult r = model.forward_backward(batch.tokens.data(), batch.targets.data(), scale);
       loss += r.mean() / double(o.gradient_accumulation_steps);
-      tokens_seen += batch.batch * batch.seq_len;
+      tokens_seen += batch.batch * batch.seq_len * comm.size();
     }
-    const double grad_norm = optimizer.clip_grad_norm(o.max_grad_norm);
+    loss = comm.all_reduce_sum(loss) / double(comm.size());  // gradients are averaged the same way
+    const double grad_norm = optimizer.reduce_and_clip(o.max_grad_norm);
     if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
       ++state.nonfinite_streak;
-      std::fprintf(stderr, "%swarning: step %lld has a non-finite %s; update skipped (%lld in a row)\n", tty ? "\n" : "",
-                   (long long)state.global_step + 1, std::isfinite(loss) ? "gradient" : "loss",
-                   (long long)state.nonfinite_streak);
+      if (lead)
+        std::fprintf(stderr, "%swarning: step %lld has a non-finite %s; update skipped (%lld in a row)\n",
+                     tty ? "\n" : "", (long long)state.global_step + 1, std::isfinite(loss) ? "gradient" : "loss",
+                     (long long)state.nonfinite_streak);
       LL_CHECK(state.nonfinite_streak < o.max_nonfinite_steps, "stopping: ", state.nonfinite_streak,
                " consecutive steps had a non-finite loss or gradient (lower --learning_rate or check the data)");
     } else {
@@ -289,7 +319,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags) {
     const double tok_per_s = double(tokens_seen) / std::max(elapsed, 1e-9);
     const int64_t done = state.global_step - first_step;
     const double eta = elapsed / double(done) * double(total_steps - state.global_step);
-    if (state.global_step % o.logging_steps == 0 || state.global_step == total_steps) {
+    if (lead && (state.global_step % o.logging_steps == 0 || state.global_step == total_steps)) {
       metrics << nlohmann::json{{"step", state.global_step}, {"loss", loss},          {"lr", lr},
                                 {"grad_norm", grad_norm},    {"tokens_per_sec", tok_per_s},
                                 {"elapsed_sec", elapsed},    {"epoch", source->position().epoch}}
@@ -305,9 +335,12 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags) {
       std::fprintf(stderr, "\rstep %lld/%lld | loss %.4f | lr %.3g | %.0f tok/s | ETA %s   ", (long long)state.global_step,
                    (long long)total_steps, loss, lr, tok_per_s, format_duration(eta).c_str());
     if (o.save_steps > 0 && state.global_step % o.save_steps == 0) save();
-    if (g_stop_signal || state.global_step == o.interrupt_at_step) {
-      std::fprintf(stderr, "%ssignal %d: saving a checkpoint at step %lld and stopping\n", tty ? "\n" : "",
-                   g_stop_signal ? int(g_stop_signal) : SIGINT, (long long)state.global_step);
+    // Ranks may receive the signal at different steps; they agree on stopping at the same one.
+    const int stop = int(comm.all_reduce_max(state.global_step == o.interrupt_at_step ? SIGINT : g_stop_signal.load()));
+    if (stop) {
+      if (lead)
+        std::fprintf(stderr, "%ssignal %d: saving a checkpoint at step %lld and stopping\n", tty ? "\n" : "", stop,
+                     (long long)state.global_step);
       if (last_saved != state.global_step) save();
       result.interrupted = true;
       result.steps = state.global_step;
@@ -317,8 +350,10 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags) {
   if (tty) std::fprintf(stderr, "\n");
   if (last_saved != state.global_step) save();
 
-  // Exports: the adapter folder (LoRA) in output_dir, or the full model as an HF folder.
-  if (o.low_rank_training) {
+  // Exports (rank 0; weights are identical on every rank): the adapter folder (LoRA) in output_dir, or the full
+  // model as an HF folder.
+  if (!lead) {
+  } else if (o.low_rank_training) {
     AdapterSaveOptions so;
     so.base_model_name_or_path = o.model_name_or_path.empty() ? o.model_config : o.model_name_or_path;
     so.record = LongLoraRecord{plan.config.rope_scaling_factor, o.model_max_length, plan.config.vocab_size};
@@ -330,6 +365,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags) {
     so.info = plan.info;
     save_hf_folder(o.output_dir + "/model", model.params(), *backend, plan.config, so);
   }
+  comm.barrier();
   result.steps = state.global_step;
   return result;
 }

@@ -44,6 +44,7 @@ struct TrainOptions {
   std::string resume_from_checkpoint;  // "", a checkpoint directory, or "auto"
   std::string device = "cpu";
   int64_t zero_stage = 0;
+  double comm_timeout_sec = 600;  // a collective stuck this long (a peer died or hangs) ends every rank
   bool save_merged = false;
   int64_t max_nonfinite_steps = 3;  // consecutive non-finite steps that stop the run
   int64_t interrupt_at_step = -1;   // tests: behave as if SIGINT arrived after this step (no flag)
@@ -56,7 +57,11 @@ struct TrainResult {
   std::string output_dir;
 };
 
+class Comm;
+
 // Runs the whole job; throws ll::Error with context on bad input. `flags` is recorded in output_dir/config.json.
-TrainResult run_training(const TrainOptions& options, const nlohmann::json& flags);
+// With several ranks (`comm`, default: a single process) every rank calls it: each reads its slice of every
+// global batch, gradients are reduced (ZeRO stage 0 or 2), and rank 0 alone prints, writes metrics and exports.
+TrainResult run_training(const TrainOptions& options, const nlohmann::json& flags, Comm* comm = nullptr);
 
 }  // namespace ll

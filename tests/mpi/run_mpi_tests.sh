@@ -16,5 +16,28 @@ for np in 1 2 4; do
   if [ "$rc" -ne 0 ] && [ -z "$f" ]; then f=1; fi
   passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
 done
+# Faults: one failing or hanging rank must end every rank, non-zero, with a message naming it, in bounded time.
+train=${TRAIN_BIN:-$(dirname "$bin")/train}
+work=$(mktemp -d)
+for i in $(seq 3000); do printf '\x05\x00\x07\x00'; done > "$work/tokens.bin"
+fault_case() {  # name, expected message, extra env...
+  local name=$1 expect=$2; shift 2
+  local start=$SECONDS
+  out=$(env "$@" LONGLORA_FAIL_STEP=2 timeout 120 mpirun --oversubscribe --bind-to none -np 2 "$train" \
+        --model_config demo --data_path "$work/tokens.bin" --model_max_length 64 --max_steps 6 --save_steps 0 \
+        --output_dir "$work/$name" --comm_timeout_sec 5 2>&1)
+  local rc=$? took=$((SECONDS - start))
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && echo "$out" | grep -q "$expect" && [ "$took" -lt 60 ]; then
+    echo "[       OK ] Faults.$name (exit $rc after ${took}s)"; passed=$((passed + 1))
+  else
+    echo "$out" | tail -20
+    echo "[  FAILED  ] Faults.$name (exit $rc after ${took}s; expected a non-zero exit naming the rank within 60s)"
+    failed=$((failed + 1))
+  fi
+}
+fault_case FailingRankEndsAllRanks "rank 1 of 2 failed: train: error: injected failure" LONGLORA_FAIL_RANK=1
+fault_case HangingRankEndsAllRanks "did not complete within 5 s" LONGLORA_HANG_RANK=1
+rm -rf "$work"
+
 echo "[  PASSED  ] $passed tests."
 if [ "$failed" -gt 0 ]; then echo "[  FAILED  ] $failed tests, listed above."; exit 1; fi
