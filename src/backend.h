@@ -55,6 +55,9 @@ class Backend {
   virtual void copy_from_host(Tensor dst, const void* host_src) = 0;  // dst.nbytes() bytes
   virtual void copy_to_host(void* host_dst, const Tensor& src) = 0;
   virtual void copy(Tensor dst, const Tensor& src) = 0;  // same dtype and element count
+  // dst = src converted to dst's dtype element by element (floating dtypes f32/f64/bf16/f16, same element count,
+  // round to nearest even; a NaN stays a NaN). The widening copy that initialises f32 master weights.
+  virtual void convert(Tensor dst, const Tensor& src) = 0;
   virtual void zero(Tensor t) = 0;
   virtual void synchronize() {}
 

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "cpu/kernels.h"
+#include "tensor_host.h"
 
 namespace ll {
 
@@ -81,6 +82,15 @@ void CpuBackend<T>::copy(Tensor dst, const Tensor& src) {
   LL_CHECK(dst.dtype == src.dtype && dst.numel() == src.numel(), "copy: destination ", dtype_name(dst.dtype),
            dst.shape_str(), " does not match source ", dtype_name(src.dtype), src.shape_str());
   if (dst.nbytes() && dst.data != src.data) std::memmove(dst.data, src.data, dst.nbytes());
+}
+template <typename T>
+void CpuBackend<T>::convert(Tensor dst, const Tensor& src) {
+  LL_CHECK(!dst.empty() && !src.empty(), "convert: empty tensor");
+  LL_CHECK(dst.device == Device::CPU && src.device == Device::CPU, "convert: the cpu backend needs host tensors, got ",
+           device_name(src.device), " -> ", device_name(dst.device));
+  LL_CHECK(dst.numel() == src.numel(), "convert: destination ", dst.shape_str(), " and source ", src.shape_str(),
+           " differ in element count");
+  convert_values(src.data, src.dtype, dst.data, dst.dtype, size_t(src.numel()));
 }
 template <typename T>
 void CpuBackend<T>::zero(Tensor t) {

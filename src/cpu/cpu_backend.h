@@ -16,6 +16,7 @@ class CpuBackend final : public Backend {
   void copy_from_host(Tensor dst, const void* host_src) override;
   void copy_to_host(void* host_dst, const Tensor& src) override;
   void copy(Tensor dst, const Tensor& src) override;
+  void convert(Tensor dst, const Tensor& src) override;
   void zero(Tensor t) override;
 
   void embedding_forward(Tensor out, const Tensor& ids, const Tensor& table) override;
