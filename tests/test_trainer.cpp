@@ -200,14 +200,15 @@ TEST_F(TrainerTest, FlagErrorsAreClear) {
   o.sft_data_path = "x.json";
   EXPECT_NE(error_of(o).find("exactly one of --data_path"), std::string::npos);
   o = base("errors");
-  o.zero_stage = 3;
-  EXPECT_NE(error_of(o).find("--zero_stage 3"), std::string::npos);
-  o = base("errors");
   o.zero_stage = 1;
   EXPECT_NE(error_of(o).find("expected 0, 2 or 3"), std::string::npos);
   o = base("errors");
   o.device = "cuda";
-  EXPECT_NE(error_of(o).find("backend `cuda` cannot be created"), std::string::npos);
+  bool cuda_available = false;
+  for (const BackendInfo& info : list_backends()) cuda_available |= info.name == "cuda" && info.available;
+  if (!cuda_available) {  // on a GPU machine --device cuda is valid
+    EXPECT_NE(error_of(o).find("backend `cuda` cannot be created"), std::string::npos);
+  }
   o = base("errors");
   o.model_max_length = 30;  // S2: 30 · 1/4 = 7, 30 % 7 != 0
   EXPECT_NE(error_of(o).find("not divisible by the group size"), std::string::npos);

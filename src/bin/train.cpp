@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
     flags.add("gradient_checkpointing", &o.gradient_checkpointing, "recompute each decoder layer in backward");
     flags.add("resume_from_checkpoint", &o.resume_from_checkpoint, "a checkpoint directory, or auto (latest in output_dir)");
     flags.add("device", &o.device, "cpu or cuda");
-    flags.add("zero_stage", &o.zero_stage, "ZeRO stage under mpirun: 0 (replicated), 2 (sharded optimizer state); 3 to come");
+    flags.add("zero_stage", &o.zero_stage, "ZeRO stage under mpirun: 0 (replicated), 2 (sharded optimizer state), 3 (sharded parameters too)");
     flags.add("comm_timeout_sec", &o.comm_timeout_sec,
               "with several ranks: a collective stuck this long (a peer died or hangs) ends every rank");
     flags.add("save_merged", &o.save_merged, "also write the merged Hugging Face folder to output_dir/merged");

@@ -184,8 +184,8 @@ HfLoadReport load_hf_weights(const std::string& dir, ParamStore& params, Backend
   if (!unknown.empty())
     fail(source, ": has ", unknown.size(), " tensor(s) a Llama model of this config does not use: ", name_list(unknown));
 
-  for (Param& p : params.all()) {
-    if (is_lora(p)) continue;
+  params.write_all([&](Param& p) {
+    if (is_lora(p)) return;
     const SafetensorsFile& file = *src.where.at(p.name);
     const SafetensorsEntry& e = file.entry(p.name);
     const bool vocab_row = p.kind == ParamKind::Embed || p.kind == ParamKind::LmHead;
@@ -200,7 +200,7 @@ HfLoadReport load_hf_weights(const std::string& dir, ParamStore& params, Backend
                            : "");
     }
     ++report.tensors;
-  }
+  });
   return report;
 }
 

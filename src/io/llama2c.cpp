@@ -147,6 +147,7 @@ std::vector<float> permute_meta_to_hf_rows(const std::vector<float>& w, int64_t 
 }
 
 void load_llama2c(const std::string& path, Backend& backend, ParamStore& params, bool permute_qk) {
+  LL_CHECK(!params.external(), "load_llama2c: the store's parameters are sharded (ZeRO-3); load into a plain store");
   const Llama2cHeader h = read_llama2c_header(path);  // validates the size, so the reads below cannot run short
   const LlamaConfig c = llama2c_config(h);
   const int64_t D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size, kv = c.kv_dim();

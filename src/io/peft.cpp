@@ -363,8 +363,10 @@ AdapterLoadReport load_adapter(const std::string& dir, ParamStore& params, Backe
   if (!missing.empty())
     fail(dir, ": missing ", missing.size(), " tensor(s) that adapter_config.json implies: ", name_list(missing));
 
-  for (const auto& [name, where] : source) {
-    Param& p = params.get(name);
+  params.write_all([&](Param& p) {
+    const auto it = source.find(p.name);
+    if (it == source.end()) return;
+    const auto& where = it->second;
     load_entry(backend, p, where.first->entry(where.second), where.first->path(),
                p.kind == ParamKind::Embed || p.kind == ParamKind::LmHead
                    ? " (build the model with the adapter's vocabulary: adapter_embedding_rows)"
@@ -372,9 +374,9 @@ AdapterLoadReport load_adapter(const std::string& dir, ParamStore& params, Backe
     if (is_lora(p)) {
       ++report.lora_tensors;
     } else {
-      report.base.push_back(name);
+      report.base.push_back(p.name);
     }
-  }
+  });
   return report;
 }
 

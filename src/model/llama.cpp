@@ -47,7 +47,7 @@ LlamaModel::LlamaModel(Backend& backend, const ModelOptions& options) : backend_
   LL_CHECK(opts_.seq_len > 0, "model: sequence length must be positive, got ", opts_.seq_len);
   training_mask(opts_.attention, c, opts_.seq_len);  // reject a bad configuration before allocating
   rope_ = RopeParams{c.rope_theta, c.rope_scaling_factor};
-  params_ = std::make_unique<ParamStore>(backend, c, opts_.lora, opts_.trainable);
+  params_ = std::make_unique<ParamStore>(backend, c, opts_.lora, opts_.trainable, opts_.external_param_storage);
 
   const DTypePolicy dt = backend.dtypes();
   const int64_t B = opts_.batch, L = opts_.seq_len, T = B * L, D = c.hidden_size, F = c.intermediate_size;
@@ -206,8 +206,10 @@ Tensor LlamaModel::scratch_view(const Tensor& buffer, int64_t cols) const {
 }
 
 void LlamaModel::init_random(uint64_t seed, double init_std) {
-  Rng rng(seed);
-  for (Param& p : params_->all()) {
+  const Param* first = &params_->all().front();
+  params_->write_all([&](Param& p) {
+    // One stream per parameter, so the values do not depend on the order parameters are visited in.
+    Rng rng(mix64(seed ^ mix64(uint64_t(&p - first) + 1)));
     std::vector<double> v(p.numel());
     if (p.is_norm()) {
       std::fill(v.begin(), v.end(), 1.0);
@@ -221,8 +223,18 @@ void LlamaModel::init_random(uint64_t seed, double init_std) {
       for (double& x : v) x = init_std * rng.normal();
     }
     upload_f64(backend_, p.value, v);
-  }
+  });
 }
+
+// Keeps the outer group (embedding, final norm, LM head) acquired for the duration of a public call.
+class LlamaModel::OuterScope {
+ public:
+  explicit OuterScope(ParamStore& p) : params_(p) { params_.acquire(kOuterGroup); }
+  ~OuterScope() { params_.release(kOuterGroup); }
+
+ private:
+  ParamStore& params_;
+};
 
 // ---- forward ------------------------------------------------------------------------------------------------
 void LlamaModel::upload_batch(const int32_t* tokens, const int32_t* targets) {
@@ -293,7 +305,11 @@ void LlamaModel::layer_forward(int layer, LayerActs& a, const Tensor& x_in, Tens
 void LlamaModel::forward_layers() {
   Buffers& b = *buf_;
   backend_.embedding_forward(b.resid[0], b.ids, params_->embed().value);
-  for (int l = 0; l < opts_.config.num_hidden_layers; ++l) layer_forward(l, acts_for(l), b.resid[l], b.resid[l + 1]);
+  for (int l = 0; l < opts_.config.num_hidden_layers; ++l) {
+    params_->acquire(l);
+    layer_forward(l, acts_for(l), b.resid[l], b.resid[l + 1]);
+    params_->release(l);
+  }
   backend_.rmsnorm_forward(b.xf, b.rstdf, b.resid.back(), params_->final_norm().value, opts_.config.rms_norm_eps);
 }
 
@@ -325,6 +341,7 @@ std::vector<double> LlamaModel::append_tokens(const int32_t* tokens, int64_t cou
   LL_CHECK(cache_len_ + count <= cache_capacity_, "KV cache full: ", cache_len_, " cached + ", count,
            " new tokens exceed its capacity of ", cache_capacity_);
   Buffers& b = *buf_;
+  const OuterScope outer(*params_);
   std::vector<double> last_logits;
   for (int64_t done = 0; done < count;) {
     // Prefill in chunks of at most the planned length, so memory stays bounded on long prompts.
@@ -386,6 +403,7 @@ LossResult LlamaModel::head_loss(bool compute_grad, double loss_scale, int32_t* 
 
 LossResult LlamaModel::forward(const int32_t* tokens, const int32_t* targets, int32_t* argmax) {
   upload_batch(tokens, targets);
+  const OuterScope outer(*params_);
   forward_layers();
   const LossResult r = head_loss(false, 0.0, argmax);
   if (argmax) backend_.copy_to_host(argmax, buf_->argmax);
@@ -394,6 +412,7 @@ LossResult LlamaModel::forward(const int32_t* tokens, const int32_t* targets, in
 
 std::vector<double> LlamaModel::logits(const int32_t* tokens) {
   upload_batch(tokens, nullptr);
+  const OuterScope outer(*params_);
   forward_layers();
   Buffers& b = *buf_;
   const int64_t T = opts_.batch * seq_len_, C = b.logits.dim(0), V = opts_.config.vocab_size;
@@ -464,6 +483,7 @@ void LlamaModel::layer_backward(int layer, LayerActs& a, const Tensor& x_in, Ten
 LossResult LlamaModel::forward_backward(const int32_t* tokens, const int32_t* targets, double loss_scale) {
   LL_CHECK(targets != nullptr, "forward_backward: targets are required");
   upload_batch(tokens, targets);
+  const OuterScope outer(*params_);
   forward_layers();
   int64_t scored = 0;
   for (int32_t t : host_targets_) scored += t != -100;
@@ -475,11 +495,15 @@ LossResult LlamaModel::forward_backward(const int32_t* tokens, const int32_t* ta
   backend_.rmsnorm_backward(b.d_resid, final_norm.grad, b.d_xn, b.resid.back(), final_norm.value, b.rstdf, false);
   for (int l = int(opts_.config.num_hidden_layers) - 1; l >= 0; --l) {
     LayerActs& a = acts_for(l);
+    params_->acquire(l);
     if (opts_.checkpointing) layer_forward(l, a, b.resid[l], b.resid[l + 1]);  // recompute (same values)
     layer_backward(l, a, b.resid[l], b.d_resid);
+    params_->backward_done(l);
+    params_->release(l);
   }
   Param& embed = params_->embed();
   if (embed.trainable) backend_.embedding_backward(embed.grad, b.ids, b.d_resid);
+  params_->backward_done(kOuterGroup);
   return result;
 }
 

@@ -29,6 +29,7 @@ struct ModelOptions {
   int64_t seq_len = 0;         // L: the longest sequence planned for (set_seq_len may run shorter ones)
   bool checkpointing = false;  // keep only each layer's input; recompute the layer in backward
   int64_t ce_chunk_rows = 0;   // rows of logits per cross-entropy chunk (0: sized to ~32 MiB)
+  bool external_param_storage = false;  // parameters get memory from a ParamStorage (ZeRO-3), not the store
 };
 
 struct LossResult {
@@ -82,6 +83,9 @@ class LlamaModel {
   void enable_kv_cache(int64_t max_tokens);
   std::vector<double> append_tokens(const int32_t* tokens, int64_t count);
   void reset_kv_cache() { cache_len_ = 0; }
+  // Keeps the first min(n, length) cached tokens: a prompt sharing them continues from there (keys are cached after
+  // RoPE at their absolute positions, so a prefix stays valid). Used by the passkey harness to reuse common prefixes.
+  void truncate_kv_cache(int64_t n) { cache_len_ = n < 0 ? 0 : n < cache_len_ ? n : cache_len_; }
   int64_t kv_cache_length() const { return cache_len_; }
 
   // Full logits [B·L, V] for tokens, copied to the host as doubles (tests and evaluation of small inputs).
@@ -90,6 +94,7 @@ class LlamaModel {
  private:
   struct LayerActs;
   struct Buffers;
+  class OuterScope;
   void upload_batch(const int32_t* tokens, const int32_t* targets);
   void forward_layers();
   void layer_forward(int layer, LayerActs& a, const Tensor& x_in, Tensor x_out);

@@ -24,8 +24,10 @@ bool base_trainable(ParamKind kind, const TrainableConfig& t) {
 
 }  // namespace
 
-ParamStore::ParamStore(Backend& backend, const LlamaConfig& c, const LoraConfig& lora, const TrainableConfig& t)
+ParamStore::ParamStore(Backend& backend, const LlamaConfig& c, const LoraConfig& lora, const TrainableConfig& t,
+                       bool external_storage)
     : backend_(backend),
+      external_(external_storage),
       frozen_(backend, "frozen weights"),
       trainable_(backend, "trainable weights"),
       grads_(backend, "gradients") {
@@ -72,21 +74,28 @@ ParamStore::ParamStore(Backend& backend, const LlamaConfig& c, const LoraConfig&
       p.trainable = true;  // a trainable tied head trains the shared matrix
   }
 
-  // Plan, commit, then hand out views.
+  // Plan, commit, then hand out views (or, under external storage, shapes only).
   const DTypePolicy dt = backend.dtypes();
-  std::vector<Arena::Handle> value_handle(params_.size()), grad_handle(params_.size());
-  for (size_t i = 0; i < params_.size(); ++i) {
-    Param& p = params_[i];
-    value_handle[i] = (p.trainable ? trainable_ : frozen_).reserve(dt.weight, p.shape);
-    if (p.trainable) grad_handle[i] = grads_.reserve(dt.grad, p.shape);
-  }
-  frozen_.commit();
-  trainable_.commit();
-  grads_.commit();
-  for (size_t i = 0; i < params_.size(); ++i) {
-    Param& p = params_[i];
-    p.value = (p.trainable ? trainable_ : frozen_).tensor(value_handle[i]);
-    if (p.trainable) p.grad = grads_.tensor(grad_handle[i]);
+  if (external_) {
+    for (Param& p : params_) {
+      p.value = Tensor(nullptr, dt.weight, backend.device(), p.shape);
+      if (p.trainable) p.grad = Tensor(nullptr, dt.grad, backend.device(), p.shape);
+    }
+  } else {
+    std::vector<Arena::Handle> value_handle(params_.size()), grad_handle(params_.size());
+    for (size_t i = 0; i < params_.size(); ++i) {
+      Param& p = params_[i];
+      value_handle[i] = (p.trainable ? trainable_ : frozen_).reserve(dt.weight, p.shape);
+      if (p.trainable) grad_handle[i] = grads_.reserve(dt.grad, p.shape);
+    }
+    frozen_.commit();
+    trainable_.commit();
+    grads_.commit();
+    for (size_t i = 0; i < params_.size(); ++i) {
+      Param& p = params_[i];
+      p.value = (p.trainable ? trainable_ : frozen_).tensor(value_handle[i]);
+      if (p.trainable) p.grad = grads_.tensor(grad_handle[i]);
+    }
   }
 
   layers_.resize(c.num_hidden_layers);
@@ -123,8 +132,47 @@ int64_t ParamStore::count(bool trainable_only) const {
 }
 
 void ParamStore::zero_grads() {
+  if (storage_) return storage_->zero_grads();
   for (Param& p : params_)
     if (p.trainable) backend_.zero(p.grad);
+}
+
+void ParamStore::set_storage(ParamStorage* storage) {
+  LL_CHECK(external_ || storage == nullptr, "ParamStore: an external storage needs a store built with external_storage");
+  storage_ = storage;
+}
+
+std::vector<Param*> ParamStore::group(int g) {
+  std::vector<Param*> out;
+  for (Param& p : params_)
+    if (p.layer == g) out.push_back(&p);
+  return out;
+}
+
+void ParamStore::write_all(const std::function<void(Param&)>& fill) {
+  if (!storage_) {
+    LL_CHECK(!external_, "ParamStore: external storage is not attached yet");
+    for (Param& p : params_) fill(p);
+    return;
+  }
+  for (int g = kOuterGroup; g < num_layers(); ++g) {
+    storage_->acquire(g);
+    for (Param* p : group(g)) fill(*p);
+    storage_->commit(g);
+    storage_->release(g);
+  }
+}
+
+void ParamStore::with_readable(bool trainable_only, const std::function<void()>& fn) {
+  if (!storage_) return fn();
+  storage_->materialize(trainable_only);
+  try {
+    fn();
+  } catch (...) {
+    storage_->dematerialize();
+    throw;
+  }
+  storage_->dematerialize();
 }
 
 }  // namespace ll

@@ -2,12 +2,14 @@
 // whether it trains. Three arenas: frozen weights, trainable weights, and their gradients (same layout as
 // the trainable arena, so a ZeRO shard is one slice of each).
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "model/arena.h"
 #include "model/config.h"
+#include "model/param_storage.h"
 
 namespace ll {
 
@@ -36,7 +38,10 @@ struct LayerParams {
 
 class ParamStore {
  public:
-  ParamStore(Backend& backend, const LlamaConfig& config, const LoraConfig& lora, const TrainableConfig& trainable);
+  // external_storage: allocate nothing; every Param gets its shape and dtype but no memory until a ParamStorage
+  // (set_storage) points it somewhere (ZeRO-3).
+  ParamStore(Backend& backend, const LlamaConfig& config, const LoraConfig& lora, const TrainableConfig& trainable,
+             bool external_storage = false);
 
   std::vector<Param>& all() { return params_; }
   const std::vector<Param>& all() const { return params_; }
@@ -53,6 +58,23 @@ class ParamStore {
   int64_t count(bool trainable_only) const;
   void zero_grads();
 
+  // ---- storage indirection (no-ops without an external ParamStorage) --------------------------------------
+  bool external() const { return external_; }
+  void set_storage(ParamStorage* storage);
+  ParamStorage* storage() const { return storage_; }
+  void acquire(int group) { if (storage_) storage_->acquire(group); }
+  void release(int group) { if (storage_) storage_->release(group); }
+  void backward_done(int group) { if (storage_) storage_->backward_done(group); }
+  // Calls fill(p) for every parameter with p.value writable and holding its current values; what fill writes is
+  // kept (group by group under external storage). The one way to initialise or load weights.
+  void write_all(const std::function<void(Param&)>& fill);
+  // Runs fn with every parameter's value readable (only the trainable ones when trainable_only, under external
+  // storage). The way to save or export.
+  void with_readable(bool trainable_only, const std::function<void()>& fn);
+  // The parameters of a group (kOuterGroup or a layer), in store order.
+  std::vector<Param*> group(int g);
+  int num_layers() const { return int(layers_.size()); }
+
   // The trainable-weight and gradient arenas as flat 1-D tensors (padding included), and where a trainable
   // parameter lives in them: what gradient reduction and ZeRO sharding operate on.
   Tensor flat_trainable() const { return trainable_.flat(backend_.dtypes().weight); }
@@ -62,6 +84,8 @@ class ParamStore {
 
  private:
   Backend& backend_;
+  bool external_ = false;
+  ParamStorage* storage_ = nullptr;
   Arena frozen_, trainable_, grads_;
   std::vector<Param> params_;
   std::vector<LayerParams> layers_;

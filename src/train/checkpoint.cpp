@@ -49,7 +49,9 @@ std::string save_checkpoint(const std::string& output_dir, ParamStore& params, D
                             Backend& backend, Comm& comm, const TrainerState& state) {
   const std::string final_dir = output_dir + "/checkpoint-" + std::to_string(state.global_step);
   const std::string tmp_dir = final_dir + ".tmp";  // the same name on every rank
-  if (comm.rank() == 0) {
+  // Under ZeRO-3 every rank takes part in gathering the trainable weights; rank 0 writes them.
+  params.with_readable(/*trainable_only=*/true, [&] {
+    if (comm.rank() != 0) return;
     fs::remove_all(tmp_dir);
     make_directories(tmp_dir);
     std::vector<std::vector<unsigned char>> keep_alive;
@@ -60,7 +62,7 @@ std::string save_checkpoint(const std::string& output_dir, ParamStore& params, D
       weights.push_back({p.name, p.value.dtype, p.value.dims(), keep_alive.back().data()});
     }
     write_safetensors(tmp_dir + "/" + kWeights, weights);
-  }
+  });
   comm.barrier();
   optimizer.save_moments(tmp_dir);
   comm.barrier();
@@ -99,8 +101,9 @@ void load_checkpoint(const std::string& dir, ParamStore& params, DistributedOpti
   }
   const SafetensorsFile weights(dir + "/" + kWeights);
   size_t trainable = 0;
-  for (Param& p : params.all())
+  params.write_all([&](Param& p) {
     if (p.trainable) restore(backend, weights, p.name, p.value), ++trainable;
+  });
   LL_CHECK(weights.names().size() == trainable, "checkpoint `", weights.path(), "` holds ", weights.names().size(),
            " tensors but this run trains ", trainable, " parameters");
   optimizer.load_moments(dir);

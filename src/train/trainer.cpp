@@ -122,7 +122,6 @@ void check_options(const TrainOptions& o) {
   LL_CHECK(o.device == "cpu" || o.device == "cuda", "--device: expected cpu or cuda, got `", o.device, "`");
   LL_CHECK(o.zero_stage == 0 || o.zero_stage == 2 || o.zero_stage == 3, "--zero_stage: expected 0, 2 or 3, got ",
            o.zero_stage);
-  LL_CHECK(o.zero_stage != 3, "--zero_stage 3 (sharded frozen weights) is not implemented yet; use 0 or 2");
   LL_CHECK(o.data_path.empty() != o.sft_data_path.empty(),
            "give exactly one of --data_path (pretraining token file) and --sft_data_path (LongAlpaca JSON)");
   LL_CHECK(o.model_max_length >= 2, "--model_max_length must be >= 2, got ", o.model_max_length);
@@ -186,7 +185,11 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
     mo.lora.dropout = o.lora_dropout;
     mo.lora.targets = LoraConfig::parse_targets(o.lora_target);
   }
+  mo.external_param_storage = o.zero_stage == 3;
   LlamaModel model(*backend, mo);
+  // ZeRO-3: every parameter lives sharded over the ranks; the storage gathers a group when the model uses it.
+  std::unique_ptr<Zero3Storage> zero3;
+  if (o.zero_stage == 3) zero3 = std::make_unique<Zero3Storage>(*backend, model.params(), comm);
   model.init_random(uint64_t(o.seed));
   if (!plan.hf_dir.empty()) {
     HfLoadOptions lo;
@@ -194,7 +197,8 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
     load_hf_weights(plan.hf_dir, model.params(), *backend, lo);
   }
   DistributedOptimizer optimizer(*backend, model.params(), comm,
-                                 {o.adam_beta1, o.adam_beta2, o.adam_epsilon, o.weight_decay}, int(o.zero_stage));
+                                 {o.adam_beta1, o.adam_beta2, o.adam_epsilon, o.weight_decay}, int(o.zero_stage),
+                                 zero3.get());
 
   std::unique_ptr<BatchSource> source;
   std::shared_ptr<const TokenFile> token_file;
@@ -241,10 +245,13 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
                (long long)plan.config.vocab_size, plan.config.rope_scaling_factor,
                o.use_s2attn ? (o.s2_variant == "roll" ? "S2 (roll)" : "S2 (leak-free)") : "full causal",
                (long long)model.params().count(true), (long long)model.params().count(false));
-  std::fprintf(stderr, "memory plan (MiB): frozen %.1f, trainable %.1f, gradients %.1f, optimizer %.1f, "
-               "activations %.1f\n",
+  std::fprintf(stderr, "memory plan per rank (MiB): frozen %.1f, trainable %.1f, gradients %.1f, optimizer %.1f, "
+               "activations %.1f%s\n",
                mem.frozen_weights / 1048576.0, mem.trainable_weights / 1048576.0, mem.gradients / 1048576.0,
-               optimizer.state_bytes() / 1048576.0, mem.activations / 1048576.0);
+               optimizer.state_bytes() / 1048576.0, mem.activations / 1048576.0,
+               zero3 ? str_cat(", ZeRO-3 parameter shards ", zero3->shard_bytes() / 1048576.0, ", gather slots ",
+                               zero3->staging_bytes() / 1048576.0).c_str()
+                     : "");
   std::fprintf(stderr, "training %lld steps of %lld rows × %lld tokens (%lld rows per epoch) on %d rank%s (%s, ZeRO "
                "stage %lld)\n", (long long)total_steps, (long long)rows_per_step, (long long)o.model_max_length,
                (long long)source->rows_per_epoch(), comm.size(), comm.size() == 1 ? "" : "s", comm.name().c_str(),
@@ -350,21 +357,23 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   if (tty) std::fprintf(stderr, "\n");
   if (last_saved != state.global_step) save();
 
-  // Exports (rank 0; weights are identical on every rank): the adapter folder (LoRA) in output_dir, or the full
+  // Exports by rank 0 (every rank helps gather under ZeRO-3): the adapter folder (LoRA) in output_dir, or the full
   // model as an HF folder.
-  if (!lead) {
-  } else if (o.low_rank_training) {
-    AdapterSaveOptions so;
-    so.base_model_name_or_path = o.model_name_or_path.empty() ? o.model_config : o.model_name_or_path;
-    so.record = LongLoraRecord{plan.config.rope_scaling_factor, o.model_max_length, plan.config.vocab_size};
-    save_adapter(o.output_dir, model.params(), *backend, mo.lora, so);
-  } else {
-    HfSaveOptions so;
-    so.dtype = DType::F32;
-    so.copy_tokenizer_from = plan.hf_dir;
-    so.info = plan.info;
-    save_hf_folder(o.output_dir + "/model", model.params(), *backend, plan.config, so);
-  }
+  model.params().with_readable(/*trainable_only=*/o.low_rank_training, [&] {
+    if (!lead) return;
+    if (o.low_rank_training) {
+      AdapterSaveOptions so;
+      so.base_model_name_or_path = o.model_name_or_path.empty() ? o.model_config : o.model_name_or_path;
+      so.record = LongLoraRecord{plan.config.rope_scaling_factor, o.model_max_length, plan.config.vocab_size};
+      save_adapter(o.output_dir, model.params(), *backend, mo.lora, so);
+    } else {
+      HfSaveOptions so;
+      so.dtype = DType::F32;
+      so.copy_tokenizer_from = plan.hf_dir;
+      so.info = plan.info;
+      save_hf_folder(o.output_dir + "/model", model.params(), *backend, plan.config, so);
+    }
+  });
   comm.barrier();
   result.steps = state.global_step;
   return result;

@@ -6,7 +6,10 @@
 #include <fstream>
 
 #include "data/token_file.h"
+#include "cpu/cpu_backend.h"
 #include "io/safetensors.h"
+#include "model/llama.h"
+#include "mpi/zero.h"
 #include "mpi_test_env.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
@@ -129,7 +132,31 @@ TEST_P(DistributedTraining, CheckpointFromNRanksResumesOnOneRankExactly) {
   g_comm->barrier();
 }
 
-INSTANTIATE_TEST_SUITE_P(ZeroStages, DistributedTraining, ::testing::Values(0, 2),
+TEST(Zero3Memory, EachRankHoldsAboutOneNthOfParametersGradientsAndOptimizerState) {
+  const int n = g_comm->size();
+  ModelOptions mo;
+  mo.config.hidden_size = 64, mo.config.intermediate_size = 96, mo.config.num_attention_heads = 4;
+  mo.config.num_key_value_heads = 2, mo.config.num_hidden_layers = 8, mo.config.vocab_size = 100;
+  mo.seq_len = 8;
+  mo.trainable.all = true;
+  CpuBackend<float> backend;
+  LlamaModel replicated(backend, mo);
+  AdamW adam(backend, replicated.params(), {});
+  const double single = double(replicated.params().frozen_bytes() + replicated.params().trainable_bytes() +
+                               replicated.params().grad_bytes() + adam.state_bytes());
+  mo.external_param_storage = true;
+  LlamaModel sharded(backend, mo);
+  Zero3Storage storage(backend, sharded.params(), *g_comm);
+  DistributedOptimizer opt(backend, sharded.params(), *g_comm, {}, 3, &storage);
+  const double per_rank = double(storage.shard_bytes() + opt.state_bytes());
+  EXPECT_EQ(sharded.params().frozen_bytes() + sharded.params().trainable_bytes() + sharded.params().grad_bytes(), 0u);
+  EXPECT_LT(per_rank, single / n * 1.1 + 8192) << "single-rank " << single << " bytes, per rank " << per_rank;
+  EXPECT_GT(per_rank, single / n * 0.9 - 8192);
+  // The gather slots hold two layers and the outer group, not the model.
+  EXPECT_LT(double(storage.staging_bytes()), single / 3);
+}
+
+INSTANTIATE_TEST_SUITE_P(ZeroStages, DistributedTraining, ::testing::Values(0, 2, 3),
                          [](const auto& info) { return "stage" + std::to_string(info.param); });
 
 }  // namespace

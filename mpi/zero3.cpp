@@ -1,0 +1,178 @@
+#include "mpi/zero3.h"
+
+#include <algorithm>
+#include <array>
+
+namespace ll {
+
+namespace {
+
+Tensor range(const Tensor& flat, int64_t offset, int64_t count) {
+  return Tensor(static_cast<char*>(flat.data) + offset * int64_t(dtype_size(flat.dtype)), flat.dtype, flat.device,
+                {count});
+}
+
+}  // namespace
+
+Zero3Storage::Zero3Storage(Backend& backend, ParamStore& params, Comm& comm)
+    : backend_(backend), params_(params), comm_(comm) {
+  LL_CHECK(params.external(), "ZeRO-3: the parameter store must be built with external storage");
+  const DTypePolicy dt = backend.dtypes();
+  LL_CHECK(dt.weight == dt.grad, "ZeRO-3: weights stored as ", dtype_name(dt.weight), " need fp32 master shards, "
+                                 "which arrive with the NCCL path; this backend keeps ", dtype_name(dt.grad));
+  const int n = comm.size(), r = comm.rank();
+  groups_.resize(size_t(params.num_layers() + 1));
+  int64_t max_layer = 0, max_layer_grads = 0, outer = 0, outer_grads = 0, max_shard = 1;
+  for (int g = kOuterGroup; g < params.num_layers(); ++g) {
+    Group& gr = group(g);
+    for (Param* p : params.group(g)) (p->trainable ? gr.trainable : gr.frozen).push_back(p);
+    for (Param* p : gr.trainable) gr.offset.push_back(gr.trainable_elems), gr.trainable_elems += p->numel();
+    for (Param* p : gr.frozen) gr.offset.push_back(gr.trainable_elems + gr.frozen_elems), gr.frozen_elems += p->numel();
+    gr.t_counts = even_split(gr.trainable_elems, n);
+    gr.f_counts = even_split(gr.frozen_elems, n);
+    gr.slot = g == kOuterGroup ? 2 : g % 2;
+    const int64_t total = gr.trainable_elems + gr.frozen_elems;
+    if (g == kOuterGroup) outer = total, outer_grads = gr.trainable_elems;
+    else max_layer = std::max(max_layer, total), max_layer_grads = std::max(max_layer_grads, gr.trainable_elems);
+    max_shard = std::max(max_shard, gr.t_counts[r]);
+  }
+
+  // This rank's shards, then the staging slots.
+  shards_ = std::make_unique<Arena>(backend, "zero-3 shards");
+  std::vector<std::array<Arena::Handle, 3>> h(groups_.size());
+  for (size_t i = 0; i < groups_.size(); ++i) {
+    h[i][0] = shards_->reserve(dt.weight, {std::max<int64_t>(1, groups_[i].t_counts[r])});
+    h[i][1] = shards_->reserve(dt.weight, {std::max<int64_t>(1, groups_[i].f_counts[r])});
+    h[i][2] = shards_->reserve(dt.grad, {std::max<int64_t>(1, groups_[i].t_counts[r])});
+  }
+  shards_->commit();
+  for (size_t i = 0; i < groups_.size(); ++i) {
+    Group& gr = groups_[i];
+    gr.t_shard = range(shards_->tensor(h[i][0]), 0, gr.t_counts[r]);
+    gr.f_shard = range(shards_->tensor(h[i][1]), 0, gr.f_counts[r]);
+    gr.g_shard = range(shards_->tensor(h[i][2]), 0, gr.t_counts[r]);
+  }
+  staging_ = std::make_unique<Arena>(backend, "zero-3 staging");
+  std::vector<std::array<Arena::Handle, 2>> sh(3);
+  for (int s = 0; s < 3; ++s) {
+    const int64_t vals = s == 2 ? outer : max_layer, grads = s == 2 ? outer_grads : max_layer_grads;
+    sh[s][0] = staging_->reserve(dt.weight, {std::max<int64_t>(1, vals)});
+    sh[s][1] = staging_->reserve(dt.grad, {std::max<int64_t>(1, grads)});
+  }
+  const auto tmp = staging_->reserve(dt.grad, {max_shard});
+  staging_->commit();
+  for (int s = 0; s < 3; ++s) slots_.push_back({staging_->tensor(sh[s][0]), staging_->tensor(sh[s][1])});
+  reduce_tmp_ = staging_->tensor(tmp);
+
+  // The optimizer's view: each trainable parameter's intersection with this rank's range of its group.
+  for (Group& gr : groups_) {
+    const int64_t lo = split_offset(gr.t_counts, r), hi = lo + gr.t_counts[r];
+    for (size_t i = 0; i < gr.trainable.size(); ++i) {
+      const int64_t b = std::max(lo, gr.offset[i]), e = std::min(hi, gr.offset[i] + gr.trainable[i]->numel());
+      if (b < e)
+        segments_.push_back({gr.trainable[i], b - gr.offset[i], e - b, range(gr.t_shard, b - lo, e - b),
+                             range(gr.g_shard, b - lo, e - b)});
+    }
+  }
+  params.set_storage(this);
+}
+
+Zero3Storage::~Zero3Storage() {
+  if (params_.storage() == this) params_.set_storage(nullptr);
+}
+
+void Zero3Storage::point(Group& gr, const Slot& slot, bool with_grads) {
+  size_t i = 0;
+  for (Param* p : gr.trainable) {
+    p->value.data = range(slot.values, gr.offset[i], 1).data;
+    if (with_grads) p->grad.data = range(slot.grads, gr.offset[i], 1).data;
+    ++i;
+  }
+  for (Param* p : gr.frozen) p->value.data = range(slot.values, gr.offset[i++], 1).data;
+}
+
+void Zero3Storage::unpoint(Group& gr) {
+  for (Param* p : gr.trainable) p->value.data = p->grad.data = nullptr;
+  for (Param* p : gr.frozen) p->value.data = nullptr;
+}
+
+void Zero3Storage::acquire(int g) {
+  Group& gr = group(g);
+  const Slot& slot = slots_[size_t(gr.slot)];
+  const int r = comm_.rank();
+  // Trainable elements [0, T), frozen [T, T + F) of the slot; each rank fills its ranges, then all-gather.
+  const Tensor trainable = range(slot.values, 0, gr.trainable_elems);
+  const Tensor frozen = range(slot.values, gr.trainable_elems, gr.frozen_elems);
+  if (gr.t_counts[r]) backend_.copy(range(trainable, split_offset(gr.t_counts, r), gr.t_counts[r]), gr.t_shard);
+  if (gr.f_counts[r]) backend_.copy(range(frozen, split_offset(gr.f_counts, r), gr.f_counts[r]), gr.f_shard);
+  if (gr.trainable_elems) comm_.all_gather_in_place(trainable, gr.t_counts);
+  if (gr.frozen_elems) comm_.all_gather_in_place(frozen, gr.f_counts);
+  if (gr.trainable_elems) backend_.zero(range(slot.grads, 0, gr.trainable_elems));
+  point(gr, slot, true);
+}
+
+void Zero3Storage::release(int g) { unpoint(group(g)); }
+
+void Zero3Storage::commit(int g) {
+  Group& gr = group(g);
+  const Slot& slot = slots_[size_t(gr.slot)];
+  const int r = comm_.rank();
+  if (gr.t_counts[r]) backend_.copy(gr.t_shard, range(slot.values, split_offset(gr.t_counts, r), gr.t_counts[r]));
+  if (gr.f_counts[r])
+    backend_.copy(gr.f_shard, range(slot.values, gr.trainable_elems + split_offset(gr.f_counts, r), gr.f_counts[r]));
+}
+
+void Zero3Storage::backward_done(int g) {
+  Group& gr = group(g);
+  if (!gr.trainable_elems) return;
+  const int r = comm_.rank();
+  const Tensor tmp = range(reduce_tmp_, 0, gr.t_counts[r]);
+  comm_.reduce_scatter_sum(tmp, range(slots_[size_t(gr.slot)].grads, 0, gr.trainable_elems), gr.t_counts);
+  if (gr.t_counts[r]) backend_.add(gr.g_shard, gr.g_shard, tmp);  // accumulate over micro-batches
+}
+
+void Zero3Storage::zero_grads() {
+  for (Group& gr : groups_)
+    if (gr.g_shard.numel()) backend_.zero(gr.g_shard);
+}
+
+void Zero3Storage::materialize(bool trainable_only) {
+  LL_CHECK(!materialized_, "ZeRO-3: materialize() while already materialized");
+  materialized_ = std::make_unique<Arena>(backend_, "zero-3 materialized");
+  std::vector<std::pair<Param*, Arena::Handle>> handles;
+  for (Group& gr : groups_) {
+    for (Param* p : gr.trainable) handles.push_back({p, materialized_->reserve(p->value.dtype, p->shape)});
+    if (!trainable_only)
+      for (Param* p : gr.frozen) handles.push_back({p, materialized_->reserve(p->value.dtype, p->shape)});
+  }
+  materialized_->commit();
+  std::vector<std::pair<Param*, Tensor>> copies;
+  for (int g = kOuterGroup; g < params_.num_layers(); ++g) {
+    acquire(g);
+    for (auto& [p, handle] : handles)
+      if (p->layer == g) {
+        const Tensor dst = materialized_->tensor(handle);
+        backend_.copy(dst, p->value);
+        copies.push_back({p, dst});
+      }
+    release(g);
+  }
+  for (auto& [p, dst] : copies) p->value.data = dst.data;
+}
+
+void Zero3Storage::dematerialize() {
+  for (Group& gr : groups_) unpoint(gr);
+  materialized_.reset();
+}
+
+std::vector<Tensor> Zero3Storage::grad_shards() const {
+  std::vector<Tensor> out;
+  for (const Group& gr : groups_)
+    if (gr.g_shard.numel()) out.push_back(gr.g_shard);
+  return out;
+}
+
+size_t Zero3Storage::shard_bytes() const { return shards_->bytes(); }
+size_t Zero3Storage::staging_bytes() const { return staging_->bytes(); }
+
+}  // namespace ll
