@@ -31,7 +31,7 @@ PerplexityResult evaluate_perplexity(LlamaModel& model, const TokenFile& data, c
 
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<int32_t> tokens(B * L), targets(B * L), argmax(B * L), next(B);
-  double sum_batch_means = 0, sum_losses = 0, sum_accuracy = 0;
+  double sum_batch_means = 0, sum_losses = 0, sum_accuracy = 0, sum_accuracy_eval_py = 0;
   int64_t batches = 0;
   for (size_t first = 0; first < starts.size(); first += size_t(B)) {
     // A short last batch is filled by repeating its last window, whose targets are all ignored.
@@ -49,6 +49,7 @@ PerplexityResult evaluate_perplexity(LlamaModel& model, const TokenFile& data, c
     for (int64_t b = 0; b < rows; ++b)
       for (int64_t l = 0; l < L; ++l) correct += argmax[b * L + l] == (l + 1 < L ? tokens[b * L + l + 1] : next[b]);
     sum_accuracy += double(correct) / double(rows * L);
+    sum_accuracy_eval_py += double(correct) / double(L);
     sum_batch_means += lr.mean();
     sum_losses += lr.loss_sum;
     r.tokens_scored += lr.scored;
@@ -60,6 +61,7 @@ PerplexityResult evaluate_perplexity(LlamaModel& model, const TokenFile& data, c
   r.perplexity = std::pow(2.71828, r.loss);
   r.perplexity_token_weighted = std::exp(sum_losses / double(r.tokens_scored));
   r.accuracy = sum_accuracy / double(batches);
+  r.accuracy_eval_py = sum_accuracy_eval_py / double(batches);
   r.tokens_per_sec = double(r.num_windows * L) / std::max(r.seconds, 1e-9);
   return r;
 }

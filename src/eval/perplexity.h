@@ -23,7 +23,10 @@ struct PerplexityResult {
   double loss = 0;                       // mean of per-batch mean losses
   double perplexity = 0;                 // 2.71828 ** loss
   double perplexity_token_weighted = 0;  // exp(Σ losses / tokens)
-  double accuracy = 0;  // mean over batches of argmax(logits) == next token, over all seq_len positions (eval.py)
+  double accuracy = 0;  // mean over batches of argmax(logits) == next token, over all seq_len positions
+  // eval.py's val_acc verbatim: per batch, correct predictions / seq_len (it divides by the window length, not by
+  // batch × length), averaged over batches — batch_size × accuracy for full batches when batch_size > 1.
+  double accuracy_eval_py = 0;
   int64_t num_windows = 0, total_windows = 0, tokens_scored = 0;
   double seconds = 0, tokens_per_sec = 0;
 };

@@ -1,0 +1,258 @@
+#include "eval/commands.h"
+
+#include <cstdio>
+#include <iomanip>
+#include <memory>
+
+#include "data/token_file.h"
+#include "data/tokenizer.h"
+#include "eval/eval_model.h"
+#include "eval/generate.h"
+#include "eval/passkey.h"
+#include "eval/perplexity.h"
+#include "eval/progress.h"
+#include "util/error.h"
+#include "util/files.h"
+
+namespace ll {
+
+namespace {
+
+EvalModelOptions model_options(const EvalCommon& c, int64_t batch, int64_t seq_len, int64_t default_context) {
+  EvalModelOptions m;
+  m.base_model = c.base_model;
+  m.peft_model = c.peft_model;
+  m.device = c.device;
+  m.rope_scaling_factor = c.rope_scaling_factor;
+  m.context_size = c.context_size;
+  m.default_context = default_context;
+  m.add_pad_token = c.add_pad_token;
+  m.batch = batch;
+  m.seq_len = seq_len;
+  return m;
+}
+
+void finish_json(nlohmann::json& j, const EvalCommon& c, const EvalModel& m, const nlohmann::json& flags) {
+  j["base_model"] = c.base_model;
+  j["peft_model"] = c.peft_model;
+  j["device"] = c.device;
+  j["model"] = m.describe();
+  if (!flags.is_null()) j["flags"] = flags;
+  if (!c.json.empty()) write_file_atomic(c.json, j.dump(2) + "\n");
+}
+
+// --tokenizer, else <base_model>/tokenizer.model.
+Tokenizer load_tokenizer(const std::string& flag, const std::string& base_model, const char* command) {
+  std::string path = flag;
+  if (path.empty()) {
+    path = base_model + "/tokenizer.model";
+    LL_CHECK(path_exists(path), command, ": no tokenizer: `", path,
+             "` does not exist; pass --tokenizer PATH (a sentencepiece tokenizer.model, e.g. Llama-2's)");
+  }
+  LL_CHECK(path_exists(path), command, ": --tokenizer `", path, "` does not exist");
+  return Tokenizer::load(path);
+}
+
+void check_tokenizer_fits(const Tokenizer& tok, const EvalModel& m) {
+  LL_CHECK(tok.vocab_size() <= m.config.vocab_size, "tokenizer `", tok.path(), "` has ", tok.vocab_size(),
+           " pieces but the model's vocabulary is ", m.config.vocab_size, "; wrong --tokenizer?");
+}
+
+}  // namespace
+
+std::string longalpaca_prompt(const std::string& instruction) { return "[INST]" + instruction + "[/INST]"; }
+
+nlohmann::json run_perplexity_command(const PerplexityCommand& c, std::ostream& out, std::ostream& log,
+                                      const nlohmann::json& flags) {
+  LL_CHECK(!c.data_path.empty(), "--data_path is required (a token file: raw uint16 like LongLoRA's pg19/*.bin, or "
+                                 "llm.c-headered)");
+  LL_CHECK(c.seq_len >= 2, "--seq_len must be >= 2, got ", c.seq_len);
+  LL_CHECK(c.batch_size >= 1, "--batch_size must be >= 1, got ", c.batch_size);
+  LL_CHECK(c.sliding_window >= 1, "--sliding_window must be >= 1, got ", c.sliding_window);
+  LL_CHECK(c.max_windows >= 0, "--max_windows must be >= 0 (0: all), got ", c.max_windows);
+  LL_CHECK(path_exists(c.data_path), "--data_path `", c.data_path, "` does not exist");
+  // eval.py: context_size defaults to seq_len.
+  EvalModel m = load_eval_model(model_options(c.common, c.batch_size, c.seq_len, c.seq_len), log);
+  const TokenFile data(c.data_path, m.config.vocab_size);
+  log << "data: " << c.data_path << " (" << token_format_name(data.format()) << ", " << data.size() << " tokens)\n";
+
+  PerplexityOptions po;
+  po.sliding_window = c.sliding_window;
+  po.max_windows = c.max_windows;
+  po.drop_last = c.drop_last;
+  std::unique_ptr<ProgressBar> bar;
+  if (c.common.progress) bar = std::make_unique<ProgressBar>("perplexity", "windows");
+  const PerplexityResult r = evaluate_perplexity(*m.model, data, po, [&](int64_t done, int64_t total) {
+    if (bar) bar->update(done, total);
+  });
+  if (bar) bar->finish();
+
+  const bool cut = r.num_windows < r.total_windows;
+  out << std::fixed;
+  out << "perplexity                 " << std::setprecision(4) << r.perplexity
+      << "   (eval.py: 2.71828 ** mean of per-batch mean losses)\n";
+  out << "perplexity_token_weighted  " << r.perplexity_token_weighted
+      << "   (eval_distributed.py: exp(token losses / tokens))\n";
+  out << "loss " << r.loss << " | accuracy " << r.accuracy;
+  if (c.batch_size > 1) out << " (eval.py's val_acc: " << r.accuracy_eval_py << ")";
+  out << " | windows " << r.num_windows;
+  if (cut) out << " of " << r.total_windows << " (--max_windows)";
+  out << " × " << c.seq_len << " tokens, stride " << c.sliding_window << " | " << r.tokens_scored << " tokens scored | "
+      << std::setprecision(1) << r.tokens_per_sec << " tokens/s | " << r.seconds << " s\n";
+  out << std::defaultfloat;
+
+  nlohmann::json j = {{"command", "perplexity"},
+                      {"data_path", c.data_path},
+                      {"data_tokens", data.size()},
+                      {"seq_len", c.seq_len},
+                      {"context_size", c.common.context_size > 0 ? c.common.context_size : c.seq_len},
+                      {"batch_size", c.batch_size},
+                      {"sliding_window", c.sliding_window},
+                      {"drop_last", c.drop_last},
+                      {"max_windows", c.max_windows},
+                      {"perplexity", r.perplexity},
+                      {"perplexity_token_weighted", r.perplexity_token_weighted},
+                      {"loss", r.loss},
+                      {"accuracy", r.accuracy},
+                      {"accuracy_eval_py", r.accuracy_eval_py},
+                      {"num_windows", r.num_windows},
+                      {"total_windows", r.total_windows},
+                      {"partial", cut},
+                      {"tokens_scored", r.tokens_scored},
+                      {"seconds", r.seconds},
+                      {"tokens_per_sec", r.tokens_per_sec}};
+  finish_json(j, c.common, m, flags);
+  return j;
+}
+
+nlohmann::json run_passkey_command(const PasskeyCommand& c, std::ostream& out, std::ostream& log,
+                                   const nlohmann::json& flags) {
+  LL_CHECK(c.prefill_chunk >= 1, "--prefill_chunk must be >= 1, got ", c.prefill_chunk);
+  const Tokenizer tok = load_tokenizer(c.tokenizer, c.common.base_model, "passkey");
+  passkey_garbage_lengths(c.max_tokens, c.interval);  // flag errors before the model loads
+  EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0), log);
+  check_tokenizer_fits(tok, m);
+
+  PasskeyOptions po;
+  po.max_tokens = c.max_tokens;
+  po.interval = c.interval;
+  po.num_tests = c.num_tests;
+  po.reuse_prefix = c.reuse_prefix;
+  std::unique_ptr<ProgressBar> bar;
+  if (c.common.progress) bar = std::make_unique<ProgressBar>("passkey", "filler chars");
+  char line[160];
+  std::snprintf(line, sizeof line, "%10s %14s %9s %8s  %s\n", "n_garbage", "prompt_tokens", "accuracy", "seconds",
+                "per seed (+ correct, - wrong)");
+  std::string header = line;
+  bool printed_header = false;
+  auto on_point = [&](const PasskeyPoint& p) {
+    if (bar) bar->finish();
+    if (!printed_header) out << header, printed_header = true;
+    std::string marks;
+    for (const PasskeyTrial& t : p.trials) marks += t.correct ? '+' : '-';
+    std::snprintf(line, sizeof line, "%10lld %14.1f %9.2f %8.1f  %s\n", (long long)p.n_garbage, p.mean_prompt_tokens,
+                  p.accuracy, p.seconds, marks.c_str());
+    out << line << std::flush;
+  };
+  const std::vector<PasskeyPoint> points = run_passkey(*m.model, tok, po, on_point, [&](int64_t done, int64_t total) {
+    if (bar) bar->update(done, total);
+  });
+  if (bar) bar->finish();
+
+  nlohmann::json jp = nlohmann::json::array(), by_tokens = nlohmann::json::object();
+  double seconds = 0;
+  int64_t prompt_tokens = 0;
+  for (const PasskeyPoint& p : points) {
+    nlohmann::json trials = nlohmann::json::array();
+    for (const PasskeyTrial& t : p.trials) {
+      trials.push_back({{"seed", t.seed}, {"key", t.pass_key}, {"depth", t.depth}, {"n_prefix", t.n_prefix},
+                        {"prompt_tokens", t.prompt_tokens}, {"correct", t.correct}, {"answer_ids", t.answer_ids},
+                        {"generated_ids", t.generated}});
+      prompt_tokens += t.prompt_tokens;
+    }
+    jp.push_back({{"n_garbage_chars", p.n_garbage}, {"mean_prompt_tokens", p.mean_prompt_tokens},
+                  {"reference_tokens", p.reference_tokens}, {"accuracy", p.accuracy}, {"seconds", p.seconds},
+                  {"trials", trials}});
+    by_tokens[std::to_string(p.reference_tokens)] = p.accuracy;
+    seconds += p.seconds;
+  }
+  out << "prompt tokens per second (prefill + decode): " << std::fixed << std::setprecision(1)
+      << double(prompt_tokens) / std::max(seconds, 1e-9) << std::defaultfloat << "\n";
+  nlohmann::json j = {{"command", "passkey"},
+                      {"tokenizer", tok.path()},
+                      {"max_tokens", c.max_tokens},
+                      {"interval", c.interval},
+                      {"num_tests", c.num_tests},
+                      {"reuse_prefix", c.reuse_prefix},
+                      {"points", jp},
+                      {"accuracy_by_tokens", by_tokens},
+                      {"seconds", seconds}};
+  finish_json(j, c.common, m, flags);
+  return j;
+}
+
+nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out, std::ostream& log,
+                                    const nlohmann::json& flags) {
+  LL_CHECK(c.prompt.empty() != (c.material.empty() && c.question.empty()),
+           "give either --prompt TEXT or --material FILE with --question TEXT");
+  LL_CHECK(c.prompt.empty() || (c.material.empty() && c.question.empty()),
+           "--prompt cannot be combined with --material/--question");
+  LL_CHECK(c.template_name == "llama2" || c.template_name == "none", "--template: expected llama2 or none, got `",
+           c.template_name, "`");
+  LL_CHECK(c.max_gen_len >= 1, "--max_gen_len must be >= 1, got ", c.max_gen_len);
+  LL_CHECK(c.prefill_chunk >= 1, "--prefill_chunk must be >= 1, got ", c.prefill_chunk);
+  LL_CHECK(c.seed >= 0, "--seed must be >= 0, got ", c.seed);
+  std::string instruction = c.prompt;
+  if (c.prompt.empty()) {
+    LL_CHECK(!c.material.empty() && !c.question.empty(), "--material and --question go together");
+    LL_CHECK(path_exists(c.material), "--material `", c.material, "` does not exist");
+    instruction = read_text_file(c.material) + "\n" + c.question;  // inference.py: material + "\n%s" % question
+  }
+  const std::string text = c.template_name == "llama2" ? longalpaca_prompt(instruction) : instruction;
+  const Tokenizer tok = load_tokenizer(c.tokenizer, c.common.base_model, "generate");
+  EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0), log);
+  check_tokenizer_fits(tok, m);
+  const std::vector<int32_t> ids = tok.encode(text, true, false);
+  log << "prompt: " << ids.size() << " tokens; generating up to " << c.max_gen_len << " ("
+      << (c.temperature == 0 ? std::string("greedy") : str_cat("temperature ", c.temperature, ", top_p ", c.top_p,
+                                                               ", seed ", c.seed))
+      << ")\n"
+      << std::flush;
+
+  GenerateOptions go;
+  go.max_new_tokens = c.max_gen_len;
+  go.sampling = {c.temperature, c.top_p, uint64_t(c.seed)};
+  go.eos_id = tok.eos_id();
+  InferenceSession session(*m.model, int64_t(ids.size()) + c.max_gen_len);
+  TextStream stream(tok);
+  std::string generated;
+  const GenerateResult r = generate(session, ids, go, [&](int32_t id) {
+    const std::string piece = stream.push(id);
+    generated += piece;
+    out << piece << std::flush;
+  });
+  const std::string rest = stream.flush();
+  generated += rest;
+  out << rest << "\n" << std::flush;
+  const int64_t decoded = int64_t(r.tokens.size()) - 1;  // decode steps (the first token comes from the prefill)
+  log << std::fixed << std::setprecision(1) << r.tokens.size() << " tokens" << (r.stopped_at_eos ? " (EOS)" : "")
+      << " | prefill " << ids.size() << " tokens in " << r.prefill_seconds << " s ("
+      << double(ids.size()) / std::max(r.prefill_seconds, 1e-9) << " tokens/s) | decode "
+      << (decoded > 0 ? double(decoded) / std::max(r.decode_seconds, 1e-9) : 0.0) << " tokens/s\n"
+      << std::defaultfloat;
+  nlohmann::json j = {{"command", "generate"},
+                      {"prompt", text},
+                      {"prompt_tokens", ids.size()},
+                      {"text", generated},
+                      {"tokens", r.tokens},
+                      {"stopped_at_eos", r.stopped_at_eos},
+                      {"temperature", c.temperature},
+                      {"top_p", c.top_p},
+                      {"seed", c.seed},
+                      {"prefill_seconds", r.prefill_seconds},
+                      {"decode_seconds", r.decode_seconds}};
+  finish_json(j, c.common, m, flags);
+  return j;
+}
+
+}  // namespace ll

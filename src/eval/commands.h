@@ -1,0 +1,58 @@
+// The three subcommands of build/eval as library functions (src/bin/eval.cpp only parses flags into these
+// structs): each prints a human-readable report, returns its results as JSON and writes them to --json atomically.
+#pragma once
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace ll {
+
+// Flags every subcommand has.
+struct EvalCommon {
+  std::string base_model, peft_model;
+  std::string device = "cpu";
+  std::string json;                 // results file ("" = none)
+  int64_t context_size = -1;        // training context for the RoPE rule (≤ 0: not given)
+  double rope_scaling_factor = 0;   // > 0 overrides the rule
+  std::string add_pad_token = "auto";
+  bool progress = true;             // progress bar on stderr
+};
+
+struct PerplexityCommand {
+  EvalCommon common;
+  std::string data_path;
+  int64_t seq_len = 2048, batch_size = 1, sliding_window = 256, max_windows = 0;
+  bool drop_last = true;
+};
+
+struct PasskeyCommand {
+  EvalCommon common;
+  std::string tokenizer;  // "" = <base_model>/tokenizer.model
+  int64_t max_tokens = 32000, interval = 1000, num_tests = 10, prefill_chunk = 1024;
+  bool reuse_prefix = true;
+};
+
+struct GenerateCommand {
+  EvalCommon common;
+  std::string tokenizer;
+  std::string prompt, material, question;
+  std::string template_name = "llama2";  // llama2: "[INST]{instruction}[/INST]" (inference.py); none: as is
+  int64_t max_gen_len = 512, prefill_chunk = 1024, seed = 0;
+  double temperature = 0.6, top_p = 0.9;
+};
+
+// `out` receives the report (generate: the generated text, streamed), `log` model loading and warnings.
+// `flags` (the resolved flag values) is recorded in the JSON.
+nlohmann::json run_perplexity_command(const PerplexityCommand& c, std::ostream& out, std::ostream& log,
+                                      const nlohmann::json& flags = nullptr);
+nlohmann::json run_passkey_command(const PasskeyCommand& c, std::ostream& out, std::ostream& log,
+                                   const nlohmann::json& flags = nullptr);
+nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out, std::ostream& log,
+                                    const nlohmann::json& flags = nullptr);
+
+// inference.py's prompt: "[INST]" + material + "\n" + question + "[/INST]" (or "[INST]" + prompt + "[/INST]").
+std::string longalpaca_prompt(const std::string& instruction);
+
+}  // namespace ll

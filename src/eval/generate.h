@@ -1,0 +1,74 @@
+// Generation with the model's KV cache: prefill the prompt (in chunks of the model's planned length), then one
+// decode step per token, choosing each with a Sampler; and TextStream, which turns the ids into printable text as
+// they arrive.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "data/tokenizer.h"
+#include "eval/sampling.h"
+#include "model/llama.h"
+
+namespace ll {
+
+// A KV-cache conversation with one model: remembers which tokens the cache holds.
+class InferenceSession {
+ public:
+  // Enables the model's KV cache for `capacity` tokens (batch 1, full causal attention).
+  InferenceSession(LlamaModel& model, int64_t capacity);
+  // Makes the cache hold exactly `prompt` and returns the logits after its last token. With `reuse_prefix`, the
+  // longest common prefix with what the cache already holds is kept and only the rest runs (the results then
+  // differ from a fresh prefill at rounding level: chunk boundaries move). Otherwise the cache starts empty.
+  std::vector<double> prefill(const std::vector<int32_t>& prompt, bool reuse_prefix = false);
+  // Appends one token (a decode step) and returns the logits after it.
+  std::vector<double> append(int32_t token);
+  const std::vector<int32_t>& tokens() const { return tokens_; }
+  int64_t capacity() const { return capacity_; }
+  int64_t last_reused() const { return reused_; }  // tokens the last prefill kept from the cache
+  LlamaModel& model() { return model_; }
+
+ private:
+  LlamaModel& model_;
+  int64_t capacity_;
+  std::vector<int32_t> tokens_;
+  int64_t reused_ = 0;
+};
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 512;
+  SamplingOptions sampling;
+  int32_t eos_id = -1;  // stop after producing it (≥ 0); it is included in the result
+  bool reuse_prefix = false;
+};
+
+struct GenerateResult {
+  std::vector<int32_t> tokens;  // generated ids (EOS included when it stopped there)
+  bool stopped_at_eos = false;
+  int64_t prompt_tokens = 0, reused_prompt_tokens = 0;
+  double prefill_seconds = 0, decode_seconds = 0;
+};
+
+// Prefills `prompt`, then samples up to max_new_tokens tokens (stopping at EOS), calling on_token for each as it
+// is chosen. The session's capacity must hold the prompt plus max_new_tokens − 1 (the last token is never fed).
+GenerateResult generate(InferenceSession& session, const std::vector<int32_t>& prompt, const GenerateOptions& options,
+                        const std::function<void(int32_t)>& on_token = {});
+
+// Incremental detokenisation for streaming: push() decodes all ids so far and returns the text not yet returned.
+// A trailing run of U+FFFD (bytes of a multi-byte character whose remaining byte pieces have not arrived) is
+// held back until the character completes; flush() returns whatever is left.
+class TextStream {
+ public:
+  explicit TextStream(const Tokenizer& tokenizer) : tok_(tokenizer) {}
+  std::string push(int32_t id);
+  std::string flush();
+
+ private:
+  std::string take(bool hold_incomplete);
+  const Tokenizer& tok_;
+  std::vector<int32_t> ids_;
+  size_t emitted_ = 0;  // bytes of the decoded text already returned
+};
+
+}  // namespace ll
