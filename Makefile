@@ -36,7 +36,8 @@ ifeq ($(SAN),1)
   LDFLAGS  += -fsanitize=address,undefined
 endif
 
-LIB_SRCS  := $(filter-out src/bin/%,$(shell find src mpi -name '*.cpp' | sort))
+# cuda/*.cpp is the CUDA backend's host-side planning and validation: plain C++, built (and tested) with or without nvcc.
+LIB_SRCS  := $(filter-out src/bin/%,$(shell find src mpi -name '*.cpp' | sort)) $(sort $(wildcard cuda/*.cpp))
 BIN_SRCS  := $(wildcard src/bin/*.cpp)
 TEST_SRCS := $(wildcard tests/*.cpp)
 CU_SRCS   :=
@@ -74,9 +75,9 @@ FUZZ_SRCS    := tests/fuzz/fuzz_safetensors.cpp src/io/safetensors.cpp
 FUZZ_FLAGS   := -std=c++17 -O1 -g -Isrc -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer
 
-.PHONY: all demo test asan check clean fuzz fuzz-build
+.PHONY: all demo test asan check clean fuzz fuzz-build sass
 .SECONDARY:  # keep object files (they are intermediates of pattern rules) and never delete them afterwards
-all: $(LIB) $(BINS) $(TEST_BIN) $(MPI_TEST_BIN)
+all: $(LIB) $(BINS) $(BENCHES) $(TEST_BIN) $(MPI_TEST_BIN)
 
 $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
@@ -122,13 +123,19 @@ fuzz-build: $(FUZZ_BIN)
 fuzz: $(FUZZ_BIN)
 	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run_fuzz.sh
 
+# Tensor-core instructions in the attention kernels, for every CUDA_ARCH (needs cuobjdump + nvdisasm, which .ci/run
+# installs from PyPI; see scripts/check_sass.sh). Reports like a one-test GoogleTest binary.
+SASS_ENV := SASS_OBJ=$(BUILD)/obj/cuda/attention.o SASS_ARCHS="$(CUDA_ARCH)" SASS_CUDA=$(CUDA)
+sass: all
+	$(SASS_ENV) scripts/check_sass.sh
+
 # The fuzzer is built best-effort: when clang is missing, run_fuzz.sh reports it as one failed test, so the
-# summary line stays last either way.
+# summary line stays last either way. The SASS check counts as one test the same way.
 check: all
 	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 MPI=0 all
 	-$(MAKE) fuzz-build
-	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/run_tests.sh $(TEST_BIN) build/asan/test_all tests/fuzz/run_fuzz.sh \
-	  $(if $(MPI_TEST_BIN),tests/mpi/run_mpi_tests.sh)
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(SASS_ENV) scripts/run_tests.sh $(TEST_BIN) build/asan/test_all \
+	  tests/fuzz/run_fuzz.sh scripts/check_sass.sh $(if $(MPI_TEST_BIN),tests/mpi/run_mpi_tests.sh)
 
 clean:
 	rm -rf build

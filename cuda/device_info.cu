@@ -7,6 +7,9 @@ namespace ll {
 CudaProbe probe_cuda() {
   CudaProbe probe;
   probe.compiled = true;
+#ifdef __CUDA_ARCH_LIST__
+  for (int a : {__CUDA_ARCH_LIST__}) probe.built_archs.push_back(a / 10);  // 800 -> 80
+#endif
   cudaDriverGetVersion(&probe.driver_version);
   cudaRuntimeGetVersion(&probe.runtime_version);
   int count = 0;

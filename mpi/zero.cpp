@@ -196,6 +196,9 @@ void DistributedOptimizer::load_moments(const std::string& dir) {
     for (const Piece& p : pieces_)
       upload_f64(backend_, first ? p.m : p.v, moments.at(p.param->name).data() + p.param_begin);
   }
+  // load_checkpoint has just restored the working weights: widen them into the f32 masters (bf16 backends, stage 0),
+  // or the first step would continue from the masters of the weights held before the restore.
+  if (stage_ == 0) full_->sync_masters();
 }
 
 }  // namespace ll

@@ -4,6 +4,9 @@
 #include "backend.h"
 #include "cpu/cpu_backend.h"
 #include "cuda/device_info.h"
+#ifdef LONGLORA_WITH_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 namespace ll {
 
@@ -17,9 +20,27 @@ CudaProbe probe_cuda() {
 
 namespace {
 
+// The first device this build's kernels run on, or -1 with the reason in *why.
+int usable_cuda_device(const CudaProbe& probe, std::string* why) {
+  if (!probe.compiled || probe.devices.empty()) {
+    *why = probe.error;
+    return -1;
+  }
+  std::string reasons;
+  for (const auto& d : probe.devices) {
+    std::string r;
+    if (cuda_device_supported(d.compute_major, d.compute_minor, probe.built_archs, &r)) return d.index;
+    reasons += (reasons.empty() ? "" : "; ") + d.name + ": " + r;
+  }
+  *why = reasons;
+  return -1;
+}
+
 std::string describe_cuda(const CudaProbe& probe) {
-  if (!probe.compiled || probe.devices.empty()) return "unavailable: " + probe.error;
+  std::string why;
+  if (usable_cuda_device(probe, &why) < 0) return "unavailable: " + why;
   std::ostringstream os;
+  os << "bf16 kernels (tensor-core flash attention, cuBLASLt) on ";
   for (const auto& d : probe.devices)
     os << (d.index ? "; " : "") << "device " << d.index << ": " << d.name << " (sm_" << d.compute_major
        << d.compute_minor << ", " << d.multiprocessors << " SMs, " << (d.total_memory >> 20) << " MiB)";
@@ -30,18 +51,25 @@ std::string describe_cuda(const CudaProbe& probe) {
 
 std::vector<BackendInfo> list_backends() {
   const CudaProbe probe = probe_cuda();
-  // The CUDA op kernels arrive with the CUDA backend issue; until then the entry reports devices only.
+  std::string why;
+  const bool cuda_ok = usable_cuda_device(probe, &why) >= 0;
   return {
       {"cpu", true, "fp32 reference backend (OpenBLAS matrix products, OpenMP loops)"},
       {"cpu-f64", true, "fp64 reference backend used by gradient checks"},
-      {"cuda", false,
-       describe_cuda(probe) + " — the CUDA op kernels are not implemented in this build yet (device discovery only)"},
+      {"cuda", cuda_ok, describe_cuda(probe)},
   };
 }
 
 std::unique_ptr<Backend> create_backend(const std::string& name) {
   if (name == "cpu") return std::make_unique<CpuBackend<float>>();
   if (name == "cpu-f64") return std::make_unique<CpuBackend<double>>();
+#ifdef LONGLORA_WITH_CUDA
+  if (name == "cuda") {
+    std::string why;
+    const int device = usable_cuda_device(probe_cuda(), &why);
+    if (device >= 0) return std::make_unique<CudaBackend>(device);
+  }
+#endif
   for (const BackendInfo& info : list_backends())
     if (info.name == name) fail("backend `", name, "` cannot be created: ", info.description);
   fail("unknown backend `", name, "`; known backends: cpu, cpu-f64, cuda");

@@ -1,0 +1,294 @@
+// build/bench_cuda: benchmarks of the CUDA backend. Prints a table and writes JSON (--json FILE).
+//
+//   bench_cuda attention   fwd+bwd TFLOP/s, full causal and S2 (ratio 1/4), L = 8k/16k/32k, Dh 128, 16 heads,
+//                          batch = max(1, 16k/L) (FlashAttention's benchmark setting and FLOP convention; S2 is
+//                          also given in "effective" FLOPs = its exact attended pairs, and as time relative to full)
+//   bench_cuda gemm        cuBLASLt TFLOP/s on Llama-2-7B projection shapes (8k tokens): forward, input gradient,
+//                          weight gradient
+//   bench_cuda e2e         a Llama-2-7B-shaped model (random weights), LoRA r=8 on q,k,v,o + trainable embed/norm,
+//                          S2, one full training step (forward, backward, clip, AdamW): tokens/s, MFU, peak memory;
+//                          --max_context searches the longest context that fits
+//
+// Timing: wall clock around backend.synchronize(), after warm-up iterations. Without a usable GPU it says so and
+// exits 0 (nothing to measure).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "backend.h"
+#include "cuda/perf_model.h"
+#include "model/llama.h"
+#include "train/optimizer.h"
+#include "util/error.h"
+#include "util/flags.h"
+
+#ifdef LONGLORA_WITH_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+
+namespace ll {
+namespace {
+
+struct Options {
+  std::string json;
+  int64_t warmup = 2, iters = 5;
+  double peak_tflops = 0;  // 0: from the device name
+  // e2e
+  int64_t seq_len = 8192, batch = 1, lora_r = 8, layers = 32;
+  bool checkpointing = true, s2 = true, max_context = false;
+};
+
+#ifdef LONGLORA_WITH_CUDA
+
+double seconds_per_iter(Backend& be, int64_t warmup, int64_t iters, const std::function<void()>& f) {
+  for (int64_t i = 0; i < warmup; ++i) f();
+  be.synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < iters; ++i) f();
+  be.synchronize();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / double(iters);
+}
+
+struct DeviceTensor {
+  Backend* be;
+  Tensor t;
+  DeviceTensor(CudaBackend& b, DType dt, std::vector<int64_t> dims, uint64_t seed) : be(&b) {
+    Tensor shape(nullptr, dt, Device::CUDA, dims);
+    t = Tensor(b.allocate(shape.nbytes()), dt, Device::CUDA, dims);
+    if (dt != DType::I32) b.fill_uniform(t, seed, 1.0);
+  }
+  ~DeviceTensor() { be->release(t.data); }
+};
+
+nlohmann::json bench_attention(CudaBackend& be, const Options& o) {
+  nlohmann::json rows = nlohmann::json::array();
+  std::printf("%-8s %-6s %-5s %12s %12s %14s %12s\n", "seq", "mask", "batch", "fwd+bwd ms", "TFLOP/s (FA)",
+              "TFLOP/s (eff.)", "vs full");
+  const int64_t H = 16, Dh = 128;
+  for (int64_t L : {8192, 16384, 32768}) {
+    const int64_t B = std::max<int64_t>(1, 16384 / L);
+    DeviceTensor q(be, DType::BF16, {B, L, H, Dh}, 1), k(be, DType::BF16, {B, L, H, Dh}, 2),
+        v(be, DType::BF16, {B, L, H, Dh}, 3), out(be, DType::BF16, {B, L, H, Dh}, 4),
+        lse(be, DType::F32, {B, H, L}, 5), dout(be, DType::BF16, {B, L, H, Dh}, 6),
+        dq(be, DType::BF16, {B, L, H, Dh}, 7), dk(be, DType::BF16, {B, L, H, Dh}, 8),
+        dv(be, DType::BF16, {B, L, H, Dh}, 9);
+    double full_ms = 0;
+    for (const bool s2 : {false, true}) {
+      const AttentionMask mask = s2 ? AttentionMask::s2(L / 4, false) : AttentionMask::causal();
+      const double sec = seconds_per_iter(be, o.warmup, o.iters, [&] {
+        be.attention_forward(out.t, lse.t, q.t, k.t, v.t, mask);
+        be.attention_backward(dq.t, dk.t, dv.t, dout.t, q.t, k.t, v.t, out.t, lse.t, mask);
+      });
+      const double fa = perf::flash_attention_flops(B, L, H, Dh, true, perf::Pass::ForwardBackward);
+      const double eff = perf::masked_attention_flops(B, L, H, Dh, mask, perf::Pass::ForwardBackward);
+      if (!s2) full_ms = sec * 1e3;
+      std::printf("%-8lld %-6s %-5lld %12.2f %12.1f %14.1f %11.2fx\n", (long long)L, s2 ? "S2" : "full",
+                  (long long)B, sec * 1e3, s2 ? 0.0 : fa / sec / 1e12, eff / sec / 1e12, sec * 1e3 / full_ms);
+      rows.push_back({{"seq_len", L}, {"mask", s2 ? "s2" : "causal"}, {"batch", B}, {"heads", H}, {"head_dim", Dh},
+                      {"ms_fwd_bwd", sec * 1e3}, {"tflops_fa_convention", s2 ? 0.0 : fa / sec / 1e12},
+                      {"tflops_effective", eff / sec / 1e12}, {"time_vs_full", sec * 1e3 / full_ms}});
+    }
+  }
+  return rows;
+}
+
+nlohmann::json bench_gemm(CudaBackend& be, const Options& o) {
+  nlohmann::json rows = nlohmann::json::array();
+  const int64_t T = 8192;
+  struct Shape {
+    const char* name;
+    int64_t in, out;
+  };
+  const Shape shapes[] = {{"q/k/v/o_proj", 4096, 4096}, {"gate/up_proj", 4096, 11008}, {"down_proj", 11008, 4096},
+                          {"lm_head", 4096, 32000}};
+  std::printf("%-14s %-22s %10s %10s\n", "projection", "product", "ms", "TFLOP/s");
+  for (const Shape& s : shapes) {
+    DeviceTensor x(be, DType::BF16, {T, s.in}, 1), w(be, DType::BF16, {s.out, s.in}, 2), y(be, DType::BF16, {T, s.out}, 3);
+    DeviceTensor dx(be, DType::BF16, {T, s.in}, 4), dw(be, DType::F32, {s.out, s.in}, 5);
+    const double flops = 2.0 * double(T) * double(s.in) * double(s.out);
+    const std::pair<const char*, std::function<void()>> products[] = {
+        {"forward y=x·Wᵀ", [&] { be.linear_forward(y.t, x.t, w.t, false); }},
+        {"input grad dx=dy·W", [&] { be.linear_backward(dx.t, Tensor(), y.t, x.t, w.t, false); }},
+        {"weight grad dW+=dyᵀ·x", [&] { be.linear_backward(Tensor(), dw.t, y.t, x.t, w.t, false); }},
+    };
+    for (const auto& [what, f] : products) {
+      const double sec = seconds_per_iter(be, o.warmup, o.iters, f);
+      std::printf("%-14s %-22s %10.3f %10.1f\n", s.name, what, sec * 1e3, flops / sec / 1e12);
+      rows.push_back({{"projection", s.name}, {"product", what}, {"m", T}, {"n", s.out}, {"k", s.in},
+                      {"ms", sec * 1e3}, {"tflops", flops / sec / 1e12}});
+    }
+  }
+  return rows;
+}
+
+ModelOptions llama7b_lora(const Options& o, int64_t seq_len) {
+  ModelOptions m;
+  m.config.hidden_size = 4096, m.config.intermediate_size = 11008, m.config.num_attention_heads = 32;
+  m.config.num_key_value_heads = 32, m.config.num_hidden_layers = o.layers, m.config.vocab_size = 32000;
+  m.config.max_position_embeddings = 4096;
+  m.config.rope_scaling_factor = derive_rope_factor(seq_len, 4096, 1.0);
+  m.batch = o.batch;
+  m.seq_len = seq_len;
+  m.checkpointing = o.checkpointing;
+  m.attention.use_s2 = o.s2;
+  m.lora.rank = o.lora_r;
+  m.lora.alpha = 16;
+  m.lora.targets = LoraConfig::parse_targets("q_proj,k_proj,v_proj,o_proj");
+  m.trainable = TrainableConfig{false, true, true, false};
+  return m;
+}
+
+// One training step's time at `seq_len`; throws ll::Error (out of memory) when it does not fit.
+struct StepResult {
+  double seconds;
+  size_t peak_bytes, device_used;
+  MemoryPlan plan;
+  size_t optimizer_bytes;
+};
+StepResult time_step(CudaBackend& be, const Options& o, int64_t seq_len, int64_t warmup, int64_t iters) {
+  LlamaModel model(be, llama7b_lora(o, seq_len));
+  uint64_t seed = 1;
+  for (Param& p : model.params().all()) be.fill_uniform(p.value, seed++, p.is_norm() ? 0.0 : 0.02);
+  for (Param& p : model.params().all())
+    if (p.is_norm()) be.fill(p.value, 1.0);
+  AdamW opt(be, model.params(), AdamWConfig{});
+  const int64_t T = o.batch * seq_len;
+  std::vector<int32_t> tokens(T), targets(T);
+  for (int64_t t = 0; t < T; ++t) tokens[t] = int32_t((t * 7919) % 32000), targets[t] = int32_t((t * 104729) % 32000);
+  const double sec = seconds_per_iter(be, warmup, iters, [&] {
+    model.params().zero_grads();
+    model.forward_backward(tokens.data(), targets.data());
+    opt.clip_grad_norm(1.0);
+    opt.step(2e-5);
+  });
+  size_t free_b = 0, total_b = 0;
+  be.memory_info(&free_b, &total_b);
+  return {sec, be.peak_bytes_in_use(), total_b - free_b, model.memory_plan(), opt.state_bytes()};
+}
+
+nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
+  nlohmann::json j;
+  const ModelOptions mo = llama7b_lora(o, o.seq_len);
+  const int64_t group = o.s2 ? training_mask(mo.attention, mo.config, o.seq_len).group : 0;
+  const StepResult r = time_step(be, o, o.seq_len, 1, o.iters);
+  const double tokens_per_s = double(o.batch * o.seq_len) / r.seconds;
+  double peak = o.peak_tflops > 0 ? o.peak_tflops : perf::bf16_peak_tflops(be.device_description().c_str());
+  const double model_fpt = perf::lora_model_flops_per_token(mo.config, o.seq_len, group);
+  const double hw_fpt = perf::lora_hardware_flops_per_token(mo.config, o.seq_len, group, o.checkpointing);
+  const double mfu = peak > 0 ? model_fpt * tokens_per_s / (peak * 1e12) : 0;
+  const double hfu = peak > 0 ? hw_fpt * tokens_per_s / (peak * 1e12) : 0;
+  std::printf("Llama-2-7B-shaped LoRA r=%lld (q,k,v,o) + embed/norm, %s, seq %lld, batch %lld, checkpointing %s\n",
+              (long long)o.lora_r, o.s2 ? "S2 ratio 1/4" : "full causal", (long long)o.seq_len, (long long)o.batch,
+              o.checkpointing ? "on" : "off");
+  std::printf("  step %.3f s   %.0f tokens/s\n", r.seconds, tokens_per_s);
+  std::printf("  LoRA-MFU %.1f%%  = (4·N + 3·attn_fwd) · tok/s / peak, N = %.3fB matmul params, %.1f GFLOP/token\n",
+              100 * mfu, perf::matmul_params(mo.config) / 1e9, model_fpt / 1e9);
+  std::printf("  HFU      %.1f%%  = (%s) · tok/s / peak, %.1f GFLOP/token; peak %.1f TFLOP/s%s\n", 100 * hfu,
+              o.checkpointing ? "6·N + 4·attn_fwd, recompute" : "4·N + 3·attn_fwd", hw_fpt / 1e9, peak,
+              peak > 0 ? "" : " (unknown card: pass --peak_tflops)");
+  std::printf("  memory: peak allocated %.2f GiB, device in use %.2f GiB (plan: frozen %.2f, trainable %.2f, grads %.2f, "
+              "optimizer %.2f, activations %.2f GiB)\n",
+              r.peak_bytes / 1073741824.0, r.device_used / 1073741824.0, r.plan.frozen_weights / 1073741824.0,
+              r.plan.trainable_weights / 1073741824.0, r.plan.gradients / 1073741824.0, r.optimizer_bytes / 1073741824.0,
+              r.plan.activations / 1073741824.0);
+  j = {{"seq_len", o.seq_len}, {"batch", o.batch}, {"layers", o.layers}, {"lora_r", o.lora_r}, {"s2", o.s2},
+       {"checkpointing", o.checkpointing}, {"step_seconds", r.seconds}, {"tokens_per_second", tokens_per_s},
+       {"model_gflop_per_token", model_fpt / 1e9}, {"hardware_gflop_per_token", hw_fpt / 1e9},
+       {"peak_tflops", peak}, {"lora_mfu", mfu}, {"hfu", hfu},
+       {"mfu_formula", "(4*N_matmul + 3*attention_forward_per_token) * tokens_per_s / peak; attention_forward_per_token "
+                       "= 2*layers*hidden*G (S2) or 2*layers*hidden*L (causal)"},
+       {"peak_allocated_bytes", r.peak_bytes}, {"device_used_bytes", r.device_used}};
+  if (o.max_context) {
+    // Double until a step fails, then bisect at 4096-token granularity (each probe runs one step).
+    int64_t ok = 0, bad = 0;
+    for (int64_t L = 16384; L <= (int64_t(1) << 21); L *= 2) {
+      try {
+        time_step(be, o, L, 0, 1);
+        ok = L;
+        std::printf("  max context: %lld fits\n", (long long)L);
+      } catch (const Error& e) {
+        bad = L;
+        std::printf("  max context: %lld does not fit (%s)\n", (long long)L, e.what());
+        break;
+      }
+    }
+    while (bad > 0 && bad - ok > 4096) {
+      const int64_t mid = (ok + bad) / 2 / 4096 * 4096;
+      try {
+        time_step(be, o, mid, 0, 1);
+        ok = mid;
+      } catch (const Error&) {
+        bad = mid;
+      }
+    }
+    std::printf("  longest context that fits: %lld tokens\n", (long long)ok);
+    j["max_context"] = ok;
+  }
+  return j;
+}
+
+#endif  // LONGLORA_WITH_CUDA
+
+int run(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    std::printf("usage: bench_cuda attention|gemm|e2e [flags]   (bench_cuda MODE --help lists the flags)\n");
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string mode = argv[1];
+  LL_CHECK(mode == "attention" || mode == "gemm" || mode == "e2e", "bench_cuda: unknown mode `", mode,
+           "`; expected attention, gemm or e2e");
+  Options o;
+  Flags flags("bench_cuda " + mode, "CUDA backend benchmark; prints a table, writes JSON with --json");
+  flags.add("json", &o.json, "write the results here (JSON)");
+  flags.add("warmup", &o.warmup, "untimed iterations first");
+  flags.add("iters", &o.iters, "timed iterations");
+  flags.add("peak_tflops", &o.peak_tflops, "dense bf16 peak for MFU (0: from the device name)");
+  flags.add("seq_len", &o.seq_len, "e2e: sequence length");
+  flags.add("batch", &o.batch, "e2e: sequences per step");
+  flags.add("layers", &o.layers, "e2e: decoder layers (32 for Llama-2-7B)");
+  flags.add("lora_r", &o.lora_r, "e2e: LoRA rank");
+  flags.add("checkpointing", &o.checkpointing, "e2e: per-layer activation checkpointing");
+  flags.add("s2", &o.s2, "e2e: S2-Attn (ratio 1/4)");
+  flags.add("max_context", &o.max_context, "e2e: also search the longest context that fits");
+  if (!flags.parse(argc, argv, 2)) return 0;
+#ifndef LONGLORA_WITH_CUDA
+  std::printf("bench_cuda %s: this build has no CUDA support; nothing to measure\n", mode.c_str());
+  return 0;
+#else
+  for (const BackendInfo& info : list_backends())
+    if (info.name == "cuda" && !info.available) {
+      std::printf("bench_cuda %s: no usable GPU (%s); nothing to measure\n", mode.c_str(), info.description.c_str());
+      return 0;
+    }
+  CudaBackend be(0);
+  std::printf("bench_cuda %s on %s\n", mode.c_str(), be.device_description().c_str());
+  nlohmann::json results = mode == "attention" ? bench_attention(be, o) : mode == "gemm" ? bench_gemm(be, o) : bench_e2e(be, o);
+  if (!o.json.empty()) {
+    const nlohmann::json doc = {{"benchmark", mode}, {"device", be.device_description()}, {"flags", flags.values()},
+                                {"results", results}};
+    std::ofstream(o.json) << doc.dump(2) << "\n";
+    std::printf("wrote %s\n", o.json.c_str());
+  }
+  return 0;
+#endif
+}
+
+}  // namespace
+}  // namespace ll
+
+int main(int argc, char** argv) {
+  try {
+    return ll::run(argc, argv);
+  } catch (const ll::Error& e) {
+    std::fprintf(stderr, "bench_cuda: %s\n", e.what());
+    return 1;
+  }
+}

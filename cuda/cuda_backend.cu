@@ -1,0 +1,445 @@
+// CudaBackend: validates each op's arguments (cuda/op_checks.cpp), then enqueues the kernels of cuda/*.cu or the
+// cuBLASLt products on the backend's stream.
+#include "cuda/cuda_backend.h"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <unordered_map>
+#include <vector>
+
+#include "cuda/attention.cuh"
+#include "cuda/common.cuh"
+#include "cuda/cross_entropy.cuh"
+#include "cuda/elementwise.cuh"
+#include "cuda/embedding.cuh"
+#include "cuda/launch_plan.h"
+#include "cuda/matmul.cuh"
+#include "cuda/memory_report.h"
+#include "cuda/op_checks.h"
+#include "cuda/optimizer.cuh"
+#include "cuda/rmsnorm.cuh"
+#include "cuda/rope.cuh"
+
+namespace ll {
+
+namespace checks = cuda_checks;
+using cuda::bf16;
+
+namespace {
+constexpr size_t kGemmWorkspaceBytes = size_t(32) << 20;  // cuBLASLt's recommendation for Hopper
+constexpr size_t kScratchGranularity = size_t(1) << 20;
+
+template <typename T> T* dev(const Tensor& t) { return static_cast<T*>(t.data); }
+inline size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+}  // namespace
+
+struct CudaBackend::Impl {
+  int device = 0;
+  std::string name;
+  cudaStream_t stream = nullptr;
+  std::unique_ptr<cuda::GemmRunner> gemm;
+  void* gemm_workspace = nullptr;
+  void* scratch = nullptr;
+  size_t scratch_bytes = 0;
+  int64_t scratch_reallocations = 0;
+  double* host_result = nullptr;  // pinned, for sum_squares
+  std::unordered_map<void*, size_t> allocations;
+  size_t in_use = 0, peak = 0;
+
+  // Frees everything, also after a partial construction; never throws (it runs in destructors).
+  ~Impl() {
+    if (stream) cudaStreamSynchronize(stream);
+    gemm.reset();
+    if (gemm_workspace) cudaFree(gemm_workspace);
+    if (scratch) cudaFree(scratch);
+    if (host_result) cudaFreeHost(host_result);
+    for (auto& [ptr, bytes] : allocations) cudaFree(ptr);
+    if (stream) cudaStreamDestroy(stream);
+    cudaGetLastError();
+  }
+
+  // A scratch block of at least `bytes`, valid until the next call; grows (after draining the stream) only when a
+  // larger request arrives, so the steady state of a training loop never allocates.
+  void* get_scratch(size_t bytes) {
+    if (bytes <= scratch_bytes) return scratch;
+    LL_CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (scratch) LL_CUDA_CHECK(cudaFree(scratch));
+    scratch = nullptr;
+    scratch_bytes = 0;
+    const size_t want = align_up(bytes, kScratchGranularity);
+    const cudaError_t st = cudaMalloc(&scratch, want);
+    if (st != cudaSuccess) {
+      cudaGetLastError();
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      fail(device_allocation_failure(want, free_b, total_b, in_use, name, "the backend's scratch block"));
+    }
+    scratch_bytes = want;
+    ++scratch_reallocations;
+    return scratch;
+  }
+};
+
+CudaBackend::CudaBackend(int device_index) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  m.device = device_index;
+  int count = 0;
+  const cudaError_t st = cudaGetDeviceCount(&count);
+  if (st != cudaSuccess) {
+    cudaGetLastError();
+    fail("cuda backend: no usable CUDA device (", cudaGetErrorName(st), ": ", cudaGetErrorString(st), ")");
+  }
+  LL_CHECK(device_index >= 0 && device_index < count, "cuda backend: device ", device_index, " does not exist (",
+           count, " devices)");
+  LL_CUDA_CHECK(cudaSetDevice(device_index));
+  cudaDeviceProp prop{};
+  LL_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_index));
+  LL_CHECK(prop.major >= 8, "cuda backend: ", prop.name, " is sm_", prop.major, prop.minor,
+           "; the kernels need sm_80 or newer (bf16 tensor cores)");
+  m.name = std::string(prop.name) + " (device " + std::to_string(device_index) + ")";
+  LL_CUDA_CHECK(cudaStreamCreateWithFlags(&m.stream, cudaStreamNonBlocking));
+  LL_CUDA_CHECK(cudaMallocHost(&m.host_result, sizeof(double)));
+  LL_CUDA_CHECK(cudaMalloc(&m.gemm_workspace, kGemmWorkspaceBytes));
+  m.gemm = std::make_unique<cuda::GemmRunner>();
+  m.gemm->set_workspace(m.gemm_workspace, kGemmWorkspaceBytes);
+}
+
+CudaBackend::~CudaBackend() = default;  // Impl::~Impl frees the device resources
+
+DTypePolicy CudaBackend::dtypes() const { return checks::policy(); }
+
+// ---- memory ------------------------------------------------------------------------------------------------------
+void* CudaBackend::allocate(size_t bytes) {
+  Impl& m = *impl_;
+  void* p = nullptr;
+  const cudaError_t st = cudaMalloc(&p, bytes == 0 ? 256 : bytes);  // cudaMalloc aligns to 256 bytes at least
+  if (st != cudaSuccess) {
+    cudaGetLastError();
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    fail(device_allocation_failure(bytes, free_b, total_b, m.in_use, m.name, "an arena"));
+  }
+  m.allocations[p] = bytes;
+  m.in_use += bytes;
+  m.peak = std::max(m.peak, m.in_use);
+  return p;
+}
+
+// Called from arena destructors: never throws. Unknown pointers are ignored; CUDA errors (e.g. after a kernel fault,
+// which the next checked call reports) are cleared.
+void CudaBackend::release(void* ptr) {
+  if (!ptr) return;
+  Impl& m = *impl_;
+  auto it = m.allocations.find(ptr);
+  if (it == m.allocations.end()) return;
+  m.in_use -= it->second;
+  m.allocations.erase(it);
+  cudaStreamSynchronize(m.stream);
+  cudaFree(ptr);
+  cudaGetLastError();
+}
+
+void CudaBackend::copy_from_host(Tensor dst, const void* host_src) {
+  LL_CHECK(dst.empty() || dst.device == Device::CUDA, "copy_from_host: destination is not a device tensor");
+  if (dst.nbytes() == 0) return;
+  // Pageable source: cudaMemcpyAsync returns once the bytes are staged, so the caller may free its buffer.
+  LL_CUDA_CHECK(cudaMemcpyAsync(dst.data, host_src, dst.nbytes(), cudaMemcpyHostToDevice, impl_->stream));
+}
+
+void CudaBackend::copy_to_host(void* host_dst, const Tensor& src) {
+  LL_CHECK(src.empty() || src.device == Device::CUDA, "copy_to_host: source is not a device tensor");
+  if (src.nbytes() == 0) return;
+  LL_CUDA_CHECK(cudaMemcpyAsync(host_dst, src.data, src.nbytes(), cudaMemcpyDeviceToHost, impl_->stream));
+  LL_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
+}
+
+void CudaBackend::copy(Tensor dst, const Tensor& src) {
+  checks::copy(dst, src);
+  if (dst.nbytes() == 0 || dst.data == src.data) return;
+  LL_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, dst.nbytes(), cudaMemcpyDeviceToDevice, impl_->stream));
+}
+
+void CudaBackend::convert(Tensor dst, const Tensor& src) {
+  const int64_t n = checks::convert(dst, src);
+  if (dst.dtype == src.dtype) {
+    if (dst.data != src.data)
+      LL_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, dst.nbytes(), cudaMemcpyDeviceToDevice, impl_->stream));
+    return;
+  }
+  cuda::launch_convert(dst.data, dst.dtype, src.data, src.dtype, n, impl_->stream);
+}
+
+void CudaBackend::zero(Tensor t) {
+  LL_CHECK(t.empty() || t.device == Device::CUDA, "zero: not a device tensor");
+  if (t.nbytes()) LL_CUDA_CHECK(cudaMemsetAsync(t.data, 0, t.nbytes(), impl_->stream));
+}
+
+void CudaBackend::synchronize() { LL_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
+
+// ---- embedding -----------------------------------------------------------------------------------------------------
+void CudaBackend::embedding_forward(Tensor out, const Tensor& ids, const Tensor& table) {
+  const auto d = checks::embedding_forward(out, ids, table);
+  cuda::launch_embedding_forward(dev<bf16>(out), dev<int32_t>(ids), dev<bf16>(table), d.rows, d.cols, table.rows(),
+                                 impl_->stream);
+}
+
+void CudaBackend::embedding_backward(Tensor dtable, const Tensor& ids, const Tensor& dout) {
+  const auto d = checks::embedding_backward(dtable, ids, dout);
+  if (d.rows == 0) return;
+  // The grouping by id is planned on the host (one small copy of the ids): deterministic, no atomics.
+  std::vector<int32_t> host_ids(size_t(d.rows));
+  copy_to_host(host_ids.data(), ids);
+  const cuda_plan::EmbeddingBackwardPlan plan = cuda_plan::plan_embedding_backward(host_ids.data(), d.rows, dtable.rows());
+  const size_t n_order = plan.order.size(), n_start = plan.run_start.size(), n_id = plan.run_id.size();
+  std::vector<int32_t> packed;
+  packed.reserve(n_order + n_start + n_id);
+  packed.insert(packed.end(), plan.order.begin(), plan.order.end());
+  packed.insert(packed.end(), plan.run_start.begin(), plan.run_start.end());
+  packed.insert(packed.end(), plan.run_id.begin(), plan.run_id.end());
+  int32_t* buf = static_cast<int32_t*>(impl_->get_scratch(packed.size() * sizeof(int32_t)));
+  LL_CUDA_CHECK(cudaMemcpyAsync(buf, packed.data(), packed.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                impl_->stream));
+  cuda::launch_embedding_backward(dev<float>(dtable), buf, buf + n_order, buf + n_order + n_start, plan.runs(),
+                                  dev<bf16>(dout), d.cols, impl_->stream);
+  // `packed` is pageable: the copy above was staged before returning, so it may go out of scope.
+}
+
+// ---- RMSNorm -------------------------------------------------------------------------------------------------------
+void CudaBackend::rmsnorm_forward(Tensor out, Tensor rstd, const Tensor& x, const Tensor& w, double eps) {
+  const auto d = checks::rmsnorm_forward(out, rstd, x, w, eps);
+  cuda::launch_rmsnorm_forward(dev<bf16>(out), dev<float>(rstd), dev<bf16>(x), dev<bf16>(w), d.rows, d.cols, eps,
+                               impl_->stream);
+}
+
+void CudaBackend::rmsnorm_backward(Tensor dx, Tensor dw, const Tensor& dout, const Tensor& x, const Tensor& w,
+                                   const Tensor& rstd, bool accumulate_dx) {
+  const auto d = checks::rmsnorm_backward(dx, dw, dout, x, w, rstd);
+  if (!dw.empty()) {
+    const cuda_plan::ColumnReducePlan plan = cuda_plan::plan_column_reduce(d.rows);
+    float* partial = static_cast<float*>(impl_->get_scratch(size_t(plan.chunks * d.cols) * sizeof(float)));
+    cuda::launch_rmsnorm_backward_dw(dev<float>(dw), partial, dev<bf16>(dout), dev<bf16>(x), dev<float>(rstd), d.rows,
+                                     d.cols, plan.rows_per_chunk, plan.chunks, impl_->stream);
+  }
+  // dx after dw: dx may alias nothing the dw pass reads (outputs never alias inputs), order is for readability.
+  if (!dx.empty())
+    cuda::launch_rmsnorm_backward_dx(dev<bf16>(dx), dev<bf16>(dout), dev<bf16>(x), dev<bf16>(w), dev<float>(rstd),
+                                     d.rows, d.cols, accumulate_dx, impl_->stream);
+}
+
+// ---- linear and LoRA -------------------------------------------------------------------------------------------------
+void CudaBackend::linear_forward(Tensor y, const Tensor& x, const Tensor& w, bool accumulate) {
+  const auto d = checks::linear_forward(y, x, w);
+  impl_->gemm->gemm(false, true, d.rows, d.out, d.in, 1.f, dev<bf16>(x), d.in, dev<bf16>(w), d.in,
+                    accumulate ? 1.f : 0.f, y.data, DType::BF16, d.out, impl_->stream);
+}
+
+void CudaBackend::linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                                  bool accumulate_dx) {
+  const auto d = checks::linear_backward(dx, dw, dy, x, w);
+  auto& g = *impl_->gemm;
+  if (!dx.empty())  // dx[T,K] (+)= dy[T,N]·W[N,K]
+    g.gemm(false, false, d.rows, d.in, d.out, 1.f, dev<bf16>(dy), d.out, dev<bf16>(w), d.in, accumulate_dx ? 1.f : 0.f,
+           dx.data, DType::BF16, d.in, impl_->stream);
+  if (!dw.empty())  // dW[N,K] += dyᵀ·x (f32)
+    g.gemm(true, false, d.out, d.in, d.rows, 1.f, dev<bf16>(dy), d.out, dev<bf16>(x), d.in, 1.f, dw.data, DType::F32,
+           d.in, impl_->stream);
+}
+
+void CudaBackend::lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& x_lora, const Tensor& w,
+                               const Tensor& a, const Tensor& b, double scale) {
+  const auto d = checks::lora_forward(y, xa, x, x_lora, w, a, b);
+  auto& g = *impl_->gemm;
+  cudaStream_t s = impl_->stream;
+  g.gemm(false, true, d.rows, d.out, d.in, 1.f, dev<bf16>(x), d.in, dev<bf16>(w), d.in, 0.f, y.data, DType::BF16,
+         d.out, s);
+  g.gemm(false, true, d.rows, d.rank, d.in, 1.f, dev<bf16>(x_lora), d.in, dev<bf16>(a), d.in, 0.f, xa.data,
+         DType::BF16, d.rank, s);
+  // The adapter's product accumulates into the base output (beta = 1) with the scale folded into alpha.
+  g.gemm(false, true, d.rows, d.out, d.rank, float(scale), dev<bf16>(xa), d.rank, dev<bf16>(b), d.rank, 1.f, y.data,
+         DType::BF16, d.out, s);
+}
+
+void CudaBackend::lora_backward(Tensor dx, Tensor dx_lora, Tensor dw, Tensor da, Tensor db, Tensor dxa,
+                                const Tensor& dy, const Tensor& x, const Tensor& x_lora, const Tensor& xa,
+                                const Tensor& w, const Tensor& a, const Tensor& b, double scale, bool accumulate_dx) {
+  const auto d = checks::lora_backward(dx, dx_lora, dw, da, db, dxa, dy, x, x_lora, xa, w, a, b);
+  auto& g = *impl_->gemm;
+  cudaStream_t s = impl_->stream;
+  const float sc = float(scale);
+  // dB += s·dyᵀ·xa;  dxa = s·dy·B;  dA += dxaᵀ·x_lora
+  g.gemm(true, false, d.out, d.rank, d.rows, sc, dev<bf16>(dy), d.out, dev<bf16>(xa), d.rank, 1.f, db.data, DType::F32,
+         d.rank, s);
+  g.gemm(false, false, d.rows, d.rank, d.out, sc, dev<bf16>(dy), d.out, dev<bf16>(b), d.rank, 0.f, dxa.data,
+         DType::BF16, d.rank, s);
+  g.gemm(true, false, d.rank, d.in, d.rows, 1.f, dev<bf16>(dxa), d.rank, dev<bf16>(x_lora), d.in, 1.f, da.data,
+         DType::F32, d.in, s);
+  if (!dx.empty())
+    g.gemm(false, false, d.rows, d.in, d.out, 1.f, dev<bf16>(dy), d.out, dev<bf16>(w), d.in, accumulate_dx ? 1.f : 0.f,
+           dx.data, DType::BF16, d.in, s);
+  if (dx_lora.empty())
+    g.gemm(false, false, d.rows, d.in, d.rank, 1.f, dev<bf16>(dxa), d.rank, dev<bf16>(a), d.in, 1.f, dx.data,
+           DType::BF16, d.in, s);
+  else
+    g.gemm(false, false, d.rows, d.in, d.rank, 1.f, dev<bf16>(dxa), d.rank, dev<bf16>(a), d.in, 0.f, dx_lora.data,
+           DType::BF16, d.in, s);
+  if (!dw.empty())
+    g.gemm(true, false, d.out, d.in, d.rows, 1.f, dev<bf16>(dy), d.out, dev<bf16>(x), d.in, 1.f, dw.data, DType::F32,
+           d.in, s);
+}
+
+void CudaBackend::dropout(Tensor out, const Tensor& x, double p, uint64_t seed) {
+  const int64_t n = checks::dropout(out, x, p);
+  cuda::launch_dropout(dev<bf16>(out), dev<bf16>(x), n, p, seed, impl_->stream);
+}
+
+// ---- RoPE ----------------------------------------------------------------------------------------------------------
+namespace {
+cuda::RopeRates rope_rates(const RopeParams& p, int64_t head_dim) {
+  cuda::RopeRates r{};
+  const std::vector<float> rates = cuda_plan::rope_angle_rates(p.theta, p.factor, head_dim);
+  for (size_t i = 0; i < rates.size(); ++i) r.rate[i] = rates[i];
+  return r;
+}
+}  // namespace
+
+void CudaBackend::rope_forward(Tensor x, const Tensor& positions, const RopeParams& p) {
+  const auto d = checks::rope(x, positions, p, "rope_forward");
+  cuda::launch_rope(dev<bf16>(x), dev<int32_t>(positions), d.rows, d.heads, d.head_dim, rope_rates(p, d.head_dim), +1,
+                    impl_->stream);
+}
+
+void CudaBackend::rope_backward(Tensor dx, const Tensor& positions, const RopeParams& p) {
+  const auto d = checks::rope(dx, positions, p, "rope_backward");
+  cuda::launch_rope(dev<bf16>(dx), dev<int32_t>(positions), d.rows, d.heads, d.head_dim, rope_rates(p, d.head_dim), -1,
+                    impl_->stream);
+}
+
+// ---- attention -----------------------------------------------------------------------------------------------------
+void CudaBackend::attention_forward(Tensor out, Tensor lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const AttentionMask& mask) {
+  const auto s = checks::attention_forward(out, lse, q, k, v, mask, forced_path_);
+  cuda::AttentionForwardArgs a{{s.batch, s.seq_len, s.kv_len, s.heads, s.kv_heads, s.head_dim},
+                               mask,
+                               dev<bf16>(q),
+                               dev<bf16>(k),
+                               dev<bf16>(v),
+                               dev<bf16>(out),
+                               dev<float>(lse)};
+  switch (s.path) {
+    case cuda_plan::AttentionPath::TensorCore: cuda::launch_attention_forward_tc(a, impl_->stream); break;
+    case cuda_plan::AttentionPath::Decode: {
+      const cuda_plan::DecodePlan plan = cuda_plan::plan_decode(s.kv_len);
+      const size_t floats = cuda::decode_scratch_floats(a.dims, plan);
+      float* buf = static_cast<float*>(impl_->get_scratch(floats * sizeof(float)));
+      const size_t o_floats = size_t(s.batch * s.heads * plan.splits * s.seq_len * s.head_dim);
+      cuda::launch_attention_decode(a, plan, buf, buf + o_floats, impl_->stream);
+      break;
+    }
+    default: cuda::launch_attention_forward_generic(a, impl_->stream); break;
+  }
+}
+
+void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q,
+                                     const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                                     const AttentionMask& mask) {
+  const auto s = checks::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, mask, forced_path_);
+  float* delta = static_cast<float*>(impl_->get_scratch(size_t(s.batch * s.heads * s.seq_len) * sizeof(float)));
+  cuda::AttentionBackwardArgs a{{s.batch, s.seq_len, s.kv_len, s.heads, s.kv_heads, s.head_dim},
+                                mask,
+                                dev<bf16>(q),
+                                dev<bf16>(k),
+                                dev<bf16>(v),
+                                dev<bf16>(out),
+                                dev<bf16>(dout),
+                                dev<float>(lse),
+                                dev<bf16>(dq),
+                                dev<bf16>(dk),
+                                dev<bf16>(dv),
+                                delta};
+  if (s.path == cuda_plan::AttentionPath::TensorCore)
+    cuda::launch_attention_backward_tc(a, impl_->stream);
+  else
+    cuda::launch_attention_backward_generic(a, impl_->stream);
+}
+
+// ---- SwiGLU, add -----------------------------------------------------------------------------------------------------
+void CudaBackend::swiglu_forward(Tensor out, const Tensor& gate, const Tensor& up) {
+  const int64_t n = checks::swiglu_forward(out, gate, up);
+  cuda::launch_swiglu_forward(dev<bf16>(out), dev<bf16>(gate), dev<bf16>(up), n, impl_->stream);
+}
+
+void CudaBackend::swiglu_backward(Tensor dgate, Tensor dup, const Tensor& dout, const Tensor& gate, const Tensor& up) {
+  const int64_t n = checks::swiglu_backward(dgate, dup, dout, gate, up);
+  cuda::launch_swiglu_backward(dev<bf16>(dgate), dev<bf16>(dup), dev<bf16>(dout), dev<bf16>(gate), dev<bf16>(up), n,
+                               impl_->stream);
+}
+
+void CudaBackend::add(Tensor out, const Tensor& a, const Tensor& b) {
+  const int64_t n = checks::add(out, a, b);
+  cuda::launch_add(dev<bf16>(out), dev<bf16>(a), dev<bf16>(b), n, impl_->stream);
+}
+
+// ---- cross-entropy -------------------------------------------------------------------------------------------------------
+void CudaBackend::cross_entropy(Tensor logits, Tensor losses, const Tensor& targets, double grad_scale,
+                                bool compute_grad) {
+  const auto d = checks::cross_entropy(logits, losses, targets);
+  cuda::launch_cross_entropy(dev<bf16>(logits), dev<float>(losses), dev<int32_t>(targets), d.rows, d.cols, grad_scale,
+                             compute_grad, impl_->stream);
+}
+
+void CudaBackend::argmax_rows(Tensor out, const Tensor& logits) {
+  const auto d = checks::argmax_rows(out, logits);
+  cuda::launch_argmax_rows(dev<int32_t>(out), dev<bf16>(logits), d.rows, d.cols, impl_->stream);
+}
+
+// ---- optimizer support ---------------------------------------------------------------------------------------------------
+double CudaBackend::sum_squares(const Tensor& x) {
+  const int64_t n = checks::sum_squares(x);
+  const cuda_plan::SumSquaresPlan plan = cuda_plan::plan_sum_squares(n);
+  double* buf = static_cast<double*>(impl_->get_scratch(size_t(plan.blocks + 1) * sizeof(double)));
+  cuda::launch_sum_squares(buf, buf + 1, dev<float>(x), n, plan.block_elems, plan.blocks, impl_->stream);
+  LL_CUDA_CHECK(cudaMemcpyAsync(impl_->host_result, buf, sizeof(double), cudaMemcpyDeviceToHost, impl_->stream));
+  LL_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
+  return *impl_->host_result;
+}
+
+void CudaBackend::scale(Tensor x, double s) {
+  const int64_t n = checks::scale(x);
+  cuda::launch_scale_f32(dev<float>(x), n, s, impl_->stream);
+}
+
+void CudaBackend::adamw_step(Tensor param, Tensor master, const Tensor& grad, Tensor m, Tensor v,
+                             const AdamWStep& st) {
+  const int64_t n = checks::adamw_step(param, master, grad, m, v, st);
+  const cuda_plan::AdamWArgs args =
+      cuda_plan::make_adamw_args(st.lr, st.beta1, st.beta2, st.eps, st.weight_decay, st.step);
+  const bool low = param.dtype != DType::F32;
+  cuda::launch_adamw(low ? dev<bf16>(param) : nullptr, low ? nullptr : dev<float>(param),
+                     master.empty() ? nullptr : dev<float>(master), dev<float>(grad), dev<float>(m), dev<float>(v), n,
+                     args, impl_->stream);
+}
+
+// ---- CUDA-specific -------------------------------------------------------------------------------------------------------
+void CudaBackend::fill_uniform(Tensor t, uint64_t seed, double scale) {
+  LL_CHECK(t.empty() || t.device == Device::CUDA, "fill_uniform: not a device tensor");
+  LL_CHECK(t.dtype != DType::I32, "fill_uniform: needs a floating tensor");
+  cuda::launch_fill_uniform(t.data, t.dtype, t.numel(), seed, scale, impl_->stream);
+}
+
+void CudaBackend::fill(Tensor t, double value) {
+  LL_CHECK(t.empty() || t.device == Device::CUDA, "fill: not a device tensor");
+  LL_CHECK(t.dtype != DType::I32, "fill: needs a floating tensor");
+  cuda::launch_fill(t.data, t.dtype, t.numel(), value, impl_->stream);
+}
+
+int64_t CudaBackend::scratch_reallocations() const { return impl_->scratch_reallocations; }
+size_t CudaBackend::bytes_in_use() const { return impl_->in_use; }
+size_t CudaBackend::peak_bytes_in_use() const { return impl_->peak; }
+void CudaBackend::memory_info(size_t* free_bytes, size_t* total_bytes) const {
+  LL_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+}
+std::string CudaBackend::device_description() const { return impl_->name; }
+size_t CudaBackend::cached_gemm_plans() const { return impl_->gemm->cached_plans(); }
+
+}  // namespace ll

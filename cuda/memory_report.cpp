@@ -1,0 +1,75 @@
+#include "cuda/memory_report.h"
+
+#include <cstdio>
+#include <sstream>
+#include <vector>
+
+namespace ll {
+
+std::string format_gib(size_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f GiB", double(bytes) / double(size_t(1) << 30));
+  return buf;
+}
+
+std::string device_memory_shortfall(const DeviceMemoryNeeds& n, const DeviceMemorySettings& s, size_t free_bytes,
+                                    size_t total_bytes, const std::string& device, size_t headroom) {
+  const size_t usable = free_bytes > headroom ? free_bytes - headroom : 0;
+  if (n.total() <= usable) return "";
+  std::ostringstream os;
+  os << "needs " << format_gib(n.total()) << " (frozen weights " << format_gib(n.frozen_weights)
+     << ", trainable weights " << format_gib(n.trainable_weights) << ", gradients " << format_gib(n.gradients)
+     << ", optimizer " << format_gib(n.optimizer) << ", activations " << format_gib(n.activations) << ", workspace "
+     << format_gib(n.workspace) << "), " << format_gib(free_bytes) << " free of " << format_gib(total_bytes) << " on "
+     << device << " (" << format_gib(headroom) << " kept for the CUDA context)";
+
+  const size_t fixed = n.total() - n.activations;
+  std::vector<std::string> fits;
+  if (fixed >= usable) {
+    os << "; the weights and optimizer state alone (" << format_gib(fixed)
+       << ") do not fit: shard them over more GPUs (ZeRO-3) or use a card with more memory";
+    return os.str();
+  }
+  const size_t room = usable - fixed;
+  const int64_t tokens = s.batch * s.seq_len;
+  if (!s.checkpointing && s.activations_with_checkpointing > 0 && s.activations_with_checkpointing <= room)
+    fits.push_back("--gradient_checkpointing (activations " + format_gib(s.activations_with_checkpointing) + ")");
+  if (tokens > 0 && n.activations > 0) {
+    // Largest token count at the same per-token activation cost.
+    const double per_token = double(n.activations) / double(tokens);
+    const int64_t max_tokens = int64_t(double(room) / per_token);
+    if (s.batch > 1 && max_tokens >= s.seq_len)
+      fits.push_back("--per_device_train_batch_size " + std::to_string(max_tokens / s.seq_len));
+    else if (max_tokens >= 1) {
+      const int64_t max_len = max_tokens / s.batch;
+      if (max_len >= 1) fits.push_back("--model_max_length " + std::to_string(max_len) + " or less");
+    }
+    if (!s.checkpointing && s.activations_with_checkpointing > 0) {
+      const double per_token_ckpt = double(s.activations_with_checkpointing) / double(tokens);
+      const int64_t ckpt_tokens = int64_t(double(room) / per_token_ckpt);
+      if (ckpt_tokens / s.batch > max_tokens / s.batch && ckpt_tokens / s.batch >= 1 &&
+          s.activations_with_checkpointing > room)
+        fits.push_back("--gradient_checkpointing with --model_max_length " + std::to_string(ckpt_tokens / s.batch) +
+                       " or less");
+    }
+  }
+  if (fits.empty()) {
+    os << "; no setting of this run fits: use a card with more memory or shard over more GPUs";
+  } else {
+    os << "; would fit: ";
+    for (size_t i = 0; i < fits.size(); ++i) os << (i ? ", or " : "") << fits[i];
+  }
+  return os.str();
+}
+
+std::string device_allocation_failure(size_t requested, size_t free_bytes, size_t total_bytes, size_t in_use,
+                                      const std::string& device, const std::string& what) {
+  std::ostringstream os;
+  os << "out of device memory: needs " << format_gib(requested) << " for " << what << ", " << format_gib(free_bytes)
+     << " free of " << format_gib(total_bytes) << " on " << device << " (" << format_gib(in_use)
+     << " already allocated by this process). Reduce --model_max_length or --per_device_train_batch_size, or turn "
+        "on --gradient_checkpointing; the memory plan printed at start-up shows where the bytes go";
+  return os.str();
+}
+
+}  // namespace ll

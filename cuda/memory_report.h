@@ -1,0 +1,46 @@
+// Device-memory budgeting: what a run plans to allocate, whether it fits the free memory cudaMemGetInfo reports,
+// and — when it does not — a message "needs X GiB, Y free" with settings that would fit. Plain C++, tested on CPU.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace ll {
+
+struct DeviceMemoryNeeds {
+  size_t frozen_weights = 0;     // bf16 base weights
+  size_t trainable_weights = 0;  // working copies of trainable parameters
+  size_t gradients = 0;          // f32 gradients of trainable parameters
+  size_t optimizer = 0;          // f32 masters + Adam moments
+  size_t activations = 0;        // the activation arena for (batch, seq_len, checkpointing)
+  size_t workspace = 0;          // backend scratch (cuBLASLt workspace, reduction partials)
+  size_t total() const {
+    return frozen_weights + trainable_weights + gradients + optimizer + activations + workspace;
+  }
+};
+
+// What the suggestions may change. Activations are taken to scale linearly with batch·seq_len (true for the
+// planned arena: every tensor in it is [T, ·] or [B, H, L]), and checkpointing keeps only the layer inputs.
+struct DeviceMemorySettings {
+  int64_t batch = 1;
+  int64_t seq_len = 0;
+  bool checkpointing = false;
+  // Activation bytes the same run would plan with checkpointing on (0: unknown, no suggestion).
+  size_t activations_with_checkpointing = 0;
+};
+
+// "12.3 GiB" with one decimal.
+std::string format_gib(size_t bytes);
+
+// Empty when `needs` fits into `free_bytes` minus `headroom` (CUDA context, allocator slack); otherwise one
+// message: "needs X GiB (weights …, activations …), Y GiB free of Z GiB on <device>; would fit: …".
+std::string device_memory_shortfall(const DeviceMemoryNeeds& needs, const DeviceMemorySettings& settings,
+                                    size_t free_bytes, size_t total_bytes, const std::string& device,
+                                    size_t headroom = size_t(512) << 20);
+
+// The message for a failed allocation inside the backend: "needs X GiB for <what>, Y GiB free of Z GiB on
+// <device> (W GiB already allocated by this process)" and a hint.
+std::string device_allocation_failure(size_t requested, size_t free_bytes, size_t total_bytes, size_t in_use,
+                                      const std::string& device, const std::string& what);
+
+}  // namespace ll

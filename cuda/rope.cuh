@@ -1,0 +1,21 @@
+// RoPE with linear position interpolation (rotate_half layout), in place. Angles in f32: position · rate with
+// rate = θ^(−2i/Dh)/factor from cuda_plan::rope_angle_rates, sincosf once per (row, frequency) into shared memory.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/common.cuh"
+
+namespace ll::cuda {
+
+constexpr int kRopeMaxHalf = 256;  // head_dim <= 512
+struct RopeRates {
+  float rate[kRopeMaxHalf];
+};
+
+// sign +1: forward rotation; −1: the transpose (backward).
+void launch_rope(bf16* x, const int32_t* positions, int64_t rows, int64_t heads, int64_t head_dim,
+                 const RopeRates& rates, int sign, cudaStream_t s);
+
+}  // namespace ll::cuda

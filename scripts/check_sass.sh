@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# SASS check: disassembles the attention object (cuobjdump -sass) for every architecture it was built for and fails
+# unless each tensor-core attention kernel (forward, dQ, dK/dV; head dims 64 and 128) contains HMMA instructions.
+# Reports like a one-test GoogleTest binary ("[  PASSED  ] 1 test." / "[  FAILED  ] 1 test"), so
+# scripts/run_tests.sh counts it in `make check`. Arguments are ignored (run_tests.sh passes --gtest_color=no).
+#   SASS_OBJ    the object to check (default build/obj/cuda/attention.o)
+#   SASS_ARCHS  SM versions it must hold, space-separated (default "80 90")
+#   SASS_CUDA   0: this build has no CUDA, the check is skipped (reported as skipped)
+#   CUOBJDUMP   the cuobjdump binary (default: PATH, $CUDA_HOME/bin, or the PyPI wheel nvidia-cuda-cuobjdump, whose
+#               directory also holds nvdisasm from nvidia-cuda-nvdisasm; .ci/run installs both)
+set -u
+cd "$(dirname "$0")/.."
+obj=${SASS_OBJ:-build/obj/cuda/attention.o}
+archs=${SASS_ARCHS:-80 90}
+
+echo "[==========] SASS check: HMMA in the tensor-core attention kernels of $obj (sm: $archs)"
+if [ "${SASS_CUDA:-1}" = "0" ]; then
+  echo "[  SKIPPED ] this build has no CUDA (nvcc not found): no kernels to disassemble"
+  echo "[  SKIPPED ] 1 test"
+  echo "[  PASSED  ] 0 tests."
+  exit 0
+fi
+
+fail() {
+  echo "$1"
+  echo "[  FAILED  ] 1 test, listed below:"
+  echo "[  FAILED  ] SassCheck.HmmaInTensorCoreAttention"
+  exit 1
+}
+
+find_cuobjdump() {
+  if [ -n "${CUOBJDUMP:-}" ]; then echo "$CUOBJDUMP"; return; fi
+  if command -v cuobjdump >/dev/null 2>&1; then command -v cuobjdump; return; fi
+  if [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/cuobjdump" ]; then echo "${CUDA_HOME:-/usr/local/cuda}/bin/cuobjdump"; return; fi
+  local py
+  for py in python3 python; do
+    command -v "$py" >/dev/null 2>&1 || continue
+    "$py" - <<'EOF' 2>/dev/null && return
+import glob, os, sys
+try:
+    import nvidia
+except ImportError:
+    sys.exit(1)
+for base in nvidia.__path__:
+    for p in sorted(glob.glob(os.path.join(base, "cu*", "bin", "cuobjdump"))) + [os.path.join(base, "cuda_cuobjdump", "bin", "cuobjdump")]:
+        if os.access(p, os.X_OK):
+            print(p)
+            sys.exit(0)
+sys.exit(1)
+EOF
+  done
+}
+
+cuobjdump=$(find_cuobjdump)
+[ -n "$cuobjdump" ] || fail "cuobjdump not found: pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm (see .ci/run), or set CUOBJDUMP"
+# cuobjdump -sass runs nvdisasm; the wheels put both in one directory.
+export PATH="$(dirname "$cuobjdump"):$PATH"
+command -v nvdisasm >/dev/null 2>&1 || fail "nvdisasm not found next to $cuobjdump: pip install nvidia-cuda-nvdisasm"
+[ -f "$obj" ] || fail "$obj does not exist: build first (make all)"
+echo "cuobjdump: $cuobjdump ($("$cuobjdump" --version 2>/dev/null | tail -n1))"
+
+kernels="attention_forward_tc_kernelILi64 attention_forward_tc_kernelILi128 attention_dq_tc_kernelILi64 \
+attention_dq_tc_kernelILi128 attention_dkdv_tc_kernelILi64 attention_dkdv_tc_kernelILi128"
+problems=""
+for arch in $archs; do
+  sass=$("$cuobjdump" -sass -arch "sm_$arch" "$obj" 2>&1) || fail "cuobjdump -sass -arch sm_$arch failed: $sass"
+  # HMMA count per function ("Function : <mangled name>" starts each one).
+  counts=$(printf '%s\n' "$sass" | awk '/Function : /{fn=$NF} /HMMA/{n[fn]++} END{for (f in n) print f, n[f]}')
+  total=$(printf '%s\n' "$sass" | grep -c 'HMMA')
+  echo "sm_$arch: $total HMMA instructions in $(basename "$obj")"
+  for k in $kernels; do
+    c=$(printf '%s\n' "$counts" | awk -v k="$k" 'index($1, k) {s += $2} END {print s + 0}')
+    echo "  sm_$arch ${k%ILi*} (Dh ${k##*ILi}): $c HMMA"
+    [ "$c" -gt 0 ] || problems="$problems sm_$arch:${k%ILi*}/Dh${k##*ILi}"
+  done
+done
+[ -z "$problems" ] || fail "no tensor-core instructions in:$problems"
+echo "[  PASSED  ] 1 test."
+exit 0

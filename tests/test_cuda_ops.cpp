@@ -1,0 +1,601 @@
+// The CUDA backend against the CPU fp32 reference, op by op, on fresh random inputs at several shapes; then a
+// small model trained for 20 steps on both, and two GPU runs compared bit for bit. Every test skips, printing the
+// reason, when this build has no CUDA or the machine no usable GPU.
+//
+// Protocol: inputs are drawn in double, uploaded to the GPU (rounded to bf16 where the policy stores bf16), and the
+// CPU reference is fed exactly those rounded values. Outputs are poisoned (NaN-filled) before each GPU run so an
+// element the kernel forgets fails. Errors are ‖out − ref‖/‖ref‖ over the tensor (NaN never passes: every
+// comparison with NaN is false), plus a per-row bound where a mask bug would hide in a tensor-wide norm.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+
+#include "backend.h"
+#include "cpu/cpu_backend.h"
+#include "model/llama.h"
+#include "tensor_host.h"
+#include "test_util.h"
+#include "train/optimizer.h"
+
+#ifdef LONGLORA_WITH_CUDA
+#include "cuda/cuda_backend.h"
+#endif
+
+namespace ll {
+namespace {
+
+// ---- end to end ----------------------------------------------------------------------------------------------------------------
+ModelOptions e2e_options() {
+  ModelOptions o;
+  o.config.hidden_size = 256, o.config.intermediate_size = 344, o.config.num_attention_heads = 4;
+  o.config.num_key_value_heads = 2, o.config.num_hidden_layers = 2, o.config.vocab_size = 101;
+  o.config.rope_scaling_factor = 2.0;
+  o.batch = 2;
+  o.seq_len = 64;
+  o.attention.use_s2 = true;  // G = 16
+  o.lora.rank = 4;
+  o.lora.alpha = 8;
+  o.lora.targets = LoraConfig::parse_targets("q_proj,k_proj,v_proj,o_proj");
+  o.trainable = TrainableConfig{false, true, true, false};  // LongLoRA's LoRA+: embeddings and norms train too
+  o.ce_chunk_rows = 48;                                     // several cross-entropy chunks, one partial
+  return o;
+}
+
+struct RunResult {
+  std::vector<double> losses;
+  std::vector<std::vector<double>> weights;  // trainable parameters after the last step
+  int64_t scratch_growths_after_first_step = 0;
+};
+
+// 20 AdamW steps on fixed random batches. `init` supplies the initial weights (by parameter name).
+RunResult train(Backend& backend, const std::vector<std::pair<std::string, std::vector<double>>>& init, int steps) {
+  LlamaModel model(backend, e2e_options());
+  for (const auto& [name, values] : init) upload_f64(backend, model.params().get(name).value, values);
+  AdamW opt(backend, model.params(), AdamWConfig{0.9, 0.999, 1e-8, 0.0});
+  Rng rng(99);
+  const int64_t T = 2 * 64;
+  RunResult r;
+  [[maybe_unused]] int64_t growth0 = 0;
+  for (int step = 0; step < steps; ++step) {
+    std::vector<int32_t> tokens(T), targets(T);
+    for (int64_t t = 0; t < T; ++t) tokens[t] = int32_t(rng.below(101));
+    // A learnable rule (the target is a fixed function of the token), some targets ignored.
+    for (int64_t t = 0; t < T; ++t) targets[t] = (t % 64 == 63 || t % 17 == 5) ? -100 : (tokens[t] * 7 + 3) % 101;
+    model.params().zero_grads();
+    r.losses.push_back(model.forward_backward(tokens.data(), targets.data()).mean());
+    opt.clip_grad_norm(1.0);
+    opt.step(5e-3);
+#ifdef LONGLORA_WITH_CUDA
+    if (auto* cuda = dynamic_cast<CudaBackend*>(&backend)) {
+      if (step == 0) growth0 = cuda->scratch_reallocations();
+      r.scratch_growths_after_first_step = cuda->scratch_reallocations() - growth0;
+    }
+#endif
+  }
+  for (Param& p : model.params().all())
+    if (p.trainable) r.weights.push_back(download_f64(backend, p.value));
+  return r;
+}
+
+// The end-to-end comparison below is only meaningful if the reference run learns: checked on the CPU, every build.
+TEST(CudaEndToEndSetup, TheReferenceRunLearnsOnTheCpu) {
+  CpuBackend<float> cpu;
+  std::vector<std::pair<std::string, std::vector<double>>> init;
+  {
+    LlamaModel model(cpu, e2e_options());
+    model.init_random(7, 0.05);
+    for (Param& p : model.params().all()) init.push_back({p.name, download_f64(cpu, p.value)});
+  }
+  const RunResult r = train(cpu, init, 20);
+  ASSERT_EQ(r.losses.size(), 20u);
+  EXPECT_LT(r.losses.back(), r.losses.front() - 0.05) << "first " << r.losses.front() << ", last " << r.losses.back();
+}
+
+#ifndef LONGLORA_WITH_CUDA
+
+TEST(CudaOps, SkippedWithoutCuda) { GTEST_SKIP() << "this build has no CUDA support (nvcc was not found)"; }
+
+#else
+
+// Without a usable device the constructor fails with the runtime's reason (CPU-only machines run this one).
+TEST(CudaBackendCreation, FailsClearlyWithoutAUsableDevice) {
+  for (const BackendInfo& info : list_backends())
+    if (info.name == "cuda" && info.available) GTEST_SKIP() << "a usable CUDA device is present";
+  try {
+    CudaBackend backend(0);
+    FAIL() << "constructing the CUDA backend without a usable device must throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda backend: "), std::string::npos) << e.what();
+  }
+}
+
+// The backend, or a skip with the registry's reason.
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const BackendInfo& info : list_backends())
+      if (info.name == "cuda" && !info.available) GTEST_SKIP() << "no usable CUDA device: " << info.description;
+    backend_ = std::make_unique<CudaBackend>(0);
+  }
+  CudaBackend& gpu() { return *backend_; }
+  CpuBackend<float> cpu;
+  Rng rng{20240601};
+
+  // A device tensor owned by the test.
+  struct Dev {
+    Backend* be = nullptr;
+    Tensor t;
+    Dev(Backend& b, DType dt, std::vector<int64_t> dims) : be(&b) {
+      Tensor shape(nullptr, dt, Device::CUDA, dims);
+      t = Tensor(b.allocate(shape.nbytes()), dt, Device::CUDA, dims);
+    }
+    ~Dev() { be->release(t.data); }
+    Dev(const Dev&) = delete;
+    Dev& operator=(const Dev&) = delete;
+  };
+  // Uploads values (rounded to the tensor's dtype) and returns them as the GPU holds them, as f32 for the CPU.
+  std::vector<float> put(Dev& d, const std::vector<double>& values) {
+    upload_f64(gpu(), d.t, values);
+    return as_f32(download_f64(gpu(), d.t));
+  }
+  std::vector<float> put_random(Dev& d, double scale = 1.0) { return put(d, test::random_vector(rng, d.t.numel(), scale)); }
+  std::vector<int32_t> put_ids(Dev& d, int64_t vocab) {
+    std::vector<int32_t> ids(size_t(d.t.numel()));
+    for (auto& id : ids) id = int32_t(rng.below(uint64_t(vocab)));
+    upload_i32(gpu(), d.t, ids.data());
+    return ids;
+  }
+  void poison(Dev& d) { gpu().fill(d.t, NAN); }
+  std::vector<double> get(const Dev& d) { return download_f64(gpu(), d.t); }
+  static std::vector<float> as_f32(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+  static std::vector<double> as_f64(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
+
+ private:
+  std::unique_ptr<CudaBackend> backend_;
+};
+
+bool all_finite(const std::vector<double>& v) {
+  for (double x : v)
+    if (!std::isfinite(x)) return false;
+  return true;
+}
+
+// max over rows of ‖got − ref‖_row / (‖ref‖_row + floor·rms row norm)
+double max_row_error(const std::vector<double>& got, const std::vector<double>& ref, int64_t row_len,
+                     double floor = 0.0) {
+  const int64_t rows = int64_t(ref.size()) / row_len;
+  double mean_sq = 0;
+  for (double x : ref) mean_sq += x * x;
+  const double rms_row = std::sqrt(mean_sq / double(std::max<int64_t>(rows, 1)));
+  double worst = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    double d = 0, n = 0;
+    for (int64_t c = 0; c < row_len; ++c) {
+      const double a = got[size_t(r * row_len + c)], b = ref[size_t(r * row_len + c)];
+      d += (a - b) * (a - b);
+      n += b * b;
+    }
+    const double e = std::sqrt(d) / (std::sqrt(n) + floor * rms_row + 1e-30);
+    if (!(e <= worst)) worst = e;  // NaN propagates
+  }
+  return worst;
+}
+
+#define EXPECT_CLOSE(got, ref, tol, what)                                                          \
+  do {                                                                                             \
+    const std::vector<double> g_ = (got), r_ = (ref);                                              \
+    EXPECT_TRUE(all_finite(g_)) << what << ": non-finite output (an element was never written?)"; \
+    EXPECT_LT(test::rel_error(g_, r_), (tol)) << what;                                             \
+  } while (0)
+
+// bf16 outputs compared with an f32 reference: bf16 rounding alone gives ~2e-3.
+constexpr double kBf16Tol = 1e-2;
+
+// ---- memory, conversion, elementwise ----------------------------------------------------------------------------
+TEST_F(CudaOps, CopiesZeroConvertAndFill) {
+  Dev a(gpu(), DType::F32, {3, 70}), b(gpu(), DType::F32, {210}), h(gpu(), DType::BF16, {210}), w(gpu(), DType::F64, {210});
+  const std::vector<float> x = put_random(a);
+  gpu().copy(b.t, a.t);
+  EXPECT_EQ(get(b), as_f64(x));
+  gpu().convert(h.t, a.t);
+  const std::vector<double> hv = get(h);
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(hv[i], double(bf16_to_f32(f32_to_bf16(x[i])))) << i;
+  gpu().convert(w.t, h.t);
+  EXPECT_EQ(get(w), hv);
+  gpu().zero(b.t);
+  for (double v : get(b)) ASSERT_EQ(v, 0.0);
+  gpu().fill(b.t, NAN);
+  for (double v : get(b)) ASSERT_TRUE(std::isnan(v));
+}
+
+TEST_F(CudaOps, SwiGluAddDropout) {
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {37, 96}, {5, 11008}}) {
+    Dev g(gpu(), DType::BF16, {rows, cols}), u(gpu(), DType::BF16, {rows, cols}), o(gpu(), DType::BF16, {rows, cols});
+    Dev dg(gpu(), DType::BF16, {rows, cols}), du(gpu(), DType::BF16, {rows, cols}), dout(gpu(), DType::BF16, {rows, cols});
+    std::vector<float> gv = put_random(g, 2.0), uv = put_random(u), dov = put_random(dout);
+    std::vector<float> ref(gv.size()), rdg(gv.size()), rdu(gv.size());
+    poison(o);
+    gpu().swiglu_forward(o.t, g.t, u.t);
+    cpu.swiglu_forward(test::view(ref, {rows, cols}), test::view(gv, {rows, cols}), test::view(uv, {rows, cols}));
+    EXPECT_CLOSE(get(o), as_f64(ref), kBf16Tol, "swiglu_forward " << rows << "x" << cols);
+    poison(dg), poison(du);
+    gpu().swiglu_backward(dg.t, du.t, dout.t, g.t, u.t);
+    cpu.swiglu_backward(test::view(rdg, {rows, cols}), test::view(rdu, {rows, cols}), test::view(dov, {rows, cols}),
+                        test::view(gv, {rows, cols}), test::view(uv, {rows, cols}));
+    EXPECT_CLOSE(get(dg), as_f64(rdg), kBf16Tol, "swiglu dgate");
+    EXPECT_CLOSE(get(du), as_f64(rdu), kBf16Tol, "swiglu dup");
+    // add, in place (out aliases a)
+    cpu.add(test::view(ref, {rows, cols}), test::view(gv, {rows, cols}), test::view(uv, {rows, cols}));
+    gpu().add(g.t, g.t, u.t);
+    EXPECT_CLOSE(get(g), as_f64(ref), kBf16Tol, "add");
+    // dropout: the same mask as the CPU, exactly; in place
+    for (double p : {0.0, 0.1, 0.5}) {
+      std::vector<float> xv = put_random(u), dref(xv.size());
+      cpu.dropout(test::view(dref, {rows, cols}), test::view(xv, {rows, cols}), p, 77);
+      gpu().dropout(u.t, u.t, p, 77);
+      const std::vector<double> got = get(u);
+      for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i] == 0.0, dref[i] == 0.0f) << "mask differs at " << i;
+      EXPECT_CLOSE(got, as_f64(dref), kBf16Tol, "dropout p=" << p);
+    }
+  }
+}
+
+// ---- embedding ------------------------------------------------------------------------------------------------------
+TEST_F(CudaOps, EmbeddingForwardIsAGatherAndBackwardMatchesTheCpuBitForBit) {
+  for (auto [T, V, D] : {std::tuple<int64_t, int64_t, int64_t>{1, 3, 8}, {37, 53, 96}, {300, 17, 4096}}) {
+    Dev table(gpu(), DType::BF16, {V, D}), ids(gpu(), DType::I32, {T}), out(gpu(), DType::BF16, {T, D});
+    Dev dtable(gpu(), DType::F32, {V, D}), dout(gpu(), DType::BF16, {T, D});
+    const std::vector<float> tv = put_random(table);
+    const std::vector<int32_t> iv = put_ids(ids, V);
+    poison(out);
+    gpu().embedding_forward(out.t, ids.t, table.t);
+    const std::vector<double> got = get(out);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t d = 0; d < D; ++d) ASSERT_EQ(got[t * D + d], double(tv[iv[t] * D + d])) << t << "," << d;
+    std::vector<float> dtv = put_random(dtable), dov = put_random(dout);
+    std::vector<int32_t> ids_copy = iv;
+    gpu().embedding_backward(dtable.t, ids.t, dout.t);
+    cpu.embedding_backward(test::view(dtv, {V, D}), Tensor(ids_copy.data(), DType::I32, Device::CPU, {T}),
+                           test::view(dov, {T, D}));
+    EXPECT_EQ(get(dtable), as_f64(dtv)) << "same order of f32 additions as the CPU: bit-identical";
+  }
+}
+
+// ---- RMSNorm ----------------------------------------------------------------------------------------------------------
+TEST_F(CudaOps, RmsNormForwardBackward) {
+  for (auto [rows, dim] : {std::pair<int64_t, int64_t>{1, 8}, {37, 96}, {3, 1000}, {300, 4096}}) {
+    Dev x(gpu(), DType::BF16, {rows, dim}), w(gpu(), DType::BF16, {dim}), out(gpu(), DType::BF16, {rows, dim});
+    Dev rstd(gpu(), DType::F32, {rows}), dout(gpu(), DType::BF16, {rows, dim}), dx(gpu(), DType::BF16, {rows, dim});
+    Dev dw(gpu(), DType::F32, {dim});
+    std::vector<float> xv = put_random(x, 3.0), wv = put_random(w), dov = put_random(dout);
+    std::vector<float> ref(xv.size()), rr(static_cast<size_t>(rows));
+    poison(out), poison(rstd);
+    gpu().rmsnorm_forward(out.t, rstd.t, x.t, w.t, 1e-5);
+    cpu.rmsnorm_forward(test::view(ref, {rows, dim}), test::view(rr, {rows}), test::view(xv, {rows, dim}),
+                        test::view(wv, {dim}), 1e-5);
+    EXPECT_CLOSE(get(out), as_f64(ref), kBf16Tol, "rmsnorm out " << rows << "x" << dim);
+    EXPECT_CLOSE(get(rstd), as_f64(rr), 1e-5, "rmsnorm rstd");
+    const std::vector<float> rstd_gpu = as_f32(get(rstd));  // the backward's input, for both
+    for (bool acc : {false, true}) {
+      std::vector<float> dxv = acc ? put_random(dx) : std::vector<float>(xv.size()), dwv = put_random(dw);
+      if (!acc) poison(dx);
+      gpu().rmsnorm_backward(dx.t, dw.t, dout.t, x.t, w.t, rstd.t, acc);
+      std::vector<float> rs = rstd_gpu;
+      cpu.rmsnorm_backward(test::view(dxv, {rows, dim}), test::view(dwv, {dim}), test::view(dov, {rows, dim}),
+                           test::view(xv, {rows, dim}), test::view(wv, {dim}), test::view(rs, {rows}), acc);
+      EXPECT_CLOSE(get(dx), as_f64(dxv), 2e-2, "rmsnorm dx acc=" << acc);
+      EXPECT_CLOSE(get(dw), as_f64(dwv), 1e-4, "rmsnorm dw (accumulated)");
+    }
+  }
+}
+
+// ---- linear, LoRA -----------------------------------------------------------------------------------------------------
+TEST_F(CudaOps, LinearForwardBackward) {
+  for (auto [T, K, N] : {std::tuple<int64_t, int64_t, int64_t>{1, 8, 3}, {37, 96, 80}, {128, 256, 512}, {5, 7, 9}}) {
+    Dev x(gpu(), DType::BF16, {T, K}), w(gpu(), DType::BF16, {N, K}), y(gpu(), DType::BF16, {T, N});
+    Dev dy(gpu(), DType::BF16, {T, N}), dx(gpu(), DType::BF16, {T, K}), dw(gpu(), DType::F32, {N, K});
+    std::vector<float> xv = put_random(x), wv = put_random(w), dyv = put_random(dy);
+    for (bool acc : {false, true}) {
+      std::vector<float> yv = acc ? put_random(y) : std::vector<float>(size_t(T * N));
+      if (!acc) poison(y);
+      gpu().linear_forward(y.t, x.t, w.t, acc);
+      cpu.linear_forward(test::view(yv, {T, N}), test::view(xv, {T, K}), test::view(wv, {N, K}), acc);
+      EXPECT_CLOSE(get(y), as_f64(yv), kBf16Tol, "linear y " << T << "x" << K << "x" << N << " acc " << acc);
+      std::vector<float> dxv = acc ? put_random(dx) : std::vector<float>(size_t(T * K)), dwv = put_random(dw);
+      if (!acc) poison(dx);
+      gpu().linear_backward(dx.t, dw.t, dy.t, x.t, w.t, acc);
+      cpu.linear_backward(test::view(dxv, {T, K}), test::view(dwv, {N, K}), test::view(dyv, {T, N}),
+                          test::view(xv, {T, K}), test::view(wv, {N, K}), acc);
+      EXPECT_CLOSE(get(dx), as_f64(dxv), kBf16Tol, "linear dx");
+      EXPECT_CLOSE(get(dw), as_f64(dwv), 1e-4, "linear dW (f32, accumulated)");
+    }
+    // Frozen weight: an empty dW is skipped, dx still computed.
+    poison(dx);
+    gpu().linear_backward(dx.t, Tensor(), dy.t, x.t, w.t, false);
+    EXPECT_TRUE(all_finite(get(dx)));
+  }
+  EXPECT_GT(gpu().cached_gemm_plans(), 0u);
+}
+
+TEST_F(CudaOps, LoraForwardBackward) {
+  for (auto [T, K, N, r] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{37, 96, 80, 8}, {64, 256, 128, 4}, {3, 5, 7, 2}}) {
+    const double s = 2.0;
+    Dev x(gpu(), DType::BF16, {T, K}), xl(gpu(), DType::BF16, {T, K}), w(gpu(), DType::BF16, {N, K});
+    Dev a(gpu(), DType::BF16, {r, K}), b(gpu(), DType::BF16, {N, r}), y(gpu(), DType::BF16, {T, N});
+    Dev xa(gpu(), DType::BF16, {T, r}), dy(gpu(), DType::BF16, {T, N}), dx(gpu(), DType::BF16, {T, K});
+    Dev dxl(gpu(), DType::BF16, {T, K}), dw(gpu(), DType::F32, {N, K}), da(gpu(), DType::F32, {r, K});
+    Dev db(gpu(), DType::F32, {N, r}), dxa(gpu(), DType::BF16, {T, r});
+    std::vector<float> xv = put_random(x), xlv = put_random(xl), wv = put_random(w), av = put_random(a, 0.3);
+    std::vector<float> bv = put_random(b, 0.3), dyv = put_random(dy);
+    std::vector<float> yv(static_cast<size_t>(T * N)), xav(static_cast<size_t>(T * r));
+    poison(y), poison(xa);
+    gpu().lora_forward(y.t, xa.t, x.t, xl.t, w.t, a.t, b.t, s);
+    cpu.lora_forward(test::view(yv, {T, N}), test::view(xav, {T, r}), test::view(xv, {T, K}), test::view(xlv, {T, K}),
+                     test::view(wv, {N, K}), test::view(av, {r, K}), test::view(bv, {N, r}), s);
+    EXPECT_CLOSE(get(y), as_f64(yv), kBf16Tol, "lora y");
+    EXPECT_CLOSE(get(xa), as_f64(xav), kBf16Tol, "lora xa");
+    const std::vector<float> xa_gpu = as_f32(get(xa));
+    for (bool separate : {false, true}) {
+      std::vector<float> dxv = put_random(dx), dwv = put_random(dw), dav = put_random(da), dbv = put_random(db);
+      std::vector<float> dxlv(static_cast<size_t>(T * K)), dxav(static_cast<size_t>(T * r)), xa_in = xa_gpu;
+      poison(dxa);
+      if (separate) poison(dxl);
+      gpu().lora_backward(dx.t, separate ? dxl.t : Tensor(), dw.t, da.t, db.t, dxa.t, dy.t, x.t, xl.t, xa.t, w.t, a.t,
+                          b.t, s, true);
+      cpu.lora_backward(test::view(dxv, {T, K}), separate ? test::view(dxlv, {T, K}) : Tensor(), test::view(dwv, {N, K}),
+                        test::view(dav, {r, K}), test::view(dbv, {N, r}), test::view(dxav, {T, r}),
+                        test::view(dyv, {T, N}), test::view(xv, {T, K}), test::view(xlv, {T, K}),
+                        test::view(xa_in, {T, r}), test::view(wv, {N, K}), test::view(av, {r, K}),
+                        test::view(bv, {N, r}), s, true);
+      EXPECT_CLOSE(get(dxa), as_f64(dxav), kBf16Tol, "lora dxa");
+      EXPECT_CLOSE(get(da), as_f64(dav), 2e-2, "lora dA");  // dxa is rounded to bf16 before dA on the GPU
+      EXPECT_CLOSE(get(db), as_f64(dbv), 1e-4, "lora dB");
+      EXPECT_CLOSE(get(dw), as_f64(dwv), 1e-4, "lora dW");
+      EXPECT_CLOSE(get(dx), as_f64(dxv), kBf16Tol, "lora dx separate=" << separate);
+      if (separate) EXPECT_CLOSE(get(dxl), as_f64(dxlv), 2e-2, "lora dx_lora");
+    }
+  }
+}
+
+// ---- RoPE ---------------------------------------------------------------------------------------------------------------
+TEST_F(CudaOps, RopeForwardBackwardWithPositionInterpolation) {
+  for (auto [T, H, Dh, theta, factor] : {std::tuple<int64_t, int64_t, int64_t, double, double>{37, 3, 64, 1e4, 1.0},
+                                         {20, 2, 8, 1e4, 4.0}, {9, 4, 128, 5e5, 8.0}}) {
+    Dev x(gpu(), DType::BF16, {T, H, Dh}), pos(gpu(), DType::I32, {T});
+    std::vector<int32_t> pv(static_cast<size_t>(T));
+    for (auto& p : pv) p = int32_t(rng.below(8192));
+    upload_i32(gpu(), pos.t, pv.data());
+    std::vector<float> xv = put_random(x), orig = xv;
+    const RopeParams rp{theta, factor};
+    gpu().rope_forward(x.t, pos.t, rp);
+    cpu.rope_forward(test::view(xv, {T, H, Dh}), Tensor(pv.data(), DType::I32, Device::CPU, {T}), rp);
+    EXPECT_CLOSE(get(x), as_f64(xv), kBf16Tol, "rope forward Dh=" << Dh << " factor " << factor);
+    xv = as_f32(get(x));
+    gpu().rope_backward(x.t, pos.t, rp);
+    cpu.rope_backward(test::view(xv, {T, H, Dh}), Tensor(pv.data(), DType::I32, Device::CPU, {T}), rp);
+    EXPECT_CLOSE(get(x), as_f64(xv), kBf16Tol, "rope backward");
+    EXPECT_CLOSE(get(x), as_f64(orig), 2e-2, "rope backward ∘ forward = identity");
+  }
+}
+
+// ---- attention ------------------------------------------------------------------------------------------------------------
+struct AttnCase {
+  int64_t B, L, Lk, H, Hkv, Dh;
+  AttentionMask mask;
+  cuda_plan::AttentionPath path;
+  const char* what;
+};
+
+std::vector<AttnCase> attention_cases() {
+  using P = cuda_plan::AttentionPath;
+  const AttentionMask causal = AttentionMask::causal();
+  return {
+      {1, 64, 64, 2, 1, 64, causal, P::TensorCore, "tc causal 64, one tile, GQA 2"},
+      {2, 100, 100, 4, 2, 128, causal, P::TensorCore, "tc causal odd L, Dh 128"},
+      {1, 513, 513, 2, 2, 128, causal, P::TensorCore, "tc causal 513"},
+      {1, 129, 129, 4, 4, 64, AttentionMask::s2(32, false), P::TensorCore, "tc S2 G=32, L not a multiple"},
+      {1, 200, 200, 8, 2, 64, AttentionMask::s2(50, false), P::TensorCore, "tc S2 G=50 (shift 25, unaligned), GQA 4"},
+      {2, 96, 96, 4, 2, 128, AttentionMask::s2(7, false), P::TensorCore, "tc S2 odd G=7"},
+      {1, 128, 128, 8, 2, 64, AttentionMask::s2(32, true), P::TensorCore, "tc S2 roll G=32"},
+      {1, 64, 64, 4, 2, 128, AttentionMask::s2(16, true), P::TensorCore, "tc S2 roll G=16 (wrap tile = main tile)"},
+      {1, 256, 256, 2, 2, 64, AttentionMask::s2(128, false), P::TensorCore, "tc S2 G=128 tile-aligned"},
+      {1, 37, 300, 4, 2, 64, causal, P::TensorCore, "tc queries = last rows of longer keys"},
+      {1, 1, 1, 2, 1, 128, causal, P::TensorCore, "tc one row"},
+      {1, 7, 7, 2, 1, 4, causal, P::Generic, "generic Dh 4"},
+      {2, 33, 50, 6, 3, 32, causal, P::Generic, "generic Dh 32, Lk > L"},
+      {1, 45, 45, 4, 2, 96, AttentionMask::s2(9, false), P::Generic, "generic Dh 96 S2 odd G"},
+      {1, 40, 40, 4, 2, 64, AttentionMask::s2(8, true), P::Generic, "generic forced, S2 roll"},
+      {1, 20, 20, 2, 1, 256, causal, P::Generic, "generic Dh 256"},
+      {1, 1, 1000, 4, 2, 128, causal, P::Decode, "decode 1 row, 1000 keys"},
+      {2, 5, 777, 4, 4, 64, causal, P::Decode, "decode 5 rows, batch 2"},
+      {1, 8, 2050, 2, 1, 256, causal, P::Decode, "decode 8 rows, Dh 256"},
+      {1, 3, 300, 2, 2, 32, causal, P::Decode, "decode Dh 32"},
+  };
+}
+
+class CudaAttention : public CudaOps, public ::testing::WithParamInterface<AttnCase> {};
+
+TEST_P(CudaAttention, ForwardAndBackwardMatchTheCpu) {
+  const AttnCase c = GetParam();
+  const int64_t B = c.B, L = c.L, Lk = c.Lk, H = c.H, Hkv = c.Hkv, Dh = c.Dh;
+  gpu().force_attention_path(c.path);
+  Dev q(gpu(), DType::BF16, {B, L, H, Dh}), k(gpu(), DType::BF16, {B, Lk, Hkv, Dh}), v(gpu(), DType::BF16, {B, Lk, Hkv, Dh});
+  Dev out(gpu(), DType::BF16, {B, L, H, Dh}), lse(gpu(), DType::F32, {B, H, L}), dout(gpu(), DType::BF16, {B, L, H, Dh});
+  Dev dq(gpu(), DType::BF16, {B, L, H, Dh}), dk(gpu(), DType::BF16, {B, Lk, Hkv, Dh}), dv(gpu(), DType::BF16, {B, Lk, Hkv, Dh});
+  std::vector<float> qv = put_random(q, 1.5), kv = put_random(k, 1.5), vv = put_random(v), dov = put_random(dout);
+  std::vector<float> ro(qv.size()), rl(static_cast<size_t>(B * H * L));
+  poison(out), poison(lse);
+  gpu().attention_forward(out.t, lse.t, q.t, k.t, v.t, c.mask);
+  cpu.attention_forward(test::view(ro, {B, L, H, Dh}), test::view(rl, {B, H, L}), test::view(qv, {B, L, H, Dh}),
+                        test::view(kv, {B, Lk, Hkv, Dh}), test::view(vv, {B, Lk, Hkv, Dh}), c.mask);
+  const std::vector<double> got_out = get(out), got_lse = get(lse);
+  EXPECT_CLOSE(got_out, as_f64(ro), 2e-2, c.what << ": out");
+  EXPECT_LT(max_row_error(got_out, as_f64(ro), Dh), 6e-2) << c.what << ": worst output row (a mask bug shows here)";
+  double lse_err = 0;
+  for (size_t i = 0; i < rl.size(); ++i) lse_err = std::max(lse_err, std::fabs(got_lse[i] - rl[i]));
+  EXPECT_LT(lse_err, 2e-2) << c.what << ": lse";
+  EXPECT_TRUE(all_finite(got_lse)) << c.what;
+  if (c.path == cuda_plan::AttentionPath::Decode) return;  // forward-only path
+
+  // Backward from the GPU's own out/lse (both sides), so only the backward is compared.
+  std::vector<float> o_in = as_f32(got_out), l_in = as_f32(got_lse);
+  std::vector<float> rdq(qv.size()), rdk(kv.size()), rdv(vv.size());
+  poison(dq), poison(dk), poison(dv);
+  gpu().attention_backward(dq.t, dk.t, dv.t, dout.t, q.t, k.t, v.t, out.t, lse.t, c.mask);
+  cpu.attention_backward(test::view(rdq, {B, L, H, Dh}), test::view(rdk, {B, Lk, Hkv, Dh}),
+                         test::view(rdv, {B, Lk, Hkv, Dh}), test::view(dov, {B, L, H, Dh}),
+                         test::view(qv, {B, L, H, Dh}), test::view(kv, {B, Lk, Hkv, Dh}),
+                         test::view(vv, {B, Lk, Hkv, Dh}), test::view(o_in, {B, L, H, Dh}),
+                         test::view(l_in, {B, H, L}), c.mask);
+  const std::vector<double> gdq = get(dq), gdk = get(dk), gdv = get(dv);
+  EXPECT_CLOSE(gdq, as_f64(rdq), 3e-2, c.what << ": dq");
+  EXPECT_CLOSE(gdk, as_f64(rdk), 3e-2, c.what << ": dk");
+  EXPECT_CLOSE(gdv, as_f64(rdv), 3e-2, c.what << ": dv");
+  EXPECT_LT(max_row_error(gdq, as_f64(rdq), Dh, 0.2), 0.15) << c.what << ": worst dq row";
+  EXPECT_LT(max_row_error(gdk, as_f64(rdk), Dh, 0.2), 0.15) << c.what << ": worst dk row";
+  EXPECT_LT(max_row_error(gdv, as_f64(rdv), Dh, 0.2), 0.15) << c.what << ": worst dv row";
+
+  // Deterministic: a second run is bit-identical.
+  gpu().attention_backward(dq.t, dk.t, dv.t, dout.t, q.t, k.t, v.t, out.t, lse.t, c.mask);
+  EXPECT_EQ(get(dq), gdq) << c.what;
+  EXPECT_EQ(get(dk), gdk) << c.what;
+  EXPECT_EQ(get(dv), gdv) << c.what;
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttention, ::testing::ValuesIn(attention_cases()),
+                         [](const ::testing::TestParamInfo<AttnCase>& info) {
+                           return "case" + std::to_string(info.index);
+                         });
+
+// ---- cross-entropy, argmax ---------------------------------------------------------------------------------------------
+TEST_F(CudaOps, CrossEntropyInPlaceGradientAndArgmax) {
+  for (auto [R, V] : {std::pair<int64_t, int64_t>{37, 1000}, {1, 32000}, {4, 3}}) {
+    Dev logits(gpu(), DType::BF16, {R, V}), losses(gpu(), DType::F32, {R}), targets(gpu(), DType::I32, {R});
+    Dev am(gpu(), DType::I32, {R});
+    std::vector<int32_t> tv(static_cast<size_t>(R));
+    for (int64_t r = 0; r < R; ++r) tv[r] = (r % 5 == 3) ? -100 : int32_t(rng.below(uint64_t(V)));
+    upload_i32(gpu(), targets.t, tv.data());
+    for (bool grad : {false, true}) {
+      std::vector<float> lv = put_random(logits, 3.0), rl(static_cast<size_t>(R));
+      // arg-max first (exact, first index on ties: bf16 values tie often)
+      gpu().argmax_rows(am.t, logits.t);
+      std::vector<int32_t> want_am(static_cast<size_t>(R)), got_am(static_cast<size_t>(R));
+      cpu.argmax_rows(Tensor(want_am.data(), DType::I32, Device::CPU, {R}), test::view(lv, {R, V}));
+      gpu().copy_to_host(got_am.data(), am.t);
+      EXPECT_EQ(got_am, want_am) << "argmax " << R << "x" << V;
+      poison(losses);
+      const double scale = 1.0 / 31.0;
+      gpu().cross_entropy(logits.t, losses.t, targets.t, scale, grad);
+      cpu.cross_entropy(test::view(lv, {R, V}), test::view(rl, {R}), Tensor(tv.data(), DType::I32, Device::CPU, {R}),
+                        scale, grad);
+      EXPECT_CLOSE(get(losses), as_f64(rl), 1e-4, "losses " << R << "x" << V << " grad " << grad);
+      const std::vector<double> gl = get(logits);
+      if (grad) {
+        EXPECT_CLOSE(gl, as_f64(lv), kBf16Tol, "dlogits");
+        for (int64_t r = 0; r < R; ++r) {
+          if (tv[r] != -100) continue;
+          for (int64_t j = 0; j < V; ++j) ASSERT_EQ(gl[r * V + j], 0.0) << "ignored row " << r;
+        }
+      } else {
+        EXPECT_EQ(gl, as_f64(lv)) << "logits untouched without compute_grad";
+      }
+    }
+  }
+}
+
+// ---- optimizer support ---------------------------------------------------------------------------------------------------
+TEST_F(CudaOps, SumSquaresScaleAndAdamW) {
+  const int64_t n = 200001;
+  Dev g(gpu(), DType::F32, {n});
+  const std::vector<float> gv = put_random(g);
+  const double s1 = gpu().sum_squares(g.t), s2 = gpu().sum_squares(g.t);
+  std::vector<float> gc = gv;
+  const double want = cpu.sum_squares(test::view(gc, {n}));
+  EXPECT_NEAR(s1, want, 1e-12 * want);
+  EXPECT_EQ(std::memcmp(&s1, &s2, sizeof s1), 0) << "deterministic";
+  gpu().scale(g.t, 0.37);
+  cpu.scale(test::view(gc, {n}), 0.37);
+  EXPECT_EQ(get(g), as_f64(gc)) << "scale: f32(double(x)·s) on both";
+  std::vector<double> bad(size_t(n), 1.0);
+  bad[12345] = NAN;
+  upload_f64(gpu(), g.t, bad);
+  EXPECT_TRUE(std::isnan(gpu().sum_squares(g.t))) << "NaN must propagate (the trainer skips such steps)";
+
+  // AdamW: bf16 param with an f32 master against the same update on the host in f32.
+  const int64_t m = 5000;
+  Dev p(gpu(), DType::BF16, {m}), master(gpu(), DType::F32, {m}), grad(gpu(), DType::F32, {m});
+  Dev mm(gpu(), DType::F32, {m}), vv(gpu(), DType::F32, {m});
+  std::vector<float> pv = put_random(p, 0.5);
+  gpu().convert(master.t, p.t);
+  std::vector<float> mv(size_t(m), 0.f), v2(size_t(m), 0.f), master_ref = pv;
+  gpu().zero(mm.t), gpu().zero(vv.t);
+  for (int64_t t = 1; t <= 3; ++t) {
+    const std::vector<float> gr = put_random(grad, 0.1);
+    const AdamWStep st{1e-3, 0.9, 0.95, 1e-8, 0.1, t};
+    gpu().adamw_step(p.t, master.t, grad.t, mm.t, vv.t, st);
+    const double bc1 = 1 - std::pow(0.9, double(t)), bc2 = 1 - std::pow(0.95, double(t));
+    for (int64_t i = 0; i < m; ++i) {
+      double x = double(master_ref[i]) * (1 - 1e-3 * 0.1);
+      mv[i] = float(0.9 * mv[i] + 0.1 * gr[i]);
+      v2[i] = float(0.95 * v2[i] + 0.05 * double(gr[i]) * gr[i]);
+      x -= 1e-3 / bc1 * mv[i] / (std::sqrt(double(v2[i])) / std::sqrt(bc2) + 1e-8);
+      master_ref[i] = float(x);
+    }
+  }
+  EXPECT_CLOSE(get(master), as_f64(master_ref), 1e-6, "adamw master");
+  EXPECT_CLOSE(get(mm), as_f64(mv), 1e-6, "adamw m");
+  EXPECT_CLOSE(get(vv), as_f64(v2), 1e-5, "adamw v");
+  const std::vector<double> pm = get(master), pp = get(p);
+  for (int64_t i = 0; i < m; ++i) ASSERT_EQ(pp[i], double(bf16_to_f32(f32_to_bf16(float(pm[i]))))) << i;
+}
+
+TEST_F(CudaOps, TwentyTrainingStepsFollowTheCpuAndTwoGpuRunsAreBitIdentical) {
+  // Initial weights drawn once on the GPU model (so bf16-rounded), then given to both backends.
+  std::vector<std::pair<std::string, std::vector<double>>> init;
+  {
+    LlamaModel model(gpu(), e2e_options());
+    model.init_random(7, 0.05);
+    // LoRA B starts at zero (PEFT); give it small values so the adapters matter from step 1.
+    for (Param& p : model.params().all()) {
+      if (p.kind == ParamKind::LoraB) upload_f64(gpu(), p.value, test::random_vector(rng, p.numel(), 0.02));
+      init.push_back({p.name, download_f64(gpu(), p.value)});
+    }
+  }
+  const int steps = 20;
+  const RunResult cpu_run = train(cpu, init, steps);
+  const RunResult a = train(gpu(), init, steps), b = train(gpu(), init, steps);
+  ASSERT_EQ(a.losses.size(), size_t(steps));
+  for (int s = 0; s < steps; ++s) {
+    EXPECT_TRUE(std::isfinite(a.losses[s])) << "step " << s;
+    EXPECT_NEAR(a.losses[s], cpu_run.losses[s], 2e-2 * cpu_run.losses[s]) << "step " << s << " (bf16 vs f32)";
+  }
+  EXPECT_LT(cpu_run.losses.back(), cpu_run.losses.front()) << "the run learns something (sanity of the setup)";
+  EXPECT_EQ(a.losses, b.losses) << "two GPU runs must be bit-identical";
+  EXPECT_EQ(a.weights, b.weights) << "two GPU runs must end with bit-identical weights";
+  EXPECT_EQ(a.scratch_growths_after_first_step, 0) << "no device allocation inside the step loop after step 1";
+}
+
+TEST_F(CudaOps, KvCacheDecodingMatchesTheCpu) {
+  ModelOptions o = e2e_options();
+  o.attention.use_s2 = false;
+  o.batch = 1;
+  o.seq_len = 16;  // prefill chunks of 16
+  LlamaModel g(gpu(), o), c(cpu, o);
+  g.init_random(3, 0.05);
+  for (Param& p : g.params().all()) upload_f64(cpu, c.params().get(p.name).value, download_f64(gpu(), p.value));
+  Rng r(4);
+  std::vector<int32_t> tokens(300);
+  for (auto& t : tokens) t = int32_t(r.below(101));
+  g.enable_kv_cache(300);
+  c.enable_kv_cache(300);
+  EXPECT_CLOSE(g.append_tokens(tokens.data(), 290), c.append_tokens(tokens.data(), 290), 3e-2, "prefill 290");
+  for (int t = 290; t < 300; ++t)  // one-token steps against >= 256 cached keys: the split-KV decode path
+    EXPECT_CLOSE(g.append_tokens(&tokens[t], 1), c.append_tokens(&tokens[t], 1), 3e-2, "decode at " << t);
+}
+
+#endif  // LONGLORA_WITH_CUDA
+
+}  // namespace
+}  // namespace ll
