@@ -2,13 +2,19 @@
 // the demo configuration learning, exports and flag errors.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <csignal>
 #include <cstring>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 
 #include "cpu/cpu_backend.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
+#include "io/hf_checkpoint.h"
+#include "io/hf_config.h"
+#include "io/peft.h"
 #include "io/safetensors.h"
 #include "model/llama.h"
 #include "tensor_host.h"
@@ -153,6 +159,82 @@ TEST_F(TrainerTest, LossFallsAndFullFineTuningExportsAnHfFolder) {
   EXPECT_LT(l.back(), 0.7 * l.front()) << "the repeating stream is learnable";
   EXPECT_TRUE(path_exists(o.output_dir + "/model/config.json"));
   EXPECT_TRUE(path_exists(o.output_dir + "/model/model.safetensors"));
+}
+
+TEST_F(TrainerTest, SaveMergedWritesAnHfFolderEqualToTheAdapterModel) {
+  TrainOptions o = base("merged");
+  o.save_merged = true;
+  o.max_steps = 3;
+  run_training(o, {});
+  EXPECT_TRUE(path_exists(o.output_dir + "/merged/config.json"));
+  const nlohmann::json cfg = nlohmann::json::parse(read_text_file(o.output_dir + "/merged/config.json"));
+  EXPECT_EQ(cfg.at("rope_scaling").at("factor"), 2.0);  // ceil(32 / 16)
+  const SafetensorsFile merged(o.output_dir + "/merged/model.safetensors");
+  EXPECT_FALSE(merged.contains("model.layers.0.self_attn.q_proj.lora_A.weight"));
+  EXPECT_TRUE(merged.contains("model.layers.0.self_attn.q_proj.weight"));
+  // The merged folder computes what the base (same seed) + the exported adapter computes.
+  CpuBackend<float> backend;
+  ModelOptions mo;
+  mo.config = read_hf_config(o.output_dir + "/merged").model;
+  mo.seq_len = 32;
+  LlamaModel merged_model(backend, mo);
+  load_hf_weights(o.output_dir + "/merged", merged_model.params(), backend);
+  mo.lora = read_adapter_config(o.output_dir).lora;
+  mo.trainable = TrainableConfig{false, true, true, false};
+  LlamaModel adapted(backend, mo);
+  adapted.init_random(uint64_t(o.seed));
+  load_adapter(o.output_dir, adapted.params(), backend);
+  std::vector<int32_t> tokens(32);
+  for (int i = 0; i < 32; ++i) tokens[i] = (i * 7) % 50;
+  EXPECT_LT(test::rel_error(merged_model.logits(tokens.data()), adapted.logits(tokens.data())), 1e-5);
+}
+
+TEST_F(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
+  TrainOptions o = base("nonfinite");
+  o.learning_rate = 1e30;  // the first update overflows the weights; later losses are not finite
+  o.max_grad_norm = 0;
+  o.warmup_steps = 0;
+  o.lr_scheduler_type = "constant";
+  o.max_steps = 20;
+  try {
+    run_training(o, {});
+    FAIL() << "expected the run to stop";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("3 consecutive steps had a non-finite"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(TrainerTest, SigintSavesACheckpointAndStops) {
+  TrainOptions o = base("sigint");
+  o.max_steps = 100000;  // would run for hours: only the signal ends it
+  std::thread killer([] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    std::raise(SIGINT);
+  });
+  const TrainResult r = run_training(o, {});
+  killer.join();
+  EXPECT_TRUE(r.interrupted);
+  EXPECT_GT(r.steps, 0);
+  EXPECT_LT(r.steps, 100000);
+  ASSERT_EQ(list_checkpoints(o.output_dir).size(), 1u);
+  EXPECT_NE(list_checkpoints(o.output_dir)[0].find("checkpoint-" + std::to_string(r.steps)), std::string::npos);
+}
+
+TEST_F(TrainerTest, DemoPresetLearnsOnAShortRun) {
+  TrainOptions o = base("demo_preset");
+  o.model_config = "demo";  // the embedded demo's model: 4 layers, hidden 64, vocab 512 (ids here are < 50)
+  o.model_max_length = 64;
+  o.low_rank_training = false;
+  o.use_s2attn = false;
+  o.learning_rate = 3e-3;
+  o.lr_scheduler_type = "constant";
+  o.warmup_steps = 0;
+  o.per_device_train_batch_size = 4;
+  o.max_steps = 30;
+  run_training(o, {});
+  const std::vector<double> l = losses(o.output_dir);
+  ASSERT_EQ(l.size(), 30u);
+  EXPECT_LT(l.back(), 0.6 * l.front()) << "first " << l.front() << ", last " << l.back();
 }
 
 TEST(TrainerSteps, FrozenWeightsStayBitIdentical) {

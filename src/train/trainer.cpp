@@ -19,6 +19,7 @@
 #include "dropout_mask.h"
 #include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
+#include "io/merge.h"
 #include "io/peft.h"
 #include "model/llama.h"
 #include "train/checkpoint.h"
@@ -374,6 +375,21 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
       save_hf_folder(o.output_dir + "/model", model.params(), *backend, plan.config, so);
     }
   });
+  // --save_merged: W + (α/r)·B·A folded in (after the adapter export, which needs the unmerged adapters), with
+  // rope_scaling recorded in config.json, in the base's dtype.
+  if (o.save_merged && o.low_rank_training) {
+    model.params().with_readable(/*trainable_only=*/false, [&] {
+      if (!lead) return;
+      merge_lora(model.params(), *backend, mo.lora);
+      HfSaveOptions so;
+      so.dtype = plan.info.torch_dtype == "bfloat16" ? DType::BF16
+                 : plan.info.torch_dtype == "float16" ? DType::F16
+                                                      : DType::F32;
+      so.copy_tokenizer_from = plan.hf_dir;
+      so.info = plan.info;
+      save_hf_folder(o.output_dir + "/merged", model.params(), *backend, plan.config, so);
+    });
+  }
   comm.barrier();
   result.steps = state.global_step;
   return result;
