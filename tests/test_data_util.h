@@ -1,6 +1,7 @@
 // Shared by the tokenizer / token-file / tokenization-job tests: temp dirs, the shared assets folder, and a
 // small BPE tokenizer trained with Debian's spm_train once per test-binary run.
 #pragma once
+#include "test_util.h"
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -44,17 +45,6 @@ inline void write_bytes(const std::string& path, const std::string& bytes) {
 inline std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-// ../shared/assets/NAME: $LONGLORA_ASSETS first, then from the working directory (the repository root under
-// `make test`), then from this source file's location. "" when absent.
-inline std::string asset_path(const std::string& name) {
-  const std::string here = std::string(__FILE__).substr(0, std::string(__FILE__).rfind('/') + 1);
-  std::string dirs[] = {std::getenv("LONGLORA_ASSETS") ? std::getenv("LONGLORA_ASSETS") : "", "../shared/assets",
-                        here + "../../shared/assets"};
-  for (const std::string& dir : dirs)
-    if (!dir.empty() && std::filesystem::is_regular_file(dir + "/" + name)) return dir + "/" + name;
-  return "";
 }
 
 // The real Llama-2 tokenizer, or GTEST_SKIP with the reason.

@@ -38,21 +38,6 @@ std::string file_md5(const std::string& path) {
   return md5_hex(bytes.data(), bytes.size());
 }
 
-// A file of the shared assets directory: $LONGLORA_ASSETS when set, else ../shared/assets from the repository root
-// (where the tests run), else the same directory found from this source file. Empty when absent.
-std::string asset_path(const std::string& file) {
-  std::vector<std::string> dirs;
-  if (const char* env = std::getenv("LONGLORA_ASSETS"); env && *env) {
-    dirs.push_back(env);  // an explicit choice: no fallback
-  } else {
-    const std::string here = std::string(__FILE__).substr(0, std::string(__FILE__).rfind('/') + 1);
-    dirs = {"../shared/assets", here + "../../shared/assets"};
-  }
-  for (const std::string& d : dirs)
-    if (fs::is_regular_file(d + "/" + file)) return d + "/" + file;
-  return "";
-}
-
 std::vector<double> read_f32(const SafetensorsFile& f, const std::string& name) {
   const SafetensorsEntry& e = f.entry(name);
   EXPECT_EQ(e.dtype, DType::F32) << name;
@@ -280,7 +265,7 @@ struct Stories {
 
 // Locates the asset and the fixture; returns false (after GTEST_SKIP in the caller) when the asset is absent.
 bool open_stories(Stories* s, std::string* why) {
-  s->asset = asset_path("stories260K.bin");
+  s->asset = test::asset_path("stories260K.bin");
   if (s->asset.empty()) {
     *why = "stories260K.bin not found (set LONGLORA_ASSETS, or provide ../shared/assets/ next to the repository)";
     return false;

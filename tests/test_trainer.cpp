@@ -310,9 +310,8 @@ TEST_F(TrainerTest, FlagErrorsAreClear) {
 
 // LongLoRA's SFT example with the real Llama-2 tokenizer: [INST]…[/INST] prompt, BOS + prompt masked.
 TEST(SftExamples, TemplateMaskingAndTruncationWithLlama2Tokenizer) {
-  const char* env = std::getenv("LONGLORA_ASSETS");
-  const std::string path = std::string(env ? env : "../shared/assets") + "/llama2-tokenizer.model";
-  if (!path_exists(path)) GTEST_SKIP() << "Llama-2 tokenizer not found at " << path;
+  const std::string path = test::asset_path("llama2-tokenizer.model");
+  if (path.empty()) GTEST_SKIP() << "llama2-tokenizer.model not found in $LONGLORA_ASSETS or ../shared/assets";
   const Tokenizer tok = Tokenizer::load(path);
   const SftExample ex = make_sft_example(tok, "What is the capital of France?", "", "Paris.", 1000);
   const std::vector<int32_t> prompt = tok.encode("[INST]What is the capital of France?[/INST]", true, false);

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -22,6 +23,25 @@ inline std::string fixtures_dir() {
       return dir;
     }
   }
+  return "";
+}
+
+// A file of the shared assets folder (../shared/assets, never part of the project): $LONGLORA_ASSETS when set (an
+// explicit choice, no fallback), else ../shared/assets from the working directory (the repository root under
+// `make test`), else the same folder found from this source file. "" when absent: callers GTEST_SKIP with a reason.
+inline std::string asset_path(const std::string& name) {
+  std::vector<std::string> dirs;
+  if (const char* env = std::getenv("LONGLORA_ASSETS"); env && *env) {
+    dirs.push_back(env);
+  } else {
+    const std::string here = std::string(__FILE__).substr(0, std::string(__FILE__).rfind('/') + 1);
+    dirs = {"../shared/assets", here + "../../shared/assets"};
+  }
+  for (const std::string& dir : dirs)
+    if (FILE* f = std::fopen((dir + "/" + name).c_str(), "rb")) {
+      std::fclose(f);
+      return dir + "/" + name;
+    }
   return "";
 }
 
