@@ -1,5 +1,5 @@
-// CudaBackend: validates each op's arguments (cuda/op_checks.cpp), then enqueues the kernels of cuda/*.cu or the
-// cuBLASLt products on the backend's stream.
+// CudaBackend: validates each op's arguments (src/op_checks.cpp, plus cuda/op_checks.cpp where the kernels need
+// more), then enqueues the kernels of cuda/*.cu or the cuBLASLt products on the backend's stream.
 #include "cuda/cuda_backend.h"
 
 #include <cuda_runtime.h>
@@ -23,7 +23,8 @@
 
 namespace ll {
 
-namespace checks = cuda_checks;
+namespace checks = cuda_checks;  // the CUDA additions to the shared op_checks
+using cuda_checks::kContext;
 using cuda::bf16;
 
 namespace {
@@ -161,7 +162,7 @@ void CudaBackend::copy(Tensor dst, const Tensor& src) {
 }
 
 void CudaBackend::convert(Tensor dst, const Tensor& src) {
-  const int64_t n = checks::convert(dst, src);
+  const int64_t n = op_checks::convert(kContext, dst, src);
   if (dst.dtype == src.dtype) {
     if (dst.data != src.data)
       LL_CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, dst.nbytes(), cudaMemcpyDeviceToDevice, impl_->stream));
@@ -179,13 +180,13 @@ void CudaBackend::synchronize() { LL_CUDA_CHECK(cudaStreamSynchronize(impl_->str
 
 // ---- embedding -----------------------------------------------------------------------------------------------------
 void CudaBackend::embedding_forward(Tensor out, const Tensor& ids, const Tensor& table) {
-  const auto d = checks::embedding_forward(out, ids, table);
+  const auto d = op_checks::embedding_forward(kContext, out, ids, table);
   cuda::launch_embedding_forward(dev<bf16>(out), dev<int32_t>(ids), dev<bf16>(table), d.rows, d.cols, table.rows(),
                                  impl_->stream);
 }
 
 void CudaBackend::embedding_backward(Tensor dtable, const Tensor& ids, const Tensor& dout) {
-  const auto d = checks::embedding_backward(dtable, ids, dout);
+  const auto d = op_checks::embedding_backward(kContext, dtable, ids, dout);
   if (d.rows == 0) return;
   // The grouping by id is planned on the host (one small copy of the ids): deterministic, no atomics.
   std::vector<int32_t> host_ids(size_t(d.rows));
@@ -214,7 +215,7 @@ void CudaBackend::rmsnorm_forward(Tensor out, Tensor rstd, const Tensor& x, cons
 
 void CudaBackend::rmsnorm_backward(Tensor dx, Tensor dw, const Tensor& dout, const Tensor& x, const Tensor& w,
                                    const Tensor& rstd, bool accumulate_dx) {
-  const auto d = checks::rmsnorm_backward(dx, dw, dout, x, w, rstd);
+  const auto d = op_checks::rmsnorm_backward(kContext, dx, dw, dout, x, w, rstd);
   if (!dw.empty()) {
     const cuda_plan::ColumnReducePlan plan = cuda_plan::plan_column_reduce(d.rows);
     float* partial = static_cast<float*>(impl_->get_scratch(size_t(plan.chunks * d.cols) * sizeof(float)));
@@ -229,14 +230,14 @@ void CudaBackend::rmsnorm_backward(Tensor dx, Tensor dw, const Tensor& dout, con
 
 // ---- linear and LoRA -------------------------------------------------------------------------------------------------
 void CudaBackend::linear_forward(Tensor y, const Tensor& x, const Tensor& w, bool accumulate) {
-  const auto d = checks::linear_forward(y, x, w);
+  const auto d = op_checks::linear_forward(kContext, y, x, w);
   impl_->gemm->gemm(false, true, d.rows, d.out, d.in, 1.f, dev<bf16>(x), d.in, dev<bf16>(w), d.in,
                     accumulate ? 1.f : 0.f, y.data, DType::BF16, d.out, impl_->stream);
 }
 
 void CudaBackend::linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const Tensor& x, const Tensor& w,
                                   bool accumulate_dx) {
-  const auto d = checks::linear_backward(dx, dw, dy, x, w);
+  const auto d = op_checks::linear_backward(kContext, dx, dw, dy, x, w);
   auto& g = *impl_->gemm;
   if (!dx.empty())  // dx[T,K] (+)= dy[T,N]·W[N,K]
     g.gemm(false, false, d.rows, d.in, d.out, 1.f, dev<bf16>(dy), d.out, dev<bf16>(w), d.in, accumulate_dx ? 1.f : 0.f,
@@ -248,7 +249,7 @@ void CudaBackend::linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const 
 
 void CudaBackend::lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& x_lora, const Tensor& w,
                                const Tensor& a, const Tensor& b, double scale) {
-  const auto d = checks::lora_forward(y, xa, x, x_lora, w, a, b);
+  const auto d = op_checks::lora_forward(kContext, y, xa, x, x_lora, w, a, b);
   auto& g = *impl_->gemm;
   cudaStream_t s = impl_->stream;
   g.gemm(false, true, d.rows, d.out, d.in, 1.f, dev<bf16>(x), d.in, dev<bf16>(w), d.in, 0.f, y.data, DType::BF16,
@@ -263,7 +264,7 @@ void CudaBackend::lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tenso
 void CudaBackend::lora_backward(Tensor dx, Tensor dx_lora, Tensor dw, Tensor da, Tensor db, Tensor dxa,
                                 const Tensor& dy, const Tensor& x, const Tensor& x_lora, const Tensor& xa,
                                 const Tensor& w, const Tensor& a, const Tensor& b, double scale, bool accumulate_dx) {
-  const auto d = checks::lora_backward(dx, dx_lora, dw, da, db, dxa, dy, x, x_lora, xa, w, a, b);
+  const auto d = op_checks::lora_backward(kContext, dx, dx_lora, dw, da, db, dxa, dy, x, x_lora, xa, w, a, b);
   auto& g = *impl_->gemm;
   cudaStream_t s = impl_->stream;
   const float sc = float(scale);
@@ -289,7 +290,7 @@ void CudaBackend::lora_backward(Tensor dx, Tensor dx_lora, Tensor dw, Tensor da,
 }
 
 void CudaBackend::dropout(Tensor out, const Tensor& x, double p, uint64_t seed) {
-  const int64_t n = checks::dropout(out, x, p);
+  const int64_t n = op_checks::dropout(kContext, out, x, p);
   cuda::launch_dropout(dev<bf16>(out), dev<bf16>(x), n, p, seed, impl_->stream);
 }
 
@@ -365,18 +366,18 @@ void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tens
 
 // ---- SwiGLU, add -----------------------------------------------------------------------------------------------------
 void CudaBackend::swiglu_forward(Tensor out, const Tensor& gate, const Tensor& up) {
-  const int64_t n = checks::swiglu_forward(out, gate, up);
+  const int64_t n = op_checks::swiglu_forward(kContext, out, gate, up);
   cuda::launch_swiglu_forward(dev<bf16>(out), dev<bf16>(gate), dev<bf16>(up), n, impl_->stream);
 }
 
 void CudaBackend::swiglu_backward(Tensor dgate, Tensor dup, const Tensor& dout, const Tensor& gate, const Tensor& up) {
-  const int64_t n = checks::swiglu_backward(dgate, dup, dout, gate, up);
+  const int64_t n = op_checks::swiglu_backward(kContext, dgate, dup, dout, gate, up);
   cuda::launch_swiglu_backward(dev<bf16>(dgate), dev<bf16>(dup), dev<bf16>(dout), dev<bf16>(gate), dev<bf16>(up), n,
                                impl_->stream);
 }
 
 void CudaBackend::add(Tensor out, const Tensor& a, const Tensor& b) {
-  const int64_t n = checks::add(out, a, b);
+  const int64_t n = op_checks::add(kContext, out, a, b);
   cuda::launch_add(dev<bf16>(out), dev<bf16>(a), dev<bf16>(b), n, impl_->stream);
 }
 
@@ -389,13 +390,13 @@ void CudaBackend::cross_entropy(Tensor logits, Tensor losses, const Tensor& targ
 }
 
 void CudaBackend::argmax_rows(Tensor out, const Tensor& logits) {
-  const auto d = checks::argmax_rows(out, logits);
+  const auto d = op_checks::argmax_rows(kContext, out, logits);
   cuda::launch_argmax_rows(dev<int32_t>(out), dev<bf16>(logits), d.rows, d.cols, impl_->stream);
 }
 
 // ---- optimizer support ---------------------------------------------------------------------------------------------------
 double CudaBackend::sum_squares(const Tensor& x) {
-  const int64_t n = checks::sum_squares(x);
+  const int64_t n = op_checks::sum_squares(kContext, x);
   const cuda_plan::SumSquaresPlan plan = cuda_plan::plan_sum_squares(n);
   double* buf = static_cast<double*>(impl_->get_scratch(size_t(plan.blocks + 1) * sizeof(double)));
   cuda::launch_sum_squares(buf, buf + 1, dev<float>(x), n, plan.block_elems, plan.blocks, impl_->stream);
@@ -405,7 +406,7 @@ double CudaBackend::sum_squares(const Tensor& x) {
 }
 
 void CudaBackend::scale(Tensor x, double s) {
-  const int64_t n = checks::scale(x);
+  const int64_t n = op_checks::scale(kContext, x);
   cuda::launch_scale_f32(dev<float>(x), n, s, impl_->stream);
 }
 
@@ -441,5 +442,6 @@ void CudaBackend::memory_info(size_t* free_bytes, size_t* total_bytes) const {
 }
 std::string CudaBackend::device_description() const { return impl_->name; }
 size_t CudaBackend::cached_gemm_plans() const { return impl_->gemm->cached_plans(); }
+void* CudaBackend::native_stream() const { return impl_->stream; }
 
 }  // namespace ll

@@ -85,6 +85,8 @@ class CudaBackend final : public Backend {
   std::string device_description() const;
   // cuBLASLt plans cached so far (one per distinct product shape/layout/alignment).
   size_t cached_gemm_plans() const;
+  // The stream every op is enqueued on (a cudaStream_t): NCCL collectives are ordered against it with events.
+  void* native_stream() const;
 
  private:
   struct Impl;

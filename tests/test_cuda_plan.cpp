@@ -294,6 +294,7 @@ Tensor dev(DType dt, std::initializer_list<int64_t> dims, uintptr_t addr = 0x100
   return Tensor(reinterpret_cast<void*>(addr), dt, Device::CUDA, dims);
 }
 constexpr DType kB = DType::BF16, kF = DType::F32, kI = DType::I32;
+constexpr op_checks::Context kCuda = cuda_checks::kContext;  // the shared checks as the CUDA backend runs them
 
 template <typename F>
 void expect_error(F&& f, const std::string& fragment) {
@@ -311,42 +312,42 @@ TEST(CudaOpChecks, PolicyAndElementwiseOps) {
   EXPECT_EQ(p.act, kB);
   EXPECT_EQ(p.stat, kF);
   EXPECT_EQ(p.grad, kF);
-  EXPECT_EQ(cuda_checks::add(dev(kB, {3, 4}), dev(kB, {3, 4}), dev(kB, {12, 1}).view({3, 4})), 12);
-  expect_error([] { cuda_checks::add(dev(kB, {3, 4}), dev(kF, {3, 4}), dev(kB, {3, 4})); }, "`a` has dtype f32");
-  expect_error([] { cuda_checks::add(dev(kB, {3, 4}), dev(kB, {3, 4}), dev(kB, {3, 5})); }, "`b` is [3,5]");
+  EXPECT_EQ(op_checks::add(kCuda, dev(kB, {3, 4}), dev(kB, {3, 4}), dev(kB, {12, 1}).view({3, 4})), 12);
+  expect_error([] { op_checks::add(kCuda, dev(kB, {3, 4}), dev(kF, {3, 4}), dev(kB, {3, 4})); }, "`a` has dtype f32");
+  expect_error([] { op_checks::add(kCuda, dev(kB, {3, 4}), dev(kB, {3, 4}), dev(kB, {3, 5})); }, "`b` is [3,5]");
   std::vector<uint16_t> host(12);
   const Tensor on_host(host.data(), kB, Device::CPU, {3, 4});
-  expect_error([&] { cuda_checks::add(dev(kB, {3, 4}), on_host, dev(kB, {3, 4})); }, "lives on cpu");
-  expect_error([] { cuda_checks::add(Tensor(), dev(kB, {3, 4}), dev(kB, {3, 4})); }, "`out` is empty");
-  EXPECT_EQ(cuda_checks::swiglu_backward(dev(kB, {2, 6}), dev(kB, {2, 6}), dev(kB, {2, 6}), dev(kB, {2, 6}),
-                                         dev(kB, {2, 6})),
+  expect_error([&] { op_checks::add(kCuda, dev(kB, {3, 4}), on_host, dev(kB, {3, 4})); }, "lives on cpu");
+  expect_error([] { op_checks::add(kCuda, Tensor(), dev(kB, {3, 4}), dev(kB, {3, 4})); }, "`out` is empty");
+  EXPECT_EQ(op_checks::swiglu_backward(kCuda, dev(kB, {2, 6}), dev(kB, {2, 6}), dev(kB, {2, 6}), dev(kB, {2, 6}),
+                                       dev(kB, {2, 6})),
             12);
-  expect_error([] { cuda_checks::dropout(dev(kB, {2, 2}), dev(kB, {2, 2}), 1.0); }, "[0, 1)");
-  EXPECT_EQ(cuda_checks::sum_squares(dev(kF, {5, 3})), 15);
-  expect_error([] { cuda_checks::scale(dev(kB, {5})); }, "expected f32");
-  EXPECT_EQ(cuda_checks::convert(dev(kF, {2, 3}), dev(kB, {6})), 6);
-  expect_error([] { cuda_checks::convert(dev(kF, {2, 3}), dev(kB, {5})); }, "element count");
-  expect_error([] { cuda_checks::convert(dev(kI, {6}), dev(kB, {6})); }, "not a floating-point conversion");
+  expect_error([] { op_checks::dropout(kCuda, dev(kB, {2, 2}), dev(kB, {2, 2}), 1.0); }, "[0, 1)");
+  EXPECT_EQ(op_checks::sum_squares(kCuda, dev(kF, {5, 3})), 15);
+  expect_error([] { op_checks::scale(kCuda, dev(kB, {5})); }, "expected f32");
+  EXPECT_EQ(op_checks::convert(kCuda, dev(kF, {2, 3}), dev(kB, {6})), 6);
+  expect_error([] { op_checks::convert(kCuda, dev(kF, {2, 3}), dev(kB, {5})); }, "element count");
+  expect_error([] { op_checks::convert(kCuda, dev(kI, {6}), dev(kB, {6})); }, "not a floating-point conversion");
   expect_error([] { cuda_checks::copy(dev(kF, {6}), dev(kB, {6})); }, "does not match");
 }
 
 TEST(CudaOpChecks, EmbeddingNormRopeAndLoss) {
-  const auto e = cuda_checks::embedding_forward(dev(kB, {6, 8}), dev(kI, {6}), dev(kB, {50, 8}));
+  const auto e = op_checks::embedding_forward(kCuda, dev(kB, {6, 8}), dev(kI, {6}), dev(kB, {50, 8}));
   EXPECT_EQ(e.rows, 6);
   EXPECT_EQ(e.cols, 8);
-  expect_error([] { cuda_checks::embedding_backward(dev(kB, {50, 8}), dev(kI, {6}), dev(kB, {6, 8})); },
+  expect_error([] { op_checks::embedding_backward(kCuda, dev(kB, {50, 8}), dev(kI, {6}), dev(kB, {6, 8})); },
                "`dtable` has dtype bf16, expected f32");
-  expect_error([] { cuda_checks::embedding_forward(dev(kB, {6, 8}), dev(kF, {6}), dev(kB, {50, 8})); }, "`ids`");
+  expect_error([] { op_checks::embedding_forward(kCuda, dev(kB, {6, 8}), dev(kF, {6}), dev(kB, {50, 8})); }, "`ids`");
   const auto r = cuda_checks::rmsnorm_forward(dev(kB, {4, 16}), dev(kF, {4}), dev(kB, {4, 16}), dev(kB, {16}), 1e-5);
   EXPECT_EQ(r.rows, 4);
   expect_error([] { cuda_checks::rmsnorm_forward(dev(kB, {4, 16}), dev(kB, {4}), dev(kB, {4, 16}), dev(kB, {16}), 1e-5); },
                "`rstd` has dtype bf16, expected f32");
   // Empty dx / dw are allowed (skipped), wrong ones are not.
-  EXPECT_NO_THROW(cuda_checks::rmsnorm_backward(Tensor(), Tensor(), dev(kB, {4, 16}), dev(kB, {4, 16}), dev(kB, {16}),
-                                                dev(kF, {4})));
+  EXPECT_NO_THROW(op_checks::rmsnorm_backward(kCuda, Tensor(), Tensor(), dev(kB, {4, 16}), dev(kB, {4, 16}),
+                                              dev(kB, {16}), dev(kF, {4})));
   expect_error([] {
-    cuda_checks::rmsnorm_backward(Tensor(), dev(kB, {16}), dev(kB, {4, 16}), dev(kB, {4, 16}), dev(kB, {16}),
-                                  dev(kF, {4}));
+    op_checks::rmsnorm_backward(kCuda, Tensor(), dev(kB, {16}), dev(kB, {4, 16}), dev(kB, {4, 16}), dev(kB, {16}),
+                                dev(kF, {4}));
   }, "`dw` has dtype bf16");
   const auto rp = cuda_checks::rope(dev(kB, {10, 4, 8}), dev(kI, {10}), RopeParams{10000, 2}, "rope_forward");
   EXPECT_EQ(rp.head_dim, 8);
@@ -355,30 +356,30 @@ TEST(CudaOpChecks, EmbeddingNormRopeAndLoss) {
                "rope_backward");
   EXPECT_EQ(cuda_checks::cross_entropy(dev(kB, {3, 11}), dev(kF, {3}), dev(kI, {3})).cols, 11);
   expect_error([] { cuda_checks::cross_entropy(dev(kF, {3, 11}), dev(kF, {3}), dev(kI, {3})); }, "`logits`");
-  EXPECT_EQ(cuda_checks::argmax_rows(dev(kI, {3}), dev(kB, {3, 11})).rows, 3);
+  EXPECT_EQ(op_checks::argmax_rows(kCuda, dev(kI, {3}), dev(kB, {3, 11})).rows, 3);
 }
 
 TEST(CudaOpChecks, MatrixProducts) {
-  const auto l = cuda_checks::linear_forward(dev(kB, {6, 5}), dev(kB, {6, 3}), dev(kB, {5, 3}));
+  const auto l = op_checks::linear_forward(kCuda, dev(kB, {6, 5}), dev(kB, {6, 3}), dev(kB, {5, 3}));
   EXPECT_EQ(l.rows, 6);
   EXPECT_EQ(l.in, 3);
   EXPECT_EQ(l.out, 5);
-  expect_error([] { cuda_checks::linear_forward(dev(kB, {6, 5}), dev(kB, {6, 3}), dev(kF, {5, 3})); }, "`w`");
-  expect_error([] { cuda_checks::linear_backward(Tensor(), dev(kB, {5, 3}), dev(kB, {6, 5}), dev(kB, {6, 3}),
-                                                 dev(kB, {5, 3})); },
+  expect_error([] { op_checks::linear_forward(kCuda, dev(kB, {6, 5}), dev(kB, {6, 3}), dev(kF, {5, 3})); }, "`w`");
+  expect_error([] { op_checks::linear_backward(kCuda, Tensor(), dev(kB, {5, 3}), dev(kB, {6, 5}), dev(kB, {6, 3}),
+                                               dev(kB, {5, 3})); },
                "`dw` has dtype bf16, expected f32");
-  const auto lo = cuda_checks::lora_forward(dev(kB, {6, 5}), dev(kB, {6, 2}), dev(kB, {6, 3}), dev(kB, {6, 3}),
-                                            dev(kB, {5, 3}), dev(kB, {2, 3}), dev(kB, {5, 2}));
+  const auto lo = op_checks::lora_forward(kCuda, dev(kB, {6, 5}), dev(kB, {6, 2}), dev(kB, {6, 3}), dev(kB, {6, 3}),
+                                          dev(kB, {5, 3}), dev(kB, {2, 3}), dev(kB, {5, 2}));
   EXPECT_EQ(lo.rank, 2);
   expect_error([] {
-    cuda_checks::lora_backward(Tensor(), Tensor(), Tensor(), dev(kF, {2, 3}), dev(kF, {5, 2}), dev(kB, {6, 2}),
-                               dev(kB, {6, 5}), dev(kB, {6, 3}), dev(kB, {6, 3}), dev(kB, {6, 2}), dev(kB, {5, 3}),
-                               dev(kB, {2, 3}), dev(kB, {5, 2}));
+    op_checks::lora_backward(kCuda, Tensor(), Tensor(), Tensor(), dev(kF, {2, 3}), dev(kF, {5, 2}), dev(kB, {6, 2}),
+                             dev(kB, {6, 5}), dev(kB, {6, 3}), dev(kB, {6, 3}), dev(kB, {6, 2}), dev(kB, {5, 3}),
+                             dev(kB, {2, 3}), dev(kB, {5, 2}));
   }, "needs dx or dx_lora");
   expect_error([] {
-    cuda_checks::lora_backward(dev(kB, {6, 3}), Tensor(), Tensor(), dev(kB, {2, 3}), dev(kF, {5, 2}), dev(kB, {6, 2}),
-                               dev(kB, {6, 5}), dev(kB, {6, 3}), dev(kB, {6, 3}), dev(kB, {6, 2}), dev(kB, {5, 3}),
-                               dev(kB, {2, 3}), dev(kB, {5, 2}));
+    op_checks::lora_backward(kCuda, dev(kB, {6, 3}), Tensor(), Tensor(), dev(kB, {2, 3}), dev(kF, {5, 2}),
+                             dev(kB, {6, 2}), dev(kB, {6, 5}), dev(kB, {6, 3}), dev(kB, {6, 3}), dev(kB, {6, 2}),
+                             dev(kB, {5, 3}), dev(kB, {2, 3}), dev(kB, {5, 2}));
   }, "`da` has dtype bf16");
 }
 
