@@ -9,6 +9,8 @@
 #   CUDA=0|1      force the CUDA translation units off/on (default: on when nvcc is found)
 #   CUDA_ARCH     space-separated SM versions to compile for (default: 80 90)
 #   MPI=0|1       force multi-rank support off/on (default: on when mpicxx is found); build/test_mpi runs under mpirun
+#   NCCL=0|1      force the NCCL communicator off/on (default: on with CUDA=1, MPI=1 and $(CUDA_HOME)/include/nccl.h,
+#                 or NCCL_HOME/include/nccl.h); links -lnccl from $(NCCL_HOME)/lib or $(CUDA_HOME)/lib64
 
 BUILD     ?= build
 CXX       ?= g++
@@ -57,6 +59,21 @@ ifeq ($(MPI),1)
   CPPFLAGS  += -DLONGLORA_WITH_MPI -DOMPI_SKIP_MPICXX $(shell mpicxx --showme:compile)
   LDLIBS    += $(shell mpicxx --showme:link)
   MPI_TEST_BIN := $(BUILD)/test_mpi
+endif
+
+# NCCL: mpi/comm_nccl.cpp (NcclComm), when both CUDA and MPI are on and nccl.h is found. The file is plain C++ that
+# includes cuda_runtime.h and nccl.h, so only it gets the CUDA include path.
+NCCL_HOME ?= $(CUDA_HOME)
+NCCL_LIB  := $(firstword $(wildcard $(NCCL_HOME)/lib/libnccl.so $(NCCL_HOME)/lib64/libnccl.so))
+NCCL      ?= $(if $(and $(filter 1,$(CUDA)),$(filter 1,$(MPI)),$(wildcard $(NCCL_HOME)/include/nccl.h)),1,0)
+ifeq ($(NCCL),1)
+  ifneq ($(CUDA)$(MPI),11)
+    $(error NCCL=1 needs CUDA=1 and MPI=1)
+  endif
+  CPPFLAGS  += -DLONGLORA_WITH_NCCL
+  NCCL_LIBDIR := $(if $(NCCL_LIB),$(dir $(NCCL_LIB)),$(CUDA_HOME)/lib64)
+  LDLIBS    += -L$(NCCL_LIBDIR) -Wl,-rpath,$(NCCL_LIBDIR) -lnccl
+$(BUILD)/obj/mpi/comm_nccl.o: CPPFLAGS += -I$(NCCL_HOME)/include -I$(CUDA_HOME)/include
 endif
 
 LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o) $(CU_SRCS:%.cu=$(BUILD)/obj/%.o)

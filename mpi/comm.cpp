@@ -22,6 +22,18 @@ int64_t split_offset(const std::vector<int64_t>& counts, int index) {
   return off;
 }
 
+int choose_local_device(int local_rank, int local_size, int visible_devices) {
+  LL_CHECK(local_size >= 1 && local_rank >= 0 && local_rank < local_size, "choose_local_device: local rank ",
+           local_rank, " of ", local_size);
+  LL_CHECK(visible_devices >= 1, "rank ", local_rank, " of the ", local_size, " ranks on this node sees no CUDA "
+           "device (check CUDA_VISIBLE_DEVICES and the launcher's GPU binding)");
+  if (visible_devices == 1) return 0;  // one GPU per rank, chosen by the launcher (or a single-rank node)
+  LL_CHECK(local_rank < visible_devices, "this node runs ", local_size, " ranks but they see only ",
+           visible_devices, " CUDA devices: start at most ", visible_devices, " ranks per node (one GPU each), or "
+           "give every rank its own GPU through CUDA_VISIBLE_DEVICES");
+  return local_rank;
+}
+
 namespace {
 
 class LocalComm final : public Comm {
@@ -56,6 +68,14 @@ bool launched_by_mpi() {
 }  // namespace
 
 std::unique_ptr<Comm> make_local_comm() { return std::make_unique<LocalComm>(); }
+
+#ifndef LONGLORA_WITH_NCCL
+bool built_with_nccl() { return false; }
+std::unique_ptr<Comm> make_nccl_comm(Comm&, Backend&, int) {
+  fail("several ranks with --device cuda need NCCL, and this build has none (it needs nvcc, mpicxx and "
+       "$(CUDA_HOME)/include/nccl.h when compiled; see the Makefile's NCCL setting)");
+}
+#endif
 
 #ifdef LONGLORA_WITH_MPI
 std::unique_ptr<Comm> make_mpi_comm();  // comm_mpi.cpp

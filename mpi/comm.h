@@ -1,8 +1,19 @@
-// Collective communication between training ranks. One small interface, two implementations today:
+// Collective communication between training ranks. One small interface, three implementations:
 //   LocalComm — one process (every collective is the identity); always available;
-//   MpiComm   — MPI on host buffers (the CPU backend, and the multi-rank tests), built when mpicxx is found.
-// NCCL on device buffers arrives with the CUDA backend. Collectives are blocking; the ZeRO schedule calls them
-// at fixed points, so every rank issues the same sequence.
+//   MpiComm   — MPI on host buffers (the CPU backend, and the multi-rank tests), built when mpicxx is found;
+//   NcclComm  — NCCL on device buffers (CUDA backend), scalars and host buffers through MPI; built with CUDA + MPI
+//               + NCCL (mpi/comm_nccl.cpp, make_nccl_comm).
+// Every rank issues the same sequence of collectives (the ZeRO schedule is deterministic).
+//
+// Blocking and asynchronous forms. The blocking calls return when the result may be used by what this rank does
+// next: on host buffers the data is there; on device buffers (NCCL) the work is ordered before every op enqueued
+// afterwards on the backend's compute stream (the host does not wait for the GPU). The start_* forms begin a
+// collective and return a request; wait(request) gives the same guarantee as the blocking call. Between start and
+// wait the caller must not write the collective's buffers nor read its outputs. A collective begins after
+// everything enqueued on the compute stream before the start (NCCL: an event on the compute stream, waited by
+// the communication stream), so buffers written just before start_* are safe. Host implementations run the
+// collective inside start_* (or, with LONGLORA_COMM_DEFER=1 in MpiComm, inside wait — the tests use it to emulate
+// the worst case of asynchronous completion).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -13,12 +24,23 @@
 
 namespace ll {
 
+class Backend;
+
+// A started collective; id 0 means "already complete" (wait is a no-op).
+struct CommRequest {
+  uint64_t id = 0;
+};
+
 class Comm {
  public:
   virtual ~Comm() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::string name() const = 0;
+  // This rank's index among the ranks of its node (MPI_COMM_TYPE_SHARED split), and their number: what picks
+  // the rank's GPU (choose_local_device).
+  virtual int local_rank() const { return 0; }
+  virtual int local_size() const { return 1; }
 
   // In place, f32 or f64 tensors of any shape.
   virtual void all_reduce_sum(Tensor t) = 0;
@@ -28,7 +50,7 @@ class Comm {
   // rank r receives the sum over ranks of its range in `shard` (counts[r] elements).
   virtual void reduce_scatter_sum(Tensor shard, const Tensor& full, const std::vector<int64_t>& counts) = 0;
   // Inverse layout: rank r contributes elements [offset_r, offset_r + counts[r]) of `full`, in place; afterwards
-  // every rank holds every range.
+  // every rank holds every range. Any dtype that the implementation can move (MPI: f32/f64/i32/bf16/f16).
   virtual void all_gather_in_place(Tensor full, const std::vector<int64_t>& counts) = 0;
   virtual void broadcast(Tensor t, int root) = 0;
   virtual void barrier() = 0;
@@ -37,6 +59,24 @@ class Comm {
   // A collective that has not completed after `seconds` (a peer died or hangs) ends this rank with a message
   // naming it and the collective, which makes the launcher end the others. 0 disables the watchdog.
   virtual void set_timeout(double seconds) { (void)seconds; }
+
+  // ---- asynchronous forms (see the top of this file) ---------------------------------------------------------
+  virtual CommRequest start_all_reduce_sum(Tensor t) {
+    all_reduce_sum(t);
+    return {};
+  }
+  virtual CommRequest start_reduce_scatter_sum(Tensor shard, const Tensor& full, const std::vector<int64_t>& counts) {
+    reduce_scatter_sum(shard, full, counts);
+    return {};
+  }
+  virtual CommRequest start_all_gather_in_place(Tensor full, const std::vector<int64_t>& counts) {
+    all_gather_in_place(full, counts);
+    return {};
+  }
+  virtual void wait(CommRequest request) { (void)request; }
+  // Whether start_* return before the collective completes (NCCL): the ZeRO code then buckets and prefetches by
+  // default. Host implementations return false.
+  virtual bool asynchronous() const { return false; }
 };
 
 // Splits n elements into `parts` contiguous ranges as evenly as possible (the first n % parts get one more).
@@ -44,9 +84,20 @@ std::vector<int64_t> even_split(int64_t n, int parts);
 // Start offset of range `index` of a split.
 int64_t split_offset(const std::vector<int64_t>& counts, int index);
 
+// The GPU of a rank: local_rank when the node's ranks see at least local_size devices; device 0 when each rank
+// sees exactly one (the launcher gave every rank its own GPU through CUDA_VISIBLE_DEVICES). Throws, naming the
+// numbers and what to change, when the node has fewer visible GPUs than ranks.
+int choose_local_device(int local_rank, int local_size, int visible_devices);
+
 std::unique_ptr<Comm> make_local_comm();
 // MPI when this process was started by an MPI launcher (mpirun/srun) and the build has MPI; otherwise local.
 std::unique_ptr<Comm> make_world_comm();
 bool built_with_mpi();
+bool built_with_nccl();
+// NCCL over the ranks of `host` (an MpiComm, which must outlive the result: it bootstraps the communicator by
+// broadcasting the ncclUniqueId, and carries the scalar reductions, host buffers, barriers and abort). `backend`
+// must be the CUDA backend of `device` (its compute stream orders the collectives). Throws when the build has no
+// NCCL.
+std::unique_ptr<Comm> make_nccl_comm(Comm& host, Backend& backend, int device);
 
 }  // namespace ll

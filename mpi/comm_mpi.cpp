@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <map>
 #include <string>
 #include <thread>
 
@@ -27,13 +29,28 @@ namespace {
     }                                                                                            \
   } while (0)
 
-MPI_Datatype mpi_type(DType t) {
+// `reduce`: the type is summed (16-bit floats can only be moved: gathers and broadcasts).
+MPI_Datatype mpi_type(DType t, bool reduce = true) {
   switch (t) {
     case DType::F32: return MPI_FLOAT;
     case DType::F64: return MPI_DOUBLE;
     case DType::I32: return MPI_INT32_T;
-    default: fail("MPI collectives on host buffers support f32, f64 and i32, got ", dtype_name(t));
+    case DType::BF16:
+    case DType::F16:
+      if (!reduce) return MPI_UINT16_T;
+      [[fallthrough]];
+    default:
+      fail("MPI collectives on host buffers ", reduce ? "reduce f32, f64 and i32" : "move f32, f64, i32, bf16 and f16",
+           ", got ", dtype_name(t));
   }
+}
+
+// LONGLORA_COMM_DEFER=1: the start_* forms run their collective only in wait() — the latest moment an
+// asynchronous implementation may complete it. A caller that reads a result before waiting, or writes an input
+// between start and wait, then computes wrong values, which the multi-rank tests detect on CPU ranks.
+bool defer_requested() {
+  const char* v = std::getenv("LONGLORA_COMM_DEFER");
+  return v && *v && std::string(v) != "0";
 }
 
 std::vector<int> as_int(const std::vector<int64_t>& v, const char* what) {
@@ -59,6 +76,12 @@ class MpiComm final : public Comm {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    // The ranks sharing this node's memory: the local rank picks the GPU.
+    MPI_Comm node = MPI_COMM_NULL;
+    LL_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node));
+    MPI_Comm_rank(node, &local_rank_);
+    MPI_Comm_size(node, &local_size_);
+    MPI_Comm_free(&node);
     if (const char* t = std::getenv("LONGLORA_COMM_TIMEOUT_SEC")) timeout_s_ = std::atof(t);
     watchdog_ = std::thread([this] { watch(); });
   }
@@ -72,6 +95,8 @@ class MpiComm final : public Comm {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string name() const override { return "mpi"; }
+  int local_rank() const override { return local_rank_; }
+  int local_size() const override { return local_size_; }
 
   void all_reduce_sum(Tensor t) override {
     const Pending pending(this, "all_reduce_sum");
@@ -104,11 +129,30 @@ class MpiComm final : public Comm {
     std::vector<int> displs(size_, 0);
     for (int r = 1; r < size_; ++r) displs[r] = displs[r - 1] + c[r - 1];
     LL_MPI_CHECK(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, full.data, c.data(), displs.data(),
-                                mpi_type(full.dtype), MPI_COMM_WORLD));
+                                mpi_type(full.dtype, false), MPI_COMM_WORLD));
   }
   void broadcast(Tensor t, int root) override {
     const Pending pending(this, "broadcast");
-    LL_MPI_CHECK(MPI_Bcast(t.data, int(t.numel()), mpi_type(t.dtype), root, MPI_COMM_WORLD));
+    LL_MPI_CHECK(MPI_Bcast(t.data, int(t.numel()), mpi_type(t.dtype, false), root, MPI_COMM_WORLD));
+  }
+
+  // Synchronous (MPI_THREAD_FUNNELED gives no progress outside MPI calls), or deferred to wait() for the tests.
+  CommRequest start_all_reduce_sum(Tensor t) override {
+    return run_or_defer([this, t] { all_reduce_sum(t); });
+  }
+  CommRequest start_reduce_scatter_sum(Tensor shard, const Tensor& full, const std::vector<int64_t>& counts) override {
+    return run_or_defer([this, shard, full, counts] { reduce_scatter_sum(shard, full, counts); });
+  }
+  CommRequest start_all_gather_in_place(Tensor full, const std::vector<int64_t>& counts) override {
+    return run_or_defer([this, full, counts] { all_gather_in_place(full, counts); });
+  }
+  void wait(CommRequest request) override {
+    if (request.id == 0) return;
+    const auto it = deferred_.find(request.id);
+    LL_CHECK(it != deferred_.end(), "wait: request ", request.id, " is unknown or was already waited for");
+    const std::function<void()> run = std::move(it->second);
+    deferred_.erase(it);
+    run();
   }
   void barrier() override {
     const Pending pending(this, "barrier");
@@ -124,6 +168,15 @@ class MpiComm final : public Comm {
   void set_timeout(double seconds) override { timeout_s_ = seconds; }
 
  private:
+  CommRequest run_or_defer(std::function<void()> run) {
+    if (!defer_requested()) {
+      run();
+      return {};
+    }
+    deferred_[++next_request_] = std::move(run);
+    return {next_request_};
+  }
+
   // Marks a collective in flight for the watchdog.
   struct Pending {
     Pending(MpiComm* c, const char* what) : comm(c) {
@@ -153,8 +206,10 @@ class MpiComm final : public Comm {
     }
   }
 
-  int rank_ = 0, size_ = 1;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
   bool owns_init_ = false;
+  std::map<uint64_t, std::function<void()>> deferred_;
+  uint64_t next_request_ = 0;
   std::atomic<double> timeout_s_{600.0};
   std::atomic<int64_t> pending_since_ns_{0};
   std::atomic<const char*> pending_name_{""};

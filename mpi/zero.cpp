@@ -23,57 +23,81 @@ std::string shard_file(const std::string& dir, int rank, int world) {
 }  // namespace
 
 DistributedOptimizer::DistributedOptimizer(Backend& backend, ParamStore& params, Comm& comm,
-                                           const AdamWConfig& config, int stage, Zero3Storage* zero3)
+                                           const AdamWConfig& config, int stage, Zero3Storage* zero3,
+                                           int64_t bucket_elems)
     : backend_(backend), params_(params), comm_(comm), config_(config), stage_(stage), zero3_(zero3) {
   LL_CHECK(stage == 0 || stage == 2 || stage == 3, "ZeRO stage ", stage, " does not exist (0, 2 or 3)");
   LL_CHECK((stage == 3) == (zero3 != nullptr), "ZeRO-3 needs its parameter storage, and only ZeRO-3 has one");
   if (stage == 0) {
     full_ = std::make_unique<AdamW>(backend, params, config);
+    masters_ = full_->has_masters();
     return;
   }
   const DTypePolicy dt = backend.dtypes();
-  LL_CHECK(dt.weight == dt.grad, "ZeRO-", stage, ": weights stored as ", dtype_name(dt.weight),
-           " need fp32 master shards, which arrive with the NCCL path; this backend keeps ", dtype_name(dt.grad));
+  masters_ = dt.weight != dt.grad;
+  LL_CHECK(!masters_ || dt.grad == DType::F32, "ZeRO-", stage, ": backend `", backend.name(), "` stores weights as ",
+           dtype_name(dt.weight), " and gradients as ", dtype_name(dt.grad), "; master shards are kept in f32, so "
+           "the gradients must be f32 too");
   arena_ = std::make_unique<Arena>(backend, "zero shard state");
   struct Planned {
     Param* param;
     int64_t param_begin, count;
     Tensor value, grad;        // stage 3: the storage's shards
     int64_t shard_offset = 0;  // stage 2: where the piece's gradient sits in the reduced shard
+    int bucket = 0;
   };
   std::vector<Planned> planned;
   Arena::Handle grad_handle;
   if (stage == 2) {
-    const Tensor flat = params.flat_grads();
-    counts_ = even_split(flat.numel(), comm.size());
-    const int64_t lo = split_offset(counts_, comm.rank()), n = counts_[comm.rank()];
-    grad_handle = arena_->reserve(dt.grad, {std::max<int64_t>(n, 1)});
+    std::vector<Zero2Param> layout;
+    std::vector<Param*> trainable;
     for (Param& p : params.all()) {
       if (!p.trainable) continue;
-      LL_CHECK(params.trainable_offset(p) == params.grad_offset(p), "ZeRO-2: weight and gradient arenas differ "
-                                                                    "in layout at `", p.name, "`");
-      const int64_t b = std::max(lo, params.grad_offset(p)), e = std::min(lo + n, params.grad_offset(p) + p.numel());
-      if (b < e) planned.push_back({&p, b - params.grad_offset(p), e - b, range(params.flat_trainable(), b, e - b), {},
-                                    b - lo});
+      layout.push_back({params.grad_offset(p), params.trainable_offset(p), p.numel(), p.layer});
+      trainable.push_back(&p);
     }
+    const int64_t buckets = bucket_elems > 0 ? bucket_elems : comm.asynchronous() ? kDefaultBucketElems : 0;
+    plan_ = plan_zero2(layout, params.flat_grads().numel(), params.flat_trainable().numel(), buckets, comm.size(),
+                       comm.rank(), params.num_layers());
+    grad_handle = arena_->reserve(dt.grad, {std::max<int64_t>(plan_.shard_elems, 1)});
+    const Tensor weights = params.flat_trainable();
+    for (const Zero2Piece& z : plan_.pieces)
+      planned.push_back({trainable[size_t(z.param)], z.param_begin, z.count, range(weights, z.weight_offset, z.count),
+                         {}, z.shard_offset, z.bucket});
+    bucket_reduce_.resize(plan_.buckets.size());
+    bucket_started_.assign(plan_.buckets.size(), false);
   } else {
     for (const Zero3Storage::Segment& s : zero3->segments())
-      planned.push_back({s.param, s.param_begin, s.count, s.value, s.grad, 0});
+      planned.push_back({s.param, s.param_begin, s.count, s.value, s.grad, 0, 0});
   }
-  std::vector<std::pair<Arena::Handle, Arena::Handle>> moments;
-  for (const Planned& p : planned)
-    moments.push_back({arena_->reserve(dt.grad, {p.count}), arena_->reserve(dt.grad, {p.count})});
+  struct Handles {
+    Arena::Handle m, v, master;
+  };
+  std::vector<Handles> handles;
+  for (const Planned& p : planned) {
+    Handles h;
+    h.m = arena_->reserve(dt.grad, {p.count});
+    h.v = arena_->reserve(dt.grad, {p.count});
+    if (masters_) h.master = arena_->reserve(DType::F32, {p.count});
+    handles.push_back(h);
+  }
   arena_->commit();
-  if (stage == 2) shard_grad_ = range(arena_->tensor(grad_handle), 0, counts_[comm.rank()]);
+  if (stage == 2) shard_grad_ = range(arena_->tensor(grad_handle), 0, plan_.shard_elems);
   for (size_t i = 0; i < planned.size(); ++i) {
     const Planned& p = planned[i];
     const Tensor grad = stage == 2 ? range(shard_grad_, p.shard_offset, p.count) : p.grad;
-    pieces_.push_back({p.param, p.param_begin, p.count, p.value, grad, arena_->tensor(moments[i].first),
-                       arena_->tensor(moments[i].second), !p.param->is_norm()});
+    const Tensor master = masters_ ? arena_->tensor(handles[i].master) : Tensor();
+    pieces_.push_back({p.param, p.param_begin, p.count, p.value, grad, arena_->tensor(handles[i].m),
+                       arena_->tensor(handles[i].v), master, !p.param->is_norm(), p.bucket});
+    // The masters start as the widened working weights (loaded or initialised before the optimizer is built).
+    if (masters_) backend_.convert(master, p.value);
   }
+  if (stage == 2) params_.set_backward_hook([this](int group) { on_backward_done(group); });
 }
 
-DistributedOptimizer::~DistributedOptimizer() = default;
+DistributedOptimizer::~DistributedOptimizer() {
+  if (stage_ == 2) params_.set_backward_hook(nullptr);
+}
 
 void DistributedOptimizer::set_steps_taken(int64_t s) {
   if (full_) full_->set_steps_taken(s);
@@ -87,6 +111,25 @@ std::vector<Tensor> DistributedOptimizer::local_grads() const {
   return zero3_->grad_shards();
 }
 
+void DistributedOptimizer::begin_micro_batch(bool last) { reduce_in_backward_ = last && stage_ == 2; }
+
+void DistributedOptimizer::start_bucket_reduce(size_t k) {
+  const Zero2Bucket& b = plan_.buckets[k];
+  const Tensor shard = range(shard_grad_, b.shard_offset, b.counts[size_t(comm_.rank())]);
+  const Tensor full = range(params_.flat_grads(), b.grad_begin, b.grad_count);
+  if (comm_.size() == 1)
+    backend_.copy(shard, full);  // one rank: the "reduction" is a copy (device buffers never go through a host comm)
+  else
+    bucket_reduce_[k] = comm_.start_reduce_scatter_sum(shard, full, b.counts);
+  bucket_started_[k] = true;
+}
+
+void DistributedOptimizer::on_backward_done(int group) {
+  if (!reduce_in_backward_) return;
+  for (size_t k = 0; k < plan_.buckets.size(); ++k)
+    if (!bucket_started_[k] && plan_.buckets[k].ready_group == group) start_bucket_reduce(k);
+}
+
 double DistributedOptimizer::reduce_and_clip(double max_norm) {
   const double inv_world = 1.0 / double(comm_.size());
   if (stage_ == 0) {
@@ -97,8 +140,19 @@ double DistributedOptimizer::reduce_and_clip(double max_norm) {
     }
     return full_->clip_grad_norm(max_norm);
   }
-  // Stage 3 gradients were reduce-scattered (summed) during backward; stage 2 reduces them now.
-  if (stage_ == 2) comm_.reduce_scatter_sum(shard_grad_, params_.flat_grads(), counts_);
+  if (stage_ == 2) {
+    // Buckets not started during backward (no begin_micro_batch(true), or a group without backward_done) now.
+    for (size_t k = 0; k < plan_.buckets.size(); ++k)
+      if (!bucket_started_[k]) start_bucket_reduce(k);
+    for (size_t k = 0; k < plan_.buckets.size(); ++k) {
+      comm_.wait(bucket_reduce_[k]);
+      bucket_reduce_[k] = {};
+      bucket_started_[k] = false;
+    }
+    reduce_in_backward_ = false;
+  } else {
+    zero3_->flush();  // stage 3: the gradients were reduce-scattered during backward; make sure they arrived
+  }
   double local = 0;
   for (const Tensor& g : local_grads()) {
     backend_.scale(g, inv_world);
@@ -113,12 +167,45 @@ double DistributedOptimizer::reduce_and_clip(double max_norm) {
 void DistributedOptimizer::step(double lr) {
   ++step_;
   if (stage_ == 0) return full_->step(lr);
-  for (const Piece& p : pieces_) {
+  auto update = [&](const Piece& p) {
     const AdamWStep st{lr, config_.beta1, config_.beta2, config_.eps, p.decay ? config_.weight_decay : 0.0, step_};
-    backend_.adamw_step(p.value, Tensor(), p.grad, p.m, p.v, st);
+    backend_.adamw_step(p.value, p.master, p.grad, p.m, p.v, st);
+  };
+  if (stage_ == 3) {
+    for (const Piece& p : pieces_) update(p);
+    zero3_->shards_changed();
+    return;
   }
-  if (stage_ == 2) comm_.all_gather_in_place(params_.flat_trainable(), counts_);
+  // Stage 2: bucket by bucket, so the gather of one bucket overlaps the update of the next (asynchronous comms).
+  std::vector<CommRequest> gathers;
+  size_t next = 0;
+  const Tensor weights = params_.flat_trainable();
+  for (size_t k = 0; k < plan_.buckets.size(); ++k) {
+    for (; next < pieces_.size() && pieces_[next].bucket == int(k); ++next) update(pieces_[next]);
+    const Zero2Bucket& b = plan_.buckets[k];
+    if (comm_.size() > 1)
+      gathers.push_back(comm_.start_all_gather_in_place(range(weights, b.weight_begin, b.weight_count),
+                                                        b.weight_counts));
+  }
+  LL_CHECK(next == pieces_.size(), "ZeRO-2: pieces out of bucket order");
+  for (const CommRequest& r : gathers) comm_.wait(r);
 }
+
+namespace {
+
+// Whether any optimizer file of a checkpoint holds tensors named `which`/….
+bool checkpoint_holds(const std::string& dir, const std::string& which) {
+  const std::string prefix = which + "/";
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name != "optimizer.safetensors" && name.rfind("optimizer-shard-", 0) != 0) continue;
+    for (const std::string& key : SafetensorsFile(e.path().string()).names())
+      if (key.rfind(prefix, 0) == 0) return true;
+  }
+  return false;
+}
+
+}  // namespace
 
 void DistributedOptimizer::save_moments(const std::string& dir) {
   std::vector<std::vector<unsigned char>> keep;
@@ -133,6 +220,7 @@ void DistributedOptimizer::save_moments(const std::string& dir) {
     for (const OptimizerSlot& s : full_->slots()) {
       add("exp_avg/" + s.param->name, s.m);
       add("exp_avg_sq/" + s.param->name, s.v);
+      if (!s.master.empty()) add("master/" + s.param->name, s.master);
     }
     write_safetensors(dir + "/optimizer.safetensors", items);
     return;
@@ -141,6 +229,7 @@ void DistributedOptimizer::save_moments(const std::string& dir) {
     const std::string suffix = p.param->name + "@" + std::to_string(p.param_begin);
     add("exp_avg/" + suffix, p.m);
     add("exp_avg_sq/" + suffix, p.v);
+    if (!p.master.empty()) add("master/" + suffix, p.master);
   }
   write_safetensors(shard_file(dir, comm_.rank(), comm_.size()), items,
                     {{"world_size", std::to_string(comm_.size())}, {"zero_stage", std::to_string(stage_)}});
@@ -196,9 +285,22 @@ void DistributedOptimizer::load_moments(const std::string& dir) {
     for (const Piece& p : pieces_)
       upload_f64(backend_, first ? p.m : p.v, moments.at(p.param->name).data() + p.param_begin);
   }
-  // load_checkpoint has just restored the working weights: widen them into the f32 masters (bf16 backends, stage 0),
-  // or the first step would continue from the masters of the weights held before the restore.
-  if (stage_ == 0) full_->sync_masters();
+  if (!masters_) return;
+  // f32 masters: the checkpoint's, re-cut for this run (exact resume); or, from a checkpoint without them, the
+  // widened working weights that load_checkpoint has just restored (else the first step would continue from the
+  // masters of the weights held before the restore).
+  if (checkpoint_holds(dir, "master")) {
+    const auto masters = read_moments(dir, "master", params_);
+    if (stage_ == 0) {
+      for (OptimizerSlot& s : full_->slots()) upload_f64(backend_, s.master, masters.at(s.param->name));
+    } else {
+      for (const Piece& p : pieces_) upload_f64(backend_, p.master, masters.at(p.param->name).data() + p.param_begin);
+    }
+  } else if (stage_ == 0) {
+    full_->sync_masters();
+  } else {
+    for (const Piece& p : pieces_) backend_.convert(p.master, p.value);
+  }
 }
 
 }  // namespace ll

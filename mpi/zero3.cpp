@@ -18,16 +18,29 @@ Zero3Storage::Zero3Storage(Backend& backend, ParamStore& params, Comm& comm)
     : backend_(backend), params_(params), comm_(comm) {
   LL_CHECK(params.external(), "ZeRO-3: the parameter store must be built with external storage");
   const DTypePolicy dt = backend.dtypes();
-  LL_CHECK(dt.weight == dt.grad, "ZeRO-3: weights stored as ", dtype_name(dt.weight), " need fp32 master shards, "
-                                 "which arrive with the NCCL path; this backend keeps ", dtype_name(dt.grad));
+  // Masters for weights stored below the gradient dtype live in the optimizer (mpi/zero.h).
+  seed_grads_ = dt.act != dt.grad;  // the backend's add op works on activations only
   const int n = comm.size(), r = comm.rank();
   groups_.resize(size_t(params.num_layers() + 1));
   int64_t max_layer = 0, max_layer_grads = 0, outer = 0, outer_grads = 0, max_shard = 1;
+  // Mixed precision (GPU): every parameter of a gathered group starts on a 256-byte boundary of its slot, as in the
+  // replicated arenas (cuBLASLt picks its fast kernels by operand alignment). fp32 backends keep the dense layout.
+  const int64_t align = dt.weight != dt.grad ? int64_t(256 / dtype_size(dt.weight)) : 1;
+  auto round_up = [align](int64_t x) { return (x + align - 1) / align * align; };
   for (int g = kOuterGroup; g < params.num_layers(); ++g) {
     Group& gr = group(g);
     for (Param* p : params.group(g)) (p->trainable ? gr.trainable : gr.frozen).push_back(p);
-    for (Param* p : gr.trainable) gr.offset.push_back(gr.trainable_elems), gr.trainable_elems += p->numel();
-    for (Param* p : gr.frozen) gr.offset.push_back(gr.trainable_elems + gr.frozen_elems), gr.frozen_elems += p->numel();
+    for (Param* p : gr.trainable) {
+      gr.trainable_elems = round_up(gr.trainable_elems);
+      gr.offset.push_back(gr.trainable_elems);
+      gr.trainable_elems += p->numel();
+    }
+    gr.trainable_elems = round_up(gr.trainable_elems);
+    for (Param* p : gr.frozen) {
+      gr.frozen_elems = round_up(gr.frozen_elems);
+      gr.offset.push_back(gr.trainable_elems + gr.frozen_elems);
+      gr.frozen_elems += p->numel();
+    }
     gr.t_counts = even_split(gr.trainable_elems, n);
     gr.f_counts = even_split(gr.frozen_elems, n);
     gr.slot = g == kOuterGroup ? 2 : g % 2;
@@ -53,16 +66,20 @@ Zero3Storage::Zero3Storage(Backend& backend, ParamStore& params, Comm& comm)
     gr.g_shard = range(shards_->tensor(h[i][2]), 0, gr.t_counts[r]);
   }
   staging_ = std::make_unique<Arena>(backend, "zero-3 staging");
-  std::vector<std::array<Arena::Handle, 2>> sh(3);
+  std::vector<std::array<Arena::Handle, 3>> sh(3);
   for (int s = 0; s < 3; ++s) {
     const int64_t vals = s == 2 ? outer : max_layer, grads = s == 2 ? outer_grads : max_layer_grads;
     sh[s][0] = staging_->reserve(dt.weight, {std::max<int64_t>(1, vals)});
     sh[s][1] = staging_->reserve(dt.grad, {std::max<int64_t>(1, grads)});
+    if (!seed_grads_) sh[s][2] = staging_->reserve(dt.grad, {max_shard});  // a slot's reduction in flight
   }
-  const auto tmp = staging_->reserve(dt.grad, {max_shard});
   staging_->commit();
-  for (int s = 0; s < 3; ++s) slots_.push_back({staging_->tensor(sh[s][0]), staging_->tensor(sh[s][1])});
-  reduce_tmp_ = staging_->tensor(tmp);
+  slots_.resize(3);
+  for (int s = 0; s < 3; ++s) {
+    slots_[size_t(s)].values = staging_->tensor(sh[s][0]);
+    slots_[size_t(s)].grads = staging_->tensor(sh[s][1]);
+    if (!seed_grads_) slots_[size_t(s)].reduce_tmp = staging_->tensor(sh[s][2]);
+  }
 
   // The optimizer's view: each trainable parameter's intersection with this rank's range of its group.
   for (Group& gr : groups_) {
@@ -96,22 +113,76 @@ void Zero3Storage::unpoint(Group& gr) {
   for (Param* p : gr.frozen) p->value.data = nullptr;
 }
 
-void Zero3Storage::acquire(int g) {
+// Fills `slot` with group g's weights: this rank's ranges from its shards (compute stream), then the all-gathers
+// of the trainable [0, T) and frozen [T, T + F) elements (started, not waited).
+void Zero3Storage::gather_into(int g, Slot& slot) {
   Group& gr = group(g);
-  const Slot& slot = slots_[size_t(gr.slot)];
+  wait_gathers(slot);  // an earlier gather into these values (a prefetch nobody used) must land first
   const int r = comm_.rank();
-  // Trainable elements [0, T), frozen [T, T + F) of the slot; each rank fills its ranges, then all-gather.
   const Tensor trainable = range(slot.values, 0, gr.trainable_elems);
   const Tensor frozen = range(slot.values, gr.trainable_elems, gr.frozen_elems);
   if (gr.t_counts[r]) backend_.copy(range(trainable, split_offset(gr.t_counts, r), gr.t_counts[r]), gr.t_shard);
   if (gr.f_counts[r]) backend_.copy(range(frozen, split_offset(gr.f_counts, r), gr.f_counts[r]), gr.f_shard);
-  if (gr.trainable_elems) comm_.all_gather_in_place(trainable, gr.t_counts);
-  if (gr.frozen_elems) comm_.all_gather_in_place(frozen, gr.f_counts);
-  if (gr.trainable_elems) backend_.zero(range(slot.grads, 0, gr.trainable_elems));
-  point(gr, slot, true);
+  if (comm_.size() > 1) {
+    if (gr.trainable_elems) slot.gathers.push_back(comm_.start_all_gather_in_place(trainable, gr.t_counts));
+    if (gr.frozen_elems) slot.gathers.push_back(comm_.start_all_gather_in_place(frozen, gr.f_counts));
+  }
+  slot.holder = g;
+  slot.holder_version = gr.version;
 }
 
-void Zero3Storage::release(int g) { unpoint(group(g)); }
+void Zero3Storage::wait_gathers(Slot& slot) {
+  for (const CommRequest& q : slot.gathers) comm_.wait(q);
+  slot.gathers.clear();
+}
+
+// The slot's gradient reduce-scatter has landed in its group's shard (after the add, on host backends).
+void Zero3Storage::finish_reduce(Slot& slot) {
+  if (slot.reducing == kNone) return;
+  Group& gr = group(slot.reducing);
+  comm_.wait(slot.reduce);
+  slot.reduce = {};
+  slot.reducing = kNone;
+  if (!seed_grads_ && gr.t_counts[comm_.rank()])
+    backend_.add(gr.g_shard, gr.g_shard, range(slot.reduce_tmp, 0, gr.t_counts[comm_.rank()]));
+}
+
+void Zero3Storage::prefetch(int g) {
+  if (g < kOuterGroup || g >= params_.num_layers()) return;
+  Group& gr = group(g);
+  Slot& slot = slots_[size_t(gr.slot)];
+  if (slot.in_use) return;  // the model still uses the slot's group: acquire() will gather
+  if (slot.holder == g && slot.holder_version == gr.version) return;  // already there or on its way
+  gather_into(g, slot);
+}
+
+void Zero3Storage::acquire(int g) {
+  Group& gr = group(g);
+  Slot& slot = slots_[size_t(gr.slot)];
+  LL_CHECK(!slot.in_use, "ZeRO-3: acquire(", g, ") while group ", slot.holder, " still holds its gather slot");
+  if (slot.holder == g && slot.holder_version == gr.version) {
+    ++prefetch_hits_;
+  } else {
+    gather_into(g, slot);
+    ++acquire_gathers_;
+  }
+  wait_gathers(slot);
+  finish_reduce(slot);  // the previous group's gradients leave the slot before they are overwritten
+  if (gr.trainable_elems) {
+    backend_.zero(range(slot.grads, 0, gr.trainable_elems));
+    const int r = comm_.rank();
+    if (seed_grads_ && gr.t_counts[r])
+      backend_.copy(range(slot.grads, split_offset(gr.t_counts, r), gr.t_counts[r]), gr.g_shard);
+  }
+  point(gr, slot, true);
+  slot.in_use = true;
+}
+
+void Zero3Storage::release(int g) {
+  Group& gr = group(g);
+  unpoint(gr);
+  slots_[size_t(gr.slot)].in_use = false;
+}
 
 void Zero3Storage::commit(int g) {
   Group& gr = group(g);
@@ -120,24 +191,46 @@ void Zero3Storage::commit(int g) {
   if (gr.t_counts[r]) backend_.copy(gr.t_shard, range(slot.values, split_offset(gr.t_counts, r), gr.t_counts[r]));
   if (gr.f_counts[r])
     backend_.copy(gr.f_shard, range(slot.values, gr.trainable_elems + split_offset(gr.f_counts, r), gr.f_counts[r]));
+  ++gr.version;
+  // The slot holds what was written, which is now also what the shards hold everywhere.
+  slots_[size_t(gr.slot)].holder_version = gr.version;
 }
 
 void Zero3Storage::backward_done(int g) {
   Group& gr = group(g);
   if (!gr.trainable_elems) return;
+  Slot& slot = slots_[size_t(gr.slot)];
+  LL_CHECK(slot.in_use && slot.holder == g && slot.reducing == kNone, "ZeRO-3: backward_done(", g,
+           ") outside its acquire/release");
   const int r = comm_.rank();
-  const Tensor tmp = range(reduce_tmp_, 0, gr.t_counts[r]);
-  comm_.reduce_scatter_sum(tmp, range(slots_[size_t(gr.slot)].grads, 0, gr.trainable_elems), gr.t_counts);
-  if (gr.t_counts[r]) backend_.add(gr.g_shard, gr.g_shard, tmp);  // accumulate over micro-batches
+  const Tensor grads = range(slot.grads, 0, gr.trainable_elems);
+  if (comm_.size() == 1) {  // the sum over one rank: no collective (device buffers never go through a host comm)
+    if (seed_grads_) backend_.copy(gr.g_shard, grads);
+    else backend_.add(gr.g_shard, gr.g_shard, grads);
+    return;
+  }
+  const Tensor out = seed_grads_ ? gr.g_shard : range(slot.reduce_tmp, 0, gr.t_counts[r]);
+  slot.reduce = comm_.start_reduce_scatter_sum(out, grads, gr.t_counts);
+  slot.reducing = g;
+}
+
+void Zero3Storage::flush() {
+  for (Slot& slot : slots_) finish_reduce(slot);
+}
+
+void Zero3Storage::shards_changed() {
+  for (Group& gr : groups_) ++gr.version;
 }
 
 void Zero3Storage::zero_grads() {
+  flush();
   for (Group& gr : groups_)
     if (gr.g_shard.numel()) backend_.zero(gr.g_shard);
 }
 
 void Zero3Storage::materialize(bool trainable_only) {
   LL_CHECK(!materialized_, "ZeRO-3: materialize() while already materialized");
+  flush();
   materialized_ = std::make_unique<Arena>(backend_, "zero-3 materialized");
   std::vector<std::pair<Param*, Arena::Handle>> handles;
   for (Group& gr : groups_) {

@@ -1,9 +1,20 @@
 // ZeRO-3 parameter storage: every rank keeps 1/N of every parameter group (the embedding/final-norm/LM-head group
 // and each decoder layer), split separately over the group's trainable and frozen elements. A group's weights
-// are all-gathered into a staging slot when the model acquires it (two slots alternate between layers, so layer
-// l+1's gather could overlap layer l's compute once collectives are asynchronous), and its gradients are
-// reduce-scattered into the owners' fp32 shards as soon as the group's backward is done — a full gradient never
-// exists. The optimizer (mpi/zero.h, stage 3) updates the trainable shards in place.
+// are all-gathered into a staging slot when the model acquires it (two slots alternate between layers; the
+// outer group has its own), and its gradients are reduce-scattered into the owners' fp32 shards as soon as the
+// group's backward is done — a full gradient never exists. The optimizer (mpi/zero.h, stage 3) updates the
+// trainable shards in place (and keeps their f32 masters when the weights are bf16).
+//
+// Overlap (asynchronous comms, NCCL): the model's prefetch hints start the gather of the next layer into the other
+// slot while the current layer computes; acquire() then only waits for it. A group's gradient reduce-scatter is
+// waited for only when its slot is next reused (or at flush(), before the optimizer reads the shards), so it runs
+// during the next layer's backward. Prefetched weights are used only if the group's shards have not changed since
+// (commit, optimizer step). With host comms the same schedule runs synchronously and gives the same bytes.
+//
+// Accumulating micro-batches into the gradient shards: backends whose `add` op takes the gradient dtype (CPU)
+// reduce into a temporary and add it to the shard; the others (CUDA, whose add is bf16-only) seed this rank's range
+// of the slot's gradients with the shard before backward, so the reduce-scatter of the slot writes
+// shard + Σ ranks' micro-batch gradients straight into the shard.
 #pragma once
 #include <memory>
 #include <vector>
@@ -24,6 +35,7 @@ class Zero3Storage final : public ParamStorage {
 
   void acquire(int group) override;
   void release(int group) override;
+  void prefetch(int group) override;
   void backward_done(int group) override;
   void commit(int group) override;
   void materialize(bool trainable_only) override;
@@ -40,33 +52,52 @@ class Zero3Storage final : public ParamStorage {
   const std::vector<Segment>& segments() const { return segments_; }
   // Every gradient shard of this rank (for norms and scaling).
   std::vector<Tensor> grad_shards() const;
+  // Waits for every reduce-scatter still in flight (their results are then in the gradient shards).
+  void flush();
+  // The optimizer changed the weight shards: weights gathered (prefetched) before are stale.
+  void shards_changed();
+  // Gathers started by prefetch() and used by acquire(), and gathers done in acquire() (tests, diagnostics).
+  int64_t prefetch_hits() const { return prefetch_hits_; }
+  int64_t acquire_gathers() const { return acquire_gathers_; }
   size_t shard_bytes() const;    // parameter + gradient shards held by this rank
   size_t staging_bytes() const;  // gather slots
 
  private:
+  static constexpr int kNone = -2;
   struct Group {
     std::vector<Param*> trainable, frozen;  // layout order inside the group: trainable first
     std::vector<int64_t> offset;            // element offset of each parameter (trainable, then frozen)
-    int64_t trainable_elems = 0, frozen_elems = 0;
+    int64_t trainable_elems = 0, frozen_elems = 0;  // including alignment padding (mixed precision)
     std::vector<int64_t> t_counts, f_counts;  // even splits over ranks
     Tensor t_shard, f_shard, g_shard;         // this rank's trainable / frozen weights and summed gradients
     int slot = 0;
+    uint64_t version = 1;  // bumped whenever the shards change
   };
   struct Slot {
-    Tensor values, grads;
+    Tensor values, grads, reduce_tmp;
+    int holder = kNone;          // group whose weights are in `values` (or being gathered into it)
+    uint64_t holder_version = 0;
+    std::vector<CommRequest> gathers;  // in flight into `values`
+    bool in_use = false;               // acquired and not released
+    int reducing = kNone;              // group whose gradients are being reduce-scattered out of `grads`
+    CommRequest reduce;
   };
   Group& group(int g) { return groups_[size_t(g + 1)]; }
   void point(Group& gr, const Slot& slot, bool with_grads);
   void unpoint(Group& gr);
+  void gather_into(int g, Slot& slot);
+  void wait_gathers(Slot& slot);
+  void finish_reduce(Slot& slot);
 
   Backend& backend_;
   ParamStore& params_;
   Comm& comm_;
+  bool seed_grads_ = false;  // accumulate by seeding the slot's gradients with the shard (see the top)
   std::vector<Group> groups_;  // index g + 1 (the outer group first)
   std::vector<Slot> slots_;    // 0, 1: layers (alternating); 2: the outer group
-  Tensor reduce_tmp_;
   std::unique_ptr<Arena> shards_, staging_, materialized_;
   std::vector<Segment> segments_;
+  int64_t prefetch_hits_ = 0, acquire_gathers_ = 0;
 };
 
 }  // namespace ll

@@ -157,6 +157,8 @@ struct BackendInfo {
 
 std::vector<BackendInfo> list_backends();
 // Creates a backend by name; throws ll::Error naming the backend and the reason when it is unavailable.
-std::unique_ptr<Backend> create_backend(const std::string& name);
+// `device_index` (cuda only): the GPU to run on (makes it the calling thread's current device); −1 = the first
+// usable one. Multi-rank runs pass the rank's GPU (choose_local_device in mpi/comm.h).
+std::unique_ptr<Backend> create_backend(const std::string& name, int device_index = -1);
 
 }  // namespace ll

@@ -60,13 +60,26 @@ std::vector<BackendInfo> list_backends() {
   };
 }
 
-std::unique_ptr<Backend> create_backend(const std::string& name) {
+std::unique_ptr<Backend> create_backend(const std::string& name, int device_index) {
+  LL_CHECK(device_index < 0 || name == "cuda", "backend `", name, "` has no device index (got ", device_index, ")");
   if (name == "cpu") return std::make_unique<CpuBackend<float>>();
   if (name == "cpu-f64") return std::make_unique<CpuBackend<double>>();
 #ifdef LONGLORA_WITH_CUDA
   if (name == "cuda") {
+    const CudaProbe probe = probe_cuda();
     std::string why;
-    const int device = usable_cuda_device(probe_cuda(), &why);
+    if (device_index >= 0) {
+      const CudaDeviceInfo* found = nullptr;
+      for (const CudaDeviceInfo& d : probe.devices)
+        if (d.index == device_index) found = &d;
+      LL_CHECK(found != nullptr, "backend `cuda`: device ", device_index, " does not exist (",
+               probe.devices.size(), " visible", probe.error.empty() ? "" : ": " + probe.error, ")");
+      const CudaDeviceInfo& d = *found;
+      LL_CHECK(cuda_device_supported(d.compute_major, d.compute_minor, probe.built_archs, &why), "backend `cuda`: ",
+               "device ", device_index, " (", d.name, ") cannot run this build: ", why);
+      return std::make_unique<CudaBackend>(device_index);
+    }
+    const int device = usable_cuda_device(probe, &why);
     if (device >= 0) return std::make_unique<CudaBackend>(device);
   }
 #endif

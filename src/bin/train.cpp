@@ -61,6 +61,9 @@ int main(int argc, char** argv) {
     flags.add("zero_stage", &o.zero_stage, "ZeRO stage under mpirun: 0 (replicated), 2 (sharded optimizer state), 3 (sharded parameters too)");
     flags.add("comm_timeout_sec", &o.comm_timeout_sec,
               "with several ranks: a collective stuck this long (a peer died or hangs) ends every rank");
+    flags.add("reduce_bucket_size", &o.reduce_bucket_size,
+              "ZeRO-2: gradient elements per reduce-scatter bucket, started during the last micro-batch's backward "
+              "(0: auto — one bucket on CPU ranks, 2^24 with NCCL)");
     flags.add("save_merged", &o.save_merged, "LoRA runs: also write the merged Hugging Face folder (W + α/r·B·A, rope_scaling recorded) to output_dir/merged");
     if (!flags.parse(argc, argv)) return 0;
     const ll::TrainResult r = ll::run_training(o, flags.values(), comm.get());

@@ -304,9 +304,13 @@ void LlamaModel::layer_forward(int layer, LayerActs& a, const Tensor& x_in, Tens
 
 void LlamaModel::forward_layers() {
   Buffers& b = *buf_;
+  const int layers = int(opts_.config.num_hidden_layers);
+  // Prefetch hints (ZeRO-3 gathers the next layer while this one computes; no-ops otherwise).
+  if (layers > 0) params_->prefetch(0);
   backend_.embedding_forward(b.resid[0], b.ids, params_->embed().value);
-  for (int l = 0; l < opts_.config.num_hidden_layers; ++l) {
+  for (int l = 0; l < layers; ++l) {
     params_->acquire(l);
+    if (l + 1 < layers) params_->prefetch(l + 1);
     layer_forward(l, acts_for(l), b.resid[l], b.resid[l + 1]);
     params_->release(l);
   }
@@ -485,6 +489,8 @@ LossResult LlamaModel::forward_backward(const int32_t* tokens, const int32_t* ta
   upload_batch(tokens, targets);
   const OuterScope outer(*params_);
   forward_layers();
+  const int layers = int(opts_.config.num_hidden_layers);
+  if (layers > 0) params_->prefetch(layers - 1);  // the backward's first layer, during the head and the loss
   int64_t scored = 0;
   for (int32_t t : host_targets_) scored += t != -100;
   if (loss_scale == 0) loss_scale = scored ? 1.0 / double(scored) : 0.0;
@@ -493,9 +499,10 @@ LossResult LlamaModel::forward_backward(const int32_t* tokens, const int32_t* ta
   Buffers& b = *buf_;
   Param& final_norm = params_->final_norm();
   backend_.rmsnorm_backward(b.d_resid, final_norm.grad, b.d_xn, b.resid.back(), final_norm.value, b.rstdf, false);
-  for (int l = int(opts_.config.num_hidden_layers) - 1; l >= 0; --l) {
+  for (int l = layers - 1; l >= 0; --l) {
     LayerActs& a = acts_for(l);
     params_->acquire(l);
+    if (l > 0) params_->prefetch(l - 1);
     if (opts_.checkpointing) layer_forward(l, a, b.resid[l], b.resid[l + 1]);  // recompute (same values)
     layer_backward(l, a, b.resid[l], b.d_resid);
     params_->backward_done(l);

@@ -15,6 +15,9 @@ class ParamStorage {
   // The group's weights are valid and its gradients writable (zeroed) until release().
   virtual void acquire(int group) = 0;
   virtual void release(int group) = 0;
+  // A hint: `group` is acquired next (after the current one). The storage may start gathering it now, on a
+  // communication stream, while the current group computes. Every rank gives the same hints.
+  virtual void prefetch(int group) { (void)group; }
   // The group's gradients of this micro-batch are complete: reduce them into their owners' shards.
   virtual void backward_done(int group) = 0;
   // The acquired group's weights were written (initialisation, loading): keep this rank's part of them.

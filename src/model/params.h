@@ -64,7 +64,14 @@ class ParamStore {
   ParamStorage* storage() const { return storage_; }
   void acquire(int group) { if (storage_) storage_->acquire(group); }
   void release(int group) { if (storage_) storage_->release(group); }
-  void backward_done(int group) { if (storage_) storage_->backward_done(group); }
+  void prefetch(int group) { if (storage_) storage_->prefetch(group); }
+  void backward_done(int group) {
+    if (storage_) storage_->backward_done(group);
+    if (backward_hook_) backward_hook_(group);
+  }
+  // Called after backward_done(group) of every backward (with or without external storage): ZeRO-2 starts the
+  // reduction of gradient buckets that are complete. Empty function: none.
+  void set_backward_hook(std::function<void(int group)> hook) { backward_hook_ = std::move(hook); }
   // Calls fill(p) for every parameter with p.value writable and holding its current values; what fill writes is
   // kept (group by group under external storage). The one way to initialise or load weights.
   void write_all(const std::function<void(Param&)>& fill);
@@ -86,6 +93,7 @@ class ParamStore {
   Backend& backend_;
   bool external_ = false;
   ParamStorage* storage_ = nullptr;
+  std::function<void(int)> backward_hook_;
   Arena frozen_, trainable_, grads_;
   std::vector<Param> params_;
   std::vector<LayerParams> layers_;

@@ -25,6 +25,7 @@
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/model_presets.h"
+#include "cuda/device_info.h"
 #include "mpi/comm.h"
 #include "mpi/zero.h"
 #include "train/schedule.h"
@@ -136,6 +137,7 @@ void check_options(const TrainOptions& o) {
            o.s2_variant, "`");
   LL_CHECK(!o.low_rank_training || o.lora_r >= 1, "--lora_r must be >= 1");
   LL_CHECK(o.lora_dropout >= 0 && o.lora_dropout < 1, "--lora_dropout must be in [0, 1)");
+  LL_CHECK(o.reduce_bucket_size >= 0, "--reduce_bucket_size must be >= 0 (0: auto), got ", o.reduce_bucket_size);
 }
 
 std::string format_duration(double seconds) {
@@ -154,21 +156,34 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   check_options(o);
   std::unique_ptr<Comm> own_comm;
   if (!world) own_comm = make_local_comm(), world = own_comm.get();
-  Comm& comm = *world;
-  comm.set_timeout(o.comm_timeout_sec);
-  const bool lead = comm.rank() == 0;  // rank 0 alone prints, writes metrics and exports
+  world->set_timeout(o.comm_timeout_sec);
+  const bool lead = world->rank() == 0;  // rank 0 alone prints, writes metrics and exports
   if (lead) {
     make_directories(o.output_dir);
     write_file_atomic(o.output_dir + "/config.json", flags.dump(2) + "\n");
   }
-  comm.barrier();
+  world->barrier();
 
   std::unique_ptr<Tokenizer> tok;
   if (const std::string tp = tokenizer_path(o); !tp.empty()) tok = std::make_unique<Tokenizer>(Tokenizer::load(tp));
   LL_CHECK(o.sft_data_path.empty() || tok, "--sft_data_path needs a tokenizer: pass --tokenizer or a model folder "
                                            "with tokenizer.model");
   const ModelPlan plan = plan_model(o, tok.get());
-  std::unique_ptr<Backend> backend = create_backend(o.device);
+  // Several ranks on GPUs: each rank takes the GPU of its local rank (before the backend is created, which makes
+  // it the current device), and device buffers travel over NCCL, ordered against the backend's compute stream.
+  // The NCCL communicator is declared after the backend and before everything that communicates, so it is
+  // destroyed after them and before the backend's stream.
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Comm> device_comm;
+  if (o.device == "cuda" && world->size() > 1) {
+    const int device = choose_local_device(world->local_rank(), world->local_size(), int(probe_cuda().devices.size()));
+    backend = create_backend("cuda", device);
+    device_comm = make_nccl_comm(*world, *backend, device);
+    device_comm->set_timeout(o.comm_timeout_sec);
+  } else {
+    backend = create_backend(o.device);
+  }
+  Comm& comm = device_comm ? *device_comm : *world;
 
   ModelOptions mo;
   mo.config = plan.config;
@@ -199,7 +214,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   }
   DistributedOptimizer optimizer(*backend, model.params(), comm,
                                  {o.adam_beta1, o.adam_beta2, o.adam_epsilon, o.weight_decay}, int(o.zero_stage),
-                                 zero3.get());
+                                 zero3.get(), o.reduce_bucket_size);
 
   std::unique_ptr<BatchSource> source;
   std::shared_ptr<const TokenFile> token_file;
@@ -254,9 +269,12 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
                                zero3->staging_bytes() / 1048576.0).c_str()
                      : "");
   std::fprintf(stderr, "training %lld steps of %lld rows × %lld tokens (%lld rows per epoch) on %d rank%s (%s, ZeRO "
-               "stage %lld)\n", (long long)total_steps, (long long)rows_per_step, (long long)o.model_max_length,
+               "stage %lld%s)\n", (long long)total_steps, (long long)rows_per_step, (long long)o.model_max_length,
                (long long)source->rows_per_epoch(), comm.size(), comm.size() == 1 ? "" : "s", comm.name().c_str(),
-               (long long)o.zero_stage);
+               (long long)o.zero_stage,
+               o.zero_stage == 2 ? str_cat(", ", optimizer.num_buckets(), " gradient bucket",
+                                           optimizer.num_buckets() == 1 ? "" : "s").c_str()
+                                 : "");
   }
 
   StopSignals signals;
@@ -302,6 +320,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
       // Each micro-batch's mean loss, averaged over the accumulation steps (Hugging Face's Trainer).
       const int64_t scored = batch.scored();
       const double scale = scored ? 1.0 / (double(scored) * double(o.gradient_accumulation_steps)) : 0.0;
+      optimizer.begin_micro_batch(micro + 1 == o.gradient_accumulation_steps);  // ZeRO-2 reduces during its backward
       const LossResult r = model.forward_backward(batch.tokens.data(), batch.targets.data(), scale);
       loss += r.mean() / double(o.gradient_accumulation_steps);
       tokens_seen += batch.batch * batch.seq_len * comm.size();

@@ -45,6 +45,8 @@ struct TrainOptions {
   std::string device = "cpu";
   int64_t zero_stage = 0;
   double comm_timeout_sec = 600;  // a collective stuck this long (a peer died or hangs) ends every rank
+  int64_t reduce_bucket_size = 0;  // ZeRO-2 gradient elements per reduce-scatter bucket; 0: auto (one bucket on
+                                   // CPU ranks, 2^24 with NCCL)
   bool save_merged = false;
   int64_t max_nonfinite_steps = 3;  // consecutive non-finite steps that stop the run
   int64_t interrupt_at_step = -1;   // tests: behave as if SIGINT arrived after this step (no flag)
