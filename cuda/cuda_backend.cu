@@ -441,6 +441,13 @@ void CudaBackend::memory_info(size_t* free_bytes, size_t* total_bytes) const {
   LL_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
 std::string CudaBackend::device_description() const { return impl_->name; }
+bool CudaBackend::device_memory(DeviceMemoryState* state) const {
+  const Impl& m = *impl_;
+  memory_info(&state->free_bytes, &state->total_bytes);
+  state->in_use_bytes = m.in_use + kGemmWorkspaceBytes + m.scratch_bytes;  // arenas, cuBLASLt workspace, scratch
+  state->device = m.name;
+  return true;
+}
 size_t CudaBackend::cached_gemm_plans() const { return impl_->gemm->cached_plans(); }
 void* CudaBackend::native_stream() const { return impl_->stream; }
 

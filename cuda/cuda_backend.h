@@ -37,6 +37,7 @@ class CudaBackend final : public Backend {
   void convert(Tensor dst, const Tensor& src) override;
   void zero(Tensor t) override;
   void synchronize() override;
+  bool device_memory(DeviceMemoryState* state) const override;
 
   void embedding_forward(Tensor out, const Tensor& ids, const Tensor& table) override;
   void embedding_backward(Tensor dtable, const Tensor& ids, const Tensor& dout) override;

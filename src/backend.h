@@ -42,6 +42,12 @@ struct DTypePolicy {
   DType grad;    // parameter gradients
 };
 
+// Memory of a device backend: free and total device memory, and what this backend holds.
+struct DeviceMemoryState {
+  size_t free_bytes = 0, total_bytes = 0, in_use_bytes = 0;
+  std::string device;  // e.g. "NVIDIA H100 80GB HBM3 (device 0)"
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -60,6 +66,12 @@ class Backend {
   virtual void convert(Tensor dst, const Tensor& src) = 0;
   virtual void zero(Tensor t) = 0;
   virtual void synchronize() {}
+  // Device backends fill `state` and return true (the start-up memory check compares the run's plan with it);
+  // host backends return false: host memory is not checked.
+  virtual bool device_memory(DeviceMemoryState* state) const {
+    (void)state;
+    return false;
+  }
 
   // ---- token embedding ------------------------------------------------------------------------------
   // out[T,D] act = table[ids[t], :]. ids: [T] i32, each in [0, V). table: [V,D] weight.

@@ -5,7 +5,7 @@
 namespace ll {
 
 template <typename T>
-class CpuBackend final : public Backend {
+class CpuBackend : public Backend {
  public:
   std::string name() const override;
   Device device() const override { return Device::CPU; }

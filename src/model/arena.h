@@ -50,7 +50,7 @@ class Arena {
     return t;
   }
 
-  size_t bytes() const { return size_; }
+  size_t bytes() const { return (size_ + 255) / 256 * 256; }  // what commit() allocates (or allocated)
   // The whole committed arena as one 1-D tensor of `dtype` (padding between tensors included, zero-filled):
   // what collectives and sharding operate on.
   Tensor flat(DType dtype) const {

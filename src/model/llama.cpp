@@ -38,34 +38,33 @@ struct LlamaModel::Buffers {
 
 namespace {
 constexpr int64_t kDefaultChunkBytes = 32ll << 20;
+
+// Handles of every activation tensor the model plans (the layer sets, then the step buffers).
+struct ActHandles {
+  Arena::Handle xn1, rstd1, q, k, v, attn, lse, x_mid, xn2, rstd2, gate, up, act, xa[kNumLinearSlots];
+};
+struct ActivationLayout {
+  std::vector<ActHandles> layers;  // one set per layer, or one shared set when checkpointing
+  std::vector<Arena::Handle> resid;
+  Arena::Handle ids, targets, positions, argmax, xf, rstdf, logits, losses;
+  Arena::Handle d_resid, d_xn, dq, dk, dv, d_attn, d_gate, d_up, d_act, d_xa, x_lora, dx_lora;
+};
+
+int64_t resolved_ce_chunk_rows(const ModelOptions& o, const DTypePolicy& dt) {
+  if (o.ce_chunk_rows > 0) return o.ce_chunk_rows;
+  return std::max<int64_t>(1, kDefaultChunkBytes / int64_t(o.config.vocab_size * dtype_size(dt.act)));
 }
 
-LlamaModel::LlamaModel(Backend& backend, const ModelOptions& options) : backend_(backend), opts_(options) {
-  const LlamaConfig& c = opts_.config;
-  c.validate();
-  LL_CHECK(opts_.batch > 0, "model: batch size must be positive, got ", opts_.batch);
-  LL_CHECK(opts_.seq_len > 0, "model: sequence length must be positive, got ", opts_.seq_len);
-  training_mask(opts_.attention, c, opts_.seq_len);  // reject a bad configuration before allocating
-  rope_ = RopeParams{c.rope_theta, c.rope_scaling_factor};
-  params_ = std::make_unique<ParamStore>(backend, c, opts_.lora, opts_.trainable, opts_.external_param_storage);
-
-  const DTypePolicy dt = backend.dtypes();
-  const int64_t B = opts_.batch, L = opts_.seq_len, T = B * L, D = c.hidden_size, F = c.intermediate_size;
-  const int64_t H = c.num_attention_heads, V = c.vocab_size, r = opts_.lora.rank;
-  if (opts_.ce_chunk_rows <= 0)
-    opts_.ce_chunk_rows = std::max<int64_t>(1, kDefaultChunkBytes / int64_t(V * dtype_size(dt.act)));
-  const int64_t C = std::min(opts_.ce_chunk_rows, T);
-
-  // Plan every activation tensor, then allocate once.
-  act_arena_ = std::make_unique<Arena>(backend, "activations");
-  Arena& A = *act_arena_;
-  using H_ = Arena::Handle;
-  struct ActHandles {
-    H_ xn1, rstd1, q, k, v, attn, lse, x_mid, xn2, rstd2, gate, up, act, xa[kNumLinearSlots];
-  };
-  const int n_sets = opts_.checkpointing ? 1 : int(c.num_hidden_layers);
-  std::vector<ActHandles> ah(n_sets);
-  for (auto& h : ah) {
+// Reserves (does not commit) every activation tensor of a model with options `o` (ce_chunk_rows resolved) in A.
+// The one place the activation memory is laid out: the model allocates it, plan_memory only measures it.
+ActivationLayout reserve_activations(Arena& A, const ModelOptions& o, const DTypePolicy& dt) {
+  const LlamaConfig& c = o.config;
+  const int64_t B = o.batch, L = o.seq_len, T = B * L, D = c.hidden_size, F = c.intermediate_size;
+  const int64_t H = c.num_attention_heads, V = c.vocab_size, r = o.lora.rank;
+  const int64_t C = std::min(o.ce_chunk_rows, T);
+  ActivationLayout lay;
+  lay.layers.resize(o.checkpointing ? 1 : size_t(c.num_hidden_layers));
+  for (ActHandles& h : lay.layers) {
     h.xn1 = A.reserve(dt.act, {T, D});
     h.rstd1 = A.reserve(dt.stat, {T});
     h.q = A.reserve(dt.act, {T, c.q_dim()});
@@ -80,27 +79,52 @@ LlamaModel::LlamaModel(Backend& backend, const ModelOptions& options) : backend_
     h.up = A.reserve(dt.act, {T, F});
     h.act = A.reserve(dt.act, {T, F});
     for (int s = 0; s < kNumLinearSlots; ++s)
-      if (opts_.lora.on(LinearSlot(s))) h.xa[s] = A.reserve(dt.act, {T, r});
+      if (o.lora.on(LinearSlot(s))) h.xa[s] = A.reserve(dt.act, {T, r});
   }
-  H_ ids = A.reserve(DType::I32, {T}), targets = A.reserve(DType::I32, {T}), positions = A.reserve(DType::I32, {T});
-  H_ argmax = A.reserve(DType::I32, {T});
-  std::vector<H_> resid(c.num_hidden_layers + 1);
-  for (auto& h : resid) h = A.reserve(dt.act, {T, D});
-  H_ xf = A.reserve(dt.act, {T, D}), rstdf = A.reserve(dt.stat, {T}), logits = A.reserve(dt.act, {C, V});
-  H_ losses = A.reserve(dt.stat, {T});
-  H_ d_resid = A.reserve(dt.act, {T, D}), d_xn = A.reserve(dt.act, {T, D});
-  H_ dq = A.reserve(dt.act, {T, c.q_dim()}), dk = A.reserve(dt.act, {T, c.kv_dim()});
-  H_ dv = A.reserve(dt.act, {T, c.kv_dim()}), d_attn = A.reserve(dt.act, {T, c.q_dim()});
-  H_ d_gate = A.reserve(dt.act, {T, F}), d_up = A.reserve(dt.act, {T, F}), d_act = A.reserve(dt.act, {T, F});
-  H_ d_xa, x_lora, dx_lora;
-  if (opts_.lora.enabled()) d_xa = A.reserve(dt.act, {T, r});
-  LL_CHECK(opts_.lora.dropout >= 0 && opts_.lora.dropout < 1, "LoRA dropout must be in [0, 1), got ",
-           opts_.lora.dropout);
-  if (opts_.lora.enabled() && opts_.lora.dropout > 0) {
+  lay.ids = A.reserve(DType::I32, {T}), lay.targets = A.reserve(DType::I32, {T});
+  lay.positions = A.reserve(DType::I32, {T}), lay.argmax = A.reserve(DType::I32, {T});
+  lay.resid.resize(size_t(c.num_hidden_layers) + 1);
+  for (auto& h : lay.resid) h = A.reserve(dt.act, {T, D});
+  lay.xf = A.reserve(dt.act, {T, D}), lay.rstdf = A.reserve(dt.stat, {T}), lay.logits = A.reserve(dt.act, {C, V});
+  lay.losses = A.reserve(dt.stat, {T});
+  lay.d_resid = A.reserve(dt.act, {T, D}), lay.d_xn = A.reserve(dt.act, {T, D});
+  lay.dq = A.reserve(dt.act, {T, c.q_dim()}), lay.dk = A.reserve(dt.act, {T, c.kv_dim()});
+  lay.dv = A.reserve(dt.act, {T, c.kv_dim()}), lay.d_attn = A.reserve(dt.act, {T, c.q_dim()});
+  lay.d_gate = A.reserve(dt.act, {T, F}), lay.d_up = A.reserve(dt.act, {T, F}), lay.d_act = A.reserve(dt.act, {T, F});
+  if (o.lora.enabled()) lay.d_xa = A.reserve(dt.act, {T, r});
+  if (o.lora.enabled() && o.lora.dropout > 0) {
     const int64_t widest = std::max({D, F, c.q_dim()});
-    x_lora = A.reserve(dt.act, {T, widest});
-    dx_lora = A.reserve(dt.act, {T, widest});
+    lay.x_lora = A.reserve(dt.act, {T, widest});
+    lay.dx_lora = A.reserve(dt.act, {T, widest});
   }
+  return lay;
+}
+
+void check_model_options(const ModelOptions& o) {
+  o.config.validate();
+  LL_CHECK(o.batch > 0, "model: batch size must be positive, got ", o.batch);
+  LL_CHECK(o.seq_len > 0, "model: sequence length must be positive, got ", o.seq_len);
+  LL_CHECK(o.lora.dropout >= 0 && o.lora.dropout < 1, "LoRA dropout must be in [0, 1), got ", o.lora.dropout);
+  training_mask(o.attention, o.config, o.seq_len);  // reject a bad configuration before allocating
+}
+}  // namespace
+
+LlamaModel::LlamaModel(Backend& backend, const ModelOptions& options) : backend_(backend), opts_(options) {
+  const LlamaConfig& c = opts_.config;
+  check_model_options(opts_);
+  rope_ = RopeParams{c.rope_theta, c.rope_scaling_factor};
+  params_ = std::make_unique<ParamStore>(backend, c, opts_.lora, opts_.trainable, opts_.external_param_storage);
+
+  const DTypePolicy dt = backend.dtypes();
+  const int64_t L = opts_.seq_len;
+  opts_.ce_chunk_rows = resolved_ce_chunk_rows(opts_, dt);
+
+  // Plan every activation tensor, then allocate once.
+  act_arena_ = std::make_unique<Arena>(backend, "activations");
+  Arena& A = *act_arena_;
+  const ActivationLayout lay = reserve_activations(A, opts_, dt);
+  const std::vector<ActHandles>& ah = lay.layers;
+  const int n_sets = int(ah.size());
   A.commit();
 
   acts_.resize(n_sets);
@@ -116,14 +140,16 @@ LlamaModel::LlamaModel(Backend& backend, const ModelOptions& options) : backend_
   }
   buf_ = std::make_unique<Buffers>();
   Buffers& b = *buf_;
-  b.ids = A.tensor(ids), b.targets = A.tensor(targets), b.positions = A.tensor(positions), b.argmax = A.tensor(argmax);
-  for (auto& h : resid) b.resid.push_back(A.tensor(h));
-  b.xf = A.tensor(xf), b.rstdf = A.tensor(rstdf), b.logits = A.tensor(logits), b.losses = A.tensor(losses);
-  b.d_resid = A.tensor(d_resid), b.d_xn = A.tensor(d_xn), b.dq = A.tensor(dq), b.dk = A.tensor(dk);
-  b.dv = A.tensor(dv), b.d_attn = A.tensor(d_attn), b.d_gate = A.tensor(d_gate), b.d_up = A.tensor(d_up);
-  b.d_act = A.tensor(d_act);
-  if (d_xa.valid()) b.d_xa = A.tensor(d_xa);
-  if (x_lora.valid()) b.x_lora = A.tensor(x_lora), b.dx_lora = A.tensor(dx_lora);
+  b.ids = A.tensor(lay.ids), b.targets = A.tensor(lay.targets), b.positions = A.tensor(lay.positions);
+  b.argmax = A.tensor(lay.argmax);
+  for (auto& h : lay.resid) b.resid.push_back(A.tensor(h));
+  b.xf = A.tensor(lay.xf), b.rstdf = A.tensor(lay.rstdf), b.logits = A.tensor(lay.logits);
+  b.losses = A.tensor(lay.losses);
+  b.d_resid = A.tensor(lay.d_resid), b.d_xn = A.tensor(lay.d_xn), b.dq = A.tensor(lay.dq), b.dk = A.tensor(lay.dk);
+  b.dv = A.tensor(lay.dv), b.d_attn = A.tensor(lay.d_attn), b.d_gate = A.tensor(lay.d_gate);
+  b.d_up = A.tensor(lay.d_up), b.d_act = A.tensor(lay.d_act);
+  if (lay.d_xa.valid()) b.d_xa = A.tensor(lay.d_xa);
+  if (lay.x_lora.valid()) b.x_lora = A.tensor(lay.x_lora), b.dx_lora = A.tensor(lay.dx_lora);
 
   acts_full_ = acts_;
   buf_full_ = std::make_unique<Buffers>(*buf_);
@@ -179,6 +205,23 @@ LlamaModel::~LlamaModel() = default;
 
 MemoryPlan LlamaModel::memory_plan() const {
   return {params_->frozen_bytes(), params_->trainable_bytes(), params_->grad_bytes(), act_arena_->bytes()};
+}
+
+MemoryPlan LlamaModel::plan_memory(Backend& backend, const ModelOptions& options) {
+  ModelOptions o = options;
+  check_model_options(o);
+  const DTypePolicy dt = backend.dtypes();
+  o.ce_chunk_rows = resolved_ce_chunk_rows(o, dt);
+  // The parameter list without memory (external storage allocates nothing), measured as the store's arenas would be.
+  const ParamStore shapes(backend, o.config, o.lora, o.trainable, /*external_storage=*/true);
+  Arena frozen(backend, "frozen weights"), trainable(backend, "trainable weights"), grads(backend, "gradients");
+  for (const Param& p : shapes.all()) {
+    (p.trainable ? trainable : frozen).reserve(dt.weight, p.shape);
+    if (p.trainable) grads.reserve(dt.grad, p.shape);
+  }
+  Arena acts(backend, "activations");
+  reserve_activations(acts, o, dt);
+  return {frozen.bytes(), trainable.bytes(), grads.bytes(), acts.bytes()};
 }
 
 void MemoryPlan::print(std::ostream& os) const {

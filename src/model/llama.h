@@ -56,6 +56,10 @@ class LlamaModel {
   Backend& backend() { return backend_; }
   const AttentionMask& mask() const { return mask_; }
   MemoryPlan memory_plan() const;
+  // What a model with these options would allocate on `backend` (weights and gradients as the store's arenas
+  // hold them without external storage, and the activation arena), computed without allocating anything: the
+  // start-up memory check runs it before the first large allocation.
+  static MemoryPlan plan_memory(Backend& backend, const ModelOptions& options);
 
   // Hugging Face initialisation (normal(0, init_std) for matrices, ones for norms) and PEFT's LoRA
   // initialisation (A Kaiming-uniform with a = √5, B = 0). Deterministic in `seed`.

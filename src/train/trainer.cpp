@@ -24,6 +24,7 @@
 #include "model/llama.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
+#include "train/memory_check.h"
 #include "train/model_presets.h"
 #include "cuda/device_info.h"
 #include "mpi/comm.h"
@@ -202,6 +203,8 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
     mo.lora.targets = LoraConfig::parse_targets(o.lora_target);
   }
   mo.external_param_storage = o.zero_stage == 3;
+  // On a GPU: stop now, with what would fit, when the plan exceeds the free device memory.
+  check_device_memory(*backend, mo, int(o.zero_stage), comm.size());
   LlamaModel model(*backend, mo);
   // ZeRO-3: every parameter lives sharded over the ranks; the storage gathers a group when the model uses it.
   std::unique_ptr<Zero3Storage> zero3;

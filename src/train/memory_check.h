@@ -1,0 +1,22 @@
+// The start-up device-memory check of a training run: what one rank will hold (weights, trainable copies,
+// gradients, optimizer state, activations) planned from the options before anything large is allocated, compared
+// with what the device has free. A run that cannot fit stops here with "needs X GiB, Y free" and the settings that
+// would fit, instead of failing at some allocation later.
+#pragma once
+#include "backend.h"
+#include "cuda/memory_report.h"
+#include "model/llama.h"
+
+namespace ll {
+
+// One rank's planned bytes under `zero_stage` over `ranks` ranks, as the engine lays them out: ZeRO-2 divides the
+// optimizer state (f32 Adam moments, plus f32 masters when weights are not f32); ZeRO-3 also divides weights and
+// gradients and adds its gather slots (two layer slots and the embedding/head group). `workspace` is left 0.
+DeviceMemoryNeeds plan_rank_memory(Backend& backend, const ModelOptions& options, int zero_stage, int ranks);
+
+// Device backends: throws ll::Error with device_memory_shortfall's message when the plan does not fit the free
+// memory (what the backend already holds counts as workspace and as free). Host backends: no check. Returns the
+// plan (for printing).
+DeviceMemoryNeeds check_device_memory(Backend& backend, const ModelOptions& options, int zero_stage, int ranks);
+
+}  // namespace ll
