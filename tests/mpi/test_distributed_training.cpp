@@ -1,5 +1,5 @@
-// Data-parallel training on CPU ranks: N ranks with ZeRO stage 0 or 2 follow the single-rank run with the same
-// global batch (losses and final weights), and a checkpoint written by N ranks resumes on one rank exactly.
+// Data-parallel training on CPU ranks: N ranks with ZeRO stage 0, 2 or 3 follow the single-rank run with the same
+// global batch (losses and final weights); checkpoints resume exactly on N → 1, N → N and 1 → N ranks.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -129,6 +129,48 @@ TEST_P(DistributedTraining, CheckpointFromNRanksResumesOnOneRankExactly) {
     EXPECT_LT(rel(weights(dir_ + "/interrupted/checkpoint-10/trainable.safetensors"),
                   weights(dir_ + "/straight/checkpoint-10/trainable.safetensors")),
               1e-5);
+  }
+  g_comm->barrier();
+}
+
+// Resume on the same N ranks (the shards read back as written), and at another world size the other way round:
+// a one-rank checkpoint re-cut into N shards. Both continue exactly like the uninterrupted single-rank run.
+TEST_P(DistributedTraining, CheckpointResumesOnTheSameRanksAndOneRankCheckpointResumesOnNRanks) {
+  const int n = g_comm->size();
+  TrainOptions same = options("same", 2);
+  same.interrupt_at_step = 4;
+  EXPECT_TRUE(run_training(same, {}, g_comm).interrupted);
+  TrainOptions same_resumed = options("same", 2);
+  same_resumed.resume_from_checkpoint = "auto";
+  EXPECT_FALSE(run_training(same_resumed, {}, g_comm).interrupted);
+
+  if (g_comm->rank() == 0) {
+    std::unique_ptr<Comm> local = make_local_comm();
+    TrainOptions one = options("one_to_n", 2 * n);
+    one.zero_stage = 0;
+    one.interrupt_at_step = 4;
+    EXPECT_TRUE(run_training(one, {}, local.get()).interrupted);
+    TrainOptions straight = options("straight_resume", 2 * n);
+    straight.zero_stage = 0;
+    run_training(straight, {}, local.get());
+  }
+  g_comm->barrier();
+  TrainOptions widened = options("one_to_n", 2);
+  widened.resume_from_checkpoint = "auto";
+  run_training(widened, {}, g_comm);
+
+  if (g_comm->rank() == 0) {
+    const std::vector<double> ref = losses(dir_ + "/straight_resume");
+    ASSERT_EQ(ref.size(), 10u);
+    for (const char* run : {"same", "one_to_n"}) {
+      const std::vector<double> a = losses(dir_ + "/" + run);
+      ASSERT_EQ(a.size(), 10u) << run;
+      for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], ref[i], 1e-5 * std::abs(ref[i])) << run << " step " << i + 1;
+      EXPECT_LT(rel(weights(dir_ + "/" + run + "/checkpoint-10/trainable.safetensors"),
+                    weights(dir_ + "/straight_resume/checkpoint-10/trainable.safetensors")),
+                1e-5)
+          << run;
+    }
   }
   g_comm->barrier();
 }
