@@ -11,6 +11,7 @@
 #   MPI=0|1       force multi-rank support off/on (default: on when mpicxx is found); build/test_mpi runs under mpirun
 #   NCCL=0|1      force the NCCL communicator off/on (default: on with CUDA=1, MPI=1 and $(CUDA_HOME)/include/nccl.h,
 #                 or NCCL_HOME/include/nccl.h); links -lnccl from $(NCCL_HOME)/lib or $(CUDA_HOME)/lib64
+#   DEPS=PREFIX   the Debian libraries unpacked under PREFIX (dpkg -x) instead of installed: GPU machines without apt
 
 BUILD     ?= build
 CXX       ?= g++
@@ -25,10 +26,18 @@ CXXFLAGS  := -std=c++17 -O2 -g -Wall -Wextra -fopenmp
 LDFLAGS   := -fopenmp
 # OpenBLAS built on OpenMP shares our OpenMP thread pool; the pthread build's threads would fight libgomp's
 # spinning workers for the cores (measured: 80% of CPU time spent spinning). Fall back to the default build.
-OPENBLAS_OMP := /usr/lib/x86_64-linux-gnu/openblas-openmp
+# DEPS=/opt/deps: the Debian libraries unpacked under a prefix instead of installed (a GPU machine without a package
+# registry; ../shared/gpu/README.md and scripts/gpu_check.sh).
+DEPS      ?=
+DEPS_LIB  := $(DEPS)/usr/lib/x86_64-linux-gnu
+ifneq ($(DEPS),)
+  CPPFLAGS += -I$(DEPS)/usr/include
+  LDFLAGS  += -L$(DEPS_LIB) -Wl,-rpath,$(DEPS_LIB)
+endif
+OPENBLAS_OMP := $(DEPS_LIB)/openblas-openmp
 ifneq ($(wildcard $(OPENBLAS_OMP)/libopenblas.so),)
   BLAS_LIBS := -L$(OPENBLAS_OMP) -Wl,-rpath,$(OPENBLAS_OMP) -lopenblas
-  CPPFLAGS  += -I/usr/include/x86_64-linux-gnu/openblas-openmp
+  CPPFLAGS  += -I$(DEPS)/usr/include/x86_64-linux-gnu/openblas-openmp
 else
   BLAS_LIBS := -lopenblas
 endif

@@ -168,6 +168,8 @@ struct BackendInfo {
 };
 
 std::vector<BackendInfo> list_backends();
+// The backend a run uses when none is named: "cuda" when this build has it and a usable GPU is present, else "cpu".
+std::string default_device();
 // Creates a backend by name; throws ll::Error naming the backend and the reason when it is unavailable.
 // `device_index` (cuda only): the GPU to run on (makes it the calling thread's current device); −1 = the first
 // usable one. Multi-rank runs pass the rank's GPU (choose_local_device in mpi/comm.h).

@@ -60,6 +60,12 @@ std::vector<BackendInfo> list_backends() {
   };
 }
 
+std::string default_device() {
+  for (const BackendInfo& b : list_backends())
+    if (b.name == "cuda" && b.available) return "cuda";
+  return "cpu";
+}
+
 std::unique_ptr<Backend> create_backend(const std::string& name, int device_index) {
   LL_CHECK(device_index < 0 || name == "cuda", "backend `", name, "` has no device index (got ", device_index, ")");
   if (name == "cpu") return std::make_unique<CpuBackend<float>>();

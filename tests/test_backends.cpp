@@ -3,6 +3,8 @@
 
 #include "backend.h"
 #include "cuda/device_info.h"
+#include "train/demo.h"
+#include "util/error.h"
 
 namespace ll {
 namespace {
@@ -46,6 +48,25 @@ TEST(BackendRegistry, CreatesCpuBackendsAndRefusesOthersClearly) {
           << e.what();
       EXPECT_NE(std::string(e.what()).find(cuda_reason.substr(13)), std::string::npos) << e.what();
     }
+  }
+}
+
+TEST(BackendRegistry, DefaultDeviceIsTheGpuExactlyWhenOneIsUsable) {
+  bool cuda_available = false;
+  for (const BackendInfo& b : list_backends()) cuda_available |= b.name == "cuda" && b.available;
+  EXPECT_EQ(default_device(), cuda_available ? "cuda" : "cpu");
+  EXPECT_NO_THROW(create_backend(default_device()));
+}
+
+TEST(Demo, RejectsAnUnknownDeviceBeforeDoingAnything) {
+  DemoOptions d;
+  d.device = "tpu";
+  d.output_dir = ::testing::TempDir() + "/ll_demo_bad_device";
+  try {
+    run_demo(d);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("must be cpu or cuda, got `tpu`"), std::string::npos) << e.what();
   }
 }
 

@@ -3,6 +3,7 @@
 #include <sentencepiece_trainer.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -53,9 +54,10 @@ struct EvalRow {
 };
 
 // Perplexity at `context` of the HF folder `model_dir` (+ optional adapter) with RoPE factor `factor`.
-EvalRow evaluate(const std::string& label, const std::string& model_dir, const std::string& adapter_dir,
-                 double factor, int64_t context, const TokenFile& val, int64_t windows) {
-  std::unique_ptr<Backend> backend = create_backend("cpu");
+EvalRow evaluate(const std::string& device, const std::string& label, const std::string& model_dir,
+                 const std::string& adapter_dir, double factor, int64_t context, const TokenFile& val,
+                 int64_t windows) {
+  std::unique_ptr<Backend> backend = create_backend(device);
   ModelOptions mo;
   mo.config = read_hf_config(model_dir).model;
   mo.config.rope_scaling_factor = factor;
@@ -76,11 +78,18 @@ EvalRow evaluate(const std::string& label, const std::string& model_dir, const s
 int run_demo(const DemoOptions& d) {
   const auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  std::string device = d.device;
+  if (device.empty()) {
+    const char* env = std::getenv("LONGLORA_DEMO_DEVICE");
+    device = env && *env ? env : default_device();
+  }
+  LL_CHECK(device == "cpu" || device == "cuda", "demo: LONGLORA_DEMO_DEVICE must be cpu or cuda, got `", device, "`");
   LL_CHECK(path_exists(d.corpus), "demo: corpus `", d.corpus,
            "` not found; run build/train from the repository root (it ships data/)");
   make_directories(d.output_dir);
-  std::printf("LongLoRA demo on CPU: tiny Llama, context %lld → %lld (outputs in %s/)\n\n", (long long)d.short_context,
-              (long long)d.long_context, d.output_dir.c_str());
+  std::printf("LongLoRA demo on %s: tiny Llama, context %lld → %lld (outputs in %s/)\n\n",
+              device == "cuda" ? "the GPU" : "CPU", (long long)d.short_context, (long long)d.long_context,
+              d.output_dir.c_str());
 
   // 1. Tokenizer and token files (90% train, 10% validation, split by line).
   const std::string tok_prefix = d.output_dir + "/tokenizer";
@@ -117,6 +126,7 @@ int run_demo(const DemoOptions& d) {
   pre.logging_steps = 50;
   pre.gradient_checkpointing = false;
   pre.seed = int64_t(d.seed);
+  pre.device = device;
   std::printf("[2/4] pretraining at context %lld for %lld steps...\n", (long long)d.short_context,
               (long long)d.pretrain_steps);
   std::fflush(stdout);
@@ -128,9 +138,9 @@ int run_demo(const DemoOptions& d) {
   const TokenFile val(val_bin, tok.vocab_size());
   const double factor = double((d.long_context + d.short_context - 1) / d.short_context);
   std::vector<EvalRow> rows;
-  rows.push_back(evaluate("pretrained", base_dir, "", 1.0, d.short_context, val, d.eval_windows));
-  rows.push_back(evaluate("pretrained, no interpolation", base_dir, "", 1.0, d.long_context, val, d.eval_windows));
-  rows.push_back(evaluate("pretrained + PI (no fine-tuning)", base_dir, "", factor, d.long_context, val,
+  rows.push_back(evaluate(device, "pretrained", base_dir, "", 1.0, d.short_context, val, d.eval_windows));
+  rows.push_back(evaluate(device, "pretrained, no interpolation", base_dir, "", 1.0, d.long_context, val, d.eval_windows));
+  rows.push_back(evaluate(device, "pretrained + PI (no fine-tuning)", base_dir, "", factor, d.long_context, val,
                           d.eval_windows));
   std::printf("[3/4] evaluated the pretrained model at %lld tokens (%.0f s)\n", (long long)d.long_context, elapsed());
 
@@ -154,13 +164,14 @@ int run_demo(const DemoOptions& d) {
   ext.logging_steps = 25;
   ext.gradient_checkpointing = true;
   ext.seed = int64_t(d.seed) + 1;
+  ext.device = device;
   std::printf("[4/4] LongLoRA fine-tuning at context %lld (PI factor %g, S2-Attn, LoRA r=8 + embed/norm) for %lld "
               "steps...\n",
               (long long)d.long_context, factor, (long long)d.extend_steps);
   std::fflush(stdout);
   const TrainResult er = run_training(ext, nlohmann::json{{"demo", "longlora"}});
   std::printf("      done: loss %.3f (%.0f s)\n", er.last_loss, elapsed());
-  rows.push_back(evaluate("LongLoRA (PI + S2 + LoRA+)", base_dir, ext.output_dir, factor, d.long_context, val,
+  rows.push_back(evaluate(device, "LongLoRA (PI + S2 + LoRA+)", base_dir, ext.output_dir, factor, d.long_context, val,
                           d.eval_windows));
 
   std::printf("\nvalidation perplexity (%lld windows each, full causal attention):\n", (long long)d.eval_windows);
@@ -174,7 +185,7 @@ int run_demo(const DemoOptions& d) {
                    {"loss", r.result.loss}, {"num_windows", r.result.num_windows}});
   }
   write_file_atomic(d.output_dir + "/results.json",
-                    nlohmann::json{{"rows", out}, {"elapsed_sec", elapsed()}}.dump(2) + "\n");
+                    nlohmann::json{{"rows", out}, {"device", device}, {"elapsed_sec", elapsed()}}.dump(2) + "\n");
   std::printf("\ntotal %.0f s; results in %s/results.json\n", elapsed(), d.output_dir.c_str());
   return 0;
 }
