@@ -12,6 +12,7 @@
 #include "model/llama.h"
 #include "mpi/zero.h"
 #include "mpi_test_env.h"
+#include "run_outputs.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
 #include "util/files.h"
@@ -23,6 +24,9 @@ namespace ll {
 namespace {
 
 using test::g_comm;
+using test::logged_losses;
+using test::relative_distance;
+using test::stored_values;
 
 const char* kConfig = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32,
   "intermediate_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2,
@@ -67,26 +71,6 @@ class DistributedTraining : public ::testing::TestWithParam<int> {
     o.gradient_checkpointing = false;
     return o;
   }
-  static std::vector<double> losses(const std::string& out_dir) {
-    std::vector<double> out;
-    std::ifstream in(out_dir + "/metrics.jsonl");
-    for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line).at("loss"));
-    return out;
-  }
-  static std::vector<double> weights(const std::string& file) {
-    const SafetensorsFile f(file);
-    std::vector<double> all;
-    for (const std::string& name : f.names()) {
-      const Tensor t = f.tensor(name);
-      for (int64_t i = 0; i < t.numel(); ++i) all.push_back(t.ptr<float>()[i]);
-    }
-    return all;
-  }
-  static double rel(const std::vector<double>& a, const std::vector<double>& b) {
-    double d = 0, n = 0;
-    for (size_t i = 0; i < a.size() && i < b.size(); ++i) d += (a[i] - b[i]) * (a[i] - b[i]), n += b[i] * b[i];
-    return a.size() == b.size() ? std::sqrt(d / std::max(n, 1e-30)) : 1.0;
-  }
   std::string dir_;
 };
 
@@ -98,12 +82,12 @@ TEST_P(DistributedTraining, MatchesTheSingleRankRunWithTheSameGlobalBatch) {
     TrainOptions single = options("single", 2 * n);
     single.zero_stage = 0;
     run_training(single, {}, local.get());
-    const std::vector<double> a = losses(dir_ + "/ranks"), b = losses(dir_ + "/single");
+    const std::vector<double> a = logged_losses(dir_ + "/ranks"), b = logged_losses(dir_ + "/single");
     ASSERT_EQ(a.size(), 10u);
     ASSERT_EQ(b.size(), 10u);
     for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * std::abs(b[i])) << "step " << i + 1;
-    EXPECT_LT(rel(weights(dir_ + "/ranks/checkpoint-10/trainable.safetensors"),
-                  weights(dir_ + "/single/checkpoint-10/trainable.safetensors")),
+    EXPECT_LT(relative_distance(stored_values(dir_ + "/ranks/checkpoint-10/trainable.safetensors"),
+                  stored_values(dir_ + "/single/checkpoint-10/trainable.safetensors")),
               1e-5);
   }
   g_comm->barrier();
@@ -123,11 +107,11 @@ TEST_P(DistributedTraining, CheckpointFromNRanksResumesOnOneRankExactly) {
     run_training(resumed, {}, local.get());
     TrainOptions straight = options("straight", 2 * n);
     run_training(straight, {}, local.get());
-    const std::vector<double> a = losses(dir_ + "/interrupted"), b = losses(dir_ + "/straight");
+    const std::vector<double> a = logged_losses(dir_ + "/interrupted"), b = logged_losses(dir_ + "/straight");
     ASSERT_EQ(a.size(), 10u);
     for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * std::abs(b[i])) << "step " << i + 1;
-    EXPECT_LT(rel(weights(dir_ + "/interrupted/checkpoint-10/trainable.safetensors"),
-                  weights(dir_ + "/straight/checkpoint-10/trainable.safetensors")),
+    EXPECT_LT(relative_distance(stored_values(dir_ + "/interrupted/checkpoint-10/trainable.safetensors"),
+                  stored_values(dir_ + "/straight/checkpoint-10/trainable.safetensors")),
               1e-5);
   }
   g_comm->barrier();
@@ -160,14 +144,14 @@ TEST_P(DistributedTraining, CheckpointResumesOnTheSameRanksAndOneRankCheckpointR
   run_training(widened, {}, g_comm);
 
   if (g_comm->rank() == 0) {
-    const std::vector<double> ref = losses(dir_ + "/straight_resume");
+    const std::vector<double> ref = logged_losses(dir_ + "/straight_resume");
     ASSERT_EQ(ref.size(), 10u);
     for (const char* run : {"same", "one_to_n"}) {
-      const std::vector<double> a = losses(dir_ + "/" + run);
+      const std::vector<double> a = logged_losses(dir_ + "/" + run);
       ASSERT_EQ(a.size(), 10u) << run;
       for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], ref[i], 1e-5 * std::abs(ref[i])) << run << " step " << i + 1;
-      EXPECT_LT(rel(weights(dir_ + "/" + run + "/checkpoint-10/trainable.safetensors"),
-                    weights(dir_ + "/straight_resume/checkpoint-10/trainable.safetensors")),
+      EXPECT_LT(relative_distance(stored_values(dir_ + "/" + run + "/checkpoint-10/trainable.safetensors"),
+                    stored_values(dir_ + "/straight_resume/checkpoint-10/trainable.safetensors")),
                 1e-5)
           << run;
     }
@@ -193,12 +177,12 @@ TEST_P(DistributedTraining, DeferredCollectivesAndSmallBucketsMatchTheSingleRank
     single.zero_stage = 0;
     single.gradient_checkpointing = true;
     run_training(single, {}, local.get());
-    const std::vector<double> a = losses(dir_ + "/deferred"), b = losses(dir_ + "/deferred_single");
+    const std::vector<double> a = logged_losses(dir_ + "/deferred"), b = logged_losses(dir_ + "/deferred_single");
     ASSERT_EQ(a.size(), 10u);
     ASSERT_EQ(b.size(), 10u);
     for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * std::abs(b[i])) << "step " << i + 1;
-    EXPECT_LT(rel(weights(dir_ + "/deferred/checkpoint-10/trainable.safetensors"),
-                  weights(dir_ + "/deferred_single/checkpoint-10/trainable.safetensors")),
+    EXPECT_LT(relative_distance(stored_values(dir_ + "/deferred/checkpoint-10/trainable.safetensors"),
+                  stored_values(dir_ + "/deferred_single/checkpoint-10/trainable.safetensors")),
               1e-5);
   }
   g_comm->barrier();

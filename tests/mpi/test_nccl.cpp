@@ -14,6 +14,7 @@
 #include "data/token_file.h"
 #include "io/safetensors.h"
 #include "mpi_test_env.h"
+#include "run_outputs.h"
 #include "tensor_host.h"
 #include "train/trainer.h"
 #include "util/files.h"
@@ -25,6 +26,9 @@ namespace ll {
 namespace {
 
 using test::g_comm;
+using test::logged_losses;
+using test::relative_distance;
+using test::stored_values;
 
 // Collective: the same answer on every rank (a reason when some rank cannot run GPU tests).
 std::string gpu_ranks_missing() {
@@ -170,28 +174,6 @@ class NcclTraining : public ::testing::TestWithParam<int> {
     o.comm_timeout_sec = 120;
     return o;
   }
-  static std::vector<double> losses(const std::string& out_dir) {
-    std::vector<double> out;
-    std::ifstream in(out_dir + "/metrics.jsonl");
-    for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line).at("loss"));
-    return out;
-  }
-  static std::vector<double> weights(const std::string& file) {
-    const SafetensorsFile f(file);
-    std::vector<double> all;
-    for (const std::string& name : f.names()) {
-      const SafetensorsEntry& e = f.entry(name);
-      std::vector<double> v(e.nbytes / dtype_size(e.dtype));
-      convert_values(e.data, e.dtype, v.data(), DType::F64, v.size());
-      all.insert(all.end(), v.begin(), v.end());
-    }
-    return all;
-  }
-  static double rel(const std::vector<double>& a, const std::vector<double>& b) {
-    double d = 0, n = 0;
-    for (size_t i = 0; i < a.size() && i < b.size(); ++i) d += (a[i] - b[i]) * (a[i] - b[i]), n += b[i] * b[i];
-    return a.size() == b.size() ? std::sqrt(d / std::max(n, 1e-30)) : 1.0;
-  }
   std::string dir_;
 };
 
@@ -206,12 +188,12 @@ TEST_P(NcclTraining, TenStepsOnNGpusMatchOneGpuWithTheSameGlobalBatch) {
     TrainOptions single = options("single", 2 * n);
     single.zero_stage = 0;
     run_training(single, {}, local.get());
-    const std::vector<double> a = losses(dir_ + "/ranks"), b = losses(dir_ + "/single");
+    const std::vector<double> a = logged_losses(dir_ + "/ranks"), b = logged_losses(dir_ + "/single");
     ASSERT_EQ(a.size(), 10u);
     ASSERT_EQ(b.size(), 10u);
     for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-2 * std::abs(b[i])) << "step " << i + 1;
-    EXPECT_LT(rel(weights(dir_ + "/ranks/checkpoint-10/trainable.safetensors"),
-                  weights(dir_ + "/single/checkpoint-10/trainable.safetensors")),
+    EXPECT_LT(relative_distance(stored_values(dir_ + "/ranks/checkpoint-10/trainable.safetensors"),
+                  stored_values(dir_ + "/single/checkpoint-10/trainable.safetensors")),
               2e-2);
   }
   g_comm->barrier();
@@ -228,11 +210,11 @@ TEST_P(NcclTraining, ResumeOnTheSameGpusContinuesTheRun) {
   run_training(resumed, {}, g_comm);
   run_training(options("straight", 2), {}, g_comm);
   if (g_comm->rank() == 0) {
-    const std::vector<double> a = losses(dir_ + "/interrupted"), b = losses(dir_ + "/straight");
+    const std::vector<double> a = logged_losses(dir_ + "/interrupted"), b = logged_losses(dir_ + "/straight");
     ASSERT_EQ(a.size(), 10u);
     for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-6 * std::abs(b[i])) << "step " << i + 1;
-    EXPECT_LT(rel(weights(dir_ + "/interrupted/checkpoint-10/trainable.safetensors"),
-                  weights(dir_ + "/straight/checkpoint-10/trainable.safetensors")),
+    EXPECT_LT(relative_distance(stored_values(dir_ + "/interrupted/checkpoint-10/trainable.safetensors"),
+                  stored_values(dir_ + "/straight/checkpoint-10/trainable.safetensors")),
               1e-6);
   }
   g_comm->barrier();
