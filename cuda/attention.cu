@@ -542,6 +542,7 @@ void backward_tc(const AttentionBackwardArgs& a, cudaStream_t s) {
   const dim3 grid_kv(unsigned((a.dims.kv_len + 63) / 64), unsigned(a.dims.batch * a.dims.kv_heads));
   attention_dkdv_tc_kernel<Dh><<<grid_kv, kThreads, smem_kv, s>>>(a);
   LL_LAUNCH_CHECK("attention_dkdv_tc_kernel");
+  if (a.dims.seq_len == 0) return;  // no queries: dK = dV = 0 (written above); a grid of 0 blocks fails to launch
   const dim3 grid_q(unsigned((a.dims.seq_len + 63) / 64), unsigned(a.dims.batch * a.dims.heads));
   attention_dq_tc_kernel<Dh><<<grid_q, kThreads, smem_q, s>>>(a);
   LL_LAUNCH_CHECK("attention_dq_tc_kernel");

@@ -195,7 +195,7 @@ AttentionDims attention_shape(const Tensor& q, const Tensor& k, const AttentionM
   LL_CHECK(q.ndim == 4 && k.ndim == 4, op, ": q and k must be [B,L,H,Dh], got ", q.shape_str(), " and ",
            k.shape_str());
   const AttentionDims s{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3), k.dim(1)};
-  LL_CHECK(s.kv_heads > 0 && s.heads % s.kv_heads == 0, op, ": query heads (", s.heads,
+  LL_CHECK(s.heads > 0 && s.kv_heads > 0 && s.heads % s.kv_heads == 0, op, ": query heads (", s.heads,
            ") must be a multiple of KV heads (", s.kv_heads, ")");
   LL_CHECK(s.kv_len >= s.seq_len, op, ": ", s.kv_len, " keys for ", s.seq_len,
            " queries; queries are the last positions of the keys");

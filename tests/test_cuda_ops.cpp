@@ -450,12 +450,26 @@ TEST_P(CudaAttention, ForwardAndBackwardMatchTheCpu) {
                          test::view(vv, {B, Lk, Hkv, Dh}), test::view(o_in, {B, L, H, Dh}),
                          test::view(l_in, {B, H, L}), c.mask);
   const std::vector<double> gdq = get(dq), gdk = get(dk), gdv = get(dv);
-  EXPECT_CLOSE(gdq, as_f64(rdq), 3e-2, c.what << ": dq");
-  EXPECT_CLOSE(gdk, as_f64(rdk), 3e-2, c.what << ": dk");
   EXPECT_CLOSE(gdv, as_f64(rdv), 3e-2, c.what << ": dv");
-  EXPECT_LT(max_row_error(gdq, as_f64(rdq), Dh, 0.2), 0.15) << c.what << ": worst dq row";
-  EXPECT_LT(max_row_error(gdk, as_f64(rdk), Dh, 0.2), 0.15) << c.what << ": worst dk row";
   EXPECT_LT(max_row_error(gdv, as_f64(rdv), Dh, 0.2), 0.15) << c.what << ": worst dv row";
+  if (c.L == 1 && c.Lk == 1) {
+    // One query, one key: the softmax weight is 1, so dS = P·(dP − δ) = 0 and dQ = dK = 0 exactly; both sides hold
+    // rounding noise, which is compared with the size of dV rather than with zero.
+    auto norm = [](const std::vector<double>& x) {
+      double s = 0;
+      for (double e : x) s += e * e;
+      return std::sqrt(s);
+    };
+    const double dv_norm = norm(as_f64(rdv));
+    EXPECT_LT(norm(gdq), 3e-2 * dv_norm) << c.what << ": dq must vanish";
+    EXPECT_LT(norm(gdk), 3e-2 * dv_norm) << c.what << ": dk must vanish";
+    EXPECT_TRUE(all_finite(gdq) && all_finite(gdk)) << c.what;
+  } else {
+    EXPECT_CLOSE(gdq, as_f64(rdq), 3e-2, c.what << ": dq");
+    EXPECT_CLOSE(gdk, as_f64(rdk), 3e-2, c.what << ": dk");
+    EXPECT_LT(max_row_error(gdq, as_f64(rdq), Dh, 0.2), 0.15) << c.what << ": worst dq row";
+    EXPECT_LT(max_row_error(gdk, as_f64(rdk), Dh, 0.2), 0.15) << c.what << ": worst dk row";
+  }
 
   // Deterministic: a second run is bit-identical.
   gpu().attention_backward(dq.t, dk.t, dv.t, dout.t, q.t, k.t, v.t, out.t, lse.t, c.mask);

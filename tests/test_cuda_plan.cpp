@@ -402,6 +402,7 @@ TEST(CudaOpChecks, AttentionShapesMasksAndPaths) {
   expect_error([&] { fwd(1, 64, 65, 2, 2, 64, AttentionMask::s2(16, false)); }, "as many queries as keys");
   expect_error([&] { fwd(1, 64, 64, 3, 3, 64, AttentionMask::s2(16, false)); }, "even number of query heads");
   expect_error([&] { fwd(1, 64, 64, 4, 3, 64, AttentionMask::causal()); }, "multiple of KV heads");
+  expect_error([&] { fwd(1, 64, 64, 0, 1, 64, AttentionMask::causal()); }, "multiple of KV heads");  // no query heads
   expect_error([&] { fwd(1, 60, 60, 4, 2, 64, AttentionMask::s2(16, true)); }, "roll variant");
   expect_error([&] { fwd(1, 64, 64, 4, 2, 512, AttentionMask::causal()); }, "head dimension 512");
   expect_error([&] { fwd(1, 64, 64, 4, 2, 64, AttentionMask::causal(), autop, 0x100008); }, "16-byte aligned");
