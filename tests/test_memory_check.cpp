@@ -7,6 +7,7 @@
 #include "mpi/comm.h"
 #include "mpi/zero.h"
 #include "mpi/zero3.h"
+#include "model/arena.h"
 #include "model/llama.h"
 #include "train/memory_check.h"
 #include "util/error.h"
@@ -51,6 +52,43 @@ TEST(MemoryPlan, PlannedWithoutAllocatingEqualsWhatTheModelAllocates) {
     EXPECT_EQ(planned.activations, real.activations);
     EXPECT_GT(planned.activations, 0u);
   }
+}
+
+TEST(ArenaSharing, PhasesOverlapAndTheArenaContinuesAfterTheLargest) {
+  CpuBackend<float> cpu;
+  Arena a(cpu, "test");
+  const Arena::Handle before = a.reserve(DType::F32, {10});  // 40 bytes, padded to 256
+  a.begin_shared();
+  const Arena::Handle p1 = a.reserve(DType::F32, {100}), p2 = a.reserve(DType::F32, {100});  // 400 + 400
+  a.next_phase();
+  const Arena::Handle q1 = a.reserve(DType::F32, {64});  // 256
+  a.end_shared();
+  const Arena::Handle after = a.reserve(DType::F32, {1});
+  EXPECT_THROW(a.next_phase(), Error);
+  a.commit();
+  auto at = [&](Arena::Handle h) { return static_cast<char*>(a.tensor(h).data); };
+  EXPECT_EQ(at(p1) - at(before), 256);
+  EXPECT_EQ(at(q1), at(p1));                      // the second phase starts where the first did
+  EXPECT_EQ(at(p2) - at(p1), 512);                // 400 bytes, 256-aligned
+  EXPECT_EQ(at(after) - at(p1), 512 + 512);       // after the larger phase
+  EXPECT_EQ(a.bytes(), size_t(256 + 1024 + 256));
+}
+
+TEST(MemoryPlan, BackwardGradientsOfMlpAndAttentionShareMemory) {
+  CpuBackend<float> cpu;
+  ModelOptions o = options(true, true);
+  const size_t shared = LlamaModel::plan_memory(cpu, o).activations;
+  // Without sharing the attention gradients (dq, dk, dv, d_attn) would add their own bytes.
+  const int64_t T = o.batch * o.seq_len;
+  const size_t attention_grads = size_t(T) * size_t(2 * o.config.q_dim() + 2 * o.config.kv_dim()) * sizeof(float);
+  o.config.intermediate_size = 8;  // MLP gradients now smaller than the attention ones: the arena grows by the difference
+  const size_t small_mlp = LlamaModel::plan_memory(cpu, o).activations;
+  const size_t mlp_grads_72 = size_t(T) * 3 * 72 * sizeof(float), mlp_grads_8 = size_t(T) * 3 * 8 * sizeof(float);
+  const size_t mlp_acts_diff = size_t(T) * 3 * (72 - 8) * sizeof(float);  // gate, up, act of the one checkpointed set
+  ASSERT_GT(mlp_grads_72, attention_grads);
+  ASSERT_LT(mlp_grads_8, attention_grads);
+  EXPECT_NEAR(double(shared) - double(small_mlp), double(mlp_acts_diff) + double(mlp_grads_72) - double(attention_grads),
+              8 * 256.0);
 }
 
 TEST(MemoryPlan, RejectsBadOptionsBeforeAllocating) {

@@ -2,6 +2,7 @@
 // Usage: reserve every tensor (offsets computed, nothing allocated), then commit() once, then
 // tensor(handle) returns views. Nothing is allocated after commit().
 #pragma once
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -33,9 +34,30 @@ class Arena {
     return Handle{entries_.size() - 1};
   }
 
+  // Buffers that are never live at the same time can share memory: what is reserved between begin_shared() and
+  // end_shared() is laid out in phases, each next_phase() starting again at the offset where begin_shared() was;
+  // the arena then continues after the largest phase.
+  void begin_shared() {
+    LL_CHECK(!in_shared_, "arena `", name_, "`: begin_shared() twice");
+    size_ = (size_ + 255) / 256 * 256;
+    in_shared_ = true;
+    shared_start_ = shared_end_ = size_;
+  }
+  void next_phase() {
+    LL_CHECK(in_shared_, "arena `", name_, "`: next_phase() outside begin_shared()/end_shared()");
+    shared_end_ = std::max(shared_end_, size_);
+    size_ = shared_start_;
+  }
+  void end_shared() {
+    LL_CHECK(in_shared_, "arena `", name_, "`: end_shared() without begin_shared()");
+    size_ = std::max(shared_end_, size_);
+    in_shared_ = false;
+  }
+
   // Allocates the whole arena and zero-fills it.
   void commit() {
     LL_CHECK(base_ == nullptr, "arena `", name_, "`: committed twice");
+    LL_CHECK(!in_shared_, "arena `", name_, "`: commit() inside begin_shared()/end_shared()");
     if (size_ == 0) return;
     size_ = (size_ + 255) / 256 * 256;
     base_ = backend_->allocate(size_);
@@ -74,6 +96,8 @@ class Arena {
   std::vector<Entry> entries_;
   size_t size_ = 0;
   void* base_ = nullptr;
+  bool in_shared_ = false;
+  size_t shared_start_ = 0, shared_end_ = 0;
 };
 
 }  // namespace ll

@@ -88,9 +88,13 @@ ActivationLayout reserve_activations(Arena& A, const ModelOptions& o, const DTyp
   lay.xf = A.reserve(dt.act, {T, D}), lay.rstdf = A.reserve(dt.stat, {T}), lay.logits = A.reserve(dt.act, {C, V});
   lay.losses = A.reserve(dt.stat, {T});
   lay.d_resid = A.reserve(dt.act, {T, D}), lay.d_xn = A.reserve(dt.act, {T, D});
+  // A layer's backward finishes with the MLP's gradients before the attention's begin: they share memory.
+  A.begin_shared();
+  lay.d_gate = A.reserve(dt.act, {T, F}), lay.d_up = A.reserve(dt.act, {T, F}), lay.d_act = A.reserve(dt.act, {T, F});
+  A.next_phase();
   lay.dq = A.reserve(dt.act, {T, c.q_dim()}), lay.dk = A.reserve(dt.act, {T, c.kv_dim()});
   lay.dv = A.reserve(dt.act, {T, c.kv_dim()}), lay.d_attn = A.reserve(dt.act, {T, c.q_dim()});
-  lay.d_gate = A.reserve(dt.act, {T, F}), lay.d_up = A.reserve(dt.act, {T, F}), lay.d_act = A.reserve(dt.act, {T, F});
+  A.end_shared();
   if (o.lora.enabled()) lay.d_xa = A.reserve(dt.act, {T, r});
   if (o.lora.enabled() && o.lora.dropout > 0) {
     const int64_t widest = std::max({D, F, c.q_dim()});
