@@ -142,6 +142,22 @@ TEST(MemoryPlan, ShardedStagesDivideWhatTheyShard) {
   EXPECT_THROW(plan_rank_memory(cpu, o, 2, 0), Error);
 }
 
+TEST(MemoryPlan, LongestFittingLengthIsTheLastThatFits) {
+  CpuBackend<float> cpu;
+  const ModelOptions o = options(true, true);
+  auto need = [&](int64_t L) {
+    ModelOptions x = o;
+    x.seq_len = L;
+    return plan_rank_memory(cpu, x, 0, 1).total();
+  };
+  const size_t available = need(40 * 64) + need(64) / 2;  // between the plans of 40 and 41 steps of 64
+  ASSERT_LT(available, need(41 * 64));
+  EXPECT_EQ(longest_fitting_seq_len(cpu, o, 0, 1, available, 64, 1 << 16), 40 * 64);
+  EXPECT_EQ(longest_fitting_seq_len(cpu, o, 0, 1, need(64) - 1, 64, 1 << 16), 0);
+  EXPECT_EQ(longest_fitting_seq_len(cpu, o, 0, 1, size_t(1) << 50, 64, 1 << 12), 1 << 12);  // capped at the limit
+  EXPECT_THROW(longest_fitting_seq_len(cpu, o, 0, 1, available, 0, 64), Error);
+}
+
 // The CPU backend with a pretend device of `free` bytes.
 class SmallDevice final : public CpuBackend<float> {
  public:

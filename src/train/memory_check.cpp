@@ -64,6 +64,22 @@ DeviceMemoryNeeds plan_rank_memory(Backend& backend, const ModelOptions& options
   return n;
 }
 
+int64_t longest_fitting_seq_len(Backend& backend, const ModelOptions& options, int zero_stage, int ranks,
+                                size_t available_bytes, int64_t step, int64_t limit) {
+  LL_CHECK(step > 0 && limit >= step, "longest_fitting_seq_len: step ", step, " and limit ", limit);
+  auto fits = [&](int64_t units) {
+    ModelOptions o = options;
+    o.seq_len = units * step;
+    return plan_rank_memory(backend, o, zero_stage, ranks).total() <= available_bytes;
+  };
+  int64_t lo = 0, hi = limit / step + 1;  // fits(lo) (0: nothing), !fits(hi) (assumed past the limit)
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    (fits(mid) ? lo : hi) = mid;
+  }
+  return lo * step;
+}
+
 DeviceMemoryNeeds check_device_memory(Backend& backend, const ModelOptions& options, int zero_stage, int ranks) {
   DeviceMemoryNeeds needs = plan_rank_memory(backend, options, zero_stage, ranks);
   DeviceMemoryState state;

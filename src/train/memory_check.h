@@ -14,6 +14,12 @@ namespace ll {
 // gradients and adds its gather slots (two layer slots and the embedding/head group). `workspace` is left 0.
 DeviceMemoryNeeds plan_rank_memory(Backend& backend, const ModelOptions& options, int zero_stage, int ranks);
 
+// The longest sequence length, a multiple of `step` and at most `limit`, at which one rank's plan (options with
+// seq_len replaced) needs at most `available_bytes`; 0 when even `step` tokens do not fit. The plan grows with the
+// length, so this bisects over plans — no allocation, no step run.
+int64_t longest_fitting_seq_len(Backend& backend, const ModelOptions& options, int zero_stage, int ranks,
+                                size_t available_bytes, int64_t step = 4096, int64_t limit = int64_t(1) << 22);
+
 // Device backends: throws ll::Error with device_memory_shortfall's message when the plan does not fit the free
 // memory (what the backend already holds counts as workspace and as free). Host backends: no check. Returns the
 // plan (for printing).
