@@ -2,7 +2,8 @@
 # Runs the CUDA benchmarks (build/bench_cuda) and keeps their JSON: attention fwd+bwd (full and S2, 8k/16k/32k, Dh 128),
 # cuBLASLt GEMMs on Llama-2-7B shapes, and the end-to-end 7B-shaped LoRA+S2 step at 8k (with the longest context
 # that fits when --max_context is given). Each benchmark prints its own table.
-#   scripts/bench_cuda.sh [attention|gemm|e2e|all] [--out DIR] [--max_context] [--peak_tflops X] [--with_hf]
+#   scripts/bench_cuda.sh [attention|gemm|e2e|all] [--out DIR] [--max_context] [--profile] [--peak_tflops X] [--with_hf]
+# --profile times one more e2e step op by op (ProfilingBackend) and adds the table and JSON "profile".
 # --with_hf also runs scripts/bench_hf_baseline.py (PyTorch + transformers + PEFT, same recipe) on the same GPU
 # right after our e2e step and prints the ratio.
 # Results: DIR/<benchmark>.json (default DIR: bench-results/<UTC timestamp>). Record card, commit and numbers in
@@ -19,6 +20,7 @@ while [ $# -gt 0 ]; do
     attention|gemm|e2e|all) what=$1 ;;
     --out) out=$2; shift ;;
     --max_context) extra_e2e+=(--max_context) ;;
+    --profile) extra_e2e+=(--profile) ;;
     --peak_tflops) peak=(--peak_tflops "$2"); shift ;;
     --with_hf) with_hf=1 ;;
     -h|--help) sed -n '2,10p' "$0"; exit 0 ;;

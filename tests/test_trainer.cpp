@@ -8,6 +8,7 @@
 #include <thread>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "cpu/cpu_backend.h"
 #include "data/token_file.h"
@@ -109,6 +110,44 @@ TEST_F(TrainerTest, ResumeContinuesBitIdentically) {
       read_text_file(straight.output_dir + "/metrics.jsonl").find('\n')));
   for (const char* k : {"step", "loss", "lr", "grad_norm", "tokens_per_sec", "elapsed_sec"}) EXPECT_TRUE(m.contains(k)) << k;
   EXPECT_EQ(m.at("lr"), 0.0);  // first step of a warmup schedule, as in Hugging Face
+}
+
+// --profile_ops: the same losses and weights as an unprofiled run, and a profile of the loop's ops.
+TEST_F(TrainerTest, ProfileOpsWritesAPlausibleProfileAndChangesNothing) {
+  TrainOptions plain = base("unprofiled"), profiled = base("profiled");
+  plain.max_steps = profiled.max_steps = 3;
+  profiled.profile_ops = true;
+  run_training(plain, {});
+  run_training(profiled, {});
+  EXPECT_EQ(losses(plain.output_dir), losses(profiled.output_dir));
+  EXPECT_EQ(file_bytes(plain.output_dir + "/checkpoint-3/trainable.safetensors"),
+            file_bytes(profiled.output_dir + "/checkpoint-3/trainable.safetensors"));
+  EXPECT_FALSE(path_exists(plain.output_dir + "/op_profile.json"));
+  ASSERT_TRUE(path_exists(profiled.output_dir + "/op_profile.json"));
+  const nlohmann::json j = nlohmann::json::parse(read_text_file(profiled.output_dir + "/op_profile.json"));
+  EXPECT_EQ(j.at("steps"), 3);
+  EXPECT_EQ(j.at("backend"), "cpu");
+  const double wall_ms = j.at("wall_seconds").get<double>() * 1e3;
+  EXPECT_GT(wall_ms, 0.0);
+  std::map<std::string, int64_t> calls;
+  double sum_ms = 0, prev_ms = 1e300;
+  for (const auto& row : j.at("ops")) {
+    calls[row.at("op")] = row.at("calls");
+    const double ms = row.at("ms");
+    EXPECT_GE(ms, 0.0);
+    EXPECT_LE(ms, prev_ms) << "ops are sorted by time";
+    prev_ms = ms;
+    sum_ms += ms;
+  }
+  EXPECT_LE(sum_ms, wall_ms);
+  // 2 layers, 1 micro-batch per step, checkpointing on (the default): the layer forward runs twice per step.
+  EXPECT_EQ(calls["attention_forward"], 3 * 2 * 2);
+  EXPECT_EQ(calls["attention_backward"], 3 * 2);
+  EXPECT_EQ(calls["lora_forward"], 3 * 2 * 2 * 4);  // q, k, v, o
+  EXPECT_EQ(calls["embedding_backward"], 3);        // embed is trainable by default
+  EXPECT_GT(calls["adamw_step"], 0);
+  EXPECT_EQ(calls["adamw_step"] % 3, 0);
+  EXPECT_GT(calls["copy_to_host"], 0);  // the final checkpoint is written inside the profiled loop
 }
 
 TEST_F(TrainerTest, SaveTotalLimitKeepsTheLastCheckpoints) {

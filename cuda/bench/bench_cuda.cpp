@@ -7,7 +7,8 @@
 //                          weight gradient
 //   bench_cuda e2e         a Llama-2-7B-shaped model (random weights), LoRA r=8 on q,k,v,o + trainable embed/norm,
 //                          S2, one full training step (forward, backward, clip, AdamW): tokens/s, MFU, peak memory;
-//                          --max_context searches the longest context that fits
+//                          --max_context searches the longest context that fits; --profile times one more step
+//                          op by op (ProfilingBackend: a synchronisation around every op) and prints the table
 //
 // Timing: wall clock around backend.synchronize(), after warm-up iterations. Without a usable GPU it says so and
 // exits 0 (nothing to measure).
@@ -26,6 +27,7 @@
 #include "backend.h"
 #include "cuda/perf_model.h"
 #include "model/llama.h"
+#include "profiling_backend.h"
 #include "train/memory_check.h"
 #include "train/optimizer.h"
 #include "util/error.h"
@@ -44,7 +46,7 @@ struct Options {
   double peak_tflops = 0;  // 0: from the device name
   // e2e
   int64_t seq_len = 8192, batch = 1, lora_r = 8, layers = 32;
-  bool checkpointing = true, s2 = true, max_context = false;
+  bool checkpointing = true, s2 = true, max_context = false, profile = false;
 };
 
 #ifdef LONGLORA_WITH_CUDA
@@ -147,6 +149,30 @@ ModelOptions llama7b_lora(const Options& o, int64_t seq_len) {
   return m;
 }
 
+// A model of llama7b_lora shape on `run_on` (the CUDA backend, or a wrapper of it), its optimizer and a batch.
+struct StepSetup {
+  LlamaModel model;
+  std::unique_ptr<AdamW> opt;  // created after the weights: it copies them into its f32 masters
+  std::vector<int32_t> tokens, targets;
+  StepSetup(CudaBackend& be, Backend& run_on, const Options& o, int64_t seq_len)
+      : model(run_on, llama7b_lora(o, seq_len)) {
+    uint64_t seed = 1;
+    for (Param& p : model.params().all()) be.fill_uniform(p.value, seed++, p.is_norm() ? 0.0 : 0.02);
+    for (Param& p : model.params().all())
+      if (p.is_norm()) be.fill(p.value, 1.0);
+    opt = std::make_unique<AdamW>(run_on, model.params(), AdamWConfig{});
+    const int64_t T = o.batch * seq_len;
+    tokens.resize(T), targets.resize(T);
+    for (int64_t t = 0; t < T; ++t) tokens[t] = int32_t((t * 7919) % 32000), targets[t] = int32_t((t * 104729) % 32000);
+  }
+  void step() {
+    model.params().zero_grads();
+    model.forward_backward(tokens.data(), targets.data());
+    opt->clip_grad_norm(1.0);
+    opt->step(2e-5);
+  }
+};
+
 // One training step's time at `seq_len`; throws ll::Error (out of memory) when it does not fit.
 struct StepResult {
   double seconds;
@@ -155,24 +181,29 @@ struct StepResult {
   size_t optimizer_bytes;
 };
 StepResult time_step(CudaBackend& be, const Options& o, int64_t seq_len, int64_t warmup, int64_t iters) {
-  LlamaModel model(be, llama7b_lora(o, seq_len));
-  uint64_t seed = 1;
-  for (Param& p : model.params().all()) be.fill_uniform(p.value, seed++, p.is_norm() ? 0.0 : 0.02);
-  for (Param& p : model.params().all())
-    if (p.is_norm()) be.fill(p.value, 1.0);
-  AdamW opt(be, model.params(), AdamWConfig{});
-  const int64_t T = o.batch * seq_len;
-  std::vector<int32_t> tokens(T), targets(T);
-  for (int64_t t = 0; t < T; ++t) tokens[t] = int32_t((t * 7919) % 32000), targets[t] = int32_t((t * 104729) % 32000);
-  const double sec = seconds_per_iter(be, warmup, iters, [&] {
-    model.params().zero_grads();
-    model.forward_backward(tokens.data(), targets.data());
-    opt.clip_grad_norm(1.0);
-    opt.step(2e-5);
-  });
+  StepSetup s(be, be, o, seq_len);
+  const double sec = seconds_per_iter(be, warmup, iters, [&] { s.step(); });
   size_t free_b = 0, total_b = 0;
   be.memory_info(&free_b, &total_b);
-  return {sec, be.peak_bytes_in_use(), total_b - free_b, model.memory_plan(), opt.state_bytes()};
+  return {sec, be.peak_bytes_in_use(), total_b - free_b, s.model.memory_plan(), s.opt->state_bytes()};
+}
+
+// One step with every op timed, on its own model built on a ProfilingBackend (call it after the timed model is
+// freed: two 7B-shaped models need not fit). The model is fresh but the backend's caches are warm from the timed run.
+nlohmann::json profile_step(CudaBackend& be, const Options& o, double* wall_seconds) {
+  ProfilingBackend prof(be);
+  StepSetup s(be, prof, o, o.seq_len);
+  be.synchronize();
+  prof.set_enabled(true);
+  const auto t0 = std::chrono::steady_clock::now();
+  s.step();
+  be.synchronize();
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  prof.set_enabled(false);
+  std::printf("  op profile of one step (%.3f s with a synchronisation around every op):\n%s", wall,
+              prof.table(wall).c_str());
+  *wall_seconds = wall;
+  return prof.to_json();
 }
 
 nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
@@ -207,6 +238,11 @@ nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
        {"mfu_formula", "(4*N_matmul + 3*attention_forward_per_token) * tokens_per_s / peak; attention_forward_per_token "
                        "= 2*layers*hidden*G (S2) or 2*layers*hidden*L (causal)"},
        {"peak_allocated_bytes", r.peak_bytes}, {"device_used_bytes", r.device_used}};
+  if (o.profile) {
+    double wall = 0;
+    j["profile"] = profile_step(be, o, &wall);
+    j["profile_step_seconds"] = wall;
+  }
   if (o.max_context) {
     // The start-up memory plan predicts the longest length (it matched the measured peak to 0.1% at 100k on an
     // H200); one step there confirms it, stepping down 4096 tokens at a time if that step does not fit.
@@ -259,6 +295,7 @@ int run(int argc, char** argv) {
   flags.add("checkpointing", &o.checkpointing, "e2e: per-layer activation checkpointing");
   flags.add("s2", &o.s2, "e2e: S2-Attn (ratio 1/4)");
   flags.add("max_context", &o.max_context, "e2e: also search the longest context that fits");
+  flags.add("profile", &o.profile, "e2e: after the timed steps, time one more step op by op (table + JSON \"profile\")");
   if (!flags.parse(argc, argv, 2)) return 0;
 #ifndef LONGLORA_WITH_CUDA
   std::printf("bench_cuda %s: this build has no CUDA support; nothing to measure\n", mode.c_str());

@@ -65,6 +65,9 @@ int main(int argc, char** argv) {
               "ZeRO-2: gradient elements per reduce-scatter bucket, started during the last micro-batch's backward "
               "(0: auto — one bucket on CPU ranks, 2^24 with NCCL)");
     flags.add("save_merged", &o.save_merged, "LoRA runs: also write the merged Hugging Face folder (W + α/r·B·A, rope_scaling recorded) to output_dir/merged");
+    flags.add("profile_ops", &o.profile_ops,
+              "time every backend op of the training loop (synchronised per op, so slower): a table on stderr and "
+              "output_dir/op_profile.json");
     if (!flags.parse(argc, argv)) return 0;
     const ll::TrainResult r = ll::run_training(o, flags.values(), comm.get());
     if (comm->rank() == 0)

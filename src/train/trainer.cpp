@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "backend.h"
+#include "profiling_backend.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
 #include "dropout_mask.h"
@@ -185,6 +186,11 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
     backend = create_backend(o.device);
   }
   Comm& comm = device_comm ? *device_comm : *world;
+  // --profile_ops: everything runs through a ProfilingBackend, enabled only for the training loop (it synchronises
+  // around every op, so the loop runs slower; the table says where its time goes). NCCL keeps the CUDA backend.
+  std::unique_ptr<ProfilingBackend> profiler;
+  if (o.profile_ops) profiler = std::make_unique<ProfilingBackend>(*backend);
+  Backend& be = profiler ? static_cast<Backend&>(*profiler) : *backend;
 
   ModelOptions mo;
   mo.config = plan.config;
@@ -204,18 +210,18 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   }
   mo.external_param_storage = o.zero_stage == 3;
   // On a GPU: stop now, with what would fit, when the plan exceeds the free device memory.
-  check_device_memory(*backend, mo, int(o.zero_stage), comm.size());
-  LlamaModel model(*backend, mo);
+  check_device_memory(be, mo, int(o.zero_stage), comm.size());
+  LlamaModel model(be, mo);
   // ZeRO-3: every parameter lives sharded over the ranks; the storage gathers a group when the model uses it.
   std::unique_ptr<Zero3Storage> zero3;
-  if (o.zero_stage == 3) zero3 = std::make_unique<Zero3Storage>(*backend, model.params(), comm);
+  if (o.zero_stage == 3) zero3 = std::make_unique<Zero3Storage>(be, model.params(), comm);
   model.init_random(uint64_t(o.seed));
   if (!plan.hf_dir.empty()) {
     HfLoadOptions lo;
     lo.add_pad_token = plan.add_pad;
-    load_hf_weights(plan.hf_dir, model.params(), *backend, lo);
+    load_hf_weights(plan.hf_dir, model.params(), be, lo);
   }
-  DistributedOptimizer optimizer(*backend, model.params(), comm,
+  DistributedOptimizer optimizer(be, model.params(), comm,
                                  {o.adam_beta1, o.adam_beta2, o.adam_epsilon, o.weight_decay}, int(o.zero_stage),
                                  zero3.get(), o.reduce_bucket_size);
 
@@ -246,7 +252,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
       dir = found.empty() ? "" : found.back();
     }
     if (!dir.empty()) {
-      load_checkpoint(dir, model.params(), optimizer, *backend, &state);
+      load_checkpoint(dir, model.params(), optimizer, be, &state);
       source->seek(state.data);
       if (lead) std::fprintf(stderr, "resumed from %s at step %lld\n", dir.c_str(), (long long)state.global_step);
     } else if (lead) {
@@ -301,12 +307,25 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
 
   auto save = [&] {
     state.data = source->position();
-    save_checkpoint(o.output_dir, model.params(), optimizer, *backend, comm, state);
+    save_checkpoint(o.output_dir, model.params(), optimizer, be, comm, state);
     if (lead) rotate_checkpoints(o.output_dir, o.save_total_limit);
     comm.barrier();
     last_saved = state.global_step;
   };
 
+  // Rank 0 prints the op table (percentages of the loop's wall time) and writes output_dir/op_profile.json.
+  auto report_profile = [&] {
+    if (!profiler) return;
+    profiler->set_enabled(false);
+    if (!lead) return;
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::fprintf(stderr, "%sop profile of %lld steps (%.3f s; each op synchronised):\n%s", tty ? "\n" : "",
+                 (long long)(state.global_step - first_step), wall, profiler->table(wall).c_str());
+    const nlohmann::json j = {{"backend", be.name()}, {"steps", state.global_step - first_step},
+                              {"wall_seconds", wall}, {"ops", profiler->to_json()}};
+    write_file_atomic(o.output_dir + "/op_profile.json", j.dump(2) + "\n");
+  };
+  if (profiler) profiler->set_enabled(true);
   while (state.global_step < total_steps) {
     if (fail_rank && fail_step && std::atoi(fail_rank) == comm.rank() && std::atoll(fail_step) == state.global_step)
       fail("injected failure at step ", state.global_step, " (LONGLORA_FAIL_RANK/LONGLORA_FAIL_STEP)");
@@ -372,6 +391,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
         std::fprintf(stderr, "%ssignal %d: saving a checkpoint at step %lld and stopping\n", tty ? "\n" : "", stop,
                      (long long)state.global_step);
       if (last_saved != state.global_step) save();
+      report_profile();
       result.interrupted = true;
       result.steps = state.global_step;
       return result;
@@ -379,6 +399,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   }
   if (tty) std::fprintf(stderr, "\n");
   if (last_saved != state.global_step) save();
+  report_profile();
 
   // Exports by rank 0 (every rank helps gather under ZeRO-3): the adapter folder (LoRA) in output_dir, or the full
   // model as an HF folder.
@@ -388,13 +409,13 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
       AdapterSaveOptions so;
       so.base_model_name_or_path = o.model_name_or_path.empty() ? o.model_config : o.model_name_or_path;
       so.record = LongLoraRecord{plan.config.rope_scaling_factor, o.model_max_length, plan.config.vocab_size};
-      save_adapter(o.output_dir, model.params(), *backend, mo.lora, so);
+      save_adapter(o.output_dir, model.params(), be, mo.lora, so);
     } else {
       HfSaveOptions so;
       so.dtype = DType::F32;
       so.copy_tokenizer_from = plan.hf_dir;
       so.info = plan.info;
-      save_hf_folder(o.output_dir + "/model", model.params(), *backend, plan.config, so);
+      save_hf_folder(o.output_dir + "/model", model.params(), be, plan.config, so);
     }
   });
   // --save_merged: W + (α/r)·B·A folded in (after the adapter export, which needs the unmerged adapters), with
@@ -402,14 +423,14 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   if (o.save_merged && o.low_rank_training) {
     model.params().with_readable(/*trainable_only=*/false, [&] {
       if (!lead) return;
-      merge_lora(model.params(), *backend, mo.lora);
+      merge_lora(model.params(), be, mo.lora);
       HfSaveOptions so;
       so.dtype = plan.info.torch_dtype == "bfloat16" ? DType::BF16
                  : plan.info.torch_dtype == "float16" ? DType::F16
                                                       : DType::F32;
       so.copy_tokenizer_from = plan.hf_dir;
       so.info = plan.info;
-      save_hf_folder(o.output_dir + "/merged", model.params(), *backend, plan.config, so);
+      save_hf_folder(o.output_dir + "/merged", model.params(), be, plan.config, so);
     });
   }
   comm.barrier();

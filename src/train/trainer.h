@@ -48,6 +48,7 @@ struct TrainOptions {
   int64_t reduce_bucket_size = 0;  // ZeRO-2 gradient elements per reduce-scatter bucket; 0: auto (one bucket on
                                    // CPU ranks, 2^24 with NCCL)
   bool save_merged = false;
+  bool profile_ops = false;  // time every backend op in the training loop: stderr table + output_dir/op_profile.json
   int64_t max_nonfinite_steps = 3;  // consecutive non-finite steps that stop the run
   int64_t interrupt_at_step = -1;   // tests: behave as if SIGINT arrived after this step (no flag)
 };
