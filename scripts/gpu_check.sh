@@ -65,7 +65,7 @@ bench() {  # name, timeout, args...
 }
 # In order of what matters most: whatever had run when the time ran out is kept.
 bench attention 120 attention
-bench e2e 150 e2e
+bench e2e 150 e2e --profile  # + one profiled step: where the time goes, op by op
 
 if [ "$mode" = full ]; then
   bench gemm 60 gemm
