@@ -187,6 +187,26 @@ TEST(MemoryCheck, FittingRunPassesAndCountsTheBackendsWorkspace) {
   EXPECT_EQ(n.workspace, size_t(32) << 20);
 }
 
+TEST(MemoryCheck, AutoCheckpointingTurnsRecomputationOffOnlyWhenTheRunFitsWithoutIt) {
+  ModelOptions o = options(true, true);
+  o.seq_len = 4096;
+  o.config.num_hidden_layers = 8;
+  CpuBackend<float> cpu;
+  std::string why;
+  EXPECT_TRUE(checkpointing_needed(cpu, o, 0, 1, &why));  // host backends keep recomputation
+  EXPECT_EQ(why, "host backend");
+  ModelOptions without = o;
+  without.checkpointing = false;
+  const size_t need = plan_rank_memory(cpu, without, 0, 1).total() + (size_t(32) << 20);  // + the workspace
+  SmallDevice roomy(need + (size_t(600) << 20));  // beyond the 512 MiB headroom
+  EXPECT_FALSE(checkpointing_needed(roomy, o, 0, 1, &why)) << why;
+  EXPECT_NE(why.find("test card"), std::string::npos) << why;
+  SmallDevice tight(need);  // fits only with the headroom ignored: recompute
+  EXPECT_TRUE(checkpointing_needed(tight, o, 0, 1, &why)) << why;
+  // ZeRO-2 over 8 ranks divides the optimizer state: the decision uses the rank's share.
+  EXPECT_LE(plan_rank_memory(cpu, without, 2, 8).total(), plan_rank_memory(cpu, without, 0, 1).total());
+}
+
 TEST(MemoryCheck, TooSmallDeviceNamesTheNeedAndWhatWouldFit) {
   ModelOptions o = options(true, false);
   o.seq_len = 4096;  // activations dominate (tens of MiB without checkpointing)

@@ -170,7 +170,7 @@ TEST_F(TrainerTest, AccumulationEqualsOneLargerBatch) {
   single.per_device_train_batch_size = 6;
   accumulated.max_steps = single.max_steps = 2;
   accumulated.warmup_steps = single.warmup_steps = 0;
-  accumulated.gradient_checkpointing = single.gradient_checkpointing = false;
+  accumulated.gradient_checkpointing = single.gradient_checkpointing = "false";
   run_training(accumulated, {});
   run_training(single, {});
   const std::vector<double> la = losses(accumulated.output_dir), lb = losses(single.output_dir);
@@ -342,6 +342,10 @@ TEST_F(TrainerTest, FlagErrorsAreClear) {
   o = base("errors");
   o.model_config = "llama3-8b";
   EXPECT_NE(error_of(o).find("neither a preset"), std::string::npos);
+  o = base("errors");
+  o.gradient_checkpointing = "sometimes";
+  EXPECT_NE(error_of(o).find("--gradient_checkpointing: expected true, false or auto, got `sometimes`"),
+            std::string::npos);
   o = base("errors");
   o.data_path = dir_ + "/missing.bin";
   EXPECT_NE(error_of(o).find("missing.bin"), std::string::npos);

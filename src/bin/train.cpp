@@ -55,7 +55,9 @@ int main(int argc, char** argv) {
     flags.add("save_total_limit", &o.save_total_limit, "keep the last N checkpoints (0: all)");
     flags.add("logging_steps", &o.logging_steps, "write metrics every N steps");
     flags.add("seed", &o.seed, "seed for initialisation, data order and dropout");
-    flags.add("gradient_checkpointing", &o.gradient_checkpointing, "recompute each decoder layer in backward");
+    flags.add("gradient_checkpointing", &o.gradient_checkpointing,
+              "recompute each decoder layer in backward: true, false, or auto (GPU: off when the run fits in device "
+              "memory without it; CPU: on)");
     flags.add("resume_from_checkpoint", &o.resume_from_checkpoint, "a checkpoint directory, or auto (latest in output_dir)");
     flags.add("device", &o.device, "cpu or cuda");
     flags.add("zero_stage", &o.zero_stage, "ZeRO stage under mpirun: 0 (replicated), 2 (sharded optimizer state), 3 (sharded parameters too)");

@@ -124,7 +124,7 @@ int run_demo(const DemoOptions& d) {
   pre.max_steps = d.pretrain_steps;
   pre.save_steps = 0;
   pre.logging_steps = 50;
-  pre.gradient_checkpointing = false;
+  pre.gradient_checkpointing = "false";
   pre.seed = int64_t(d.seed);
   pre.device = device;
   std::printf("[2/4] pretraining at context %lld for %lld steps...\n", (long long)d.short_context,
@@ -162,7 +162,7 @@ int run_demo(const DemoOptions& d) {
   ext.max_steps = d.extend_steps;
   ext.save_steps = 0;
   ext.logging_steps = 25;
-  ext.gradient_checkpointing = true;
+  ext.gradient_checkpointing = "true";
   ext.seed = int64_t(d.seed) + 1;
   ext.device = device;
   std::printf("[4/4] LongLoRA fine-tuning at context %lld (PI factor %g, S2-Attn, LoRA r=8 + embed/norm) for %lld "

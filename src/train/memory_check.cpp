@@ -80,6 +80,25 @@ int64_t longest_fitting_seq_len(Backend& backend, const ModelOptions& options, i
   return lo * step;
 }
 
+bool checkpointing_needed(Backend& backend, const ModelOptions& options, int zero_stage, int ranks, std::string* why) {
+  DeviceMemoryState state;
+  if (!backend.device_memory(&state)) {
+    if (why) *why = "host backend";
+    return true;
+  }
+  ModelOptions without = options;
+  without.checkpointing = false;
+  DeviceMemoryNeeds needs = plan_rank_memory(backend, without, zero_stage, ranks);
+  needs.workspace = state.in_use_bytes;
+  const std::string shortfall = device_memory_shortfall(needs, DeviceMemorySettings{},
+                                                        state.free_bytes + state.in_use_bytes, state.total_bytes,
+                                                        state.device);
+  if (why)
+    *why = str_cat("without it the run needs ", format_gib(needs.total()), " of ",
+                   format_gib(state.free_bytes + state.in_use_bytes), " available on ", state.device);
+  return !shortfall.empty();
+}
+
 DeviceMemoryNeeds check_device_memory(Backend& backend, const ModelOptions& options, int zero_stage, int ranks) {
   DeviceMemoryNeeds needs = plan_rank_memory(backend, options, zero_stage, ranks);
   DeviceMemoryState state;

@@ -20,6 +20,11 @@ DeviceMemoryNeeds plan_rank_memory(Backend& backend, const ModelOptions& options
 int64_t longest_fitting_seq_len(Backend& backend, const ModelOptions& options, int zero_stage, int ranks,
                                 size_t available_bytes, int64_t step = 4096, int64_t limit = int64_t(1) << 22);
 
+// --gradient_checkpointing auto: whether this run needs per-layer recomputation. Device backends: only when the
+// plan without it (options.checkpointing ignored) does not fit the free memory; `why` says what was compared.
+// Host backends: always (host memory is not checked, and recomputation keeps it bounded).
+bool checkpointing_needed(Backend& backend, const ModelOptions& options, int zero_stage, int ranks, std::string* why);
+
 // Device backends: throws ll::Error with device_memory_shortfall's message when the plan does not fit the free
 // memory (what the backend already holds counts as workspace and as free). Host backends: no check. Returns the
 // plan (for printing).

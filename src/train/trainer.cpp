@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -122,6 +124,16 @@ TrainableConfig parse_trainable(const std::string& list, bool full) {
   return t;
 }
 
+enum class CheckpointingMode { On, Off, Auto };
+
+CheckpointingMode parse_checkpointing(std::string v) {
+  std::transform(v.begin(), v.end(), v.begin(), [](unsigned char ch) { return char(std::tolower(ch)); });
+  if (v == "true" || v == "1" || v == "yes") return CheckpointingMode::On;
+  if (v == "false" || v == "0" || v == "no") return CheckpointingMode::Off;
+  if (v == "auto") return CheckpointingMode::Auto;
+  fail("--gradient_checkpointing: expected true, false or auto, got `", v, "`");
+}
+
 void check_options(const TrainOptions& o) {
   LL_CHECK(o.device == "cpu" || o.device == "cuda", "--device: expected cpu or cuda, got `", o.device, "`");
   LL_CHECK(o.zero_stage == 0 || o.zero_stage == 2 || o.zero_stage == 3, "--zero_stage: expected 0, 2 or 3, got ",
@@ -138,6 +150,7 @@ void check_options(const TrainOptions& o) {
   LL_CHECK(o.s2_variant == "leakfree" || o.s2_variant == "roll", "--s2_variant: expected leakfree or roll, got `",
            o.s2_variant, "`");
   LL_CHECK(!o.low_rank_training || o.lora_r >= 1, "--lora_r must be >= 1");
+  parse_checkpointing(o.gradient_checkpointing);
   LL_CHECK(o.lora_dropout >= 0 && o.lora_dropout < 1, "--lora_dropout must be in [0, 1)");
   LL_CHECK(o.reduce_bucket_size >= 0, "--reduce_bucket_size must be >= 0 (0: auto), got ", o.reduce_bucket_size);
 }
@@ -196,7 +209,8 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   mo.config = plan.config;
   mo.batch = o.per_device_train_batch_size;
   mo.seq_len = o.model_max_length;
-  mo.checkpointing = o.gradient_checkpointing;
+  const CheckpointingMode ckpt = parse_checkpointing(o.gradient_checkpointing);
+  mo.checkpointing = ckpt != CheckpointingMode::Off;
   mo.attention.use_s2 = o.use_s2attn;
   mo.attention.group_ratio = o.s2_group_ratio;
   mo.attention.variant = o.s2_variant == "roll" ? S2Variant::Roll : S2Variant::LeakFree;
@@ -209,6 +223,15 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
     mo.lora.targets = LoraConfig::parse_targets(o.lora_target);
   }
   mo.external_param_storage = o.zero_stage == 3;
+  if (ckpt == CheckpointingMode::Auto) {
+    // Recomputation costs about a third of the step's matrix products; skip it when memory allows. Every rank
+    // takes the same decision (the most constrained one's).
+    std::string why;
+    const bool needed = checkpointing_needed(be, mo, int(o.zero_stage), comm.size(), &why);
+    mo.checkpointing = comm.all_reduce_max(needed ? 1.0 : 0.0) > 0;
+    if (lead)
+      std::fprintf(stderr, "gradient checkpointing: %s (auto: %s)\n", mo.checkpointing ? "on" : "off", why.c_str());
+  }
   // On a GPU: stop now, with what would fit, when the plan exceeds the free device memory.
   check_device_memory(be, mo, int(o.zero_stage), comm.size());
   LlamaModel model(be, mo);

@@ -40,7 +40,9 @@ struct TrainOptions {
   double num_train_epochs = 1;
   // bookkeeping
   int64_t save_steps = 500, save_total_limit = 2, logging_steps = 1, seed = 42;
-  bool gradient_checkpointing = true;
+  // true | false | auto: on a GPU, off when the run fits in device memory without it (faster: no recomputation),
+  // else on; on host backends auto means on.
+  std::string gradient_checkpointing = "auto";
   std::string resume_from_checkpoint;  // "", a checkpoint directory, or "auto"
   std::string device = "cpu";
   int64_t zero_stage = 0;

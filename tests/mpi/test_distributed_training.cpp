@@ -68,7 +68,7 @@ class DistributedTraining : public ::testing::TestWithParam<int> {
     o.lr_scheduler_type = "linear";
     o.weight_decay = 0.01;
     o.zero_stage = GetParam();
-    o.gradient_checkpointing = false;
+    o.gradient_checkpointing = "false";
     return o;
   }
   std::string dir_;
@@ -167,7 +167,7 @@ TEST_P(DistributedTraining, DeferredCollectivesAndSmallBucketsMatchTheSingleRank
   const int n = g_comm->size();
   TrainOptions o = options("deferred", 2);
   o.reduce_bucket_size = 97;  // the LoRA/embedding/norm arena of this model in a few dozen buckets
-  o.gradient_checkpointing = true;
+  o.gradient_checkpointing = "true";
   setenv("LONGLORA_COMM_DEFER", "1", 1);
   run_training(o, {}, g_comm);
   unsetenv("LONGLORA_COMM_DEFER");
@@ -175,7 +175,7 @@ TEST_P(DistributedTraining, DeferredCollectivesAndSmallBucketsMatchTheSingleRank
     std::unique_ptr<Comm> local = make_local_comm();
     TrainOptions single = options("deferred_single", 2 * n);
     single.zero_stage = 0;
-    single.gradient_checkpointing = true;
+    single.gradient_checkpointing = "true";
     run_training(single, {}, local.get());
     const std::vector<double> a = logged_losses(dir_ + "/deferred"), b = logged_losses(dir_ + "/deferred_single");
     ASSERT_EQ(a.size(), 10u);
