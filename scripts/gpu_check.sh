@@ -66,6 +66,7 @@ bench() {  # name, timeout, args...
 # In order of what matters most: whatever had run when the time ran out is kept.
 bench attention 120 attention
 bench e2e 150 e2e --profile  # + one profiled step: where the time goes, op by op
+bench e2e_no_recompute 90 e2e --checkpointing false  # what --gradient_checkpointing auto picks when it fits
 
 if [ "$mode" = full ]; then
   bench gemm 60 gemm
