@@ -75,6 +75,15 @@ if [ "$mode" = full ]; then
     LONGLORA_DEMO_DEVICE=cuda timeout 240 build/train > "$out/demo.log" 2>&1
     say "demo on the GPU: exit $? after $((SECONDS - s)) s"
     section_tail "$out/demo.log" 14
+    # build/train on the GPU with the defaults (auto checkpointing decided from the memory plan) and the op profiler
+    if [ -f demo_output/train.bin ]; then
+      s=$SECONDS
+      timeout 120 build/train --device cuda --model_config demo --tokenizer demo_output/tokenizer.model \
+        --data_path demo_output/train.bin --model_max_length 256 --max_steps 30 --save_steps 0 \
+        --output_dir "$out/train_auto" --profile_ops true > "$out/train_auto.log" 2>&1
+      say "train --device cuda (auto checkpointing, --profile_ops): exit $? after $((SECONDS - s)) s"
+      grep -E "gradient checkpointing|^step 30" "$out/train_auto.log" | sed 's/^/    /' | tee -a "$out/summary.txt"
+    fi
   fi
   bench e2e_max_context 240 e2e --max_context
   if python3 -c 'import torch, transformers, peft' 2>/dev/null; then
