@@ -91,6 +91,28 @@ TEST(MemoryPlan, BackwardGradientsOfMlpAndAttentionShareMemory) {
               8 * 256.0);
 }
 
+TEST(MemoryPlan, FrozenDownProjectionLayersShareTheirSwiGluOutput) {
+  CpuBackend<float> cpu;
+  ModelOptions o = options(true, false);  // LoRA on q,k,v,o,down; no checkpointing: one activation set per layer
+  const size_t with_down = LlamaModel::plan_memory(cpu, o).activations;
+  o.lora.targets = LoraConfig::parse_targets("q,k,v,o");
+  const size_t without_down = LlamaModel::plan_memory(cpu, o).activations;
+  const int64_t T = o.batch * o.seq_len, layers = o.config.num_hidden_layers;
+  const size_t act_bytes = size_t(T * o.config.intermediate_size) * sizeof(float);
+  const size_t xa_bytes = size_t(T * o.lora.rank) * sizeof(float);  // the down adapter's saved x·Aᵀ per layer
+  // Every layer but one gives up its SwiGLU output buffer (and the down adapter's x·Aᵀ goes too).
+  EXPECT_NEAR(double(with_down) - double(without_down), double((layers - 1) * act_bytes + layers * xa_bytes),
+              double(layers) * 2 * 256);
+  // Full fine-tuning: down_proj's weight gradient needs every layer's own input, so nothing is shared (and no
+  // adapter buffers exist): more than the LoRA plan by (layers − 1) SwiGLU outputs minus the adapters' buffers.
+  ModelOptions full = o;
+  full.lora = LoraConfig{};
+  full.trainable = TrainableConfig{true, false, false, false};
+  const size_t lora_buffers = size_t(layers * 4 + 1) * xa_bytes;  // x·Aᵀ of q,k,v,o per layer, and d_xa
+  EXPECT_NEAR(double(LlamaModel::plan_memory(cpu, full).activations),
+              double(without_down) + double((layers - 1) * act_bytes) - double(lora_buffers), double(layers) * 8 * 256);
+}
+
 TEST(MemoryPlan, RejectsBadOptionsBeforeAllocating) {
   CpuBackend<float> cpu;
   ModelOptions o = options(true, false);

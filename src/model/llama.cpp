@@ -64,6 +64,11 @@ ActivationLayout reserve_activations(Arena& A, const ModelOptions& o, const DTyp
   const int64_t C = std::min(o.ce_chunk_rows, T);
   ActivationLayout lay;
   lay.layers.resize(o.checkpointing ? 1 : size_t(c.num_hidden_layers));
+  // down_proj's input (the SwiGLU output) is read again in backward only for down_proj's weight or adapter
+  // gradient; when down_proj is frozen and not adapted, every layer writes it into one shared buffer.
+  const bool act_in_backward = o.trainable.all || o.lora.on(LinearSlot::Down);
+  Arena::Handle shared_act;
+  if (!act_in_backward && lay.layers.size() > 1) shared_act = A.reserve(dt.act, {T, F});
   for (ActHandles& h : lay.layers) {
     h.xn1 = A.reserve(dt.act, {T, D});
     h.rstd1 = A.reserve(dt.stat, {T});
@@ -77,7 +82,7 @@ ActivationLayout reserve_activations(Arena& A, const ModelOptions& o, const DTyp
     h.rstd2 = A.reserve(dt.stat, {T});
     h.gate = A.reserve(dt.act, {T, F});
     h.up = A.reserve(dt.act, {T, F});
-    h.act = A.reserve(dt.act, {T, F});
+    h.act = shared_act.valid() ? shared_act : A.reserve(dt.act, {T, F});
     for (int s = 0; s < kNumLinearSlots; ++s)
       if (o.lora.on(LinearSlot(s))) h.xa[s] = A.reserve(dt.act, {T, r});
   }
