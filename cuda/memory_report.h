@@ -32,11 +32,14 @@ struct DeviceMemorySettings {
 // "12.3 GiB" with one decimal.
 std::string format_gib(size_t bytes);
 
+// Device memory kept free for the CUDA context and allocator slack.
+constexpr size_t kDeviceMemoryHeadroom = size_t(512) << 20;
+
 // Empty when `needs` fits into `free_bytes` minus `headroom` (CUDA context, allocator slack); otherwise one
 // message: "needs X GiB (weights …, activations …), Y GiB free of Z GiB on <device>; would fit: …".
 std::string device_memory_shortfall(const DeviceMemoryNeeds& needs, const DeviceMemorySettings& settings,
                                     size_t free_bytes, size_t total_bytes, const std::string& device,
-                                    size_t headroom = size_t(512) << 20);
+                                    size_t headroom = kDeviceMemoryHeadroom);
 
 // The message for a failed allocation inside the backend: "needs X GiB for <what>, Y GiB free of Z GiB on
 // <device> (W GiB already allocated by this process)" and a hint.

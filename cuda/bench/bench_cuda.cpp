@@ -247,10 +247,9 @@ nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
     // The start-up memory plan predicts the longest length (it matched the measured peak to 0.1% at 100k on an
     // H200); one step there confirms it, stepping down 4096 tokens at a time if that step does not fit.
     constexpr int64_t kStep = 4096;
-    constexpr size_t kMargin = size_t(1) << 30;  // context, allocator slack, cuBLASLt's own buffers
-    size_t free_b = 0, total_b = 0;
-    be.memory_info(&free_b, &total_b);
-    const size_t available = free_b + be.bytes_in_use() > kMargin ? free_b + be.bytes_in_use() - kMargin : 0;
+    DeviceMemoryState state;
+    be.device_memory(&state);
+    const size_t available = plan_budget(state);  // the budget build/train's start-up check allows
     const int64_t predicted = longest_fitting_seq_len(be, llama7b_lora(o, kStep), 0, 1, available, kStep);
     std::printf("  max context: the memory plan predicts %lld tokens (%.1f GiB available)\n", (long long)predicted,
                 double(available) / double(size_t(1) << 30));

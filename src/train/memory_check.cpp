@@ -80,6 +80,10 @@ int64_t longest_fitting_seq_len(Backend& backend, const ModelOptions& options, i
   return lo * step;
 }
 
+size_t plan_budget(const DeviceMemoryState& state) {
+  return state.free_bytes > kDeviceMemoryHeadroom ? state.free_bytes - kDeviceMemoryHeadroom : 0;
+}
+
 bool checkpointing_needed(Backend& backend, const ModelOptions& options, int zero_stage, int ranks, std::string* why) {
   DeviceMemoryState state;
   if (!backend.device_memory(&state)) {
@@ -88,15 +92,11 @@ bool checkpointing_needed(Backend& backend, const ModelOptions& options, int zer
   }
   ModelOptions without = options;
   without.checkpointing = false;
-  DeviceMemoryNeeds needs = plan_rank_memory(backend, without, zero_stage, ranks);
-  needs.workspace = state.in_use_bytes;
-  const std::string shortfall = device_memory_shortfall(needs, DeviceMemorySettings{},
-                                                        state.free_bytes + state.in_use_bytes, state.total_bytes,
-                                                        state.device);
+  const size_t need = plan_rank_memory(backend, without, zero_stage, ranks).total();
   if (why)
-    *why = str_cat("without it the run needs ", format_gib(needs.total()), " of ",
-                   format_gib(state.free_bytes + state.in_use_bytes), " available on ", state.device);
-  return !shortfall.empty();
+    *why = str_cat("without it the run needs ", format_gib(need), " of ", format_gib(plan_budget(state)),
+                   " available on ", state.device);
+  return need > plan_budget(state);
 }
 
 DeviceMemoryNeeds check_device_memory(Backend& backend, const ModelOptions& options, int zero_stage, int ranks) {
@@ -113,6 +113,7 @@ DeviceMemoryNeeds check_device_memory(Backend& backend, const ModelOptions& opti
     ckpt.checkpointing = true;
     settings.activations_with_checkpointing = LlamaModel::plan_memory(backend, ckpt).activations;
   }
+  // What the backend already holds is part of the run (workspace) and of the memory it may use.
   const std::string shortfall = device_memory_shortfall(needs, settings, state.free_bytes + state.in_use_bytes,
                                                         state.total_bytes, state.device);
   LL_CHECK(shortfall.empty(), "this run does not fit in device memory: ", shortfall);

@@ -20,6 +20,10 @@ DeviceMemoryNeeds plan_rank_memory(Backend& backend, const ModelOptions& options
 int64_t longest_fitting_seq_len(Backend& backend, const ModelOptions& options, int zero_stage, int ranks,
                                 size_t available_bytes, int64_t step = 4096, int64_t limit = int64_t(1) << 22);
 
+// Bytes one rank's plan (plan_rank_memory, without workspace) may take on the device: the free memory less the
+// headroom kDeviceMemoryHeadroom (the same test as check_device_memory's).
+size_t plan_budget(const DeviceMemoryState& state);
+
 // --gradient_checkpointing auto: whether this run needs per-layer recomputation. Device backends: only when the
 // plan without it (options.checkpointing ignored) does not fit the free memory; `why` says what was compared.
 // Host backends: always (host memory is not checked, and recomputation keeps it bounded).
