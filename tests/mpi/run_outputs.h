@@ -1,5 +1,5 @@
 // Reading what a training run wrote, for comparing runs: the logged losses, every tensor of a safetensors file
-// as doubles, and the relative L2 distance of two such vectors.
+// as doubles, the relative L2 distance of two such vectors, and the comparison of two runs built on them.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
@@ -41,6 +42,18 @@ inline double relative_distance(const std::vector<double>& a, const std::vector<
   double d = 0, n = 0;
   for (size_t i = 0; i < a.size(); ++i) d += (a[i] - b[i]) * (a[i] - b[i]), n += b[i] * b[i];
   return std::sqrt(d / std::max(n, 1e-30));
+}
+
+// Run `run` follows the reference run `ref` (output directories): both logged `steps` losses, each within
+// loss_rel of the reference's, and the trainable weights of checkpoint-<steps> agree within weights_rel (relative L2).
+inline void expect_run_matches(const std::string& run, const std::string& ref, size_t steps, double loss_rel,
+                               double weights_rel) {
+  const std::vector<double> a = logged_losses(run), b = logged_losses(ref);
+  ASSERT_EQ(a.size(), steps) << run;
+  ASSERT_EQ(b.size(), steps) << ref;
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], loss_rel * std::abs(b[i])) << run << " step " << i + 1;
+  const std::string weights = "/checkpoint-" + std::to_string(steps) + "/trainable.safetensors";
+  EXPECT_LT(relative_distance(stored_values(run + weights), stored_values(ref + weights)), weights_rel) << run;
 }
 
 }  // namespace ll::test

@@ -24,9 +24,7 @@ namespace ll {
 namespace {
 
 using test::g_comm;
-using test::logged_losses;
-using test::relative_distance;
-using test::stored_values;
+using test::expect_run_matches;
 
 const char* kConfig = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32,
   "intermediate_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2,
@@ -82,13 +80,7 @@ TEST_P(DistributedTraining, MatchesTheSingleRankRunWithTheSameGlobalBatch) {
     TrainOptions single = options("single", 2 * n);
     single.zero_stage = 0;
     run_training(single, {}, local.get());
-    const std::vector<double> a = logged_losses(dir_ + "/ranks"), b = logged_losses(dir_ + "/single");
-    ASSERT_EQ(a.size(), 10u);
-    ASSERT_EQ(b.size(), 10u);
-    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * std::abs(b[i])) << "step " << i + 1;
-    EXPECT_LT(relative_distance(stored_values(dir_ + "/ranks/checkpoint-10/trainable.safetensors"),
-                  stored_values(dir_ + "/single/checkpoint-10/trainable.safetensors")),
-              1e-5);
+    expect_run_matches(dir_ + "/ranks", dir_ + "/single", 10, 1e-5, 1e-5);
   }
   g_comm->barrier();
 }
@@ -107,12 +99,7 @@ TEST_P(DistributedTraining, CheckpointFromNRanksResumesOnOneRankExactly) {
     run_training(resumed, {}, local.get());
     TrainOptions straight = options("straight", 2 * n);
     run_training(straight, {}, local.get());
-    const std::vector<double> a = logged_losses(dir_ + "/interrupted"), b = logged_losses(dir_ + "/straight");
-    ASSERT_EQ(a.size(), 10u);
-    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * std::abs(b[i])) << "step " << i + 1;
-    EXPECT_LT(relative_distance(stored_values(dir_ + "/interrupted/checkpoint-10/trainable.safetensors"),
-                  stored_values(dir_ + "/straight/checkpoint-10/trainable.safetensors")),
-              1e-5);
+    expect_run_matches(dir_ + "/interrupted", dir_ + "/straight", 10, 1e-5, 1e-5);
   }
   g_comm->barrier();
 }
@@ -144,17 +131,8 @@ TEST_P(DistributedTraining, CheckpointResumesOnTheSameRanksAndOneRankCheckpointR
   run_training(widened, {}, g_comm);
 
   if (g_comm->rank() == 0) {
-    const std::vector<double> ref = logged_losses(dir_ + "/straight_resume");
-    ASSERT_EQ(ref.size(), 10u);
-    for (const char* run : {"same", "one_to_n"}) {
-      const std::vector<double> a = logged_losses(dir_ + "/" + run);
-      ASSERT_EQ(a.size(), 10u) << run;
-      for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], ref[i], 1e-5 * std::abs(ref[i])) << run << " step " << i + 1;
-      EXPECT_LT(relative_distance(stored_values(dir_ + "/" + run + "/checkpoint-10/trainable.safetensors"),
-                    stored_values(dir_ + "/straight_resume/checkpoint-10/trainable.safetensors")),
-                1e-5)
-          << run;
-    }
+    for (const char* run : {"same", "one_to_n"})
+      expect_run_matches(dir_ + "/" + run, dir_ + "/straight_resume", 10, 1e-5, 1e-5);
   }
   g_comm->barrier();
 }
@@ -177,13 +155,7 @@ TEST_P(DistributedTraining, DeferredCollectivesAndSmallBucketsMatchTheSingleRank
     single.zero_stage = 0;
     single.gradient_checkpointing = "true";
     run_training(single, {}, local.get());
-    const std::vector<double> a = logged_losses(dir_ + "/deferred"), b = logged_losses(dir_ + "/deferred_single");
-    ASSERT_EQ(a.size(), 10u);
-    ASSERT_EQ(b.size(), 10u);
-    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * std::abs(b[i])) << "step " << i + 1;
-    EXPECT_LT(relative_distance(stored_values(dir_ + "/deferred/checkpoint-10/trainable.safetensors"),
-                  stored_values(dir_ + "/deferred_single/checkpoint-10/trainable.safetensors")),
-              1e-5);
+    expect_run_matches(dir_ + "/deferred", dir_ + "/deferred_single", 10, 1e-5, 1e-5);
   }
   g_comm->barrier();
 }

@@ -26,9 +26,7 @@ namespace ll {
 namespace {
 
 using test::g_comm;
-using test::logged_losses;
-using test::relative_distance;
-using test::stored_values;
+using test::expect_run_matches;
 
 // Collective: the same answer on every rank (a reason when some rank cannot run GPU tests).
 std::string gpu_ranks_missing() {
@@ -188,13 +186,7 @@ TEST_P(NcclTraining, TenStepsOnNGpusMatchOneGpuWithTheSameGlobalBatch) {
     TrainOptions single = options("single", 2 * n);
     single.zero_stage = 0;
     run_training(single, {}, local.get());
-    const std::vector<double> a = logged_losses(dir_ + "/ranks"), b = logged_losses(dir_ + "/single");
-    ASSERT_EQ(a.size(), 10u);
-    ASSERT_EQ(b.size(), 10u);
-    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-2 * std::abs(b[i])) << "step " << i + 1;
-    EXPECT_LT(relative_distance(stored_values(dir_ + "/ranks/checkpoint-10/trainable.safetensors"),
-                  stored_values(dir_ + "/single/checkpoint-10/trainable.safetensors")),
-              2e-2);
+    expect_run_matches(dir_ + "/ranks", dir_ + "/single", 10, 1e-2, 2e-2);
   }
   g_comm->barrier();
 }
@@ -210,12 +202,7 @@ TEST_P(NcclTraining, ResumeOnTheSameGpusContinuesTheRun) {
   run_training(resumed, {}, g_comm);
   run_training(options("straight", 2), {}, g_comm);
   if (g_comm->rank() == 0) {
-    const std::vector<double> a = logged_losses(dir_ + "/interrupted"), b = logged_losses(dir_ + "/straight");
-    ASSERT_EQ(a.size(), 10u);
-    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-6 * std::abs(b[i])) << "step " << i + 1;
-    EXPECT_LT(relative_distance(stored_values(dir_ + "/interrupted/checkpoint-10/trainable.safetensors"),
-                  stored_values(dir_ + "/straight/checkpoint-10/trainable.safetensors")),
-              1e-6);
+    expect_run_matches(dir_ + "/interrupted", dir_ + "/straight", 10, 1e-6, 1e-6);
   }
   g_comm->barrier();
 }
