@@ -20,7 +20,8 @@ std::string device_memory_shortfall(const DeviceMemoryNeeds& n, const DeviceMemo
   os << "needs " << format_gib(n.total()) << " (frozen weights " << format_gib(n.frozen_weights)
      << ", trainable weights " << format_gib(n.trainable_weights) << ", gradients " << format_gib(n.gradients)
      << ", optimizer " << format_gib(n.optimizer) << ", activations " << format_gib(n.activations) << ", workspace "
-     << format_gib(n.workspace) << "), " << format_gib(free_bytes) << " free of " << format_gib(total_bytes) << " on "
+     << format_gib(n.workspace) << (n.gather_slots ? ", ZeRO-3 gather slots " + format_gib(n.gather_slots) : "")
+     << "), " << format_gib(free_bytes) << " free of " << format_gib(total_bytes) << " on "
      << device << " (" << format_gib(headroom) << " kept for the CUDA context)";
 
   const size_t fixed = n.total() - n.activations;

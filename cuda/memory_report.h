@@ -14,8 +14,9 @@ struct DeviceMemoryNeeds {
   size_t optimizer = 0;          // f32 masters + Adam moments
   size_t activations = 0;        // the activation arena for (batch, seq_len, checkpointing)
   size_t workspace = 0;          // backend scratch (cuBLASLt workspace, reduction partials)
+  size_t gather_slots = 0;       // ZeRO-3: the slots whole layers are gathered into (weights and gradients)
   size_t total() const {
-    return frozen_weights + trainable_weights + gradients + optimizer + activations + workspace;
+    return frozen_weights + trainable_weights + gradients + optimizer + activations + workspace + gather_slots;
   }
 };
 

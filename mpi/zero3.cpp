@@ -14,21 +14,19 @@ Tensor range(const Tensor& flat, int64_t offset, int64_t count) {
 
 }  // namespace
 
-Zero3Storage::Zero3Storage(Backend& backend, ParamStore& params, Comm& comm)
-    : backend_(backend), params_(params), comm_(comm) {
-  LL_CHECK(params.external(), "ZeRO-3: the parameter store must be built with external storage");
-  const DTypePolicy dt = backend.dtypes();
-  // Masters for weights stored below the gradient dtype live in the optimizer (mpi/zero.h).
-  seed_grads_ = dt.act != dt.grad;  // the backend's add op works on activations only
-  const int n = comm.size(), r = comm.rank();
-  groups_.resize(size_t(params.num_layers() + 1));
-  int64_t max_layer = 0, max_layer_grads = 0, outer = 0, outer_grads = 0, max_shard = 1;
+// The groups' layouts (trainable elements first, then frozen; padded for mixed precision), their splits over n
+// ranks, and the slot sizes rank r needs. The one place the ZeRO-3 layout is decided.
+Zero3Storage::Layout Zero3Storage::plan_layout(ParamStore& params, const DTypePolicy& dt, int n, int r,
+                                               std::vector<Group>* groups_out) {
+  std::vector<Group>& groups = *groups_out;
+  groups.assign(size_t(params.num_layers() + 1), Group{});
+  Layout lay;
   // Mixed precision (GPU): every parameter of a gathered group starts on a 256-byte boundary of its slot, as in the
   // replicated arenas (cuBLASLt picks its fast kernels by operand alignment). fp32 backends keep the dense layout.
   const int64_t align = dt.weight != dt.grad ? int64_t(256 / dtype_size(dt.weight)) : 1;
   auto round_up = [align](int64_t x) { return (x + align - 1) / align * align; };
   for (int g = kOuterGroup; g < params.num_layers(); ++g) {
-    Group& gr = group(g);
+    Group& gr = groups[size_t(g + 1)];
     for (Param* p : params.group(g)) (p->trainable ? gr.trainable : gr.frozen).push_back(p);
     for (Param* p : gr.trainable) {
       gr.trainable_elems = round_up(gr.trainable_elems);
@@ -45,40 +43,73 @@ Zero3Storage::Zero3Storage(Backend& backend, ParamStore& params, Comm& comm)
     gr.f_counts = even_split(gr.frozen_elems, n);
     gr.slot = g == kOuterGroup ? 2 : g % 2;
     const int64_t total = gr.trainable_elems + gr.frozen_elems;
-    if (g == kOuterGroup) outer = total, outer_grads = gr.trainable_elems;
-    else max_layer = std::max(max_layer, total), max_layer_grads = std::max(max_layer_grads, gr.trainable_elems);
-    max_shard = std::max(max_shard, gr.t_counts[r]);
+    if (g == kOuterGroup) {
+      lay.outer = total, lay.outer_grads = gr.trainable_elems;
+    } else {
+      lay.max_layer = std::max(lay.max_layer, total);
+      lay.max_layer_grads = std::max(lay.max_layer_grads, gr.trainable_elems);
+    }
+    lay.max_shard = std::max(lay.max_shard, gr.t_counts[r]);
   }
+  return lay;
+}
+
+// Reserves rank r's shards (weights into `weights`, gradients into `grads`) and the three staging slots.
+Zero3Storage::Handles Zero3Storage::reserve(const Layout& lay, const std::vector<Group>& groups, const DTypePolicy& dt,
+                                            int r, Arena& weights, Arena& grads, Arena& staging) {
+  Handles h;
+  h.shards.resize(groups.size());
+  for (size_t i = 0; i < groups.size(); ++i) {
+    h.shards[i][0] = weights.reserve(dt.weight, {std::max<int64_t>(1, groups[i].t_counts[r])});
+    h.shards[i][1] = weights.reserve(dt.weight, {std::max<int64_t>(1, groups[i].f_counts[r])});
+    h.shards[i][2] = grads.reserve(dt.grad, {std::max<int64_t>(1, groups[i].t_counts[r])});
+  }
+  const bool seed_grads = dt.act != dt.grad;  // see seed_grads_
+  for (int s = 0; s < 3; ++s) {
+    const int64_t vals = s == 2 ? lay.outer : lay.max_layer, g = s == 2 ? lay.outer_grads : lay.max_layer_grads;
+    h.slots[s][0] = staging.reserve(dt.weight, {std::max<int64_t>(1, vals)});
+    h.slots[s][1] = staging.reserve(dt.grad, {std::max<int64_t>(1, g)});
+    if (!seed_grads) h.slots[s][2] = staging.reserve(dt.grad, {lay.max_shard});  // a slot's reduction in flight
+  }
+  return h;
+}
+
+Zero3Storage::PlannedBytes Zero3Storage::plan_bytes(Backend& backend, ParamStore& params, int ranks) {
+  const DTypePolicy dt = backend.dtypes();
+  std::vector<Group> groups;
+  const Layout lay = plan_layout(params, dt, ranks, 0, &groups);  // rank 0 holds the largest share
+  Arena weights(backend, "zero-3 weight shards"), grads(backend, "zero-3 gradient shards");
+  Arena staging(backend, "zero-3 staging");
+  reserve(lay, groups, dt, 0, weights, grads, staging);
+  return {weights.bytes(), grads.bytes(), staging.bytes()};
+}
+
+Zero3Storage::Zero3Storage(Backend& backend, ParamStore& params, Comm& comm)
+    : backend_(backend), params_(params), comm_(comm) {
+  LL_CHECK(params.external(), "ZeRO-3: the parameter store must be built with external storage");
+  const DTypePolicy dt = backend.dtypes();
+  // Masters for weights stored below the gradient dtype live in the optimizer (mpi/zero.h).
+  seed_grads_ = dt.act != dt.grad;  // the backend's add op works on activations only
+  const int n = comm.size(), r = comm.rank();
+  const Layout lay = plan_layout(params, dt, n, r, &groups_);
 
   // This rank's shards, then the staging slots.
   shards_ = std::make_unique<Arena>(backend, "zero-3 shards");
-  std::vector<std::array<Arena::Handle, 3>> h(groups_.size());
-  for (size_t i = 0; i < groups_.size(); ++i) {
-    h[i][0] = shards_->reserve(dt.weight, {std::max<int64_t>(1, groups_[i].t_counts[r])});
-    h[i][1] = shards_->reserve(dt.weight, {std::max<int64_t>(1, groups_[i].f_counts[r])});
-    h[i][2] = shards_->reserve(dt.grad, {std::max<int64_t>(1, groups_[i].t_counts[r])});
-  }
+  staging_ = std::make_unique<Arena>(backend, "zero-3 staging");
+  const Handles h = reserve(lay, groups_, dt, r, *shards_, *shards_, *staging_);
   shards_->commit();
   for (size_t i = 0; i < groups_.size(); ++i) {
     Group& gr = groups_[i];
-    gr.t_shard = range(shards_->tensor(h[i][0]), 0, gr.t_counts[r]);
-    gr.f_shard = range(shards_->tensor(h[i][1]), 0, gr.f_counts[r]);
-    gr.g_shard = range(shards_->tensor(h[i][2]), 0, gr.t_counts[r]);
-  }
-  staging_ = std::make_unique<Arena>(backend, "zero-3 staging");
-  std::vector<std::array<Arena::Handle, 3>> sh(3);
-  for (int s = 0; s < 3; ++s) {
-    const int64_t vals = s == 2 ? outer : max_layer, grads = s == 2 ? outer_grads : max_layer_grads;
-    sh[s][0] = staging_->reserve(dt.weight, {std::max<int64_t>(1, vals)});
-    sh[s][1] = staging_->reserve(dt.grad, {std::max<int64_t>(1, grads)});
-    if (!seed_grads_) sh[s][2] = staging_->reserve(dt.grad, {max_shard});  // a slot's reduction in flight
+    gr.t_shard = range(shards_->tensor(h.shards[i][0]), 0, gr.t_counts[r]);
+    gr.f_shard = range(shards_->tensor(h.shards[i][1]), 0, gr.f_counts[r]);
+    gr.g_shard = range(shards_->tensor(h.shards[i][2]), 0, gr.t_counts[r]);
   }
   staging_->commit();
   slots_.resize(3);
   for (int s = 0; s < 3; ++s) {
-    slots_[size_t(s)].values = staging_->tensor(sh[s][0]);
-    slots_[size_t(s)].grads = staging_->tensor(sh[s][1]);
-    if (!seed_grads_) slots_[size_t(s)].reduce_tmp = staging_->tensor(sh[s][2]);
+    slots_[size_t(s)].values = staging_->tensor(h.slots[s][0]);
+    slots_[size_t(s)].grads = staging_->tensor(h.slots[s][1]);
+    if (h.slots[s][2].valid()) slots_[size_t(s)].reduce_tmp = staging_->tensor(h.slots[s][2]);
   }
 
   // The optimizer's view: each trainable parameter's intersection with this rank's range of its group.

@@ -16,6 +16,7 @@
 // of the slot's gradients with the shard before backward, so the reduce-scatter of the slot writes
 // shard + Σ ranks' micro-batch gradients straight into the shard.
 #pragma once
+#include <array>
 #include <memory>
 #include <vector>
 
@@ -62,6 +63,13 @@ class Zero3Storage final : public ParamStorage {
   size_t shard_bytes() const;    // parameter + gradient shards held by this rank
   size_t staging_bytes() const;  // gather slots
 
+  // What the storage would hold on the most loaded rank of `ranks`, without allocating (start-up memory plans).
+  // `params`: a store built with external storage (nothing attached).
+  struct PlannedBytes {
+    size_t weight_shards, grad_shards, staging;
+  };
+  static PlannedBytes plan_bytes(Backend& backend, ParamStore& params, int ranks);
+
  private:
   static constexpr int kNone = -2;
   struct Group {
@@ -82,6 +90,16 @@ class Zero3Storage final : public ParamStorage {
     int reducing = kNone;              // group whose gradients are being reduce-scattered out of `grads`
     CommRequest reduce;
   };
+  struct Layout {  // slot sizes in elements
+    int64_t max_layer = 0, max_layer_grads = 0, outer = 0, outer_grads = 0, max_shard = 1;
+  };
+  struct Handles {
+    std::vector<std::array<Arena::Handle, 3>> shards;  // per group: trainable weights, frozen weights, gradients
+    std::array<Arena::Handle, 3> slots[3];             // per slot: values, grads, reduce_tmp (f32 backends)
+  };
+  static Layout plan_layout(ParamStore& params, const DTypePolicy& dt, int n, int r, std::vector<Group>* groups);
+  static Handles reserve(const Layout& lay, const std::vector<Group>& groups, const DTypePolicy& dt, int r,
+                         Arena& weights, Arena& grads, Arena& staging);
   Group& group(int g) { return groups_[size_t(g + 1)]; }
   void point(Group& gr, const Slot& slot, bool with_grads);
   void unpoint(Group& gr);

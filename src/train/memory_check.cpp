@@ -1,15 +1,14 @@
 #include "train/memory_check.h"
 
 #include <algorithm>
-#include <map>
 
 #include "model/params.h"
+#include "mpi/zero3.h"
 #include "util/error.h"
 
 namespace ll {
 
 namespace {
-size_t aligned(size_t bytes) { return (bytes + 255) / 256 * 256; }
 size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 }  // namespace
 
@@ -21,21 +20,9 @@ DeviceMemoryNeeds plan_rank_memory(Backend& backend, const ModelOptions& options
   const size_t N = size_t(ranks);
 
   int64_t trainable_elems = 0;
-  const ParamStore shapes(backend, options.config, options.lora, options.trainable, /*external_storage=*/true);
-  // ZeRO-3 gather slots: per group (each layer, and the embedding/final-norm/LM-head group) its weights and the
-  // gradients of its trainable parameters.
-  std::map<int, std::pair<size_t, size_t>> group_bytes;  // layer (−1: outer group) → (weights, grads)
-  std::map<int, int64_t> group_trainable;                 // layer → trainable elements
-  for (const Param& p : shapes.all()) {
-    const int64_t n = p.value.numel();
-    auto& g = group_bytes[p.layer];
-    g.first += aligned(size_t(n) * dtype_size(dt.weight));
-    if (p.trainable) {
-      trainable_elems += n;
-      group_trainable[p.layer] += n;
-      g.second += aligned(size_t(n) * dtype_size(dt.grad));
-    }
-  }
+  ParamStore shapes(backend, options.config, options.lora, options.trainable, /*external_storage=*/true);
+  for (const Param& p : shapes.all())
+    if (p.trainable) trainable_elems += p.value.numel();
   const size_t per_trainable = 2 * sizeof(float) + (dt.weight == DType::F32 ? 0 : sizeof(float));
   const size_t optimizer = size_t(trainable_elems) * per_trainable;
 
@@ -48,18 +35,12 @@ DeviceMemoryNeeds plan_rank_memory(Backend& backend, const ModelOptions& options
     n.optimizer = zero_stage == 2 ? ceil_div(optimizer, N) : optimizer;
     return n;
   }
-  size_t layer_weights = 0, layer_grads = 0;
-  for (const auto& [layer, wg] : group_bytes)
-    if (layer >= 0) layer_weights = std::max(layer_weights, wg.first), layer_grads = std::max(layer_grads, wg.second);
-  const auto outer = group_bytes.count(-1) ? group_bytes.at(-1) : std::pair<size_t, size_t>{0, 0};
-  n.frozen_weights = ceil_div(plan.frozen_weights, N) + 2 * layer_weights + outer.first;
-  n.trainable_weights = ceil_div(plan.trainable_weights, N);
-  n.gradients = ceil_div(plan.gradients, N) + 2 * layer_grads + outer.second;
-  if (dt.act == dt.grad) {  // f32 backends: each slot keeps a buffer for its reduction in flight (one rank's share)
-    int64_t max_group = 1;
-    for (const auto& [layer, elems] : group_trainable) max_group = std::max(max_group, elems);
-    n.gradients += 3 * aligned(ceil_div(size_t(max_group), N) * dtype_size(dt.grad));
-  }
+  // ZeRO-3: the storage's own layout, planned without allocating (its weight shards hold trainable and frozen
+  // elements together).
+  const Zero3Storage::PlannedBytes z = Zero3Storage::plan_bytes(backend, shapes, ranks);
+  n.frozen_weights = z.weight_shards;
+  n.gradients = z.grad_shards;
+  n.gather_slots = z.staging;
   n.optimizer = ceil_div(optimizer, N);
   return n;
 }

@@ -10,8 +10,8 @@
 namespace ll {
 
 // One rank's planned bytes under `zero_stage` over `ranks` ranks, as the engine lays them out: ZeRO-2 divides the
-// optimizer state (f32 Adam moments, plus f32 masters when weights are not f32); ZeRO-3 also divides weights and
-// gradients and adds its gather slots (two layer slots and the embedding/head group). `workspace` is left 0.
+// optimizer state (f32 Adam moments, plus f32 masters when weights are not f32); ZeRO-3 holds the shards and
+// gather slots of Zero3Storage::plan_bytes (its weight shards under frozen_weights). `workspace` is left 0.
 DeviceMemoryNeeds plan_rank_memory(Backend& backend, const ModelOptions& options, int zero_stage, int ranks);
 
 // The longest sequence length, a multiple of `step` and at most `limit`, at which one rank's plan (options with
