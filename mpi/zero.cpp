@@ -11,11 +11,6 @@ namespace ll {
 
 namespace {
 
-Tensor range(const Tensor& flat, int64_t offset, int64_t count) {
-  return Tensor(static_cast<char*>(flat.data) + offset * int64_t(dtype_size(flat.dtype)), flat.dtype, flat.device,
-                {count});
-}
-
 std::string shard_file(const std::string& dir, int rank, int world) {
   return dir + "/optimizer-shard-" + std::to_string(rank) + "-of-" + std::to_string(world) + ".safetensors";
 }
@@ -62,7 +57,7 @@ DistributedOptimizer::DistributedOptimizer(Backend& backend, ParamStore& params,
     grad_handle = arena_->reserve(dt.grad, {std::max<int64_t>(plan_.shard_elems, 1)});
     const Tensor weights = params.flat_trainable();
     for (const Zero2Piece& z : plan_.pieces)
-      planned.push_back({trainable[size_t(z.param)], z.param_begin, z.count, range(weights, z.weight_offset, z.count),
+      planned.push_back({trainable[size_t(z.param)], z.param_begin, z.count, weights.elements(z.weight_offset, z.count),
                          {}, z.shard_offset, z.bucket});
     bucket_reduce_.resize(plan_.buckets.size());
     bucket_started_.assign(plan_.buckets.size(), false);
@@ -82,10 +77,10 @@ DistributedOptimizer::DistributedOptimizer(Backend& backend, ParamStore& params,
     handles.push_back(h);
   }
   arena_->commit();
-  if (stage == 2) shard_grad_ = range(arena_->tensor(grad_handle), 0, plan_.shard_elems);
+  if (stage == 2) shard_grad_ = arena_->tensor(grad_handle).elements(0, plan_.shard_elems);
   for (size_t i = 0; i < planned.size(); ++i) {
     const Planned& p = planned[i];
-    const Tensor grad = stage == 2 ? range(shard_grad_, p.shard_offset, p.count) : p.grad;
+    const Tensor grad = stage == 2 ? shard_grad_.elements(p.shard_offset, p.count) : p.grad;
     const Tensor master = masters_ ? arena_->tensor(handles[i].master) : Tensor();
     pieces_.push_back({p.param, p.param_begin, p.count, p.value, grad, arena_->tensor(handles[i].m),
                        arena_->tensor(handles[i].v), master, !p.param->is_norm(), p.bucket});
@@ -115,8 +110,8 @@ void DistributedOptimizer::begin_micro_batch(bool last) { reduce_in_backward_ = 
 
 void DistributedOptimizer::start_bucket_reduce(size_t k) {
   const Zero2Bucket& b = plan_.buckets[k];
-  const Tensor shard = range(shard_grad_, b.shard_offset, b.counts[size_t(comm_.rank())]);
-  const Tensor full = range(params_.flat_grads(), b.grad_begin, b.grad_count);
+  const Tensor shard = shard_grad_.elements(b.shard_offset, b.counts[size_t(comm_.rank())]);
+  const Tensor full = params_.flat_grads().elements(b.grad_begin, b.grad_count);
   if (comm_.size() == 1)
     backend_.copy(shard, full);  // one rank: the "reduction" is a copy (device buffers never go through a host comm)
   else
@@ -184,7 +179,7 @@ void DistributedOptimizer::step(double lr) {
     for (; next < pieces_.size() && pieces_[next].bucket == int(k); ++next) update(pieces_[next]);
     const Zero2Bucket& b = plan_.buckets[k];
     if (comm_.size() > 1)
-      gathers.push_back(comm_.start_all_gather_in_place(range(weights, b.weight_begin, b.weight_count),
+      gathers.push_back(comm_.start_all_gather_in_place(weights.elements(b.weight_begin, b.weight_count),
                                                         b.weight_counts));
   }
   LL_CHECK(next == pieces_.size(), "ZeRO-2: pieces out of bucket order");

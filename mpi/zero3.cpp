@@ -7,11 +7,6 @@ namespace ll {
 
 namespace {
 
-Tensor range(const Tensor& flat, int64_t offset, int64_t count) {
-  return Tensor(static_cast<char*>(flat.data) + offset * int64_t(dtype_size(flat.dtype)), flat.dtype, flat.device,
-                {count});
-}
-
 }  // namespace
 
 // The groups' layouts (trainable elements first, then frozen; padded for mixed precision), their splits over n
@@ -100,9 +95,9 @@ Zero3Storage::Zero3Storage(Backend& backend, ParamStore& params, Comm& comm)
   shards_->commit();
   for (size_t i = 0; i < groups_.size(); ++i) {
     Group& gr = groups_[i];
-    gr.t_shard = range(shards_->tensor(h.shards[i][0]), 0, gr.t_counts[r]);
-    gr.f_shard = range(shards_->tensor(h.shards[i][1]), 0, gr.f_counts[r]);
-    gr.g_shard = range(shards_->tensor(h.shards[i][2]), 0, gr.t_counts[r]);
+    gr.t_shard = shards_->tensor(h.shards[i][0]).elements(0, gr.t_counts[r]);
+    gr.f_shard = shards_->tensor(h.shards[i][1]).elements(0, gr.f_counts[r]);
+    gr.g_shard = shards_->tensor(h.shards[i][2]).elements(0, gr.t_counts[r]);
   }
   staging_->commit();
   slots_.resize(3);
@@ -118,8 +113,8 @@ Zero3Storage::Zero3Storage(Backend& backend, ParamStore& params, Comm& comm)
     for (size_t i = 0; i < gr.trainable.size(); ++i) {
       const int64_t b = std::max(lo, gr.offset[i]), e = std::min(hi, gr.offset[i] + gr.trainable[i]->numel());
       if (b < e)
-        segments_.push_back({gr.trainable[i], b - gr.offset[i], e - b, range(gr.t_shard, b - lo, e - b),
-                             range(gr.g_shard, b - lo, e - b)});
+        segments_.push_back({gr.trainable[i], b - gr.offset[i], e - b, gr.t_shard.elements(b - lo, e - b),
+                             gr.g_shard.elements(b - lo, e - b)});
     }
   }
   params.set_storage(this);
@@ -132,11 +127,11 @@ Zero3Storage::~Zero3Storage() {
 void Zero3Storage::point(Group& gr, const Slot& slot, bool with_grads) {
   size_t i = 0;
   for (Param* p : gr.trainable) {
-    p->value.data = range(slot.values, gr.offset[i], 1).data;
-    if (with_grads) p->grad.data = range(slot.grads, gr.offset[i], 1).data;
+    p->value.data = slot.values.elements(gr.offset[i], 1).data;
+    if (with_grads) p->grad.data = slot.grads.elements(gr.offset[i], 1).data;
     ++i;
   }
-  for (Param* p : gr.frozen) p->value.data = range(slot.values, gr.offset[i++], 1).data;
+  for (Param* p : gr.frozen) p->value.data = slot.values.elements(gr.offset[i++], 1).data;
 }
 
 void Zero3Storage::unpoint(Group& gr) {
@@ -150,10 +145,10 @@ void Zero3Storage::gather_into(int g, Slot& slot) {
   Group& gr = group(g);
   wait_gathers(slot);  // an earlier gather into these values (a prefetch nobody used) must land first
   const int r = comm_.rank();
-  const Tensor trainable = range(slot.values, 0, gr.trainable_elems);
-  const Tensor frozen = range(slot.values, gr.trainable_elems, gr.frozen_elems);
-  if (gr.t_counts[r]) backend_.copy(range(trainable, split_offset(gr.t_counts, r), gr.t_counts[r]), gr.t_shard);
-  if (gr.f_counts[r]) backend_.copy(range(frozen, split_offset(gr.f_counts, r), gr.f_counts[r]), gr.f_shard);
+  const Tensor trainable = slot.values.elements(0, gr.trainable_elems);
+  const Tensor frozen = slot.values.elements(gr.trainable_elems, gr.frozen_elems);
+  if (gr.t_counts[r]) backend_.copy(trainable.elements(split_offset(gr.t_counts, r), gr.t_counts[r]), gr.t_shard);
+  if (gr.f_counts[r]) backend_.copy(frozen.elements(split_offset(gr.f_counts, r), gr.f_counts[r]), gr.f_shard);
   if (comm_.size() > 1) {
     if (gr.trainable_elems) slot.gathers.push_back(comm_.start_all_gather_in_place(trainable, gr.t_counts));
     if (gr.frozen_elems) slot.gathers.push_back(comm_.start_all_gather_in_place(frozen, gr.f_counts));
@@ -175,7 +170,7 @@ void Zero3Storage::finish_reduce(Slot& slot) {
   slot.reduce = {};
   slot.reducing = kNone;
   if (!seed_grads_ && gr.t_counts[comm_.rank()])
-    backend_.add(gr.g_shard, gr.g_shard, range(slot.reduce_tmp, 0, gr.t_counts[comm_.rank()]));
+    backend_.add(gr.g_shard, gr.g_shard, slot.reduce_tmp.elements(0, gr.t_counts[comm_.rank()]));
 }
 
 void Zero3Storage::prefetch(int g) {
@@ -200,10 +195,10 @@ void Zero3Storage::acquire(int g) {
   wait_gathers(slot);
   finish_reduce(slot);  // the previous group's gradients leave the slot before they are overwritten
   if (gr.trainable_elems) {
-    backend_.zero(range(slot.grads, 0, gr.trainable_elems));
+    backend_.zero(slot.grads.elements(0, gr.trainable_elems));
     const int r = comm_.rank();
     if (seed_grads_ && gr.t_counts[r])
-      backend_.copy(range(slot.grads, split_offset(gr.t_counts, r), gr.t_counts[r]), gr.g_shard);
+      backend_.copy(slot.grads.elements(split_offset(gr.t_counts, r), gr.t_counts[r]), gr.g_shard);
   }
   point(gr, slot, true);
   slot.in_use = true;
@@ -219,9 +214,9 @@ void Zero3Storage::commit(int g) {
   Group& gr = group(g);
   const Slot& slot = slots_[size_t(gr.slot)];
   const int r = comm_.rank();
-  if (gr.t_counts[r]) backend_.copy(gr.t_shard, range(slot.values, split_offset(gr.t_counts, r), gr.t_counts[r]));
+  if (gr.t_counts[r]) backend_.copy(gr.t_shard, slot.values.elements(split_offset(gr.t_counts, r), gr.t_counts[r]));
   if (gr.f_counts[r])
-    backend_.copy(gr.f_shard, range(slot.values, gr.trainable_elems + split_offset(gr.f_counts, r), gr.f_counts[r]));
+    backend_.copy(gr.f_shard, slot.values.elements(gr.trainable_elems + split_offset(gr.f_counts, r), gr.f_counts[r]));
   ++gr.version;
   // The slot holds what was written, which is now also what the shards hold everywhere.
   slots_[size_t(gr.slot)].holder_version = gr.version;
@@ -234,13 +229,13 @@ void Zero3Storage::backward_done(int g) {
   LL_CHECK(slot.in_use && slot.holder == g && slot.reducing == kNone, "ZeRO-3: backward_done(", g,
            ") outside its acquire/release");
   const int r = comm_.rank();
-  const Tensor grads = range(slot.grads, 0, gr.trainable_elems);
+  const Tensor grads = slot.grads.elements(0, gr.trainable_elems);
   if (comm_.size() == 1) {  // the sum over one rank: no collective (device buffers never go through a host comm)
     if (seed_grads_) backend_.copy(gr.g_shard, grads);
     else backend_.add(gr.g_shard, gr.g_shard, grads);
     return;
   }
-  const Tensor out = seed_grads_ ? gr.g_shard : range(slot.reduce_tmp, 0, gr.t_counts[r]);
+  const Tensor out = seed_grads_ ? gr.g_shard : slot.reduce_tmp.elements(0, gr.t_counts[r]);
   slot.reduce = comm_.start_reduce_scatter_sum(out, grads, gr.t_counts);
   slot.reducing = g;
 }

@@ -85,6 +85,12 @@ struct Tensor {
     LL_CHECK(t.numel() == numel(), "Tensor::view: ", shape_str(), " cannot be viewed as ", t.shape_str());
     return t;
   }
+  // Elements [offset, offset+count) of the tensor's memory, as a 1-D tensor (flat arenas, shards, splits).
+  Tensor elements(int64_t offset, int64_t count) const {
+    LL_CHECK(offset >= 0 && count >= 0 && offset + count <= numel(), "Tensor::elements: [", offset, ",",
+             offset + count, ") outside ", numel(), " elements");
+    return Tensor(static_cast<char*>(data) + static_cast<size_t>(offset) * dtype_size(dtype), dtype, device, {count});
+  }
   // Rows [start, start+count) of the tensor seen as a (rows × cols) matrix.
   Tensor slice_rows(int64_t start, int64_t count) const {
     LL_CHECK(start >= 0 && count >= 0 && start + count <= rows(), "Tensor::slice_rows: [", start, ",", start + count,
