@@ -2,6 +2,7 @@
 
 #include "cuda/elementwise.cuh"
 #include "cuda/launch_plan.h"
+#include "cuda/vec8.cuh"
 #include "dropout_mask.h"
 
 namespace ll::cuda {
@@ -11,22 +12,35 @@ namespace {
 constexpr int kThreads = 256;
 
 inline unsigned blocks_for(int64_t n) { return unsigned(cuda_plan::elementwise_blocks(n, kThreads)); }
+// Grid of a vector kernel: one thread per 8 elements (the tail's at most 7 elements need one block, which any
+// grid has).
+inline unsigned vec_blocks_for(int64_t n) { return blocks_for(n / kVec); }
 
 __device__ __forceinline__ float sigmoid(float g) { return 1.0f / (1.0f + expf(-g)); }
 
+// Per-element math, shared by the scalar and the vector kernels (so both paths round identically).
+__device__ __forceinline__ float swiglu_value(float g, float u) { return g * sigmoid(g) * u; }
+__device__ __forceinline__ void swiglu_grads(float d, float g, float u, float* dg, float* du) {
+  const float s = sigmoid(g);
+  *dg = d * u * s * (1.0f + g * (1.0f - s));
+  *du = d * g * s;
+}
+__device__ __forceinline__ float dropout_value(float x, int64_t i, double p, float keep_scale, uint64_t seed) {
+  return dropout_keep(seed, uint64_t(i), p) ? x * keep_scale : 0.0f;
+}
+
+// ---- scalar kernels: any alignment, any n ----------------------------------------------------------------------------
 __global__ void swiglu_forward_kernel(bf16* out, const bf16* gate, const bf16* up, int64_t n) {
-  LL_GRID_STRIDE(i, n) {
-    const float g = to_f32(gate[i]);
-    out[i] = to_bf16(g * sigmoid(g) * to_f32(up[i]));
-  }
+  LL_GRID_STRIDE(i, n) out[i] = to_bf16(swiglu_value(to_f32(gate[i]), to_f32(up[i])));
 }
 
 __global__ void swiglu_backward_kernel(bf16* dgate, bf16* dup, const bf16* dout, const bf16* gate, const bf16* up,
                                        int64_t n) {
   LL_GRID_STRIDE(i, n) {
-    const float g = to_f32(gate[i]), u = to_f32(up[i]), d = to_f32(dout[i]), s = sigmoid(g);
-    dgate[i] = to_bf16(d * u * s * (1.0f + g * (1.0f - s)));
-    dup[i] = to_bf16(d * g * s);
+    float dg, du;
+    swiglu_grads(to_f32(dout[i]), to_f32(gate[i]), to_f32(up[i]), &dg, &du);
+    dgate[i] = to_bf16(dg);
+    dup[i] = to_bf16(du);
   }
 }
 
@@ -35,7 +49,71 @@ __global__ void add_kernel(bf16* out, const bf16* a, const bf16* b, int64_t n) {
 }
 
 __global__ void dropout_kernel(bf16* out, const bf16* x, int64_t n, double p, float keep_scale, uint64_t seed) {
-  LL_GRID_STRIDE(i, n) out[i] = dropout_keep(seed, uint64_t(i), p) ? to_bf16(to_f32(x[i]) * keep_scale) : to_bf16(0.0f);
+  LL_GRID_STRIDE(i, n) out[i] = to_bf16(dropout_value(to_f32(x[i]), i, p, keep_scale, seed));
+}
+
+// ---- vector kernels: every pointer 16-byte aligned ---------------------------------------------------------------------
+// Vector v covers elements [8v, 8v + 8) for v < n / 8 (grid-stride); the last n % 8 elements are done one per thread
+// by the first threads of the grid. Each thread touches only its own elements, so out may alias an input.
+__device__ __forceinline__ int64_t vec_count(int64_t n) { return n / kVec; }
+__device__ __forceinline__ int64_t tail_index(int64_t n) {  // the tail element of this thread, or -1
+  const int64_t i = vec_count(n) * kVec + int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  return i < n ? i : -1;
+}
+
+__global__ void swiglu_forward_vec_kernel(bf16* out, const bf16* gate, const bf16* up, int64_t n) {
+  LL_GRID_STRIDE(v, vec_count(n)) {
+    const Vec8 g = load8(gate + v * kVec), u = load8(up + v * kVec);
+    Vec8 o;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) o.v[k] = swiglu_value(g.v[k], u.v[k]);
+    store8(out + v * kVec, o);
+  }
+  const int64_t i = tail_index(n);
+  if (i >= 0) out[i] = to_bf16(swiglu_value(to_f32(gate[i]), to_f32(up[i])));
+}
+
+__global__ void swiglu_backward_vec_kernel(bf16* dgate, bf16* dup, const bf16* dout, const bf16* gate,
+                                           const bf16* up, int64_t n) {
+  LL_GRID_STRIDE(v, vec_count(n)) {
+    const Vec8 d = load8(dout + v * kVec), g = load8(gate + v * kVec), u = load8(up + v * kVec);
+    Vec8 dg, du;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) swiglu_grads(d.v[k], g.v[k], u.v[k], &dg.v[k], &du.v[k]);
+    store8(dgate + v * kVec, dg);
+    store8(dup + v * kVec, du);
+  }
+  const int64_t i = tail_index(n);
+  if (i >= 0) {
+    float dg, du;
+    swiglu_grads(to_f32(dout[i]), to_f32(gate[i]), to_f32(up[i]), &dg, &du);
+    dgate[i] = to_bf16(dg);
+    dup[i] = to_bf16(du);
+  }
+}
+
+__global__ void add_vec_kernel(bf16* out, const bf16* a, const bf16* b, int64_t n) {
+  LL_GRID_STRIDE(v, vec_count(n)) {
+    const Vec8 x = load8(a + v * kVec), y = load8(b + v * kVec);
+    Vec8 o;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) o.v[k] = x.v[k] + y.v[k];
+    store8(out + v * kVec, o);
+  }
+  const int64_t i = tail_index(n);
+  if (i >= 0) out[i] = to_bf16(to_f32(a[i]) + to_f32(b[i]));
+}
+
+__global__ void dropout_vec_kernel(bf16* out, const bf16* x, int64_t n, double p, float keep_scale, uint64_t seed) {
+  LL_GRID_STRIDE(v, vec_count(n)) {
+    const Vec8 xv = load8(x + v * kVec);
+    Vec8 o;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) o.v[k] = dropout_value(xv.v[k], v * kVec + k, p, keep_scale, seed);
+    store8(out + v * kVec, o);
+  }
+  const int64_t i = tail_index(n);
+  if (i >= 0) out[i] = to_bf16(dropout_value(to_f32(x[i]), i, p, keep_scale, seed));
 }
 
 __global__ void scale_f32_kernel(float* x, int64_t n, double s) {
@@ -82,28 +160,49 @@ __global__ void fill_uniform_kernel(void* dst, int type, int64_t n, uint64_t see
 
 void launch_swiglu_forward(bf16* out, const bf16* gate, const bf16* up, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  swiglu_forward_kernel<<<blocks_for(n), kThreads, 0, s>>>(out, gate, up, n);
-  LL_LAUNCH_CHECK("swiglu_forward_kernel");
+  if (aligned16(out) && aligned16(gate) && aligned16(up)) {
+    swiglu_forward_vec_kernel<<<vec_blocks_for(n), kThreads, 0, s>>>(out, gate, up, n);
+    LL_LAUNCH_CHECK("swiglu_forward_vec_kernel");
+  } else {
+    swiglu_forward_kernel<<<blocks_for(n), kThreads, 0, s>>>(out, gate, up, n);
+    LL_LAUNCH_CHECK("swiglu_forward_kernel");
+  }
 }
 
 void launch_swiglu_backward(bf16* dgate, bf16* dup, const bf16* dout, const bf16* gate, const bf16* up, int64_t n,
                             cudaStream_t s) {
   if (n == 0) return;
-  swiglu_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(dgate, dup, dout, gate, up, n);
-  LL_LAUNCH_CHECK("swiglu_backward_kernel");
+  if (aligned16(dgate) && aligned16(dup) && aligned16(dout) && aligned16(gate) && aligned16(up)) {
+    swiglu_backward_vec_kernel<<<vec_blocks_for(n), kThreads, 0, s>>>(dgate, dup, dout, gate, up, n);
+    LL_LAUNCH_CHECK("swiglu_backward_vec_kernel");
+  } else {
+    swiglu_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(dgate, dup, dout, gate, up, n);
+    LL_LAUNCH_CHECK("swiglu_backward_kernel");
+  }
 }
 
 void launch_add(bf16* out, const bf16* a, const bf16* b, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  add_kernel<<<blocks_for(n), kThreads, 0, s>>>(out, a, b, n);
-  LL_LAUNCH_CHECK("add_kernel");
+  if (aligned16(out) && aligned16(a) && aligned16(b)) {
+    add_vec_kernel<<<vec_blocks_for(n), kThreads, 0, s>>>(out, a, b, n);
+    LL_LAUNCH_CHECK("add_vec_kernel");
+  } else {
+    add_kernel<<<blocks_for(n), kThreads, 0, s>>>(out, a, b, n);
+    LL_LAUNCH_CHECK("add_kernel");
+  }
 }
 
 void launch_dropout(bf16* out, const bf16* x, int64_t n, double p, uint64_t seed, cudaStream_t s) {
   if (n == 0) return;
   // The CPU reference computes the keep scale in its storage type (f32): 1/(1−p) rounded to f32.
-  dropout_kernel<<<blocks_for(n), kThreads, 0, s>>>(out, x, n, p, float(1.0 / (1.0 - p)), seed);
-  LL_LAUNCH_CHECK("dropout_kernel");
+  const float keep_scale = float(1.0 / (1.0 - p));
+  if (aligned16(out) && aligned16(x)) {
+    dropout_vec_kernel<<<vec_blocks_for(n), kThreads, 0, s>>>(out, x, n, p, keep_scale, seed);
+    LL_LAUNCH_CHECK("dropout_vec_kernel");
+  } else {
+    dropout_kernel<<<blocks_for(n), kThreads, 0, s>>>(out, x, n, p, keep_scale, seed);
+    LL_LAUNCH_CHECK("dropout_kernel");
+  }
 }
 
 void launch_scale_f32(float* x, int64_t n, double scale, cudaStream_t s) {

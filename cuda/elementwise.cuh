@@ -1,5 +1,8 @@
 // Element-wise kernels: SwiGLU, residual add, dropout (dropout_mask.h's hash), scaling, dtype conversion, fills.
-// bf16 storage, f32 math. All are grid-stride loops over the flat element index.
+// bf16 storage, f32 math. All are grid-stride loops over the flat element index. The bf16 kernels (SwiGLU, add,
+// dropout) move 8 elements per 16-byte access when every pointer is 16-byte aligned (the tail of n % 8 elements one
+// by one), else run a scalar kernel; both paths compute each element with the same float operations, so which
+// one runs never changes a result.
 #pragma once
 #include <cuda_runtime.h>
 

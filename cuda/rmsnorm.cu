@@ -1,11 +1,34 @@
 #include "cuda/rmsnorm.cuh"
 
+#include <initializer_list>
+
+#include "cuda/vec8.cuh"
+
 namespace ll::cuda {
 
 namespace {
 
 constexpr int kThreads = 256;
+// Rows staged in shared memory up to this width (the dx kernel stages 2 rows: 32 KiB, under the 48 KiB a kernel may
+// use without opting in).
+constexpr int64_t kStagedMaxDim = 8192;
 
+bool use_staged(int64_t dim, std::initializer_list<const void*> ptrs) {
+  if (dim % kVec != 0 || dim > kStagedMaxDim) return false;
+  for (const void* p : ptrs)
+    if (!aligned16(p)) return false;
+  return true;
+}
+
+// Per-element math, shared by the scalar and the staged kernels.
+__device__ __forceinline__ float rstd_of(float ss, int64_t dim, double eps) {
+  return float(1.0 / sqrt(double(ss) / double(dim) + eps));
+}
+__device__ __forceinline__ float norm_value(float x, float r, float w) { return x * r * w; }
+__device__ __forceinline__ float dx_value(float g, float w, float x, float r, float c) { return r * g * w - c * x; }
+
+// ---- scalar kernels: any dim, any alignment -------------------------------------------------------------------------
+// Thread j sums the elements d = j, j + blockDim, … in that order, then block_sum: the order the staged kernels keep.
 __global__ void rmsnorm_forward_kernel(bf16* out, float* rstd, const bf16* x, const bf16* w, int64_t dim,
                                        double eps) {
   __shared__ float shared[32];
@@ -17,10 +40,10 @@ __global__ void rmsnorm_forward_kernel(bf16* out, float* rstd, const bf16* x, co
     ss += v * v;
   }
   ss = block_sum(ss, shared);
-  const float r = float(1.0 / sqrt(double(ss) / double(dim) + eps));
+  const float r = rstd_of(ss, dim, eps);
   if (threadIdx.x == 0) rstd[t] = r;
   bf16* yr = out + t * dim;
-  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) yr[d] = to_bf16(to_f32(xr[d]) * r * to_f32(w[d]));
+  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) yr[d] = to_bf16(norm_value(to_f32(xr[d]), r, to_f32(w[d])));
 }
 
 __global__ void rmsnorm_backward_dx_kernel(bf16* dx, const bf16* dout, const bf16* x, const bf16* w,
@@ -36,8 +59,74 @@ __global__ void rmsnorm_backward_dx_kernel(bf16* dx, const bf16* dout, const bf1
   const float c = float(double(r) * double(r) * double(r) * double(dot) / double(dim));
   bf16* dxr = dx + t * dim;
   for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
-    const float v = r * to_f32(gr[d]) * to_f32(w[d]) - c * to_f32(xr[d]);
+    const float v = dx_value(to_f32(gr[d]), to_f32(w[d]), to_f32(xr[d]), r, c);
     dxr[d] = to_bf16(accumulate ? to_f32(dxr[d]) + v : v);
+  }
+}
+
+// ---- staged kernels: dim a multiple of 8, at most kStagedMaxDim; every pointer 16-byte aligned ----------------------
+// The row (for dx: dout's row and x's row) is copied into shared memory with 16-byte loads, then reduced from shared
+// memory in the scalar kernels' order (bit-identical sums), then written with 16-byte stores.
+__device__ __forceinline__ void stage_row(bf16* dst, const bf16* src, int64_t dim) {
+  const int64_t vecs = dim / kVec;
+#pragma unroll 4
+  for (int64_t v = threadIdx.x; v < vecs; v += blockDim.x)
+    *reinterpret_cast<uint4*>(dst + v * kVec) = *reinterpret_cast<const uint4*>(src + v * kVec);
+}
+
+__global__ void rmsnorm_forward_staged_kernel(bf16* out, float* rstd, const bf16* x, const bf16* w, int64_t dim,
+                                              double eps) {
+  __shared__ float shared[32];
+  extern __shared__ uint4 stage[];  // dim bf16: x's row
+  bf16* xs = reinterpret_cast<bf16*>(stage);
+  const int64_t t = blockIdx.x;
+  stage_row(xs, x + t * dim, dim);
+  __syncthreads();
+  float ss = 0;
+  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
+    const float v = to_f32(xs[d]);
+    ss += v * v;
+  }
+  ss = block_sum(ss, shared);
+  const float r = rstd_of(ss, dim, eps);
+  if (threadIdx.x == 0) rstd[t] = r;
+  bf16* yr = out + t * dim;
+  for (int64_t v = threadIdx.x; v < dim / kVec; v += blockDim.x) {
+    const Vec8 xv = load8(xs + v * kVec), wv = load8(w + v * kVec);
+    Vec8 y;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) y.v[k] = norm_value(xv.v[k], r, wv.v[k]);
+    store8(yr + v * kVec, y);
+  }
+}
+
+__global__ void rmsnorm_backward_dx_staged_kernel(bf16* dx, const bf16* dout, const bf16* x, const bf16* w,
+                                                  const float* rstd, int64_t dim, bool accumulate) {
+  __shared__ float shared[32];
+  extern __shared__ uint4 stage[];  // 2·dim bf16: dout's row, x's row
+  bf16* gs = reinterpret_cast<bf16*>(stage);
+  bf16* xs = gs + dim;
+  const int64_t t = blockIdx.x;
+  stage_row(gs, dout + t * dim, dim);
+  stage_row(xs, x + t * dim, dim);
+  __syncthreads();
+  float dot = 0;
+  for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) dot += to_f32(gs[d]) * to_f32(w[d]) * to_f32(xs[d]);
+  dot = block_sum(dot, shared);
+  const float r = rstd[t];
+  const float c = float(double(r) * double(r) * double(r) * double(dot) / double(dim));
+  bf16* dxr = dx + t * dim;
+  for (int64_t v = threadIdx.x; v < dim / kVec; v += blockDim.x) {
+    const Vec8 g = load8(gs + v * kVec), wv = load8(w + v * kVec), xv = load8(xs + v * kVec);
+    Vec8 old{};
+    if (accumulate) old = load8(dxr + v * kVec);
+    Vec8 o;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) {
+      const float val = dx_value(g.v[k], wv.v[k], xv.v[k], r, c);
+      o.v[k] = accumulate ? old.v[k] + val : val;
+    }
+    store8(dxr + v * kVec, o);
   }
 }
 
@@ -68,16 +157,28 @@ void launch_rmsnorm_forward(bf16* out, float* rstd, const bf16* x, const bf16* w
                             double eps, cudaStream_t s) {
   if (rows == 0) return;
   LL_CHECK(rows <= 2147483647, "rmsnorm_forward: too many rows: ", rows);
-  rmsnorm_forward_kernel<<<unsigned(rows), kThreads, 0, s>>>(out, rstd, x, w, dim, eps);
-  LL_LAUNCH_CHECK("rmsnorm_forward_kernel");
+  if (use_staged(dim, {out, x, w})) {
+    rmsnorm_forward_staged_kernel<<<unsigned(rows), kThreads, size_t(dim) * sizeof(bf16), s>>>(out, rstd, x, w, dim,
+                                                                                                eps);
+    LL_LAUNCH_CHECK("rmsnorm_forward_staged_kernel");
+  } else {
+    rmsnorm_forward_kernel<<<unsigned(rows), kThreads, 0, s>>>(out, rstd, x, w, dim, eps);
+    LL_LAUNCH_CHECK("rmsnorm_forward_kernel");
+  }
 }
 
 void launch_rmsnorm_backward_dx(bf16* dx, const bf16* dout, const bf16* x, const bf16* w, const float* rstd,
                                 int64_t rows, int64_t dim, bool accumulate, cudaStream_t s) {
   if (rows == 0 || dx == nullptr) return;
   LL_CHECK(rows <= 2147483647, "rmsnorm_backward: too many rows: ", rows);
-  rmsnorm_backward_dx_kernel<<<unsigned(rows), kThreads, 0, s>>>(dx, dout, x, w, rstd, dim, accumulate);
-  LL_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
+  if (use_staged(dim, {dx, dout, x, w})) {
+    rmsnorm_backward_dx_staged_kernel<<<unsigned(rows), kThreads, 2 * size_t(dim) * sizeof(bf16), s>>>(
+        dx, dout, x, w, rstd, dim, accumulate);
+    LL_LAUNCH_CHECK("rmsnorm_backward_dx_staged_kernel");
+  } else {
+    rmsnorm_backward_dx_kernel<<<unsigned(rows), kThreads, 0, s>>>(dx, dout, x, w, rstd, dim, accumulate);
+    LL_LAUNCH_CHECK("rmsnorm_backward_dx_kernel");
+  }
 }
 
 void launch_rmsnorm_backward_dw(float* dw, float* partial, const bf16* dout, const bf16* x, const float* rstd,

@@ -1,16 +1,23 @@
 #include "cuda/rope.cuh"
 
+#include "cuda/vec8.cuh"
+
 namespace ll::cuda {
 
 namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void rope_kernel(bf16* x, const int32_t* positions, int64_t heads, int64_t head_dim, RopeRates rates,
-                            float sign) {
-  __shared__ float cos_s[kRopeMaxHalf], sin_s[kRopeMaxHalf];
-  const int64_t t = blockIdx.x, half = head_dim / 2;
-  const float pos = float(positions[t]);
+// Rotation of the pair (x[i], x[i + half]) by the angle whose cos/sin are c, sn (sn already signed).
+__device__ __forceinline__ void rotate(float a, float b, float c, float sn, float* ra, float* rb) {
+  *ra = a * c - b * sn;
+  *rb = b * c + a * sn;
+}
+
+// cos/sin of positions[t]·rate[i] (sin times sign) for i < half, into shared memory; ends with a barrier.
+__device__ __forceinline__ void angles(float* cos_s, float* sin_s, const int32_t* positions, int64_t half,
+                                       const RopeRates& rates, float sign) {
+  const float pos = float(positions[blockIdx.x]);
   for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
     float sn, cs;
     sincosf(pos * rates.rate[i], &sn, &cs);
@@ -18,13 +25,42 @@ __global__ void rope_kernel(bf16* x, const int32_t* positions, int64_t heads, in
     sin_s[i] = sign * sn;
   }
   __syncthreads();
+}
+
+// Scalar: any head_dim, any alignment. One CTA per row t; threads over (head, i < half).
+__global__ void rope_kernel(bf16* x, const int32_t* positions, int64_t heads, int64_t head_dim, RopeRates rates,
+                            float sign) {
+  __shared__ float cos_s[kRopeMaxHalf], sin_s[kRopeMaxHalf];
+  const int64_t t = blockIdx.x, half = head_dim / 2;
+  angles(cos_s, sin_s, positions, half, rates, sign);
   bf16* row = x + t * heads * head_dim;
   for (int64_t idx = threadIdx.x; idx < heads * half; idx += blockDim.x) {
     const int64_t h = idx / half, i = idx - h * half;
     bf16* xh = row + h * head_dim;
-    const float a = to_f32(xh[i]), b = to_f32(xh[i + half]);
-    xh[i] = to_bf16(a * cos_s[i] - b * sin_s[i]);
-    xh[i + half] = to_bf16(b * cos_s[i] + a * sin_s[i]);
+    float ra, rb;
+    rotate(to_f32(xh[i]), to_f32(xh[i + half]), cos_s[i], sin_s[i], &ra, &rb);
+    xh[i] = to_bf16(ra);
+    xh[i + half] = to_bf16(rb);
+  }
+}
+
+// Vector: half a multiple of 8 and x 16-byte aligned (so every head's two halves are). One CTA per row t; a thread
+// owns 8 consecutive i of one head and their partners i + half: two 16-byte loads, two 16-byte stores.
+__global__ void rope_vec_kernel(bf16* x, const int32_t* positions, int64_t heads, int64_t head_dim, RopeRates rates,
+                                float sign) {
+  __shared__ float cos_s[kRopeMaxHalf], sin_s[kRopeMaxHalf];
+  const int64_t t = blockIdx.x, half = head_dim / 2, chunks = half / kVec;
+  angles(cos_s, sin_s, positions, half, rates, sign);
+  bf16* row = x + t * heads * head_dim;
+  for (int64_t idx = threadIdx.x; idx < heads * chunks; idx += blockDim.x) {
+    const int64_t h = idx / chunks, i0 = (idx - h * chunks) * kVec;
+    bf16* lo = row + h * head_dim + i0;
+    const Vec8 a = load8(lo), b = load8(lo + half);
+    Vec8 ra, rb;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) rotate(a.v[k], b.v[k], cos_s[i0 + k], sin_s[i0 + k], &ra.v[k], &rb.v[k]);
+    store8(lo, ra);
+    store8(lo + half, rb);
   }
 }
 
@@ -35,8 +71,13 @@ void launch_rope(bf16* x, const int32_t* positions, int64_t rows, int64_t heads,
   if (rows == 0 || heads == 0 || head_dim == 0) return;
   LL_CHECK(head_dim / 2 <= kRopeMaxHalf, "rope: head dimension ", head_dim, " exceeds ", 2 * kRopeMaxHalf);
   LL_CHECK(rows <= 2147483647, "rope: too many rows: ", rows);
-  rope_kernel<<<unsigned(rows), kThreads, 0, s>>>(x, positions, heads, head_dim, rates, float(sign));
-  LL_LAUNCH_CHECK("rope_kernel");
+  if ((head_dim / 2) % kVec == 0 && aligned16(x)) {
+    rope_vec_kernel<<<unsigned(rows), kThreads, 0, s>>>(x, positions, heads, head_dim, rates, float(sign));
+    LL_LAUNCH_CHECK("rope_vec_kernel");
+  } else {
+    rope_kernel<<<unsigned(rows), kThreads, 0, s>>>(x, positions, heads, head_dim, rates, float(sign));
+    LL_LAUNCH_CHECK("rope_kernel");
+  }
 }
 
 }  // namespace ll::cuda

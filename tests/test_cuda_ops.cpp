@@ -14,6 +14,7 @@
 
 #include "backend.h"
 #include "cpu/cpu_backend.h"
+#include "dropout_mask.h"
 #include "model/llama.h"
 #include "tensor_host.h"
 #include "test_util.h"
@@ -135,6 +136,31 @@ class CudaOps : public ::testing::Test {
     Dev(const Dev&) = delete;
     Dev& operator=(const Dev&) = delete;
   };
+  // A device tensor that starts `offset` elements into its buffer, as a view into a larger tensor does. Offsets 1
+  // and 3 leave bf16 data off 16-byte alignment (the kernels' scalar paths), 0 and 8 keep it (the vector paths).
+  struct OffsetDev {
+    Backend* be = nullptr;
+    void* buf = nullptr;
+    Tensor t;
+    OffsetDev(Backend& b, DType dt, std::vector<int64_t> dims, int64_t offset) : be(&b) {
+      Tensor shape(nullptr, dt, Device::CUDA, dims);
+      buf = b.allocate(shape.nbytes() + size_t(offset) * dtype_size(dt));
+      t = Tensor(static_cast<char*>(buf) + size_t(offset) * dtype_size(dt), dt, Device::CUDA, dims);
+    }
+    ~OffsetDev() { be->release(buf); }
+    OffsetDev(const OffsetDev&) = delete;
+    OffsetDev& operator=(const OffsetDev&) = delete;
+  };
+  std::vector<float> put(const Tensor& t, const std::vector<double>& values) {
+    upload_f64(gpu(), t, values);
+    return as_f32(download_f64(gpu(), t));
+  }
+  // The tensor's bytes as the GPU holds them (for bit-for-bit comparisons).
+  std::vector<uint8_t> raw(const Tensor& t) {
+    std::vector<uint8_t> bytes(t.nbytes());
+    gpu().copy_to_host(bytes.data(), t);
+    return bytes;
+  }
   // Uploads values (rounded to the tensor's dtype) and returns them as the GPU holds them, as f32 for the CPU.
   std::vector<float> put(Dev& d, const std::vector<double>& values) {
     upload_f64(gpu(), d.t, values);
@@ -377,6 +403,187 @@ TEST_F(CudaOps, RopeForwardBackwardWithPositionInterpolation) {
     cpu.rope_backward(test::view(xv, {T, H, Dh}), Tensor(pv.data(), DType::I32, Device::CPU, {T}), rp);
     EXPECT_CLOSE(get(x), as_f64(xv), kBf16Tol, "rope backward");
     EXPECT_CLOSE(get(x), as_f64(orig), 2e-2, "rope backward ∘ forward = identity");
+  }
+}
+
+// ---- vector and scalar paths of the memory-bound kernels ------------------------------------------------------------
+// SwiGLU, add, dropout, RMSNorm and RoPE move 8 bf16 per 16-byte access when their pointers are 16-byte aligned (and,
+// for RMSNorm, the row length a multiple of 8; for RoPE, half the head dimension), else they run scalar kernels;
+// the vector element-wise kernels finish the n % 8 tail one element at a time. Both paths compute every element
+// with the same float operations in the same order, so each case below must give the same bits at every offset
+// (0 and 8: vector; 1 and 3: scalar, or mixed) as well as match the CPU. Offsets are in elements.
+struct Offsets {
+  int64_t in, out;
+};
+constexpr Offsets kOffsets[] = {{0, 0}, {8, 8}, {1, 1}, {3, 3}, {0, 3}, {1, 0}};
+
+std::string describe(const Offsets& o) { return "offsets in " + std::to_string(o.in) + " out " + std::to_string(o.out); }
+
+TEST_F(CudaOps, ElementwiseVectorAndScalarPathsAgreeBitForBit) {
+  for (int64_t n : {1, 7, 8, 9, 15, 3552, 5 * 11008 + 3, 300007}) {
+    const std::vector<double> gd = test::random_vector(rng, n, 2.0), ud = test::random_vector(rng, n),
+                              dd = test::random_vector(rng, n);
+    const char* names[] = {"swiglu out", "swiglu dgate", "swiglu dup", "add", "add in place", "dropout",
+                           "dropout in place"};
+    std::vector<std::vector<uint8_t>> first;
+    for (const Offsets& off : kOffsets) {
+      const std::string what = "n " + std::to_string(n) + ", " + describe(off);
+      OffsetDev g(gpu(), DType::BF16, {n}, off.in), u(gpu(), DType::BF16, {n}, off.in),
+          d(gpu(), DType::BF16, {n}, off.in), o(gpu(), DType::BF16, {n}, off.out), dg(gpu(), DType::BF16, {n}, off.out),
+          du(gpu(), DType::BF16, {n}, off.out);
+      std::vector<float> gv = put(g.t, gd), uv = put(u.t, ud), dv = put(d.t, dd);
+      std::vector<float> ref(static_cast<size_t>(n)), rdg(static_cast<size_t>(n)), rdu(static_cast<size_t>(n));
+      std::vector<std::vector<uint8_t>> outs;
+
+      gpu().fill(o.t, NAN);
+      gpu().swiglu_forward(o.t, g.t, u.t);
+      cpu.swiglu_forward(test::view(ref, {n}), test::view(gv, {n}), test::view(uv, {n}));
+      EXPECT_CLOSE(download_f64(gpu(), o.t), as_f64(ref), kBf16Tol, "swiglu_forward " << what);
+      outs.push_back(raw(o.t));
+      if (off.in == 0 && off.out == 0) {  // deterministic: a second run gives the same bits
+        gpu().swiglu_forward(o.t, g.t, u.t);
+        EXPECT_TRUE(raw(o.t) == outs.back()) << "two swiglu_forward runs differ, " << what;
+      }
+
+      gpu().fill(dg.t, NAN), gpu().fill(du.t, NAN);
+      gpu().swiglu_backward(dg.t, du.t, d.t, g.t, u.t);
+      cpu.swiglu_backward(test::view(rdg, {n}), test::view(rdu, {n}), test::view(dv, {n}), test::view(gv, {n}),
+                          test::view(uv, {n}));
+      EXPECT_CLOSE(download_f64(gpu(), dg.t), as_f64(rdg), kBf16Tol, "swiglu dgate " << what);
+      EXPECT_CLOSE(download_f64(gpu(), du.t), as_f64(rdu), kBf16Tol, "swiglu dup " << what);
+      outs.push_back(raw(dg.t)), outs.push_back(raw(du.t));
+
+      gpu().fill(o.t, NAN);
+      gpu().add(o.t, g.t, u.t);
+      cpu.add(test::view(ref, {n}), test::view(gv, {n}), test::view(uv, {n}));
+      EXPECT_CLOSE(download_f64(gpu(), o.t), as_f64(ref), kBf16Tol, "add " << what);
+      outs.push_back(raw(o.t));
+      gpu().copy(dg.t, g.t);
+      gpu().add(dg.t, dg.t, u.t);  // out aliases a
+      outs.push_back(raw(dg.t));
+      EXPECT_TRUE(outs.back() == outs[3]) << "add in place differs from add, " << what;
+
+      std::vector<float> dref(static_cast<size_t>(n));
+      cpu.dropout(test::view(dref, {n}), test::view(dv, {n}), 0.3, 77);
+      gpu().fill(o.t, NAN);
+      gpu().dropout(o.t, d.t, 0.3, 77);
+      const std::vector<double> got = download_f64(gpu(), o.t);
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(got[i] == 0.0, dref[i] == 0.0f) << "mask differs at " << i << ", " << what;
+      EXPECT_CLOSE(got, as_f64(dref), kBf16Tol, "dropout " << what);
+      outs.push_back(raw(o.t));
+      gpu().copy(du.t, d.t);
+      gpu().dropout(du.t, du.t, 0.3, 77);  // in place
+      outs.push_back(raw(du.t));
+      EXPECT_TRUE(outs.back() == outs[5]) << "dropout in place differs, " << what;
+
+      if (first.empty()) first = outs;
+      for (size_t k = 0; k < outs.size(); ++k)
+        EXPECT_TRUE(outs[k] == first[k]) << names[k] << ": " << what << " differs from offsets 0 (vector path)";
+    }
+  }
+}
+
+// More vectors than the grid has threads (65535 CTAs × 256): the vector loop strides, and the element index of the
+// dropout hash must stay right past the first pass. Checked exactly against the host, element by element.
+TEST_F(CudaOps, ElementwiseVectorPathStridesOverTheWholeGrid) {
+  const int64_t n = 8 * (int64_t(65535) * 256 + 1000) + 5;
+  Dev a(gpu(), DType::BF16, {n}), b(gpu(), DType::BF16, {n}), o(gpu(), DType::BF16, {n});
+  gpu().fill_uniform(a.t, 11, 3.0), gpu().fill_uniform(b.t, 12, 3.0);
+  gpu().fill(o.t, NAN);
+  gpu().add(o.t, a.t, b.t);
+  std::vector<uint16_t> av(static_cast<size_t>(n)), bv(static_cast<size_t>(n)), ov(static_cast<size_t>(n));
+  gpu().copy_to_host(av.data(), a.t), gpu().copy_to_host(bv.data(), b.t), gpu().copy_to_host(ov.data(), o.t);
+  int64_t bad = 0, first_bad = -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (ov[i] != f32_to_bf16(bf16_to_f32(av[i]) + bf16_to_f32(bv[i])) && bad++ == 0) first_bad = i;
+  EXPECT_EQ(bad, 0) << "add: first wrong element " << first_bad;
+  const double p = 0.25;
+  const float keep_scale = float(1.0 / (1.0 - p));
+  gpu().dropout(o.t, a.t, p, 5);
+  gpu().copy_to_host(ov.data(), o.t);
+  bad = 0, first_bad = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t want = dropout_keep(5, uint64_t(i), p) ? f32_to_bf16(bf16_to_f32(av[i]) * keep_scale) : f32_to_bf16(0.0f);
+    if (ov[i] != want && bad++ == 0) first_bad = i;
+  }
+  EXPECT_EQ(bad, 0) << "dropout: first wrong element " << first_bad;
+}
+
+TEST_F(CudaOps, RmsNormStagedAndScalarPathsAgreeBitForBit) {
+  // dim % 8 == 0 and dim <= 8192 with aligned pointers: the staged (vector) kernels; 1001 and 8200: scalar only.
+  for (auto [rows, dim] : {std::pair<int64_t, int64_t>{1, 8}, {37, 96}, {3, 1000}, {5, 1001}, {4, 8192}, {2, 8200},
+                           {300, 4096}}) {
+    const std::vector<double> xd = test::random_vector(rng, rows * dim, 3.0), wd = test::random_vector(rng, dim),
+                              dod = test::random_vector(rng, rows * dim), dxd = test::random_vector(rng, rows * dim);
+    const char* names[] = {"out", "rstd", "dx", "dx accumulated"};
+    std::vector<std::vector<uint8_t>> first;
+    for (const Offsets& off : kOffsets) {
+      const std::string what = std::to_string(rows) + "x" + std::to_string(dim) + ", " + describe(off);
+      // x, dout and w at the input offset; out and dx at the output offset
+      OffsetDev x(gpu(), DType::BF16, {rows, dim}, off.in), w(gpu(), DType::BF16, {dim}, off.in),
+          dout(gpu(), DType::BF16, {rows, dim}, off.in), out(gpu(), DType::BF16, {rows, dim}, off.out),
+          dx(gpu(), DType::BF16, {rows, dim}, off.out), rstd(gpu(), DType::F32, {rows}, 0);
+      std::vector<float> xv = put(x.t, xd), wv = put(w.t, wd), dov = put(dout.t, dod);
+      std::vector<float> ref(static_cast<size_t>(rows * dim)), rr(static_cast<size_t>(rows));
+      std::vector<std::vector<uint8_t>> outs;
+      gpu().fill(out.t, NAN), gpu().fill(rstd.t, NAN);
+      gpu().rmsnorm_forward(out.t, rstd.t, x.t, w.t, 1e-5);
+      cpu.rmsnorm_forward(test::view(ref, {rows, dim}), test::view(rr, {rows}), test::view(xv, {rows, dim}),
+                          test::view(wv, {dim}), 1e-5);
+      EXPECT_CLOSE(download_f64(gpu(), out.t), as_f64(ref), kBf16Tol, "rmsnorm out " << what);
+      EXPECT_CLOSE(download_f64(gpu(), rstd.t), as_f64(rr), 1e-5, "rmsnorm rstd " << what);
+      outs.push_back(raw(out.t)), outs.push_back(raw(rstd.t));
+      const std::vector<float> rstd_gpu = as_f32(download_f64(gpu(), rstd.t));
+      for (bool acc : {false, true}) {
+        std::vector<float> dxv(static_cast<size_t>(rows * dim)), dwv(static_cast<size_t>(dim)), rs = rstd_gpu;
+        if (acc)
+          dxv = put(dx.t, dxd);
+        else
+          gpu().fill(dx.t, NAN);
+        gpu().rmsnorm_backward(dx.t, Tensor(), dout.t, x.t, w.t, rstd.t, acc);
+        cpu.rmsnorm_backward(test::view(dxv, {rows, dim}), test::view(dwv, {dim}), test::view(dov, {rows, dim}),
+                             test::view(xv, {rows, dim}), test::view(wv, {dim}), test::view(rs, {rows}), acc);
+        EXPECT_CLOSE(download_f64(gpu(), dx.t), as_f64(dxv), 2e-2, "rmsnorm dx acc=" << acc << ", " << what);
+        outs.push_back(raw(dx.t));
+      }
+      if (first.empty()) first = outs;
+      for (size_t k = 0; k < outs.size(); ++k)
+        EXPECT_TRUE(outs[k] == first[k]) << "rmsnorm " << names[k] << ": " << what << " differs from offsets 0";
+    }
+  }
+}
+
+TEST_F(CudaOps, RopeVectorAndScalarPathsAgreeBitForBit) {
+  // half = Dh/2 a multiple of 8 (Dh 128, 64, 48) with x aligned: the vector kernel; Dh 8 and 24: scalar only.
+  for (auto [T, H, Dh] : {std::tuple<int64_t, int64_t, int64_t>{9, 4, 128}, {37, 3, 64}, {20, 2, 8}, {4, 3, 48},
+                          {3, 2, 24}, {64, 32, 128}, {5, 9, 128}}) {
+    const std::vector<double> xd = test::random_vector(rng, T * H * Dh);
+    std::vector<int32_t> pv(static_cast<size_t>(T));
+    for (auto& p : pv) p = int32_t(rng.below(8192));
+    const RopeParams rp{5e5, 4.0};
+    std::vector<std::vector<uint8_t>> first;
+    for (int64_t offset : {0, 8, 1, 3}) {
+      const std::string what = std::to_string(T) + "x" + std::to_string(H) + "x" + std::to_string(Dh) + ", offset " +
+                               std::to_string(offset);
+      OffsetDev x(gpu(), DType::BF16, {T, H, Dh}, offset), pos(gpu(), DType::I32, {T}, offset);
+      upload_i32(gpu(), pos.t, pv.data());
+      std::vector<float> xv = put(x.t, xd);
+      std::vector<int32_t> pc = pv;
+      std::vector<std::vector<uint8_t>> outs;
+      gpu().rope_forward(x.t, pos.t, rp);
+      cpu.rope_forward(test::view(xv, {T, H, Dh}), Tensor(pc.data(), DType::I32, Device::CPU, {T}), rp);
+      EXPECT_CLOSE(download_f64(gpu(), x.t), as_f64(xv), kBf16Tol, "rope forward " << what);
+      outs.push_back(raw(x.t));
+      xv = as_f32(download_f64(gpu(), x.t));
+      gpu().rope_backward(x.t, pos.t, rp);
+      cpu.rope_backward(test::view(xv, {T, H, Dh}), Tensor(pc.data(), DType::I32, Device::CPU, {T}), rp);
+      EXPECT_CLOSE(download_f64(gpu(), x.t), as_f64(xv), kBf16Tol, "rope backward " << what);
+      outs.push_back(raw(x.t));
+      if (first.empty()) first = outs;
+      for (size_t k = 0; k < outs.size(); ++k)
+        EXPECT_TRUE(outs[k] == first[k]) << "rope " << (k ? "backward" : "forward") << ": " << what
+                                         << " differs from offset 0";
+    }
   }
 }
 
