@@ -9,6 +9,8 @@
 //                          S2, one full training step (forward, backward, clip, AdamW): tokens/s, MFU, peak memory;
 //                          --max_context searches the longest context that fits; --profile times one more step
 //                          op by op (ProfilingBackend: a synchronisation around every op) and prints the table
+//   bench_cuda memory      the memory-bound ops (SwiGLU, add, dropout, RMSNorm, RoPE) at Llama-2-7B shapes, 8k tokens:
+//                          ms per call, bytes moved, GB/s and % of a device-to-device cudaMemcpy measured in the run
 //
 // Timing: wall clock around backend.synchronize(), after warm-up iterations. Without a usable GPU it says so and
 // exits 0 (nothing to measure).
@@ -25,9 +27,11 @@
 #include <nlohmann/json.hpp>
 
 #include "backend.h"
+#include "cuda/launch_plan.h"
 #include "cuda/perf_model.h"
 #include "model/llama.h"
 #include "profiling_backend.h"
+#include "tensor_host.h"
 #include "train/memory_check.h"
 #include "train/optimizer.h"
 #include "util/error.h"
@@ -271,16 +275,101 @@ nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
   return j;
 }
 
+// ---- memory-bound ops: bandwidth against a device-to-device copy ------------------------------------------------
+// Time per call: after kMemWarmup calls, kMemBatches batches of kMemCalls calls each are timed (wall clock around
+// synchronize); the median batch, divided by kMemCalls. Bytes are what the op must move at the least: every input
+// read once, every output written once (w and positions counted once, though every row reads them).
+constexpr int64_t kMemWarmup = 10, kMemBatches = 21, kMemCalls = 10;
+
+double median_seconds_per_call(Backend& be, const std::function<void()>& f) {
+  for (int64_t i = 0; i < kMemWarmup; ++i) f();
+  be.synchronize();
+  std::vector<double> per_call;
+  for (int64_t b = 0; b < kMemBatches; ++b) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < kMemCalls; ++i) f();
+    be.synchronize();
+    per_call.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / double(kMemCalls));
+  }
+  std::sort(per_call.begin(), per_call.end());
+  return per_call[per_call.size() / 2];
+}
+
+nlohmann::json bench_memory(CudaBackend& be, const Options&) {
+  const int64_t T = 8192, D = 4096, F = 11008, H = 32, Dh = 128;
+  const double nD = double(T * D), nF = double(T * F), bf = 2.0;  // elements of [T,D] and [T,F]; bytes per bf16
+  DeviceTensor x(be, DType::BF16, {T, D}, 1), y(be, DType::BF16, {T, D}, 2), z(be, DType::BF16, {T, D}, 3);
+  DeviceTensor w(be, DType::BF16, {D}, 4), rstd(be, DType::F32, {T}, 5), dw(be, DType::F32, {D}, 6);
+  DeviceTensor g(be, DType::BF16, {T, F}, 7), u(be, DType::BF16, {T, F}, 8), h(be, DType::BF16, {T, F}, 9);
+  DeviceTensor dg(be, DType::BF16, {T, F}, 10), du(be, DType::BF16, {T, F}, 11);
+  DeviceTensor pos(be, DType::I32, {T}, 0);
+  std::vector<int32_t> positions(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) positions[size_t(t)] = int32_t(t);
+  upload_i32(be, pos.t, positions.data());
+  be.fill(w.t, 1.0);
+  be.rmsnorm_forward(z.t, rstd.t, x.t, w.t, 1e-5);  // a real rstd for the backward
+  const Tensor xr(x.t.data, DType::BF16, Device::CUDA, {T, H, Dh});  // x as q/k rows for RoPE
+  const RopeParams rope{1e4, 2.0};
+  const cuda_plan::ColumnReducePlan dw_plan = cuda_plan::plan_column_reduce(T);
+  const double dw_bytes = 2 * bf * nD + 4.0 * T + 2 * 4.0 * double(dw_plan.chunks * D) + 2 * 4.0 * D;
+
+  struct Op {
+    const char* name;
+    const char* shape;
+    double bytes;
+    std::function<void()> run;
+  };
+  const std::vector<Op> ops = {
+      {"copy (cudaMemcpy D2D)", "[8192,11008]", 2 * bf * nF, [&] { be.copy(h.t, g.t); }},
+      {"swiglu_forward", "[8192,11008]", 3 * bf * nF, [&] { be.swiglu_forward(h.t, g.t, u.t); }},
+      {"swiglu_backward", "[8192,11008]", 5 * bf * nF, [&] { be.swiglu_backward(dg.t, du.t, h.t, g.t, u.t); }},
+      {"add", "[8192,4096]", 3 * bf * nD, [&] { be.add(z.t, x.t, y.t); }},
+      {"add in place", "[8192,4096]", 3 * bf * nD, [&] { be.add(z.t, z.t, y.t); }},
+      {"dropout p=0.05", "[8192,4096]", 2 * bf * nD, [&] { be.dropout(z.t, x.t, 0.05, 7); }},
+      {"rmsnorm_forward", "[8192,4096]", 2 * bf * nD + bf * D + 4.0 * T,
+       [&] { be.rmsnorm_forward(z.t, rstd.t, x.t, w.t, 1e-5); }},
+      {"rmsnorm_backward dx", "[8192,4096]", 3 * bf * nD + bf * D + 4.0 * T,
+       [&] { be.rmsnorm_backward(z.t, Tensor(), y.t, x.t, w.t, rstd.t, false); }},
+      {"rmsnorm_backward dx acc", "[8192,4096]", 4 * bf * nD + bf * D + 4.0 * T,
+       [&] { be.rmsnorm_backward(z.t, Tensor(), y.t, x.t, w.t, rstd.t, true); }},
+      {"rmsnorm_backward dw", "[8192,4096]", dw_bytes,
+       [&] { be.rmsnorm_backward(Tensor(), dw.t, y.t, x.t, w.t, rstd.t, false); }},
+      {"rmsnorm_backward dx+dw", "[8192,4096]", 3 * bf * nD + bf * D + 4.0 * T + dw_bytes,
+       [&] { be.rmsnorm_backward(z.t, dw.t, y.t, x.t, w.t, rstd.t, false); }},
+      {"rope_forward", "[8192,32,128]", 2 * bf * nD + 4.0 * T, [&] { be.rope_forward(xr, pos.t, rope); }},
+      {"rope_backward", "[8192,32,128]", 2 * bf * nD + 4.0 * T, [&] { be.rope_backward(xr, pos.t, rope); }},
+  };
+  nlohmann::json rows = nlohmann::json::array();
+  double ceiling = 0;  // bytes/s of the copy, measured first
+  std::printf("%-24s %-14s %9s %10s %9s %8s %10s\n", "op", "shape", "ms", "MB moved", "GB/s", "% copy",
+              "floor ms");
+  for (const Op& op : ops) {
+    const double sec = median_seconds_per_call(be, op.run);
+    const double rate = op.bytes / sec;
+    if (ceiling == 0) ceiling = rate;
+    std::printf("%-24s %-14s %9.4f %10.1f %9.0f %7.1f%% %10.4f\n", op.name, op.shape, sec * 1e3, op.bytes / 1e6,
+                rate / 1e9, 100 * rate / ceiling, op.bytes / ceiling * 1e3);
+    rows.push_back({{"op", op.name}, {"shape", op.shape}, {"ms", sec * 1e3}, {"bytes", op.bytes},
+                    {"gb_per_s", rate / 1e9}, {"fraction_of_copy", rate / ceiling},
+                    {"floor_ms_at_copy_rate", op.bytes / ceiling * 1e3}});
+  }
+  std::printf("ceiling: device-to-device cudaMemcpy %.0f GB/s (bytes read + written); floor ms = bytes / ceiling\n",
+              ceiling / 1e9);
+  return {{"copy_ceiling_gb_per_s", ceiling / 1e9}, {"ops", rows},
+          {"timing", "median of 21 batches of 10 calls after 10 warm-up calls, wall clock around synchronize"}};
+}
+
 #endif  // LONGLORA_WITH_CUDA
 
 int run(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::printf("usage: bench_cuda attention|gemm|e2e [flags]   (bench_cuda MODE --help lists the flags)\n");
+    std::printf("usage: bench_cuda attention|gemm|e2e|memory [flags]   (bench_cuda MODE --help lists the flags)\n");
     return argc < 2 ? 2 : 0;
   }
   const std::string mode = argv[1];
-  LL_CHECK(mode == "attention" || mode == "gemm" || mode == "e2e", "bench_cuda: unknown mode `", mode,
-           "`; expected attention, gemm or e2e");
+  LL_CHECK(mode == "attention" || mode == "gemm" || mode == "e2e" || mode == "memory",
+           "bench_cuda: unknown mode `", mode,
+           "`; expected attention, gemm, e2e or memory");
   Options o;
   Flags flags("bench_cuda " + mode, "CUDA backend benchmark; prints a table, writes JSON with --json");
   flags.add("json", &o.json, "write the results here (JSON)");
@@ -307,7 +396,10 @@ int run(int argc, char** argv) {
     }
   CudaBackend be(0);
   std::printf("bench_cuda %s on %s\n", mode.c_str(), be.device_description().c_str());
-  nlohmann::json results = mode == "attention" ? bench_attention(be, o) : mode == "gemm" ? bench_gemm(be, o) : bench_e2e(be, o);
+  nlohmann::json results = mode == "attention" ? bench_attention(be, o)
+                           : mode == "gemm"    ? bench_gemm(be, o)
+                           : mode == "memory"  ? bench_memory(be, o)
+                                               : bench_e2e(be, o);
   if (!o.json.empty()) {
     const nlohmann::json doc = {{"benchmark", mode}, {"device", be.device_description()}, {"flags", flags.values()},
                                 {"results", results}};
