@@ -34,6 +34,11 @@ __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool v
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// Waits until at most N of this thread's committed copy groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const bf16* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
@@ -103,166 +108,224 @@ __device__ __forceinline__ bool query_ok(const cuda_plan::QueryRanges& r, int64_
 // An empty range set for rows outside the sequence.
 __device__ __forceinline__ KeyRanges no_keys() { return KeyRanges{1, 0, 0, 0}; }
 
-template <int Dh>
-constexpr size_t forward_smem_bytes() {
-  return size_t(3) * 64 * (Dh + 8) * sizeof(bf16);
+// ---- pieces shared by the forward and dQ kernels ------------------------------------------------------------------
+// An A fragment (16 rows × 16 k) from the C accumulators of n-tiles 2·kt and 2·kt + 1 (see the header comment).
+template <int N>
+__device__ __forceinline__ void pack_a_from_c(uint32_t (&a)[4], const float (&c)[N][4], int kt) {
+  a[0] = pack_bf16(c[2 * kt][0], c[2 * kt][1]);
+  a[1] = pack_bf16(c[2 * kt][2], c[2 * kt][3]);
+  a[2] = pack_bf16(c[2 * kt + 1][0], c[2 * kt + 1][1]);
+  a[3] = pack_bf16(c[2 * kt + 1][2], c[2 * kt + 1][3]);
 }
-template <int Dh>
-constexpr size_t dq_smem_bytes() {
-  return size_t(4) * 64 * (Dh + 8) * sizeof(bf16);
+
+// Element mask of one 16-row block's score tile of 8·NT keys (this thread's rows ra and ra + 8): scores of keys a row
+// does not attend become −inf. Only diagonal tiles need it (cuda_plan::covers_tile says which).
+template <int NT>
+__device__ __forceinline__ void mask_scores(float (&s)[NT][4], const AttentionMask& mask, int64_t h,
+                                            const AttentionDims& d, int64_t ra, int64_t key0, int t4) {
+  const int64_t rb = ra + 8, q_off = d.kv_len - d.seq_len;
+  const KeyRanges A = ra < d.seq_len ? attended_keys(mask, h, d.heads, d.kv_len, ra + q_off) : no_keys();
+  const KeyRanges B = rb < d.seq_len ? attended_keys(mask, h, d.heads, d.kv_len, rb + q_off) : no_keys();
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int64_t j = key0 + nt * 8 + t4 * 2 + e;
+      if (!key_ok(A, j)) s[nt][e] = -INFINITY;
+      if (!key_ok(B, j)) s[nt][e + 2] = -INFINITY;
+    }
 }
-template <int Dh>
-constexpr size_t dkdv_smem_bytes() {
-  return size_t(2) * 64 * (Dh + 8) * sizeof(bf16) + size_t(2) * 32 * (Dh + 8) * sizeof(bf16) + 2 * 32 * sizeof(float);
+
+// Online-softmax step of one 16-row block (rows g and g + 8 of this thread) with a tile of 8·NT raw scores per row
+// (masked entries −inf): m is the running maximum in scaled log2 units, l this thread's partial row sums. Rescales
+// o and l, and turns s into P = exp2(s·scale_log2 − m) (one FFMA and one exp2 per element).
+template <int NT, int kDT>
+__device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[kDT][4], float (&m)[2], float (&l)[2],
+                                             float scale_log2) {
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    mx[0] = fmaxf(mx[0], fmaxf(s[nt][0], s[nt][1]));
+    mx[1] = fmaxf(mx[1], fmaxf(s[nt][2], s[nt][3]));
+  }
+  float base[2], alpha[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    const float next = fmaxf(m[r], mx[r] * scale_log2);
+    base[r] = next == -INFINITY ? 0.f : next;  // a row with nothing attended so far stays at 0
+    alpha[r] = exp2f(m[r] - base[r]);
+    m[r] = next;
+  }
+  float sum[2] = {0.f, 0.f};
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      s[nt][e] = exp2f(fmaf(s[nt][e], scale_log2, -base[e >> 1]));
+      sum[e >> 1] += s[nt][e];
+    }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) l[r] = l[r] * alpha[r] + sum[r];  // the quad is summed at the end
+#pragma unroll
+  for (int dt = 0; dt < kDT; ++dt) {
+    o[dt][0] *= alpha[0];
+    o[dt][1] *= alpha[0];
+    o[dt][2] *= alpha[1];
+    o[dt][3] *= alpha[1];
+  }
 }
 
 // ---- forward -----------------------------------------------------------------------------------------------------
-// grid (query tiles of 64, B·H); 4 warps, warp w owns rows [16w, 16w + 16) of the tile.
+// grid (query tiles of 128, B·H); 4 warps, warp w owns rows [32w, 32w + 32) as two 16-row blocks, so every K and V
+// fragment read from shared memory feeds two products. Key tiles (64 keys; 32 for Dh 128, where 64 would not fit
+// the 255 registers next to the 32 × 128 output accumulators) are double-buffered: the copy of tile n + 1 runs while
+// tile n is computed. Tiles that every row of the warp attends skip the element mask.
+constexpr int kFwdRows = 128;
+static_assert(kFwdRows == cuda_plan::kFwdQueryTile, "tile sizes");
+
 template <int Dh>
-__global__ void __launch_bounds__(kThreads) attention_forward_tc_kernel(AttentionForwardArgs p) {
+constexpr size_t forward_smem_bytes() {
+  constexpr int kFwdKeys = int(cuda_plan::forward_key_tile(Dh));
+  return size_t(kFwdRows + 4 * kFwdKeys) * (Dh + 8) * sizeof(bf16);  // Q, then two stages of K and of V
+}
+
+template <int Dh>
+__global__ void __launch_bounds__(kThreads, 2) attention_forward_tc_kernel(AttentionForwardArgs p) {
   constexpr int S = Dh + 8;
   constexpr int kKT = Dh / 16;  // k-steps over the head dim
   constexpr int kDT = Dh / 8;   // n-tiles over the head dim
+  constexpr int kFwdKeys = int(cuda_plan::forward_key_tile(Dh));
+  constexpr int NT = kFwdKeys / 8;  // n-tiles over the keys
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
-  bf16* sK = sQ + 64 * S;
-  bf16* sV = sK + 64 * S;
+  bf16* sK = sQ + kFwdRows * S;      // stage st at sK + st·kFwdKeys·S
+  bf16* sV = sK + 2 * kFwdKeys * S;  // likewise
 
   const AttentionDims& d = p.dims;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int64_t bh = blockIdx.y, b = bh / d.heads, h = bh % d.heads, hk = h / (d.heads / d.kv_heads);
-  const int64_t row0 = int64_t(blockIdx.x) * 64;
-  const int64_t q_off = d.kv_len - d.seq_len;
+  const int64_t row0 = int64_t(blockIdx.x) * kFwdRows, wrow0 = row0 + warp * 32;
   const int64_t q_stride = d.heads * Dh, kv_stride = d.kv_heads * Dh;
   const bf16* qbase = p.q + (b * d.seq_len * d.heads + h) * Dh;
   const bf16* kbase = p.k + (b * d.kv_len * d.kv_heads + hk) * Dh;
   const bf16* vbase = p.v + (b * d.kv_len * d.kv_heads + hk) * Dh;
 
-  load_tile<Dh, 64>(sQ, qbase, q_stride, row0, d.seq_len, tid);
+  const TileSpan span =
+      cuda_plan::key_tile_span(p.mask, h, d.heads, d.seq_len, d.kv_len, row0, row0 + kFwdRows, kFwdKeys);
+  const int64_t tiles = span.count();
+  load_tile<Dh, kFwdRows>(sQ, qbase, q_stride, row0, d.seq_len, tid);
+  if (tiles > 0) {
+    load_tile<Dh, kFwdKeys>(sK, kbase, kv_stride, span.at(0) * kFwdKeys, d.kv_len, tid);
+    load_tile<Dh, kFwdKeys>(sV, vbase, kv_stride, span.at(0) * kFwdKeys, d.kv_len, tid);
+  }
   cp_async_commit();
 
-  const int64_t ra = row0 + warp * 16 + g, rb = ra + 8;  // this thread's two rows
-  const KeyRanges rng_a = ra < d.seq_len ? attended_keys(p.mask, h, d.heads, d.kv_len, ra + q_off) : no_keys();
-  const KeyRanges rng_b = rb < d.seq_len ? attended_keys(p.mask, h, d.heads, d.kv_len, rb + q_off) : no_keys();
-  const TileSpan span = cuda_plan::key_tile_span(p.mask, h, d.heads, d.seq_len, d.kv_len, row0, row0 + 64, 64);
+  const cuda_plan::BlockCover cover =
+      cuda_plan::row_block_cover(p.mask, h, d.heads, d.seq_len, d.kv_len, wrow0, wrow0 + 32);
   const float scale_log2 = kLog2e / sqrtf(float(Dh));
 
-  float o[kDT][4];
+  float o[2][kDT][4];
 #pragma unroll
-  for (int i = 0; i < kDT; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.f, l_b = 0.f;
+  for (int mb = 0; mb < 2; ++mb)
+#pragma unroll
+    for (int i = 0; i < kDT; ++i) o[mb][i][0] = o[mb][i][1] = o[mb][i][2] = o[mb][i][3] = 0.f;
+  float m[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}}, l[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
 
-  const int64_t tiles = span.count();
   for (int64_t n = 0; n < tiles; ++n) {
-    const int64_t key0 = span.at(n) * 64;
-    __syncthreads();  // every warp is done with the previous K/V tiles
-    load_tile<Dh, 64>(sK, kbase, kv_stride, key0, d.kv_len, tid);
-    load_tile<Dh, 64>(sV, vbase, kv_stride, key0, d.kv_len, tid);
+    const int stage = int(n & 1);
+    if (n + 1 < tiles) {
+      const int64_t next0 = span.at(n + 1) * kFwdKeys;
+      load_tile<Dh, kFwdKeys>(sK + (stage ^ 1) * kFwdKeys * S, kbase, kv_stride, next0, d.kv_len, tid);
+      load_tile<Dh, kFwdKeys>(sV + (stage ^ 1) * kFwdKeys * S, vbase, kv_stride, next0, d.kv_len, tid);
+    }
     cp_async_commit();
-    cp_async_wait_all();
+    cp_async_wait_group<1>();  // all but the copy just issued have landed: Q and tile n
     __syncthreads();
+    const bf16* cK = sK + stage * kFwdKeys * S;
+    const bf16* cV = sV + stage * kFwdKeys * S;
+    const int64_t key0 = span.at(n) * kFwdKeys;
 
-    // S = Q·Kᵀ for 16 rows × 64 keys.
-    float s[8][4];
+    // S = Q·Kᵀ for 32 rows × kFwdKeys keys: each K fragment serves both row blocks.
+    float s[2][NT][4];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+    for (int mb = 0; mb < 2; ++mb)
+#pragma unroll
+      for (int i = 0; i < NT; ++i) s[mb][i][0] = s[mb][i][1] = s[mb][i][2] = s[mb][i][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < kKT; ++kk) {
-      uint32_t a[4];
-      load_a<S>(a, sQ, warp * 16, kk * 16, lane);
+      uint32_t a0[4], a1[4];
+      load_a<S>(a0, sQ, warp * 32, kk * 16, lane);
+      load_a<S>(a1, sQ, warp * 32 + 16, kk * 16, lane);
 #pragma unroll
-      for (int np = 0; np < 4; ++np) {
+      for (int np = 0; np < NT / 2; ++np) {
         uint32_t bfr[4];
-        load_b_nk<S>(bfr, sK, np * 16, kk * 16, lane);
-        mma_16816(s[2 * np], a, bfr[0], bfr[1]);
-        mma_16816(s[2 * np + 1], a, bfr[2], bfr[3]);
+        load_b_nk<S>(bfr, cK, np * 16, kk * 16, lane);
+        mma_16816(s[0][2 * np], a0, bfr[0], bfr[1]);
+        mma_16816(s[0][2 * np + 1], a0, bfr[2], bfr[3]);
+        mma_16816(s[1][2 * np], a1, bfr[0], bfr[1]);
+        mma_16816(s[1][2 * np + 1], a1, bfr[2], bfr[3]);
       }
     }
-
-    // Mask, scale to log2 units, online softmax.
-    float mx_a = -INFINITY, mx_b = -INFINITY;
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int64_t j = key0 + nt * 8 + t4 * 2 + e;
-        s[nt][e] = key_ok(rng_a, j) ? s[nt][e] * scale_log2 : -INFINITY;
-        s[nt][e + 2] = key_ok(rng_b, j) ? s[nt][e + 2] * scale_log2 : -INFINITY;
-        mx_a = fmaxf(mx_a, s[nt][e]);
-        mx_b = fmaxf(mx_b, s[nt][e + 2]);
-      }
-    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
-    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
-    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
-    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
-    const float new_a = fmaxf(m_a, mx_a), new_b = fmaxf(m_b, mx_b);
-    const float base_a = new_a == -INFINITY ? 0.f : new_a, base_b = new_b == -INFINITY ? 0.f : new_b;
-    const float alpha_a = exp2f(m_a - base_a), alpha_b = exp2f(m_b - base_b);
-    m_a = new_a;
-    m_b = new_b;
-    float sum_a = 0.f, sum_b = 0.f;
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-      s[nt][0] = exp2f(s[nt][0] - base_a);
-      s[nt][1] = exp2f(s[nt][1] - base_a);
-      s[nt][2] = exp2f(s[nt][2] - base_b);
-      s[nt][3] = exp2f(s[nt][3] - base_b);
-      sum_a += s[nt][0] + s[nt][1];
-      sum_b += s[nt][2] + s[nt][3];
+    if (!cuda_plan::covers_tile(cover, key0, kFwdKeys)) {  // warp-uniform: a diagonal tile
+      mask_scores(s[0], p.mask, h, d, wrow0 + g, key0, t4);
+      mask_scores(s[1], p.mask, h, d, wrow0 + 16 + g, key0, t4);
     }
-    l_a = l_a * alpha_a + sum_a;  // per-thread partial sums; the quad is summed at the end
-    l_b = l_b * alpha_b + sum_b;
-#pragma unroll
-    for (int dt = 0; dt < kDT; ++dt) {
-      o[dt][0] *= alpha_a;
-      o[dt][1] *= alpha_a;
-      o[dt][2] *= alpha_b;
-      o[dt][3] *= alpha_b;
-    }
+    softmax_step<NT, kDT>(s[0], o[0], m[0], l[0], scale_log2);
+    softmax_step<NT, kDT>(s[1], o[1], m[1], l[1], scale_log2);
 
-    // O += P·V, P re-packed from the S accumulators.
+    // O += P·V, P re-packed from the S accumulators; each V fragment serves both row blocks.
 #pragma unroll
-    for (int kt = 0; kt < 4; ++kt) {
-      uint32_t pa[4];
-      pa[0] = pack_bf16(s[2 * kt][0], s[2 * kt][1]);
-      pa[1] = pack_bf16(s[2 * kt][2], s[2 * kt][3]);
-      pa[2] = pack_bf16(s[2 * kt + 1][0], s[2 * kt + 1][1]);
-      pa[3] = pack_bf16(s[2 * kt + 1][2], s[2 * kt + 1][3]);
+    for (int kt = 0; kt < NT / 2; ++kt) {
+      uint32_t pa0[4], pa1[4];
+      pack_a_from_c<NT>(pa0, s[0], kt);
+      pack_a_from_c<NT>(pa1, s[1], kt);
 #pragma unroll
       for (int dp = 0; dp < kDT / 2; ++dp) {
         uint32_t bfr[4];
-        load_b_kn<S>(bfr, sV, kt * 16, dp * 16, lane);
-        mma_16816(o[2 * dp], pa, bfr[0], bfr[1]);
-        mma_16816(o[2 * dp + 1], pa, bfr[2], bfr[3]);
+        load_b_kn<S>(bfr, cV, kt * 16, dp * 16, lane);
+        mma_16816(o[0][2 * dp], pa0, bfr[0], bfr[1]);
+        mma_16816(o[0][2 * dp + 1], pa0, bfr[2], bfr[3]);
+        mma_16816(o[1][2 * dp], pa1, bfr[0], bfr[1]);
+        mma_16816(o[1][2 * dp + 1], pa1, bfr[2], bfr[3]);
       }
     }
+    __syncthreads();  // every warp is done with this stage before the next iteration's copy refills it
   }
 
   cp_async_wait_all();  // no copy may be in flight when the CTA exits (an empty span never waited)
-  l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
-  l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
-  l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
-  l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
-  const float inv_a = l_a > 0.f ? 1.f / l_a : 0.f, inv_b = l_b > 0.f ? 1.f / l_b : 0.f;
-  if (ra < d.seq_len) {
-    bf16* orow = p.out + ((b * d.seq_len + ra) * d.heads + h) * Dh;
 #pragma unroll
-    for (int dt = 0; dt < kDT; ++dt)
-      *reinterpret_cast<uint32_t*>(orow + dt * 8 + t4 * 2) = pack_bf16(o[dt][0] * inv_a, o[dt][1] * inv_a);
-    if (t4 == 0) p.lse[(b * d.heads + h) * d.seq_len + ra] = (m_a + log2f(l_a)) * kLn2;
-  }
-  if (rb < d.seq_len) {
-    bf16* orow = p.out + ((b * d.seq_len + rb) * d.heads + h) * Dh;
+  for (int mb = 0; mb < 2; ++mb)
 #pragma unroll
-    for (int dt = 0; dt < kDT; ++dt)
-      *reinterpret_cast<uint32_t*>(orow + dt * 8 + t4 * 2) = pack_bf16(o[dt][2] * inv_b, o[dt][3] * inv_b);
-    if (t4 == 0) p.lse[(b * d.heads + h) * d.seq_len + rb] = (m_b + log2f(l_b)) * kLn2;
-  }
+    for (int r = 0; r < 2; ++r) {
+      float lr = l[mb][r];
+      lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+      lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+      const int64_t row = wrow0 + mb * 16 + r * 8 + g;
+      if (row < d.seq_len) {
+        const float inv = lr > 0.f ? 1.f / lr : 0.f;
+        bf16* orow = p.out + ((b * d.seq_len + row) * d.heads + h) * Dh;
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt)
+          *reinterpret_cast<uint32_t*>(orow + dt * 8 + t4 * 2) =
+              pack_bf16(o[mb][dt][2 * r] * inv, o[mb][dt][2 * r + 1] * inv);
+        if (t4 == 0) p.lse[(b * d.heads + h) * d.seq_len + row] = (m[mb][r] + log2f(lr)) * kLn2;
+      }
+    }
 }
 
 // ---- backward: dQ ------------------------------------------------------------------------------------------------
-// grid (query tiles of 64, B·H). Per key tile: S = Q·Kᵀ, P = exp(S·scale − lse), dP = dO·Vᵀ, dS = P ⊙ (dP − δ),
-// dQ += dS·K; dQ ·= scale at the end.
+// grid (query tiles of 64, B·H); warp w owns rows [16w, 16w + 16). Per key tile: S = Q·Kᵀ, P = exp(S·scale − lse),
+// dP = dO·Vᵀ, dS = P ⊙ (dP − δ), dQ += dS·K; dQ ·= scale at the end. K/V tiles are double-buffered.
+constexpr int kDqRows = 64, kDqKeys = 64;
+static_assert(kDqRows == cuda_plan::kDqQueryTile && kDqKeys == cuda_plan::kDqKeyTile, "tile sizes");
+
+template <int Dh>
+constexpr size_t dq_smem_bytes() {
+  return size_t(2 * kDqRows + 4 * kDqKeys) * (Dh + 8) * sizeof(bf16);  // Q, dO, two stages of K and of V
+}
+
 template <int Dh>
 __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(AttentionBackwardArgs p) {
   constexpr int S = Dh + 8;
@@ -270,48 +333,57 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(AttentionBack
   constexpr int kDT = Dh / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
-  bf16* sdO = sQ + 64 * S;
-  bf16* sK = sdO + 64 * S;
-  bf16* sV = sK + 64 * S;
+  bf16* sdO = sQ + kDqRows * S;
+  bf16* sK = sdO + kDqRows * S;     // stage st at sK + st·kDqKeys·S
+  bf16* sV = sK + 2 * kDqKeys * S;  // likewise
 
   const AttentionDims& d = p.dims;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int64_t bh = blockIdx.y, b = bh / d.heads, h = bh % d.heads, hk = h / (d.heads / d.kv_heads);
-  const int64_t row0 = int64_t(blockIdx.x) * 64;
-  const int64_t q_off = d.kv_len - d.seq_len;
+  const int64_t row0 = int64_t(blockIdx.x) * kDqRows, wrow0 = row0 + warp * 16;
   const int64_t q_stride = d.heads * Dh, kv_stride = d.kv_heads * Dh;
   const int64_t qo_base = (b * d.seq_len * d.heads + h) * Dh;
   const bf16* kbase = p.k + (b * d.kv_len * d.kv_heads + hk) * Dh;
   const bf16* vbase = p.v + (b * d.kv_len * d.kv_heads + hk) * Dh;
 
-  load_tile<Dh, 64>(sQ, p.q + qo_base, q_stride, row0, d.seq_len, tid);
-  load_tile<Dh, 64>(sdO, p.dout + qo_base, q_stride, row0, d.seq_len, tid);
+  const TileSpan span =
+      cuda_plan::key_tile_span(p.mask, h, d.heads, d.seq_len, d.kv_len, row0, row0 + kDqRows, kDqKeys);
+  const int64_t tiles = span.count();
+  load_tile<Dh, kDqRows>(sQ, p.q + qo_base, q_stride, row0, d.seq_len, tid);
+  load_tile<Dh, kDqRows>(sdO, p.dout + qo_base, q_stride, row0, d.seq_len, tid);
+  if (tiles > 0) {
+    load_tile<Dh, kDqKeys>(sK, kbase, kv_stride, span.at(0) * kDqKeys, d.kv_len, tid);
+    load_tile<Dh, kDqKeys>(sV, vbase, kv_stride, span.at(0) * kDqKeys, d.kv_len, tid);
+  }
   cp_async_commit();
 
-  const int64_t ra = row0 + warp * 16 + g, rb = ra + 8;
-  const KeyRanges rng_a = ra < d.seq_len ? attended_keys(p.mask, h, d.heads, d.kv_len, ra + q_off) : no_keys();
-  const KeyRanges rng_b = rb < d.seq_len ? attended_keys(p.mask, h, d.heads, d.kv_len, rb + q_off) : no_keys();
+  const int64_t ra = wrow0 + g, rb = ra + 8;
   const int64_t stat = (b * d.heads + h) * d.seq_len;
+  const float scale = 1.f / sqrtf(float(Dh)), scale_log2 = scale * kLog2e;
   const float lse_a = ra < d.seq_len ? p.lse[stat + ra] * kLog2e : 0.f;
   const float lse_b = rb < d.seq_len ? p.lse[stat + rb] * kLog2e : 0.f;
   const float del_a = ra < d.seq_len ? p.delta[stat + ra] : 0.f;
   const float del_b = rb < d.seq_len ? p.delta[stat + rb] : 0.f;
-  const TileSpan span = cuda_plan::key_tile_span(p.mask, h, d.heads, d.seq_len, d.kv_len, row0, row0 + 64, 64);
-  const float scale = 1.f / sqrtf(float(Dh)), scale_log2 = scale * kLog2e;
+  const cuda_plan::BlockCover cover =
+      cuda_plan::row_block_cover(p.mask, h, d.heads, d.seq_len, d.kv_len, wrow0, wrow0 + 16);
 
   float dq[kDT][4];
 #pragma unroll
   for (int i = 0; i < kDT; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
 
-  const int64_t tiles = span.count();
   for (int64_t n = 0; n < tiles; ++n) {
-    const int64_t key0 = span.at(n) * 64;
-    __syncthreads();
-    load_tile<Dh, 64>(sK, kbase, kv_stride, key0, d.kv_len, tid);
-    load_tile<Dh, 64>(sV, vbase, kv_stride, key0, d.kv_len, tid);
+    const int stage = int(n & 1);
+    if (n + 1 < tiles) {
+      const int64_t next0 = span.at(n + 1) * kDqKeys;
+      load_tile<Dh, kDqKeys>(sK + (stage ^ 1) * kDqKeys * S, kbase, kv_stride, next0, d.kv_len, tid);
+      load_tile<Dh, kDqKeys>(sV + (stage ^ 1) * kDqKeys * S, vbase, kv_stride, next0, d.kv_len, tid);
+    }
     cp_async_commit();
-    cp_async_wait_all();
+    cp_async_wait_group<1>();
     __syncthreads();
+    const bf16* cK = sK + stage * kDqKeys * S;
+    const bf16* cV = sV + stage * kDqKeys * S;
+    const int64_t key0 = span.at(n) * kDqKeys;
 
     float s[8][4], dp[8][4];
 #pragma unroll
@@ -326,41 +398,37 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(AttentionBack
 #pragma unroll
       for (int np = 0; np < 4; ++np) {
         uint32_t bk[4], bv[4];
-        load_b_nk<S>(bk, sK, np * 16, kk * 16, lane);
-        load_b_nk<S>(bv, sV, np * 16, kk * 16, lane);
+        load_b_nk<S>(bk, cK, np * 16, kk * 16, lane);
+        load_b_nk<S>(bv, cV, np * 16, kk * 16, lane);
         mma_16816(s[2 * np], aq, bk[0], bk[1]);
         mma_16816(s[2 * np + 1], aq, bk[2], bk[3]);
         mma_16816(dp[2 * np], ado, bv[0], bv[1]);
         mma_16816(dp[2 * np + 1], ado, bv[2], bv[3]);
       }
     }
-    // dS = P ⊙ (dP − δ), in place of s.
+    if (!cuda_plan::covers_tile(cover, key0, kDqKeys)) mask_scores<8>(s, p.mask, h, d, ra, key0, t4);
+    // dS = P ⊙ (dP − δ), in place of s (a masked score gives P = 0).
 #pragma unroll
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        const int64_t j = key0 + nt * 8 + t4 * 2 + e;
-        const float pa = key_ok(rng_a, j) ? exp2f(s[nt][e] * scale_log2 - lse_a) : 0.f;
-        const float pb = key_ok(rng_b, j) ? exp2f(s[nt][e + 2] * scale_log2 - lse_b) : 0.f;
-        s[nt][e] = pa * (dp[nt][e] - del_a);
-        s[nt][e + 2] = pb * (dp[nt][e + 2] - del_b);
+        s[nt][e] = exp2f(fmaf(s[nt][e], scale_log2, -lse_a)) * (dp[nt][e] - del_a);
+        s[nt][e + 2] = exp2f(fmaf(s[nt][e + 2], scale_log2, -lse_b)) * (dp[nt][e + 2] - del_b);
       }
     // dQ += dS·K (K stored [key][dim] = B[k = key][n = dim]).
 #pragma unroll
     for (int kt = 0; kt < 4; ++kt) {
       uint32_t da[4];
-      da[0] = pack_bf16(s[2 * kt][0], s[2 * kt][1]);
-      da[1] = pack_bf16(s[2 * kt][2], s[2 * kt][3]);
-      da[2] = pack_bf16(s[2 * kt + 1][0], s[2 * kt + 1][1]);
-      da[3] = pack_bf16(s[2 * kt + 1][2], s[2 * kt + 1][3]);
+      pack_a_from_c<8>(da, s, kt);
 #pragma unroll
       for (int dpair = 0; dpair < kDT / 2; ++dpair) {
         uint32_t bfr[4];
-        load_b_kn<S>(bfr, sK, kt * 16, dpair * 16, lane);
+        load_b_kn<S>(bfr, cK, kt * 16, dpair * 16, lane);
         mma_16816(dq[2 * dpair], da, bfr[0], bfr[1]);
         mma_16816(dq[2 * dpair + 1], da, bfr[2], bfr[3]);
       }
     }
+    __syncthreads();
   }
 
   cp_async_wait_all();
@@ -379,36 +447,79 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(AttentionBack
 }
 
 // ---- backward: dK, dV ------------------------------------------------------------------------------------------------
-// grid (key tiles of 64, B·Hkv); warp w owns keys [16w, 16w + 16) of the tile. For every query head of the group and
-// every 32-query tile attending the keys: Sᵀ = K·Qᵀ, Pᵀ = exp(Sᵀ·scale − lse), dV += Pᵀ·dO, dPᵀ = V·dOᵀ,
-// dSᵀ = Pᵀ ⊙ (dPᵀ − δ), dK += dSᵀ·Q; dK ·= scale at the end.
+// grid (key tiles of 64, B·Hkv); warp w owns keys [16w, 16w + 16) of the tile. The work items are (query head of the
+// group, 32-query tile attending the keys) pairs, in head order; the Q/dO tiles of item n + 1 are copied while item n
+// is computed. Per item: Sᵀ = K·Qᵀ, Pᵀ = exp(Sᵀ·scale − lse), dV += Pᵀ·dO, dPᵀ = V·dOᵀ, dSᵀ = Pᵀ ⊙ (dPᵀ − δ),
+// dK += dSᵀ·Q; dK ·= scale at the end.
+constexpr int kKvKeys = 64, kKvQueries = 32;
+static_assert(kKvKeys == cuda_plan::kBwdKeyTile && kKvQueries == cuda_plan::kBwdQueryTile, "tile sizes");
+
+template <int Dh>
+constexpr size_t dkdv_smem_bytes() {
+  // K, V, then two stages of Q and of dO, then two stages of lse and of δ
+  return size_t(2 * kKvKeys + 4 * kKvQueries) * (Dh + 8) * sizeof(bf16) + size_t(4) * kKvQueries * sizeof(float);
+}
+
+// A (query head, query tile) work item of the dK/dV kernel; h == h_end once there are none left.
+struct DkdvItem {
+  int64_t h, n;
+  TileSpan span;
+};
+
+__device__ __forceinline__ void next_dkdv_item(DkdvItem& it, int64_t h_end, const AttentionMask& mask,
+                                               const AttentionDims& d, int64_t key0) {
+  ++it.n;
+  while (it.n >= it.span.count() && ++it.h < h_end) {
+    it.span = cuda_plan::query_tile_span(mask, it.h, d.heads, d.seq_len, d.kv_len, key0, key0 + kKvKeys, kKvQueries);
+    it.n = 0;
+  }
+}
+
 template <int Dh>
 __global__ void __launch_bounds__(kThreads) attention_dkdv_tc_kernel(AttentionBackwardArgs p) {
   constexpr int S = Dh + 8;
   constexpr int kKT = Dh / 16;
   constexpr int kDT = Dh / 8;
-  constexpr int kQ = 32;  // queries per step
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* sK = reinterpret_cast<bf16*>(smem_raw);
-  bf16* sV = sK + 64 * S;
-  bf16* sQ = sV + 64 * S;
-  bf16* sdO = sQ + kQ * S;
-  float* sLse = reinterpret_cast<float*>(sdO + kQ * S);
-  float* sDel = sLse + kQ;
+  bf16* sV = sK + kKvKeys * S;
+  bf16* sQ = sV + kKvKeys * S;          // stage st at sQ + st·kKvQueries·S
+  bf16* sdO = sQ + 2 * kKvQueries * S;  // likewise
+  float* sLse = reinterpret_cast<float*>(sdO + 2 * kKvQueries * S);  // stage st at sLse + st·kKvQueries
+  float* sDel = sLse + 2 * kKvQueries;
 
   const AttentionDims& d = p.dims;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int64_t bhk = blockIdx.y, b = bhk / d.kv_heads, hk = bhk % d.kv_heads;
-  const int64_t group = d.heads / d.kv_heads;
-  const int64_t key0 = int64_t(blockIdx.x) * 64;
+  const int64_t group = d.heads / d.kv_heads, h_end = (hk + 1) * group;
+  const int64_t key0 = int64_t(blockIdx.x) * kKvKeys, wkey0 = key0 + warp * 16;
   const int64_t q_stride = d.heads * Dh, kv_stride = d.kv_heads * Dh;
   const int64_t kv_base = (b * d.kv_len * d.kv_heads + hk) * Dh;
 
-  load_tile<Dh, 64>(sK, p.k + kv_base, kv_stride, key0, d.kv_len, tid);
-  load_tile<Dh, 64>(sV, p.v + kv_base, kv_stride, key0, d.kv_len, tid);
+  // Copies the Q, dO tiles and the lse, δ values of one item into a stage (lse, δ by plain stores: they are ready
+  // after the barrier that precedes their use).
+  auto load_item = [&](const DkdvItem& it, int stage) {
+    const int64_t q0 = it.span.at(it.n) * kKvQueries;
+    const int64_t qo_base = (b * d.seq_len * d.heads + it.h) * Dh, stat = (b * d.heads + it.h) * d.seq_len;
+    load_tile<Dh, kKvQueries>(sQ + stage * kKvQueries * S, p.q + qo_base, q_stride, q0, d.seq_len, tid);
+    load_tile<Dh, kKvQueries>(sdO + stage * kKvQueries * S, p.dout + qo_base, q_stride, q0, d.seq_len, tid);
+    if (tid < kKvQueries) {
+      const bool valid = q0 + tid < d.seq_len;
+      sLse[stage * kKvQueries + tid] = valid ? p.lse[stat + q0 + tid] * kLog2e : 0.f;
+      sDel[stage * kKvQueries + tid] = valid ? p.delta[stat + q0 + tid] : 0.f;
+    }
+  };
+
+  DkdvItem cur{hk * group, -1,
+               cuda_plan::query_tile_span(p.mask, hk * group, d.heads, d.seq_len, d.kv_len, key0, key0 + kKvKeys,
+                                          kKvQueries)};
+  next_dkdv_item(cur, h_end, p.mask, d, key0);
+  load_tile<Dh, kKvKeys>(sK, p.k + kv_base, kv_stride, key0, d.kv_len, tid);
+  load_tile<Dh, kKvKeys>(sV, p.v + kv_base, kv_stride, key0, d.kv_len, tid);
+  if (cur.h < h_end) load_item(cur, 0);
   cp_async_commit();
 
-  const int64_t ja = key0 + warp * 16 + g, jb = ja + 8;  // this thread's two keys
+  const int64_t ja = wkey0 + g, jb = ja + 8;  // this thread's two keys
   const float scale = 1.f / sqrtf(float(Dh)), scale_log2 = scale * kLog2e;
 
   float dk[kDT][4], dv[kDT][4];
@@ -417,90 +528,90 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_tc_kernel(AttentionBa
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[i][e] = dv[i][e] = 0.f;
 
-  for (int64_t h = hk * group; h < (hk + 1) * group; ++h) {
-    const cuda_plan::QueryRanges none{1, 0, 0, 0};
-    const cuda_plan::QueryRanges qa =
-        ja < d.kv_len ? cuda_plan::attending_queries(p.mask, h, d.heads, d.seq_len, d.kv_len, ja) : none;
-    const cuda_plan::QueryRanges qb =
-        jb < d.kv_len ? cuda_plan::attending_queries(p.mask, h, d.heads, d.seq_len, d.kv_len, jb) : none;
-    const TileSpan span = cuda_plan::query_tile_span(p.mask, h, d.heads, d.seq_len, d.kv_len, key0, key0 + 64, kQ);
-    const int64_t qo_base = (b * d.seq_len * d.heads + h) * Dh;
-    const int64_t stat = (b * d.heads + h) * d.seq_len;
-    const int64_t tiles = span.count();
-    for (int64_t n = 0; n < tiles; ++n) {
-      const int64_t q0 = span.at(n) * kQ;
-      __syncthreads();
-      load_tile<Dh, kQ>(sQ, p.q + qo_base, q_stride, q0, d.seq_len, tid);
-      load_tile<Dh, kQ>(sdO, p.dout + qo_base, q_stride, q0, d.seq_len, tid);
-      cp_async_commit();
-      if (tid < kQ) {
-        const bool valid = q0 + tid < d.seq_len;
-        sLse[tid] = valid ? p.lse[stat + q0 + tid] * kLog2e : 0.f;
-        sDel[tid] = valid ? p.delta[stat + q0 + tid] : 0.f;
-      }
-      cp_async_wait_all();
-      __syncthreads();
+  int64_t cover_head = -1;
+  cuda_plan::BlockCover cover{0, 0, 0, 0, true};
+  for (int stage = 0; cur.h < h_end; stage ^= 1) {
+    DkdvItem next = cur;
+    next_dkdv_item(next, h_end, p.mask, d, key0);
+    if (next.h < h_end) load_item(next, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait_group<1>();
+    __syncthreads();
+    const bf16* cQ = sQ + stage * kKvQueries * S;
+    const bf16* cdO = sdO + stage * kKvQueries * S;
+    const float* cLse = sLse + stage * kKvQueries;
+    const float* cDel = sDel + stage * kKvQueries;
+    const int64_t h = cur.h, q0 = cur.span.at(cur.n) * kKvQueries;
+    if (h != cover_head) {  // the mask depends on the head (S2 shifts half of them)
+      cover = cuda_plan::key_block_cover(p.mask, h, d.heads, d.seq_len, d.kv_len, wkey0, wkey0 + 16);
+      cover_head = h;
+    }
 
-      // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ: 16 keys × 32 queries per warp.
-      float s[4][4], dp[4][4];
+    // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ: 16 keys × 32 queries per warp.
+    float s[4][4], dp[4][4];
 #pragma unroll
-      for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < 4; ++i)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[i][e] = dp[i][e] = 0.f;
+      for (int e = 0; e < 4; ++e) s[i][e] = dp[i][e] = 0.f;
 #pragma unroll
-      for (int kk = 0; kk < kKT; ++kk) {
-        uint32_t ak[4], av[4];
-        load_a<S>(ak, sK, warp * 16, kk * 16, lane);
-        load_a<S>(av, sV, warp * 16, kk * 16, lane);
+    for (int kk = 0; kk < kKT; ++kk) {
+      uint32_t ak[4], av[4];
+      load_a<S>(ak, sK, warp * 16, kk * 16, lane);
+      load_a<S>(av, sV, warp * 16, kk * 16, lane);
 #pragma unroll
-        for (int np = 0; np < 2; ++np) {
-          uint32_t bq[4], bo[4];
-          load_b_nk<S>(bq, sQ, np * 16, kk * 16, lane);
-          load_b_nk<S>(bo, sdO, np * 16, kk * 16, lane);
-          mma_16816(s[2 * np], ak, bq[0], bq[1]);
-          mma_16816(s[2 * np + 1], ak, bq[2], bq[3]);
-          mma_16816(dp[2 * np], av, bo[0], bo[1]);
-          mma_16816(dp[2 * np + 1], av, bo[2], bo[3]);
-        }
+      for (int np = 0; np < 2; ++np) {
+        uint32_t bq[4], bo[4];
+        load_b_nk<S>(bq, cQ, np * 16, kk * 16, lane);
+        load_b_nk<S>(bo, cdO, np * 16, kk * 16, lane);
+        mma_16816(s[2 * np], ak, bq[0], bq[1]);
+        mma_16816(s[2 * np + 1], ak, bq[2], bq[3]);
+        mma_16816(dp[2 * np], av, bo[0], bo[1]);
+        mma_16816(dp[2 * np + 1], av, bo[2], bo[3]);
       }
-      // Pᵀ into s, dSᵀ into dp.
+    }
+    if (!cuda_plan::covers_tile(cover, q0, kKvQueries)) {  // a diagonal item: mask element by element
+      const cuda_plan::QueryRanges none{1, 0, 0, 0};
+      const cuda_plan::QueryRanges qa =
+          ja < d.kv_len ? cuda_plan::attending_queries(p.mask, h, d.heads, d.seq_len, d.kv_len, ja) : none;
+      const cuda_plan::QueryRanges qb =
+          jb < d.kv_len ? cuda_plan::attending_queries(p.mask, h, d.heads, d.seq_len, d.kv_len, jb) : none;
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int col = nt * 8 + t4 * 2 + e;
-          const int64_t i = q0 + col;
-          const float pa = query_ok(qa, i) ? exp2f(s[nt][e] * scale_log2 - sLse[col]) : 0.f;
-          const float pb = query_ok(qb, i) ? exp2f(s[nt][e + 2] * scale_log2 - sLse[col]) : 0.f;
-          s[nt][e] = pa;
-          s[nt][e + 2] = pb;
-          dp[nt][e] = pa * (dp[nt][e] - sDel[col]);
-          dp[nt][e + 2] = pb * (dp[nt][e + 2] - sDel[col]);
+          const int64_t i = q0 + nt * 8 + t4 * 2 + e;
+          if (!query_ok(qa, i)) s[nt][e] = -INFINITY;
+          if (!query_ok(qb, i)) s[nt][e + 2] = -INFINITY;
         }
-      // dV += Pᵀ·dO and dK += dSᵀ·Q (dO, Q stored [query][dim] = B[k = query][n = dim]).
+    }
+    // Pᵀ into s, dSᵀ into dp (a masked score gives P = 0).
 #pragma unroll
-      for (int kt = 0; kt < 2; ++kt) {
-        uint32_t pa[4], da[4];
-        pa[0] = pack_bf16(s[2 * kt][0], s[2 * kt][1]);
-        pa[1] = pack_bf16(s[2 * kt][2], s[2 * kt][3]);
-        pa[2] = pack_bf16(s[2 * kt + 1][0], s[2 * kt + 1][1]);
-        pa[3] = pack_bf16(s[2 * kt + 1][2], s[2 * kt + 1][3]);
-        da[0] = pack_bf16(dp[2 * kt][0], dp[2 * kt][1]);
-        da[1] = pack_bf16(dp[2 * kt][2], dp[2 * kt][3]);
-        da[2] = pack_bf16(dp[2 * kt + 1][0], dp[2 * kt + 1][1]);
-        da[3] = pack_bf16(dp[2 * kt + 1][2], dp[2 * kt + 1][3]);
+    for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
-        for (int dpair = 0; dpair < kDT / 2; ++dpair) {
-          uint32_t bo[4], bq[4];
-          load_b_kn<S>(bo, sdO, kt * 16, dpair * 16, lane);
-          load_b_kn<S>(bq, sQ, kt * 16, dpair * 16, lane);
-          mma_16816(dv[2 * dpair], pa, bo[0], bo[1]);
-          mma_16816(dv[2 * dpair + 1], pa, bo[2], bo[3]);
-          mma_16816(dk[2 * dpair], da, bq[0], bq[1]);
-          mma_16816(dk[2 * dpair + 1], da, bq[2], bq[3]);
-        }
+      for (int e = 0; e < 4; ++e) {
+        const int col = nt * 8 + t4 * 2 + (e & 1);
+        s[nt][e] = exp2f(fmaf(s[nt][e], scale_log2, -cLse[col]));
+        dp[nt][e] = s[nt][e] * (dp[nt][e] - cDel[col]);
+      }
+    // dV += Pᵀ·dO and dK += dSᵀ·Q (dO, Q stored [query][dim] = B[k = query][n = dim]).
+#pragma unroll
+    for (int kt = 0; kt < 2; ++kt) {
+      uint32_t pa[4], da[4];
+      pack_a_from_c<4>(pa, s, kt);
+      pack_a_from_c<4>(da, dp, kt);
+#pragma unroll
+      for (int dpair = 0; dpair < kDT / 2; ++dpair) {
+        uint32_t bo[4], bq[4];
+        load_b_kn<S>(bo, cdO, kt * 16, dpair * 16, lane);
+        load_b_kn<S>(bq, cQ, kt * 16, dpair * 16, lane);
+        mma_16816(dv[2 * dpair], pa, bo[0], bo[1]);
+        mma_16816(dv[2 * dpair + 1], pa, bo[2], bo[3]);
+        mma_16816(dk[2 * dpair], da, bq[0], bq[1]);
+        mma_16816(dk[2 * dpair + 1], da, bq[2], bq[3]);
       }
     }
+    __syncthreads();  // every warp is done with this stage before the next iteration's copy refills it
+    cur = next;
   }
 
   cp_async_wait_all();
@@ -527,7 +638,7 @@ void forward_tc(const AttentionForwardArgs& a, cudaStream_t s) {
   const size_t smem = forward_smem_bytes<Dh>();
   LL_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_tc_kernel<Dh>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      int(smem)));
-  const dim3 grid(unsigned((a.dims.seq_len + 63) / 64), unsigned(a.dims.batch * a.dims.heads));
+  const dim3 grid(unsigned((a.dims.seq_len + kFwdRows - 1) / kFwdRows), unsigned(a.dims.batch * a.dims.heads));
   attention_forward_tc_kernel<Dh><<<grid, kThreads, smem, s>>>(a);
   LL_LAUNCH_CHECK("attention_forward_tc_kernel");
 }
@@ -539,11 +650,11 @@ void backward_tc(const AttentionBackwardArgs& a, cudaStream_t s) {
                                      int(smem_kv)));
   LL_CUDA_CHECK(
       cudaFuncSetAttribute(attention_dq_tc_kernel<Dh>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_q)));
-  const dim3 grid_kv(unsigned((a.dims.kv_len + 63) / 64), unsigned(a.dims.batch * a.dims.kv_heads));
+  const dim3 grid_kv(unsigned((a.dims.kv_len + kKvKeys - 1) / kKvKeys), unsigned(a.dims.batch * a.dims.kv_heads));
   attention_dkdv_tc_kernel<Dh><<<grid_kv, kThreads, smem_kv, s>>>(a);
   LL_LAUNCH_CHECK("attention_dkdv_tc_kernel");
   if (a.dims.seq_len == 0) return;  // no queries: dK = dV = 0 (written above); a grid of 0 blocks fails to launch
-  const dim3 grid_q(unsigned((a.dims.seq_len + 63) / 64), unsigned(a.dims.batch * a.dims.heads));
+  const dim3 grid_q(unsigned((a.dims.seq_len + kDqRows - 1) / kDqRows), unsigned(a.dims.batch * a.dims.heads));
   attention_dq_tc_kernel<Dh><<<grid_q, kThreads, smem_q, s>>>(a);
   LL_LAUNCH_CHECK("attention_dq_tc_kernel");
 }

@@ -112,6 +112,46 @@ LL_HOST_DEVICE inline bool in_ranges(const KeyRanges& r, int64_t j) {
   return (j >= r.lo && j <= r.hi) || (j >= r.wrap_lo && j < r.wrap_hi);
 }
 
+// ---- tiles that need no per-element mask ------------------------------------------------------------------------
+// What every row of a block of rows has in common: the main ranges of all rows contain [lo_max, hi_min], and when
+// every row has a wrap range it is [wrap_lo, wrap_hi) (only S2Roll rows below the shift have one, and the same one).
+// A tile inside either is attended by every row of the block, so the kernels skip the element mask there; that is
+// every tile of a causal or S2 block except the diagonal ones. `empty`: the block holds no valid row.
+struct BlockCover {
+  int64_t lo_max, hi_min;
+  int64_t wrap_lo, wrap_hi;
+  bool empty;
+};
+
+LL_HOST_DEVICE inline bool covers_tile(const BlockCover& c, int64_t begin, int64_t count) {
+  if (c.empty) return true;  // no valid row: whatever it computes is discarded
+  return (c.lo_max <= begin && c.hi_min >= begin + count - 1) ||
+         (c.wrap_hi > c.wrap_lo && c.wrap_lo <= begin && c.wrap_hi >= begin + count);
+}
+
+// Query rows [row_begin, row_end) of one head (clamped to seq_len), as in key_tile_span: lo and hi of the key ranges
+// are non-decreasing in the row, and rows with a wrap range are a prefix, so the last row has one only if all do.
+LL_HOST_DEVICE inline BlockCover row_block_cover(const AttentionMask& m, int64_t head, int64_t num_heads,
+                                                 int64_t seq_len, int64_t kv_len, int64_t row_begin, int64_t row_end) {
+  if (row_end > seq_len) row_end = seq_len;
+  if (row_begin >= row_end) return BlockCover{0, 0, 0, 0, true};
+  const int64_t q_offset = kv_len - seq_len;
+  const KeyRanges first = attended_keys(m, head, num_heads, kv_len, row_begin + q_offset);
+  const KeyRanges last = attended_keys(m, head, num_heads, kv_len, row_end - 1 + q_offset);
+  return BlockCover{last.lo, first.hi, last.wrap_lo, last.wrap_hi, false};
+}
+
+// Keys [key_begin, key_end) of one head (clamped to kv_len), as in query_tile_span: lo and hi of the query ranges are
+// non-decreasing in the key, and keys with a wrap range are a suffix, so the first key has one only if all do.
+LL_HOST_DEVICE inline BlockCover key_block_cover(const AttentionMask& m, int64_t head, int64_t num_heads,
+                                                 int64_t seq_len, int64_t kv_len, int64_t key_begin, int64_t key_end) {
+  if (key_end > kv_len) key_end = kv_len;
+  if (key_begin >= key_end) return BlockCover{0, 0, 0, 0, true};
+  const QueryRanges first = attending_queries(m, head, num_heads, seq_len, kv_len, key_begin);
+  const QueryRanges last = attending_queries(m, head, num_heads, seq_len, kv_len, key_end - 1);
+  return BlockCover{last.lo, first.hi, first.wrap_lo, first.wrap_hi, false};
+}
+
 // ---- split-KV decoding ------------------------------------------------------------------------------------
 // One (or a few) query rows against a long cache: keys are cut into `splits` chunks of `chunk` keys handled by
 // separate CTAs, whose partial (max, sum, unnormalised output) are merged in split order (deterministic). The
@@ -182,8 +222,9 @@ inline AttentionPath choose_attention_path(int64_t seq_len, int64_t kv_len, int6
 }
 
 // Tile sizes of the tensor-core kernels (also used by the host-side work estimates).
-constexpr int64_t kFwdQueryTile = 64;  // 4 warps × 16 rows
-constexpr int64_t kFwdKeyTile = 64;
+constexpr int64_t kFwdQueryTile = 128;  // 4 warps × 32 rows
+// Forward key tile: 64 keys, 32 for head dim 128 (registers: 32 rows × 128 f32 accumulators per warp).
+LL_HOST_DEVICE constexpr int64_t forward_key_tile(int64_t head_dim) { return head_dim == 128 ? 32 : 64; }
 constexpr int64_t kBwdKeyTile = 64;    // dK/dV pass: 4 warps × 16 keys
 constexpr int64_t kBwdQueryTile = 32;  // dK/dV pass: queries per step
 constexpr int64_t kDqQueryTile = 64;   // dQ pass: 4 warps × 16 rows

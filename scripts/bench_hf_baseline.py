@@ -2,14 +2,14 @@
 """PyTorch + transformers + PEFT baseline for the end-to-end benchmark (scripts/bench_cuda.sh e2e), same recipe:
 
   Llama-2-7B shape (random weights, bf16), LoRA r=8 alpha=16 on q,k,v,o, embed_tokens + norms trainable (LongLoRA's
-  LoRA+), gradient checkpointing, AdamW (fused) on the trainable parameters, one sequence of --seq_len tokens,
+  LoRA+), gradient checkpointing (--no_checkpointing: without, as far as it fits), AdamW (fused) on the trainable parameters, one sequence of --seq_len tokens,
   S2-Attn with group ratio 1/4 applied as LongLoRA's paper-era code does (Algorithm 1: shift half the heads by -G/2,
   fold groups into the batch, causal attention per group, shift back) through SDPA with the flash backend.
 
 Prints tokens/s and peak memory, writes JSON (--json), and, given --ours FILE (the e2e JSON of build/bench_cuda),
 prints our tokens/s over the baseline's.
 
-Needs torch, transformers and peft on a CUDA machine; it has not been run by this project yet (see docs/gpu-log.md).
+Needs torch, transformers and peft on a CUDA machine (docs/gpu-log.md has what it measured on the cards we had).
 """
 import argparse
 import json
@@ -54,6 +54,8 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--no_s2", action="store_true", help="plain causal SDPA instead of S2")
+    ap.add_argument("--no_checkpointing", action="store_true",
+                    help="keep every activation (no layer recomputation); may not fit")
     ap.add_argument("--json", default="")
     ap.add_argument("--ours", default="", help="e2e JSON from build/bench_cuda to compare with")
     a = ap.parse_args()
@@ -73,7 +75,8 @@ def main():
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = LlamaForCausalLM(cfg).to(torch.bfloat16)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if not a.no_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
     model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, bias="none",
                                              target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
@@ -107,17 +110,20 @@ def main():
     sec = (time.perf_counter() - t0) / a.steps
     tps = a.seq_len / sec
     peak = torch.cuda.max_memory_allocated() / 2**30
-    print(f"HF+PEFT baseline ({'causal SDPA' if a.no_s2 else 'S2 via SDPA flash'}), seq {a.seq_len}, "
+    print(f"HF+PEFT baseline ({'causal SDPA' if a.no_s2 else 'S2 via SDPA flash'}, "
+          f"{'no ' if a.no_checkpointing else ''}checkpointing), seq {a.seq_len}, "
           f"{a.layers} layers: {sec:.3f} s/step, {tps:.0f} tokens/s, peak allocated {peak:.2f} GiB "
           f"on {torch.cuda.get_device_name()}")
     out = {"benchmark": "hf_baseline", "device": torch.cuda.get_device_name(), "seq_len": a.seq_len,
-           "layers": a.layers, "s2": not a.no_s2, "step_seconds": sec, "tokens_per_second": tps,
+           "layers": a.layers, "s2": not a.no_s2, "checkpointing": not a.no_checkpointing, "step_seconds": sec, "tokens_per_second": tps,
            "peak_allocated_gib": peak, "torch": torch.__version__}
     if a.ours:
-        ours = json.load(open(a.ours))["results"]["tokens_per_second"]
+        results = json.load(open(a.ours))["results"]
+        ours = results["tokens_per_second"]
         out["ours_tokens_per_second"] = ours
         out["speedup"] = ours / tps
-        print(f"ours {ours:.0f} tokens/s = {ours / tps:.2f}x the baseline")
+        print(f"ours {ours:.0f} tokens/s (checkpointing {results.get('checkpointing', '?')}) = "
+              f"{ours / tps:.2f}x the baseline")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=2)
