@@ -11,6 +11,11 @@
 //                          op by op (ProfilingBackend: a synchronisation around every op) and prints the table
 //   bench_cuda memory      the memory-bound ops (SwiGLU, add, dropout, RMSNorm, RoPE) at Llama-2-7B shapes, 8k tokens:
 //                          ms per call, bytes moved, GB/s and % of a device-to-device cudaMemcpy measured in the run
+//                          (rows "unaligned": views at an odd element offset, which take the scalar kernels)
+//   bench_cuda lora        LoRA's thin products at a Llama-2-7B projection (8k tokens, 4096→4096, r = --lora_r, 8):
+//                          lora_forward / lora_backward (dx, frozen W) and the base linear_forward / linear_backward
+//                          alone, with the hand-written kernels and with cuBLASLt: ms per call, the LoRA overhead
+//                          (lora − base) and its effective bandwidth over the thin products' minimal bytes
 //
 // Timing: wall clock around backend.synchronize(), after warm-up iterations. Without a usable GPU it says so and
 // exits 0 (nothing to measure).
@@ -312,6 +317,20 @@ nlohmann::json bench_memory(CudaBackend& be, const Options&) {
   const RopeParams rope{1e4, 2.0};
   const cuda_plan::ColumnReducePlan dw_plan = cuda_plan::plan_column_reduce(T);
   const double dw_bytes = 2 * bf * nD + 4.0 * T + 2 * 4.0 * double(dw_plan.chunks * D) + 2 * 4.0 * D;
+  // Views one element into flat buffers: off 16-byte alignment, so the kernels take their scalar paths (what a view
+  // at an odd offset costs, and the element-at-a-time kernels as they were before the vector paths).
+  std::vector<std::unique_ptr<DeviceTensor>> flat;
+  auto unaligned = [&](std::vector<int64_t> dims) {
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    flat.push_back(std::make_unique<DeviceTensor>(be, DType::BF16, std::vector<int64_t>{n + 8}, 20 + flat.size()));
+    return Tensor(static_cast<char*>(flat.back()->t.data) + 2, DType::BF16, Device::CUDA, dims);
+  };
+  const Tensor ug = unaligned({T, F}), uu = unaligned({T, F}), uh = unaligned({T, F}), udg = unaligned({T, F}),
+               udu = unaligned({T, F});
+  const Tensor ux(ug.data, DType::BF16, Device::CUDA, {T, D}), uy(uu.data, DType::BF16, Device::CUDA, {T, D}),
+      uz(uh.data, DType::BF16, Device::CUDA, {T, D}), uxr(ug.data, DType::BF16, Device::CUDA, {T, H, Dh});
+  be.rmsnorm_forward(uz, rstd.t, ux, w.t, 1e-5);  // finite rstd for the unaligned backward
 
   struct Op {
     const char* name;
@@ -338,6 +357,15 @@ nlohmann::json bench_memory(CudaBackend& be, const Options&) {
        [&] { be.rmsnorm_backward(z.t, dw.t, y.t, x.t, w.t, rstd.t, false); }},
       {"rope_forward", "[8192,32,128]", 2 * bf * nD + 4.0 * T, [&] { be.rope_forward(xr, pos.t, rope); }},
       {"rope_backward", "[8192,32,128]", 2 * bf * nD + 4.0 * T, [&] { be.rope_backward(xr, pos.t, rope); }},
+      {"swiglu_forward unaligned", "[8192,11008]", 3 * bf * nF, [&] { be.swiglu_forward(uh, ug, uu); }},
+      {"swiglu_backward unaligned", "[8192,11008]", 5 * bf * nF,
+       [&] { be.swiglu_backward(udg, udu, uh, ug, uu); }},
+      {"add unaligned", "[8192,4096]", 3 * bf * nD, [&] { be.add(uz, ux, uy); }},
+      {"rmsnorm_forward unaligned", "[8192,4096]", 2 * bf * nD + bf * D + 4.0 * T,
+       [&] { be.rmsnorm_forward(uz, rstd.t, ux, w.t, 1e-5); }},
+      {"rmsnorm_backward dx unal.", "[8192,4096]", 3 * bf * nD + bf * D + 4.0 * T,
+       [&] { be.rmsnorm_backward(uz, Tensor(), uy, ux, w.t, rstd.t, false); }},
+      {"rope_forward unaligned", "[8192,32,128]", 2 * bf * nD + 4.0 * T, [&] { be.rope_forward(uxr, pos.t, rope); }},
   };
   nlohmann::json rows = nlohmann::json::array();
   double ceiling = 0;  // bytes/s of the copy, measured first
