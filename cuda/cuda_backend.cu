@@ -4,7 +4,9 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <unordered_map>
 #include <vector>
 
@@ -14,6 +16,7 @@
 #include "cuda/elementwise.cuh"
 #include "cuda/embedding.cuh"
 #include "cuda/launch_plan.h"
+#include "cuda/lora.cuh"
 #include "cuda/matmul.cuh"
 #include "cuda/memory_report.h"
 #include "cuda/op_checks.h"
@@ -247,6 +250,33 @@ void CudaBackend::linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const 
            d.in, impl_->stream);
 }
 
+namespace {
+// LONGLORA_LORA_KERNELS, read once per process: unset, empty or `kernels` → hand-written, `cublaslt` → cuBLASLt.
+bool lora_kernels_by_default() {
+  static const bool hand_written = [] {
+    const char* v = std::getenv("LONGLORA_LORA_KERNELS");
+    if (v == nullptr || *v == '\0' || std::string(v) == "kernels") return true;
+    LL_CHECK(std::string(v) == "cublaslt", "LONGLORA_LORA_KERNELS must be `kernels` or `cublaslt`, got `", v, "`");
+    return false;
+  }();
+  return hand_written;
+}
+}  // namespace
+
+bool CudaBackend::lora_kernels_chosen(int64_t rows, int64_t in, int64_t out, int64_t rank) const {
+  const bool wanted = lora_kernels_ == LoraKernels::Default ? lora_kernels_by_default()
+                                                            : lora_kernels_ == LoraKernels::HandWritten;
+  return wanted && cuda::lora_kernels_support(rows, in, out, rank);
+}
+
+bool CudaBackend::use_lora_kernels(int64_t rows, int64_t in, int64_t out, int64_t rank,
+                                   std::initializer_list<const void*> vec16) const {
+  if (!lora_kernels_chosen(rows, in, out, rank)) return false;
+  for (const void* p : vec16)
+    if (!cuda::lora_aligned16(p)) return false;
+  return true;
+}
+
 void CudaBackend::lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& x_lora, const Tensor& w,
                                const Tensor& a, const Tensor& b, double scale) {
   const auto d = op_checks::lora_forward(kContext, y, xa, x, x_lora, w, a, b);
@@ -254,6 +284,13 @@ void CudaBackend::lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tenso
   cudaStream_t s = impl_->stream;
   g.gemm(false, true, d.rows, d.out, d.in, 1.f, dev<bf16>(x), d.in, dev<bf16>(w), d.in, 0.f, y.data, DType::BF16,
          d.out, s);
+  if (use_lora_kernels(d.rows, d.in, d.out, d.rank, {x_lora.data, y.data})) {
+    // xa[t,j] = Σ_k x_lora[t,k]·A[j,k];  y[t,n] += s·Σ_j xa[t,j]·B[n,j]
+    cuda::launch_lora_down(dev<bf16>(xa), dev<bf16>(x_lora), d.rows, d.in, dev<bf16>(a), d.in, 1, d.rank, 1.f, s);
+    cuda::launch_lora_up(dev<bf16>(y), dev<bf16>(xa), d.rows, d.out, d.rank, dev<bf16>(b), d.rank, 1, float(scale),
+                         true, s);
+    return;
+  }
   g.gemm(false, true, d.rows, d.rank, d.in, 1.f, dev<bf16>(x_lora), d.in, dev<bf16>(a), d.in, 0.f, xa.data,
          DType::BF16, d.rank, s);
   // The adapter's product accumulates into the base output (beta = 1) with the scale folded into alpha.
@@ -268,6 +305,31 @@ void CudaBackend::lora_backward(Tensor dx, Tensor dx_lora, Tensor dw, Tensor da,
   auto& g = *impl_->gemm;
   cudaStream_t s = impl_->stream;
   const float sc = float(scale);
+  Tensor& dx_adapter = dx_lora.empty() ? dx : dx_lora;  // where dxa·A goes
+  if (use_lora_kernels(d.rows, d.in, d.out, d.rank, {dy.data, x_lora.data, dx_adapter.data})) {
+    // One scratch block for both row reductions (run one after the other on the stream).
+    const size_t scratch = std::max(cuda::lora_reduce_rows_scratch_bytes(d.rows, d.out, d.rank),
+                                    cuda::lora_reduce_rows_scratch_bytes(d.rows, d.in, d.rank));
+    float* partial = static_cast<float*>(impl_->get_scratch(scratch));
+    // dB[n,j] += s·Σ_t xa[t,j]·dy[t,n]  (G(j,n) = dB[n,j]: strides (1, r))
+    cuda::launch_lora_reduce_rows(dev<float>(db), 1, d.rank, dev<bf16>(xa), dev<bf16>(dy), d.rows, d.out, d.rank, sc,
+                                  partial, s);
+    // dxa[t,j] = s·Σ_n dy[t,n]·B[n,j]  (W(j,n) = B[n,j]: strides (1, r))
+    cuda::launch_lora_down(dev<bf16>(dxa), dev<bf16>(dy), d.rows, d.out, dev<bf16>(b), 1, d.rank, d.rank, sc, s);
+    // dA[j,k] += Σ_t dxa[t,j]·x_lora[t,k]
+    cuda::launch_lora_reduce_rows(dev<float>(da), d.in, 1, dev<bf16>(dxa), dev<bf16>(x_lora), d.rows, d.in, d.rank,
+                                  1.f, partial, s);
+    if (!dx.empty())
+      g.gemm(false, false, d.rows, d.in, d.out, 1.f, dev<bf16>(dy), d.out, dev<bf16>(w), d.in,
+             accumulate_dx ? 1.f : 0.f, dx.data, DType::BF16, d.in, s);
+    // dx += dxa·A, or dx_lora = dxa·A  (V(k,j) = A[j,k]: strides (1, K))
+    cuda::launch_lora_up(dev<bf16>(dx_adapter), dev<bf16>(dxa), d.rows, d.in, d.rank, dev<bf16>(a), 1, d.in, 1.f,
+                         dx_lora.empty(), s);
+    if (!dw.empty())
+      g.gemm(true, false, d.out, d.in, d.rows, 1.f, dev<bf16>(dy), d.out, dev<bf16>(x), d.in, 1.f, dw.data, DType::F32,
+             d.in, s);
+    return;
+  }
   // dB += s·dyᵀ·xa;  dxa = s·dy·B;  dA += dxaᵀ·x_lora
   g.gemm(true, false, d.out, d.rank, d.rows, sc, dev<bf16>(dy), d.out, dev<bf16>(xa), d.rank, 1.f, db.data, DType::F32,
          d.rank, s);

@@ -10,6 +10,7 @@
 //
 // Determinism: no float atomics anywhere; every reduction has a fixed order that depends only on the shape.
 #pragma once
+#include <initializer_list>
 #include <memory>
 #include <string>
 
@@ -72,6 +73,13 @@ class CudaBackend final : public Backend {
   // ---- CUDA-specific (tests, benchmarks) ------------------------------------------------------------------
   // Forces the attention kernel family (Auto = choose by shape); a call the forced path cannot run throws.
   void force_attention_path(cuda_plan::AttentionPath path) { forced_path_ = path; }
+  // The thin LoRA products (xa = x_lora·Aᵀ, y += s·xa·Bᵀ, dxa, dA, dB, dxa·A): hand-written kernels (cuda/lora.cuh,
+  // the default) or cuBLASLt. Default follows the environment variable LONGLORA_LORA_KERNELS (read once per
+  // process: `cublaslt` or `kernels`); shapes the kernels do not support always take cuBLASLt.
+  enum class LoraKernels { Default, HandWritten, CuBlasLt };
+  void set_lora_kernels(LoraKernels k) { lora_kernels_ = k; }
+  // Whether the hand-written kernels run for a LoRA call of these shapes (with 16-byte aligned tensors).
+  bool lora_kernels_chosen(int64_t rows, int64_t in, int64_t out, int64_t rank) const;
   // Fills a floating tensor with uniform values in [-scale, scale) from a counter-based hash of (seed, index):
   // random weights for benchmarks without a host round trip.
   void fill_uniform(Tensor t, uint64_t seed, double scale);
@@ -93,6 +101,9 @@ class CudaBackend final : public Backend {
   struct Impl;
   std::unique_ptr<Impl> impl_;
   cuda_plan::AttentionPath forced_path_ = cuda_plan::AttentionPath::Auto;
+  LoraKernels lora_kernels_ = LoraKernels::Default;
+  bool use_lora_kernels(int64_t rows, int64_t in, int64_t out, int64_t rank,
+                        std::initializer_list<const void*> vec16) const;
 };
 
 }  // namespace ll

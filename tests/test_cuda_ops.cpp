@@ -385,6 +385,140 @@ TEST_F(CudaOps, LoraForwardBackward) {
   }
 }
 
+// The thin LoRA products: the hand-written kernels (cuda/lora.cuh) and the cuBLASLt path against the CPU and against
+// each other; the kernel path twice, bit for bit. Ranks 1…64 (every rank bucket of the kernels), row counts that are
+// not multiples of any tile, widths below, at and above the kernels' K chunks and column tiles (136 = 128 + 8,
+// 2184 = 2048 + 136), more row chunks than the reduction's cap (16500 rows), dx accumulated or not, dx_lora or not,
+// dx absent, dW or not. The adapter term dominates y and dx (W is small), so a wrong index, a lost term or a scale
+// applied twice moves the result by O(1), far beyond the bf16 tolerances; gradients accumulated into random initial
+// values are compared as increments.
+TEST_F(CudaOps, LoraThinKernelsMatchCublasLtAndTheCpu) {
+  using LK = CudaBackend::LoraKernels;
+  struct Case {
+    int64_t T, K, N, r;
+    bool kernels;  // whether the hand-written kernels support the shape (else both paths are cuBLASLt)
+  };
+  const Case cases[] = {{37, 64, 64, 1, true},     {1000, 136, 64, 8, true},    {37, 4096, 136, 16, true},
+                        {1000, 64, 4096, 64, true}, {300, 4096, 4096, 8, true},  {37, 2184, 136, 24, true},
+                        {16500, 64, 64, 8, true},   {5, 136, 2184, 3, true},     {1, 8, 8, 2, true},
+                        {37, 20, 64, 8, false},     {37, 64, 64, 65, false}};
+  const double s = 2.0;
+  auto minus = [](std::vector<double> a, const std::vector<double>& b) {
+    for (size_t i = 0; i < a.size() && i < b.size(); ++i) a[i] -= b[i];
+    return a;
+  };
+  for (const Case& c : cases) {
+    const int64_t T = c.T, K = c.K, N = c.N, r = c.r;
+    const bool kernels = c.kernels;
+    SCOPED_TRACE(::testing::Message() << "T=" << T << " K=" << K << " N=" << N << " r=" << r);
+    gpu().set_lora_kernels(LK::HandWritten);
+    EXPECT_EQ(gpu().lora_kernels_chosen(T, K, N, r), kernels);
+    gpu().set_lora_kernels(LK::CuBlasLt);
+    EXPECT_FALSE(gpu().lora_kernels_chosen(T, K, N, r));
+
+    Dev x(gpu(), DType::BF16, {T, K}), xl(gpu(), DType::BF16, {T, K}), w(gpu(), DType::BF16, {N, K});
+    Dev a(gpu(), DType::BF16, {r, K}), b(gpu(), DType::BF16, {N, r}), y(gpu(), DType::BF16, {T, N});
+    Dev xa(gpu(), DType::BF16, {T, r}), dy(gpu(), DType::BF16, {T, N}), dx(gpu(), DType::BF16, {T, K});
+    Dev dxl(gpu(), DType::BF16, {T, K}), dw(gpu(), DType::F32, {N, K}), da(gpu(), DType::F32, {r, K});
+    Dev db(gpu(), DType::F32, {N, r}), dxa(gpu(), DType::BF16, {T, r});
+    const std::vector<float> xv = put_random(x), xlv = put_random(xl), wv = put_random(w, 0.05);
+    const std::vector<float> av = put_random(a, 0.3), bv = put_random(b, 0.3), dyv = put_random(dy);
+
+    // ---- forward
+    std::vector<float> yref(size_t(T * N)), xaref(size_t(T * r));
+    {
+      std::vector<float> xc = xv, xlc = xlv, wc = wv, ac = av, bc = bv;
+      cpu.lora_forward(test::view(yref, {T, N}), test::view(xaref, {T, r}), test::view(xc, {T, K}),
+                       test::view(xlc, {T, K}), test::view(wc, {N, K}), test::view(ac, {r, K}), test::view(bc, {N, r}), s);
+    }
+    auto forward = [&](LK path) {
+      gpu().set_lora_kernels(path);
+      poison(y), poison(xa);
+      gpu().lora_forward(y.t, xa.t, x.t, xl.t, w.t, a.t, b.t, s);
+      return std::make_pair(get(y), get(xa));
+    };
+    const auto f1 = forward(LK::HandWritten), f2 = forward(LK::HandWritten), fc = forward(LK::CuBlasLt);
+    EXPECT_EQ(f1.first, f2.first) << "lora y: two runs differ";
+    EXPECT_EQ(f1.second, f2.second) << "lora xa: two runs differ";
+    EXPECT_CLOSE(f1.first, as_f64(yref), kBf16Tol, "lora y (kernels)");
+    EXPECT_CLOSE(f1.second, as_f64(xaref), kBf16Tol, "lora xa (kernels)");
+    EXPECT_CLOSE(fc.first, as_f64(yref), kBf16Tol, "lora y (cuBLASLt)");
+    EXPECT_CLOSE(fc.second, as_f64(xaref), kBf16Tol, "lora xa (cuBLASLt)");
+    EXPECT_CLOSE(f1.first, fc.first, kBf16Tol, "lora y: kernels vs cuBLASLt");
+    EXPECT_LT(max_row_error(f1.first, fc.first, N, 0.1), 2 * kBf16Tol) << "lora y rows: kernels vs cuBLASLt";
+
+    // ---- backward: mode 0 adds dxa·A into dx, 1 writes dx_lora, 2 writes dx_lora without dx
+    const std::vector<float> xav = put_random(xa);
+    const std::vector<float> dx0 = as_f32(test::random_vector(rng, T * K)), dw0 = as_f32(test::random_vector(rng, N * K));
+    const std::vector<float> da0 = as_f32(test::random_vector(rng, r * K)), db0 = as_f32(test::random_vector(rng, N * r));
+    const bool big = K * N > (int64_t(1) << 20);  // dW only where it is cheap to check on the CPU
+    for (int mode : {0, 1, 2})
+      for (bool acc : {false, true})
+        for (bool with_dw : {false, true}) {
+          if ((mode == 2 && acc) || (with_dw && big)) continue;
+          SCOPED_TRACE(::testing::Message() << "mode=" << mode << " accumulate=" << acc << " dW=" << with_dw);
+          const bool has_dx = mode != 2, separate = mode != 0;
+          struct Out {
+            std::vector<double> dx, dxl, dw, da, db, dxa;
+          };
+          auto backward = [&](LK path) {
+            gpu().set_lora_kernels(path);
+            if (acc) upload_f64(gpu(), dx.t, as_f64(dx0)); else poison(dx);
+            upload_f64(gpu(), dw.t, as_f64(dw0));
+            upload_f64(gpu(), da.t, as_f64(da0));
+            upload_f64(gpu(), db.t, as_f64(db0));
+            poison(dxl), poison(dxa);
+            gpu().lora_backward(has_dx ? dx.t : Tensor(), separate ? dxl.t : Tensor(), with_dw ? dw.t : Tensor(), da.t,
+                                db.t, dxa.t, dy.t, x.t, xl.t, xa.t, w.t, a.t, b.t, s, acc);
+            Out o;
+            if (has_dx) o.dx = get(dx);
+            if (separate) o.dxl = get(dxl);
+            if (with_dw) o.dw = get(dw);
+            o.da = get(da), o.db = get(db), o.dxa = get(dxa);
+            return o;
+          };
+          // The CPU reference (dx starts from the bf16 values the GPU holds).
+          Out ref;
+          {
+            std::vector<float> rdx(size_t(T * K));
+            if (acc) {
+              upload_f64(gpu(), dx.t, as_f64(dx0));
+              rdx = as_f32(get(dx));
+            }
+            std::vector<float> rdxl(size_t(T * K)), rdw = dw0, rda = da0, rdb = db0, rdxa(size_t(T * r));
+            std::vector<float> xc = xv, xlc = xlv, wc = wv, ac = av, bc = bv, dyc = dyv, xac = xav;
+            cpu.lora_backward(has_dx ? test::view(rdx, {T, K}) : Tensor(), separate ? test::view(rdxl, {T, K}) : Tensor(),
+                              with_dw ? test::view(rdw, {N, K}) : Tensor(), test::view(rda, {r, K}),
+                              test::view(rdb, {N, r}), test::view(rdxa, {T, r}), test::view(dyc, {T, N}),
+                              test::view(xc, {T, K}), test::view(xlc, {T, K}), test::view(xac, {T, r}),
+                              test::view(wc, {N, K}), test::view(ac, {r, K}), test::view(bc, {N, r}), s, acc);
+            ref.dx = as_f64(rdx), ref.dxl = as_f64(rdxl), ref.dw = as_f64(rdw), ref.da = as_f64(rda);
+            ref.db = as_f64(rdb), ref.dxa = as_f64(rdxa);
+          }
+          const Out o1 = backward(LK::HandWritten), o2 = backward(LK::HandWritten), oc = backward(LK::CuBlasLt);
+          EXPECT_TRUE(o1.dx == o2.dx && o1.dxl == o2.dxl && o1.dw == o2.dw && o1.da == o2.da && o1.db == o2.db &&
+                      o1.dxa == o2.dxa)
+              << "lora backward: two runs of the kernel path differ";
+          const std::vector<double> da0d = as_f64(da0), db0d = as_f64(db0), dw0d = as_f64(dw0);
+          for (const Out* o : {&o1, &oc}) {
+            const char* which = o == &o1 ? "kernels" : "cuBLASLt";
+            EXPECT_CLOSE(o->dxa, ref.dxa, kBf16Tol, "lora dxa (" << which << ")");
+            EXPECT_CLOSE(minus(o->da, da0d), minus(ref.da, da0d), 2e-2, "lora dA increment (" << which << ")");
+            EXPECT_CLOSE(minus(o->db, db0d), minus(ref.db, db0d), 1e-4, "lora dB increment (" << which << ")");
+            if (with_dw) EXPECT_CLOSE(minus(o->dw, dw0d), minus(ref.dw, dw0d), 1e-4, "lora dW increment (" << which << ")");
+            if (has_dx) EXPECT_CLOSE(o->dx, ref.dx, kBf16Tol, "lora dx (" << which << ")");
+            if (separate) EXPECT_CLOSE(o->dxl, ref.dxl, 2e-2, "lora dx_lora (" << which << ")");
+          }
+          EXPECT_CLOSE(o1.dxa, oc.dxa, kBf16Tol, "lora dxa: kernels vs cuBLASLt");
+          EXPECT_CLOSE(minus(o1.da, da0d), minus(oc.da, da0d), 2e-2, "lora dA: kernels vs cuBLASLt");
+          EXPECT_CLOSE(minus(o1.db, db0d), minus(oc.db, db0d), 1e-4, "lora dB: kernels vs cuBLASLt");
+          if (has_dx) EXPECT_CLOSE(o1.dx, oc.dx, kBf16Tol, "lora dx: kernels vs cuBLASLt");
+          if (separate) EXPECT_CLOSE(o1.dxl, oc.dxl, 2e-2, "lora dx_lora: kernels vs cuBLASLt");
+        }
+  }
+  gpu().set_lora_kernels(LK::Default);
+}
+
 // ---- RoPE ---------------------------------------------------------------------------------------------------------------
 TEST_F(CudaOps, RopeForwardBackwardWithPositionInterpolation) {
   for (auto [T, H, Dh, theta, factor] : {std::tuple<int64_t, int64_t, int64_t, double, double>{37, 3, 64, 1e4, 1.0},
@@ -610,6 +744,13 @@ std::vector<AttnCase> attention_cases() {
       {1, 256, 256, 2, 2, 64, AttentionMask::s2(128, false), P::TensorCore, "tc S2 G=128 tile-aligned"},
       {1, 37, 300, 4, 2, 64, causal, P::TensorCore, "tc queries = last rows of longer keys"},
       {1, 1, 1, 2, 1, 128, causal, P::TensorCore, "tc one row"},
+      // Several 128-row query tiles: unmasked interior tiles, diagonal tiles, double-buffered key tiles.
+      {1, 1000, 1000, 4, 2, 128, causal, P::TensorCore, "tc causal 1000 (interior tiles skip the mask), GQA 2"},
+      {1, 777, 777, 2, 1, 64, causal, P::TensorCore, "tc causal 777, Dh 64, GQA 2"},
+      {1, 1024, 1024, 4, 4, 128, AttentionMask::s2(256, false), P::TensorCore, "tc S2 G=256, L=1024 (as in training)"},
+      {1, 1024, 1024, 8, 2, 128, AttentionMask::s2(256, true), P::TensorCore, "tc S2 roll G=256, GQA 4"},
+      {1, 600, 600, 4, 2, 64, AttentionMask::s2(200, false), P::TensorCore, "tc S2 G=200 (shift 100, unaligned)"},
+      {1, 200, 1000, 2, 1, 128, causal, P::TensorCore, "tc 200 queries = last rows of 1000 keys"},
       {1, 7, 7, 2, 1, 4, causal, P::Generic, "generic Dh 4"},
       {2, 33, 50, 6, 3, 32, causal, P::Generic, "generic Dh 32, Lk > L"},
       {1, 45, 45, 4, 2, 96, AttentionMask::s2(9, false), P::Generic, "generic Dh 96 S2 odd G"},

@@ -1,0 +1,376 @@
+// LoRA's thin products: see lora.cuh for the math, the launch configurations and the supported shapes.
+#include "cuda/lora.cuh"
+
+#include <algorithm>
+
+namespace ll::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;  // 8 warps, every kernel here
+
+union Pack8 {
+  uint4 raw;
+  bf16 h[8];
+};
+
+__device__ __forceinline__ void load8(const bf16* p, float (&out)[8]) {  // p 16-byte aligned
+  Pack8 u;
+  u.raw = __ldg(reinterpret_cast<const uint4*>(p));
+#pragma unroll
+  for (int c = 0; c < 8; ++c) out[c] = to_f32(u.h[c]);
+}
+
+__device__ __forceinline__ void store8(bf16* p, const float (&v)[8]) {  // p 16-byte aligned
+  Pack8 u;
+#pragma unroll
+  for (int c = 0; c < 8; ++c) u.h[c] = to_bf16(v[c]);
+  *reinterpret_cast<uint4*>(p) = u.raw;
+}
+
+// ---- down: out[t,j] = alpha · Σ_k X[t,k]·W(j,k) ------------------------------------------------------------------
+// RMAX: the rank rounded up (8, 16, 32, 64; ranks ≥ r are zero in shared memory and never written).
+// RT rows per warp, all of K per warp: each lane accumulates k ≡ 8·lane (mod 256) for RT×RMAX outputs, in order of
+// k; then a butterfly reduction over the lanes (the same fixed tree for every output).
+template <int RMAX, int RT>
+__global__ void __launch_bounds__(kThreads, 2)
+    lora_down_kernel(bf16* __restrict__ out, const bf16* __restrict__ x, int rows, int K, const bf16* __restrict__ w,
+                     int64_t wj, int64_t wk, bool w_vec, int r, float alpha) {
+  constexpr int KC = 16384 / RMAX;  // K per staged chunk: RMAX·KC bf16 = 32 KB (a multiple of 256)
+  constexpr int LD = KC + 8;        // padded shared row (keeps 16-byte alignment)
+  __shared__ __align__(16) bf16 ws[RMAX * LD];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t row0 = (int64_t(blockIdx.x) * (kThreads / 32) + warp) * RT;
+
+  float acc[RT][RMAX];
+#pragma unroll
+  for (int i = 0; i < RT; ++i)
+#pragma unroll
+    for (int j = 0; j < RMAX; ++j) acc[i][j] = 0.f;
+
+  for (int k0 = 0; k0 < K; k0 += KC) {
+    const int kc = min(KC, K - k0);  // a multiple of 8 (K is)
+    __syncthreads();                 // the previous chunk is consumed
+    if (w_vec) {                     // W(j, k) = w[j·wj + k], rows 16-byte aligned: 8 elements per load
+      const int per_row = kc / 8;
+      for (int i = threadIdx.x; i < RMAX * per_row; i += kThreads) {
+        const int j = i / per_row, kk = (i - j * per_row) * 8;
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (j < r) v = __ldg(reinterpret_cast<const uint4*>(w + int64_t(j) * wj + k0 + kk));
+        *reinterpret_cast<uint4*>(&ws[j * LD + kk]) = v;
+      }
+    } else if (wk == 1) {
+      for (int i = threadIdx.x; i < RMAX * kc; i += kThreads) {
+        const int j = i / kc, kk = i - j * kc;
+        ws[j * LD + kk] = j < r ? w[int64_t(j) * wj + k0 + kk] : to_bf16(0.f);
+      }
+    } else {  // rank fastest: W(j,k) = B[k,j] reads rows of B contiguously
+      for (int i = threadIdx.x; i < RMAX * kc; i += kThreads) {
+        const int kk = i / RMAX, j = i - kk * RMAX;
+        ws[j * LD + kk] = j < r ? w[int64_t(j) * wj + int64_t(k0 + kk) * wk] : to_bf16(0.f);
+      }
+    }
+    __syncthreads();
+    for (int kk = lane * 8; kk < kc; kk += 256) {
+      float xv[RT][8];
+#pragma unroll
+      for (int i = 0; i < RT; ++i) {
+        const int64_t t = row0 + i;
+        if (t < rows) {
+          load8(x + t * K + k0 + kk, xv[i]);
+        } else {
+#pragma unroll
+          for (int c = 0; c < 8; ++c) xv[i][c] = 0.f;
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < RMAX; ++j) {
+        Pack8 u;
+        u.raw = *reinterpret_cast<const uint4*>(&ws[j * LD + kk]);
+#pragma unroll
+        for (int c = 0; c < 8; ++c) {
+          const float wv = to_f32(u.h[c]);
+#pragma unroll
+          for (int i = 0; i < RT; ++i) acc[i][j] = fmaf(xv[i][c], wv, acc[i][j]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < RT; ++i) {
+    const int64_t t = row0 + i;
+#pragma unroll
+    for (int j = 0; j < RMAX; ++j) {
+      const float sum = warp_sum(acc[i][j]);  // every lane gets the same value
+      if (t < rows && j < r && lane == (j & 31)) out[t * r + j] = to_bf16(alpha * sum);
+    }
+  }
+}
+
+template <int RMAX, int RT>
+void run_down(bf16* out, const bf16* x, int64_t rows, int64_t K, const bf16* w, int64_t wj, int64_t wk, bool w_vec,
+              int64_t r, float alpha, cudaStream_t s) {
+  constexpr int64_t rows_per_block = (kThreads / 32) * RT;
+  const unsigned blocks = unsigned((rows + rows_per_block - 1) / rows_per_block);
+  lora_down_kernel<RMAX, RT><<<blocks, kThreads, 0, s>>>(out, x, int(rows), int(K), w, wj, wk, w_vec, int(r), alpha);
+  LL_LAUNCH_CHECK("lora_down_kernel");
+}
+
+// ---- up: Y[t,n] = (Y[t,n] +) alpha · Σ_j Xa[t,j]·V(n,j) -----------------------------------------------------------
+// A block: 32 rows × 256 columns; a thread: rows 4·warp … 4·warp+3, columns 8·lane … 8·lane+7 of the tile. The
+// ranks are summed in order j = 0, 1, …, r−1 (chunks of JC staged in shared memory; padded ranks are zero).
+constexpr int kUpCols = 256, kUpRowsPerThread = 4, kUpRows = (kThreads / 32) * kUpRowsPerThread;
+
+// Shared-memory position of tile column nn: a thread's columns 8·lane … +3 at 4·lane, 8·lane+4 … +7 at 128 + 4·lane,
+// so each of its two float4 reads is one conflict-free 512-byte row across the warp.
+__device__ __forceinline__ int up_slot(int nn) { return ((nn & 4) ? kUpCols / 2 : 0) + (nn >> 3) * 4 + (nn & 3); }
+
+template <int JC, bool ACC>
+__global__ void __launch_bounds__(kThreads)
+    lora_up_kernel(bf16* __restrict__ y, const bf16* __restrict__ xa, int rows, int N, int r,
+                   const bf16* __restrict__ v, int64_t vn, int64_t vj, float alpha) {
+  constexpr int LDV = kUpCols + 4;  // padded (16-byte multiple): the rank-fastest fill hits distinct banks
+  __shared__ __align__(16) float vs[JC * LDV];
+  __shared__ __align__(16) float xs[kUpRows * JC];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t t0 = int64_t(blockIdx.x) * kUpRows;
+  const int n0 = blockIdx.y * kUpCols;
+  const int n = n0 + lane * 8;
+
+  float acc[kUpRowsPerThread][8];
+#pragma unroll
+  for (int i = 0; i < kUpRowsPerThread; ++i)
+#pragma unroll
+    for (int c = 0; c < 8; ++c) acc[i][c] = 0.f;
+
+  for (int j0 = 0; j0 < r; j0 += JC) {
+    __syncthreads();  // the previous chunk is consumed
+    if (vn == 1) {    // V(n,j) = A[j,n]: columns fastest
+      for (int i = threadIdx.x; i < JC * kUpCols; i += kThreads) {
+        const int jj = i / kUpCols, nn = i - jj * kUpCols, j = j0 + jj;
+        vs[jj * LDV + up_slot(nn)] = (j < r && n0 + nn < N) ? to_f32(v[int64_t(j) * vj + n0 + nn]) : 0.f;
+      }
+    } else {  // V(n,j) = B[n,j]: ranks fastest
+      for (int i = threadIdx.x; i < JC * kUpCols; i += kThreads) {
+        const int nn = i / JC, jj = i - nn * JC, j = j0 + jj;
+        vs[jj * LDV + up_slot(nn)] = (j < r && n0 + nn < N) ? to_f32(v[int64_t(n0 + nn) * vn + int64_t(j) * vj]) : 0.f;
+      }
+    }
+    for (int i = threadIdx.x; i < kUpRows * JC; i += kThreads) {
+      const int row = i / JC, jj = i - row * JC, j = j0 + jj;
+      const int64_t t = t0 + row;
+      xs[i] = (t < rows && j < r) ? to_f32(xa[t * r + j]) : 0.f;
+    }
+    __syncthreads();
+    if (n < N) {
+#pragma unroll
+      for (int jj = 0; jj < JC; ++jj) {
+        const float4 va = *reinterpret_cast<const float4*>(&vs[jj * LDV + lane * 4]);
+        const float4 vb = *reinterpret_cast<const float4*>(&vs[jj * LDV + kUpCols / 2 + lane * 4]);
+        const float vv[8] = {va.x, va.y, va.z, va.w, vb.x, vb.y, vb.z, vb.w};
+#pragma unroll
+        for (int i = 0; i < kUpRowsPerThread; ++i) {
+          const float a = xs[(warp * kUpRowsPerThread + i) * JC + jj];
+#pragma unroll
+          for (int c = 0; c < 8; ++c) acc[i][c] = fmaf(a, vv[c], acc[i][c]);
+        }
+      }
+    }
+  }
+  if (n >= N) return;  // no barrier below
+#pragma unroll
+  for (int i = 0; i < kUpRowsPerThread; ++i) {
+    const int64_t t = t0 + warp * kUpRowsPerThread + i;
+    if (t >= rows) continue;
+    bf16* p = y + t * N + n;
+    float o[8];
+    if (ACC) {
+      float old[8];
+      load8(p, old);
+#pragma unroll
+      for (int c = 0; c < 8; ++c) o[c] = fmaf(alpha, acc[i][c], old[c]);
+    } else {
+#pragma unroll
+      for (int c = 0; c < 8; ++c) o[c] = alpha * acc[i][c];
+    }
+    store8(p, o);
+  }
+}
+
+template <int JC>
+void run_up(bf16* y, const bf16* xa, int64_t rows, int64_t N, int64_t r, const bf16* v, int64_t vn, int64_t vj,
+            float alpha, bool accumulate, cudaStream_t s) {
+  const dim3 grid(unsigned((rows + kUpRows - 1) / kUpRows), unsigned((N + kUpCols - 1) / kUpCols));
+  if (accumulate)
+    lora_up_kernel<JC, true><<<grid, kThreads, 0, s>>>(y, xa, int(rows), int(N), int(r), v, vn, vj, alpha);
+  else
+    lora_up_kernel<JC, false><<<grid, kThreads, 0, s>>>(y, xa, int(rows), int(N), int(r), v, vn, vj, alpha);
+  LL_LAUNCH_CHECK("lora_up_kernel");
+}
+
+// ---- reduce_rows: G(j,k) += alpha · Σ_t Xa[t,j]·X[t,k] -------------------------------------------------------------
+// Pass 1: block (column tile of 256, row chunk c, rank group of 8). Thread (lane, warp) sums rows
+// warp, warp+8, … of the chunk (in increasing order) for columns 8·lane … 8·lane+7 and the group's 8 ranks; the 8
+// warps are then added by a fixed tree (4+4, 2+2, 1+1) in shared memory; warp 0 writes the partial.
+// Pass 2: G = alpha·Σ_c partial[c] + G, chunks in increasing order.
+constexpr int kRedCols = 256, kRedRanks = 8, kRedStage = 256;  // rows of Xa staged in shared memory at a time
+constexpr int64_t kRedMaxChunks = 64;
+
+struct RedPlan {
+  int64_t rows_per_chunk, chunks, rank_pad;
+};
+RedPlan plan_reduce(int64_t rows, int64_t rank) {
+  const int64_t stages = std::max<int64_t>(1, (rows + kRedStage - 1) / kRedStage);
+  const int64_t stages_per_chunk = (stages + kRedMaxChunks - 1) / kRedMaxChunks;
+  const int64_t rows_per_chunk = stages_per_chunk * kRedStage;
+  return {rows_per_chunk, (rows + rows_per_chunk - 1) / rows_per_chunk, (rank + kRedRanks - 1) / kRedRanks * kRedRanks};
+}
+
+__global__ void __launch_bounds__(kThreads)
+    lora_reduce_partial_kernel(float* __restrict__ partial, const bf16* __restrict__ xa, const bf16* __restrict__ x,
+                               int rows, int K, int r, int rank_pad, int rows_per_chunk) {
+  __shared__ __align__(16) float red[4][kRedRanks][kRedCols];  // 32 KB
+  __shared__ __align__(16) float xs[kRedStage][kRedRanks];     // 8 KB
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int k = blockIdx.x * kRedCols + lane * 8;
+  const int chunk = blockIdx.y, j0 = blockIdx.z * kRedRanks;
+  const int64_t t_begin = int64_t(chunk) * rows_per_chunk;
+  const int64_t t_end = t_begin + rows_per_chunk < rows ? t_begin + rows_per_chunk : int64_t(rows);
+
+  float acc[kRedRanks][8];
+#pragma unroll
+  for (int j = 0; j < kRedRanks; ++j)
+#pragma unroll
+    for (int c = 0; c < 8; ++c) acc[j][c] = 0.f;
+
+  for (int64_t ts = t_begin; ts < t_end; ts += kRedStage) {
+    const int n_rows = int(t_end - ts < kRedStage ? t_end - ts : int64_t(kRedStage));
+    __syncthreads();  // the previous stage is consumed
+    for (int i = threadIdx.x; i < kRedStage * kRedRanks; i += kThreads) {
+      const int row = i / kRedRanks, jj = i - row * kRedRanks, j = j0 + jj;
+      xs[row][jj] = (row < n_rows && j < r) ? to_f32(xa[(ts + row) * r + j]) : 0.f;
+    }
+    __syncthreads();
+    if (k < K) {
+      for (int row = warp; row < n_rows; row += 4 * (kThreads / 32)) {  // 4 rows per iteration: 4 loads in flight
+        float xv[4][8];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const int rr = row + u * (kThreads / 32);
+          if (rr < n_rows) {
+            load8(x + (ts + rr) * K + k, xv[u]);
+          } else {
+#pragma unroll
+            for (int c = 0; c < 8; ++c) xv[u][c] = 0.f;
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const int rr = row + u * (kThreads / 32);
+          if (rr >= n_rows) break;  // uniform over the warp
+          const float4 a0 = *reinterpret_cast<const float4*>(&xs[rr][0]);
+          const float4 a1 = *reinterpret_cast<const float4*>(&xs[rr][4]);
+          const float av[8] = {a0.x, a0.y, a0.z, a0.w, a1.x, a1.y, a1.z, a1.w};
+#pragma unroll
+          for (int j = 0; j < kRedRanks; ++j)
+#pragma unroll
+            for (int c = 0; c < 8; ++c) acc[j][c] = fmaf(av[j], xv[u][c], acc[j][c]);
+        }
+      }
+    }
+  }
+  // Fixed tree over the 8 warps: w += w+4, then w += w+2, then w += w+1.
+  for (int half = 4; half >= 1; half >>= 1) {
+    __syncthreads();
+    if (warp >= half && warp < 2 * half) {
+#pragma unroll
+      for (int j = 0; j < kRedRanks; ++j) {
+        float* p = &red[warp - half][j][lane * 8];
+        *reinterpret_cast<float4*>(p) = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+        *reinterpret_cast<float4*>(p + 4) = make_float4(acc[j][4], acc[j][5], acc[j][6], acc[j][7]);
+      }
+    }
+    __syncthreads();
+    if (warp < half) {
+#pragma unroll
+      for (int j = 0; j < kRedRanks; ++j)
+#pragma unroll
+        for (int c = 0; c < 8; ++c) acc[j][c] += red[warp][j][lane * 8 + c];
+    }
+  }
+  if (warp == 0 && k < K) {
+#pragma unroll
+    for (int j = 0; j < kRedRanks; ++j) {
+      float* p = partial + (int64_t(chunk) * rank_pad + j0 + j) * K + k;
+      *reinterpret_cast<float4*>(p) = make_float4(acc[j][0], acc[j][1], acc[j][2], acc[j][3]);
+      *reinterpret_cast<float4*>(p + 4) = make_float4(acc[j][4], acc[j][5], acc[j][6], acc[j][7]);
+    }
+  }
+}
+
+__global__ void lora_reduce_finish_kernel(float* __restrict__ g, int64_t gj, int64_t gk,
+                                          const float* __restrict__ partial, int chunks, int r, int rank_pad, int K,
+                                          float alpha) {
+  const int64_t total = int64_t(r) * K;
+  LL_GRID_STRIDE(e, total) {
+    int j, k;
+    if (gk == 1) {  // G rows along k: consecutive threads write consecutive k
+      j = int(e / K), k = int(e - int64_t(j) * K);
+    } else {  // G(j,k) = dB[k,j]: consecutive threads write consecutive j
+      k = int(e / r), j = int(e - int64_t(k) * r);
+    }
+    float sum = 0.f;
+    for (int c = 0; c < chunks; ++c) sum += partial[(int64_t(c) * rank_pad + j) * K + k];
+    float* p = g + int64_t(j) * gj + int64_t(k) * gk;
+    *p = fmaf(alpha, sum, *p);
+  }
+}
+
+}  // namespace
+
+bool lora_kernels_support(int64_t rows, int64_t in, int64_t out, int64_t rank) {
+  return rank >= 1 && rank <= kLoraKernelMaxRank && rows >= 1 && in >= 8 && out >= 8 && in % 8 == 0 &&
+         out % 8 == 0 && rows * std::max(in, out) < (int64_t(1) << 31);
+}
+
+void launch_lora_down(bf16* out, const bf16* x, int64_t rows, int64_t k, const bf16* w, int64_t w_stride_j,
+                      int64_t w_stride_k, int64_t rank, float alpha, cudaStream_t s) {
+  const bool w_vec = w_stride_k == 1 && w_stride_j % 8 == 0 && lora_aligned16(w);
+  if (rank <= 8)
+    run_down<8, 4>(out, x, rows, k, w, w_stride_j, w_stride_k, w_vec, rank, alpha, s);
+  else if (rank <= 16)
+    run_down<16, 4>(out, x, rows, k, w, w_stride_j, w_stride_k, w_vec, rank, alpha, s);
+  else if (rank <= 32)
+    run_down<32, 2>(out, x, rows, k, w, w_stride_j, w_stride_k, w_vec, rank, alpha, s);
+  else
+    run_down<64, 1>(out, x, rows, k, w, w_stride_j, w_stride_k, w_vec, rank, alpha, s);
+}
+
+void launch_lora_up(bf16* y, const bf16* xa, int64_t rows, int64_t n, int64_t rank, const bf16* v,
+                    int64_t v_stride_n, int64_t v_stride_j, float alpha, bool accumulate, cudaStream_t s) {
+  if (rank <= 8)
+    run_up<8>(y, xa, rows, n, rank, v, v_stride_n, v_stride_j, alpha, accumulate, s);
+  else
+    run_up<16>(y, xa, rows, n, rank, v, v_stride_n, v_stride_j, alpha, accumulate, s);
+}
+
+size_t lora_reduce_rows_scratch_bytes(int64_t rows, int64_t k, int64_t rank) {
+  const RedPlan p = plan_reduce(rows, rank);
+  return size_t(p.chunks * p.rank_pad * k) * sizeof(float);
+}
+
+void launch_lora_reduce_rows(float* g, int64_t g_stride_j, int64_t g_stride_k, const bf16* xa, const bf16* x,
+                             int64_t rows, int64_t k, int64_t rank, float alpha, float* scratch, cudaStream_t s) {
+  const RedPlan p = plan_reduce(rows, rank);
+  const dim3 grid(unsigned((k + kRedCols - 1) / kRedCols), unsigned(p.chunks), unsigned(p.rank_pad / kRedRanks));
+  lora_reduce_partial_kernel<<<grid, kThreads, 0, s>>>(scratch, xa, x, int(rows), int(k), int(rank), int(p.rank_pad),
+                                                       int(p.rows_per_chunk));
+  LL_LAUNCH_CHECK("lora_reduce_partial_kernel");
+  const int64_t total = rank * k;
+  const unsigned blocks = unsigned(std::min<int64_t>((total + kThreads - 1) / kThreads, 4096));
+  lora_reduce_finish_kernel<<<blocks, kThreads, 0, s>>>(g, g_stride_j, g_stride_k, scratch, int(p.chunks), int(rank),
+                                                        int(p.rank_pad), int(k), alpha);
+  LL_LAUNCH_CHECK("lora_reduce_finish_kernel");
+}
+
+}  // namespace ll::cuda
