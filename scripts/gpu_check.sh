@@ -67,6 +67,7 @@ bench() {  # name, timeout, args...
 bench attention 120 attention
 bench e2e 150 e2e --profile  # + one profiled step: where the time goes, op by op
 bench e2e_no_recompute 90 e2e --checkpointing false  # what --gradient_checkpointing auto picks when it fits
+bench lora 60 lora
 bench memory 60 memory
 
 if [ "$mode" = full ]; then

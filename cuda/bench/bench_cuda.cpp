@@ -387,17 +387,68 @@ nlohmann::json bench_memory(CudaBackend& be, const Options&) {
           {"timing", "median of 21 batches of 10 calls after 10 warm-up calls, wall clock around synchronize"}};
 }
 
+// ---- LoRA's thin products: hand-written kernels vs cuBLASLt ---------------------------------------------------------
+double median_ms(Backend& be, const std::function<void()>& f) {
+  std::vector<double> ms;
+  for (int i = 0; i < 2; ++i) f();
+  for (int rep = 0; rep < 7; ++rep) ms.push_back(seconds_per_iter(be, 0, 10, f) * 1e3);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+nlohmann::json bench_lora(CudaBackend& be, const Options& o) {
+  const int64_t T = 8192, K = 4096, N = 4096, r = o.lora_r;
+  const double scale = 2.0;
+  DeviceTensor x(be, DType::BF16, {T, K}, 1), w(be, DType::BF16, {N, K}, 2), a(be, DType::BF16, {r, K}, 3),
+      b(be, DType::BF16, {N, r}, 4), y(be, DType::BF16, {T, N}, 5), xa(be, DType::BF16, {T, r}, 6),
+      dy(be, DType::BF16, {T, N}, 7), dx(be, DType::BF16, {T, K}, 8), da(be, DType::F32, {r, K}, 9),
+      db(be, DType::F32, {N, r}, 10), dxa(be, DType::BF16, {T, r}, 11);
+  // Minimal bytes of the thin products: forward reads x and reads + writes y; backward reads dy twice (dB, dxa),
+  // x once (dA) and reads + writes dx (dx += dxa·A). The rank-sized tensors are negligible.
+  const double fwd_bytes = 2.0 * double(T) * (K + 2 * N), bwd_bytes = 2.0 * double(T) * (2 * N + K + 2 * K);
+  const double base_fwd = median_ms(be, [&] { be.linear_forward(y.t, x.t, w.t, false); });
+  const double base_bwd = median_ms(be, [&] { be.linear_backward(dx.t, Tensor(), dy.t, x.t, w.t, false); });
+  std::printf("T=%lld K=%lld N=%lld r=%lld; base: forward %.4f ms, backward (dx only) %.4f ms\n", (long long)T,
+              (long long)K, (long long)N, (long long)r, base_fwd, base_bwd);
+  std::printf("%-10s %9s %9s %13s %13s %12s %12s %14s\n", "thin path", "fwd ms", "bwd ms", "fwd overhead",
+              "bwd overhead", "fwd GB/s", "bwd GB/s", "ms per step");
+  nlohmann::json rows = nlohmann::json::array();
+  using LK = CudaBackend::LoraKernels;
+  for (const LK path : {LK::HandWritten, LK::CuBlasLt}) {
+    be.set_lora_kernels(path);
+    const char* name = path == LK::HandWritten ? "kernels" : "cublaslt";
+    if (path == LK::HandWritten && !be.lora_kernels_chosen(T, K, N, r))
+      std::printf("(rank %lld is outside the kernels' support: both rows are cuBLASLt)\n", (long long)r);
+    const double fwd = median_ms(be, [&] { be.lora_forward(y.t, xa.t, x.t, x.t, w.t, a.t, b.t, scale); });
+    const double bwd = median_ms(be, [&] {
+      be.lora_backward(dx.t, Tensor(), Tensor(), da.t, db.t, dxa.t, dy.t, x.t, x.t, xa.t, w.t, a.t, b.t, scale, false);
+    });
+    const double of = fwd - base_fwd, ob = bwd - base_bwd;
+    const double per_step = 256 * of + 128 * ob;  // 7B, q/k/v/o adapted: 128 adapted projections, forward twice
+    std::printf("%-10s %9.4f %9.4f %13.4f %13.4f %12.0f %12.0f %14.1f\n", name, fwd, bwd, of, ob,
+                of > 0 ? fwd_bytes / of / 1e6 : 0.0, ob > 0 ? bwd_bytes / ob / 1e6 : 0.0, per_step);
+    rows.push_back({{"thin_path", name}, {"ms_lora_forward", fwd}, {"ms_lora_backward", bwd},
+                    {"ms_base_forward", base_fwd}, {"ms_base_backward", base_bwd}, {"ms_overhead_forward", of},
+                    {"ms_overhead_backward", ob}, {"thin_bytes_forward", fwd_bytes},
+                    {"thin_bytes_backward", bwd_bytes}, {"ms_overhead_per_step_256fwd_128bwd", per_step}});
+  }
+  be.set_lora_kernels(LK::Default);
+  std::printf("overhead = lora − base (median of 7 batches of 10 calls); GB/s = thin products' minimal bytes / "
+              "overhead; ms per step = 256 forward + 128 backward overheads (7B, q/k/v/o, recomputation)\n");
+  return {{"T", T}, {"K", K}, {"N", N}, {"rank", r}, {"rows", rows}};
+}
+
 #endif  // LONGLORA_WITH_CUDA
 
 int run(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::printf("usage: bench_cuda attention|gemm|e2e|memory [flags]   (bench_cuda MODE --help lists the flags)\n");
+    std::printf("usage: bench_cuda attention|gemm|e2e|memory|lora [flags]   (bench_cuda MODE --help lists the flags)\n");
     return argc < 2 ? 2 : 0;
   }
   const std::string mode = argv[1];
-  LL_CHECK(mode == "attention" || mode == "gemm" || mode == "e2e" || mode == "memory",
+  LL_CHECK(mode == "attention" || mode == "gemm" || mode == "e2e" || mode == "memory" || mode == "lora",
            "bench_cuda: unknown mode `", mode,
-           "`; expected attention, gemm, e2e or memory");
+           "`; expected attention, gemm, e2e, memory or lora");
   Options o;
   Flags flags("bench_cuda " + mode, "CUDA backend benchmark; prints a table, writes JSON with --json");
   flags.add("json", &o.json, "write the results here (JSON)");
@@ -407,7 +458,7 @@ int run(int argc, char** argv) {
   flags.add("seq_len", &o.seq_len, "e2e: sequence length");
   flags.add("batch", &o.batch, "e2e: sequences per step");
   flags.add("layers", &o.layers, "e2e: decoder layers (32 for Llama-2-7B)");
-  flags.add("lora_r", &o.lora_r, "e2e: LoRA rank");
+  flags.add("lora_r", &o.lora_r, "e2e, lora: LoRA rank");
   flags.add("checkpointing", &o.checkpointing, "e2e: per-layer activation checkpointing");
   flags.add("s2", &o.s2, "e2e: S2-Attn (ratio 1/4)");
   flags.add("max_context", &o.max_context, "e2e: also search the longest context that fits");
@@ -427,6 +478,7 @@ int run(int argc, char** argv) {
   nlohmann::json results = mode == "attention" ? bench_attention(be, o)
                            : mode == "gemm"    ? bench_gemm(be, o)
                            : mode == "memory"  ? bench_memory(be, o)
+                           : mode == "lora"    ? bench_lora(be, o)
                                                : bench_e2e(be, o);
   if (!o.json.empty()) {
     const nlohmann::json doc = {{"benchmark", mode}, {"device", be.device_description()}, {"flags", flags.values()},
