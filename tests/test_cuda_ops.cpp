@@ -644,19 +644,22 @@ TEST_F(CudaOps, ElementwiseVectorPathStridesOverTheWholeGrid) {
 }
 
 TEST_F(CudaOps, RmsNormStagedAndScalarPathsAgreeBitForBit) {
-  // dim % 8 == 0 and dim <= 8192 with aligned pointers: the staged (vector) kernels; 1001 and 8200: scalar only.
+  // dim % 8 == 0 and dim <= 8192 with aligned pointers: the staged (vector) kernels for out and dx, and the
+  // 8-column dw kernel (no width limit); 1001: scalar only; 8200: staged too wide, dw vector.
   for (auto [rows, dim] : {std::pair<int64_t, int64_t>{1, 8}, {37, 96}, {3, 1000}, {5, 1001}, {4, 8192}, {2, 8200},
                            {300, 4096}}) {
     const std::vector<double> xd = test::random_vector(rng, rows * dim, 3.0), wd = test::random_vector(rng, dim),
-                              dod = test::random_vector(rng, rows * dim), dxd = test::random_vector(rng, rows * dim);
-    const char* names[] = {"out", "rstd", "dx", "dx accumulated"};
+                              dod = test::random_vector(rng, rows * dim), dxd = test::random_vector(rng, rows * dim),
+                              dwd = test::random_vector(rng, dim);
+    const char* names[] = {"out", "rstd", "dx", "dw", "dx accumulated", "dw (second pass)"};
     std::vector<std::vector<uint8_t>> first;
     for (const Offsets& off : kOffsets) {
       const std::string what = std::to_string(rows) + "x" + std::to_string(dim) + ", " + describe(off);
       // x, dout and w at the input offset; out and dx at the output offset
       OffsetDev x(gpu(), DType::BF16, {rows, dim}, off.in), w(gpu(), DType::BF16, {dim}, off.in),
           dout(gpu(), DType::BF16, {rows, dim}, off.in), out(gpu(), DType::BF16, {rows, dim}, off.out),
-          dx(gpu(), DType::BF16, {rows, dim}, off.out), rstd(gpu(), DType::F32, {rows}, 0);
+          dx(gpu(), DType::BF16, {rows, dim}, off.out), rstd(gpu(), DType::F32, {rows}, 0),
+          dw(gpu(), DType::F32, {dim}, 0);
       std::vector<float> xv = put(x.t, xd), wv = put(w.t, wd), dov = put(dout.t, dod);
       std::vector<float> ref(static_cast<size_t>(rows * dim)), rr(static_cast<size_t>(rows));
       std::vector<std::vector<uint8_t>> outs;
@@ -669,16 +672,17 @@ TEST_F(CudaOps, RmsNormStagedAndScalarPathsAgreeBitForBit) {
       outs.push_back(raw(out.t)), outs.push_back(raw(rstd.t));
       const std::vector<float> rstd_gpu = as_f32(download_f64(gpu(), rstd.t));
       for (bool acc : {false, true}) {
-        std::vector<float> dxv(static_cast<size_t>(rows * dim)), dwv(static_cast<size_t>(dim)), rs = rstd_gpu;
+        std::vector<float> dxv(static_cast<size_t>(rows * dim)), dwv = put(dw.t, dwd), rs = rstd_gpu;
         if (acc)
           dxv = put(dx.t, dxd);
         else
           gpu().fill(dx.t, NAN);
-        gpu().rmsnorm_backward(dx.t, Tensor(), dout.t, x.t, w.t, rstd.t, acc);
+        gpu().rmsnorm_backward(dx.t, dw.t, dout.t, x.t, w.t, rstd.t, acc);
         cpu.rmsnorm_backward(test::view(dxv, {rows, dim}), test::view(dwv, {dim}), test::view(dov, {rows, dim}),
                              test::view(xv, {rows, dim}), test::view(wv, {dim}), test::view(rs, {rows}), acc);
         EXPECT_CLOSE(download_f64(gpu(), dx.t), as_f64(dxv), 2e-2, "rmsnorm dx acc=" << acc << ", " << what);
-        outs.push_back(raw(dx.t));
+        EXPECT_CLOSE(download_f64(gpu(), dw.t), as_f64(dwv), 1e-4, "rmsnorm dw (accumulated), " << what);
+        outs.push_back(raw(dx.t)), outs.push_back(raw(dw.t));
       }
       if (first.empty()) first = outs;
       for (size_t k = 0; k < outs.size(); ++k)
