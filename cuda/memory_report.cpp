@@ -33,8 +33,21 @@ std::string device_memory_shortfall(const DeviceMemoryNeeds& n, const DeviceMemo
   }
   const size_t room = usable - fixed;
   const int64_t tokens = s.batch * s.seq_len;
-  if (!s.checkpointing && s.activations_with_checkpointing > 0 && s.activations_with_checkpointing <= room)
-    fits.push_back("--gradient_checkpointing (activations " + format_gib(s.activations_with_checkpointing) + ")");
+  // The fewest recomputed layers (more than this plan's) whose activations fit.
+  const std::vector<size_t>& by_k = s.activations_by_checkpoint_layers;
+  const int64_t layers = int64_t(by_k.size()) - 1;
+  const bool more_recomputation = layers > 0 && s.checkpoint_layers < layers;
+  const size_t all_recomputed = more_recomputation ? by_k.back() : 0;
+  if (more_recomputation)
+    for (int64_t k = s.checkpoint_layers + 1; k <= layers; ++k)
+      if (by_k[size_t(k)] <= room) {
+        fits.push_back(k == layers ? "--gradient_checkpointing true (all " + std::to_string(layers) +
+                                         " layers recomputed, activations " + format_gib(by_k[size_t(k)]) + ")"
+                                   : "--gradient_checkpointing " + std::to_string(k) + " (" + std::to_string(k) +
+                                         " of " + std::to_string(layers) + " layers recomputed, activations " +
+                                         format_gib(by_k[size_t(k)]) + ")");
+        break;
+      }
   if (tokens > 0 && n.activations > 0) {
     // Largest token count at the same per-token activation cost.
     const double per_token = double(n.activations) / double(tokens);
@@ -45,13 +58,12 @@ std::string device_memory_shortfall(const DeviceMemoryNeeds& n, const DeviceMemo
       const int64_t max_len = max_tokens / s.batch;
       if (max_len >= 1) fits.push_back("--model_max_length " + std::to_string(max_len) + " or less");
     }
-    if (!s.checkpointing && s.activations_with_checkpointing > 0) {
-      const double per_token_ckpt = double(s.activations_with_checkpointing) / double(tokens);
+    if (all_recomputed > 0) {
+      const double per_token_ckpt = double(all_recomputed) / double(tokens);
       const int64_t ckpt_tokens = int64_t(double(room) / per_token_ckpt);
-      if (ckpt_tokens / s.batch > max_tokens / s.batch && ckpt_tokens / s.batch >= 1 &&
-          s.activations_with_checkpointing > room)
-        fits.push_back("--gradient_checkpointing with --model_max_length " + std::to_string(ckpt_tokens / s.batch) +
-                       " or less");
+      if (ckpt_tokens / s.batch > max_tokens / s.batch && ckpt_tokens / s.batch >= 1 && all_recomputed > room)
+        fits.push_back("--gradient_checkpointing true with --model_max_length " +
+                       std::to_string(ckpt_tokens / s.batch) + " or less");
     }
   }
   if (fits.empty()) {

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace ll {
 
@@ -25,9 +26,10 @@ struct DeviceMemoryNeeds {
 struct DeviceMemorySettings {
   int64_t batch = 1;
   int64_t seq_len = 0;
-  bool checkpointing = false;
-  // Activation bytes the same run would plan with checkpointing on (0: unknown, no suggestion).
-  size_t activations_with_checkpointing = 0;
+  int64_t checkpoint_layers = 0;  // layers this plan recomputes in backward (the first ones)
+  // activations_by_checkpoint_layers[k]: the activation bytes the same run would plan with its first k layers
+  // recomputed, k = 0..num_hidden_layers (empty: unknown, no checkpointing suggestion). Non-increasing in k.
+  std::vector<size_t> activations_by_checkpoint_layers;
 };
 
 // "12.3 GiB" with one decimal.

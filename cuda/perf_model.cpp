@@ -42,8 +42,10 @@ double lora_model_flops_per_token(const LlamaConfig& c, int64_t seq_len, int64_t
   return 4.0 * matmul_params(c) + 3.0 * attention_forward_per_token(c, seq_len, s2_group);
 }
 
-double lora_hardware_flops_per_token(const LlamaConfig& c, int64_t seq_len, int64_t s2_group, bool checkpointing) {
-  const double extra = checkpointing ? 2.0 * matmul_params(c) + attention_forward_per_token(c, seq_len, s2_group) : 0.0;
+double lora_hardware_flops_per_token(const LlamaConfig& c, int64_t seq_len, int64_t s2_group,
+                                     double recomputed_share) {
+  const double extra =
+      recomputed_share * (2.0 * matmul_params(c) + attention_forward_per_token(c, seq_len, s2_group));
   return lora_model_flops_per_token(c, seq_len, s2_group) + extra;
 }
 

@@ -25,8 +25,9 @@ double matmul_params(const LlamaConfig& c);
 // forward (model FLOPs). Attention forward per token = 2·layers·hidden·s for causal attention over s tokens and
 // 2·layers·hidden·G for S2 with group G. The adapters' own FLOPs (~6·r·(in+out) per adapted module) are ignored.
 double lora_model_flops_per_token(const LlamaConfig& c, int64_t seq_len, int64_t s2_group);
-// Hardware FLOPs with per-layer recomputation (activation checkpointing): one more forward, 6N + 4× attention.
-double lora_hardware_flops_per_token(const LlamaConfig& c, int64_t seq_len, int64_t s2_group, bool checkpointing);
+// Hardware FLOPs with per-layer recomputation (activation checkpointing) of a share (0..1: recomputed layers /
+// all layers) of the model: one more forward of that share, 6N + 4× attention when every layer is recomputed.
+double lora_hardware_flops_per_token(const LlamaConfig& c, int64_t seq_len, int64_t s2_group, double recomputed_share);
 
 // A dense bf16 tensor-core peak in TFLOP/s for a device name (H100 SXM 989.4, A100 312, H200 989.4; 0 = unknown).
 double bf16_peak_tflops(const char* device_name);

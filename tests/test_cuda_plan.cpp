@@ -498,15 +498,42 @@ TEST(MemoryReport, FitsOrSaysWhatItNeedsAndWhatWouldFit) {
   DeviceMemorySettings s;
   s.batch = 1;
   s.seq_len = 16384;
-  s.activations_with_checkpointing = 7 * GiB;
+  s.activations_by_checkpoint_layers = {70 * GiB, 70 * GiB, 50 * GiB, 30 * GiB, 7 * GiB};  // k = 0..4 of 4 layers
   EXPECT_EQ(device_memory_shortfall(n, s, 200 * GiB, 200 * GiB, "big"), "");
   const std::string msg = device_memory_shortfall(n, s, 79 * GiB, 80 * GiB, "NVIDIA H100 80GB HBM3 (device 0)");
   EXPECT_NE(msg.find("needs 85.9 GiB"), std::string::npos) << msg;
   EXPECT_NE(msg.find("79.0 GiB free of 80.0 GiB"), std::string::npos) << msg;
   EXPECT_NE(msg.find("activations 70.0 GiB"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("--gradient_checkpointing (activations 7.0 GiB)"), std::string::npos) << msg;
-  // Without checkpointing: room = 79 − 0.5 − 15.875 = 62.625 GiB at 70 GiB / 16384 tokens → 14657 tokens.
+  // room = 79 − 0.5 − 15.875 = 62.625 GiB: the fewest recomputed layers that fit are 2 (50 GiB).
+  EXPECT_NE(msg.find("would fit: --gradient_checkpointing 2 (2 of 4 layers recomputed, activations 50.0 GiB)"),
+            std::string::npos)
+      << msg;
+  // Without checkpointing: 62.625 GiB at 70 GiB / 16384 tokens → 14657 tokens.
   EXPECT_NE(msg.find("--model_max_length 14657 or less"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("--gradient_checkpointing true"), std::string::npos) << msg;  // all layers fit too: not the fewest
+  // Already recomputing 2 layers (activations 50 GiB) on a smaller card: room 79 − 40 − 15.875 − 0.5 = 22.625 GiB →
+  // 3 layers (30 GiB) do not fit, all 4 (7 GiB) do.
+  DeviceMemoryNeeds two = n;
+  two.activations = 50 * GiB;
+  s.checkpoint_layers = 2;
+  const std::string all = device_memory_shortfall(two, s, 79 * GiB - 40 * GiB, 80 * GiB, "card");
+  EXPECT_NE(all.find("would fit: --gradient_checkpointing true (all 4 layers recomputed, activations 7.0 GiB)"),
+            std::string::npos)
+      << all;
+  // Not even every layer recomputed fits (room 6.125 GiB < 7 GiB): a shorter length with all recomputed,
+  // 6.125 / 7 · 16384 = 14336 tokens.
+  const std::string none = device_memory_shortfall(two, s, 79 * GiB - 56.5 * GiB, 80 * GiB, "card");
+  EXPECT_EQ(none.find("layers recomputed"), std::string::npos) << none;
+  EXPECT_NE(none.find("--gradient_checkpointing true with --model_max_length 14336 or less"), std::string::npos)
+      << none;
+  // Recomputing every layer already, or no per-k plans known: no checkpointing advice.
+  s.checkpoint_layers = 4;
+  EXPECT_EQ(device_memory_shortfall(n, s, 79 * GiB, 80 * GiB, "card").find("--gradient_checkpointing"),
+            std::string::npos);
+  s.checkpoint_layers = 0;
+  s.activations_by_checkpoint_layers.clear();
+  EXPECT_EQ(device_memory_shortfall(n, s, 79 * GiB, 80 * GiB, "card").find("--gradient_checkpointing"),
+            std::string::npos);
   n.frozen_weights = 138 * GiB;
   const std::string too_big = device_memory_shortfall(n, s, 79 * GiB, 80 * GiB, "card");
   EXPECT_NE(too_big.find("weights and optimizer state alone"), std::string::npos) << too_big;

@@ -15,6 +15,7 @@
 namespace ll {
 namespace {
 
+// checkpointing: every layer recomputed (tests of partial recomputation set checkpoint_layers themselves).
 ModelOptions options(bool lora, bool checkpointing, double dropout = 0, bool tied = false) {
   ModelOptions o;
   o.config.hidden_size = 48;
@@ -27,7 +28,7 @@ ModelOptions options(bool lora, bool checkpointing, double dropout = 0, bool tie
   o.attention.use_s2 = true;
   o.batch = 2;
   o.seq_len = 24;
-  o.checkpointing = checkpointing;
+  o.checkpoint_layers = checkpointing ? o.config.num_hidden_layers : 0;
   if (lora) {
     o.trainable = TrainableConfig{false, true, true, false};
     o.lora.rank = 4;
@@ -51,6 +52,30 @@ TEST(MemoryPlan, PlannedWithoutAllocatingEqualsWhatTheModelAllocates) {
     EXPECT_EQ(planned.gradients, real.gradients);
     EXPECT_EQ(planned.activations, real.activations);
     EXPECT_GT(planned.activations, 0u);
+  }
+}
+
+TEST(MemoryPlan, PartialRecomputationPlansOneSharedSetPlusOnePerKeptLayer) {
+  CpuBackend<float> cpu;
+  for (const ModelOptions& base : {options(true, false), options(true, false, 0.1), options(false, false, 0, true)}) {
+    std::vector<size_t> by_k;
+    for (int64_t k = 0; k <= base.config.num_hidden_layers; ++k) {
+      ModelOptions o = base;
+      o.checkpoint_layers = k;
+      const MemoryPlan planned = LlamaModel::plan_memory(cpu, o);
+      LlamaModel model(cpu, o);
+      EXPECT_EQ(planned.activations, model.memory_plan().activations) << "k=" << k;
+      EXPECT_EQ(planned.total(), model.memory_plan().total()) << "k=" << k;
+      by_k.push_back(planned.activations);
+    }
+    // k = 1: the shared set replaces layer 0's own, no saving; every further recomputed layer gives up its set.
+    EXPECT_EQ(by_k[1], by_k[0]);
+    for (size_t k = 2; k < by_k.size(); ++k) EXPECT_LT(by_k[k], by_k[k - 1]) << "k=" << k;
+    // Sets are equal in size; between k = 1 and k = N−1 the arena shrinks by exactly one set per layer (at k = N
+    // the SwiGLU buffer shared across sets, if any, becomes the one set's own).
+    const size_t per_set = by_k[1] - by_k[2];
+    EXPECT_EQ(by_k[2] - by_k[3], per_set);
+    EXPECT_EQ(activations_by_checkpoint_layers(cpu, base), by_k);
   }
 }
 
@@ -209,24 +234,62 @@ TEST(MemoryCheck, FittingRunPassesAndCountsTheBackendsWorkspace) {
   EXPECT_EQ(n.workspace, size_t(32) << 20);
 }
 
-TEST(MemoryCheck, AutoCheckpointingTurnsRecomputationOffOnlyWhenTheRunFitsWithoutIt) {
+// One rank's plan (without workspace) with the first k of o's layers recomputed.
+size_t plan_with(Backend& be, ModelOptions o, int64_t k, int zero_stage = 0, int ranks = 1) {
+  o.checkpoint_layers = k;
+  return plan_rank_memory(be, o, zero_stage, ranks).total();
+}
+
+// A pretend device whose plan budget (free memory less the 512 MiB headroom) is exactly `budget` bytes.
+SmallDevice device_with_budget(size_t budget) { return SmallDevice(budget + kDeviceMemoryHeadroom); }
+
+TEST(MemoryCheck, AutoCheckpointingRecomputesTheFewestLayersThatFit) {
   ModelOptions o = options(true, true);
   o.seq_len = 4096;
   o.config.num_hidden_layers = 8;
+  o.checkpoint_layers = 3;  // ignored by the decision
+  const int64_t N = o.config.num_hidden_layers;
   CpuBackend<float> cpu;
   std::string why;
-  EXPECT_TRUE(checkpointing_needed(cpu, o, 0, 1, &why));  // host backends keep recomputation
+  EXPECT_EQ(checkpoint_layers_needed(cpu, o, 0, 1, &why), N);  // host backends recompute every layer
   EXPECT_EQ(why, "host backend");
-  ModelOptions without = o;
-  without.checkpointing = false;
-  const size_t need = plan_rank_memory(cpu, without, 0, 1).total() + (size_t(32) << 20);  // + the workspace
-  SmallDevice roomy(need + (size_t(600) << 20));  // beyond the 512 MiB headroom
-  EXPECT_FALSE(checkpointing_needed(roomy, o, 0, 1, &why)) << why;
-  EXPECT_NE(why.find("test card"), std::string::npos) << why;
-  SmallDevice tight(need);  // fits only with the headroom ignored: recompute
-  EXPECT_TRUE(checkpointing_needed(tight, o, 0, 1, &why)) << why;
-  // ZeRO-2 over 8 ranks divides the optimizer state: the decision uses the rank's share.
-  EXPECT_LE(plan_rank_memory(cpu, without, 2, 8).total(), plan_rank_memory(cpu, without, 0, 1).total());
+  std::vector<size_t> need;
+  for (int64_t k = 0; k <= N; ++k) need.push_back(plan_with(cpu, o, k));
+  ASSERT_GT(need[0], need[N] + (size_t(8) << 20));  // activations dominate
+  // The reference: the first k (a linear scan) whose plan fits.
+  auto fewest = [&](size_t budget) {
+    for (int64_t k = 0; k <= N; ++k)
+      if (need[size_t(k)] <= budget) return k;
+    return N;
+  };
+  for (int64_t k = 0; k <= N; ++k) {
+    ASSERT_EQ(fewest(need[size_t(k)]), k == 1 ? 0 : k);  // k = 1 saves nothing over k = 0
+    for (const size_t budget : {need[size_t(k)], need[size_t(k)] - 1}) {
+      SmallDevice dev = device_with_budget(budget);
+      const int64_t expected = fewest(budget);
+      EXPECT_EQ(checkpoint_layers_needed(dev, o, 0, 1, &why), expected) << "budget for k=" << k << ": " << why;
+      EXPECT_NE(why.find("test card"), std::string::npos) << why;
+      EXPECT_NE(why.find("plan without: " + format_gib(need[0])), std::string::npos) << why;
+      if (expected > 0) {
+        EXPECT_NE(why.find(str_cat("with ", expected, ": ")), std::string::npos) << why;
+      }
+    }
+  }
+  // Everything fits without recomputation: 0, and the reason names no recomputed plan.
+  SmallDevice roomy = device_with_budget(need[0] + (size_t(100) << 20));
+  EXPECT_EQ(checkpoint_layers_needed(roomy, o, 0, 1, &why), 0);
+  EXPECT_EQ(why.find("with "), std::string::npos) << why;
+  // Nothing fits, not even every layer recomputed: all layers (the memory check then stops the run).
+  SmallDevice tiny = device_with_budget(need[size_t(N)] - 1);
+  EXPECT_EQ(checkpoint_layers_needed(tiny, o, 0, 1, &why), N);
+  EXPECT_NE(why.find("does not fit either"), std::string::npos) << why;
+  EXPECT_THROW(check_device_memory(tiny, [&] { ModelOptions x = o; x.checkpoint_layers = N; return x; }(), 0, 1),
+               Error);
+  // ZeRO-2 over 8 ranks divides the optimizer state: the decision uses the rank's share (fewer layers or equal).
+  SmallDevice mid = device_with_budget(need[4]);
+  EXPECT_EQ(checkpoint_layers_needed(mid, o, 0, 1, &why), 4);
+  EXPECT_LE(checkpoint_layers_needed(mid, o, 2, 8, &why), 4);
+  EXPECT_LE(plan_with(cpu, o, 4, 2, 8), plan_with(cpu, o, 4, 0, 1));
 }
 
 TEST(MemoryCheck, TooSmallDeviceNamesTheNeedAndWhatWouldFit) {
@@ -236,20 +299,52 @@ TEST(MemoryCheck, TooSmallDeviceNamesTheNeedAndWhatWouldFit) {
   CpuBackend<float> cpu;
   const MemoryPlan plan = LlamaModel::plan_memory(cpu, o);
   ModelOptions ckpt = o;
-  ckpt.checkpointing = true;
+  ckpt.checkpoint_layers = 8;
   const size_t with_ckpt = LlamaModel::plan_memory(cpu, ckpt).activations;
   ASSERT_LT(with_ckpt, plan.activations / 2);
-  // Free memory (beyond the 512 MiB headroom and the 32 MiB workspace) that holds the checkpointed plan only.
-  const size_t fixed = plan.frozen_weights + plan.trainable_weights + 3 * plan.gradients;  // + f32 moments
-  SmallDevice small((size_t(512) << 20) + fixed + with_ckpt + (plan.activations - with_ckpt) / 4);
-  try {
-    check_device_memory(small, o, 0, 1);
-    FAIL() << "expected the memory check to stop the run";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
+  auto message = [&](SmallDevice& dev, const ModelOptions& run) {
+    try {
+      check_device_memory(dev, run, 0, 1);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    ADD_FAILURE() << "expected the memory check to stop the run";
+    return std::string();
+  };
+  {  // room for every layer's recomputation only (and some more): suggests all of them
+    SmallDevice small = device_with_budget(plan_with(cpu, o, 8) + (plan_with(cpu, o, 7) - plan_with(cpu, o, 8)) / 2);
+    ASSERT_EQ(checkpoint_layers_needed(small, o, 0, 1, nullptr), 8);
+    const std::string msg = message(small, o);
     EXPECT_NE(msg.find("does not fit in device memory: needs"), std::string::npos) << msg;
     EXPECT_NE(msg.find("test card"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("--gradient_checkpointing"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("would fit: --gradient_checkpointing true (all 8 layers recomputed, activations " +
+                       format_gib(with_ckpt) + ")"),
+              std::string::npos)
+        << msg;
+  }
+  {  // room for 5 recomputed layers: the advice names the fewest, as auto would pick
+    SmallDevice five = device_with_budget(plan_with(cpu, o, 5));
+    ASSERT_EQ(checkpoint_layers_needed(five, o, 0, 1, nullptr), 5);
+    ModelOptions k5 = o;
+    k5.checkpoint_layers = 5;
+    const std::string msg = message(five, o);
+    EXPECT_NE(msg.find("would fit: --gradient_checkpointing 5 (5 of 8 layers recomputed, activations " +
+                       format_gib(LlamaModel::plan_memory(cpu, k5).activations) + ")"),
+              std::string::npos)
+        << msg;
+    // Already recomputing 2 layers: the advice is still 5.
+    ModelOptions k2 = o;
+    k2.checkpoint_layers = 2;
+    EXPECT_NE(message(five, k2).find("--gradient_checkpointing 5 (5 of 8"), std::string::npos);
+    EXPECT_NO_THROW(check_device_memory(five, k5, 0, 1));  // and the advice is right
+  }
+  {  // nothing fits: no recomputation advice, a shorter length with every layer recomputed instead
+    SmallDevice tiny = device_with_budget(plan_with(cpu, o, 8) - with_ckpt / 2);
+    const std::string msg = message(tiny, o);
+    EXPECT_EQ(msg.find("layers recomputed"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--gradient_checkpointing true with --model_max_length"), std::string::npos) << msg;
+    // Already recomputing every layer: nothing about checkpointing.
+    EXPECT_EQ(message(tiny, ckpt).find("--gradient_checkpointing"), std::string::npos);
   }
 }
 

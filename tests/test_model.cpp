@@ -164,7 +164,7 @@ TEST(ModelGradient, FrozenWeightsGetNoGradientOrMemory) {
 
 // ---- fp32 behaviour --------------------------------------------------------------------------------------------
 
-ModelOptions small_f32_options(bool checkpointing) {
+ModelOptions small_f32_options(bool checkpointing) {  // checkpointing: every layer recomputed
   ModelOptions o;
   o.config.hidden_size = 48;
   o.config.intermediate_size = 72;
@@ -176,7 +176,7 @@ ModelOptions small_f32_options(bool checkpointing) {
   o.attention.use_s2 = true;
   o.batch = 2;
   o.seq_len = 24;
-  o.checkpointing = checkpointing;
+  o.checkpoint_layers = checkpointing ? o.config.num_hidden_layers : 0;
   o.trainable = TrainableConfig{false, true, true, false};
   o.lora.rank = 4;
   o.lora.targets = LoraConfig::parse_targets("q,k,v,o");
@@ -184,25 +184,54 @@ ModelOptions small_f32_options(bool checkpointing) {
 }
 
 TEST(ModelCheckpointing, BitIdenticalGradientsAndLoss) {
+  // Recomputing the first k layers (none, some, all) reproduces the same values: the same loss and gradients,
+  // bit for bit, with less activation memory as k grows (k = 1 plans as much as k = 0: the one recomputed layer's
+  // shared set replaces its own).
   CpuBackend<float> backend;
-  ModelOptions po = small_f32_options(false), co = small_f32_options(true);
-  po.lora.dropout = co.lora.dropout = 0.1;  // the recompute must regenerate the same dropout masks
-  LlamaModel plain(backend, po), ckpt(backend, co);
+  ModelOptions po = small_f32_options(false);
+  po.config.num_hidden_layers = 4;
+  po.lora.dropout = 0.1;  // the recompute must regenerate the same dropout masks
+  LlamaModel plain(backend, po);
   randomize(plain, 21);
-  randomize(ckpt, 21);
   plain.set_lora_dropout(true, 5);
-  ckpt.set_lora_dropout(true, 5);
-  EXPECT_LT(ckpt.memory_plan().activations, plain.memory_plan().activations);
   const Batch batch = random_batch(plain.options(), 22);
   const LossResult a = plain.forward_backward(batch.tokens.data(), batch.targets.data());
-  const LossResult b = ckpt.forward_backward(batch.tokens.data(), batch.targets.data());
-  EXPECT_EQ(a.loss_sum, b.loss_sum);
-  for (Param& p : plain.params().all()) {
-    if (!p.trainable) continue;
-    Param& q = ckpt.params().get(p.name);
-    ASSERT_EQ(p.grad.nbytes(), q.grad.nbytes());
-    EXPECT_EQ(std::memcmp(p.grad.data, q.grad.data, p.grad.nbytes()), 0) << p.name << " differs with checkpointing";
-    EXPECT_GT(test::norm(grad_of(plain, p)), 0.0) << p.name;
+  size_t previous = plain.memory_plan().activations;
+  for (const int64_t k : {1, 2, 3, 4}) {
+    ModelOptions co = po;
+    co.checkpoint_layers = k;
+    LlamaModel ckpt(backend, co);
+    randomize(ckpt, 21);
+    ckpt.set_lora_dropout(true, 5);
+    const size_t acts = ckpt.memory_plan().activations;
+    if (k == 1) EXPECT_EQ(acts, previous);
+    else EXPECT_LT(acts, previous) << k;
+    previous = acts;
+    const LossResult b = ckpt.forward_backward(batch.tokens.data(), batch.targets.data());
+    EXPECT_EQ(a.loss_sum, b.loss_sum) << k;
+    for (Param& p : plain.params().all()) {
+      if (!p.trainable) continue;
+      Param& q = ckpt.params().get(p.name);
+      ASSERT_EQ(p.grad.nbytes(), q.grad.nbytes());
+      EXPECT_EQ(std::memcmp(p.grad.data, q.grad.data, p.grad.nbytes()), 0)
+          << p.name << " differs with " << k << " layers recomputed";
+      EXPECT_GT(test::norm(grad_of(plain, p)), 0.0) << p.name;
+    }
+  }
+}
+
+TEST(ModelCheckpointing, RejectsALayerCountOutsideTheModel) {
+  CpuBackend<float> backend;
+  ModelOptions o = small_f32_options(false);
+  for (const int64_t k : {int64_t(-1), o.config.num_hidden_layers + 1}) {
+    o.checkpoint_layers = k;
+    try {
+      LlamaModel model(backend, o);
+      ADD_FAILURE() << "checkpoint_layers " << k << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("checkpoint_layers"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(LlamaModel::plan_memory(backend, o), Error);
   }
 }
 

@@ -38,7 +38,7 @@ ModelOptions tiny(bool checkpointing, bool lora) {
   o.attention.use_s2 = true;
   o.batch = 2;
   o.seq_len = 8;
-  o.checkpointing = checkpointing;
+  o.checkpoint_layers = checkpointing ? o.config.num_hidden_layers : 0;
   o.ce_chunk_rows = 5;  // 16 rows → 4 chunks, the last one partial
   if (lora) {
     o.trainable = TrainableConfig{false, true, true, false};
@@ -54,30 +54,30 @@ ModelOptions tiny(bool checkpointing, bool lora) {
 // The op calls one forward_backward makes, read off src/model/llama.cpp: forward_layers (embedding, per layer 2
 // norms, 7 projections, 2 RoPEs, attention, SwiGLU, 2 residual adds; final norm), the head per logits chunk
 // (LM-head product, cross-entropy, LM-head backward), the final norm's backward, per layer the backward (plus the
-// recomputed layer forward with checkpointing), the embedding backward; uploads of ids and targets, the losses'
+// recomputed layer forward of each checkpointed layer), the embedding backward; uploads of ids and targets, the losses'
 // download. A LoRA projection with dropout runs dropout once forward and twice plus one add backward.
 std::map<std::string, int64_t> expected_calls(const ModelOptions& o, bool embed_trainable) {
-  const int64_t n = o.config.num_hidden_layers, fwd = o.checkpointing ? 2 : 1;
+  const int64_t n = o.config.num_hidden_layers, fwd = n + o.checkpoint_layers;  // layer forwards, recomputed included
   const int64_t T = o.batch * o.seq_len, chunks = (T + o.ce_chunk_rows - 1) / o.ce_chunk_rows;
   int64_t adapted = 0;
   for (int s = 0; s < kNumLinearSlots; ++s) adapted += o.lora.on(LinearSlot(s));
   const int64_t plain = kNumLinearSlots - adapted, drop = o.lora.dropout > 0 ? adapted : 0;
   std::map<std::string, int64_t> m = {
       {"embedding_forward", 1},
-      {"rmsnorm_forward", 2 * n * fwd + 1},
+      {"rmsnorm_forward", 2 * fwd + 1},
       {"rmsnorm_backward", 2 * n + 1},
-      {"linear_forward", plain * n * fwd + chunks},
+      {"linear_forward", plain * fwd + chunks},
       {"linear_backward", plain * n + chunks},
-      {"lora_forward", adapted * n * fwd},
+      {"lora_forward", adapted * fwd},
       {"lora_backward", adapted * n},
-      {"dropout", drop * n * fwd + 2 * drop * n},
-      {"rope_forward", 2 * n * fwd},
+      {"dropout", drop * fwd + 2 * drop * n},
+      {"rope_forward", 2 * fwd},
       {"rope_backward", 2 * n},
-      {"attention_forward", n * fwd},
+      {"attention_forward", fwd},
       {"attention_backward", n},
-      {"swiglu_forward", n * fwd},
+      {"swiglu_forward", fwd},
       {"swiglu_backward", n},
-      {"add", 2 * n * fwd + drop * n},
+      {"add", 2 * fwd + drop * n},
       {"cross_entropy", chunks},
       {"embedding_backward", embed_trainable ? 1 : 0},
       {"copy_from_host", 2},
@@ -147,19 +147,26 @@ TEST(ProfilingBackend, FullFineTuneCheckpointedStepIsBitIdenticalAndCounted) { c
 
 TEST(ProfilingBackend, LoraDropoutStepIsBitIdenticalAndCounted) { check_step(tiny(false, true)); }
 
-TEST(ProfilingBackend, AttentionRunsTwicePerLayerWithCheckpointing) {
+TEST(ProfilingBackend, PartiallyCheckpointedLoraStepIsBitIdenticalAndCounted) {
+  ModelOptions o = tiny(false, true);
+  o.checkpoint_layers = 1;  // layer 0 recomputed, layer 1 keeps its activations
+  check_step(o);
+}
+
+TEST(ProfilingBackend, AttentionRunsTwiceInEachRecomputedLayer) {
   // The recompute in backward is visible in the profile: this is what the expected counts above rely on.
-  for (const bool ckpt : {false, true}) {
+  for (const int64_t k : {0, 1, 2}) {
     CpuBackend<float> inner;
     ProfilingBackend prof(inner);
-    const ModelOptions o = tiny(ckpt, false);
+    ModelOptions o = tiny(false, false);
+    o.checkpoint_layers = k;
     LlamaModel model(prof, o);
     randomize(model, 1);
     const std::vector<int32_t> tokens = tokens_for(o, 2, false), targets = tokens_for(o, 3, true);
     prof.set_enabled(true);
     model.forward_backward(tokens.data(), targets.data());
-    EXPECT_EQ(recorded_calls(prof).at("attention_forward"), (ckpt ? 2 : 1) * o.config.num_hidden_layers);
-    EXPECT_EQ(recorded_calls(prof).at("attention_backward"), o.config.num_hidden_layers);
+    EXPECT_EQ(recorded_calls(prof).at("attention_forward"), o.config.num_hidden_layers + k) << k;
+    EXPECT_EQ(recorded_calls(prof).at("attention_backward"), o.config.num_hidden_layers) << k;
   }
 }
 

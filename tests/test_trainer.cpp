@@ -344,11 +344,78 @@ TEST_F(TrainerTest, FlagErrorsAreClear) {
   EXPECT_NE(error_of(o).find("neither a preset"), std::string::npos);
   o = base("errors");
   o.gradient_checkpointing = "sometimes";
-  EXPECT_NE(error_of(o).find("--gradient_checkpointing: expected true, false or auto, got `sometimes`"),
-            std::string::npos);
+  EXPECT_NE(error_of(o).find("--gradient_checkpointing: expected true, false, auto or a number of layers to recompute "
+                             "(0 to num_hidden_layers), got `sometimes`"),
+            std::string::npos)
+      << error_of(o);
+  o = base("errors");
+  o.gradient_checkpointing = "3";  // the model has 2 layers
+  EXPECT_NE(error_of(o).find("--gradient_checkpointing: 3 layers to recompute, but the model has 2 layers; expected "
+                             "true, false, auto or a number from 0 to 2"),
+            std::string::npos)
+      << error_of(o);
   o = base("errors");
   o.data_path = dir_ + "/missing.bin";
   EXPECT_NE(error_of(o).find("missing.bin"), std::string::npos);
+}
+
+TEST(GradientCheckpointingFlag, ParsesWordsAndLayerCountsAndRejectsTheRest) {
+  auto parsed = [](const std::string& v, int64_t layers) {
+    const GradientCheckpointing g = parse_gradient_checkpointing(v, layers);
+    return std::pair<bool, int64_t>{g.automatic, g.layers};
+  };
+  using P = std::pair<bool, int64_t>;
+  EXPECT_EQ(parsed("true", 32), P(false, 32));
+  EXPECT_EQ(parsed("True", 32), P(false, 32));  // LongLoRA's spelling
+  EXPECT_EQ(parsed("yes", 32), P(false, 32));
+  EXPECT_EQ(parsed("False", 32), P(false, 0));
+  EXPECT_EQ(parsed("no", 32), P(false, 0));
+  EXPECT_EQ(parsed("AUTO", 32), P(true, 32));
+  EXPECT_EQ(parsed("0", 32), P(false, 0));
+  EXPECT_EQ(parsed("1", 32), P(false, 1));  // a layer count, not "true"
+  EXPECT_EQ(parsed("12", 32), P(false, 12));
+  EXPECT_EQ(parsed("32", 32), P(false, 32));
+  EXPECT_EQ(parsed("40", -1), P(false, 40));  // spelling only: the model is not known yet
+  auto error = [](const std::string& v, int64_t layers) -> std::string {
+    try {
+      parse_gradient_checkpointing(v, layers);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(error("33", 32).find("--gradient_checkpointing: 33 layers to recompute, but the model has 32 layers"),
+            std::string::npos);
+  for (const std::string bad : {"-1", "1.5", "12x", " 3", "", "on", "99999999999999999999"}) {
+    const std::string e = error(bad, 32);
+    EXPECT_NE(e.find("--gradient_checkpointing: expected true, false, auto or a number of layers to recompute (0 to "
+                     "32), got `" + bad + "`"),
+              std::string::npos)
+        << "`" << bad << "`: " << e;
+  }
+}
+
+TEST_F(TrainerTest, PartialCheckpointingTrainsBitIdenticallyAndSaysWhatItRecomputes) {
+  std::map<std::string, std::vector<double>> runs;
+  for (const std::string flag : {"false", "1", "true", "auto"}) {
+    TrainOptions o = base("ckpt_" + (flag == "1" ? std::string("one") : flag));
+    o.max_steps = 3;
+    o.lora_dropout = 0.1;  // recomputation must redraw the same masks
+    o.gradient_checkpointing = flag;
+    ::testing::internal::CaptureStderr();
+    run_training(o, {});
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    const char* expected = flag == "false" ? "gradient checkpointing: 0 of 2 layers recomputed (--gradient_checkpointing false)"
+                           : flag == "1"   ? "gradient checkpointing: 1 of 2 layers recomputed (--gradient_checkpointing 1)"
+                           : flag == "true" ? "gradient checkpointing: 2 of 2 layers recomputed (--gradient_checkpointing true)"
+                                            : "gradient checkpointing: 2 of 2 layers recomputed (auto: host backend)";
+    EXPECT_NE(err.find(expected), std::string::npos) << err;
+    runs[flag] = losses(o.output_dir);
+    ASSERT_EQ(runs[flag].size(), 3u) << flag;
+  }
+  EXPECT_EQ(runs["1"], runs["false"]);
+  EXPECT_EQ(runs["true"], runs["false"]);
+  EXPECT_EQ(runs["auto"], runs["false"]);
 }
 
 // LongLoRA's SFT example with the real Llama-2 tokenizer: [INST]…[/INST] prompt, BOS + prompt masked.

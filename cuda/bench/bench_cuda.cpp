@@ -56,6 +56,7 @@ struct Options {
   // e2e
   int64_t seq_len = 8192, batch = 1, lora_r = 8, layers = 32;
   bool checkpointing = true, s2 = true, max_context = false, profile = false;
+  int64_t checkpoint_layers = -1;  // layers recomputed in backward (the first ones); -1: all or none per checkpointing
 };
 
 #ifdef LONGLORA_WITH_CUDA
@@ -149,7 +150,7 @@ ModelOptions llama7b_lora(const Options& o, int64_t seq_len) {
   m.config.rope_scaling_factor = derive_rope_factor(seq_len, 4096, 1.0);
   m.batch = o.batch;
   m.seq_len = seq_len;
-  m.checkpointing = o.checkpointing;
+  m.checkpoint_layers = o.checkpoint_layers >= 0 ? o.checkpoint_layers : o.checkpointing ? o.layers : 0;
   m.attention.use_s2 = o.s2;
   m.lora.rank = o.lora_r;
   m.lora.alpha = 16;
@@ -223,17 +224,21 @@ nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
   const double tokens_per_s = double(o.batch * o.seq_len) / r.seconds;
   double peak = o.peak_tflops > 0 ? o.peak_tflops : perf::bf16_peak_tflops(be.device_description().c_str());
   const double model_fpt = perf::lora_model_flops_per_token(mo.config, o.seq_len, group);
-  const double hw_fpt = perf::lora_hardware_flops_per_token(mo.config, o.seq_len, group, o.checkpointing);
+  const int64_t recomputed = mo.checkpoint_layers;
+  const double hw_fpt = perf::lora_hardware_flops_per_token(mo.config, o.seq_len, group,
+                                                            double(recomputed) / double(mo.config.num_hidden_layers));
   const double mfu = peak > 0 ? model_fpt * tokens_per_s / (peak * 1e12) : 0;
   const double hfu = peak > 0 ? hw_fpt * tokens_per_s / (peak * 1e12) : 0;
-  std::printf("Llama-2-7B-shaped LoRA r=%lld (q,k,v,o) + embed/norm, %s, seq %lld, batch %lld, checkpointing %s\n",
+  std::printf("Llama-2-7B-shaped LoRA r=%lld (q,k,v,o) + embed/norm, %s, seq %lld, batch %lld, checkpointing %lld of "
+              "%lld layers\n",
               (long long)o.lora_r, o.s2 ? "S2 ratio 1/4" : "full causal", (long long)o.seq_len, (long long)o.batch,
-              o.checkpointing ? "on" : "off");
+              (long long)recomputed, (long long)o.layers);
   std::printf("  step %.3f s   %.0f tokens/s\n", r.seconds, tokens_per_s);
   std::printf("  LoRA-MFU %.1f%%  = (4·N + 3·attn_fwd) · tok/s / peak, N = %.3fB matmul params, %.1f GFLOP/token\n",
               100 * mfu, perf::matmul_params(mo.config) / 1e9, model_fpt / 1e9);
   std::printf("  HFU      %.1f%%  = (%s) · tok/s / peak, %.1f GFLOP/token; peak %.1f TFLOP/s%s\n", 100 * hfu,
-              o.checkpointing ? "6·N + 4·attn_fwd, recompute" : "4·N + 3·attn_fwd", hw_fpt / 1e9, peak,
+              recomputed > 0 ? "4·N + 3·attn_fwd + recomputed share · (2·N + attn_fwd)" : "4·N + 3·attn_fwd",
+              hw_fpt / 1e9, peak,
               peak > 0 ? "" : " (unknown card: pass --peak_tflops)");
   std::printf("  memory: peak allocated %.2f GiB, device in use %.2f GiB (plan: frozen %.2f, trainable %.2f, grads %.2f, "
               "optimizer %.2f, activations %.2f GiB)\n",
@@ -241,7 +246,8 @@ nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
               r.plan.trainable_weights / 1073741824.0, r.plan.gradients / 1073741824.0, r.optimizer_bytes / 1073741824.0,
               r.plan.activations / 1073741824.0);
   j = {{"seq_len", o.seq_len}, {"batch", o.batch}, {"layers", o.layers}, {"lora_r", o.lora_r}, {"s2", o.s2},
-       {"checkpointing", o.checkpointing}, {"step_seconds", r.seconds}, {"tokens_per_second", tokens_per_s},
+       {"checkpointing", recomputed > 0}, {"checkpoint_layers", recomputed}, {"step_seconds", r.seconds},
+       {"tokens_per_second", tokens_per_s},
        {"model_gflop_per_token", model_fpt / 1e9}, {"hardware_gflop_per_token", hw_fpt / 1e9},
        {"peak_tflops", peak}, {"lora_mfu", mfu}, {"hfu", hfu},
        {"mfu_formula", "(4*N_matmul + 3*attention_forward_per_token) * tokens_per_s / peak; attention_forward_per_token "
@@ -460,6 +466,8 @@ int run(int argc, char** argv) {
   flags.add("layers", &o.layers, "e2e: decoder layers (32 for Llama-2-7B)");
   flags.add("lora_r", &o.lora_r, "e2e, lora: LoRA rank");
   flags.add("checkpointing", &o.checkpointing, "e2e: per-layer activation checkpointing");
+  flags.add("checkpoint_layers", &o.checkpoint_layers,
+            "e2e: layers recomputed in backward, 0..layers (-1: all with --checkpointing, else none)");
   flags.add("s2", &o.s2, "e2e: S2-Attn (ratio 1/4)");
   flags.add("max_context", &o.max_context, "e2e: also search the longest context that fits");
   flags.add("profile", &o.profile, "e2e: after the timed steps, time one more step op by op (table + JSON \"profile\")");

@@ -30,7 +30,7 @@ double tokens_per_sec(ll::Backend& backend, const Case& c, int64_t steps) {
   mo.batch = c.batch;
   mo.seq_len = c.seq_len;
   mo.attention.use_s2 = c.s2;
-  mo.checkpointing = c.checkpointing;
+  mo.checkpoint_layers = c.checkpointing ? mo.config.num_hidden_layers : 0;
   if (c.lora) {
     mo.lora.rank = 8;
     mo.lora.targets = ll::LoraConfig::parse_targets("q,k,v,o");

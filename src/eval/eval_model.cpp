@@ -101,7 +101,7 @@ EvalModel load_eval_model(const EvalModelOptions& o, std::ostream& log) {
   mo.config = m.config;
   mo.batch = o.batch;
   mo.seq_len = o.seq_len;
-  mo.checkpointing = true;  // forward only: one shared set of layer activations is enough
+  mo.checkpoint_layers = mo.config.num_hidden_layers;  // forward only: one shared set of layer activations is enough
   m.model = std::make_unique<LlamaModel>(*m.backend, mo);
   const HfLoadReport loaded = load_hf_weights(o.base_model, m.model->params(), *m.backend, {m.padded});
   log << "model: " << o.base_model << " (" << m.config.num_hidden_layers << " layers, hidden " << m.config.hidden_size

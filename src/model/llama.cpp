@@ -44,11 +44,21 @@ struct ActHandles {
   Arena::Handle xn1, rstd1, q, k, v, attn, lse, x_mid, xn2, rstd2, gate, up, act, xa[kNumLinearSlots];
 };
 struct ActivationLayout {
-  std::vector<ActHandles> layers;  // one set per layer, or one shared set when checkpointing
+  std::vector<ActHandles> layers;  // activation_set_count sets: see activation_set
   std::vector<Arena::Handle> resid;
   Arena::Handle ids, targets, positions, argmax, xf, rstdf, logits, losses;
   Arena::Handle d_resid, d_xn, dq, dk, dv, d_attn, d_gate, d_up, d_act, d_xa, x_lora, dx_lora;
 };
+
+// Layer activation sets: one shared by the recomputed layers [0, k) when k > 0, then one per kept layer [k, N).
+int64_t activation_set_count(const ModelOptions& o) {
+  const int64_t n = o.config.num_hidden_layers, k = o.checkpoint_layers;
+  return (k > 0 ? 1 : 0) + (n - k);
+}
+int64_t activation_set(const ModelOptions& o, int64_t layer) {
+  const int64_t k = o.checkpoint_layers;
+  return layer < k ? 0 : layer - k + (k > 0 ? 1 : 0);
+}
 
 int64_t resolved_ce_chunk_rows(const ModelOptions& o, const DTypePolicy& dt) {
   if (o.ce_chunk_rows > 0) return o.ce_chunk_rows;
@@ -63,7 +73,7 @@ ActivationLayout reserve_activations(Arena& A, const ModelOptions& o, const DTyp
   const int64_t H = c.num_attention_heads, V = c.vocab_size, r = o.lora.rank;
   const int64_t C = std::min(o.ce_chunk_rows, T);
   ActivationLayout lay;
-  lay.layers.resize(o.checkpointing ? 1 : size_t(c.num_hidden_layers));
+  lay.layers.resize(size_t(activation_set_count(o)));
   // down_proj's input (the SwiGLU output) is read again in backward only for down_proj's weight or adapter
   // gradient; when down_proj is frozen and not adapted, every layer writes it into one shared buffer.
   const bool act_in_backward = o.trainable.all || o.lora.on(LinearSlot::Down);
@@ -114,6 +124,9 @@ void check_model_options(const ModelOptions& o) {
   LL_CHECK(o.batch > 0, "model: batch size must be positive, got ", o.batch);
   LL_CHECK(o.seq_len > 0, "model: sequence length must be positive, got ", o.seq_len);
   LL_CHECK(o.lora.dropout >= 0 && o.lora.dropout < 1, "LoRA dropout must be in [0, 1), got ", o.lora.dropout);
+  LL_CHECK(o.checkpoint_layers >= 0 && o.checkpoint_layers <= o.config.num_hidden_layers,
+           "model: checkpoint_layers (layers recomputed in backward) must be in [0, ", o.config.num_hidden_layers,
+           "], got ", o.checkpoint_layers);
   training_mask(o.attention, o.config, o.seq_len);  // reject a bad configuration before allocating
 }
 }  // namespace
@@ -240,7 +253,7 @@ void MemoryPlan::print(std::ostream& os) const {
      << mib(activations) << ", total " << mib(total()) << "\n";
 }
 
-LlamaModel::LayerActs& LlamaModel::acts_for(int layer) { return acts_[opts_.checkpointing ? 0 : layer]; }
+LlamaModel::LayerActs& LlamaModel::acts_for(int layer) { return acts_[size_t(activation_set(opts_, layer))]; }
 
 void LlamaModel::set_lora_dropout(bool enabled, uint64_t seed) {
   dropout_enabled_ = enabled;
@@ -555,7 +568,7 @@ LossResult LlamaModel::forward_backward(const int32_t* tokens, const int32_t* ta
     LayerActs& a = acts_for(l);
     params_->acquire(l);
     if (l > 0) params_->prefetch(l - 1);
-    if (opts_.checkpointing) layer_forward(l, a, b.resid[l], b.resid[l + 1]);  // recompute (same values)
+    if (l < opts_.checkpoint_layers) layer_forward(l, a, b.resid[l], b.resid[l + 1]);  // recompute (same values)
     layer_backward(l, a, b.resid[l], b.d_resid);
     params_->backward_done(l);
     params_->release(l);

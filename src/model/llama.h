@@ -27,7 +27,10 @@ struct ModelOptions {
   AttentionConfig attention;
   int64_t batch = 1;           // B
   int64_t seq_len = 0;         // L: the longest sequence planned for (set_seq_len may run shorter ones)
-  bool checkpointing = false;  // keep only each layer's input; recompute the layer in backward
+  // Activation checkpointing: the FIRST checkpoint_layers decoder layers (0..num_hidden_layers) keep only their
+  // input and are recomputed in backward, into one activation set they share; the other layers keep their own.
+  // 0: nothing recomputed; num_hidden_layers: every layer (one shared set in all).
+  int64_t checkpoint_layers = 0;
   int64_t ce_chunk_rows = 0;   // rows of logits per cross-entropy chunk (0: sized to ~32 MiB)
   bool external_param_storage = false;  // parameters get memory from a ParamStorage (ZeRO-3), not the store
 };
@@ -119,7 +122,9 @@ class LlamaModel {
   std::unique_ptr<ParamStore> params_;
   std::unique_ptr<Arena> act_arena_;
   std::unique_ptr<Buffers> buf_;
-  std::vector<LayerActs> acts_;  // one per layer, or one shared set when checkpointing (views for seq_len_)
+  // [0]: the set shared by the recomputed layers (when checkpoint_layers > 0), then one per kept layer (views for
+  // seq_len_); acts_for maps a layer to its set.
+  std::vector<LayerActs> acts_;
   std::vector<LayerActs> acts_full_;  // the same, planned for options().seq_len
   std::unique_ptr<Buffers> buf_full_;
   int64_t seq_len_ = 0;

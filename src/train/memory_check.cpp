@@ -65,19 +65,50 @@ size_t plan_budget(const DeviceMemoryState& state) {
   return state.free_bytes > kDeviceMemoryHeadroom ? state.free_bytes - kDeviceMemoryHeadroom : 0;
 }
 
-bool checkpointing_needed(Backend& backend, const ModelOptions& options, int zero_stage, int ranks, std::string* why) {
+int64_t checkpoint_layers_needed(Backend& backend, const ModelOptions& options, int zero_stage, int ranks,
+                                 std::string* why) {
+  const int64_t layers = options.config.num_hidden_layers;
   DeviceMemoryState state;
   if (!backend.device_memory(&state)) {
     if (why) *why = "host backend";
-    return true;
+    return layers;
   }
-  ModelOptions without = options;
-  without.checkpointing = false;
-  const size_t need = plan_rank_memory(backend, without, zero_stage, ranks).total();
-  if (why)
-    *why = str_cat("without it the run needs ", format_gib(need), " of ", format_gib(plan_budget(state)),
-                   " available on ", state.device);
-  return need > plan_budget(state);
+  const size_t budget = plan_budget(state);
+  auto need = [&](int64_t k) {
+    ModelOptions o = options;
+    o.checkpoint_layers = k;
+    return plan_rank_memory(backend, o, zero_stage, ranks).total();
+  };
+  const size_t without = need(0);
+  int64_t chosen = 0;
+  if (without > budget) {
+    // need(k) is non-increasing in k: bisect for the first k that fits (layers when none does).
+    int64_t lo = 0, hi = layers;  // need(lo) > budget; hi fits or is the last resort
+    while (hi - lo > 1) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      (need(mid) <= budget ? hi : lo) = mid;
+    }
+    chosen = hi;
+  }
+  if (why) {
+    *why = str_cat("plan without: ", format_gib(without));
+    if (chosen > 0) {
+      const size_t with = need(chosen);
+      *why += str_cat(", with ", chosen, ": ", format_gib(with), with > budget ? " (does not fit either)" : "");
+    }
+    *why += str_cat(", budget ", format_gib(budget), " on ", state.device);
+  }
+  return chosen;
+}
+
+std::vector<size_t> activations_by_checkpoint_layers(Backend& backend, const ModelOptions& options) {
+  std::vector<size_t> bytes;
+  for (int64_t k = 0; k <= options.config.num_hidden_layers; ++k) {
+    ModelOptions o = options;
+    o.checkpoint_layers = k;
+    bytes.push_back(LlamaModel::plan_memory(backend, o).activations);
+  }
+  return bytes;
 }
 
 DeviceMemoryNeeds check_device_memory(Backend& backend, const ModelOptions& options, int zero_stage, int ranks) {
@@ -88,15 +119,15 @@ DeviceMemoryNeeds check_device_memory(Backend& backend, const ModelOptions& opti
   DeviceMemorySettings settings;
   settings.batch = options.batch;
   settings.seq_len = options.seq_len;
-  settings.checkpointing = options.checkpointing;
-  if (!options.checkpointing) {
-    ModelOptions ckpt = options;
-    ckpt.checkpointing = true;
-    settings.activations_with_checkpointing = LlamaModel::plan_memory(backend, ckpt).activations;
-  }
+  settings.checkpoint_layers = options.checkpoint_layers;
   // What the backend already holds is part of the run (workspace) and of the memory it may use.
-  const std::string shortfall = device_memory_shortfall(needs, settings, state.free_bytes + state.in_use_bytes,
-                                                        state.total_bytes, state.device);
+  const size_t usable = state.free_bytes + state.in_use_bytes;
+  std::string shortfall = device_memory_shortfall(needs, settings, usable, state.total_bytes, state.device);
+  if (!shortfall.empty() && options.checkpoint_layers < options.config.num_hidden_layers) {
+    // It does not fit: plan every recomputation count for the advice (the fewest recomputed layers that fit).
+    settings.activations_by_checkpoint_layers = activations_by_checkpoint_layers(backend, options);
+    shortfall = device_memory_shortfall(needs, settings, usable, state.total_bytes, state.device);
+  }
   LL_CHECK(shortfall.empty(), "this run does not fit in device memory: ", shortfall);
   return needs;
 }

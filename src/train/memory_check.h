@@ -3,6 +3,9 @@
 // with what the device has free. A run that cannot fit stops here with "needs X GiB, Y free" and the settings that
 // would fit, instead of failing at some allocation later.
 #pragma once
+#include <string>
+#include <vector>
+
 #include "backend.h"
 #include "cuda/memory_report.h"
 #include "model/llama.h"
@@ -24,10 +27,17 @@ int64_t longest_fitting_seq_len(Backend& backend, const ModelOptions& options, i
 // headroom kDeviceMemoryHeadroom (the same test as check_device_memory's).
 size_t plan_budget(const DeviceMemoryState& state);
 
-// --gradient_checkpointing auto: whether this run needs per-layer recomputation. Device backends: only when the
-// plan without it (options.checkpointing ignored) does not fit the free memory; `why` says what was compared.
-// Host backends: always (host memory is not checked, and recomputation keeps it bounded).
-bool checkpointing_needed(Backend& backend, const ModelOptions& options, int zero_stage, int ranks, std::string* why);
+// --gradient_checkpointing auto: how many layers (the first ones) this run recomputes in backward
+// (options.checkpoint_layers ignored). Device backends: the fewest whose plan fits plan_budget — 0 when the plan
+// without recomputation fits, num_hidden_layers when only that fits or nothing does (check_device_memory then
+// stops the run with its advice). The plan shrinks as k grows, so this bisects over plans. `why` says what was
+// compared ("plan without: X GiB, with k: Y GiB, budget Z GiB on <device>").
+// Host backends: every layer (host memory is not checked, and recomputation keeps it bounded).
+int64_t checkpoint_layers_needed(Backend& backend, const ModelOptions& options, int zero_stage, int ranks,
+                                 std::string* why);
+
+// Activation bytes of the plan with its first k layers recomputed, for k = 0..num_hidden_layers.
+std::vector<size_t> activations_by_checkpoint_layers(Backend& backend, const ModelOptions& options);
 
 // Device backends: throws ll::Error with device_memory_shortfall's message when the plan does not fit the free
 // memory (what the backend already holds counts as workspace and as free). Host backends: no check. Returns the

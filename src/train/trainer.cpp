@@ -124,16 +124,6 @@ TrainableConfig parse_trainable(const std::string& list, bool full) {
   return t;
 }
 
-enum class CheckpointingMode { On, Off, Auto };
-
-CheckpointingMode parse_checkpointing(std::string v) {
-  std::transform(v.begin(), v.end(), v.begin(), [](unsigned char ch) { return char(std::tolower(ch)); });
-  if (v == "true" || v == "1" || v == "yes") return CheckpointingMode::On;
-  if (v == "false" || v == "0" || v == "no") return CheckpointingMode::Off;
-  if (v == "auto") return CheckpointingMode::Auto;
-  fail("--gradient_checkpointing: expected true, false or auto, got `", v, "`");
-}
-
 void check_options(const TrainOptions& o) {
   LL_CHECK(o.device == "cpu" || o.device == "cuda", "--device: expected cpu or cuda, got `", o.device, "`");
   LL_CHECK(o.zero_stage == 0 || o.zero_stage == 2 || o.zero_stage == 3, "--zero_stage: expected 0, 2 or 3, got ",
@@ -150,7 +140,7 @@ void check_options(const TrainOptions& o) {
   LL_CHECK(o.s2_variant == "leakfree" || o.s2_variant == "roll", "--s2_variant: expected leakfree or roll, got `",
            o.s2_variant, "`");
   LL_CHECK(!o.low_rank_training || o.lora_r >= 1, "--lora_r must be >= 1");
-  parse_checkpointing(o.gradient_checkpointing);
+  parse_gradient_checkpointing(o.gradient_checkpointing, -1);
   LL_CHECK(o.lora_dropout >= 0 && o.lora_dropout < 1, "--lora_dropout must be in [0, 1)");
   LL_CHECK(o.reduce_bucket_size >= 0, "--reduce_bucket_size must be >= 0 (0: auto), got ", o.reduce_bucket_size);
 }
@@ -166,6 +156,28 @@ std::string format_duration(double seconds) {
 }
 
 }  // namespace
+
+GradientCheckpointing parse_gradient_checkpointing(const std::string& value, int64_t num_hidden_layers) {
+  std::string v = value;
+  std::transform(v.begin(), v.end(), v.begin(), [](unsigned char ch) { return char(std::tolower(ch)); });
+  const int64_t n = num_hidden_layers;
+  const std::string range = n >= 0 ? str_cat("0 to ", n) : std::string("0 to num_hidden_layers");
+  GradientCheckpointing g;
+  if (v == "auto") return g.automatic = true, g.layers = std::max<int64_t>(n, 0), g;
+  if (v == "true" || v == "yes") return g.layers = std::max<int64_t>(n, 0), g;
+  if (v == "false" || v == "no") return g;
+  const bool digits = !v.empty() && v.size() <= 9 && std::all_of(v.begin(), v.end(), [](unsigned char ch) {
+    return std::isdigit(ch) != 0;
+  });
+  if (!digits)
+    fail("--gradient_checkpointing: expected true, false, auto or a number of layers to recompute (", range,
+         "), got `", value, "`");
+  g.layers = std::stoll(v);
+  if (n >= 0 && g.layers > n)
+    fail("--gradient_checkpointing: ", g.layers, " layers to recompute, but the model has ", n,
+         " layers; expected true, false, auto or a number from ", range);
+  return g;
+}
 
 TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Comm* world) {
   check_options(o);
@@ -209,8 +221,9 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   mo.config = plan.config;
   mo.batch = o.per_device_train_batch_size;
   mo.seq_len = o.model_max_length;
-  const CheckpointingMode ckpt = parse_checkpointing(o.gradient_checkpointing);
-  mo.checkpointing = ckpt != CheckpointingMode::Off;
+  const GradientCheckpointing ckpt =
+      parse_gradient_checkpointing(o.gradient_checkpointing, mo.config.num_hidden_layers);
+  mo.checkpoint_layers = ckpt.layers;
   mo.attention.use_s2 = o.use_s2attn;
   mo.attention.group_ratio = o.s2_group_ratio;
   mo.attention.variant = o.s2_variant == "roll" ? S2Variant::Roll : S2Variant::LeakFree;
@@ -223,15 +236,19 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
     mo.lora.targets = LoraConfig::parse_targets(o.lora_target);
   }
   mo.external_param_storage = o.zero_stage == 3;
-  if (ckpt == CheckpointingMode::Auto) {
-    // Recomputation costs about a third of the step's matrix products; skip it when memory allows. Every rank
-    // takes the same decision (the most constrained one's).
+  std::string ckpt_why = "--gradient_checkpointing " + o.gradient_checkpointing;
+  if (ckpt.automatic) {
+    // Recomputation costs about a third of the step's matrix products: recompute only as many layers as the
+    // memory needs. Every rank takes the same decision (the most constrained one's: the most layers).
     std::string why;
-    const bool needed = checkpointing_needed(be, mo, int(o.zero_stage), comm.size(), &why);
-    mo.checkpointing = comm.all_reduce_max(needed ? 1.0 : 0.0) > 0;
-    if (lead)
-      std::fprintf(stderr, "gradient checkpointing: %s (auto: %s)\n", mo.checkpointing ? "on" : "off", why.c_str());
+    const int64_t needed = checkpoint_layers_needed(be, mo, int(o.zero_stage), comm.size(), &why);
+    mo.checkpoint_layers = int64_t(comm.all_reduce_max(double(needed)));
+    ckpt_why = "auto: " + why;
+    if (mo.checkpoint_layers != needed) ckpt_why += str_cat("; another rank needs ", mo.checkpoint_layers);
   }
+  if (lead)
+    std::fprintf(stderr, "gradient checkpointing: %lld of %lld layers recomputed (%s)\n",
+                 (long long)mo.checkpoint_layers, (long long)mo.config.num_hidden_layers, ckpt_why.c_str());
   // On a GPU: stop now, with what would fit, when the plan exceeds the free device memory.
   check_device_memory(be, mo, int(o.zero_stage), comm.size());
   LlamaModel model(be, mo);

@@ -161,12 +161,12 @@ TEST_P(DistributedTraining, DeferredCollectivesAndSmallBucketsMatchTheSingleRank
 }
 
 TEST(Zero3Prefetch, EveryLayerIsGatheredAheadOfItsUse) {
-  for (const bool checkpointing : {false, true}) {
+  for (const int64_t recomputed : {0, 2, 4}) {  // none, the first half, every layer
     ModelOptions mo;
     mo.config.hidden_size = 32, mo.config.intermediate_size = 48, mo.config.num_attention_heads = 4;
     mo.config.num_key_value_heads = 2, mo.config.num_hidden_layers = 4, mo.config.vocab_size = 50;
     mo.seq_len = 8;
-    mo.checkpointing = checkpointing;
+    mo.checkpoint_layers = recomputed;
     mo.lora.rank = 2;
     mo.lora.targets = LoraConfig::parse_targets("q_proj,v_proj");
     mo.trainable.embed = mo.trainable.norm = true;
@@ -184,7 +184,7 @@ TEST(Zero3Prefetch, EveryLayerIsGatheredAheadOfItsUse) {
       storage.flush();
       // Forward and backward acquire every layer once each, plus the outer group once: all layers prefetched.
       EXPECT_EQ(storage.prefetch_hits() - hits + storage.acquire_gathers() - gathers, 2 * 4 + 1);
-      EXPECT_GE(storage.prefetch_hits() - hits, 2 * 4) << "checkpointing " << checkpointing << ", pass " << pass;
+      EXPECT_GE(storage.prefetch_hits() - hits, 2 * 4) << "recomputed " << recomputed << ", pass " << pass;
     }
   }
 }
