@@ -49,13 +49,20 @@ __global__ void rope_kernel(bf16* x, const int32_t* positions, int64_t heads, in
 __global__ void rope_vec_kernel(bf16* x, const int32_t* positions, int64_t heads, int64_t head_dim, RopeRates rates,
                                 float sign) {
   __shared__ float cos_s[kRopeMaxHalf], sin_s[kRopeMaxHalf];
-  const int64_t t = blockIdx.x, half = head_dim / 2, chunks = half / kVec;
-  angles(cos_s, sin_s, positions, half, rates, sign);
+  const int64_t t = blockIdx.x, half = head_dim / 2, chunks = half / kVec, items = heads * chunks;
   bf16* row = x + t * heads * head_dim;
-  for (int64_t idx = threadIdx.x; idx < heads * chunks; idx += blockDim.x) {
+  // The first item's loads go out before the angles are computed: they do not depend on them.
+  uint4 a_raw = {}, b_raw = {};
+  if (threadIdx.x < items) {
+    const int64_t h = threadIdx.x / chunks, i0 = (threadIdx.x - h * chunks) * kVec;
+    a_raw = load_raw8(row + h * head_dim + i0), b_raw = load_raw8(row + h * head_dim + i0 + half);
+  }
+  angles(cos_s, sin_s, positions, half, rates, sign);
+  for (int64_t idx = threadIdx.x; idx < items; idx += blockDim.x) {
     const int64_t h = idx / chunks, i0 = (idx - h * chunks) * kVec;
     bf16* lo = row + h * head_dim + i0;
-    const Vec8 a = load8(lo), b = load8(lo + half);
+    if (idx != threadIdx.x) a_raw = load_raw8(lo), b_raw = load_raw8(lo + half);
+    const Vec8 a = unpack8(a_raw), b = unpack8(b_raw);
     Vec8 ra, rb;
 #pragma unroll
     for (int k = 0; k < kVec; ++k) rotate(a.v[k], b.v[k], cos_s[i0 + k], sin_s[i0 + k], &ra.v[k], &rb.v[k]);

@@ -21,14 +21,18 @@ struct Vec8 {
   float v[kVec];
 };
 
-__device__ __forceinline__ Vec8 load8(const bf16* p) {  // p: 16-byte aligned
+__device__ __forceinline__ uint4 load_raw8(const bf16* p) { return *reinterpret_cast<const uint4*>(p); }
+
+__device__ __forceinline__ Vec8 unpack8(uint4 raw) {
   Bf16x8 u;
-  u.raw = *reinterpret_cast<const uint4*>(p);
+  u.raw = raw;
   Vec8 r;
 #pragma unroll
   for (int k = 0; k < kVec; ++k) r.v[k] = to_f32(u.h[k]);
   return r;
 }
+
+__device__ __forceinline__ Vec8 load8(const bf16* p) { return unpack8(load_raw8(p)); }  // p: 16-byte aligned
 
 __device__ __forceinline__ void store8(bf16* p, const Vec8& x) {  // p: 16-byte aligned
   Bf16x8 u;
