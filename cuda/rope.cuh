@@ -1,5 +1,7 @@
 // RoPE with linear position interpolation (rotate_half layout), in place. Angles in f32: position · rate with
 // rate = θ^(−2i/Dh)/factor from cuda_plan::rope_angle_rates, sincosf once per (row, frequency) into shared memory.
+// When Dh/2 is a multiple of 8 and x is 16-byte aligned, a thread rotates 8 frequencies of one head with 16-byte
+// accesses (x[i..i+8) and x[i+Dh/2..)); otherwise a scalar kernel does; both give the same bits.
 #pragma once
 #include <cuda_runtime.h>
 
