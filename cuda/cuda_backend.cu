@@ -251,13 +251,15 @@ void CudaBackend::linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const 
 }
 
 namespace {
-// LONGLORA_LORA_KERNELS, read once per process: unset, empty or `kernels` → hand-written, `cublaslt` → cuBLASLt.
+// LONGLORA_LORA_KERNELS, read once per process: `kernels` → hand-written; unset, empty or `cublaslt` → cuBLASLt.
+// cuBLASLt is the default: on an H200 (7B projection, 8k tokens, r = 8) the hand-written kernels measured a LoRA
+// overhead of 0.128 ms forward / 0.266 ms backward against cuBLASLt's 0.096 / 0.127 (bench_cuda lora).
 bool lora_kernels_by_default() {
   static const bool hand_written = [] {
     const char* v = std::getenv("LONGLORA_LORA_KERNELS");
-    if (v == nullptr || *v == '\0' || std::string(v) == "kernels") return true;
-    LL_CHECK(std::string(v) == "cublaslt", "LONGLORA_LORA_KERNELS must be `kernels` or `cublaslt`, got `", v, "`");
-    return false;
+    if (v == nullptr || *v == '\0' || std::string(v) == "cublaslt") return false;
+    LL_CHECK(std::string(v) == "kernels", "LONGLORA_LORA_KERNELS must be `kernels` or `cublaslt`, got `", v, "`");
+    return true;
   }();
   return hand_written;
 }

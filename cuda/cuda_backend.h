@@ -73,9 +73,9 @@ class CudaBackend final : public Backend {
   // ---- CUDA-specific (tests, benchmarks) ------------------------------------------------------------------
   // Forces the attention kernel family (Auto = choose by shape); a call the forced path cannot run throws.
   void force_attention_path(cuda_plan::AttentionPath path) { forced_path_ = path; }
-  // The thin LoRA products (xa = x_lora·Aᵀ, y += s·xa·Bᵀ, dxa, dA, dB, dxa·A): hand-written kernels (cuda/lora.cuh,
-  // the default) or cuBLASLt. Default follows the environment variable LONGLORA_LORA_KERNELS (read once per
-  // process: `cublaslt` or `kernels`); shapes the kernels do not support always take cuBLASLt.
+  // The thin LoRA products (xa = x_lora·Aᵀ, y += s·xa·Bᵀ, dxa, dA, dB, dxa·A): hand-written kernels (cuda/lora.cuh)
+  // or cuBLASLt. Default follows the environment variable LONGLORA_LORA_KERNELS (read once per process: `kernels`,
+  // or `cublaslt` = unset, since the kernels are not faster yet); shapes the kernels do not support take cuBLASLt.
   enum class LoraKernels { Default, HandWritten, CuBlasLt };
   void set_lora_kernels(LoraKernels k) { lora_kernels_ = k; }
   // Whether the hand-written kernels run for a LoRA call of these shapes (with 16-byte aligned tensors).

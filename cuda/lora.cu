@@ -51,37 +51,68 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int k0 = 0; k0 < K; k0 += KC) {
     const int kc = min(KC, K - k0);  // a multiple of 8 (K is)
     __syncthreads();                 // the previous chunk is consumed
-    if (w_vec) {                     // W(j, k) = w[j·wj + k], rows 16-byte aligned: 8 elements per load
-      const int per_row = kc / 8;
-      for (int i = threadIdx.x; i < RMAX * per_row; i += kThreads) {
-        const int j = i / per_row, kk = (i - j * per_row) * 8;
-        uint4 v = make_uint4(0, 0, 0, 0);
-        if (j < r) v = __ldg(reinterpret_cast<const uint4*>(w + int64_t(j) * wj + k0 + kk));
-        *reinterpret_cast<uint4*>(&ws[j * LD + kk]) = v;
+    // Staging: every thread loads a fixed number of elements in batches (all of a batch's loads in flight
+    // together), then stores them; entries for j >= r or k >= kc are zero.
+    if (w_vec) {  // W(j, k) = w[j·wj + k], rows 16-byte aligned: 8 elements per load
+      constexpr int kPerRow = KC / 8, kPer = RMAX * kPerRow / kThreads, kBatch = 4;
+      static_assert(kPer % kBatch == 0, "staging batches");
+#pragma unroll
+      for (int b0 = 0; b0 < kPer; b0 += kBatch) {
+        uint4 v[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int i = (b0 + u) * kThreads + threadIdx.x, j = i / kPerRow, kk = (i - j * kPerRow) * 8;
+          v[u] = (j < r && kk < kc) ? __ldg(reinterpret_cast<const uint4*>(w + int64_t(j) * wj + k0 + kk))
+                                    : make_uint4(0, 0, 0, 0);
+        }
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int i = (b0 + u) * kThreads + threadIdx.x, j = i / kPerRow, kk = (i - j * kPerRow) * 8;
+          *reinterpret_cast<uint4*>(&ws[j * LD + kk]) = v[u];
+        }
       }
-    } else if (wk == 1) {
-      for (int i = threadIdx.x; i < RMAX * kc; i += kThreads) {
-        const int j = i / kc, kk = i - j * kc;
-        ws[j * LD + kk] = j < r ? w[int64_t(j) * wj + k0 + kk] : to_bf16(0.f);
-      }
-    } else {  // rank fastest: W(j,k) = B[k,j] reads rows of B contiguously
-      for (int i = threadIdx.x; i < RMAX * kc; i += kThreads) {
-        const int kk = i / RMAX, j = i - kk * RMAX;
-        ws[j * LD + kk] = j < r ? w[int64_t(j) * wj + int64_t(k0 + kk) * wk] : to_bf16(0.f);
+    } else {  // element by element; k fastest when wk == 1 (A), else rank fastest (W(j,k) = B[k,j]: rows of B)
+      constexpr int kPer = RMAX * KC / kThreads, kBatch = 16;
+      static_assert(kPer % kBatch == 0, "staging batches");
+      const bool k_fastest = wk == 1;
+#pragma unroll 1
+      for (int b0 = 0; b0 < kPer; b0 += kBatch) {
+        bf16 v[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int i = (b0 + u) * kThreads + threadIdx.x;
+          const int j = k_fastest ? i / KC : i % RMAX, kk = k_fastest ? i % KC : i / RMAX;
+          v[u] = (j < r && kk < kc) ? w[int64_t(j) * wj + int64_t(k0 + kk) * wk] : to_bf16(0.f);
+        }
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int i = (b0 + u) * kThreads + threadIdx.x;
+          const int j = k_fastest ? i / KC : i % RMAX, kk = k_fastest ? i % KC : i / RMAX;
+          ws[j * LD + kk] = v[u];
+        }
       }
     }
     __syncthreads();
+    // X in registers one step ahead (the next step's loads are in flight while this one is multiplied).
+    uint4 next[RT];
+#pragma unroll
+    for (int i = 0; i < RT; ++i) {
+      const int64_t t = row0 + i;
+      next[i] = (t < rows && lane * 8 < kc) ? __ldg(reinterpret_cast<const uint4*>(x + t * K + k0 + lane * 8))
+                                             : make_uint4(0, 0, 0, 0);
+    }
     for (int kk = lane * 8; kk < kc; kk += 256) {
       float xv[RT][8];
 #pragma unroll
       for (int i = 0; i < RT; ++i) {
-        const int64_t t = row0 + i;
-        if (t < rows) {
-          load8(x + t * K + k0 + kk, xv[i]);
-        } else {
+        Pack8 u;
+        u.raw = next[i];
 #pragma unroll
-          for (int c = 0; c < 8; ++c) xv[i][c] = 0.f;
-        }
+        for (int c = 0; c < 8; ++c) xv[i][c] = to_f32(u.h[c]);
+        const int64_t t = row0 + i;
+        next[i] = (t < rows && kk + 256 < kc)
+                      ? __ldg(reinterpret_cast<const uint4*>(x + t * K + k0 + kk + 256))
+                      : make_uint4(0, 0, 0, 0);
       }
 #pragma unroll
       for (int j = 0; j < RMAX; ++j) {
@@ -117,52 +148,80 @@ void run_down(bf16* out, const bf16* x, int64_t rows, int64_t K, const bf16* w, 
 }
 
 // ---- up: Y[t,n] = (Y[t,n] +) alpha · Σ_j Xa[t,j]·V(n,j) -----------------------------------------------------------
-// A block: 32 rows × 256 columns; a thread: rows 4·warp … 4·warp+3, columns 8·lane … 8·lane+7 of the tile. The
-// ranks are summed in order j = 0, 1, …, r−1 (chunks of JC staged in shared memory; padded ranks are zero).
+// A block owns a 256-column tile (blockIdx.y) and walks row tiles of 32 rows (blockIdx.x, step gridDim.x); a thread
+// computes rows 4·warp … 4·warp+3 of the tile, columns 8·lane … 8·lane+7. V is staged in shared memory as f32 in
+// chunks of JC ranks (once per block when r ≤ JC); the warp's Xa values are loaded one per lane and broadcast by
+// shuffles. The ranks are summed in order j = 0, 1, …, r−1 (padded ranks are zero); which block computes an output
+// does not change its value, so the grid size (from the device's occupancy) does not affect the result.
 constexpr int kUpCols = 256, kUpRowsPerThread = 4, kUpRows = (kThreads / 32) * kUpRowsPerThread;
 
 // Shared-memory position of tile column nn: a thread's columns 8·lane … +3 at 4·lane, 8·lane+4 … +7 at 128 + 4·lane,
 // so each of its two float4 reads is one conflict-free 512-byte row across the warp.
 __device__ __forceinline__ int up_slot(int nn) { return ((nn & 4) ? kUpCols / 2 : 0) + (nn >> 3) * 4 + (nn & 3); }
 
-template <int JC, bool ACC>
+// vs[jj][slot(nn)] = V(n0+nn, j0+jj), zero outside (j < r, n < N). Loads first (in flight together), then stores.
+template <int JC>
+__device__ __forceinline__ void up_stage_v(float* vs, const bf16* __restrict__ v, int64_t vn, int64_t vj, int n0,
+                                           int N, int j0, int r) {
+  constexpr int LDV = kUpCols + 4, kPer = JC * kUpCols / kThreads;
+  const bool n_fastest = vn == 1;  // A[j,n]: columns contiguous; else B[n,j]: ranks contiguous
+  float vv[kPer];
+#pragma unroll
+  for (int u = 0; u < kPer; ++u) {
+    const int i = u * kThreads + threadIdx.x;
+    const int jj = n_fastest ? i / kUpCols : i % JC, nn = n_fastest ? i % kUpCols : i / JC, j = j0 + jj;
+    vv[u] = (j < r && n0 + nn < N) ? to_f32(v[int64_t(n0 + nn) * vn + int64_t(j) * vj]) : 0.f;
+  }
+#pragma unroll
+  for (int u = 0; u < kPer; ++u) {
+    const int i = u * kThreads + threadIdx.x;
+    const int jj = n_fastest ? i / kUpCols : i % JC, nn = n_fastest ? i % kUpCols : i / JC;
+    vs[jj * LDV + up_slot(nn)] = vv[u];
+  }
+}
+
+template <int JC, bool ACC, bool SINGLE>  // SINGLE: r <= JC, V staged once
 __global__ void __launch_bounds__(kThreads)
     lora_up_kernel(bf16* __restrict__ y, const bf16* __restrict__ xa, int rows, int N, int r,
                    const bf16* __restrict__ v, int64_t vn, int64_t vj, float alpha) {
   constexpr int LDV = kUpCols + 4;  // padded (16-byte multiple): the rank-fastest fill hits distinct banks
+  constexpr int kXPerLane = (kUpRowsPerThread * JC + 31) / 32;  // the warp's 4 rows × JC ranks, over 32 lanes
   __shared__ __align__(16) float vs[JC * LDV];
-  __shared__ __align__(16) float xs[kUpRows * JC];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t t0 = int64_t(blockIdx.x) * kUpRows;
   const int n0 = blockIdx.y * kUpCols;
   const int n = n0 + lane * 8;
-
-  float acc[kUpRowsPerThread][8];
-#pragma unroll
-  for (int i = 0; i < kUpRowsPerThread; ++i)
-#pragma unroll
-    for (int c = 0; c < 8; ++c) acc[i][c] = 0.f;
-
-  for (int j0 = 0; j0 < r; j0 += JC) {
-    __syncthreads();  // the previous chunk is consumed
-    if (vn == 1) {    // V(n,j) = A[j,n]: columns fastest
-      for (int i = threadIdx.x; i < JC * kUpCols; i += kThreads) {
-        const int jj = i / kUpCols, nn = i - jj * kUpCols, j = j0 + jj;
-        vs[jj * LDV + up_slot(nn)] = (j < r && n0 + nn < N) ? to_f32(v[int64_t(j) * vj + n0 + nn]) : 0.f;
-      }
-    } else {  // V(n,j) = B[n,j]: ranks fastest
-      for (int i = threadIdx.x; i < JC * kUpCols; i += kThreads) {
-        const int nn = i / JC, jj = i - nn * JC, j = j0 + jj;
-        vs[jj * LDV + up_slot(nn)] = (j < r && n0 + nn < N) ? to_f32(v[int64_t(n0 + nn) * vn + int64_t(j) * vj]) : 0.f;
-      }
-    }
-    for (int i = threadIdx.x; i < kUpRows * JC; i += kThreads) {
-      const int row = i / JC, jj = i - row * JC, j = j0 + jj;
-      const int64_t t = t0 + row;
-      xs[i] = (t < rows && j < r) ? to_f32(xa[t * r + j]) : 0.f;
-    }
+  const int64_t tiles = (int64_t(rows) + kUpRows - 1) / kUpRows;
+  if (SINGLE) {
+    up_stage_v<JC>(vs, v, vn, vj, n0, N, 0, r);
     __syncthreads();
-    if (n < N) {
+  }
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int64_t t0 = tile * kUpRows + warp * kUpRowsPerThread;  // this warp's first row
+    // The accumulated Y first: its latency overlaps the products below.
+    uint4 old_y[kUpRowsPerThread];
+#pragma unroll
+    for (int i = 0; i < kUpRowsPerThread; ++i)
+      old_y[i] = (ACC && n < N && t0 + i < rows) ? *reinterpret_cast<const uint4*>(y + (t0 + i) * N + n)
+                                                 : make_uint4(0, 0, 0, 0);
+    float acc[kUpRowsPerThread][8];
+#pragma unroll
+    for (int i = 0; i < kUpRowsPerThread; ++i)
+#pragma unroll
+      for (int c = 0; c < 8; ++c) acc[i][c] = 0.f;
+    for (int j0 = 0; j0 < r; j0 += JC) {
+      if (!SINGLE) {
+        __syncthreads();  // the previous chunk is consumed
+        up_stage_v<JC>(vs, v, vn, vj, n0, N, j0, r);
+        __syncthreads();
+      }
+      // Xa(t0 + e / JC, j0 + e % JC) for e = lane + 32·u, zero outside.
+      float xv[kXPerLane];
+#pragma unroll
+      for (int u = 0; u < kXPerLane; ++u) {
+        const int e = lane + 32 * u, row = e / JC, j = j0 + e % JC;
+        const int64_t t = t0 + row;
+        xv[u] = (row < kUpRowsPerThread && t < rows && j < r) ? to_f32(xa[t * r + j]) : 0.f;
+      }
 #pragma unroll
       for (int jj = 0; jj < JC; ++jj) {
         const float4 va = *reinterpret_cast<const float4*>(&vs[jj * LDV + lane * 4]);
@@ -170,42 +229,62 @@ __global__ void __launch_bounds__(kThreads)
         const float vv[8] = {va.x, va.y, va.z, va.w, vb.x, vb.y, vb.z, vb.w};
 #pragma unroll
         for (int i = 0; i < kUpRowsPerThread; ++i) {
-          const float a = xs[(warp * kUpRowsPerThread + i) * JC + jj];
+          const int e = i * JC + jj;  // compile-time: which lane and register hold Xa(t0 + i, j0 + jj)
+          const float a = __shfl_sync(0xffffffffu, xv[e / 32], e % 32);
 #pragma unroll
           for (int c = 0; c < 8; ++c) acc[i][c] = fmaf(a, vv[c], acc[i][c]);
         }
       }
     }
-  }
-  if (n >= N) return;  // no barrier below
+    if (n < N) {
 #pragma unroll
-  for (int i = 0; i < kUpRowsPerThread; ++i) {
-    const int64_t t = t0 + warp * kUpRowsPerThread + i;
-    if (t >= rows) continue;
-    bf16* p = y + t * N + n;
-    float o[8];
-    if (ACC) {
-      float old[8];
-      load8(p, old);
+      for (int i = 0; i < kUpRowsPerThread; ++i) {
+        const int64_t t = t0 + i;
+        if (t >= rows) continue;
+        float o[8];
+        if (ACC) {
+          Pack8 u;
+          u.raw = old_y[i];
 #pragma unroll
-      for (int c = 0; c < 8; ++c) o[c] = fmaf(alpha, acc[i][c], old[c]);
-    } else {
+          for (int c = 0; c < 8; ++c) o[c] = fmaf(alpha, acc[i][c], to_f32(u.h[c]));
+        } else {
 #pragma unroll
-      for (int c = 0; c < 8; ++c) o[c] = alpha * acc[i][c];
+          for (int c = 0; c < 8; ++c) o[c] = alpha * acc[i][c];
+        }
+        store8(y + t * N + n, o);
+      }
     }
-    store8(p, o);
   }
 }
 
-template <int JC>
+// Blocks of `kernel` resident per SM × SMs: the grid that fills the device once (at least 1).
+template <typename Kernel>
+int64_t resident_blocks(Kernel kernel) {
+  int device = 0, sms = 0, per_sm = 0;
+  LL_CUDA_CHECK(cudaGetDevice(&device));
+  LL_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  LL_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+  return std::max<int64_t>(1, int64_t(sms) * std::max(per_sm, 1));
+}
+
+template <int JC, bool ACC, bool SINGLE>
+void run_up_as(bf16* y, const bf16* xa, int64_t rows, int64_t N, int64_t r, const bf16* v, int64_t vn, int64_t vj,
+               float alpha, cudaStream_t s) {
+  const int64_t col_tiles = (N + kUpCols - 1) / kUpCols, row_tiles = (rows + kUpRows - 1) / kUpRows;
+  const int64_t fill = resident_blocks(lora_up_kernel<JC, ACC, SINGLE>);
+  const int64_t row_blocks = std::min(row_tiles, std::max<int64_t>(1, fill / col_tiles));
+  const dim3 grid{unsigned(row_blocks), unsigned(col_tiles)};
+  lora_up_kernel<JC, ACC, SINGLE><<<grid, kThreads, 0, s>>>(y, xa, int(rows), int(N), int(r), v, vn, vj, alpha);
+  LL_LAUNCH_CHECK("lora_up_kernel");
+}
+
+template <int JC, bool SINGLE>
 void run_up(bf16* y, const bf16* xa, int64_t rows, int64_t N, int64_t r, const bf16* v, int64_t vn, int64_t vj,
             float alpha, bool accumulate, cudaStream_t s) {
-  const dim3 grid(unsigned((rows + kUpRows - 1) / kUpRows), unsigned((N + kUpCols - 1) / kUpCols));
   if (accumulate)
-    lora_up_kernel<JC, true><<<grid, kThreads, 0, s>>>(y, xa, int(rows), int(N), int(r), v, vn, vj, alpha);
+    run_up_as<JC, true, SINGLE>(y, xa, rows, N, r, v, vn, vj, alpha, s);
   else
-    lora_up_kernel<JC, false><<<grid, kThreads, 0, s>>>(y, xa, int(rows), int(N), int(r), v, vn, vj, alpha);
-  LL_LAUNCH_CHECK("lora_up_kernel");
+    run_up_as<JC, false, SINGLE>(y, xa, rows, N, r, v, vn, vj, alpha, s);
 }
 
 // ---- reduce_rows: G(j,k) += alpha · Σ_t Xa[t,j]·X[t,k] -------------------------------------------------------------
@@ -246,9 +325,19 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t ts = t_begin; ts < t_end; ts += kRedStage) {
     const int n_rows = int(t_end - ts < kRedStage ? t_end - ts : int64_t(kRedStage));
     __syncthreads();  // the previous stage is consumed
-    for (int i = threadIdx.x; i < kRedStage * kRedRanks; i += kThreads) {
-      const int row = i / kRedRanks, jj = i - row * kRedRanks, j = j0 + jj;
-      xs[row][jj] = (row < n_rows && j < r) ? to_f32(xa[(ts + row) * r + j]) : 0.f;
+    {
+      constexpr int kPer = kRedStage * kRedRanks / kThreads;  // loads first (in flight together), then stores
+      float v[kPer];
+#pragma unroll
+      for (int u = 0; u < kPer; ++u) {
+        const int i = u * kThreads + threadIdx.x, row = i / kRedRanks, jj = i - row * kRedRanks, j = j0 + jj;
+        v[u] = (row < n_rows && j < r) ? to_f32(xa[(ts + row) * r + j]) : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < kPer; ++u) {
+        const int i = u * kThreads + threadIdx.x, row = i / kRedRanks, jj = i - row * kRedRanks;
+        xs[row][jj] = v[u];
+      }
     }
     __syncthreads();
     if (k < K) {
@@ -319,8 +408,18 @@ __global__ void lora_reduce_finish_kernel(float* __restrict__ g, int64_t gj, int
     } else {  // G(j,k) = dB[k,j]: consecutive threads write consecutive j
       k = int(e / r), j = int(e - int64_t(k) * r);
     }
+    const float* src = partial + int64_t(j) * K + k;
+    const int64_t chunk_stride = int64_t(rank_pad) * K;
     float sum = 0.f;
-    for (int c = 0; c < chunks; ++c) sum += partial[(int64_t(c) * rank_pad + j) * K + k];
+    int c = 0;
+    for (; c + 8 <= chunks; c += 8) {  // 8 loads in flight, added in chunk order
+      float v[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) v[u] = src[(c + u) * chunk_stride];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) sum += v[u];
+    }
+    for (; c < chunks; ++c) sum += src[c * chunk_stride];
     float* p = g + int64_t(j) * gj + int64_t(k) * gk;
     *p = fmaf(alpha, sum, *p);
   }
@@ -349,9 +448,11 @@ void launch_lora_down(bf16* out, const bf16* x, int64_t rows, int64_t k, const b
 void launch_lora_up(bf16* y, const bf16* xa, int64_t rows, int64_t n, int64_t rank, const bf16* v,
                     int64_t v_stride_n, int64_t v_stride_j, float alpha, bool accumulate, cudaStream_t s) {
   if (rank <= 8)
-    run_up<8>(y, xa, rows, n, rank, v, v_stride_n, v_stride_j, alpha, accumulate, s);
+    run_up<8, true>(y, xa, rows, n, rank, v, v_stride_n, v_stride_j, alpha, accumulate, s);
+  else if (rank <= 16)
+    run_up<16, true>(y, xa, rows, n, rank, v, v_stride_n, v_stride_j, alpha, accumulate, s);
   else
-    run_up<16>(y, xa, rows, n, rank, v, v_stride_n, v_stride_j, alpha, accumulate, s);
+    run_up<16, false>(y, xa, rows, n, rank, v, v_stride_n, v_stride_j, alpha, accumulate, s);
 }
 
 size_t lora_reduce_rows_scratch_bytes(int64_t rows, int64_t k, int64_t rank) {

@@ -14,13 +14,19 @@
 //   down:  a warp owns RT rows (RT = 4 for r ≤ 16, 2 for r ≤ 32, 1 for r ≤ 64), each lane 8 consecutive k per
 //          step (16-byte loads of X); W is staged in shared memory in chunks of K (r_pad·K_chunk bf16 = 32 KB);
 //          per-lane partial sums over k, then a butterfly warp reduction. Grid: ceil(T / (8·RT)) blocks.
-//   up:    a block owns 32 rows × 256 columns; each thread 4 rows × 8 consecutive columns (16-byte loads/stores
-//          of Y); V and Xa staged in shared memory as f32 in chunks of 8 (r ≤ 8) or 16 ranks. Grid: ceil(T/32) ×
-//          ceil(N/256).
+//   up:    a block owns a 256-column tile and walks 32-row tiles (grid: the device's resident blocks spread over
+//          the column tiles, × ceil(N/256)); each thread 4 rows × 8 consecutive columns (16-byte loads/stores of
+//          Y, the old Y loaded before the products); V staged in shared memory as f32 (once per block for r ≤ 16,
+//          else per 16-rank chunk and tile); the warp's Xa values loaded one per lane and broadcast by shuffles.
 //   reduce_rows: pass 1, grid ceil(K/256) × chunks × ceil(r/8): a block sums rows [c·rows_per_chunk, …) of a
 //          256-column tile for 8 ranks (each thread 8 columns × 8 ranks; the 8 warps split the rows and are summed
 //          by a fixed tree in shared memory) into f32 partials [chunks][r_pad][K]; pass 2 adds the chunks in order
 //          and writes G = alpha·Σ + G. Scratch: lora_reduce_rows_scratch_bytes.
+//
+// Status (H200, T = 8192, K = N = 4096, r = 8, bench_cuda lora): correct and deterministic (CudaOps GPU tests pass),
+// but slower than cuBLASLt — LoRA overhead over the base product 0.128 ms forward / 0.266 ms backward against
+// 0.096 / 0.127 — so CudaBackend keeps cuBLASLt as the default (LONGLORA_LORA_KERNELS=kernels selects these).
+// Not yet known which kernel loses the time (no per-kernel profile was taken).
 //
 // Supported shapes (lora_kernels_support; the caller falls back to cuBLASLt otherwise): 1 ≤ r ≤ 64, T ≥ 1,
 // K and N multiples of 8, T·max(K,N) < 2³¹, and the matrices read or written with 16-byte accesses (X of down
