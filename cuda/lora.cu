@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "cuda/lora_timing.h"
+
 namespace ll::cuda {
 
 namespace {
@@ -472,6 +474,63 @@ void launch_lora_reduce_rows(float* g, int64_t g_stride_j, int64_t g_stride_k, c
   lora_reduce_finish_kernel<<<blocks, kThreads, 0, s>>>(g, g_stride_j, g_stride_k, scratch, int(p.chunks), int(rank),
                                                         int(p.rank_pad), int(k), alpha);
   LL_LAUNCH_CHECK("lora_reduce_finish_kernel");
+}
+
+std::vector<LoraKernelTiming> lora_kernel_timings(int64_t T, int64_t K, int64_t N, int64_t r, void* stream) {
+  LL_CHECK(lora_kernels_support(T, K, N, r), "lora_kernel_timings: shape T=", T, " K=", K, " N=", N, " r=", r,
+           " is outside the kernels' support");
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  std::vector<void*> owned;
+  auto alloc = [&](size_t bytes) {
+    void* p = nullptr;
+    LL_CUDA_CHECK(cudaMalloc(&p, bytes));
+    owned.push_back(p);
+    LL_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, s));
+    return p;
+  };
+  const size_t e = sizeof(bf16);
+  bf16* x = static_cast<bf16*>(alloc(size_t(T * K) * e));
+  bf16* dx = static_cast<bf16*>(alloc(size_t(T * K) * e));
+  bf16* y = static_cast<bf16*>(alloc(size_t(T * N) * e));
+  bf16* dy = static_cast<bf16*>(alloc(size_t(T * N) * e));
+  bf16* xa = static_cast<bf16*>(alloc(size_t(T * r) * e));
+  bf16* dxa = static_cast<bf16*>(alloc(size_t(T * r) * e));
+  bf16* a = static_cast<bf16*>(alloc(size_t(r * K) * e));
+  bf16* b = static_cast<bf16*>(alloc(size_t(N * r) * e));
+  float* da = static_cast<float*>(alloc(size_t(r * K) * sizeof(float)));
+  float* db = static_cast<float*>(alloc(size_t(N * r) * sizeof(float)));
+  float* scratch = static_cast<float*>(
+      alloc(std::max(lora_reduce_rows_scratch_bytes(T, K, r), lora_reduce_rows_scratch_bytes(T, N, r))));
+  cudaEvent_t start = nullptr, stop = nullptr;
+  LL_CUDA_CHECK(cudaEventCreate(&start));
+  LL_CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<LoraKernelTiming> out;
+  auto time = [&](const char* what, double bytes, auto&& launch) {
+    for (int i = 0; i < 3; ++i) launch();
+    constexpr int kIters = 20;
+    LL_CUDA_CHECK(cudaEventRecord(start, s));
+    for (int i = 0; i < kIters; ++i) launch();
+    LL_CUDA_CHECK(cudaEventRecord(stop, s));
+    LL_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    LL_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    out.push_back({what, double(ms) / kIters, bytes});
+  };
+  const double tk = double(T * K) * e, tn = double(T * N) * e;
+  const float sc = 2.f;
+  time("fwd down   xa = x·Aᵀ", tk, [&] { launch_lora_down(xa, x, T, K, a, K, 1, r, 1.f, s); });
+  time("fwd up     y += s·xa·Bᵀ", 2 * tn, [&] { launch_lora_up(y, xa, T, N, r, b, r, 1, sc, true, s); });
+  time("bwd reduce dB += s·dyᵀ·xa", tn, [&] { launch_lora_reduce_rows(db, 1, r, xa, dy, T, N, r, sc, scratch, s); });
+  time("bwd down   dxa = s·dy·B", tn, [&] { launch_lora_down(dxa, dy, T, N, b, 1, r, r, sc, s); });
+  time("bwd reduce dA += dxaᵀ·x", tk, [&] { launch_lora_reduce_rows(da, K, 1, dxa, x, T, K, r, 1.f, scratch, s); });
+  time("bwd up     dx += dxa·A", 2 * tk, [&] { launch_lora_up(dx, dxa, T, K, r, a, 1, K, 1.f, true, s); });
+  time("reference  copy [T,N] bf16", 2 * tn,
+       [&] { LL_CUDA_CHECK(cudaMemcpyAsync(dy, y, size_t(tn), cudaMemcpyDeviceToDevice, s)); });
+  LL_CUDA_CHECK(cudaStreamSynchronize(s));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  for (void* p : owned) cudaFree(p);
+  return out;
 }
 
 }  // namespace ll::cuda

@@ -44,6 +44,7 @@
 
 #ifdef LONGLORA_WITH_CUDA
 #include "cuda/cuda_backend.h"
+#include "cuda/lora_timing.h"
 #endif
 
 namespace ll {
@@ -441,7 +442,16 @@ nlohmann::json bench_lora(CudaBackend& be, const Options& o) {
   be.set_lora_kernels(LK::Default);
   std::printf("overhead = lora − base (median of 7 batches of 10 calls); GB/s = thin products' minimal bytes / "
               "overhead; ms per step = 256 forward + 128 backward overheads (7B, q/k/v/o, recomputation)\n");
-  return {{"T", T}, {"K", K}, {"N", N}, {"rank", r}, {"rows", rows}};
+  // The hand-written kernels one by one (cudaEvent time, own operands), against a device-to-device copy.
+  nlohmann::json kernels = nlohmann::json::array();
+  if (r >= 1 && r <= 64) {  // the kernels' rank range (lora.cuh)
+    std::printf("\n%-30s %9s %10s %9s\n", "hand-written kernel", "ms", "MB", "GB/s");
+    for (const cuda::LoraKernelTiming& k : cuda::lora_kernel_timings(T, K, N, r, be.native_stream())) {
+      std::printf("%-30s %9.4f %10.1f %9.0f\n", k.what.c_str(), k.ms, k.bytes / 1e6, k.bytes / k.ms / 1e6);
+      kernels.push_back({{"kernel", k.what}, {"ms", k.ms}, {"bytes", k.bytes}, {"gb_per_s", k.bytes / k.ms / 1e6}});
+    }
+  }
+  return {{"T", T}, {"K", K}, {"N", N}, {"rank", r}, {"rows", rows}, {"kernels", kernels}};
 }
 
 #endif  // LONGLORA_WITH_CUDA
