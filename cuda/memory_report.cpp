@@ -42,9 +42,9 @@ std::string device_memory_shortfall(const DeviceMemoryNeeds& n, const DeviceMemo
     for (int64_t k = s.checkpoint_layers + 1; k <= layers; ++k)
       if (by_k[size_t(k)] <= room) {
         fits.push_back(k == layers ? "--gradient_checkpointing true (all " + std::to_string(layers) +
-                                         " layers recomputed, activations " + format_gib(by_k[size_t(k)]) + ")"
+                                         " layers checkpointed, activations " + format_gib(by_k[size_t(k)]) + ")"
                                    : "--gradient_checkpointing " + std::to_string(k) + " (" + std::to_string(k) +
-                                         " of " + std::to_string(layers) + " layers recomputed, activations " +
+                                         " of " + std::to_string(layers) + " layers checkpointed, activations " +
                                          format_gib(by_k[size_t(k)]) + ")");
         break;
       }

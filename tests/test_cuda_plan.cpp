@@ -505,7 +505,7 @@ TEST(MemoryReport, FitsOrSaysWhatItNeedsAndWhatWouldFit) {
   EXPECT_NE(msg.find("79.0 GiB free of 80.0 GiB"), std::string::npos) << msg;
   EXPECT_NE(msg.find("activations 70.0 GiB"), std::string::npos) << msg;
   // room = 79 − 0.5 − 15.875 = 62.625 GiB: the fewest recomputed layers that fit are 2 (50 GiB).
-  EXPECT_NE(msg.find("would fit: --gradient_checkpointing 2 (2 of 4 layers recomputed, activations 50.0 GiB)"),
+  EXPECT_NE(msg.find("would fit: --gradient_checkpointing 2 (2 of 4 layers checkpointed, activations 50.0 GiB)"),
             std::string::npos)
       << msg;
   // Without checkpointing: 62.625 GiB at 70 GiB / 16384 tokens → 14657 tokens.
@@ -517,13 +517,13 @@ TEST(MemoryReport, FitsOrSaysWhatItNeedsAndWhatWouldFit) {
   two.activations = 50 * GiB;
   s.checkpoint_layers = 2;
   const std::string all = device_memory_shortfall(two, s, 79 * GiB - 40 * GiB, 80 * GiB, "card");
-  EXPECT_NE(all.find("would fit: --gradient_checkpointing true (all 4 layers recomputed, activations 7.0 GiB)"),
+  EXPECT_NE(all.find("would fit: --gradient_checkpointing true (all 4 layers checkpointed, activations 7.0 GiB)"),
             std::string::npos)
       << all;
   // Not even every layer recomputed fits (room 6.125 GiB < 7 GiB): a shorter length with all recomputed,
   // 6.125 / 7 · 16384 = 14336 tokens.
   const std::string none = device_memory_shortfall(two, s, 79 * GiB - 56.5 * GiB, 80 * GiB, "card");
-  EXPECT_EQ(none.find("layers recomputed"), std::string::npos) << none;
+  EXPECT_EQ(none.find("layers checkpointed"), std::string::npos) << none;
   EXPECT_NE(none.find("--gradient_checkpointing true with --model_max_length 14336 or less"), std::string::npos)
       << none;
   // Recomputing every layer already, or no per-k plans known: no checkpointing advice.

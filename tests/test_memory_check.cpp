@@ -317,7 +317,7 @@ TEST(MemoryCheck, TooSmallDeviceNamesTheNeedAndWhatWouldFit) {
     const std::string msg = message(small, o);
     EXPECT_NE(msg.find("does not fit in device memory: needs"), std::string::npos) << msg;
     EXPECT_NE(msg.find("test card"), std::string::npos) << msg;
-    EXPECT_NE(msg.find("would fit: --gradient_checkpointing true (all 8 layers recomputed, activations " +
+    EXPECT_NE(msg.find("would fit: --gradient_checkpointing true (all 8 layers checkpointed, activations " +
                        format_gib(with_ckpt) + ")"),
               std::string::npos)
         << msg;
@@ -328,7 +328,7 @@ TEST(MemoryCheck, TooSmallDeviceNamesTheNeedAndWhatWouldFit) {
     ModelOptions k5 = o;
     k5.checkpoint_layers = 5;
     const std::string msg = message(five, o);
-    EXPECT_NE(msg.find("would fit: --gradient_checkpointing 5 (5 of 8 layers recomputed, activations " +
+    EXPECT_NE(msg.find("would fit: --gradient_checkpointing 5 (5 of 8 layers checkpointed, activations " +
                        format_gib(LlamaModel::plan_memory(cpu, k5).activations) + ")"),
               std::string::npos)
         << msg;
@@ -341,7 +341,7 @@ TEST(MemoryCheck, TooSmallDeviceNamesTheNeedAndWhatWouldFit) {
   {  // nothing fits: no recomputation advice, a shorter length with every layer recomputed instead
     SmallDevice tiny = device_with_budget(plan_with(cpu, o, 8) - with_ckpt / 2);
     const std::string msg = message(tiny, o);
-    EXPECT_EQ(msg.find("layers recomputed"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("layers checkpointed"), std::string::npos) << msg;
     EXPECT_NE(msg.find("--gradient_checkpointing true with --model_max_length"), std::string::npos) << msg;
     // Already recomputing every layer: nothing about checkpointing.
     EXPECT_EQ(message(tiny, ckpt).find("--gradient_checkpointing"), std::string::npos);

@@ -225,9 +225,9 @@ nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
   const double tokens_per_s = double(o.batch * o.seq_len) / r.seconds;
   double peak = o.peak_tflops > 0 ? o.peak_tflops : perf::bf16_peak_tflops(be.device_description().c_str());
   const double model_fpt = perf::lora_model_flops_per_token(mo.config, o.seq_len, group);
-  const int64_t recomputed = mo.checkpoint_layers;
-  const double hw_fpt = perf::lora_hardware_flops_per_token(mo.config, o.seq_len, group,
-                                                            double(recomputed) / double(mo.config.num_hidden_layers));
+  const int64_t recomputed = mo.checkpoint_layers;  // checkpointed layers; backward recomputes all but the last
+  const double hw_fpt = perf::lora_hardware_flops_per_token(
+      mo.config, o.seq_len, group, double(std::max<int64_t>(recomputed - 1, 0)) / double(mo.config.num_hidden_layers));
   const double mfu = peak > 0 ? model_fpt * tokens_per_s / (peak * 1e12) : 0;
   const double hfu = peak > 0 ? hw_fpt * tokens_per_s / (peak * 1e12) : 0;
   std::printf("Llama-2-7B-shaped LoRA r=%lld (q,k,v,o) + embed/norm, %s, seq %lld, batch %lld, checkpointing %lld of "

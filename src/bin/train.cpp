@@ -56,9 +56,9 @@ int main(int argc, char** argv) {
     flags.add("logging_steps", &o.logging_steps, "write metrics every N steps");
     flags.add("seed", &o.seed, "seed for initialisation, data order and dropout");
     flags.add("gradient_checkpointing", &o.gradient_checkpointing,
-              "decoder layers recomputed in backward (the first ones keep only their input): true (all), false "
-              "(none), N (0..num_hidden_layers), or auto (GPU: the fewest whose plan fits the free device memory, "
-              "0 when the run fits without recomputation; CPU: all)");
+              "decoder layers checkpointed (the first ones keep only their input and are recomputed in backward, "
+              "all but the last of them): true (all), false (none), N (0..num_hidden_layers), or auto (GPU: the "
+              "fewest whose plan fits the free device memory, 0 when the run fits without recomputation; CPU: all)");
     flags.add("resume_from_checkpoint", &o.resume_from_checkpoint, "a checkpoint directory, or auto (latest in output_dir)");
     flags.add("device", &o.device, "cpu or cuda");
     flags.add("zero_stage", &o.zero_stage, "ZeRO stage under mpirun: 0 (replicated), 2 (sharded optimizer state), 3 (sharded parameters too)");

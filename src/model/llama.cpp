@@ -125,8 +125,8 @@ void check_model_options(const ModelOptions& o) {
   LL_CHECK(o.seq_len > 0, "model: sequence length must be positive, got ", o.seq_len);
   LL_CHECK(o.lora.dropout >= 0 && o.lora.dropout < 1, "LoRA dropout must be in [0, 1), got ", o.lora.dropout);
   LL_CHECK(o.checkpoint_layers >= 0 && o.checkpoint_layers <= o.config.num_hidden_layers,
-           "model: checkpoint_layers (layers recomputed in backward) must be in [0, ", o.config.num_hidden_layers,
-           "], got ", o.checkpoint_layers);
+           "model: checkpoint_layers (layers checkpointed: recomputed in backward) must be in [0, ",
+           o.config.num_hidden_layers, "], got ", o.checkpoint_layers);
   training_mask(o.attention, o.config, o.seq_len);  // reject a bad configuration before allocating
 }
 }  // namespace
@@ -568,7 +568,9 @@ LossResult LlamaModel::forward_backward(const int32_t* tokens, const int32_t* ta
     LayerActs& a = acts_for(l);
     params_->acquire(l);
     if (l > 0) params_->prefetch(l - 1);
-    if (l < opts_.checkpoint_layers) layer_forward(l, a, b.resid[l], b.resid[l + 1]);  // recompute (same values)
+    // Recompute a checkpointed layer (same values) — except the last one, k − 1: the forward wrote it last into the
+    // shared set, and nothing has written there since.
+    if (l < opts_.checkpoint_layers - 1) layer_forward(l, a, b.resid[l], b.resid[l + 1]);
     layer_backward(l, a, b.resid[l], b.d_resid);
     params_->backward_done(l);
     params_->release(l);

@@ -27,9 +27,10 @@ struct ModelOptions {
   AttentionConfig attention;
   int64_t batch = 1;           // B
   int64_t seq_len = 0;         // L: the longest sequence planned for (set_seq_len may run shorter ones)
-  // Activation checkpointing: the FIRST checkpoint_layers decoder layers (0..num_hidden_layers) keep only their
-  // input and are recomputed in backward, into one activation set they share; the other layers keep their own.
-  // 0: nothing recomputed; num_hidden_layers: every layer (one shared set in all).
+  // Activation checkpointing: the FIRST checkpoint_layers = k decoder layers (0..num_hidden_layers) keep only their
+  // input and write their activations into one set they share; backward recomputes each of them into it before its
+  // backward, except layer k − 1, whose activations the forward left there (k − 1 layer forwards recomputed). The
+  // other layers keep their own set. 0: nothing checkpointed; num_hidden_layers: every layer (one set in all).
   int64_t checkpoint_layers = 0;
   int64_t ce_chunk_rows = 0;   // rows of logits per cross-entropy chunk (0: sized to ~32 MiB)
   bool external_param_storage = false;  // parameters get memory from a ParamStorage (ZeRO-3), not the store

@@ -247,7 +247,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
     if (mo.checkpoint_layers != needed) ckpt_why += str_cat("; another rank needs ", mo.checkpoint_layers);
   }
   if (lead)
-    std::fprintf(stderr, "gradient checkpointing: %lld of %lld layers recomputed (%s)\n",
+    std::fprintf(stderr, "gradient checkpointing: %lld of %lld layers checkpointed (%s)\n",
                  (long long)mo.checkpoint_layers, (long long)mo.config.num_hidden_layers, ckpt_why.c_str());
   // On a GPU: stop now, with what would fit, when the plan exceeds the free device memory.
   check_device_memory(be, mo, int(o.zero_stage), comm.size());

@@ -40,8 +40,9 @@ struct TrainOptions {
   double num_train_epochs = 1;
   // bookkeeping
   int64_t save_steps = 500, save_total_limit = 2, logging_steps = 1, seed = 42;
-  // true | false | auto | N: how many decoder layers (the first ones) keep only their input and are recomputed in
-  // backward — true: all, false: none, N: N of them (0..num_hidden_layers). auto: on a GPU, the fewest whose plan
+  // true | false | auto | N: how many decoder layers (the first ones) are checkpointed — keep only their input and
+  // are recomputed in backward (ModelOptions::checkpoint_layers) — true: all, false: none, N: N of them
+  // (0..num_hidden_layers). auto: on a GPU, the fewest whose plan
   // fits the free device memory (0 when the run fits without recomputation: fastest); on host backends, all.
   std::string gradient_checkpointing = "auto";
   std::string resume_from_checkpoint;  // "", a checkpoint directory, or "auto"
@@ -68,7 +69,7 @@ struct TrainResult {
 // expected otherwise; num_hidden_layers < 0 checks the spelling only (the model is not known yet).
 struct GradientCheckpointing {
   bool automatic = false;  // auto: decided from the memory plan (layers then holds num_hidden_layers)
-  int64_t layers = 0;      // layers recomputed in backward
+  int64_t layers = 0;      // checkpointed layers (ModelOptions::checkpoint_layers)
 };
 GradientCheckpointing parse_gradient_checkpointing(const std::string& value, int64_t num_hidden_layers);
 
