@@ -345,13 +345,13 @@ TEST_F(TrainerTest, FlagErrorsAreClear) {
   EXPECT_NE(error_of(o).find("neither a preset"), std::string::npos);
   o = base("errors");
   o.gradient_checkpointing = "sometimes";
-  EXPECT_NE(error_of(o).find("--gradient_checkpointing: expected true, false, auto or a number of layers to recompute "
+  EXPECT_NE(error_of(o).find("--gradient_checkpointing: expected true, false, auto or a number of layers to checkpoint "
                              "(0 to num_hidden_layers), got `sometimes`"),
             std::string::npos)
       << error_of(o);
   o = base("errors");
   o.gradient_checkpointing = "3";  // the model has 2 layers
-  EXPECT_NE(error_of(o).find("--gradient_checkpointing: 3 layers to recompute, but the model has 2 layers; expected "
+  EXPECT_NE(error_of(o).find("--gradient_checkpointing: 3 layers to checkpoint, but the model has 2 layers; expected "
                              "true, false, auto or a number from 0 to 2"),
             std::string::npos)
       << error_of(o);
@@ -385,11 +385,11 @@ TEST(GradientCheckpointingFlag, ParsesWordsAndLayerCountsAndRejectsTheRest) {
     }
     return "";
   };
-  EXPECT_NE(error("33", 32).find("--gradient_checkpointing: 33 layers to recompute, but the model has 32 layers"),
+  EXPECT_NE(error("33", 32).find("--gradient_checkpointing: 33 layers to checkpoint, but the model has 32 layers"),
             std::string::npos);
   for (const std::string bad : {"-1", "1.5", "12x", " 3", "", "on", "99999999999999999999"}) {
     const std::string e = error(bad, 32);
-    EXPECT_NE(e.find("--gradient_checkpointing: expected true, false, auto or a number of layers to recompute (0 to "
+    EXPECT_NE(e.find("--gradient_checkpointing: expected true, false, auto or a number of layers to checkpoint (0 to "
                      "32), got `" + bad + "`"),
               std::string::npos)
         << "`" << bad << "`: " << e;

@@ -170,11 +170,11 @@ GradientCheckpointing parse_gradient_checkpointing(const std::string& value, int
     return std::isdigit(ch) != 0;
   });
   if (!digits)
-    fail("--gradient_checkpointing: expected true, false, auto or a number of layers to recompute (", range,
+    fail("--gradient_checkpointing: expected true, false, auto or a number of layers to checkpoint (", range,
          "), got `", value, "`");
   g.layers = std::stoll(v);
   if (n >= 0 && g.layers > n)
-    fail("--gradient_checkpointing: ", g.layers, " layers to recompute, but the model has ", n,
+    fail("--gradient_checkpointing: ", g.layers, " layers to checkpoint, but the model has ", n,
          " layers; expected true, false, auto or a number from ", range);
   return g;
 }
