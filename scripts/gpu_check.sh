@@ -10,6 +10,8 @@
 #     full:  also the GEMM benchmark, the demo, the longest-context search and, when torch is importable, the
 #            PyTorch baseline side by side
 #   TEST_FILTER (GoogleTest filter, default all), TEST_TIMEOUT (s, default 240)
+#   BEFORE=dir (an earlier commit's tree): its bench_cuda runs the attention and e2e benchmarks right after ours
+#   BASELINE=ckpt|both|none (full mode): the PyTorch baseline with checkpointing (default), also without, or not at all
 #
 # Without Debian packages on the machine (no apt there): carry .gpudeps/ (../shared/gpu/README.md: the .debs of
 # scripts/gpu_check.sh's list) — it is unpacked to /opt/deps and the build uses DEPS=/opt/deps.
@@ -37,11 +39,26 @@ if [ ! -f /usr/include/sentencepiece_processor.h ] && [ -d .gpudeps ]; then
   say "Debian libraries unpacked from .gpudeps into /opt/deps"
 fi
 
+# BEFORE=dir: the source tree of an earlier commit (e.g. `git archive <commit> | tar -x -C dir`), whose bench_cuda is
+# built alongside and run right after ours on the same card, for before/after ratios.
+before_pid=
+if [ -n "${BEFORE:-}" ] && [ -f "$BEFORE/Makefile" ]; then
+  (cd "$BEFORE" && make -j"$(nproc)" CUDA_ARCH="$arch" "${deps[@]}" build/bench_cuda) > "$out/build_before.log" 2>&1 &
+  before_pid=$!
+fi
+
+# A warm machine keeps build/ between calls; objects built with other flags or headers (another session's run without
+# DEPS, say) have failed to link against these (nlohmann's ABI namespace differs between versions), so start clean
+# unless build/ came from this same configuration.
+stamp="sm_$arch ${deps[*]:-system}"
+[ "$(cat build/.gpu_check_stamp 2>/dev/null)" = "$stamp" ] || rm -rf build
+mkdir -p build && echo "$stamp" > build/.gpu_check_stamp
+
 start=$SECONDS
 # -k: whatever can be built is built (bench_cuda and train do not need GoogleTest).
-make -k -j"$(nproc)" CUDA_ARCH="$arch" "${deps[@]}" build/test_all build/bench_cuda build/train > "$out/build.log" 2>&1
+make -k -j"$(nproc)" CUDA_ARCH="$arch" "${deps[@]}" build/test_all build/bench_cuda build/train build/eval > "$out/build.log" 2>&1
 rc=$?
-say "build: exit $rc after $((SECONDS - start)) s; built: $(ls build/test_all build/bench_cuda build/train 2>/dev/null | tr '\n' ' ')"
+say "build: exit $rc after $((SECONDS - start)) s; built: $(ls build/test_all build/bench_cuda build/train build/eval 2>/dev/null | tr '\n' ' ')"
 [ "$rc" -eq 0 ] || { grep -E 'error|Error' "$out/build.log" | head -20 | sed 's/^/    /' | tee -a "$out/summary.txt"; }
 
 if [ -x build/test_all ]; then
@@ -55,18 +72,28 @@ if [ -x build/test_all ]; then
   grep -E '^\[  SKIPPED \] .*Cuda' "$out/tests.log" | head -5 | sed 's/^/    /' | tee -a "$out/summary.txt"
 fi
 
-bench() {  # name, timeout, args...
-  local name=$1 limit=$2; shift 2
-  [ -x build/bench_cuda ] || return
+bench_with() {  # binary, name, timeout, args...
+  local bin=$1 name=$2 limit=$3; shift 3
+  [ -x "$bin" ] || return
   local s=$SECONDS
-  timeout "$limit" build/bench_cuda "$@" --json "$out/bench/$name.json" > "$out/bench/$name.log" 2>&1
+  timeout "$limit" "$bin" "$@" --json "$out/bench/$name.json" > "$out/bench/$name.log" 2>&1
   say "bench $name: exit $? after $((SECONDS - s)) s"
   section_tail "$out/bench/$name.log" 25
 }
+bench() { bench_with build/bench_cuda "$@"; }
+before() {  # the same benchmark with BEFORE's binary
+  [ -n "$before_pid" ] || return
+  wait "$before_pid" 2>/dev/null && say "BEFORE ($BEFORE) built" || true
+  before_pid=done
+  bench_with "$BEFORE/build/bench_cuda" "before_$1" "${@:2}"
+}
 # In order of what matters most: whatever had run when the time ran out is kept.
 bench attention 120 attention
+before attention 120 attention
 bench e2e 150 e2e --profile  # + one profiled step: where the time goes, op by op
+before e2e 150 e2e
 bench e2e_no_recompute 90 e2e --checkpointing false  # what --gradient_checkpointing auto picks when it fits
+before e2e_no_recompute 90 e2e --checkpointing false
 bench lora 60 lora
 bench memory 60 memory
 
@@ -86,16 +113,39 @@ if [ "$mode" = full ]; then
       say "train --device cuda (auto checkpointing, --profile_ops): exit $? after $((SECONDS - s)) s"
       grep -E "gradient checkpointing|^step 30" "$out/train_auto.log" | sed 's/^/    /' | tee -a "$out/summary.txt"
     fi
+    # build/eval on the GPU against the CPU: the demo's LongLoRA adapter on its pretrained base
+    if [ -d demo_output/pretrain/model ] && [ -x build/eval ]; then
+      for dev in cuda cpu; do
+        s=$SECONDS
+        timeout 120 build/eval perplexity --device "$dev" --base_model demo_output/pretrain/model \
+          --peft_model demo_output/longlora --data_path demo_output/val.bin --seq_len 256 --progress false \
+          --json "$out/eval_$dev.json" > "$out/eval_$dev.log" 2>&1
+        say "eval perplexity --device $dev: exit $? after $((SECONDS - s)) s"
+        section_tail "$out/eval_$dev.log" 4
+      done
+    fi
   fi
   bench e2e_max_context 240 e2e --max_context
-  if python3 -c 'import torch, transformers, peft' 2>/dev/null; then
+  if [ "${BASELINE:-ckpt}" = none ]; then
+    say "PyTorch baseline skipped: BASELINE=none"
+  elif python3 -c 'import torch, transformers, peft' 2>/dev/null; then
     s=$SECONDS
     timeout 600 python3 scripts/bench_hf_baseline.py --seq_len 8192 --ours "$out/bench/e2e.json" \
       --json "$out/bench/hf_baseline.json" > "$out/bench/hf_baseline.log" 2>&1
-    say "PyTorch baseline: exit $? after $((SECONDS - s)) s"
+    say "PyTorch baseline (checkpointing, as LongLoRA runs it): exit $? after $((SECONDS - s)) s"
     section_tail "$out/bench/hf_baseline.log" 15
+    if [ "${BASELINE:-ckpt}" = both ]; then  # like for like with our run without recomputation
+      s=$SECONDS
+      timeout 600 python3 scripts/bench_hf_baseline.py --seq_len 8192 --no_checkpointing \
+        --ours "$out/bench/e2e_no_recompute.json" --json "$out/bench/hf_baseline_nockpt.json" \
+        > "$out/bench/hf_baseline_nockpt.log" 2>&1
+      say "PyTorch baseline without checkpointing: exit $? after $((SECONDS - s)) s"
+      section_tail "$out/bench/hf_baseline_nockpt.log" 15
+    fi
   else
     say "PyTorch baseline skipped: torch/transformers/peft not importable here"
   fi
 fi
+# Everything in one archive as well (some transports bring back only a few files).
+tar -czf "$out/gpu-check.tgz" --exclude=gpu-check.tgz -C "$out" . 2>/dev/null
 say "done"

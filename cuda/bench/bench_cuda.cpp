@@ -84,8 +84,8 @@ struct DeviceTensor {
 
 nlohmann::json bench_attention(CudaBackend& be, const Options& o) {
   nlohmann::json rows = nlohmann::json::array();
-  std::printf("%-8s %-6s %-5s %12s %12s %14s %12s\n", "seq", "mask", "batch", "fwd+bwd ms", "TFLOP/s (FA)",
-              "TFLOP/s (eff.)", "vs full");
+  std::printf("%-8s %-6s %-5s %12s %12s %14s %12s %9s %9s %11s %11s\n", "seq", "mask", "batch", "fwd+bwd ms",
+              "TFLOP/s (FA)", "TFLOP/s (eff.)", "vs full", "fwd ms", "bwd ms", "fwd TFLOP/s", "bwd TFLOP/s");
   const int64_t H = 16, Dh = 128;
   for (int64_t L : {8192, 16384, 32768}) {
     const int64_t B = std::max<int64_t>(1, 16384 / L);
@@ -101,14 +101,24 @@ nlohmann::json bench_attention(CudaBackend& be, const Options& o) {
         be.attention_forward(out.t, lse.t, q.t, k.t, v.t, mask);
         be.attention_backward(dq.t, dk.t, dv.t, dout.t, q.t, k.t, v.t, out.t, lse.t, mask);
       });
+      const double fwd_sec =
+          seconds_per_iter(be, o.warmup, o.iters, [&] { be.attention_forward(out.t, lse.t, q.t, k.t, v.t, mask); });
+      const double bwd_sec = sec - fwd_sec;  // the backward alone would need the forward's lse first
       const double fa = perf::flash_attention_flops(B, L, H, Dh, true, perf::Pass::ForwardBackward);
       const double eff = perf::masked_attention_flops(B, L, H, Dh, mask, perf::Pass::ForwardBackward);
+      const double eff_fwd = perf::masked_attention_flops(B, L, H, Dh, mask, perf::Pass::Forward);
+      const double eff_bwd = eff - eff_fwd;
       if (!s2) full_ms = sec * 1e3;
-      std::printf("%-8lld %-6s %-5lld %12.2f %12.1f %14.1f %11.2fx\n", (long long)L, s2 ? "S2" : "full",
-                  (long long)B, sec * 1e3, s2 ? 0.0 : fa / sec / 1e12, eff / sec / 1e12, sec * 1e3 / full_ms);
+      std::printf("%-8lld %-6s %-5lld %12.2f %12.1f %14.1f %11.2fx %9.2f %9.2f %11.1f %11.1f\n", (long long)L,
+                  s2 ? "S2" : "full", (long long)B, sec * 1e3, s2 ? 0.0 : fa / sec / 1e12, eff / sec / 1e12,
+                  sec * 1e3 / full_ms, fwd_sec * 1e3, bwd_sec * 1e3, eff_fwd / fwd_sec / 1e12,
+                  eff_bwd / bwd_sec / 1e12);
       rows.push_back({{"seq_len", L}, {"mask", s2 ? "s2" : "causal"}, {"batch", B}, {"heads", H}, {"head_dim", Dh},
                       {"ms_fwd_bwd", sec * 1e3}, {"tflops_fa_convention", s2 ? 0.0 : fa / sec / 1e12},
-                      {"tflops_effective", eff / sec / 1e12}, {"time_vs_full", sec * 1e3 / full_ms}});
+                      {"tflops_effective", eff / sec / 1e12}, {"time_vs_full", sec * 1e3 / full_ms},
+                      {"ms_fwd", fwd_sec * 1e3}, {"ms_bwd", bwd_sec * 1e3},
+                      {"tflops_effective_fwd", eff_fwd / fwd_sec / 1e12},
+                      {"tflops_effective_bwd", eff_bwd / bwd_sec / 1e12}});
     }
   }
   return rows;
