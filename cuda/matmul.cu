@@ -33,13 +33,17 @@ cudaDataType_t cuda_type(DType t) {
 
 GemmRunner::GemmRunner() { LL_CUBLAS_CHECK(cublasLtCreate(&handle_)); }
 
+// Destroys whatever descriptors a plan holds (a plan left half-built by a failed creation holds nulls).
+void GemmRunner::destroy(Plan& p) {
+  if (p.first) cublasLtMatrixLayoutDestroy(p.first);
+  if (p.second) cublasLtMatrixLayoutDestroy(p.second);
+  if (p.c) cublasLtMatrixLayoutDestroy(p.c);
+  if (p.op) cublasLtMatmulDescDestroy(p.op);
+  p = Plan{};
+}
+
 GemmRunner::~GemmRunner() {
-  for (auto& [key, p] : cache_) {
-    cublasLtMatrixLayoutDestroy(p.first);
-    cublasLtMatrixLayoutDestroy(p.second);
-    cublasLtMatrixLayoutDestroy(p.c);
-    cublasLtMatmulDescDestroy(p.op);
-  }
+  for (auto& [key, p] : cache_) destroy(p);
   if (handle_) cublasLtDestroy(handle_);
 }
 
@@ -48,7 +52,14 @@ const GemmRunner::Plan& GemmRunner::plan_for(const cuda_plan::GemmKey& key) {
   if (it != cache_.end()) return it->second;
   const cuda_plan::ColMajorGemm cm = cuda_plan::to_column_major(
       {key.trans_a, key.trans_b, key.m, key.n, key.k, key.lda, key.ldb, key.ldc});
+  // Every descriptor created here is destroyed again if any later step throws (checked calls throw ll::Error).
   Plan p;
+  struct PlanGuard {
+    Plan* plan;
+    ~PlanGuard() {
+      if (plan) destroy(*plan);
+    }
+  } plan_guard{&p};
   LL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t op_first = cm.first.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_second = cm.second.transposed ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -63,6 +74,10 @@ const GemmRunner::Plan& GemmRunner::plan_for(const cuda_plan::GemmKey& key) {
 
   cublasLtMatmulPreference_t pref = nullptr;
   LL_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  struct PreferenceGuard {
+    cublasLtMatmulPreference_t pref;
+    ~PreferenceGuard() { cublasLtMatmulPreferenceDestroy(pref); }
+  } pref_guard{pref};
   const uint64_t ws = workspace_bytes_;
   // cuBLASLt's first operand is the row-major B, its second the row-major A.
   const uint32_t align_first = uint32_t(key.align_b), align_second = uint32_t(key.align_a),
@@ -80,16 +95,13 @@ const GemmRunner::Plan& GemmRunner::plan_for(const cuda_plan::GemmKey& key) {
   int found = 0;
   const cublasStatus_t st =
       cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.first, p.second, p.c, p.c, pref, 1, &result, &found);
-  cublasLtMatmulPreferenceDestroy(pref);
-  if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-    cublasLtMatrixLayoutDestroy(p.first);
-    cublasLtMatrixLayoutDestroy(p.second);
-    cublasLtMatrixLayoutDestroy(p.c);
-    cublasLtMatmulDescDestroy(p.op);
-    fail("cuBLASLt has no algorithm for the product ", key.str(), " (", cublas_status_name(st), ")");
-  }
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0 || result.state != CUBLAS_STATUS_SUCCESS)
+    fail("cuBLASLt has no algorithm for the product ", key.str(), " (",
+         cublas_status_name(st != CUBLAS_STATUS_SUCCESS ? st : result.state), ")");
   p.algo = result.algo;
-  return cache_.emplace(key, p).first->second;
+  const Plan& cached = cache_.emplace(key, p).first->second;
+  plan_guard.plan = nullptr;  // the cache owns the descriptors now
+  return cached;
 }
 
 void GemmRunner::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const bf16* a,

@@ -49,6 +49,7 @@ class GemmRunner {
     cublasLtMatmulAlgo_t algo{};
   };
   const Plan& plan_for(const cuda_plan::GemmKey& key);
+  static void destroy(Plan& p);
 
   cublasLtHandle_t handle_ = nullptr;
   std::map<cuda_plan::GemmKey, Plan> cache_;
