@@ -50,15 +50,34 @@ struct CudaBackend::Impl {
   double* host_result = nullptr;  // pinned, for sum_squares
   std::unordered_map<void*, size_t> allocations;
   size_t in_use = 0, peak = 0;
+  // Asynchronous host copies (copy_to_host_async / copy_from_host_async): their own stream, ordered after the
+  // compute stream's work by `compute_done` (recorded before each copy), and `copies_done`, recorded after each copy
+  // (copies run in order on copy_stream, so the last record covers them all), which wait_for_copies makes the
+  // compute stream wait on. Created on first use. Pinned host buffers from allocate_host.
+  cudaStream_t copy_stream = nullptr;
+  cudaEvent_t compute_done = nullptr, copies_done = nullptr;
+  std::unordered_map<void*, size_t> host_allocations;
+
+  void ensure_copy_stream() {
+    if (copy_stream) return;
+    LL_CUDA_CHECK(cudaEventCreateWithFlags(&compute_done, cudaEventDisableTiming));
+    LL_CUDA_CHECK(cudaEventCreateWithFlags(&copies_done, cudaEventDisableTiming));
+    LL_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream, cudaStreamNonBlocking));
+  }
 
   // Frees everything, also after a partial construction; never throws (it runs in destructors).
   ~Impl() {
     if (stream) cudaStreamSynchronize(stream);
+    if (copy_stream) cudaStreamSynchronize(copy_stream);
     gemm.reset();
     if (gemm_workspace) cudaFree(gemm_workspace);
     if (scratch) cudaFree(scratch);
     if (host_result) cudaFreeHost(host_result);
     for (auto& [ptr, bytes] : allocations) cudaFree(ptr);
+    for (auto& [ptr, bytes] : host_allocations) cudaFreeHost(ptr);
+    if (copy_stream) cudaStreamDestroy(copy_stream);
+    if (compute_done) cudaEventDestroy(compute_done);
+    if (copies_done) cudaEventDestroy(copies_done);
     if (stream) cudaStreamDestroy(stream);
     cudaGetLastError();
   }
@@ -140,6 +159,7 @@ void CudaBackend::release(void* ptr) {
   m.in_use -= it->second;
   m.allocations.erase(it);
   cudaStreamSynchronize(m.stream);
+  if (m.copy_stream) cudaStreamSynchronize(m.copy_stream);
   cudaFree(ptr);
   cudaGetLastError();
 }
@@ -179,7 +199,66 @@ void CudaBackend::zero(Tensor t) {
   if (t.nbytes()) LL_CUDA_CHECK(cudaMemsetAsync(t.data, 0, t.nbytes(), impl_->stream));
 }
 
-void CudaBackend::synchronize() { LL_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
+void CudaBackend::synchronize() {
+  LL_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
+  if (impl_->copy_stream) LL_CUDA_CHECK(cudaStreamSynchronize(impl_->copy_stream));
+}
+
+// ---- host staging and asynchronous copies --------------------------------------------------------------------------
+void* CudaBackend::allocate_host(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t st = cudaMallocHost(&p, bytes == 0 ? 256 : bytes);  // page-aligned
+  if (st != cudaSuccess) {
+    cudaGetLastError();
+    fail("out of pinned host memory: cudaMallocHost of ", format_gib(bytes), " failed (", cudaGetErrorName(st),
+         ": ", cudaGetErrorString(st), "); the host staging of --offload_checkpoints needs it — free host memory, or "
+         "checkpoint fewer layers, or turn the offload off");
+  }
+  impl_->host_allocations[p] = bytes;
+  return p;
+}
+
+// Never throws; unknown pointers are ignored. Waits for pending copies first (they may still read or write it).
+void CudaBackend::release_host(void* ptr) {
+  if (!ptr) return;
+  Impl& m = *impl_;
+  auto it = m.host_allocations.find(ptr);
+  if (it == m.host_allocations.end()) return;
+  m.host_allocations.erase(it);
+  cudaStreamSynchronize(m.stream);
+  if (m.copy_stream) cudaStreamSynchronize(m.copy_stream);
+  cudaFreeHost(ptr);
+  cudaGetLastError();
+}
+
+void CudaBackend::copy_to_host_async(void* host_dst, const Tensor& src) {
+  LL_CHECK(src.empty() || src.device == Device::CUDA, "copy_to_host_async: source is not a device tensor");
+  if (src.nbytes() == 0) return;
+  Impl& m = *impl_;
+  m.ensure_copy_stream();
+  LL_CUDA_CHECK(cudaEventRecord(m.compute_done, m.stream));  // after everything enqueued so far
+  LL_CUDA_CHECK(cudaStreamWaitEvent(m.copy_stream, m.compute_done, 0));
+  LL_CUDA_CHECK(cudaMemcpyAsync(host_dst, src.data, src.nbytes(), cudaMemcpyDeviceToHost, m.copy_stream));
+  LL_CUDA_CHECK(cudaEventRecord(m.copies_done, m.copy_stream));
+}
+
+void CudaBackend::copy_from_host_async(Tensor dst, const void* host_src) {
+  LL_CHECK(dst.empty() || dst.device == Device::CUDA, "copy_from_host_async: destination is not a device tensor");
+  if (dst.nbytes() == 0) return;
+  Impl& m = *impl_;
+  m.ensure_copy_stream();
+  LL_CUDA_CHECK(cudaEventRecord(m.compute_done, m.stream));
+  LL_CUDA_CHECK(cudaStreamWaitEvent(m.copy_stream, m.compute_done, 0));
+  LL_CUDA_CHECK(cudaMemcpyAsync(dst.data, host_src, dst.nbytes(), cudaMemcpyHostToDevice, m.copy_stream));
+  LL_CUDA_CHECK(cudaEventRecord(m.copies_done, m.copy_stream));
+}
+
+void CudaBackend::wait_for_copies() {
+  Impl& m = *impl_;
+  if (!m.copy_stream) return;  // no copy was ever started
+  // cudaStreamWaitEvent waits for the event's latest record: the last copy, and so (one stream) all of them.
+  LL_CUDA_CHECK(cudaStreamWaitEvent(m.stream, m.copies_done, 0));
+}
 
 // ---- embedding -----------------------------------------------------------------------------------------------------
 void CudaBackend::embedding_forward(Tensor out, const Tensor& ids, const Tensor& table) {

@@ -2,7 +2,8 @@
 // gradients (fp32 accumulation everywhere), cuBLASLt for the matrix products, hand-written kernels for the rest
 // (cuda/*.cu). Plain C++ header: no CUDA types leak out, so host code and tests include it without nvcc.
 //
-// Streams and memory: one non-blocking stream per backend; every op is enqueued on it. Backend::allocate is a
+// Streams and memory: one non-blocking stream per backend; every op is enqueued on it (the asynchronous host copies
+// of the activation offload run on a second stream, ordered against it with events). Backend::allocate is a
 // cudaMalloc (the arenas of the model call it a handful of times at start-up); the backend's own scratch
 // (cuBLASLt workspace, reduction partials, the decode split buffers) is one growable block that reaches its
 // steady size in the first step, so no cudaMalloc happens inside the step loop afterwards
@@ -37,7 +38,13 @@ class CudaBackend final : public Backend {
   void copy(Tensor dst, const Tensor& src) override;
   void convert(Tensor dst, const Tensor& src) override;
   void zero(Tensor t) override;
-  void synchronize() override;
+  void synchronize() override;  // both streams: the compute stream and the host-copy stream
+  // Pinned host memory (cudaMallocHost) and copies on a dedicated copy stream (the contract: backend.h).
+  void* allocate_host(size_t bytes) override;
+  void release_host(void* ptr) override;
+  void copy_to_host_async(void* host_dst, const Tensor& src) override;
+  void copy_from_host_async(Tensor dst, const void* host_src) override;
+  void wait_for_copies() override;
   bool device_memory(DeviceMemoryState* state) const override;
 
   void embedding_forward(Tensor out, const Tensor& ids, const Tensor& table) override;

@@ -66,6 +66,30 @@ class Backend {
   virtual void convert(Tensor dst, const Tensor& src) = 0;
   virtual void zero(Tensor t) = 0;
   virtual void synchronize() {}
+
+  // ---- host staging and asynchronous copies (activation offload) -----------------------------------------
+  // Host memory for staging device tensors: allocate_host returns `bytes` of host memory aligned to at least 256
+  // bytes (CUDA: page-locked, cudaMallocHost, so that the copies below really run in the background; default:
+  // ordinary aligned heap memory); release_host frees it (null is ignored) and must not be called while a copy
+  // touching it is pending (synchronize() first; it never throws).
+  virtual void* allocate_host(size_t bytes);
+  virtual void release_host(void* ptr);
+  // Asynchronous copies between a device tensor and host memory from allocate_host. Contract:
+  //  * A copy is ORDERED AFTER all work enqueued before the call: it sees every earlier write of its source and
+  //    does not disturb an earlier read of its destination. Copies complete in the order they were started (a
+  //    copy from a host buffer sees an earlier copy into it).
+  //  * It may complete at any time until the next wait_for_copies(). Until then, later work must not WRITE the
+  //    source tensor of a to-host copy, and must not READ OR WRITE the destination tensor of a from-host copy;
+  //    reading the source of a to-host copy is allowed. The host must not touch the host buffer of a pending copy.
+  //  * wait_for_copies(): everything enqueued after it (ops and copies) sees every copy started before it
+  //    complete. It does not block the host: the host may read the buffer of a to-host copy (or reuse the
+  //    buffer of a from-host copy) only after wait_for_copies() followed by synchronize().
+  // Defaults (host backends): the synchronous copy_to_host / copy_from_host, and wait_for_copies does nothing.
+  // CUDA: a dedicated copy stream; each copy waits on an event recorded on the compute stream, and
+  // wait_for_copies makes the compute stream wait on the last copy's event.
+  virtual void copy_to_host_async(void* host_dst, const Tensor& src) { copy_to_host(host_dst, src); }
+  virtual void copy_from_host_async(Tensor dst, const void* host_src) { copy_from_host(dst, host_src); }
+  virtual void wait_for_copies() {}
   // Device backends fill `state` and return true (the start-up memory check compares the run's plan with it);
   // host backends return false: host memory is not checked.
   virtual bool device_memory(DeviceMemoryState* state) const {

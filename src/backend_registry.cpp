@@ -1,14 +1,25 @@
 // The backend registry: which backends this build has, whether each can run here, and creation by name.
+#include <cstdlib>
 #include <sstream>
 
 #include "backend.h"
 #include "cpu/cpu_backend.h"
 #include "cuda/device_info.h"
+#include "util/error.h"
 #ifdef LONGLORA_WITH_CUDA
 #include "cuda/cuda_backend.h"
 #endif
 
 namespace ll {
+
+// The seam's default host staging memory: ordinary aligned heap memory (device backends override it).
+void* Backend::allocate_host(size_t bytes) {
+  const size_t rounded = (bytes + 255) / 256 * 256;
+  void* p = std::aligned_alloc(256, rounded == 0 ? 256 : rounded);
+  if (!p) fail("out of host memory: could not allocate ", bytes, " bytes of host staging memory");
+  return p;
+}
+void Backend::release_host(void* ptr) { std::free(ptr); }
 
 #ifndef LONGLORA_WITH_CUDA
 CudaProbe probe_cuda() {

@@ -66,6 +66,23 @@ void ProfilingBackend::copy_from_host(Tensor dst, const void* host_src) {
 void ProfilingBackend::copy_to_host(void* host_dst, const Tensor& src) {
   timed("copy_to_host", [&] { inner_.copy_to_host(host_dst, src); });
 }
+void* ProfilingBackend::allocate_host(size_t bytes) {
+  return timed("allocate_host", [&] { return inner_.allocate_host(bytes); });
+}
+void ProfilingBackend::release_host(void* ptr) {
+  timed("release_host", [&] { inner_.release_host(ptr); });
+}
+// While enabled, the synchronisation around each op makes an asynchronous copy's row its whole transfer time (and
+// the copy no longer overlaps compute).
+void ProfilingBackend::copy_to_host_async(void* host_dst, const Tensor& src) {
+  timed("copy_to_host_async", [&] { inner_.copy_to_host_async(host_dst, src); });
+}
+void ProfilingBackend::copy_from_host_async(Tensor dst, const void* host_src) {
+  timed("copy_from_host_async", [&] { inner_.copy_from_host_async(dst, host_src); });
+}
+void ProfilingBackend::wait_for_copies() {
+  timed("wait_for_copies", [&] { inner_.wait_for_copies(); });
+}
 void ProfilingBackend::copy(Tensor dst, const Tensor& src) {
   timed("copy", [&] { inner_.copy(dst, src); });
 }

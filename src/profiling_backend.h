@@ -43,6 +43,11 @@ class ProfilingBackend final : public Backend {
   void release(void* ptr) override;
   void copy_from_host(Tensor dst, const void* host_src) override;
   void copy_to_host(void* host_dst, const Tensor& src) override;
+  void* allocate_host(size_t bytes) override;
+  void release_host(void* ptr) override;
+  void copy_to_host_async(void* host_dst, const Tensor& src) override;
+  void copy_from_host_async(Tensor dst, const void* host_src) override;
+  void wait_for_copies() override;
   void copy(Tensor dst, const Tensor& src) override;
   void convert(Tensor dst, const Tensor& src) override;
   void zero(Tensor t) override;
