@@ -60,6 +60,18 @@ int64_t activation_set(const ModelOptions& o, int64_t layer) {
   return layer < k ? 0 : layer - k + (k > 0 ? 1 : 0);
 }
 
+// offload_checkpoints: the inputs of the checkpointed layers 0..k−1 rotate through two device slots (input of
+// layer l in slot l mod 2); an input goes to the host when its slot is reused during the forward (by the input of
+// layer l + 2 < k), i.e. for layers 0..k−3. The inputs of k−2 and k−1 are still in their slots when the backward
+// reaches them.
+bool offloading(const ModelOptions& o) { return o.offload_checkpoints && o.checkpoint_layers > 0; }
+int64_t offloaded_inputs(const ModelOptions& o) {
+  return offloading(o) ? std::max<int64_t>(0, o.checkpoint_layers - 2) : 0;
+}
+size_t host_staging_bytes(const ModelOptions& o, const DTypePolicy& dt) {
+  return size_t(offloaded_inputs(o)) * size_t(o.batch * o.seq_len * o.config.hidden_size) * dtype_size(dt.act);
+}
+
 int64_t resolved_ce_chunk_rows(const ModelOptions& o, const DTypePolicy& dt) {
   if (o.ce_chunk_rows > 0) return o.ce_chunk_rows;
   return std::max<int64_t>(1, kDefaultChunkBytes / int64_t(o.config.vocab_size * dtype_size(dt.act)));
@@ -99,7 +111,16 @@ ActivationLayout reserve_activations(Arena& A, const ModelOptions& o, const DTyp
   lay.ids = A.reserve(DType::I32, {T}), lay.targets = A.reserve(DType::I32, {T});
   lay.positions = A.reserve(DType::I32, {T}), lay.argmax = A.reserve(DType::I32, {T});
   lay.resid.resize(size_t(c.num_hidden_layers) + 1);
-  for (auto& h : lay.resid) h = A.reserve(dt.act, {T, D});
+  if (offloading(o)) {
+    // Inputs of the checkpointed layers in two rotating slots (one when k = 1), the rest in their own buffers.
+    const int64_t k = o.checkpoint_layers;
+    Arena::Handle slot[2];
+    for (int64_t s = 0; s < std::min<int64_t>(k, 2); ++s) slot[s] = A.reserve(dt.act, {T, D});
+    for (size_t l = 0; l < lay.resid.size(); ++l)
+      lay.resid[l] = int64_t(l) < k ? slot[l % 2] : A.reserve(dt.act, {T, D});
+  } else {
+    for (auto& h : lay.resid) h = A.reserve(dt.act, {T, D});
+  }
   lay.xf = A.reserve(dt.act, {T, D}), lay.rstdf = A.reserve(dt.stat, {T}), lay.logits = A.reserve(dt.act, {C, V});
   lay.losses = A.reserve(dt.stat, {T});
   lay.d_resid = A.reserve(dt.act, {T, D}), lay.d_xn = A.reserve(dt.act, {T, D});
@@ -130,6 +151,22 @@ void check_model_options(const ModelOptions& o) {
   training_mask(o.attention, o.config, o.seq_len);  // reject a bad configuration before allocating
 }
 }  // namespace
+
+// The host buffers of the offloaded layer inputs; freed (after the backend has drained) with the model.
+struct LlamaModel::HostStaging {
+  Backend& backend;
+  std::vector<void*> buffers;
+  size_t bytes_each = 0;
+  explicit HostStaging(Backend& b) : backend(b) {}
+  ~HostStaging() {
+    if (buffers.empty()) return;
+    try {
+      backend.synchronize();
+    } catch (...) {
+    }
+    for (void* p : buffers) backend.release_host(p);
+  }
+};
 
 LlamaModel::LlamaModel(Backend& backend, const ModelOptions& options) : backend_(backend), opts_(options) {
   const LlamaConfig& c = opts_.config;
@@ -175,6 +212,11 @@ LlamaModel::LlamaModel(Backend& backend, const ModelOptions& options) : backend_
 
   acts_full_ = acts_;
   buf_full_ = std::make_unique<Buffers>(*buf_);
+  host_ = std::make_unique<HostStaging>(backend);
+  if (const int64_t n_host = offloaded_inputs(opts_); n_host > 0) {
+    host_->bytes_each = host_staging_bytes(opts_, dt) / size_t(n_host);
+    for (int64_t i = 0; i < n_host; ++i) host_->buffers.push_back(backend.allocate_host(host_->bytes_each));
+  }
   seq_len_ = 0;
   set_seq_len(L);
 }
@@ -226,7 +268,15 @@ void LlamaModel::set_seq_len(int64_t L) {
 LlamaModel::~LlamaModel() = default;
 
 MemoryPlan LlamaModel::memory_plan() const {
-  return {params_->frozen_bytes(), params_->trainable_bytes(), params_->grad_bytes(), act_arena_->bytes()};
+  MemoryPlan m;
+  m.frozen_weights = params_->frozen_bytes(), m.trainable_weights = params_->trainable_bytes();
+  m.gradients = params_->grad_bytes(), m.activations = act_arena_->bytes();
+  m.host_staging = host_->buffers.size() * host_->bytes_each;
+  return m;
+}
+
+bool LlamaModel::input_offloaded(int64_t layer) const {
+  return layer >= 0 && layer < offloaded_inputs(opts_);
 }
 
 MemoryPlan LlamaModel::plan_memory(Backend& backend, const ModelOptions& options) {
@@ -243,14 +293,20 @@ MemoryPlan LlamaModel::plan_memory(Backend& backend, const ModelOptions& options
   }
   Arena acts(backend, "activations");
   reserve_activations(acts, o, dt);
-  return {frozen.bytes(), trainable.bytes(), grads.bytes(), acts.bytes()};
+  MemoryPlan m;
+  m.frozen_weights = frozen.bytes(), m.trainable_weights = trainable.bytes(), m.gradients = grads.bytes();
+  m.activations = acts.bytes();
+  m.host_staging = host_staging_bytes(o, dt);
+  return m;
 }
 
 void MemoryPlan::print(std::ostream& os) const {
   auto mib = [](size_t b) { return double(b) / double(1 << 20); };
   os << std::fixed << std::setprecision(1) << "memory plan (MiB): frozen weights " << mib(frozen_weights)
      << ", trainable weights " << mib(trainable_weights) << ", gradients " << mib(gradients) << ", activations "
-     << mib(activations) << ", total " << mib(total()) << "\n";
+     << mib(activations) << ", total " << mib(total());
+  if (host_staging) os << "; host memory: offloaded layer inputs " << mib(host_staging);
+  os << "\n";
 }
 
 LlamaModel::LayerActs& LlamaModel::acts_for(int layer) { return acts_[size_t(activation_set(opts_, layer))]; }
@@ -367,15 +423,24 @@ void LlamaModel::layer_forward(int layer, LayerActs& a, const Tensor& x_in, Tens
   backend_.add(x_out, x_out, a.x_mid);
 }
 
-void LlamaModel::forward_layers() {
+void LlamaModel::forward_layers(bool save_inputs) {
   Buffers& b = *buf_;
   const int layers = int(opts_.config.num_hidden_layers);
+  // A copy left pending by an interrupted call must land before the slots are written again.
+  if (copies_pending_) backend_.wait_for_copies(), copies_pending_ = false;
   // Prefetch hints (ZeRO-3 gathers the next layer while this one computes; no-ops otherwise).
   if (layers > 0) params_->prefetch(0);
   backend_.embedding_forward(b.resid[0], b.ids, params_->embed().value);
   for (int l = 0; l < layers; ++l) {
     params_->acquire(l);
     if (l + 1 < layers) params_->prefetch(l + 1);
+    if (save_inputs) {
+      // Offload: layer l writes its output into the slot of input l − 1: that input's copy (started before layer
+      // l − 1, overlapping its compute) must be complete. Then input l, written by the layer before, starts its
+      // copy, which overlaps layer l's compute (the copy only reads the slot; nothing writes it until layer l + 1).
+      if (input_offloaded(l - 1)) backend_.wait_for_copies(), copies_pending_ = false;
+      if (input_offloaded(l)) backend_.copy_to_host_async(host_->buffers[size_t(l)], b.resid[l]), copies_pending_ = true;
+    }
     layer_forward(l, acts_for(l), b.resid[l], b.resid[l + 1]);
     params_->release(l);
   }
@@ -553,7 +618,7 @@ LossResult LlamaModel::forward_backward(const int32_t* tokens, const int32_t* ta
   LL_CHECK(targets != nullptr, "forward_backward: targets are required");
   upload_batch(tokens, targets);
   const OuterScope outer(*params_);
-  forward_layers();
+  forward_layers(/*save_inputs=*/true);
   const int layers = int(opts_.config.num_hidden_layers);
   if (layers > 0) params_->prefetch(layers - 1);  // the backward's first layer, during the head and the loss
   int64_t scored = 0;
@@ -568,9 +633,17 @@ LossResult LlamaModel::forward_backward(const int32_t* tokens, const int32_t* ta
     LayerActs& a = acts_for(l);
     params_->acquire(l);
     if (l > 0) params_->prefetch(l - 1);
+    // Offload: this layer's input was prefetched while layer l + 1 ran its backward — wait for it; then prefetch
+    // input l − 1 into the other slot (free: layer l + 1's backward, its last reader, is enqueued before the copy),
+    // overlapping this layer's recomputation and backward, which use only slot l mod 2.
+    if (input_offloaded(l)) backend_.wait_for_copies(), copies_pending_ = false;
+    if (input_offloaded(l - 1))
+      backend_.copy_from_host_async(b.resid[l - 1], host_->buffers[size_t(l - 1)]), copies_pending_ = true;
     // Recompute a checkpointed layer (same values) — except the last one, k − 1: the forward wrote it last into the
-    // shared set, and nothing has written there since.
-    if (l < opts_.checkpoint_layers - 1) layer_forward(l, a, b.resid[l], b.resid[l + 1]);
+    // shared set, and nothing has written there since. Its output is not needed again (layer l + 1's backward is
+    // done): it goes to d_xn, free until layer_backward overwrites it — with offload, resid[l + 1] is the slot the
+    // prefetch of input l − 1 is filling.
+    if (l < opts_.checkpoint_layers - 1) layer_forward(l, a, b.resid[l], b.d_xn);
     layer_backward(l, a, b.resid[l], b.d_resid);
     params_->backward_done(l);
     params_->release(l);

@@ -32,6 +32,14 @@ struct ModelOptions {
   // backward, except layer k − 1, whose activations the forward left there (k − 1 layer forwards recomputed). The
   // other layers keep their own set. 0: nothing checkpointed; num_hidden_layers: every layer (one set in all).
   int64_t checkpoint_layers = 0;
+  // Offload the saved inputs of the checkpointed layers to host memory (only meaningful with checkpoint_layers = k
+  // > 0; ignored otherwise: nothing is checkpointed). The inputs of layers 0..k−1 rotate through two device slots;
+  // the forward of a training step copies each input whose slot is reused later (layers 0..k−3) to its own host
+  // buffer (Backend::allocate_host, pinned on CUDA) while the next layer computes, and the backward copies it back
+  // into the free slot while the layer above runs its backward. The inputs of layers k−2 and k−1 never leave their
+  // slots; the input of layer k (output of k−1, needed by kept layer k's backward) stays on the device. Host bytes:
+  // max(0, k−2) × B·L × hidden × activation size (MemoryPlan::host_staging). Results are bit-identical.
+  bool offload_checkpoints = false;
   int64_t ce_chunk_rows = 0;   // rows of logits per cross-entropy chunk (0: sized to ~32 MiB)
   bool external_param_storage = false;  // parameters get memory from a ParamStorage (ZeRO-3), not the store
 };
@@ -43,7 +51,8 @@ struct LossResult {
 };
 
 struct MemoryPlan {
-  size_t frozen_weights, trainable_weights, gradients, activations;
+  size_t frozen_weights = 0, trainable_weights = 0, gradients = 0, activations = 0;  // device memory
+  size_t host_staging = 0;  // host memory: the offloaded layer inputs (offload_checkpoints); not in total()
   size_t total() const { return frozen_weights + trainable_weights + gradients + activations; }
   void print(std::ostream& os) const;
 };
@@ -103,8 +112,11 @@ class LlamaModel {
   struct LayerActs;
   struct Buffers;
   class OuterScope;
+  struct HostStaging;
   void upload_batch(const int32_t* tokens, const int32_t* targets);
-  void forward_layers();
+  // save_inputs: a training step's forward (the backward follows): offloaded layer inputs are copied to the host.
+  void forward_layers(bool save_inputs = false);
+  bool input_offloaded(int64_t layer) const;
   void layer_forward(int layer, LayerActs& a, const Tensor& x_in, Tensor x_out);
   void layer_backward(int layer, LayerActs& a, const Tensor& x_in, Tensor d_resid);
   void project_forward(int layer, LinearSlot slot, LayerActs& a, Tensor y, const Tensor& x);
@@ -129,6 +141,9 @@ class LlamaModel {
   std::vector<LayerActs> acts_full_;  // the same, planned for options().seq_len
   std::unique_ptr<Buffers> buf_full_;
   int64_t seq_len_ = 0;
+  // offload_checkpoints: one host buffer per offloaded layer input (layers 0..k−3), [options().seq_len·B, hidden].
+  std::unique_ptr<HostStaging> host_;
+  bool copies_pending_ = false;  // an asynchronous copy was started and not yet waited for
   std::vector<int32_t> host_targets_;
   std::unique_ptr<Arena> cache_arena_;
   std::vector<Tensor> k_cache_, v_cache_;  // per layer [capacity, Hkv·Dh], keys after RoPE
