@@ -1,5 +1,6 @@
 #include "cuda/memory_report.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <sstream>
 #include <vector>
@@ -38,14 +39,29 @@ std::string device_memory_shortfall(const DeviceMemoryNeeds& n, const DeviceMemo
   const int64_t layers = int64_t(by_k.size()) - 1;
   const bool more_recomputation = layers > 0 && s.checkpoint_layers < layers;
   const size_t all_recomputed = more_recomputation ? by_k.back() : 0;
+  bool recomputation_fits = false;
   if (more_recomputation)
     for (int64_t k = s.checkpoint_layers + 1; k <= layers; ++k)
       if (by_k[size_t(k)] <= room) {
+        recomputation_fits = true;
         fits.push_back(k == layers ? "--gradient_checkpointing true (all " + std::to_string(layers) +
                                          " layers checkpointed, activations " + format_gib(by_k[size_t(k)]) + ")"
                                    : "--gradient_checkpointing " + std::to_string(k) + " (" + std::to_string(k) +
                                          " of " + std::to_string(layers) + " layers checkpointed, activations " +
                                          format_gib(by_k[size_t(k)]) + ")");
+        break;
+      }
+  // Recomputation alone does not fit: offloading the checkpointed layers' inputs to host memory may.
+  const std::vector<size_t>& off = s.offloaded_activations_by_checkpoint_layers;
+  const std::vector<size_t>& off_host = s.offloaded_host_by_checkpoint_layers;
+  if (!s.offload_checkpoints && !recomputation_fits && off.size() == off_host.size())
+    for (int64_t k = std::max<int64_t>(s.checkpoint_layers, 1); k < int64_t(off.size()); ++k)
+      if (off[size_t(k)] <= room) {
+        const int64_t all = int64_t(off.size()) - 1;
+        fits.push_back("--gradient_checkpointing " + (k == all ? std::string("true") : std::to_string(k)) +
+                       " --offload_checkpoints true (" + std::to_string(k) + " of " + std::to_string(all) +
+                       " layers checkpointed, their inputs in host memory: activations " + format_gib(off[size_t(k)]) +
+                       " on the device, " + format_gib(off_host[size_t(k)]) + " of host memory)");
         break;
       }
   if (tokens > 0 && n.activations > 0) {

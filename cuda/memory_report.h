@@ -30,6 +30,11 @@ struct DeviceMemorySettings {
   // activations_by_checkpoint_layers[k]: the activation bytes the same run would plan with its first k layers
   // recomputed, k = 0..num_hidden_layers (empty: unknown, no checkpointing suggestion). Non-increasing in k.
   std::vector<size_t> activations_by_checkpoint_layers;
+  // Whether this plan offloads the checkpointed layers' inputs to host memory (--offload_checkpoints true). When it
+  // does not: the same run's device activation bytes and host bytes with the offload on, per k as above (empty:
+  // unknown). When no recomputation count fits without the offload, the advice names the fewest k that fits with it.
+  bool offload_checkpoints = false;
+  std::vector<size_t> offloaded_activations_by_checkpoint_layers, offloaded_host_by_checkpoint_layers;
 };
 
 // "12.3 GiB" with one decimal.

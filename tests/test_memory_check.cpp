@@ -348,5 +348,76 @@ TEST(MemoryCheck, TooSmallDeviceNamesTheNeedAndWhatWouldFit) {
   }
 }
 
+// The plan of o with its first k layers checkpointed and their inputs offloaded to host memory.
+MemoryPlan offloaded_plan(Backend& be, ModelOptions o, int64_t k) {
+  o.checkpoint_layers = k;
+  o.offload_checkpoints = true;
+  return LlamaModel::plan_memory(be, o);
+}
+
+TEST(MemoryCheck, OffloadIsAdvisedWhenOnlyItFitsAndAutoPlansTheOffloadedLayout) {
+  ModelOptions o = options(true, false);
+  o.seq_len = 4096;
+  o.config.num_hidden_layers = 8;
+  CpuBackend<float> cpu;
+  const size_t off8 = plan_rank_memory(cpu, [&] { ModelOptions x = o; x.checkpoint_layers = 8;
+                                                  x.offload_checkpoints = true; return x; }(), 0, 1).total();
+  ASSERT_LT(off8, plan_with(cpu, o, 8));  // the offload saves device memory beyond recomputing everything
+  auto message = [&](SmallDevice& dev, const ModelOptions& run) {
+    try {
+      check_device_memory(dev, run, 0, 1);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    ADD_FAILURE() << "expected the memory check to stop the run";
+    return std::string();
+  };
+  SmallDevice dev = device_with_budget(off8);  // fits only with every layer checkpointed and offloaded
+  const MemoryPlan p8 = offloaded_plan(cpu, o, 8);
+  for (const int64_t k : {0, 3, 8}) {
+    ModelOptions run = o;
+    run.checkpoint_layers = k;
+    const std::string msg = message(dev, run);
+    EXPECT_NE(msg.find("would fit: --gradient_checkpointing true --offload_checkpoints true (8 of 8 layers "
+                       "checkpointed, their inputs in host memory: activations " + format_gib(p8.activations) +
+                       " on the device, " + format_gib(p8.host_staging) + " of host memory)"),
+              std::string::npos)
+        << "k=" << k << ": " << msg;
+  }
+  ModelOptions run = o;
+  run.checkpoint_layers = 8;
+  run.offload_checkpoints = true;
+  EXPECT_NO_THROW(check_device_memory(dev, run, 0, 1));  // and the advice is right
+  // A run that already offloads is not told to offload.
+  SmallDevice smaller = device_with_budget(off8 - 1);
+  EXPECT_EQ(message(smaller, run).find("--offload_checkpoints"), std::string::npos);
+  // When recomputation alone fits, that is the advice (no offload needed).
+  SmallDevice five = device_with_budget(plan_with(cpu, o, 5));
+  EXPECT_EQ(message(five, o).find("--offload_checkpoints"), std::string::npos);
+
+  // Auto with the offload on plans the offloaded layout: the fewest k whose offloaded plan fits.
+  ModelOptions with_offload = o;
+  with_offload.offload_checkpoints = true;
+  for (int64_t k = 3; k <= 8; ++k) {
+    const size_t need_off = plan_rank_memory(cpu, [&] { ModelOptions x = with_offload; x.checkpoint_layers = k;
+                                                        return x; }(), 0, 1).total();
+    SmallDevice d = device_with_budget(need_off);
+    int64_t fewest = 8;
+    for (int64_t j = 0; j <= 8; ++j) {
+      ModelOptions x = with_offload;
+      x.checkpoint_layers = j;
+      if (plan_rank_memory(cpu, x, 0, 1).total() <= need_off) {
+        fewest = j;
+        break;
+      }
+    }
+    EXPECT_EQ(checkpoint_layers_needed(d, with_offload, 0, 1, nullptr), fewest) << k;
+    EXPECT_LE(fewest, k);
+    if (k >= 4) {  // without the offload, k layers do not fit that budget
+      EXPECT_GT(plan_with(cpu, o, k), need_off) << k;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ll

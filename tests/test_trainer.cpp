@@ -22,9 +22,11 @@
 #include "test_util.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
+#include "train/memory_check.h"
 #include "train/optimizer.h"
 #include "train/trainer.h"
 #include "util/files.h"
+#include "util/flags.h"
 
 namespace fs = std::filesystem;
 
@@ -418,6 +420,107 @@ TEST_F(TrainerTest, PartialCheckpointingTrainsBitIdenticallyAndSaysWhatItRecompu
   EXPECT_EQ(runs["1"], runs["false"]);
   EXPECT_EQ(runs["true"], runs["false"]);
   EXPECT_EQ(runs["auto"], runs["false"]);
+}
+
+TEST_F(TrainerTest, OffloadedCheckpointsTrainBitIdenticallyAndCheckHostMemory) {
+  // Four layers, so that checkpointing all of them offloads the inputs of two (the last two stay in device slots).
+  std::string cfg = kTinyConfig;
+  cfg.replace(cfg.find("\"num_hidden_layers\": 2"), std::string("\"num_hidden_layers\": 2").size(),
+              "\"num_hidden_layers\": 4");
+  write_file_atomic(dir_ + "/config4.json", cfg);
+  std::map<bool, std::vector<double>> runs;
+  for (const bool offload : {false, true}) {
+    TrainOptions o = base(offload ? "offload_on" : "offload_off");
+    o.model_config = dir_ + "/config4.json";
+    o.max_steps = 3;
+    o.lora_dropout = 0.1;
+    o.gradient_checkpointing = "true";
+    o.offload_checkpoints = offload;
+    ::testing::internal::CaptureStderr();
+    run_training(o, {});
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    const size_t host = 2 * size_t(2 * 32 * 32) * sizeof(float);  // 2 inputs of [B·L = 64, hidden 32]
+    EXPECT_EQ(err.find("4 of 4 layers checkpointed (--gradient_checkpointing true; offloaded to host memory: the "
+                       "inputs of 2 layers, " + format_gib(host) + "; the last 2 stay in device slots)") !=
+                  std::string::npos,
+              offload)
+        << err;
+    EXPECT_EQ(err.find("host memory: offloaded layer inputs 0.0") != std::string::npos, offload) << err;
+    runs[offload] = losses(o.output_dir);
+    ASSERT_EQ(runs[offload].size(), 3u);
+  }
+  EXPECT_EQ(runs[true], runs[false]);
+
+  auto error_of = [&](TrainOptions o) -> std::string {
+    try {
+      run_training(o, {});
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  TrainOptions o = base("offload_errors");
+  o.model_config = dir_ + "/config4.json";
+  o.offload_checkpoints = true;
+  o.gradient_checkpointing = "false";
+  EXPECT_NE(error_of(o).find("--offload_checkpoints true moves the saved inputs of checkpointed layers to host memory, "
+                             "but --gradient_checkpointing false checkpoints no layer"),
+            std::string::npos)
+      << error_of(o);
+  o.gradient_checkpointing = "0";
+  EXPECT_NE(error_of(o).find("checkpoints no layer"), std::string::npos) << error_of(o);
+  // A host with less memory available than the staging (injected: the real check reads /proc/meminfo).
+  o.gradient_checkpointing = "true";
+  o.pretend_host_memory = 8192;
+  const std::string e = error_of(o);
+  EXPECT_NE(e.find("--offload_checkpoints true: the offloaded layer inputs need 0.0 GiB of host memory, but only "
+                   "0.0 GiB is available (MemAvailable)"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("set --offload_checkpoints false"), std::string::npos) << e;
+  o.pretend_host_memory = 1 << 20;  // enough: the run goes ahead
+  o.max_steps = 1;
+  EXPECT_EQ(error_of(o), "");
+  // Two layers checkpointed: nothing goes to the host, so no host memory is needed.
+  o.gradient_checkpointing = "2";
+  o.pretend_host_memory = 1;
+  EXPECT_EQ(error_of(o), "");
+}
+
+TEST(OffloadFlags, HostMemoryCheckAndFlagValues) {
+  EXPECT_NO_THROW(check_host_memory(0, 1, 1));           // nothing offloaded
+  EXPECT_NO_THROW(check_host_memory(size_t(1) << 40, 1, 0));  // unknown: not checked
+  EXPECT_NO_THROW(check_host_memory(100, 4, 400));
+  try {
+    check_host_memory(size_t(3) << 30, 4, size_t(10) << 30);  // 4 ranks on the host need 12 GiB
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("need 3.0 GiB of host memory per rank (12.0 GiB for the 4 ranks on this "
+                                         "host), but only 10.0 GiB is available"),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_GT(available_host_memory(), size_t(0));  // this machine reports it
+  // --offload_checkpoints is a boolean flag: true/false (and 1/0/yes/no), anything else is an error naming it.
+  bool offload = false;
+  Flags flags("train", "test");
+  flags.add("offload_checkpoints", &offload, "offload");
+  auto parse = [&](std::vector<std::string> args) {
+    std::vector<char*> argv{const_cast<char*>("train")};
+    for (auto& a : args) argv.push_back(a.data());
+    return flags.parse(int(argv.size()), argv.data());
+  };
+  parse({"--offload_checkpoints", "true"});
+  EXPECT_TRUE(offload);
+  parse({"--offload_checkpoints=false"});
+  EXPECT_FALSE(offload);
+  try {
+    parse({"--offload_checkpoints", "sometimes"});
+    ADD_FAILURE() << "accepted `sometimes`";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--offload_checkpoints"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("expected true or false, got `sometimes`"), std::string::npos) << e.what();
+  }
 }
 
 // LongLoRA's SFT example with the real Llama-2 tokenizer: [INST]…[/INST] prompt, BOS + prompt masked.

@@ -59,6 +59,10 @@ int main(int argc, char** argv) {
               "decoder layers checkpointed (the first ones keep only their input and are recomputed in backward, "
               "all but the last of them): true (all), false (none), N (0..num_hidden_layers), or auto (GPU: the "
               "fewest whose plan fits the free device memory, 0 when the run fits without recomputation; CPU: all)");
+    flags.add("offload_checkpoints", &o.offload_checkpoints,
+              "true: keep the saved inputs of the checkpointed layers in (pinned) host memory, copied out in the "
+              "forward and back in the backward while the GPU computes (all but the last two; needs checkpointed "
+              "layers; the start-up check counts the host memory)");
     flags.add("resume_from_checkpoint", &o.resume_from_checkpoint, "a checkpoint directory, or auto (latest in output_dir)");
     flags.add("device", &o.device, "cpu or cuda");
     flags.add("zero_stage", &o.zero_stage, "ZeRO stage under mpirun: 0 (replicated), 2 (sharded optimizer state), 3 (sharded parameters too)");

@@ -1,6 +1,9 @@
 #include "train/memory_check.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 
 #include "model/params.h"
 #include "mpi/zero3.h"
@@ -111,6 +114,37 @@ std::vector<size_t> activations_by_checkpoint_layers(Backend& backend, const Mod
   return bytes;
 }
 
+size_t available_host_memory() {
+  // MemAvailable (what can be allocated without swapping) when the kernel reports it, else the free pages.
+  if (FILE* f = std::fopen("/proc/meminfo", "r")) {
+    char line[256];
+    unsigned long long kib = 0;
+    bool found = false;
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
+        found = true;
+        break;
+      }
+    std::fclose(f);
+    if (found) return size_t(kib) * 1024;
+  }
+  const long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? size_t(pages) * size_t(page) : 0;
+}
+
+void check_host_memory(size_t host_bytes, int ranks_on_host, size_t available_bytes) {
+  if (host_bytes == 0 || available_bytes == 0) return;
+  const size_t all = host_bytes * size_t(std::max(ranks_on_host, 1));
+  LL_CHECK(all <= available_bytes, "--offload_checkpoints true: the offloaded layer inputs need ",
+           format_gib(host_bytes), " of host memory",
+           ranks_on_host > 1 ? str_cat(" per rank (", format_gib(all), " for the ", ranks_on_host,
+                                       " ranks on this host)")
+                             : std::string(),
+           ", but only ", format_gib(available_bytes),
+           " is available (MemAvailable); checkpoint fewer layers (--gradient_checkpointing), shorten "
+           "--model_max_length, or set --offload_checkpoints false");
+}
+
 DeviceMemoryNeeds check_device_memory(Backend& backend, const ModelOptions& options, int zero_stage, int ranks) {
   DeviceMemoryNeeds needs = plan_rank_memory(backend, options, zero_stage, ranks);
   DeviceMemoryState state;
@@ -120,12 +154,25 @@ DeviceMemoryNeeds check_device_memory(Backend& backend, const ModelOptions& opti
   settings.batch = options.batch;
   settings.seq_len = options.seq_len;
   settings.checkpoint_layers = options.checkpoint_layers;
+  settings.offload_checkpoints = options.offload_checkpoints && options.checkpoint_layers > 0;
   // What the backend already holds is part of the run (workspace) and of the memory it may use.
   const size_t usable = state.free_bytes + state.in_use_bytes;
   std::string shortfall = device_memory_shortfall(needs, settings, usable, state.total_bytes, state.device);
-  if (!shortfall.empty() && options.checkpoint_layers < options.config.num_hidden_layers) {
-    // It does not fit: plan every recomputation count for the advice (the fewest recomputed layers that fit).
-    settings.activations_by_checkpoint_layers = activations_by_checkpoint_layers(backend, options);
+  if (!shortfall.empty()) {
+    // It does not fit: plan every recomputation count for the advice (the fewest recomputed layers that fit), and
+    // with the checkpointed layers' inputs offloaded to host memory when the run does not offload them already.
+    if (options.checkpoint_layers < options.config.num_hidden_layers)
+      settings.activations_by_checkpoint_layers = activations_by_checkpoint_layers(backend, options);
+    if (!settings.offload_checkpoints) {
+      ModelOptions off = options;
+      off.offload_checkpoints = true;
+      for (int64_t k = 0; k <= options.config.num_hidden_layers; ++k) {
+        off.checkpoint_layers = k;
+        const MemoryPlan p = LlamaModel::plan_memory(backend, off);
+        settings.offloaded_activations_by_checkpoint_layers.push_back(p.activations);
+        settings.offloaded_host_by_checkpoint_layers.push_back(p.host_staging);
+      }
+    }
     shortfall = device_memory_shortfall(needs, settings, usable, state.total_bytes, state.device);
   }
   LL_CHECK(shortfall.empty(), "this run does not fit in device memory: ", shortfall);

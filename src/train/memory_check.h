@@ -39,6 +39,13 @@ int64_t checkpoint_layers_needed(Backend& backend, const ModelOptions& options, 
 // Activation bytes of the plan with its first k layers recomputed, for k = 0..num_hidden_layers.
 std::vector<size_t> activations_by_checkpoint_layers(Backend& backend, const ModelOptions& options);
 
+// Host memory available for new allocations: /proc/meminfo's MemAvailable, else sysconf(_SC_AVPHYS_PAGES) pages;
+// 0 when neither is known.
+size_t available_host_memory();
+// --offload_checkpoints: throws ll::Error naming the flag when `ranks_on_host` ranks' host staging of `host_bytes`
+// each (MemoryPlan::host_staging) exceeds `available_bytes` (0: unknown, no check).
+void check_host_memory(size_t host_bytes, int ranks_on_host, size_t available_bytes);
+
 // Device backends: throws ll::Error with device_memory_shortfall's message when the plan does not fit the free
 // memory (what the backend already holds counts as workspace and as free). Host backends: no check. Returns the
 // plan (for printing).

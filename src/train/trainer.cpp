@@ -224,6 +224,12 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   const GradientCheckpointing ckpt =
       parse_gradient_checkpointing(o.gradient_checkpointing, mo.config.num_hidden_layers);
   mo.checkpoint_layers = ckpt.layers;
+  mo.offload_checkpoints = o.offload_checkpoints;
+  LL_CHECK(!o.offload_checkpoints || ckpt.automatic || ckpt.layers > 0,
+           "--offload_checkpoints true moves the saved inputs of checkpointed layers to host memory, but "
+           "--gradient_checkpointing ", o.gradient_checkpointing,
+           " checkpoints no layer; checkpoint some (true, auto or a number of layers) or set --offload_checkpoints "
+           "false");
   mo.attention.use_s2 = o.use_s2attn;
   mo.attention.group_ratio = o.s2_group_ratio;
   mo.attention.variant = o.s2_variant == "roll" ? S2Variant::Roll : S2Variant::LeakFree;
@@ -246,9 +252,19 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
     ckpt_why = "auto: " + why;
     if (mo.checkpoint_layers != needed) ckpt_why += str_cat("; another rank needs ", mo.checkpoint_layers);
   }
+  const size_t host_staging = LlamaModel::plan_memory(be, mo).host_staging;
+  if (o.offload_checkpoints)
+    ckpt_why += mo.checkpoint_layers > 0
+                    ? str_cat("; offloaded to host memory: the inputs of ",
+                              std::max<int64_t>(0, mo.checkpoint_layers - 2), " layers, ", format_gib(host_staging),
+                              "; the last ", std::min<int64_t>(mo.checkpoint_layers, 2), " stay in device slots")
+                    : std::string("; --offload_checkpoints: nothing checkpointed, nothing offloaded");
   if (lead)
     std::fprintf(stderr, "gradient checkpointing: %lld of %lld layers checkpointed (%s)\n",
                  (long long)mo.checkpoint_layers, (long long)mo.config.num_hidden_layers, ckpt_why.c_str());
+  // The offload's host staging must fit the host memory of every rank on this host.
+  check_host_memory(host_staging, world->local_size(),
+                    o.pretend_host_memory > 0 ? size_t(o.pretend_host_memory) : available_host_memory());
   // On a GPU: stop now, with what would fit, when the plan exceeds the free device memory.
   check_device_memory(be, mo, int(o.zero_stage), comm.size());
   LlamaModel model(be, mo);
@@ -311,12 +327,15 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
                o.use_s2attn ? (o.s2_variant == "roll" ? "S2 (roll)" : "S2 (leak-free)") : "full causal",
                (long long)model.params().count(true), (long long)model.params().count(false));
   std::fprintf(stderr, "memory plan per rank (MiB): frozen %.1f, trainable %.1f, gradients %.1f, optimizer %.1f, "
-               "activations %.1f%s\n",
+               "activations %.1f%s%s\n",
                mem.frozen_weights / 1048576.0, mem.trainable_weights / 1048576.0, mem.gradients / 1048576.0,
                optimizer.state_bytes() / 1048576.0, mem.activations / 1048576.0,
                zero3 ? str_cat(", ZeRO-3 parameter shards ", zero3->shard_bytes() / 1048576.0, ", gather slots ",
                                zero3->staging_bytes() / 1048576.0).c_str()
-                     : "");
+                     : "",
+               mem.host_staging ? str_cat("; host memory: offloaded layer inputs ",
+                                          mem.host_staging / 1048576.0).c_str()
+                                : "");
   std::fprintf(stderr, "training %lld steps of %lld rows × %lld tokens (%lld rows per epoch) on %d rank%s (%s, ZeRO "
                "stage %lld%s)\n", (long long)total_steps, (long long)rows_per_step, (long long)o.model_max_length,
                (long long)source->rows_per_epoch(), comm.size(), comm.size() == 1 ? "" : "s", comm.name().c_str(),

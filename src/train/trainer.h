@@ -45,6 +45,11 @@ struct TrainOptions {
   // (0..num_hidden_layers). auto: on a GPU, the fewest whose plan
   // fits the free device memory (0 when the run fits without recomputation: fastest); on host backends, all.
   std::string gradient_checkpointing = "auto";
+  // Keep the saved inputs of the checkpointed layers in (pinned) host memory instead of on the device, copied out
+  // during the forward and back during the backward while compute runs (ModelOptions::offload_checkpoints). Needs
+  // checkpointed layers (an error with --gradient_checkpointing false or 0); with auto, the decision plans the
+  // offloaded layout (auto never turns the offload on by itself).
+  bool offload_checkpoints = false;
   std::string resume_from_checkpoint;  // "", a checkpoint directory, or "auto"
   std::string device = "cpu";
   int64_t zero_stage = 0;
@@ -55,6 +60,7 @@ struct TrainOptions {
   bool profile_ops = false;  // time every backend op in the training loop: stderr table + output_dir/op_profile.json
   int64_t max_nonfinite_steps = 3;  // consecutive non-finite steps that stop the run
   int64_t interrupt_at_step = -1;   // tests: behave as if SIGINT arrived after this step (no flag)
+  int64_t pretend_host_memory = 0;  // tests: available host memory in bytes for the offload check (no flag; 0: real)
 };
 
 struct TrainResult {
