@@ -58,6 +58,7 @@ struct Options {
   int64_t seq_len = 8192, batch = 1, lora_r = 8, layers = 32;
   bool checkpointing = true, s2 = true, max_context = false, profile = false;
   int64_t checkpoint_layers = -1;  // layers recomputed in backward (the first ones); -1: all or none per checkpointing
+  bool offload_checkpoints = false;  // the checkpointed layers' inputs in pinned host memory (ModelOptions)
 };
 
 #ifdef LONGLORA_WITH_CUDA
@@ -162,6 +163,7 @@ ModelOptions llama7b_lora(const Options& o, int64_t seq_len) {
   m.batch = o.batch;
   m.seq_len = seq_len;
   m.checkpoint_layers = o.checkpoint_layers >= 0 ? o.checkpoint_layers : o.checkpointing ? o.layers : 0;
+  m.offload_checkpoints = o.offload_checkpoints;
   m.attention.use_s2 = o.s2;
   m.lora.rank = o.lora_r;
   m.lora.alpha = 16;
@@ -241,9 +243,10 @@ nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
   const double mfu = peak > 0 ? model_fpt * tokens_per_s / (peak * 1e12) : 0;
   const double hfu = peak > 0 ? hw_fpt * tokens_per_s / (peak * 1e12) : 0;
   std::printf("Llama-2-7B-shaped LoRA r=%lld (q,k,v,o) + embed/norm, %s, seq %lld, batch %lld, checkpointing %lld of "
-              "%lld layers\n",
+              "%lld layers%s\n",
               (long long)o.lora_r, o.s2 ? "S2 ratio 1/4" : "full causal", (long long)o.seq_len, (long long)o.batch,
-              (long long)recomputed, (long long)o.layers);
+              (long long)recomputed, (long long)o.layers,
+              o.offload_checkpoints ? ", their inputs offloaded to host memory" : "");
   std::printf("  step %.3f s   %.0f tokens/s\n", r.seconds, tokens_per_s);
   std::printf("  LoRA-MFU %.1f%%  = (4·N + 3·attn_fwd) · tok/s / peak, N = %.3fB matmul params, %.1f GFLOP/token\n",
               100 * mfu, perf::matmul_params(mo.config) / 1e9, model_fpt / 1e9);
@@ -252,12 +255,14 @@ nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
               hw_fpt / 1e9, peak,
               peak > 0 ? "" : " (unknown card: pass --peak_tflops)");
   std::printf("  memory: peak allocated %.2f GiB, device in use %.2f GiB (plan: frozen %.2f, trainable %.2f, grads %.2f, "
-              "optimizer %.2f, activations %.2f GiB)\n",
+              "optimizer %.2f, activations %.2f GiB; host: offloaded layer inputs %.2f GiB)\n",
               r.peak_bytes / 1073741824.0, r.device_used / 1073741824.0, r.plan.frozen_weights / 1073741824.0,
               r.plan.trainable_weights / 1073741824.0, r.plan.gradients / 1073741824.0, r.optimizer_bytes / 1073741824.0,
-              r.plan.activations / 1073741824.0);
+              r.plan.activations / 1073741824.0, r.plan.host_staging / 1073741824.0);
   j = {{"seq_len", o.seq_len}, {"batch", o.batch}, {"layers", o.layers}, {"lora_r", o.lora_r}, {"s2", o.s2},
-       {"checkpointing", recomputed > 0}, {"checkpoint_layers", recomputed}, {"step_seconds", r.seconds},
+       {"checkpointing", recomputed > 0}, {"checkpoint_layers", recomputed},
+       {"offload_checkpoints", o.offload_checkpoints && recomputed > 0}, {"host_staging_bytes", r.plan.host_staging},
+       {"step_seconds", r.seconds},
        {"tokens_per_second", tokens_per_s},
        {"model_gflop_per_token", model_fpt / 1e9}, {"hardware_gflop_per_token", hw_fpt / 1e9},
        {"peak_tflops", peak}, {"lora_mfu", mfu}, {"hfu", hfu},
@@ -488,6 +493,8 @@ int run(int argc, char** argv) {
   flags.add("checkpointing", &o.checkpointing, "e2e: per-layer activation checkpointing");
   flags.add("checkpoint_layers", &o.checkpoint_layers,
             "e2e: layers recomputed in backward, 0..layers (-1: all with --checkpointing, else none)");
+  flags.add("offload_checkpoints", &o.offload_checkpoints,
+            "e2e: keep the checkpointed layers' inputs in pinned host memory (copies overlap compute)");
   flags.add("s2", &o.s2, "e2e: S2-Attn (ratio 1/4)");
   flags.add("max_context", &o.max_context, "e2e: also search the longest context that fits");
   flags.add("profile", &o.profile, "e2e: after the timed steps, time one more step op by op (table + JSON \"profile\")");
