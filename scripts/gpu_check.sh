@@ -90,6 +90,7 @@ before() {  # the same benchmark with BEFORE's binary
 # In order of what matters most: whatever had run when the time ran out is kept.
 bench attention 120 attention
 before attention 120 attention
+bench attention_dq128 60 attention --dq_rows 128  # the dQ pass in the forward's layout (not the default yet)
 bench e2e 150 e2e --profile  # + one profiled step: where the time goes, op by op
 before e2e 150 e2e
 bench e2e_no_recompute 90 e2e --checkpointing false  # what --gradient_checkpointing auto picks when it fits
