@@ -82,6 +82,22 @@ char* elem_ptr(const Tensor& t, int64_t offset) {
   return static_cast<char*>(t.data) + offset * int64_t(dtype_size(t.dtype));
 }
 
+// Runs `calls` (NCCL calls that throw on failure) between ncclGroupStart and ncclGroupEnd. A failing call still
+// closes the group before the error propagates: the group is this thread's state, and left open, every later NCCL
+// call of the thread (the ncclCommAbort of the unwinding path included) would be queued into a group that is never
+// ended. After a failed call ncclGroupEnd returns the group's error, which is the one already being reported.
+template <typename F>
+void nccl_group(ncclComm_t comm, F&& calls) {
+  LL_NCCL_CHECK(comm, ncclGroupStart());
+  try {
+    calls();
+  } catch (...) {
+    (void)ncclGroupEnd();
+    throw;
+  }
+  LL_NCCL_CHECK(comm, ncclGroupEnd());
+}
+
 class NcclComm final : public Comm {
  public:
   NcclComm(Comm& host, cudaStream_t compute, int device) : host_(host), compute_(compute), device_(device) {
@@ -190,13 +206,13 @@ class NcclComm final : public Comm {
         LL_NCCL_CHECK(nc, ncclReduceScatter(full.data, shard.data, size_t(counts[0]), type, ncclSum, nc, stream_));
         return;
       }
-      LL_NCCL_CHECK(nc, ncclGroupStart());
-      for (int q = 0; q < size(); ++q) {
-        if (counts[size_t(q)] == 0) continue;
-        LL_NCCL_CHECK(nc, ncclReduce(elem_ptr(full, split_offset(counts, q)), q == r ? shard.data : nullptr,
-                                        size_t(counts[size_t(q)]), type, ncclSum, q, nc, stream_));
-      }
-      LL_NCCL_CHECK(nc, ncclGroupEnd());
+      nccl_group(nc, [&] {
+        for (int q = 0; q < size(); ++q) {
+          if (counts[size_t(q)] == 0) continue;
+          LL_NCCL_CHECK(nc, ncclReduce(elem_ptr(full, split_offset(counts, q)), q == r ? shard.data : nullptr,
+                                          size_t(counts[size_t(q)]), type, ncclSum, q, nc, stream_));
+        }
+      });
     });
   }
 
@@ -213,13 +229,13 @@ class NcclComm final : public Comm {
                                            type, nc, stream_));
         return;
       }
-      LL_NCCL_CHECK(nc, ncclGroupStart());
-      for (int q = 0; q < size(); ++q) {
-        if (counts[size_t(q)] == 0) continue;
-        char* range = elem_ptr(full, split_offset(counts, q));
-        LL_NCCL_CHECK(nc, ncclBroadcast(range, range, size_t(counts[size_t(q)]), type, q, nc, stream_));
-      }
-      LL_NCCL_CHECK(nc, ncclGroupEnd());
+      nccl_group(nc, [&] {
+        for (int q = 0; q < size(); ++q) {
+          if (counts[size_t(q)] == 0) continue;
+          char* range = elem_ptr(full, split_offset(counts, q));
+          LL_NCCL_CHECK(nc, ncclBroadcast(range, range, size_t(counts[size_t(q)]), type, q, nc, stream_));
+        }
+      });
     });
   }
 
