@@ -15,7 +15,8 @@
 // collective still running after the timeout (a peer died or hangs), a CUDA error, or an asynchronous NCCL error
 // ends this rank (exit code 3) with a message naming the rank and the collective; mpirun then ends the others.
 // Destroyed during exception unwinding, or with collectives still in flight, the communicator is aborted
-// (ncclCommAbort) so the GPU kernels of unfinished collectives stop and the compute stream drains.
+// (ncclCommAbort) so the GPU kernels of unfinished collectives stop and the compute stream drains. The watchdog also
+// times ncclCommDestroy / ncclCommAbort, which NCCL documents as intra-node collective calls that can hang.
 #ifdef LONGLORA_WITH_NCCL
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -359,25 +360,39 @@ class NcclComm final : public Comm {
           }
         }
       }
-      if (ncclComm_t comm = comm_.load()) {
-        ncclResult_t async = ncclSuccess;
-        if (ncclCommGetAsyncError(comm, &async) == ncclSuccess && async != ncclSuccess && async != ncclInProgress)
-          fatal(std::string("NCCL reported an asynchronous error: ") + ncclGetErrorString(async) + " (" +
-                ncclGetLastError(comm) + ")");
+      {
+        const std::lock_guard<std::mutex> lock(comm_mu_);  // shutdown() takes the communicator under it
+        if (ncclComm_t comm = comm_.load()) {
+          ncclResult_t async = ncclSuccess;
+          if (ncclCommGetAsyncError(comm, &async) == ncclSuccess && async != ncclSuccess && async != ncclInProgress)
+            fatal(std::string("NCCL reported an asynchronous error: ") + ncclGetErrorString(async) + " (" +
+                  ncclGetLastError(comm) + ")");
+        }
       }
     }
   }
 
   // Never throws (destructor and constructor-failure path). A clean shutdown drains the communication stream with
-  // the watchdog still watching; an abort stops the watchdog first (it must not touch the communicator after).
+  // the watchdog still watching. ncclCommDestroy and ncclCommAbort are intra-node collective calls (NCCL: all ranks
+  // on the node should call them, else they may hang), so the watchdog keeps watching them too, as a host-side wait
+  // (a peer that never gets there ends this rank after the timeout instead of hanging it); it stops touching the
+  // communicator once shutdown has taken it (under comm_mu_), and is stopped after.
   void shutdown(bool abort_comm) {
     if (!abort_comm && stream_) cudaStreamSynchronize(stream_);
-    stop_ = true;
-    if (watchdog_.joinable()) watchdog_.join();
-    if (ncclComm_t comm = comm_.exchange(nullptr)) {
+    ncclComm_t comm = nullptr;
+    {
+      const std::lock_guard<std::mutex> lock(comm_mu_);
+      comm = comm_.exchange(nullptr);
+    }
+    if (comm) {
+      host_pending_name_ = abort_comm ? "ncclCommAbort" : "ncclCommDestroy";
+      host_pending_since_ns_ = now_ns();
       if (abort_comm) ncclCommAbort(comm);  // stops the kernels of unfinished collectives; their events complete
       else ncclCommDestroy(comm);
+      host_pending_since_ns_ = 0;
     }
+    stop_ = true;
+    if (watchdog_.joinable()) watchdog_.join();
     if (stream_) cudaStreamSynchronize(stream_);
     for (auto& [id, f] : inflight_) cudaEventDestroy(f.done);
     inflight_.clear();
@@ -392,6 +407,7 @@ class NcclComm final : public Comm {
   cudaStream_t compute_ = nullptr, stream_ = nullptr;
   int device_ = 0;
   std::atomic<ncclComm_t> comm_{nullptr};
+  std::mutex comm_mu_;  // the watchdog's ncclCommGetAsyncError against shutdown's destroy/abort
   std::mutex mu_;
   std::map<uint64_t, InFlight> inflight_;
   std::vector<cudaEvent_t> free_events_;
