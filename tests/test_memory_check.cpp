@@ -9,6 +9,7 @@
 #include "mpi/zero3.h"
 #include "model/arena.h"
 #include "model/llama.h"
+#include "model_test_options.h"
 #include "train/memory_check.h"
 #include "util/error.h"
 
@@ -17,25 +18,14 @@ namespace {
 
 // checkpointing: every layer recomputed (tests of partial recomputation set checkpoint_layers themselves).
 ModelOptions options(bool lora, bool checkpointing, double dropout = 0, bool tied = false) {
-  ModelOptions o;
-  o.config.hidden_size = 48;
-  o.config.intermediate_size = 72;
-  o.config.num_attention_heads = 6;
-  o.config.num_key_value_heads = 2;
-  o.config.num_hidden_layers = 3;
-  o.config.vocab_size = 61;
+  ModelOptions o = test::small_model_options();
   o.config.tie_word_embeddings = tied;
-  o.attention.use_s2 = true;
-  o.batch = 2;
-  o.seq_len = 24;
   o.checkpoint_layers = checkpointing ? o.config.num_hidden_layers : 0;
   if (lora) {
     o.trainable = TrainableConfig{false, true, true, false};
     o.lora.rank = 4;
     o.lora.dropout = dropout;
     o.lora.targets = LoraConfig::parse_targets("q,k,v,o,down");
-  } else {
-    o.trainable.all = true;
   }
   return o;
 }
@@ -243,6 +233,17 @@ size_t plan_with(Backend& be, ModelOptions o, int64_t k, int zero_stage = 0, int
 // A pretend device whose plan budget (free memory less the 512 MiB headroom) is exactly `budget` bytes.
 SmallDevice device_with_budget(size_t budget) { return SmallDevice(budget + kDeviceMemoryHeadroom); }
 
+// The memory check's error for a run that does not fit on `dev` (a test failure when it fits).
+std::string memory_check_error(Backend& dev, const ModelOptions& run) {
+  try {
+    check_device_memory(dev, run, 0, 1);
+  } catch (const Error& e) {
+    return std::string(e.what());
+  }
+  ADD_FAILURE() << "expected the memory check to stop the run";
+  return std::string();
+}
+
 TEST(MemoryCheck, AutoCheckpointingRecomputesTheFewestLayersThatFit) {
   ModelOptions o = options(true, true);
   o.seq_len = 4096;
@@ -302,19 +303,10 @@ TEST(MemoryCheck, TooSmallDeviceNamesTheNeedAndWhatWouldFit) {
   ckpt.checkpoint_layers = 8;
   const size_t with_ckpt = LlamaModel::plan_memory(cpu, ckpt).activations;
   ASSERT_LT(with_ckpt, plan.activations / 2);
-  auto message = [&](SmallDevice& dev, const ModelOptions& run) {
-    try {
-      check_device_memory(dev, run, 0, 1);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    ADD_FAILURE() << "expected the memory check to stop the run";
-    return std::string();
-  };
   {  // room for every layer's recomputation only (and some more): suggests all of them
     SmallDevice small = device_with_budget(plan_with(cpu, o, 8) + (plan_with(cpu, o, 7) - plan_with(cpu, o, 8)) / 2);
     ASSERT_EQ(checkpoint_layers_needed(small, o, 0, 1, nullptr), 8);
-    const std::string msg = message(small, o);
+    const std::string msg = memory_check_error(small, o);
     EXPECT_NE(msg.find("does not fit in device memory: needs"), std::string::npos) << msg;
     EXPECT_NE(msg.find("test card"), std::string::npos) << msg;
     EXPECT_NE(msg.find("would fit: --gradient_checkpointing true (all 8 layers checkpointed, activations " +
@@ -327,7 +319,7 @@ TEST(MemoryCheck, TooSmallDeviceNamesTheNeedAndWhatWouldFit) {
     ASSERT_EQ(checkpoint_layers_needed(five, o, 0, 1, nullptr), 5);
     ModelOptions k5 = o;
     k5.checkpoint_layers = 5;
-    const std::string msg = message(five, o);
+    const std::string msg = memory_check_error(five, o);
     EXPECT_NE(msg.find("would fit: --gradient_checkpointing 5 (5 of 8 layers checkpointed, activations " +
                        format_gib(LlamaModel::plan_memory(cpu, k5).activations) + ")"),
               std::string::npos)
@@ -335,16 +327,16 @@ TEST(MemoryCheck, TooSmallDeviceNamesTheNeedAndWhatWouldFit) {
     // Already recomputing 2 layers: the advice is still 5.
     ModelOptions k2 = o;
     k2.checkpoint_layers = 2;
-    EXPECT_NE(message(five, k2).find("--gradient_checkpointing 5 (5 of 8"), std::string::npos);
+    EXPECT_NE(memory_check_error(five, k2).find("--gradient_checkpointing 5 (5 of 8"), std::string::npos);
     EXPECT_NO_THROW(check_device_memory(five, k5, 0, 1));  // and the advice is right
   }
   {  // nothing fits: no recomputation advice, a shorter length with every layer recomputed instead
     SmallDevice tiny = device_with_budget(plan_with(cpu, o, 8) - with_ckpt / 2);
-    const std::string msg = message(tiny, o);
+    const std::string msg = memory_check_error(tiny, o);
     EXPECT_EQ(msg.find("layers checkpointed"), std::string::npos) << msg;
     EXPECT_NE(msg.find("--gradient_checkpointing true with --model_max_length"), std::string::npos) << msg;
     // Already recomputing every layer: nothing about checkpointing.
-    EXPECT_EQ(message(tiny, ckpt).find("--gradient_checkpointing"), std::string::npos);
+    EXPECT_EQ(memory_check_error(tiny, ckpt).find("--gradient_checkpointing"), std::string::npos);
   }
 }
 
@@ -360,24 +352,16 @@ TEST(MemoryCheck, OffloadIsAdvisedWhenOnlyItFitsAndAutoPlansTheOffloadedLayout) 
   o.seq_len = 4096;
   o.config.num_hidden_layers = 8;
   CpuBackend<float> cpu;
-  const size_t off8 = plan_rank_memory(cpu, [&] { ModelOptions x = o; x.checkpoint_layers = 8;
-                                                  x.offload_checkpoints = true; return x; }(), 0, 1).total();
+  ModelOptions with_offload = o;
+  with_offload.offload_checkpoints = true;
+  const size_t off8 = plan_with(cpu, with_offload, 8);
   ASSERT_LT(off8, plan_with(cpu, o, 8));  // the offload saves device memory beyond recomputing everything
-  auto message = [&](SmallDevice& dev, const ModelOptions& run) {
-    try {
-      check_device_memory(dev, run, 0, 1);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    ADD_FAILURE() << "expected the memory check to stop the run";
-    return std::string();
-  };
   SmallDevice dev = device_with_budget(off8);  // fits only with every layer checkpointed and offloaded
   const MemoryPlan p8 = offloaded_plan(cpu, o, 8);
   for (const int64_t k : {0, 3, 8}) {
     ModelOptions run = o;
     run.checkpoint_layers = k;
-    const std::string msg = message(dev, run);
+    const std::string msg = memory_check_error(dev, run);
     EXPECT_NE(msg.find("would fit: --gradient_checkpointing true --offload_checkpoints true (8 of 8 layers "
                        "checkpointed, their inputs in host memory: activations " + format_gib(p8.activations) +
                        " on the device, " + format_gib(p8.host_staging) + " of host memory)"),
@@ -390,23 +374,18 @@ TEST(MemoryCheck, OffloadIsAdvisedWhenOnlyItFitsAndAutoPlansTheOffloadedLayout) 
   EXPECT_NO_THROW(check_device_memory(dev, run, 0, 1));  // and the advice is right
   // A run that already offloads is not told to offload.
   SmallDevice smaller = device_with_budget(off8 - 1);
-  EXPECT_EQ(message(smaller, run).find("--offload_checkpoints"), std::string::npos);
+  EXPECT_EQ(memory_check_error(smaller, run).find("--offload_checkpoints"), std::string::npos);
   // When recomputation alone fits, that is the advice (no offload needed).
   SmallDevice five = device_with_budget(plan_with(cpu, o, 5));
-  EXPECT_EQ(message(five, o).find("--offload_checkpoints"), std::string::npos);
+  EXPECT_EQ(memory_check_error(five, o).find("--offload_checkpoints"), std::string::npos);
 
   // Auto with the offload on plans the offloaded layout: the fewest k whose offloaded plan fits.
-  ModelOptions with_offload = o;
-  with_offload.offload_checkpoints = true;
   for (int64_t k = 3; k <= 8; ++k) {
-    const size_t need_off = plan_rank_memory(cpu, [&] { ModelOptions x = with_offload; x.checkpoint_layers = k;
-                                                        return x; }(), 0, 1).total();
+    const size_t need_off = plan_with(cpu, with_offload, k);
     SmallDevice d = device_with_budget(need_off);
     int64_t fewest = 8;
     for (int64_t j = 0; j <= 8; ++j) {
-      ModelOptions x = with_offload;
-      x.checkpoint_layers = j;
-      if (plan_rank_memory(cpu, x, 0, 1).total() <= need_off) {
+      if (plan_with(cpu, with_offload, j) <= need_off) {
         fewest = j;
         break;
       }

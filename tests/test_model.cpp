@@ -8,6 +8,7 @@
 #include "model/llama.h"
 #include "tensor_host.h"
 #include "test_util.h"
+#include "model_test_options.h"
 
 namespace ll {
 namespace {
@@ -15,19 +16,9 @@ namespace {
 using test::rel_error;
 
 ModelOptions tiny_options(bool s2, S2Variant variant = S2Variant::LeakFree) {
-  ModelOptions o;
-  o.config.hidden_size = 16;
-  o.config.intermediate_size = 20;
-  o.config.num_attention_heads = 4;
-  o.config.num_key_value_heads = 2;
-  o.config.num_hidden_layers = 2;
-  o.config.vocab_size = 19;
-  o.config.rope_scaling_factor = 2.0;
+  ModelOptions o = test::tiny_model_options();  // 8 tokens: G = 2
   o.attention.use_s2 = s2;
   o.attention.variant = variant;
-  o.batch = 2;
-  o.seq_len = 8;  // G = 2
-  o.trainable.all = true;
   return o;
 }
 
@@ -165,17 +156,8 @@ TEST(ModelGradient, FrozenWeightsGetNoGradientOrMemory) {
 // ---- fp32 behaviour --------------------------------------------------------------------------------------------
 
 ModelOptions small_f32_options(bool checkpointing) {  // checkpointing: every layer recomputed
-  ModelOptions o;
-  o.config.hidden_size = 48;
-  o.config.intermediate_size = 72;
-  o.config.num_attention_heads = 6;
-  o.config.num_key_value_heads = 2;
-  o.config.num_hidden_layers = 3;
-  o.config.vocab_size = 61;
+  ModelOptions o = test::small_model_options();
   o.config.rope_scaling_factor = 4.0;
-  o.attention.use_s2 = true;
-  o.batch = 2;
-  o.seq_len = 24;
   o.checkpoint_layers = checkpointing ? o.config.num_hidden_layers : 0;
   o.trainable = TrainableConfig{false, true, true, false};
   o.lora.rank = 4;

@@ -19,22 +19,14 @@
 #include "tensor_host.h"
 #include "util/error.h"
 #include "util/random.h"
+#include "model_test_options.h"
 
 namespace ll {
 namespace {
 
 ModelOptions offload_options(int64_t layers = 5) {
-  ModelOptions o;
-  o.config.hidden_size = 48;
-  o.config.intermediate_size = 72;
-  o.config.num_attention_heads = 6;
-  o.config.num_key_value_heads = 2;
-  o.config.num_hidden_layers = layers;
-  o.config.vocab_size = 61;
+  ModelOptions o = test::small_model_options(layers);
   o.config.rope_scaling_factor = 4.0;
-  o.attention.use_s2 = true;
-  o.batch = 2;
-  o.seq_len = 24;
   o.trainable = TrainableConfig{false, true, true, false};  // embed + norm trainable: every layer input matters
   o.lora.rank = 4;
   o.lora.dropout = 0.1;  // the recomputation regenerates the masks

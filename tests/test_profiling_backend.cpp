@@ -11,6 +11,7 @@
 #include "profiling_backend.h"
 #include "tensor_host.h"
 #include "test_util.h"
+#include "model_test_options.h"
 
 namespace ll {
 namespace {
@@ -28,17 +29,7 @@ class CountingBackend : public CpuBackend<float> {
 };
 
 ModelOptions tiny(bool checkpointing, bool lora) {
-  ModelOptions o;
-  o.config.hidden_size = 16;
-  o.config.intermediate_size = 20;
-  o.config.num_attention_heads = 4;
-  o.config.num_key_value_heads = 2;
-  o.config.num_hidden_layers = 2;
-  o.config.vocab_size = 19;
-  o.config.rope_scaling_factor = 2.0;
-  o.attention.use_s2 = true;
-  o.batch = 2;
-  o.seq_len = 8;
+  ModelOptions o = test::tiny_model_options();
   o.checkpoint_layers = checkpointing ? o.config.num_hidden_layers : 0;
   o.ce_chunk_rows = 5;  // 16 rows → 4 chunks, the last one partial
   if (lora) {
@@ -46,8 +37,6 @@ ModelOptions tiny(bool checkpointing, bool lora) {
     o.lora.rank = 2;
     o.lora.dropout = 0.25;
     o.lora.targets = LoraConfig::parse_targets("q,v,down");
-  } else {
-    o.trainable.all = true;
   }
   return o;
 }

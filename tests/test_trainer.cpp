@@ -37,6 +37,16 @@ const char* kTinyConfig = R"({"architectures": ["LlamaForCausalLM"], "model_type
   "intermediate_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2,
   "vocab_size": 50, "rms_norm_eps": 1e-5, "max_position_embeddings": 16, "rope_theta": 10000.0})";
 
+// The error a run with these options stops with ("" when it does not).
+std::string error_of(const TrainOptions& o) {
+  try {
+    run_training(o, {});
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 class TrainerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -312,14 +322,6 @@ TEST(TrainerSteps, FrozenWeightsStayBitIdentical) {
 }
 
 TEST_F(TrainerTest, FlagErrorsAreClear) {
-  auto error_of = [&](TrainOptions o) -> std::string {
-    try {
-      run_training(o, {});
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "";
-  };
   TrainOptions o = base("errors");
   o.sft_data_path = "x.json";
   EXPECT_NE(error_of(o).find("exactly one of --data_path"), std::string::npos);
@@ -451,14 +453,6 @@ TEST_F(TrainerTest, OffloadedCheckpointsTrainBitIdenticallyAndCheckHostMemory) {
   }
   EXPECT_EQ(runs[true], runs[false]);
 
-  auto error_of = [&](TrainOptions o) -> std::string {
-    try {
-      run_training(o, {});
-    } catch (const Error& e) {
-      return e.what();
-    }
-    return "";
-  };
   TrainOptions o = base("offload_errors");
   o.model_config = dir_ + "/config4.json";
   o.offload_checkpoints = true;
