@@ -23,6 +23,7 @@
 #include "cuda/optimizer.cuh"
 #include "cuda/rmsnorm.cuh"
 #include "cuda/rope.cuh"
+#include "cuda/vec8.cuh"
 
 namespace ll {
 
@@ -366,7 +367,7 @@ bool CudaBackend::use_lora_kernels(int64_t rows, int64_t in, int64_t out, int64_
                                    std::initializer_list<const void*> vec16) const {
   if (!lora_kernels_chosen(rows, in, out, rank)) return false;
   for (const void* p : vec16)
-    if (!cuda::lora_aligned16(p)) return false;
+    if (!cuda::aligned16(p)) return false;
   return true;
 }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "cuda/lora_timing.h"
+#include "cuda/vec8.cuh"
 
 namespace ll::cuda {
 
@@ -11,20 +12,15 @@ namespace {
 
 constexpr int kThreads = 256;  // 8 warps, every kernel here
 
-union Pack8 {
-  uint4 raw;
-  bf16 h[8];
-};
-
 __device__ __forceinline__ void load8(const bf16* p, float (&out)[8]) {  // p 16-byte aligned
-  Pack8 u;
+  Bf16x8 u;
   u.raw = __ldg(reinterpret_cast<const uint4*>(p));
 #pragma unroll
   for (int c = 0; c < 8; ++c) out[c] = to_f32(u.h[c]);
 }
 
 __device__ __forceinline__ void store8(bf16* p, const float (&v)[8]) {  // p 16-byte aligned
-  Pack8 u;
+  Bf16x8 u;
 #pragma unroll
   for (int c = 0; c < 8; ++c) u.h[c] = to_bf16(v[c]);
   *reinterpret_cast<uint4*>(p) = u.raw;
@@ -107,7 +103,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       float xv[RT][8];
 #pragma unroll
       for (int i = 0; i < RT; ++i) {
-        Pack8 u;
+        Bf16x8 u;
         u.raw = next[i];
 #pragma unroll
         for (int c = 0; c < 8; ++c) xv[i][c] = to_f32(u.h[c]);
@@ -118,7 +114,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
 #pragma unroll
       for (int j = 0; j < RMAX; ++j) {
-        Pack8 u;
+        Bf16x8 u;
         u.raw = *reinterpret_cast<const uint4*>(&ws[j * LD + kk]);
 #pragma unroll
         for (int c = 0; c < 8; ++c) {
@@ -245,7 +241,7 @@ __global__ void __launch_bounds__(kThreads)
         if (t >= rows) continue;
         float o[8];
         if (ACC) {
-          Pack8 u;
+          Bf16x8 u;
           u.raw = old_y[i];
 #pragma unroll
           for (int c = 0; c < 8; ++c) o[c] = fmaf(alpha, acc[i][c], to_f32(u.h[c]));
@@ -436,7 +432,7 @@ bool lora_kernels_support(int64_t rows, int64_t in, int64_t out, int64_t rank) {
 
 void launch_lora_down(bf16* out, const bf16* x, int64_t rows, int64_t k, const bf16* w, int64_t w_stride_j,
                       int64_t w_stride_k, int64_t rank, float alpha, cudaStream_t s) {
-  const bool w_vec = w_stride_k == 1 && w_stride_j % 8 == 0 && lora_aligned16(w);
+  const bool w_vec = w_stride_k == 1 && w_stride_j % 8 == 0 && aligned16(w);
   if (rank <= 8)
     run_down<8, 4>(out, x, rows, k, w, w_stride_j, w_stride_k, w_vec, rank, alpha, s);
   else if (rank <= 16)

@@ -42,9 +42,8 @@ namespace ll::cuda {
 
 constexpr int64_t kLoraKernelMaxRank = 64;
 
-// Shapes only (T rows, K adapter inputs, N outputs, rank r); pointer alignment is checked with lora_aligned16.
+// Shapes only (T rows, K adapter inputs, N outputs, rank r); pointer alignment is checked with aligned16 (vec8.cuh).
 bool lora_kernels_support(int64_t rows, int64_t in, int64_t out, int64_t rank);
-inline bool lora_aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 void launch_lora_down(bf16* out, const bf16* x, int64_t rows, int64_t k, const bf16* w, int64_t w_stride_j,
                       int64_t w_stride_k, int64_t rank, float alpha, cudaStream_t s);
