@@ -83,8 +83,10 @@ bench_with() {  # binary, name, timeout, args...
 bench() { bench_with build/bench_cuda "$@"; }
 before() {  # the same benchmark with BEFORE's binary
   [ -n "$before_pid" ] || return
-  wait "$before_pid" 2>/dev/null && say "BEFORE ($BEFORE) built" || true
-  before_pid=done
+  if [ "$before_pid" != built ]; then  # the first call waits for its build
+    wait "$before_pid" && say "BEFORE ($BEFORE) built" || say "BEFORE ($BEFORE) failed to build: build_before.log"
+    before_pid=built
+  fi
   bench_with "$BEFORE/build/bench_cuda" "before_$1" "${@:2}"
 }
 # In order of what matters most: whatever had run when the time ran out is kept.
