@@ -275,6 +275,8 @@ MemoryPlan LlamaModel::memory_plan() const {
   return m;
 }
 
+int64_t LlamaModel::offloaded_input_count(const ModelOptions& options) { return offloaded_inputs(options); }
+
 bool LlamaModel::input_offloaded(int64_t layer) const {
   return layer >= 0 && layer < offloaded_inputs(opts_);
 }

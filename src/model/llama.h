@@ -73,6 +73,9 @@ class LlamaModel {
   // hold them without external storage, and the activation arena), computed without allocating anything: the
   // start-up memory check runs it before the first large allocation.
   static MemoryPlan plan_memory(Backend& backend, const ModelOptions& options);
+  // With offload_checkpoints: how many checkpointed layers' inputs go to host memory (the last two checkpointed
+  // layers' inputs stay in their device slots).
+  static int64_t offloaded_input_count(const ModelOptions& options);
 
   // Hugging Face initialisation (normal(0, init_std) for matrices, ones for norms) and PEFT's LoRA
   // initialisation (A Kaiming-uniform with a = √5, B = 0). Deterministic in `seed`.

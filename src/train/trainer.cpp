@@ -253,12 +253,14 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
     if (mo.checkpoint_layers != needed) ckpt_why += str_cat("; another rank needs ", mo.checkpoint_layers);
   }
   const size_t host_staging = LlamaModel::plan_memory(be, mo).host_staging;
-  if (o.offload_checkpoints)
+  if (o.offload_checkpoints) {
+    const int64_t offloaded = LlamaModel::offloaded_input_count(mo);
     ckpt_why += mo.checkpoint_layers > 0
-                    ? str_cat("; offloaded to host memory: the inputs of ",
-                              std::max<int64_t>(0, mo.checkpoint_layers - 2), " layers, ", format_gib(host_staging),
-                              "; the last ", std::min<int64_t>(mo.checkpoint_layers, 2), " stay in device slots")
+                    ? str_cat("; offloaded to host memory: the inputs of ", offloaded, " layers, ",
+                              format_gib(host_staging), "; the last ", mo.checkpoint_layers - offloaded,
+                              " stay in device slots")
                     : std::string("; --offload_checkpoints: nothing checkpointed, nothing offloaded");
+  }
   if (lead)
     std::fprintf(stderr, "gradient checkpointing: %lld of %lld layers checkpointed (%s)\n",
                  (long long)mo.checkpoint_layers, (long long)mo.config.num_hidden_layers, ckpt_why.c_str());
