@@ -12,6 +12,9 @@
 #   TEST_FILTER (GoogleTest filter, default all), TEST_TIMEOUT (s, default 240)
 #   BEFORE=dir (an earlier commit's tree): its bench_cuda runs the attention and e2e benchmarks right after ours
 #   BASELINE=ckpt|both|none (full mode): the PyTorch baseline with checkpointing (default), also without, or not at all
+#   SKIP="name ..." leaves steps out: a benchmark's name (attention, e2e_offload, lora, ...), apps (demo, train, eval),
+#     torch_attention (PyTorch's flash attention on the same shapes), tests
+#   NCU=1: Nsight Compute counters of the attention kernels at 8k (forward, dQ, dK/dV; ncu --clock-control none)
 #
 # Without Debian packages on the machine (no apt there): carry .gpudeps/ (../shared/gpu/README.md: the .debs of
 # scripts/gpu_check.sh's list) — it is unpacked to /opt/deps and the build uses DEPS=/opt/deps.
@@ -61,7 +64,9 @@ rc=$?
 say "build: exit $rc after $((SECONDS - start)) s; built: $(ls build/test_all build/bench_cuda build/train build/eval 2>/dev/null | tr '\n' ' ')"
 [ "$rc" -eq 0 ] || { grep -E 'error|Error' "$out/build.log" | head -20 | sed 's/^/    /' | tee -a "$out/summary.txt"; }
 
-if [ -x build/test_all ]; then
+skipped() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
+
+if [ -x build/test_all ] && ! skipped tests; then
   start=$SECONDS
   timeout "${TEST_TIMEOUT:-240}" build/test_all --gtest_color=no --gtest_filter="${TEST_FILTER:-*}" \
     --gtest_output="json:$out/tests.json" > "$out/tests.log" 2>&1
@@ -75,6 +80,7 @@ fi
 bench_with() {  # binary, name, timeout, args...
   local bin=$1 name=$2 limit=$3; shift 3
   [ -x "$bin" ] || return
+  skipped "$name" && { say "bench $name: skipped (SKIP)"; return; }
   local s=$SECONDS
   timeout "$limit" "$bin" "$@" --json "$out/bench/$name.json" > "$out/bench/$name.log" 2>&1
   say "bench $name: exit $? after $((SECONDS - s)) s"
@@ -92,17 +98,25 @@ before() {  # the same benchmark with BEFORE's binary
 # In order of what matters most: whatever had run when the time ran out is kept.
 bench attention 120 attention
 before attention 120 attention
+if ! skipped torch_attention && python3 -c 'import torch' 2>/dev/null; then  # FlashAttention-2 as torch ships it
+  s=$SECONDS
+  timeout 120 python3 scripts/bench_torch_attention.py --ours "$out/bench/attention.json" \
+    --json "$out/bench/torch_attention.json" > "$out/bench/torch_attention.log" 2>&1
+  say "PyTorch SDPA flash attention, same shapes: exit $? after $((SECONDS - s)) s"
+  section_tail "$out/bench/torch_attention.log" 9
+fi
 bench attention_dq128 60 attention --dq_rows 128  # the dQ pass in the forward's layout (not the default yet)
 bench e2e 150 e2e --profile  # + one profiled step: where the time goes, op by op
 before e2e 150 e2e
 bench e2e_no_recompute 90 e2e --checkpointing false  # what --gradient_checkpointing auto picks when it fits
 before e2e_no_recompute 90 e2e --checkpointing false
+bench e2e_offload 120 e2e --offload_checkpoints true  # inputs of layers 0..29 in pinned host memory
 bench lora 60 lora
 bench memory 60 memory
 
 if [ "$mode" = full ]; then
   bench gemm 60 gemm
-  if [ -x build/train ]; then
+  if [ -x build/train ] && ! skipped apps; then
     s=$SECONDS
     LONGLORA_DEMO_DEVICE=cuda timeout 240 build/train > "$out/demo.log" 2>&1
     say "demo on the GPU: exit $? after $((SECONDS - s)) s"
@@ -147,6 +161,21 @@ if [ "$mode" = full ]; then
     fi
   else
     say "PyTorch baseline skipped: torch/transformers/peft not importable here"
+  fi
+fi
+if [ "${NCU:-0}" = 1 ] && [ -x build/bench_cuda ]; then
+  ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
+  if [ -n "$ncu_bin" ]; then  # the first forward, dQ and dK/dV launches: 8k causal
+    s=$SECONDS
+    timeout 180 "$ncu_bin" --clock-control none -k 'regex:attention_(forward_tc|dq_tc|dq2_tc|dkdv_tc)' -c 3 \
+      --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy \
+      --section LaunchStats --section MemoryWorkloadAnalysis \
+      build/bench_cuda attention --warmup 0 --iters 1 > "$out/ncu_attention.log" 2>&1
+    say "ncu attention kernels: exit $? after $((SECONDS - s)) s (ncu_attention.log)"
+    grep -E 'attention_|Compute \(SM\) Throughput|Stall|Registers Per|Achieved Occupancy|Warp Cycles Per Issued' \
+      "$out/ncu_attention.log" | head -40 | sed 's/^/    /' | tee -a "$out/summary.txt"
+  else
+    say "ncu: not found"
   fi
 fi
 # Everything in one archive as well (some transports bring back only a few files).
