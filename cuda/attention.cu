@@ -91,11 +91,15 @@ __device__ __forceinline__ void load_tile(bf16* tile, const bf16* base, int64_t 
                                           int tid) {
   constexpr int kChunks = Dh / 8;  // 16-byte chunks per row
   constexpr int kStride = Dh + 8;
+  // 64-bit arithmetic once per tile, 32-bit per chunk (a row stride is heads · Dh elements).
+  const int valid_rows = int(limit - row0 < kRows ? limit - row0 : kRows);
+  const bf16* tile_base = base + row0 * gstride;
+  const int stride = int(gstride);
 #pragma unroll 4
   for (int c = tid; c < kRows * kChunks; c += kThreads) {
     const int r = c / kChunks, col = (c % kChunks) * 8;
-    const bool valid = row0 + r < limit;
-    const bf16* src = valid ? base + (row0 + r) * gstride + col : base;
+    const bool valid = r < valid_rows;
+    const bf16* src = valid ? tile_base + r * stride + col : base;
     cp_async_16(tile + r * kStride + col, src, valid);
   }
 }
@@ -168,6 +172,9 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[kDT][
     }
 #pragma unroll
   for (int r = 0; r < 2; ++r) l[r] = l[r] * alpha[r] + sum[r];  // the quad is summed at the end
+  // Once a row's maximum settles (early, on real attention with its first-token sink), alpha is exactly 1 and the
+  // rescale of the kDT·4 accumulators is an identity: skipped when no row of the warp moved (same bits either way).
+  if (!__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) return;
 #pragma unroll
   for (int dt = 0; dt < kDT; ++dt) {
     o[dt][0] *= alpha[0];
@@ -177,6 +184,11 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[kDT][
   }
 }
 
+// Query tiles in reverse launch order: under a causal mask the last tiles attend the most keys, and the scheduler
+// hands out blocks roughly in launch order, so the heaviest start first and the lightest fill the tail (ncu on an
+// H100: the SMs sat idle 11% of the forward's cycles with the lightest tiles first).
+__device__ __forceinline__ int64_t heavy_first_query_tile() { return int64_t(gridDim.x) - 1 - int64_t(blockIdx.x); }
+
 // ---- forward -----------------------------------------------------------------------------------------------------
 // grid (query tiles of 128, B·H); 4 warps, warp w owns rows [32w, 32w + 32) as two 16-row blocks, so every K and V
 // fragment read from shared memory feeds two products. Key tiles (64 keys; 32 for Dh 128, where 64 would not fit
@@ -185,18 +197,16 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[kDT][
 constexpr int kFwdRows = 128;
 static_assert(kFwdRows == cuda_plan::kFwdQueryTile, "tile sizes");
 
-template <int Dh>
+template <int Dh, int kFwdKeys>
 constexpr size_t forward_smem_bytes() {
-  constexpr int kFwdKeys = int(cuda_plan::forward_key_tile(Dh));
   return size_t(kFwdRows + 4 * kFwdKeys) * (Dh + 8) * sizeof(bf16);  // Q, then two stages of K and of V
 }
 
-template <int Dh>
+template <int Dh, int kFwdKeys>
 __global__ void __launch_bounds__(kThreads, 2) attention_forward_tc_kernel(AttentionForwardArgs p) {
   constexpr int S = Dh + 8;
   constexpr int kKT = Dh / 16;  // k-steps over the head dim
   constexpr int kDT = Dh / 8;   // n-tiles over the head dim
-  constexpr int kFwdKeys = int(cuda_plan::forward_key_tile(Dh));
   constexpr int NT = kFwdKeys / 8;  // n-tiles over the keys
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
@@ -206,7 +216,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_forward_tc_kernel(Atten
   const AttentionDims& d = p.dims;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int64_t bh = blockIdx.y, b = bh / d.heads, h = bh % d.heads, hk = h / (d.heads / d.kv_heads);
-  const int64_t row0 = int64_t(blockIdx.x) * kFwdRows, wrow0 = row0 + warp * 32;
+  const int64_t row0 = heavy_first_query_tile() * kFwdRows, wrow0 = row0 + warp * 32;
   const int64_t q_stride = d.heads * Dh, kv_stride = d.kv_heads * Dh;
   const bf16* qbase = p.q + (b * d.seq_len * d.heads + h) * Dh;
   const bf16* kbase = p.k + (b * d.kv_len * d.kv_heads + hk) * Dh;
@@ -214,7 +224,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_forward_tc_kernel(Atten
 
   const TileSpan span =
       cuda_plan::key_tile_span(p.mask, h, d.heads, d.seq_len, d.kv_len, row0, row0 + kFwdRows, kFwdKeys);
-  const int64_t tiles = span.count();
+  const int tiles = span.count();
   load_tile<Dh, kFwdRows>(sQ, qbase, q_stride, row0, d.seq_len, tid);
   if (tiles > 0) {
     load_tile<Dh, kFwdKeys>(sK, kbase, kv_stride, span.at(0) * kFwdKeys, d.kv_len, tid);
@@ -233,7 +243,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_forward_tc_kernel(Atten
     for (int i = 0; i < kDT; ++i) o[mb][i][0] = o[mb][i][1] = o[mb][i][2] = o[mb][i][3] = 0.f;
   float m[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}}, l[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
 
-  for (int64_t n = 0; n < tiles; ++n) {
+  for (int n = 0; n < tiles; ++n) {
     const int stage = int(n & 1);
     if (n + 1 < tiles) {
       const int64_t next0 = span.at(n + 1) * kFwdKeys;
@@ -340,7 +350,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(AttentionBack
   const AttentionDims& d = p.dims;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
   const int64_t bh = blockIdx.y, b = bh / d.heads, h = bh % d.heads, hk = h / (d.heads / d.kv_heads);
-  const int64_t row0 = int64_t(blockIdx.x) * kDqRows, wrow0 = row0 + warp * 16;
+  const int64_t row0 = heavy_first_query_tile() * kDqRows, wrow0 = row0 + warp * 16;
   const int64_t q_stride = d.heads * Dh, kv_stride = d.kv_heads * Dh;
   const int64_t qo_base = (b * d.seq_len * d.heads + h) * Dh;
   const bf16* kbase = p.k + (b * d.kv_len * d.kv_heads + hk) * Dh;
@@ -348,7 +358,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(AttentionBack
 
   const TileSpan span =
       cuda_plan::key_tile_span(p.mask, h, d.heads, d.seq_len, d.kv_len, row0, row0 + kDqRows, kDqKeys);
-  const int64_t tiles = span.count();
+  const int tiles = span.count();
   load_tile<Dh, kDqRows>(sQ, p.q + qo_base, q_stride, row0, d.seq_len, tid);
   load_tile<Dh, kDqRows>(sdO, p.dout + qo_base, q_stride, row0, d.seq_len, tid);
   if (tiles > 0) {
@@ -371,7 +381,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(AttentionBack
 #pragma unroll
   for (int i = 0; i < kDT; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
 
-  for (int64_t n = 0; n < tiles; ++n) {
+  for (int n = 0; n < tiles; ++n) {
     const int stage = int(n & 1);
     if (n + 1 < tiles) {
       const int64_t next0 = span.at(n + 1) * kDqKeys;
@@ -444,165 +454,6 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(AttentionBack
     for (int dt = 0; dt < kDT; ++dt)
       *reinterpret_cast<uint32_t*>(row + dt * 8 + t4 * 2) = pack_bf16(dq[dt][2] * scale, dq[dt][3] * scale);
   }
-}
-
-// ---- backward: dQ, 128-row variant ---------------------------------------------------------------------------------
-// The dQ pass in the forward kernel's layout: a CTA holds 128 query rows, each warp 32 (two 16-row blocks), so every
-// K and V fragment read from shared memory feeds two products; key tiles of 32, double-buffered.
-// Chosen by AttentionBackwardArgs::dq_rows == 128. Not the default: it has not run on a GPU yet (docs/gpu-log.md);
-// at Dh 128 ptxas spills ~30 words, reloaded once per key tile.
-constexpr int kDq2Rows = 128, kDq2Keys = 32;  // 32 keys: S and dP of 32 rows fit next to dQ
-
-template <int Dh>
-constexpr size_t dq2_smem_bytes() {
-  constexpr int kKeys = kDq2Keys;
-  return size_t(2 * kDq2Rows + 4 * kKeys) * (Dh + 8) * sizeof(bf16);  // Q, dO, two stages of K and of V
-}
-
-template <int Dh>
-__global__ void __launch_bounds__(kThreads, 2) attention_dq2_tc_kernel(AttentionBackwardArgs p) {
-  constexpr int S = Dh + 8;
-  constexpr int kKT = Dh / 16;
-  constexpr int kDT = Dh / 8;
-  constexpr int kKeys = kDq2Keys;
-  constexpr int NT = kKeys / 8;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* sQ = reinterpret_cast<bf16*>(smem_raw);
-  bf16* sdO = sQ + kDq2Rows * S;
-  bf16* sK = sdO + kDq2Rows * S;   // stage st at sK + st·kKeys·S
-  bf16* sV = sK + 2 * kKeys * S;   // likewise
-
-  const AttentionDims& d = p.dims;
-  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
-  const int64_t bh = blockIdx.y, b = bh / d.heads, h = bh % d.heads, hk = h / (d.heads / d.kv_heads);
-  const int64_t row0 = int64_t(blockIdx.x) * kDq2Rows, wrow0 = row0 + warp * 32;
-  const int64_t q_stride = d.heads * Dh, kv_stride = d.kv_heads * Dh;
-  const int64_t qo_base = (b * d.seq_len * d.heads + h) * Dh;
-  const bf16* kbase = p.k + (b * d.kv_len * d.kv_heads + hk) * Dh;
-  const bf16* vbase = p.v + (b * d.kv_len * d.kv_heads + hk) * Dh;
-
-  const TileSpan span =
-      cuda_plan::key_tile_span(p.mask, h, d.heads, d.seq_len, d.kv_len, row0, row0 + kDq2Rows, kKeys);
-  const int64_t tiles = span.count();
-  load_tile<Dh, kDq2Rows>(sQ, p.q + qo_base, q_stride, row0, d.seq_len, tid);
-  load_tile<Dh, kDq2Rows>(sdO, p.dout + qo_base, q_stride, row0, d.seq_len, tid);
-  if (tiles > 0) {
-    load_tile<Dh, kKeys>(sK, kbase, kv_stride, span.at(0) * kKeys, d.kv_len, tid);
-    load_tile<Dh, kKeys>(sV, vbase, kv_stride, span.at(0) * kKeys, d.kv_len, tid);
-  }
-  cp_async_commit();
-
-  // This thread's four rows: wrow0 + 16·mb + 8·r + g.
-  const int64_t stat = (b * d.heads + h) * d.seq_len;
-  float lse[2][2], del[2][2];
-#pragma unroll
-  for (int mb = 0; mb < 2; ++mb)
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int64_t row = wrow0 + mb * 16 + r * 8 + g;
-      lse[mb][r] = row < d.seq_len ? p.lse[stat + row] * kLog2e : 0.f;
-      del[mb][r] = row < d.seq_len ? p.delta[stat + row] : 0.f;
-    }
-  const float scale = 1.f / sqrtf(float(Dh)), scale_log2 = scale * kLog2e;
-  const cuda_plan::BlockCover cover =
-      cuda_plan::row_block_cover(p.mask, h, d.heads, d.seq_len, d.kv_len, wrow0, wrow0 + 32);
-
-  float dq[2][kDT][4];
-#pragma unroll
-  for (int mb = 0; mb < 2; ++mb)
-#pragma unroll
-    for (int i = 0; i < kDT; ++i) dq[mb][i][0] = dq[mb][i][1] = dq[mb][i][2] = dq[mb][i][3] = 0.f;
-
-  for (int64_t n = 0; n < tiles; ++n) {
-    const int stage = int(n & 1);
-    if (n + 1 < tiles) {
-      const int64_t next0 = span.at(n + 1) * kKeys;
-      load_tile<Dh, kKeys>(sK + (stage ^ 1) * kKeys * S, kbase, kv_stride, next0, d.kv_len, tid);
-      load_tile<Dh, kKeys>(sV + (stage ^ 1) * kKeys * S, vbase, kv_stride, next0, d.kv_len, tid);
-    }
-    cp_async_commit();
-    cp_async_wait_group<1>();
-    __syncthreads();
-    const bf16* cK = sK + stage * kKeys * S;
-    const bf16* cV = sV + stage * kKeys * S;
-    const int64_t key0 = span.at(n) * kKeys;
-
-    // S = Q·Kᵀ and dP = dO·Vᵀ for 32 rows × kKeys keys: each K and V fragment serves both row blocks.
-    float s[2][NT][4], dp[2][NT][4];
-#pragma unroll
-    for (int mb = 0; mb < 2; ++mb)
-#pragma unroll
-      for (int i = 0; i < NT; ++i)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[mb][i][e] = dp[mb][i][e] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < kKT; ++kk) {
-      uint32_t aq[2][4], ado[2][4];
-#pragma unroll
-      for (int mb = 0; mb < 2; ++mb) {
-        load_a<S>(aq[mb], sQ, warp * 32 + mb * 16, kk * 16, lane);
-        load_a<S>(ado[mb], sdO, warp * 32 + mb * 16, kk * 16, lane);
-      }
-#pragma unroll
-      for (int np = 0; np < NT / 2; ++np) {
-        uint32_t bk[4], bv[4];
-        load_b_nk<S>(bk, cK, np * 16, kk * 16, lane);
-        load_b_nk<S>(bv, cV, np * 16, kk * 16, lane);
-#pragma unroll
-        for (int mb = 0; mb < 2; ++mb) {
-          mma_16816(s[mb][2 * np], aq[mb], bk[0], bk[1]);
-          mma_16816(s[mb][2 * np + 1], aq[mb], bk[2], bk[3]);
-          mma_16816(dp[mb][2 * np], ado[mb], bv[0], bv[1]);
-          mma_16816(dp[mb][2 * np + 1], ado[mb], bv[2], bv[3]);
-        }
-      }
-    }
-    if (!cuda_plan::covers_tile(cover, key0, kKeys)) {  // warp-uniform: a diagonal tile
-      mask_scores<NT>(s[0], p.mask, h, d, wrow0 + g, key0, t4);
-      mask_scores<NT>(s[1], p.mask, h, d, wrow0 + 16 + g, key0, t4);
-    }
-    // dS = P ⊙ (dP − δ), in place of s (a masked score gives P = 0).
-#pragma unroll
-    for (int mb = 0; mb < 2; ++mb)
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e)
-          s[mb][nt][e] = exp2f(fmaf(s[mb][nt][e], scale_log2, -lse[mb][e >> 1])) * (dp[mb][nt][e] - del[mb][e >> 1]);
-    // dQ += dS·K (K stored [key][dim] = B[k = key][n = dim]); each K fragment serves both row blocks.
-#pragma unroll
-    for (int kt = 0; kt < NT / 2; ++kt) {
-      uint32_t da[2][4];
-      pack_a_from_c<NT>(da[0], s[0], kt);
-      pack_a_from_c<NT>(da[1], s[1], kt);
-#pragma unroll
-      for (int dpair = 0; dpair < kDT / 2; ++dpair) {
-        uint32_t bfr[4];
-        load_b_kn<S>(bfr, cK, kt * 16, dpair * 16, lane);
-#pragma unroll
-        for (int mb = 0; mb < 2; ++mb) {
-          mma_16816(dq[mb][2 * dpair], da[mb], bfr[0], bfr[1]);
-          mma_16816(dq[mb][2 * dpair + 1], da[mb], bfr[2], bfr[3]);
-        }
-      }
-    }
-    __syncthreads();  // every warp is done with this stage before the next iteration's copy refills it
-  }
-
-  cp_async_wait_all();
-#pragma unroll
-  for (int mb = 0; mb < 2; ++mb)
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int64_t row = wrow0 + mb * 16 + r * 8 + g;
-      if (row < d.seq_len) {
-        bf16* out = p.dq + ((b * d.seq_len + row) * d.heads + h) * Dh;
-#pragma unroll
-        for (int dt = 0; dt < kDT; ++dt)
-          *reinterpret_cast<uint32_t*>(out + dt * 8 + t4 * 2) =
-              pack_bf16(dq[mb][dt][2 * r] * scale, dq[mb][dt][2 * r + 1] * scale);
-      }
-    }
 }
 
 // ---- backward: dK, dV ------------------------------------------------------------------------------------------------
@@ -792,13 +643,13 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_tc_kernel(AttentionBa
   }
 }
 
-template <int Dh>
+template <int Dh, int kKeys>
 void forward_tc(const AttentionForwardArgs& a, cudaStream_t s) {
-  const size_t smem = forward_smem_bytes<Dh>();
-  LL_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_tc_kernel<Dh>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(smem)));
+  const size_t smem = forward_smem_bytes<Dh, kKeys>();
+  LL_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_tc_kernel<Dh, kKeys>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   const dim3 grid(unsigned((a.dims.seq_len + kFwdRows - 1) / kFwdRows), unsigned(a.dims.batch * a.dims.heads));
-  attention_forward_tc_kernel<Dh><<<grid, kThreads, smem, s>>>(a);
+  attention_forward_tc_kernel<Dh, kKeys><<<grid, kThreads, smem, s>>>(a);
   LL_LAUNCH_CHECK("attention_forward_tc_kernel");
 }
 
@@ -813,15 +664,6 @@ void backward_tc(const AttentionBackwardArgs& a, cudaStream_t s) {
   attention_dkdv_tc_kernel<Dh><<<grid_kv, kThreads, smem_kv, s>>>(a);
   LL_LAUNCH_CHECK("attention_dkdv_tc_kernel");
   if (a.dims.seq_len == 0) return;  // no queries: dK = dV = 0 (written above); a grid of 0 blocks fails to launch
-  if (a.dq_rows == kDq2Rows) {
-    const size_t smem_q2 = dq2_smem_bytes<Dh>();
-    LL_CUDA_CHECK(cudaFuncSetAttribute(attention_dq2_tc_kernel<Dh>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       int(smem_q2)));
-    const dim3 grid_q(unsigned((a.dims.seq_len + kDq2Rows - 1) / kDq2Rows), unsigned(a.dims.batch * a.dims.heads));
-    attention_dq2_tc_kernel<Dh><<<grid_q, kThreads, smem_q2, s>>>(a);
-    LL_LAUNCH_CHECK("attention_dq2_tc_kernel");
-    return;
-  }
   const dim3 grid_q(unsigned((a.dims.seq_len + kDqRows - 1) / kDqRows), unsigned(a.dims.batch * a.dims.heads));
   attention_dq_tc_kernel<Dh><<<grid_q, kThreads, smem_q, s>>>(a);
   LL_LAUNCH_CHECK("attention_dq_tc_kernel");
@@ -830,6 +672,9 @@ void backward_tc(const AttentionBackwardArgs& a, cudaStream_t s) {
 void check_grid(const AttentionDims& d) {
   LL_CHECK(d.batch * d.heads <= 65535, "attention: batch × heads = ", d.batch * d.heads,
            " exceeds the grid's y limit (65535)");
+  LL_CHECK(d.seq_len <= cuda_plan::kMaxAttentionLength && d.kv_len <= cuda_plan::kMaxAttentionLength,
+           "attention: ", d.seq_len, " queries against ", d.kv_len, " keys; the kernels take at most ",
+           cuda_plan::kMaxAttentionLength, " of each");
 }
 
 }  // namespace
@@ -838,9 +683,9 @@ void launch_attention_forward_tc(const AttentionForwardArgs& a, cudaStream_t s) 
   if (a.dims.seq_len == 0 || a.dims.batch == 0) return;
   check_grid(a.dims);
   if (a.dims.head_dim == 64)
-    forward_tc<64>(a, s);
+    forward_tc<64, int(cuda_plan::forward_key_tile(64))>(a, s);
   else if (a.dims.head_dim == 128)
-    forward_tc<128>(a, s);
+    forward_tc<128, int(cuda_plan::forward_key_tile(128))>(a, s);
   else
     fail("attention (tensor cores): head dimension ", a.dims.head_dim, " is not 64 or 128");
 }
@@ -848,8 +693,6 @@ void launch_attention_forward_tc(const AttentionForwardArgs& a, cudaStream_t s) 
 void launch_attention_backward_tc(const AttentionBackwardArgs& a, cudaStream_t s) {
   if (a.dims.batch == 0 || a.dims.kv_len == 0) return;
   check_grid(a.dims);
-  LL_CHECK(a.dq_rows == kDqRows || a.dq_rows == kDq2Rows, "attention backward: dQ rows per block must be ", kDqRows,
-           " or ", kDq2Rows, ", got ", a.dq_rows);
   launch_attention_delta(a, s);
   if (a.dims.head_dim == 64)
     backward_tc<64>(a, s);

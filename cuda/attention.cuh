@@ -45,9 +45,6 @@ struct AttentionBackwardArgs {
   const float* lse;
   bf16 *dq, *dk, *dv;
   float* delta;  // scratch [B, H, L]: rowsum(dout ⊙ out)
-  // Tensor-core dQ pass: 64 query rows per CTA (4 warps × 16 rows; the default, verified on an H200) or 128
-  // (4 warps × 32 rows, the forward's layout; not yet run on a GPU).
-  int dq_rows = 64;
 };
 
 // Tensor-core kernels (head dim 64 or 128).

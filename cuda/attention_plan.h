@@ -48,23 +48,27 @@ LL_HOST_DEVICE inline QueryRanges attending_queries(const AttentionMask& m, int6
   return r;
 }
 
-// Two disjoint half-open ranges of tile indices, [a0, a1) then [b0, b1) (b may be empty).
+// Longest query or key sequence the tensor-core kernels take: positions and tile indices then fit 32-bit registers.
+constexpr int64_t kMaxAttentionLength = int64_t(1) << 30;
+
+// Two disjoint half-open ranges of tile indices, [a0, a1) then [b0, b1) (b may be empty). 32-bit, like BlockCover:
+// the kernels keep both in registers for their whole loop (positions stay below kMaxAttentionLength).
 struct TileSpan {
-  int64_t a0, a1, b0, b1;
-  LL_HOST_DEVICE int64_t count() const { return (a1 - a0) + (b1 > b0 ? b1 - b0 : 0); }
+  int32_t a0, a1, b0, b1;
+  LL_HOST_DEVICE int32_t count() const { return (a1 - a0) + (b1 > b0 ? b1 - b0 : 0); }
   // The n-th tile of the span, n in [0, count()).
-  LL_HOST_DEVICE int64_t at(int64_t n) const { return n < a1 - a0 ? a0 + n : b0 + (n - (a1 - a0)); }
+  LL_HOST_DEVICE int32_t at(int32_t n) const { return n < a1 - a0 ? a0 + n : b0 + (n - (a1 - a0)); }
 };
 
 // [lo, hi] inclusive element ranges → tile spans, with the second range stripped of tiles the first one has.
 LL_HOST_DEVICE inline TileSpan make_span(int64_t lo, int64_t hi, int64_t wlo, int64_t whi, int64_t tile) {
   TileSpan s{0, 0, 0, 0};
   if (lo <= hi) {
-    s.a0 = lo / tile;
-    s.a1 = hi / tile + 1;
+    s.a0 = int32_t(lo / tile);
+    s.a1 = int32_t(hi / tile + 1);
   }
   if (whi > wlo) {
-    int64_t b0 = wlo / tile, b1 = (whi - 1) / tile + 1;
+    int32_t b0 = int32_t(wlo / tile), b1 = int32_t((whi - 1) / tile + 1);
     if (s.a1 > s.a0) {
       // Remove the overlap with [a0, a1). The wrap range lies after the main one for S2Roll (keys) and
       // before it (queries), so the overlap is at one end.
@@ -118,12 +122,12 @@ LL_HOST_DEVICE inline bool in_ranges(const KeyRanges& r, int64_t j) {
 // A tile inside either is attended by every row of the block, so the kernels skip the element mask there; that is
 // every tile of a causal or S2 block except the diagonal ones. `empty`: the block holds no valid row.
 struct BlockCover {
-  int64_t lo_max, hi_min;
-  int64_t wrap_lo, wrap_hi;
+  int32_t lo_max, hi_min;
+  int32_t wrap_lo, wrap_hi;
   bool empty;
 };
 
-LL_HOST_DEVICE inline bool covers_tile(const BlockCover& c, int64_t begin, int64_t count) {
+LL_HOST_DEVICE inline bool covers_tile(const BlockCover& c, int32_t begin, int32_t count) {
   if (c.empty) return true;  // no valid row: whatever it computes is discarded
   return (c.lo_max <= begin && c.hi_min >= begin + count - 1) ||
          (c.wrap_hi > c.wrap_lo && c.wrap_lo <= begin && c.wrap_hi >= begin + count);
@@ -138,7 +142,7 @@ LL_HOST_DEVICE inline BlockCover row_block_cover(const AttentionMask& m, int64_t
   const int64_t q_offset = kv_len - seq_len;
   const KeyRanges first = attended_keys(m, head, num_heads, kv_len, row_begin + q_offset);
   const KeyRanges last = attended_keys(m, head, num_heads, kv_len, row_end - 1 + q_offset);
-  return BlockCover{last.lo, first.hi, last.wrap_lo, last.wrap_hi, false};
+  return BlockCover{int32_t(last.lo), int32_t(first.hi), int32_t(last.wrap_lo), int32_t(last.wrap_hi), false};
 }
 
 // Keys [key_begin, key_end) of one head (clamped to kv_len), as in query_tile_span: lo and hi of the query ranges are
@@ -149,7 +153,7 @@ LL_HOST_DEVICE inline BlockCover key_block_cover(const AttentionMask& m, int64_t
   if (key_begin >= key_end) return BlockCover{0, 0, 0, 0, true};
   const QueryRanges first = attending_queries(m, head, num_heads, seq_len, kv_len, key_begin);
   const QueryRanges last = attending_queries(m, head, num_heads, seq_len, kv_len, key_end - 1);
-  return BlockCover{last.lo, first.hi, first.wrap_lo, first.wrap_hi, false};
+  return BlockCover{int32_t(last.lo), int32_t(first.hi), int32_t(first.wrap_lo), int32_t(first.wrap_hi), false};
 }
 
 // ---- split-KV decoding ------------------------------------------------------------------------------------

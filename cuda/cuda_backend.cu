@@ -344,17 +344,6 @@ bool lora_kernels_by_default() {
   return hand_written;
 }
 
-// LONGLORA_ATTENTION_DQ_ROWS, read once per process: the tensor-core dQ pass's query rows per CTA (64 or 128).
-int attention_dq_rows_by_default() {
-  static const int rows = [] {
-    const char* v = std::getenv("LONGLORA_ATTENTION_DQ_ROWS");
-    if (v == nullptr || *v == '\0') return 64;
-    const std::string s(v);
-    LL_CHECK(s == "64" || s == "128", "LONGLORA_ATTENTION_DQ_ROWS must be 64 or 128, got `", s, "`");
-    return s == "64" ? 64 : 128;
-  }();
-  return rows;
-}
 }  // namespace
 
 bool CudaBackend::lora_kernels_chosen(int64_t rows, int64_t in, int64_t out, int64_t rank) const {
@@ -497,16 +486,6 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, const Tensor& q, con
   }
 }
 
-void CudaBackend::set_attention_dq_rows(int rows) {
-  LL_CHECK(rows == 0 || rows == 64 || rows == 128,
-           "cuda backend: attention dQ rows per block must be 64 or 128 (0: the default), got ", rows);
-  attention_dq_rows_ = rows;
-}
-
-int CudaBackend::attention_dq_rows() const {
-  return attention_dq_rows_ != 0 ? attention_dq_rows_ : attention_dq_rows_by_default();
-}
-
 void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q,
                                      const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                                      const AttentionMask& mask) {
@@ -524,7 +503,6 @@ void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tens
                                 dev<bf16>(dk),
                                 dev<bf16>(dv),
                                 delta};
-  a.dq_rows = attention_dq_rows();
   if (s.path == cuda_plan::AttentionPath::TensorCore)
     cuda::launch_attention_backward_tc(a, impl_->stream);
   else

@@ -85,10 +85,6 @@ class CudaBackend final : public Backend {
   // or `cublaslt` = unset, since the kernels are not faster yet); shapes the kernels do not support take cuBLASLt.
   enum class LoraKernels { Default, HandWritten, CuBlasLt };
   void set_lora_kernels(LoraKernels k) { lora_kernels_ = k; }
-  // Query rows per CTA of the tensor-core dQ pass: 64 (the default, verified on an H200) or 128 (the forward's
-  // 32-rows-per-warp layout; not yet run on a GPU). The default follows LONGLORA_ATTENTION_DQ_ROWS (read once).
-  void set_attention_dq_rows(int rows);
-  int attention_dq_rows() const;
   // Whether the hand-written kernels run for a LoRA call of these shapes (with 16-byte aligned tensors).
   bool lora_kernels_chosen(int64_t rows, int64_t in, int64_t out, int64_t rank) const;
   // Fills a floating tensor with uniform values in [-scale, scale) from a counter-based hash of (seed, index):
@@ -113,7 +109,6 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Impl> impl_;
   cuda_plan::AttentionPath forced_path_ = cuda_plan::AttentionPath::Auto;
   LoraKernels lora_kernels_ = LoraKernels::Default;
-  int attention_dq_rows_ = 0;  // 0: the environment default
   bool use_lora_kernels(int64_t rows, int64_t in, int64_t out, int64_t rank,
                         std::initializer_list<const void*> vec16) const;
 };

@@ -60,7 +60,7 @@ command -v nvdisasm >/dev/null 2>&1 || fail "nvdisasm not found next to $cuobjdu
 echo "cuobjdump: $cuobjdump ($("$cuobjdump" --version 2>/dev/null | tail -n1))"
 
 kernels="attention_forward_tc_kernelILi64 attention_forward_tc_kernelILi128 attention_dq_tc_kernelILi64 \
-attention_dq_tc_kernelILi128 attention_dq2_tc_kernelILi64 attention_dq2_tc_kernelILi128 \
+attention_dq_tc_kernelILi128 \
 attention_dkdv_tc_kernelILi64 attention_dkdv_tc_kernelILi128"
 problems=""
 for arch in $archs; do

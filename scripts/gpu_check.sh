@@ -105,7 +105,6 @@ if ! skipped torch_attention && python3 -c 'import torch' 2>/dev/null; then  # F
   say "PyTorch SDPA flash attention, same shapes: exit $? after $((SECONDS - s)) s"
   section_tail "$out/bench/torch_attention.log" 9
 fi
-bench attention_dq128 60 attention --dq_rows 128  # the dQ pass in the forward's layout (not the default yet)
 bench e2e 150 e2e --profile  # + one profiled step: where the time goes, op by op
 before e2e 150 e2e
 bench e2e_no_recompute 90 e2e --checkpointing false  # what --gradient_checkpointing auto picks when it fits
@@ -167,7 +166,7 @@ if [ "${NCU:-0}" = 1 ] && [ -x build/bench_cuda ]; then
   ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
   if [ -n "$ncu_bin" ]; then  # the first forward, dQ and dK/dV launches: 8k causal
     s=$SECONDS
-    timeout 180 "$ncu_bin" --clock-control none -k 'regex:attention_(forward_tc|dq_tc|dq2_tc|dkdv_tc)' -c 3 \
+    timeout 180 "$ncu_bin" --clock-control none -k 'regex:attention_(forward_tc|dq_tc|dkdv_tc)' -c 3 \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy \
       --section LaunchStats --section MemoryWorkloadAnalysis \
       build/bench_cuda attention --warmup 0 --iters 1 > "$out/ncu_attention.log" 2>&1

@@ -59,7 +59,6 @@ struct Options {
   bool checkpointing = true, s2 = true, max_context = false, profile = false;
   int64_t checkpoint_layers = -1;  // layers recomputed in backward (the first ones); -1: all or none per checkpointing
   bool offload_checkpoints = false;  // the checkpointed layers' inputs in pinned host memory (ModelOptions)
-  int64_t dq_rows = 0;               // attention's dQ pass: 64 or 128 query rows per CTA (0: the backend's default)
 };
 
 #ifdef LONGLORA_WITH_CUDA
@@ -497,7 +496,6 @@ int run(int argc, char** argv) {
   flags.add("offload_checkpoints", &o.offload_checkpoints,
             "e2e: keep the checkpointed layers' inputs in pinned host memory (copies overlap compute)");
   flags.add("s2", &o.s2, "e2e: S2-Attn (ratio 1/4)");
-  flags.add("dq_rows", &o.dq_rows, "attention, e2e: query rows per CTA of the dQ pass, 64 or 128 (0: default)");
   flags.add("max_context", &o.max_context, "e2e: also search the longest context that fits");
   flags.add("profile", &o.profile, "e2e: after the timed steps, time one more step op by op (table + JSON \"profile\")");
   if (!flags.parse(argc, argv, 2)) return 0;
@@ -511,9 +509,7 @@ int run(int argc, char** argv) {
       return 0;
     }
   CudaBackend be(0);
-  be.set_attention_dq_rows(int(o.dq_rows));
-  std::printf("bench_cuda %s on %s (attention dQ pass: %d rows per block)\n", mode.c_str(),
-              be.device_description().c_str(), be.attention_dq_rows());
+  std::printf("bench_cuda %s on %s\n", mode.c_str(), be.device_description().c_str());
   nlohmann::json results = mode == "attention" ? bench_attention(be, o)
                            : mode == "gemm"    ? bench_gemm(be, o)
                            : mode == "memory"  ? bench_memory(be, o)
