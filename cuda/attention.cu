@@ -682,8 +682,12 @@ void check_grid(const AttentionDims& d) {
 void launch_attention_forward_tc(const AttentionForwardArgs& a, cudaStream_t s) {
   if (a.dims.seq_len == 0 || a.dims.batch == 0) return;
   check_grid(a.dims);
+  LL_CHECK(a.key_tile == 0 || a.key_tile == 32 || a.key_tile == 64, "attention: forward key tile must be 32 or 64, got ",
+           a.key_tile);
   if (a.dims.head_dim == 64)
     forward_tc<64, int(cuda_plan::forward_key_tile(64))>(a, s);
+  else if (a.dims.head_dim == 128 && a.key_tile == 64)
+    forward_tc<128, 64>(a, s);
   else if (a.dims.head_dim == 128)
     forward_tc<128, int(cuda_plan::forward_key_tile(128))>(a, s);
   else
