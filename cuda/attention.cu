@@ -191,9 +191,9 @@ __device__ __forceinline__ int64_t heavy_first_query_tile() { return int64_t(gri
 
 // ---- forward -----------------------------------------------------------------------------------------------------
 // grid (query tiles of 128, B·H); 4 warps, warp w owns rows [32w, 32w + 32) as two 16-row blocks, so every K and V
-// fragment read from shared memory feeds two products. Key tiles (64 keys; 32 for Dh 128, where 64 would not fit
-// the 255 registers next to the 32 × 128 output accumulators) are double-buffered: the copy of tile n + 1 runs while
-// tile n is computed. Tiles that every row of the warp attends skip the element mask.
+// fragment read from shared memory feeds two products. Key tiles of 64 (cuda_plan::forward_key_tile: at Dh 128 some
+// registers spill next to the 32 × 128 output accumulators, and it still beat 32-key tiles) are double-buffered: the
+// copy of tile n + 1 runs while tile n is computed. Tiles that every row of the warp attends skip the element mask.
 constexpr int kFwdRows = 128;
 static_assert(kFwdRows == cuda_plan::kFwdQueryTile, "tile sizes");
 
@@ -682,12 +682,8 @@ void check_grid(const AttentionDims& d) {
 void launch_attention_forward_tc(const AttentionForwardArgs& a, cudaStream_t s) {
   if (a.dims.seq_len == 0 || a.dims.batch == 0) return;
   check_grid(a.dims);
-  LL_CHECK(a.key_tile == 0 || a.key_tile == 32 || a.key_tile == 64, "attention: forward key tile must be 32 or 64, got ",
-           a.key_tile);
   if (a.dims.head_dim == 64)
     forward_tc<64, int(cuda_plan::forward_key_tile(64))>(a, s);
-  else if (a.dims.head_dim == 128 && a.key_tile == 64)
-    forward_tc<128, 64>(a, s);
   else if (a.dims.head_dim == 128)
     forward_tc<128, int(cuda_plan::forward_key_tile(128))>(a, s);
   else

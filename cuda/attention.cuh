@@ -36,10 +36,6 @@ struct AttentionForwardArgs {
   const bf16 *q, *k, *v;
   bf16* out;
   float* lse;
-  // Keys per tile of the tensor-core forward at head dim 128: 0 = the default (32, cuda_plan::forward_key_tile) or
-  // 64 (FlashAttention-2's Hopper shape: half the per-tile softmax and barrier work, at the cost of spilled
-  // registers). Head dim 64 always takes 64. Chosen by CudaBackend::set_attention_forward_key_tile.
-  int key_tile = 0;
 };
 
 struct AttentionBackwardArgs {

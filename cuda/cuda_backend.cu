@@ -472,7 +472,6 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, const Tensor& q, con
                                dev<bf16>(v),
                                dev<bf16>(out),
                                dev<float>(lse)};
-  a.key_tile = attention_forward_key_tile_;
   switch (s.path) {
     case cuda_plan::AttentionPath::TensorCore: cuda::launch_attention_forward_tc(a, impl_->stream); break;
     case cuda_plan::AttentionPath::Decode: {
@@ -485,12 +484,6 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, const Tensor& q, con
     }
     default: cuda::launch_attention_forward_generic(a, impl_->stream); break;
   }
-}
-
-void CudaBackend::set_attention_forward_key_tile(int keys) {
-  LL_CHECK(keys == 0 || keys == 32 || keys == 64,
-           "cuda backend: attention forward key tile must be 32 or 64 (0: the default), got ", keys);
-  attention_forward_key_tile_ = keys;
 }
 
 void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q,

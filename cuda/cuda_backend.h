@@ -85,9 +85,6 @@ class CudaBackend final : public Backend {
   // or `cublaslt` = unset, since the kernels are not faster yet); shapes the kernels do not support take cuBLASLt.
   enum class LoraKernels { Default, HandWritten, CuBlasLt };
   void set_lora_kernels(LoraKernels k) { lora_kernels_ = k; }
-  // Keys per tile of the tensor-core forward at head dim 128: 0 (the default, 32) or 64 — an experiment for the
-  // benchmarks and tests (bench_cuda attention --fwd_key_tile 64) until a GPU says which to keep.
-  void set_attention_forward_key_tile(int keys);
   // Whether the hand-written kernels run for a LoRA call of these shapes (with 16-byte aligned tensors).
   bool lora_kernels_chosen(int64_t rows, int64_t in, int64_t out, int64_t rank) const;
   // Fills a floating tensor with uniform values in [-scale, scale) from a counter-based hash of (seed, index):
@@ -112,7 +109,6 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Impl> impl_;
   cuda_plan::AttentionPath forced_path_ = cuda_plan::AttentionPath::Auto;
   LoraKernels lora_kernels_ = LoraKernels::Default;
-  int attention_forward_key_tile_ = 0;
   bool use_lora_kernels(int64_t rows, int64_t in, int64_t out, int64_t rank,
                         std::initializer_list<const void*> vec16) const;
 };

@@ -105,13 +105,11 @@ if ! skipped torch_attention && python3 -c 'import torch' 2>/dev/null; then  # F
   say "PyTorch SDPA flash attention, same shapes: exit $? after $((SECONDS - s)) s"
   section_tail "$out/bench/torch_attention.log" 9
 fi
-bench attention_fwd64 60 attention --fwd_key_tile 64  # the forward with 64-key tiles at Dh 128 (experiment)
 bench e2e 150 e2e --profile  # + one profiled step: where the time goes, op by op
 before e2e 150 e2e
 bench e2e_no_recompute 90 e2e --checkpointing false  # what --gradient_checkpointing auto picks when it fits
 before e2e_no_recompute 90 e2e --checkpointing false
 bench e2e_offload 120 e2e --offload_checkpoints true  # inputs of layers 0..29 in pinned host memory
-bench e2e_fwd64 60 e2e --fwd_key_tile 64  # the 7B step with the 64-key forward
 bench lora 60 lora
 bench memory 60 memory
 

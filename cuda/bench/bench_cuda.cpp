@@ -59,7 +59,6 @@ struct Options {
   bool checkpointing = true, s2 = true, max_context = false, profile = false;
   int64_t checkpoint_layers = -1;  // layers recomputed in backward (the first ones); -1: all or none per checkpointing
   bool offload_checkpoints = false;  // the checkpointed layers' inputs in pinned host memory (ModelOptions)
-  int64_t fwd_key_tile = 0;          // attention forward at Dh 128: 32 or 64 keys per tile (0: the default)
 };
 
 #ifdef LONGLORA_WITH_CUDA
@@ -497,7 +496,6 @@ int run(int argc, char** argv) {
   flags.add("offload_checkpoints", &o.offload_checkpoints,
             "e2e: keep the checkpointed layers' inputs in pinned host memory (copies overlap compute)");
   flags.add("s2", &o.s2, "e2e: S2-Attn (ratio 1/4)");
-  flags.add("fwd_key_tile", &o.fwd_key_tile, "attention, e2e: keys per tile of the forward at Dh 128, 32 or 64 (0: default)");
   flags.add("max_context", &o.max_context, "e2e: also search the longest context that fits");
   flags.add("profile", &o.profile, "e2e: after the timed steps, time one more step op by op (table + JSON \"profile\")");
   if (!flags.parse(argc, argv, 2)) return 0;
@@ -511,7 +509,6 @@ int run(int argc, char** argv) {
       return 0;
     }
   CudaBackend be(0);
-  be.set_attention_forward_key_tile(int(o.fwd_key_tile));
   std::printf("bench_cuda %s on %s\n", mode.c_str(), be.device_description().c_str());
   nlohmann::json results = mode == "attention" ? bench_attention(be, o)
                            : mode == "gemm"    ? bench_gemm(be, o)
