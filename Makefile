@@ -55,8 +55,12 @@ CU_SRCS   :=
 ifeq ($(CUDA),1)
   CU_SRCS   := $(wildcard cuda/*.cu)
   CPPFLAGS  += -DLONGLORA_WITH_CUDA
-  NVCCFLAGS := -std=c++17 -O2 -Isrc -I. -DLONGLORA_WITH_CUDA $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a)) \
-               -lineinfo -MMD -MP -Xcompiler -Wall,-Wextra
+  NVCC_COMMON := -std=c++17 -O2 -Isrc -I. -DLONGLORA_WITH_CUDA -lineinfo -MMD -MP -Xcompiler -Wall,-Wextra
+  NVCCFLAGS := $(NVCC_COMMON) $(foreach a,$(CUDA_ARCH),-gencode arch=compute_$(a),code=sm_$(a))
+  # wgmma needs Hopper's arch-specific target: attention_wgmma.cu is built for sm_90a where CUDA_ARCH says 90 (its
+  # machine code runs on compute capability 9.0 only; the backend checks before choosing it).
+$(BUILD)/obj/cuda/attention_wgmma.o: NVCCFLAGS := $(NVCC_COMMON) \
+    $(foreach a,$(patsubst 90,90a,$(CUDA_ARCH)),-gencode arch=compute_$(a),code=sm_$(a))
   # cuBLASLt ships as a shared library only; it talks to the driver directly, so it mixes with the static cudart.
   LDLIBS    += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcudart_static -ldl -lrt
 endif

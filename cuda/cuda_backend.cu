@@ -473,7 +473,12 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, const Tensor& q, con
                                dev<bf16>(out),
                                dev<float>(lse)};
   switch (s.path) {
-    case cuda_plan::AttentionPath::TensorCore: cuda::launch_attention_forward_tc(a, impl_->stream); break;
+    case cuda_plan::AttentionPath::TensorCore:
+      if (attention_forward_kernel_ == AttentionForwardKernel::Wgmma && s.head_dim == 128)
+        cuda::launch_attention_forward_wgmma(a, impl_->stream);
+      else
+        cuda::launch_attention_forward_tc(a, impl_->stream);
+      break;
     case cuda_plan::AttentionPath::Decode: {
       const cuda_plan::DecodePlan plan = cuda_plan::plan_decode(s.kv_len);
       const size_t floats = cuda::decode_scratch_floats(a.dims, plan);
@@ -484,6 +489,15 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, const Tensor& q, con
     }
     default: cuda::launch_attention_forward_generic(a, impl_->stream); break;
   }
+}
+
+bool CudaBackend::attention_forward_wgmma_available() const { return cuda::attention_forward_wgmma_available(); }
+
+void CudaBackend::set_attention_forward_kernel(AttentionForwardKernel k) {
+  LL_CHECK(k == AttentionForwardKernel::MmaSync || attention_forward_wgmma_available(),
+           "cuda backend: the wgmma attention forward needs a compute capability 9.0 device and a build with "
+           "CUDA_ARCH containing 90 (sm_90a machine code)");
+  attention_forward_kernel_ = k;
 }
 
 void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q,

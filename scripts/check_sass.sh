@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # SASS check: disassembles the attention object (cuobjdump -sass) for every architecture it was built for and fails
-# unless each tensor-core attention kernel (forward, dQ, dK/dV; head dims 64 and 128) contains HMMA instructions.
+# unless each tensor-core attention kernel (forward, dQ, dK/dV; head dims 64 and 128) contains HMMA instructions,
+# and, where the archs include 90, unless the wgmma forward (SASS_WGMMA_OBJ, sm_90a) contains HGMMA instructions.
 # Reports like a one-test GoogleTest binary ("[  PASSED  ] 1 test." / "[  FAILED  ] 1 test"), so
 # scripts/run_tests.sh counts it in `make check`. Arguments are ignored (run_tests.sh passes --gtest_color=no).
 #   SASS_OBJ    the object to check (default build/obj/cuda/attention.o)
 #   SASS_ARCHS  SM versions it must hold, space-separated (default "80 90")
 #   SASS_CUDA   0: this build has no CUDA, the check is skipped (reported as skipped)
+#   SASS_WGMMA_OBJ  the wgmma forward's object (default: attention_wgmma.o next to SASS_OBJ)
 #   CUOBJDUMP   the cuobjdump binary (default: PATH, $CUDA_HOME/bin, or the PyPI wheel nvidia-cuda-cuobjdump, whose
 #               directory also holds nvdisasm from nvidia-cuda-nvdisasm; .ci/run installs both)
 set -u
@@ -75,6 +77,13 @@ for arch in $archs; do
     [ "$c" -gt 0 ] || problems="$problems sm_$arch:${k%ILi*}/Dh${k##*ILi}"
   done
 done
+wgmma_obj=${SASS_WGMMA_OBJ:-$(dirname "$obj")/attention_wgmma.o}
+if [[ " $archs " == *" 90 "* ]]; then
+  sass=$("$cuobjdump" -sass -arch sm_90a "$wgmma_obj" 2>&1) || fail "cuobjdump -sass -arch sm_90a $wgmma_obj failed: $sass"
+  c=$(printf '%s\n' "$sass" | grep -c 'HGMMA')
+  echo "sm_90a: $c HGMMA instructions in $(basename "$wgmma_obj") (the wgmma forward)"
+  [ "$c" -gt 0 ] || problems="$problems sm_90a:attention_forward_wgmma_kernel"
+fi
 [ -z "$problems" ] || fail "no tensor-core instructions in:$problems"
 echo "[  PASSED  ] 1 test."
 exit 0

@@ -10,6 +10,8 @@
 #     full:  also the GEMM benchmark, the demo, the longest-context search and, when torch is importable, the
 #            PyTorch baseline side by side
 #   TEST_FILTER (GoogleTest filter, default all), TEST_TIMEOUT (s, default 240)
+#   ISOLATED_TESTS (GoogleTest filter, default '*Wgmma*'): tests left out of the main run and run in a process of
+#     their own afterwards, so that a kernel fault there cannot take the other tests down (tests_isolated.log)
 #   BEFORE=dir (an earlier commit's tree): its bench_cuda runs the attention and e2e benchmarks right after ours
 #   BASELINE=ckpt|both|none (full mode): the PyTorch baseline with checkpointing (default), also without, or not at all
 #   SKIP="name ..." leaves steps out: a benchmark's name (attention, e2e_offload, lora, ...), apps (demo, train, eval),
@@ -68,13 +70,25 @@ skipped() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
 
 if [ -x build/test_all ] && ! skipped tests; then
   start=$SECONDS
-  timeout "${TEST_TIMEOUT:-240}" build/test_all --gtest_color=no --gtest_filter="${TEST_FILTER:-*}" \
+  isolated=${ISOLATED_TESTS-*Wgmma*}
+  filter="${TEST_FILTER:-*}"
+  if [ -n "$isolated" ]; then  # exclude them: a gtest filter has one '-' before its negative patterns
+    if [[ "$filter" == *-* ]]; then filter="$filter:$isolated"; else filter="$filter-$isolated"; fi
+  fi
+  timeout "${TEST_TIMEOUT:-240}" build/test_all --gtest_color=no --gtest_filter="$filter" \
     --gtest_output="json:$out/tests.json" > "$out/tests.log" 2>&1
   rc=$?
-  say "tests (${TEST_FILTER:-*}): exit $rc after $((SECONDS - start)) s"
+  say "tests ($filter): exit $rc after $((SECONDS - start)) s"
   grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$out/tests.log" | sed 's/^/    /' | tee -a "$out/summary.txt"
   grep -E '^\[  FAILED  \] [A-Za-z]' "$out/tests.log" | head -40 | sed 's/^/    /' | tee -a "$out/summary.txt"
   grep -E '^\[  SKIPPED \] .*Cuda' "$out/tests.log" | head -5 | sed 's/^/    /' | tee -a "$out/summary.txt"
+  if [ -n "$isolated" ]; then
+    start=$SECONDS
+    timeout "${TEST_TIMEOUT:-240}" build/test_all --gtest_color=no --gtest_filter="$isolated" > "$out/tests_isolated.log" 2>&1
+    say "isolated tests ($isolated): exit $? after $((SECONDS - start)) s"
+    grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$out/tests_isolated.log" | sed 's/^/    /' | tee -a "$out/summary.txt"
+    grep -E '^\[  FAILED  \] [A-Za-z]|Failure|error|Error' "$out/tests_isolated.log" | head -30 | sed 's/^/    /' | tee -a "$out/summary.txt"
+  fi
 fi
 
 bench_with() {  # binary, name, timeout, args...
@@ -105,11 +119,13 @@ if ! skipped torch_attention && python3 -c 'import torch' 2>/dev/null; then  # F
   say "PyTorch SDPA flash attention, same shapes: exit $? after $((SECONDS - s)) s"
   section_tail "$out/bench/torch_attention.log" 9
 fi
+bench attention_wgmma 60 attention --fwd_kernel wgmma  # the Hopper wgmma forward (experiment; sm_90 only)
 bench e2e 150 e2e --profile  # + one profiled step: where the time goes, op by op
 before e2e 150 e2e
 bench e2e_no_recompute 90 e2e --checkpointing false  # what --gradient_checkpointing auto picks when it fits
 before e2e_no_recompute 90 e2e --checkpointing false
 bench e2e_offload 120 e2e --offload_checkpoints true  # inputs of layers 0..29 in pinned host memory
+bench e2e_wgmma 60 e2e --fwd_kernel wgmma  # the 7B step with the wgmma forward
 bench lora 60 lora
 bench memory 60 memory
 
@@ -142,6 +158,7 @@ if [ "$mode" = full ]; then
     fi
   fi
   bench e2e_max_context 240 e2e --max_context
+  bench e2e_max_context_offload 240 e2e --max_context --offload_checkpoints true
   if [ "${BASELINE:-ckpt}" = none ]; then
     say "PyTorch baseline skipped: BASELINE=none"
   elif python3 -c 'import torch, transformers, peft' 2>/dev/null; then
@@ -171,6 +188,12 @@ if [ "${NCU:-0}" = 1 ] && [ -x build/bench_cuda ]; then
       --section LaunchStats --section MemoryWorkloadAnalysis \
       build/bench_cuda attention --warmup 0 --iters 1 > "$out/ncu_attention.log" 2>&1
     say "ncu attention kernels: exit $? after $((SECONDS - s)) s (ncu_attention.log)"
+    if ! skipped attention_wgmma; then  # the wgmma forward's first launch
+      timeout 120 "$ncu_bin" --clock-control none -k 'regex:attention_forward_wgmma' -c 1 \
+        --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy \
+        --section LaunchStats --section MemoryWorkloadAnalysis \
+        build/bench_cuda attention --warmup 0 --iters 1 --fwd_kernel wgmma >> "$out/ncu_attention.log" 2>&1
+    fi
     grep -E 'attention_|Compute \(SM\) Throughput|Stall|Registers Per|Achieved Occupancy|Warp Cycles Per Issued' \
       "$out/ncu_attention.log" | head -40 | sed 's/^/    /' | tee -a "$out/summary.txt"
   else

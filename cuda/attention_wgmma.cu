@@ -1,0 +1,228 @@
+// Tensor-core attention forward for Hopper (sm_90a): wgmma, head dim 128. An experiment beside the mma.sync forward
+// of attention.cu (CudaBackend::set_attention_forward_kernel, bench_cuda --fwd_kernel wgmma), same function and
+// arguments, selected only on compute capability 9.0 devices by a build that carries the sm_90a machine code.
+//
+// One warpgroup (4 warps, 128 threads) per CTA owns 64 query rows, 16 per warp. Per 64-key tile:
+//   S  = Q·Kᵀ  wgmma m64n64k16 × 8, both operands from shared memory (K-major, 128-byte swizzle);
+//   online softmax on the accumulators (their per-warp layout is mma.sync's C layout: attention_fragments.cuh);
+//   O += P·V   wgmma m64n128k16 × 4, P from registers (re-packed like mma.sync's A), V from shared memory read
+//              transposed (MN-major, 128-byte swizzle).
+// K/V tiles are double-buffered with cp.async (the copy of tile n + 1 runs while tile n is computed).
+//
+// Shared-memory layout (the canonical 128-byte-swizzle layout of the wgmma descriptors): a [rows][128] bf16 tile is
+// two column blocks of 64 elements, each `rows` × 128 bytes; the 16-byte chunk c of row r sits at chunk c ^ (r % 8),
+// and every tile starts on a 1024-byte boundary. Descriptor strides (PTX ISA, matrix descriptors): K-major — 8-row
+// groups 1024 bytes apart (SBO), the leading offset unused; MN-major — 64-element column blocks rows·128 bytes apart
+// (LBO), 8-row groups 1024 bytes apart (SBO).
+#include <cuda_bf16.h>
+
+#include "cuda/attention.cuh"
+#include "cuda/attention_fragments.cuh"
+
+namespace ll::cuda {
+
+namespace {
+
+using cuda_plan::TileSpan;
+using namespace attention_detail;
+
+constexpr int kWgRows = 64, kWgThreads = 128, kWgDh = 128;
+constexpr uint32_t kTileBytes = 64 * kWgDh * 2;  // a 64 × 128 bf16 tile: 16 KB
+constexpr size_t kWgSmemBytes = 5 * size_t(kTileBytes) + 1024;  // Q, two stages of K and of V, alignment slack
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)  // the device code below exists in the sm_90a pass only
+constexpr int kWgKeys = 64;
+
+// Byte offset of 16-byte chunk `chunk` (0..15) of row r in a swizzled [rows][128] tile.
+__device__ __forceinline__ uint32_t swizzled_offset(int rows, int r, int chunk) {
+  return uint32_t((chunk >> 3) * rows * 128 + r * 128 + (((chunk & 7) ^ (r & 7)) << 4));
+}
+
+// Copies 64 rows of 128 bf16 (global row i at base + i·gstride) into a swizzled tile; rows at or beyond `limit`
+// are zero-filled. All 128 threads take part; the caller commits and waits.
+__device__ __forceinline__ void load_swizzled_tile(uint32_t tile, const bf16* base, int64_t gstride, int64_t row0,
+                                                   int64_t limit, int tid) {
+  const int valid_rows = int(limit - row0 < 64 ? limit - row0 : 64);
+  const bf16* tile_base = base + row0 * gstride;
+  const int stride = int(gstride);
+#pragma unroll 4
+  for (int c = tid; c < 64 * 16; c += kWgThreads) {
+    const int r = c >> 4, chunk = c & 15;
+    const bool valid = r < valid_rows;
+    const bf16* src = valid ? tile_base + r * stride + chunk * 8 : base;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(tile + swizzled_offset(64, r, chunk)),
+                 "l"(src), "r"(valid ? 16 : 0));
+  }
+}
+
+// A shared-memory matrix descriptor with 128-byte swizzle (start address, leading and stride byte offsets).
+__device__ __forceinline__ uint64_t sw128_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return uint64_t((addr & 0x3FFFF) >> 4) | (uint64_t((lbo >> 4) & 0x3FFF) << 16) |
+         (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (uint64_t(1) << 62);
+}
+// K-major operand (Q as A, K as B) for head-dim step kk (16 elements): column block kk / 4, 32 bytes per step inside.
+__device__ __forceinline__ uint64_t k_major_desc(uint32_t tile, int kk) {
+  return sw128_desc(tile + (kk >> 2) * kTileBytes / 2 + (kk & 3) * 32, 16, 1024);
+}
+// MN-major operand (V as B of P·V, read transposed) for key step kt (16 keys): 16 rows of 128 bytes per step.
+__device__ __forceinline__ uint64_t mn_major_desc(uint32_t tile, int kt) {
+  return sw128_desc(tile + kt * 16 * 128, kTileBytes / 2, 1024);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Keeps the compiler from moving accumulator reads or writes across the asynchronous products' issue and wait.
+template <int N>
+__device__ __forceinline__ void pin(float (&d)[N][4]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[i][e])::"memory");
+}
+
+// d (64 × 64, f32) = or += A (64 × 16, shared) · B (16 × 64, shared, K-major).
+__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+      : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+// d (64 × 128, f32) += A (64 × 16, registers) · B (16 × 128, shared, MN-major: read transposed).
+__device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[16][4], const uint32_t (&a)[4], uint64_t desc_b,
+                                                    int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "{%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
+}
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
+__global__ void __launch_bounds__(kWgThreads, 2) attention_forward_wgmma_kernel(AttentionForwardArgs p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const uint32_t smem0 = (smem_addr(smem_raw) + 1023u) & ~1023u;  // swizzle atoms repeat every 1024 bytes
+  const uint32_t sQ = smem0, sK = smem0 + kTileBytes, sV = smem0 + 3 * kTileBytes;  // K, V: stage st at + st·16 KB
+
+  const AttentionDims& d = p.dims;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int64_t bh = blockIdx.y, b = bh / d.heads, h = bh % d.heads, hk = h / (d.heads / d.kv_heads);
+  const int64_t row0 = heavy_first_query_tile() * kWgRows, wrow0 = row0 + warp * 16;
+  const int64_t q_stride = d.heads * kWgDh, kv_stride = d.kv_heads * kWgDh;
+  const bf16* qbase = p.q + (b * d.seq_len * d.heads + h) * kWgDh;
+  const bf16* kbase = p.k + (b * d.kv_len * d.kv_heads + hk) * kWgDh;
+  const bf16* vbase = p.v + (b * d.kv_len * d.kv_heads + hk) * kWgDh;
+
+  const TileSpan span = cuda_plan::key_tile_span(p.mask, h, d.heads, d.seq_len, d.kv_len, row0, row0 + kWgRows, kWgKeys);
+  const int tiles = span.count();
+  load_swizzled_tile(sQ, qbase, q_stride, row0, d.seq_len, tid);
+  if (tiles > 0) {
+    load_swizzled_tile(sK, kbase, kv_stride, int64_t(span.at(0)) * kWgKeys, d.kv_len, tid);
+    load_swizzled_tile(sV, vbase, kv_stride, int64_t(span.at(0)) * kWgKeys, d.kv_len, tid);
+  }
+  cp_async_commit();
+
+  const cuda_plan::BlockCover cover =
+      cuda_plan::row_block_cover(p.mask, h, d.heads, d.seq_len, d.kv_len, wrow0, wrow0 + 16);
+  const float scale_log2 = kLog2e / sqrtf(float(kWgDh));
+
+  float o[16][4];
+#pragma unroll
+  for (int i = 0; i < 16; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  for (int n = 0; n < tiles; ++n) {
+    const int stage = n & 1;
+    if (n + 1 < tiles) {
+      const int64_t next0 = int64_t(span.at(n + 1)) * kWgKeys;
+      load_swizzled_tile(sK + (stage ^ 1) * kTileBytes, kbase, kv_stride, next0, d.kv_len, tid);
+      load_swizzled_tile(sV + (stage ^ 1) * kTileBytes, vbase, kv_stride, next0, d.kv_len, tid);
+    }
+    cp_async_commit();
+    cp_async_wait_group<1>();  // Q and tile n have landed (this thread's copies)
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // ... and are visible to the tensor cores
+    __syncthreads();
+    const uint32_t cK = sK + stage * kTileBytes, cV = sV + stage * kTileBytes;
+    const int key0 = span.at(n) * kWgKeys;
+
+    float s[8][4];
+    pin(o);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kWgDh / 16; ++kk) wgmma_m64n64k16_ss(s, k_major_desc(sQ, kk), k_major_desc(cK, kk), kk > 0);
+    wgmma_commit();
+    wgmma_wait_all();
+    pin(s);
+
+    if (!cuda_plan::covers_tile(cover, key0, kWgKeys)) mask_scores<8>(s, p.mask, h, d, wrow0 + g, key0, t4);
+    softmax_step<8, 16>(s, o, m, l, scale_log2);
+
+    uint32_t pa[4][4];
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) pack_a_from_c<8>(pa[kt], s, kt);
+    pin(o);
+    wgmma_fence();
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) wgmma_m64n128k16_rs(o, pa[kt], mn_major_desc(cV, kt), 1);
+    wgmma_commit();
+    wgmma_wait_all();
+    pin(o);
+    __syncthreads();  // every warp is done with this stage before the next iteration's copy refills it
+  }
+
+  cp_async_wait_all();
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float lr = l[r];
+    lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+    lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+    const int64_t row = wrow0 + r * 8 + g;
+    if (row < d.seq_len) {
+      const float inv = lr > 0.f ? 1.f / lr : 0.f;
+      bf16* orow = p.out + ((b * d.seq_len + row) * d.heads + h) * kWgDh;
+#pragma unroll
+      for (int dt = 0; dt < 16; ++dt)
+        *reinterpret_cast<uint32_t*>(orow + dt * 8 + t4 * 2) = pack_bf16(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+      if (t4 == 0) p.lse[(b * d.heads + h) * d.seq_len + row] = (m[r] + log2f(lr)) * kLn2;
+    }
+  }
+#else
+  (void)p;
+  __trap();  // never launched: wgmma_forward_available() checks that the sm_90a machine code was loaded
+#endif
+}
+
+}  // namespace
+
+bool attention_forward_wgmma_available() {
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, attention_forward_wgmma_kernel) != cudaSuccess) {
+    (void)cudaGetLastError();  // no machine code for this device: clear the sticky-free error and say no
+    return false;
+  }
+  return attr.binaryVersion == 90;
+}
+
+void launch_attention_forward_wgmma(const AttentionForwardArgs& a, cudaStream_t s) {
+  if (a.dims.seq_len == 0 || a.dims.batch == 0) return;
+  LL_CHECK(a.dims.head_dim == kWgDh, "attention (wgmma): head dimension ", a.dims.head_dim, " is not 128");
+  LL_CHECK(a.dims.batch * a.dims.heads <= 65535, "attention: batch × heads = ", a.dims.batch * a.dims.heads,
+           " exceeds the grid's y limit (65535)");
+  LL_CHECK(a.dims.seq_len <= cuda_plan::kMaxAttentionLength && a.dims.kv_len <= cuda_plan::kMaxAttentionLength,
+           "attention: ", a.dims.seq_len, " queries against ", a.dims.kv_len, " keys; the kernels take at most ",
+           cuda_plan::kMaxAttentionLength, " of each");
+  LL_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     int(kWgSmemBytes)));
+  const dim3 grid(unsigned((a.dims.seq_len + kWgRows - 1) / kWgRows), unsigned(a.dims.batch * a.dims.heads));
+  attention_forward_wgmma_kernel<<<grid, kWgThreads, kWgSmemBytes, s>>>(a);
+  LL_LAUNCH_CHECK("attention_forward_wgmma_kernel");
+}
+
+}  // namespace ll::cuda
