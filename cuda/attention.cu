@@ -290,8 +290,8 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(AttentionBack
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
-        s[nt][e] = exp2f(fmaf(s[nt][e], scale_log2, -lse_a)) * (dp[nt][e] - del_a);
-        s[nt][e + 2] = exp2f(fmaf(s[nt][e + 2], scale_log2, -lse_b)) * (dp[nt][e + 2] - del_b);
+        s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -lse_a)) * (dp[nt][e] - del_a);
+        s[nt][e + 2] = fast_exp2(fmaf(s[nt][e + 2], scale_log2, -lse_b)) * (dp[nt][e + 2] - del_b);
       }
     // dQ += dS·K (K stored [key][dim] = B[k = key][n = dim]).
 #pragma unroll
@@ -468,7 +468,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_tc_kernel(AttentionBa
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int col = nt * 8 + t4 * 2 + (e & 1);
-        s[nt][e] = exp2f(fmaf(s[nt][e], scale_log2, -cLse[col]));
+        s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -cLse[col]));
         dp[nt][e] = s[nt][e] * (dp[nt][e] - cDel[col]);
       }
     // dV += Pᵀ·dO and dK += dSᵀ·Q (dO, Q stored [query][dim] = B[k = query][n = dim]).

@@ -39,19 +39,26 @@ __device__ __forceinline__ uint32_t swizzled_offset(int rows, int r, int chunk) 
 }
 
 // Copies 64 rows of 128 bf16 (global row i at base + i·gstride) into a swizzled tile; rows at or beyond `limit`
-// are zero-filled. All 128 threads take part; the caller commits and waits.
+// are zero-filled. All 128 threads take part, each always the same 16-byte column chunk of rows r0, r0 + 8, ...:
+// every address is a fixed step from the first (row r0 + 8i keeps r0's swizzle). The caller commits and waits.
 __device__ __forceinline__ void load_swizzled_tile(uint32_t tile, const bf16* base, int64_t gstride, int64_t row0,
                                                    int64_t limit, int tid) {
+  const int r0 = tid >> 4, chunk = tid & 15;
   const int valid_rows = int(limit - row0 < 64 ? limit - row0 : 64);
-  const bf16* tile_base = base + row0 * gstride;
-  const int stride = int(gstride);
-#pragma unroll 4
-  for (int c = tid; c < 64 * 16; c += kWgThreads) {
-    const int r = c >> 4, chunk = c & 15;
-    const bool valid = r < valid_rows;
-    const bf16* src = valid ? tile_base + r * stride + chunk * 8 : base;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(tile + swizzled_offset(64, r, chunk)),
-                 "l"(src), "r"(valid ? 16 : 0));
+  const uint32_t dst = tile + swizzled_offset(64, r0, chunk);
+  const bf16* src = base + (row0 + r0) * gstride + chunk * 8;
+  const int64_t step = 8 * gstride;
+  if (valid_rows >= 64) {  // the common case: no row to zero-fill, no predicates
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst + i * 1024), "l"(src + i * step));
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const bool valid = r0 + 8 * i < valid_rows;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst + i * 1024),
+                 "l"(valid ? src + i * step : base), "r"(valid ? 16 : 0));
   }
 }
 

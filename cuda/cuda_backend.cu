@@ -474,7 +474,8 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, const Tensor& q, con
                                dev<float>(lse)};
   switch (s.path) {
     case cuda_plan::AttentionPath::TensorCore:
-      if (attention_forward_kernel_ == AttentionForwardKernel::Wgmma && s.head_dim == 128)
+      if (s.head_dim == 128 && attention_forward_kernel_ != AttentionForwardKernel::MmaSync &&
+          attention_forward_wgmma_available())
         cuda::launch_attention_forward_wgmma(a, impl_->stream);
       else
         cuda::launch_attention_forward_tc(a, impl_->stream);
@@ -491,10 +492,13 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, const Tensor& q, con
   }
 }
 
-bool CudaBackend::attention_forward_wgmma_available() const { return cuda::attention_forward_wgmma_available(); }
+bool CudaBackend::attention_forward_wgmma_available() const {
+  if (wgmma_available_ < 0) wgmma_available_ = cuda::attention_forward_wgmma_available() ? 1 : 0;
+  return wgmma_available_ == 1;
+}
 
 void CudaBackend::set_attention_forward_kernel(AttentionForwardKernel k) {
-  LL_CHECK(k == AttentionForwardKernel::MmaSync || attention_forward_wgmma_available(),
+  LL_CHECK(k != AttentionForwardKernel::Wgmma || attention_forward_wgmma_available(),
            "cuda backend: the wgmma attention forward needs a compute capability 9.0 device and a build with "
            "CUDA_ARCH containing 90 (sm_90a machine code)");
   attention_forward_kernel_ = k;

@@ -85,10 +85,10 @@ class CudaBackend final : public Backend {
   // or `cublaslt` = unset, since the kernels are not faster yet); shapes the kernels do not support take cuBLASLt.
   enum class LoraKernels { Default, HandWritten, CuBlasLt };
   void set_lora_kernels(LoraKernels k) { lora_kernels_ = k; }
-  // The tensor-core attention forward at head dim 128: mma.sync (attention.cu, the default, sm_80+) or wgmma
-  // (attention_wgmma.cu, an experiment on compute capability 9.0; choosing it elsewhere throws). Other head dims
-  // always take mma.sync.
-  enum class AttentionForwardKernel { MmaSync, Wgmma };
+  // The tensor-core attention forward at head dim 128: wgmma (attention_wgmma.cu) where the device runs this build's
+  // sm_90a code (Auto, the default; choosing Wgmma elsewhere throws), else mma.sync (attention.cu, sm_80+). Other
+  // head dims always take mma.sync.
+  enum class AttentionForwardKernel { Auto, MmaSync, Wgmma };
   void set_attention_forward_kernel(AttentionForwardKernel k);
   bool attention_forward_wgmma_available() const;
   // Whether the hand-written kernels run for a LoRA call of these shapes (with 16-byte aligned tensors).
@@ -115,7 +115,8 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Impl> impl_;
   cuda_plan::AttentionPath forced_path_ = cuda_plan::AttentionPath::Auto;
   LoraKernels lora_kernels_ = LoraKernels::Default;
-  AttentionForwardKernel attention_forward_kernel_ = AttentionForwardKernel::MmaSync;
+  AttentionForwardKernel attention_forward_kernel_ = AttentionForwardKernel::Auto;
+  mutable int wgmma_available_ = -1;  // attention_forward_wgmma_available(), asked once
   bool use_lora_kernels(int64_t rows, int64_t in, int64_t out, int64_t rank,
                         std::initializer_list<const void*> vec16) const;
 };

@@ -119,13 +119,13 @@ if ! skipped torch_attention && python3 -c 'import torch' 2>/dev/null; then  # F
   say "PyTorch SDPA flash attention, same shapes: exit $? after $((SECONDS - s)) s"
   section_tail "$out/bench/torch_attention.log" 9
 fi
-bench attention_wgmma 60 attention --fwd_kernel wgmma  # the Hopper wgmma forward (experiment; sm_90 only)
+bench attention_mma 60 attention --fwd_kernel mma  # the mma.sync forward (the default before Hopper)
 bench e2e 150 e2e --profile  # + one profiled step: where the time goes, op by op
 before e2e 150 e2e
 bench e2e_no_recompute 90 e2e --checkpointing false  # what --gradient_checkpointing auto picks when it fits
 before e2e_no_recompute 90 e2e --checkpointing false
 bench e2e_offload 120 e2e --offload_checkpoints true  # inputs of layers 0..29 in pinned host memory
-bench e2e_wgmma 60 e2e --fwd_kernel wgmma  # the 7B step with the wgmma forward
+bench e2e_mma 60 e2e --fwd_kernel mma  # the 7B step with the mma.sync forward
 bench lora 60 lora
 bench memory 60 memory
 
@@ -157,8 +157,6 @@ if [ "$mode" = full ]; then
       done
     fi
   fi
-  bench e2e_max_context 240 e2e --max_context
-  bench e2e_max_context_offload 240 e2e --max_context --offload_checkpoints true
   if [ "${BASELINE:-ckpt}" = none ]; then
     say "PyTorch baseline skipped: BASELINE=none"
   elif python3 -c 'import torch, transformers, peft' 2>/dev/null; then
@@ -188,7 +186,7 @@ if [ "${NCU:-0}" = 1 ] && [ -x build/bench_cuda ]; then
       --section LaunchStats --section MemoryWorkloadAnalysis \
       build/bench_cuda attention --warmup 0 --iters 1 > "$out/ncu_attention.log" 2>&1
     say "ncu attention kernels: exit $? after $((SECONDS - s)) s (ncu_attention.log)"
-    if ! skipped attention_wgmma; then  # the wgmma forward's first launch
+    if ! skipped attention_wgmma; then  # the wgmma forward's first launch (the default on sm_90)
       timeout 120 "$ncu_bin" --clock-control none -k 'regex:attention_forward_wgmma' -c 1 \
         --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy \
         --section LaunchStats --section MemoryWorkloadAnalysis \
@@ -199,6 +197,10 @@ if [ "${NCU:-0}" = 1 ] && [ -x build/bench_cuda ]; then
   else
     say "ncu: not found"
   fi
+fi
+if [ "$mode" = full ]; then  # last: one step at the longest context takes a minute or more
+  bench e2e_max_context 240 e2e --max_context
+  bench e2e_max_context_offload 240 e2e --max_context --offload_checkpoints true
 fi
 # Everything in one archive as well (some transports bring back only a few files).
 tar -czf "$out/gpu-check.tgz" --exclude=gpu-check.tgz -C "$out" . 2>/dev/null

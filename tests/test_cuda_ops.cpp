@@ -830,15 +830,13 @@ TEST_P(CudaAttention, ForwardAndBackwardMatchTheCpu) {
   EXPECT_EQ(get(dv), gdv) << c.what;
 }
 
-// The wgmma forward (Hopper; the experiment beside the mma.sync default, attention_wgmma.cu): the same function as the
-// CPU within the default's bounds, every element written, deterministic. A test of its own so that a crash there
-// (a bad shared-memory descriptor faults) cannot take the other GPU tests down with it: gpu_check.sh runs it in a
-// separate process.
-TEST_P(CudaAttention, WgmmaForwardMatchesTheCpu) {
+// Each tensor-core forward at head dim 128 on its own — mma.sync (attention.cu; the default before Hopper) and, where
+// the device runs it, wgmma (attention_wgmma.cu; the default on compute capability 9.0) — against the CPU within the
+// default's bounds, every element written, deterministic. A test of its own so that a kernel fault there cannot
+// take the other GPU tests down with it: gpu_check.sh runs it in a separate process.
+TEST_P(CudaAttention, MmaSyncAndWgmmaForwardsMatchTheCpu) {
   const AttnCase c = GetParam();
-  if (c.path != cuda_plan::AttentionPath::TensorCore || c.Dh != 128) GTEST_SKIP() << "the wgmma forward is Dh 128 only";
-  if (!gpu().attention_forward_wgmma_available())
-    GTEST_SKIP() << "no sm_90a machine code for this device (compute capability 9.0 and CUDA_ARCH with 90 needed)";
+  if (c.path != cuda_plan::AttentionPath::TensorCore || c.Dh != 128) GTEST_SKIP() << "two forwards at Dh 128 only";
   const int64_t B = c.B, L = c.L, Lk = c.Lk, H = c.H, Hkv = c.Hkv, Dh = c.Dh;
   gpu().force_attention_path(c.path);
   Dev q(gpu(), DType::BF16, {B, L, H, Dh}), k(gpu(), DType::BF16, {B, Lk, Hkv, Dh}), v(gpu(), DType::BF16, {B, Lk, Hkv, Dh});
@@ -848,19 +846,22 @@ TEST_P(CudaAttention, WgmmaForwardMatchesTheCpu) {
   cpu.attention_forward(test::view(ro, {B, L, H, Dh}), test::view(rl, {B, H, L}), test::view(qv, {B, L, H, Dh}),
                         test::view(kv, {B, Lk, Hkv, Dh}), test::view(vv, {B, Lk, Hkv, Dh}), c.mask);
   using Kernel = CudaBackend::AttentionForwardKernel;
-  gpu().set_attention_forward_kernel(Kernel::Wgmma);
-  poison(out), poison(lse);
-  gpu().attention_forward(out.t, lse.t, q.t, k.t, v.t, c.mask);
-  const std::vector<double> got_out = get(out), got_lse = get(lse);
-  EXPECT_CLOSE(got_out, as_f64(ro), 2e-2, c.what << ": out (wgmma forward)");
-  EXPECT_LT(max_row_error(got_out, as_f64(ro), Dh), 6e-2) << c.what << ": worst output row (wgmma forward)";
-  double lse_err = 0;
-  for (size_t i = 0; i < rl.size(); ++i) lse_err = std::max(lse_err, std::fabs(got_lse[i] - rl[i]));
-  EXPECT_LT(lse_err, 2e-2) << c.what << ": lse (wgmma forward)";
-  EXPECT_TRUE(all_finite(got_lse)) << c.what;
-  gpu().attention_forward(out.t, lse.t, q.t, k.t, v.t, c.mask);
-  EXPECT_EQ(get(out), got_out) << c.what << ": wgmma forward run twice";
-  gpu().set_attention_forward_kernel(Kernel::MmaSync);
+  std::vector<std::pair<Kernel, const char*>> kernels = {{Kernel::MmaSync, "mma.sync"}};
+  if (gpu().attention_forward_wgmma_available()) kernels.push_back({Kernel::Wgmma, "wgmma"});
+  for (const auto& [kernel, name] : kernels) {
+    gpu().set_attention_forward_kernel(kernel);
+    poison(out), poison(lse);
+    gpu().attention_forward(out.t, lse.t, q.t, k.t, v.t, c.mask);
+    const std::vector<double> got_out = get(out), got_lse = get(lse);
+    EXPECT_CLOSE(got_out, as_f64(ro), 2e-2, c.what << ": out (" << name << ")");
+    EXPECT_LT(max_row_error(got_out, as_f64(ro), Dh), 6e-2) << c.what << ": worst output row (" << name << ")";
+    double lse_err = 0;
+    for (size_t i = 0; i < rl.size(); ++i) lse_err = std::max(lse_err, std::fabs(got_lse[i] - rl[i]));
+    EXPECT_LT(lse_err, 2e-2) << c.what << ": lse (" << name << ")";
+    EXPECT_TRUE(all_finite(got_lse)) << c.what << " (" << name << ")";
+    gpu().attention_forward(out.t, lse.t, q.t, k.t, v.t, c.mask);
+    EXPECT_EQ(get(out), got_out) << c.what << ": " << name << " forward run twice";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttention, ::testing::ValuesIn(attention_cases()),
