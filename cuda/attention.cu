@@ -532,6 +532,10 @@ void backward_tc(const AttentionBackwardArgs& a, cudaStream_t s) {
   attention_dkdv_tc_kernel<Dh><<<grid_kv, kThreads, smem_kv, s>>>(a);
   LL_LAUNCH_CHECK("attention_dkdv_tc_kernel");
   if (a.dims.seq_len == 0) return;  // no queries: dK = dV = 0 (written above); a grid of 0 blocks fails to launch
+  if (Dh == 128 && a.dq_wgmma) {
+    launch_attention_dq_wgmma(a, s);
+    return;
+  }
   const dim3 grid_q(unsigned((a.dims.seq_len + kDqRows - 1) / kDqRows), unsigned(a.dims.batch * a.dims.heads));
   attention_dq_tc_kernel<Dh><<<grid_q, kThreads, smem_q, s>>>(a);
   LL_LAUNCH_CHECK("attention_dq_tc_kernel");

@@ -45,14 +45,17 @@ struct AttentionBackwardArgs {
   const float* lse;
   bf16 *dq, *dk, *dv;
   float* delta;  // scratch [B, H, L]: rowsum(dout ⊙ out)
+  bool dq_wgmma = false;  // head dim 128: the dQ pass of attention_wgmma.cu (needs attention_wgmma_available())
 };
 
 // Tensor-core kernels (head dim 64 or 128).
 void launch_attention_forward_tc(const AttentionForwardArgs& a, cudaStream_t s);
-// The wgmma forward (attention_wgmma.cu, head dim 128): an experiment beside the mma.sync forward. Available when
-// the device runs this build's sm_90a machine code (compute capability 9.0 and CUDA_ARCH with 90).
-bool attention_forward_wgmma_available();
+// The wgmma kernels (attention_wgmma.cu, head dim 128): the forward, and the dQ pass that backward_tc runs instead
+// of the mma.sync one when AttentionBackwardArgs::dq_wgmma is set. Available when the device runs this build's
+// sm_90a machine code (compute capability 9.0 and CUDA_ARCH with 90).
+bool attention_wgmma_available();
 void launch_attention_forward_wgmma(const AttentionForwardArgs& a, cudaStream_t s);
+void launch_attention_dq_wgmma(const AttentionBackwardArgs& a, cudaStream_t s);
 void launch_attention_backward_tc(const AttentionBackwardArgs& a, cudaStream_t s);
 
 // Generic kernels (any head dim <= 256).

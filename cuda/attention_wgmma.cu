@@ -1,6 +1,6 @@
-// Tensor-core attention forward for Hopper (sm_90a): wgmma, head dim 128. An experiment beside the mma.sync forward
-// of attention.cu (CudaBackend::set_attention_forward_kernel, bench_cuda --fwd_kernel wgmma), same function and
-// arguments, selected only on compute capability 9.0 devices by a build that carries the sm_90a machine code.
+// Tensor-core attention kernels for Hopper (sm_90a): wgmma, head dim 128 — the forward and the backward's dQ pass,
+// beside the mma.sync kernels of attention.cu (same functions and arguments; CudaBackend::set_attention_kernels),
+// chosen only on compute capability 9.0 devices by a build that carries the sm_90a machine code.
 //
 // One warpgroup (4 warps, 128 threads) per CTA owns 64 query rows, 16 per warp. Per 64-key tile:
 //   S  = Q·Kᵀ  wgmma m64n64k16 × 8, both operands from shared memory (K-major, 128-byte swizzle);
@@ -8,6 +8,8 @@
 //   O += P·V   wgmma m64n128k16 × 4, P from registers (re-packed like mma.sync's A), V from shared memory read
 //              transposed (MN-major, 128-byte swizzle).
 // K/V tiles are double-buffered with cp.async (the copy of tile n + 1 runs while tile n is computed).
+// The dQ pass has the same shape: per 64-key tile S = Q·Kᵀ and dP = dO·Vᵀ (both shared × shared, K-major),
+// dS = P ⊙ (dP − δ) on the accumulators, dQ += dS·K (dS from registers, K read transposed, MN-major).
 //
 // Shared-memory layout (the canonical 128-byte-swizzle layout of the wgmma descriptors): a [rows][128] bf16 tile is
 // two column blocks of 64 elements, each `rows` × 128 bytes; the 16-byte chunk c of row r sits at chunk c ^ (r % 8),
@@ -29,6 +31,7 @@ using namespace attention_detail;
 constexpr int kWgRows = 64, kWgThreads = 128, kWgDh = 128;
 constexpr uint32_t kTileBytes = 64 * kWgDh * 2;  // a 64 × 128 bf16 tile: 16 KB
 constexpr size_t kWgSmemBytes = 5 * size_t(kTileBytes) + 1024;  // Q, two stages of K and of V, alignment slack
+constexpr size_t kWgDqSmemBytes = 6 * size_t(kTileBytes) + 1024;  // Q, dO, two stages of K and of V, slack
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)  // the device code below exists in the sm_90a pass only
 constexpr int kWgKeys = 64;
@@ -202,19 +205,139 @@ __global__ void __launch_bounds__(kWgThreads, 2) attention_forward_wgmma_kernel(
   }
 #else
   (void)p;
-  __trap();  // never launched: wgmma_forward_available() checks that the sm_90a machine code was loaded
+  __trap();  // never launched: attention_wgmma_available() checks that the sm_90a machine code was loaded
+#endif
+}
+
+// The dQ pass: grid (query tiles of 64, B·H), one warpgroup per CTA; see the file comment.
+__global__ void __launch_bounds__(kWgThreads, 2) attention_dq_wgmma_kernel(AttentionBackwardArgs p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const uint32_t smem0 = (smem_addr(smem_raw) + 1023u) & ~1023u;
+  const uint32_t sQ = smem0, sdO = smem0 + kTileBytes, sK = smem0 + 2 * kTileBytes, sV = smem0 + 4 * kTileBytes;
+
+  const AttentionDims& d = p.dims;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int64_t bh = blockIdx.y, b = bh / d.heads, h = bh % d.heads, hk = h / (d.heads / d.kv_heads);
+  const int64_t row0 = heavy_first_query_tile() * kWgRows, wrow0 = row0 + warp * 16;
+  const int64_t q_stride = d.heads * kWgDh, kv_stride = d.kv_heads * kWgDh;
+  const int64_t qo_base = (b * d.seq_len * d.heads + h) * kWgDh;
+  const bf16* kbase = p.k + (b * d.kv_len * d.kv_heads + hk) * kWgDh;
+  const bf16* vbase = p.v + (b * d.kv_len * d.kv_heads + hk) * kWgDh;
+
+  const TileSpan span = cuda_plan::key_tile_span(p.mask, h, d.heads, d.seq_len, d.kv_len, row0, row0 + kWgRows, kWgKeys);
+  const int tiles = span.count();
+  load_swizzled_tile(sQ, p.q + qo_base, q_stride, row0, d.seq_len, tid);
+  load_swizzled_tile(sdO, p.dout + qo_base, q_stride, row0, d.seq_len, tid);
+  if (tiles > 0) {
+    load_swizzled_tile(sK, kbase, kv_stride, int64_t(span.at(0)) * kWgKeys, d.kv_len, tid);
+    load_swizzled_tile(sV, vbase, kv_stride, int64_t(span.at(0)) * kWgKeys, d.kv_len, tid);
+  }
+  cp_async_commit();
+
+  const int64_t ra = wrow0 + g, rb = ra + 8;
+  const int64_t stat = (b * d.heads + h) * d.seq_len;
+  const float scale = 1.f / sqrtf(float(kWgDh)), scale_log2 = scale * kLog2e;
+  const float lse_a = ra < d.seq_len ? p.lse[stat + ra] * kLog2e : 0.f;
+  const float lse_b = rb < d.seq_len ? p.lse[stat + rb] * kLog2e : 0.f;
+  const float del_a = ra < d.seq_len ? p.delta[stat + ra] : 0.f;
+  const float del_b = rb < d.seq_len ? p.delta[stat + rb] : 0.f;
+  const cuda_plan::BlockCover cover =
+      cuda_plan::row_block_cover(p.mask, h, d.heads, d.seq_len, d.kv_len, wrow0, wrow0 + 16);
+
+  float dq[16][4];
+#pragma unroll
+  for (int i = 0; i < 16; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
+
+  for (int n = 0; n < tiles; ++n) {
+    const int stage = n & 1;
+    if (n + 1 < tiles) {
+      const int64_t next0 = int64_t(span.at(n + 1)) * kWgKeys;
+      load_swizzled_tile(sK + (stage ^ 1) * kTileBytes, kbase, kv_stride, next0, d.kv_len, tid);
+      load_swizzled_tile(sV + (stage ^ 1) * kTileBytes, vbase, kv_stride, next0, d.kv_len, tid);
+    }
+    cp_async_commit();
+    cp_async_wait_group<1>();
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();
+    const uint32_t cK = sK + stage * kTileBytes, cV = sV + stage * kTileBytes;
+    const int key0 = span.at(n) * kWgKeys;
+
+    // S = Q·Kᵀ and dP = dO·Vᵀ, one group of 16 products.
+    float s[8][4], dp[8][4];
+    pin(dq);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kWgDh / 16; ++kk) {
+      wgmma_m64n64k16_ss(s, k_major_desc(sQ, kk), k_major_desc(cK, kk), kk > 0);
+      wgmma_m64n64k16_ss(dp, k_major_desc(sdO, kk), k_major_desc(cV, kk), kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+    pin(s);
+    pin(dp);
+
+    if (!cuda_plan::covers_tile(cover, key0, kWgKeys)) mask_scores<8>(s, p.mask, h, d, ra, key0, t4);
+    // dS = P ⊙ (dP − δ), in place of s (a masked score gives P = 0).
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -lse_a)) * (dp[nt][e] - del_a);
+        s[nt][e + 2] = fast_exp2(fmaf(s[nt][e + 2], scale_log2, -lse_b)) * (dp[nt][e + 2] - del_b);
+      }
+    uint32_t da[4][4];
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) pack_a_from_c<8>(da[kt], s, kt);
+    // dQ += dS·K: K [key][dim] is B [k = key][n = dim], read transposed like V in the forward.
+    pin(dq);
+    wgmma_fence();
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) wgmma_m64n128k16_rs(dq, da[kt], mn_major_desc(cK, kt), 1);
+    wgmma_commit();
+    wgmma_wait_all();
+    pin(dq);
+    __syncthreads();
+  }
+
+  cp_async_wait_all();
+  if (ra < d.seq_len) {
+    bf16* row = p.dq + ((b * d.seq_len + ra) * d.heads + h) * kWgDh;
+#pragma unroll
+    for (int dt = 0; dt < 16; ++dt)
+      *reinterpret_cast<uint32_t*>(row + dt * 8 + t4 * 2) = pack_bf16(dq[dt][0] * scale, dq[dt][1] * scale);
+  }
+  if (rb < d.seq_len) {
+    bf16* row = p.dq + ((b * d.seq_len + rb) * d.heads + h) * kWgDh;
+#pragma unroll
+    for (int dt = 0; dt < 16; ++dt)
+      *reinterpret_cast<uint32_t*>(row + dt * 8 + t4 * 2) = pack_bf16(dq[dt][2] * scale, dq[dt][3] * scale);
+  }
+#else
+  (void)p;
+  __trap();  // never launched: attention_wgmma_available() checks that the sm_90a machine code was loaded
 #endif
 }
 
 }  // namespace
 
-bool attention_forward_wgmma_available() {
+bool attention_wgmma_available() {
   cudaFuncAttributes attr{};
   if (cudaFuncGetAttributes(&attr, attention_forward_wgmma_kernel) != cudaSuccess) {
     (void)cudaGetLastError();  // no machine code for this device: clear the sticky-free error and say no
     return false;
   }
   return attr.binaryVersion == 90;
+}
+
+void launch_attention_dq_wgmma(const AttentionBackwardArgs& a, cudaStream_t s) {
+  if (a.dims.seq_len == 0 || a.dims.batch == 0) return;
+  LL_CHECK(a.dims.head_dim == kWgDh, "attention dQ (wgmma): head dimension ", a.dims.head_dim, " is not 128");
+  LL_CUDA_CHECK(cudaFuncSetAttribute(attention_dq_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     int(kWgDqSmemBytes)));
+  const dim3 grid(unsigned((a.dims.seq_len + kWgRows - 1) / kWgRows), unsigned(a.dims.batch * a.dims.heads));
+  attention_dq_wgmma_kernel<<<grid, kWgThreads, kWgDqSmemBytes, s>>>(a);
+  LL_LAUNCH_CHECK("attention_dq_wgmma_kernel");
 }
 
 void launch_attention_forward_wgmma(const AttentionForwardArgs& a, cudaStream_t s) {

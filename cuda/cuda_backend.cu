@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -344,6 +345,17 @@ bool lora_kernels_by_default() {
   return hand_written;
 }
 
+// LONGLORA_ATTENTION_KERNELS, read once per process: auto (wgmma where it runs; unset means this), mma or wgmma.
+std::string attention_kernels_by_default() {
+  static const std::string choice = [] {
+    const char* v = std::getenv("LONGLORA_ATTENTION_KERNELS");
+    const std::string s = v == nullptr || *v == '\0' ? "auto" : v;
+    LL_CHECK(s == "auto" || s == "mma" || s == "wgmma", "LONGLORA_ATTENTION_KERNELS must be auto, mma or wgmma, got `",
+             s, "`");
+    return s;
+  }();
+  return choice;
+}
 }  // namespace
 
 bool CudaBackend::lora_kernels_chosen(int64_t rows, int64_t in, int64_t out, int64_t rank) const {
@@ -474,8 +486,7 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, const Tensor& q, con
                                dev<float>(lse)};
   switch (s.path) {
     case cuda_plan::AttentionPath::TensorCore:
-      if (s.head_dim == 128 && attention_forward_kernel_ != AttentionForwardKernel::MmaSync &&
-          attention_forward_wgmma_available())
+      if (s.head_dim == 128 && attention_uses_wgmma())
         cuda::launch_attention_forward_wgmma(a, impl_->stream);
       else
         cuda::launch_attention_forward_tc(a, impl_->stream);
@@ -492,16 +503,25 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, const Tensor& q, con
   }
 }
 
-bool CudaBackend::attention_forward_wgmma_available() const {
-  if (wgmma_available_ < 0) wgmma_available_ = cuda::attention_forward_wgmma_available() ? 1 : 0;
+bool CudaBackend::attention_wgmma_available() const {
+  if (wgmma_available_ < 0) wgmma_available_ = cuda::attention_wgmma_available() ? 1 : 0;
   return wgmma_available_ == 1;
 }
 
-void CudaBackend::set_attention_forward_kernel(AttentionForwardKernel k) {
-  LL_CHECK(k != AttentionForwardKernel::Wgmma || attention_forward_wgmma_available(),
-           "cuda backend: the wgmma attention forward needs a compute capability 9.0 device and a build with "
+void CudaBackend::set_attention_kernels(AttentionKernels k) {
+  LL_CHECK(k != AttentionKernels::Wgmma || attention_wgmma_available(),
+           "cuda backend: the wgmma attention kernels need a compute capability 9.0 device and a build with "
            "CUDA_ARCH containing 90 (sm_90a machine code)");
-  attention_forward_kernel_ = k;
+  attention_kernels_ = k;
+}
+
+bool CudaBackend::attention_uses_wgmma() const {
+  if (attention_kernels_ != AttentionKernels::Auto) return attention_kernels_ == AttentionKernels::Wgmma;
+  const std::string env = attention_kernels_by_default();
+  LL_CHECK(env != "wgmma" || attention_wgmma_available(),
+           "LONGLORA_ATTENTION_KERNELS=wgmma: this device does not run the wgmma kernels (compute capability 9.0 "
+           "and a build with CUDA_ARCH containing 90 needed)");
+  return env == "wgmma" || (env == "auto" && attention_wgmma_available());
 }
 
 void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q,
@@ -521,6 +541,7 @@ void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tens
                                 dev<bf16>(dk),
                                 dev<bf16>(dv),
                                 delta};
+  a.dq_wgmma = s.head_dim == 128 && attention_uses_wgmma();
   if (s.path == cuda_plan::AttentionPath::TensorCore)
     cuda::launch_attention_backward_tc(a, impl_->stream);
   else

@@ -85,12 +85,14 @@ class CudaBackend final : public Backend {
   // or `cublaslt` = unset, since the kernels are not faster yet); shapes the kernels do not support take cuBLASLt.
   enum class LoraKernels { Default, HandWritten, CuBlasLt };
   void set_lora_kernels(LoraKernels k) { lora_kernels_ = k; }
-  // The tensor-core attention forward at head dim 128: wgmma (attention_wgmma.cu) where the device runs this build's
-  // sm_90a code (Auto, the default; choosing Wgmma elsewhere throws), else mma.sync (attention.cu, sm_80+). Other
-  // head dims always take mma.sync.
-  enum class AttentionForwardKernel { Auto, MmaSync, Wgmma };
-  void set_attention_forward_kernel(AttentionForwardKernel k);
-  bool attention_forward_wgmma_available() const;
+  // The tensor-core attention kernels at head dim 128 for the forward and the backward's dQ pass: wgmma
+  // (attention_wgmma.cu) where the device runs this build's sm_90a code, else mma.sync (attention.cu, sm_80+; the
+  // dK/dV pass and other head dims always). Auto, the default, follows LONGLORA_ATTENTION_KERNELS (auto, mma or
+  // wgmma; read once per process); choosing Wgmma where it cannot run throws.
+  enum class AttentionKernels { Auto, MmaSync, Wgmma };
+  void set_attention_kernels(AttentionKernels k);
+  bool attention_wgmma_available() const;
+  bool attention_uses_wgmma() const;  // what Auto resolves to, or the explicit choice
   // Whether the hand-written kernels run for a LoRA call of these shapes (with 16-byte aligned tensors).
   bool lora_kernels_chosen(int64_t rows, int64_t in, int64_t out, int64_t rank) const;
   // Fills a floating tensor with uniform values in [-scale, scale) from a counter-based hash of (seed, index):
@@ -115,8 +117,8 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Impl> impl_;
   cuda_plan::AttentionPath forced_path_ = cuda_plan::AttentionPath::Auto;
   LoraKernels lora_kernels_ = LoraKernels::Default;
-  AttentionForwardKernel attention_forward_kernel_ = AttentionForwardKernel::Auto;
-  mutable int wgmma_available_ = -1;  // attention_forward_wgmma_available(), asked once
+  AttentionKernels attention_kernels_ = AttentionKernels::Auto;
+  mutable int wgmma_available_ = -1;  // attention_wgmma_available(), asked once
   bool use_lora_kernels(int64_t rows, int64_t in, int64_t out, int64_t rank,
                         std::initializer_list<const void*> vec16) const;
 };

@@ -10,8 +10,9 @@
 #     full:  also the GEMM benchmark, the demo, the longest-context search and, when torch is importable, the
 #            PyTorch baseline side by side
 #   TEST_FILTER (GoogleTest filter, default all), TEST_TIMEOUT (s, default 240)
-#   ISOLATED_TESTS (GoogleTest filter, default '*Wgmma*'): tests left out of the main run and run in a process of
-#     their own afterwards, so that a kernel fault there cannot take the other tests down (tests_isolated.log)
+#   ISOLATED_TESTS (GoogleTest filter, default '*Wgmma*'): tests run first in a process of their own and left out of
+#     the main run, so that a kernel fault there cannot take the other tests down (tests_isolated.log); when they
+#     fail, the rest runs with LONGLORA_ATTENTION_KERNELS=mma (the previously verified kernels)
 #   BEFORE=dir (an earlier commit's tree): its bench_cuda runs the attention and e2e benchmarks right after ours
 #   BASELINE=ckpt|both|none (full mode): the PyTorch baseline with checkpointing (default), also without, or not at all
 #   SKIP="name ..." leaves steps out: a benchmark's name (attention, e2e_offload, lora, ...), apps (demo, train, eval),
@@ -69,8 +70,20 @@ say "build: exit $rc after $((SECONDS - start)) s; built: $(ls build/test_all bu
 skipped() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
 
 if [ -x build/test_all ] && ! skipped tests; then
-  start=$SECONDS
   isolated=${ISOLATED_TESTS-*Wgmma*}
+  if [ -n "$isolated" ]; then  # first, in a process of their own: a kernel fault there takes nothing else down
+    start=$SECONDS
+    timeout "${TEST_TIMEOUT:-240}" build/test_all --gtest_color=no --gtest_filter="$isolated" > "$out/tests_isolated.log" 2>&1
+    rc=$?
+    say "isolated tests ($isolated): exit $rc after $((SECONDS - start)) s"
+    grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$out/tests_isolated.log" | sed 's/^/    /' | tee -a "$out/summary.txt"
+    grep -E '^\[  FAILED  \] [A-Za-z]|Failure|rror' "$out/tests_isolated.log" | head -30 | sed 's/^/    /' | tee -a "$out/summary.txt"
+    if [ "$rc" -ne 0 ] && [ -z "${LONGLORA_ATTENTION_KERNELS:-}" ]; then
+      export LONGLORA_ATTENTION_KERNELS=mma
+      say "the wgmma kernels failed: everything below runs with LONGLORA_ATTENTION_KERNELS=mma"
+    fi
+  fi
+  start=$SECONDS
   filter="${TEST_FILTER:-*}"
   if [ -n "$isolated" ]; then  # exclude them: a gtest filter has one '-' before its negative patterns
     if [[ "$filter" == *-* ]]; then filter="$filter:$isolated"; else filter="$filter-$isolated"; fi
@@ -82,13 +95,6 @@ if [ -x build/test_all ] && ! skipped tests; then
   grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$out/tests.log" | sed 's/^/    /' | tee -a "$out/summary.txt"
   grep -E '^\[  FAILED  \] [A-Za-z]' "$out/tests.log" | head -40 | sed 's/^/    /' | tee -a "$out/summary.txt"
   grep -E '^\[  SKIPPED \] .*Cuda' "$out/tests.log" | head -5 | sed 's/^/    /' | tee -a "$out/summary.txt"
-  if [ -n "$isolated" ]; then
-    start=$SECONDS
-    timeout "${TEST_TIMEOUT:-240}" build/test_all --gtest_color=no --gtest_filter="$isolated" > "$out/tests_isolated.log" 2>&1
-    say "isolated tests ($isolated): exit $? after $((SECONDS - start)) s"
-    grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$out/tests_isolated.log" | sed 's/^/    /' | tee -a "$out/summary.txt"
-    grep -E '^\[  FAILED  \] [A-Za-z]|Failure|error|Error' "$out/tests_isolated.log" | head -30 | sed 's/^/    /' | tee -a "$out/summary.txt"
-  fi
 fi
 
 bench_with() {  # binary, name, timeout, args...
@@ -119,13 +125,14 @@ if ! skipped torch_attention && python3 -c 'import torch' 2>/dev/null; then  # F
   say "PyTorch SDPA flash attention, same shapes: exit $? after $((SECONDS - s)) s"
   section_tail "$out/bench/torch_attention.log" 9
 fi
-bench attention_mma 60 attention --fwd_kernel mma  # the mma.sync forward (the default before Hopper)
+bench attention_mma 60 attention --attention_kernels mma  # the mma.sync forward and dQ (the default before Hopper)
+bench attention_wgmma 60 attention --attention_kernels wgmma  # explicit: timed even when the fallback above is on
 bench e2e 150 e2e --profile  # + one profiled step: where the time goes, op by op
 before e2e 150 e2e
 bench e2e_no_recompute 90 e2e --checkpointing false  # what --gradient_checkpointing auto picks when it fits
 before e2e_no_recompute 90 e2e --checkpointing false
 bench e2e_offload 120 e2e --offload_checkpoints true  # inputs of layers 0..29 in pinned host memory
-bench e2e_mma 60 e2e --fwd_kernel mma  # the 7B step with the mma.sync forward
+bench e2e_mma 60 e2e --attention_kernels mma  # the 7B step with the mma.sync kernels
 bench lora 60 lora
 bench memory 60 memory
 
@@ -186,11 +193,11 @@ if [ "${NCU:-0}" = 1 ] && [ -x build/bench_cuda ]; then
       --section LaunchStats --section MemoryWorkloadAnalysis \
       build/bench_cuda attention --warmup 0 --iters 1 > "$out/ncu_attention.log" 2>&1
     say "ncu attention kernels: exit $? after $((SECONDS - s)) s (ncu_attention.log)"
-    if ! skipped attention_wgmma; then  # the wgmma forward's first launch (the default on sm_90)
-      timeout 120 "$ncu_bin" --clock-control none -k 'regex:attention_forward_wgmma' -c 1 \
+    if ! skipped attention_wgmma; then  # the wgmma kernels' first launches (the default on sm_90)
+      timeout 120 "$ncu_bin" --clock-control none -k 'regex:attention_(forward|dq)_wgmma' -c 2 \
         --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy \
         --section LaunchStats --section MemoryWorkloadAnalysis \
-        build/bench_cuda attention --warmup 0 --iters 1 --fwd_kernel wgmma >> "$out/ncu_attention.log" 2>&1
+        build/bench_cuda attention --warmup 0 --iters 1 --attention_kernels wgmma >> "$out/ncu_attention.log" 2>&1
     fi
     grep -E 'attention_|Compute \(SM\) Throughput|Stall|Registers Per|Achieved Occupancy|Warp Cycles Per Issued' \
       "$out/ncu_attention.log" | head -40 | sed 's/^/    /' | tee -a "$out/summary.txt"

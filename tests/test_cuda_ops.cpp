@@ -830,26 +830,28 @@ TEST_P(CudaAttention, ForwardAndBackwardMatchTheCpu) {
   EXPECT_EQ(get(dv), gdv) << c.what;
 }
 
-// Each tensor-core forward at head dim 128 on its own — mma.sync (attention.cu; the default before Hopper) and, where
-// the device runs it, wgmma (attention_wgmma.cu; the default on compute capability 9.0) — against the CPU within the
-// default's bounds, every element written, deterministic. A test of its own so that a kernel fault there cannot
-// take the other GPU tests down with it: gpu_check.sh runs it in a separate process.
-TEST_P(CudaAttention, MmaSyncAndWgmmaForwardsMatchTheCpu) {
+// Each family of tensor-core kernels at head dim 128 on its own — mma.sync (attention.cu; the default before Hopper)
+// and, where the device runs it, wgmma (attention_wgmma.cu: the forward and the dQ pass; the default on compute
+// capability 9.0) — against the CPU within the default's bounds, every element written, deterministic. A test of its
+// own so that a kernel fault there cannot take the other GPU tests down with it: gpu_check.sh runs it first, in a
+// separate process, and falls back to LONGLORA_ATTENTION_KERNELS=mma for the rest when it fails.
+TEST_P(CudaAttention, MmaSyncAndWgmmaKernelsMatchTheCpu) {
   const AttnCase c = GetParam();
-  if (c.path != cuda_plan::AttentionPath::TensorCore || c.Dh != 128) GTEST_SKIP() << "two forwards at Dh 128 only";
+  if (c.path != cuda_plan::AttentionPath::TensorCore || c.Dh != 128) GTEST_SKIP() << "two kernel families at Dh 128 only";
   const int64_t B = c.B, L = c.L, Lk = c.Lk, H = c.H, Hkv = c.Hkv, Dh = c.Dh;
   gpu().force_attention_path(c.path);
   Dev q(gpu(), DType::BF16, {B, L, H, Dh}), k(gpu(), DType::BF16, {B, Lk, Hkv, Dh}), v(gpu(), DType::BF16, {B, Lk, Hkv, Dh});
-  Dev out(gpu(), DType::BF16, {B, L, H, Dh}), lse(gpu(), DType::F32, {B, H, L});
-  std::vector<float> qv = put_random(q, 1.5), kv = put_random(k, 1.5), vv = put_random(v);
+  Dev out(gpu(), DType::BF16, {B, L, H, Dh}), lse(gpu(), DType::F32, {B, H, L}), dout(gpu(), DType::BF16, {B, L, H, Dh});
+  Dev dq(gpu(), DType::BF16, {B, L, H, Dh}), dk(gpu(), DType::BF16, {B, Lk, Hkv, Dh}), dv(gpu(), DType::BF16, {B, Lk, Hkv, Dh});
+  std::vector<float> qv = put_random(q, 1.5), kv = put_random(k, 1.5), vv = put_random(v), dov = put_random(dout);
   std::vector<float> ro(qv.size()), rl(static_cast<size_t>(B * H * L));
   cpu.attention_forward(test::view(ro, {B, L, H, Dh}), test::view(rl, {B, H, L}), test::view(qv, {B, L, H, Dh}),
                         test::view(kv, {B, Lk, Hkv, Dh}), test::view(vv, {B, Lk, Hkv, Dh}), c.mask);
-  using Kernel = CudaBackend::AttentionForwardKernel;
-  std::vector<std::pair<Kernel, const char*>> kernels = {{Kernel::MmaSync, "mma.sync"}};
-  if (gpu().attention_forward_wgmma_available()) kernels.push_back({Kernel::Wgmma, "wgmma"});
-  for (const auto& [kernel, name] : kernels) {
-    gpu().set_attention_forward_kernel(kernel);
+  using Kernels = CudaBackend::AttentionKernels;
+  std::vector<std::pair<Kernels, const char*>> families = {{Kernels::MmaSync, "mma.sync"}};
+  if (gpu().attention_wgmma_available()) families.push_back({Kernels::Wgmma, "wgmma"});
+  for (const auto& [family, name] : families) {
+    gpu().set_attention_kernels(family);
     poison(out), poison(lse);
     gpu().attention_forward(out.t, lse.t, q.t, k.t, v.t, c.mask);
     const std::vector<double> got_out = get(out), got_lse = get(lse);
@@ -861,6 +863,25 @@ TEST_P(CudaAttention, MmaSyncAndWgmmaForwardsMatchTheCpu) {
     EXPECT_TRUE(all_finite(got_lse)) << c.what << " (" << name << ")";
     gpu().attention_forward(out.t, lse.t, q.t, k.t, v.t, c.mask);
     EXPECT_EQ(get(out), got_out) << c.what << ": " << name << " forward run twice";
+
+    // dQ (the pass the family changes) from the GPU's own out/lse, against the CPU's backward on the same inputs.
+    std::vector<float> o_in = as_f32(got_out), l_in = as_f32(got_lse);
+    std::vector<float> rdq(qv.size()), rdk(kv.size()), rdv(vv.size());
+    poison(dq), poison(dk), poison(dv);
+    gpu().attention_backward(dq.t, dk.t, dv.t, dout.t, q.t, k.t, v.t, out.t, lse.t, c.mask);
+    cpu.attention_backward(test::view(rdq, {B, L, H, Dh}), test::view(rdk, {B, Lk, Hkv, Dh}),
+                           test::view(rdv, {B, Lk, Hkv, Dh}), test::view(dov, {B, L, H, Dh}),
+                           test::view(qv, {B, L, H, Dh}), test::view(kv, {B, Lk, Hkv, Dh}),
+                           test::view(vv, {B, Lk, Hkv, Dh}), test::view(o_in, {B, L, H, Dh}),
+                           test::view(l_in, {B, H, L}), c.mask);
+    const std::vector<double> gdq = get(dq);
+    EXPECT_TRUE(all_finite(gdq)) << c.what << " (" << name << ")";
+    if (!(c.L == 1 && c.Lk == 1)) {  // one query, one key: dQ is 0 up to rounding noise (see the test above)
+      EXPECT_CLOSE(gdq, as_f64(rdq), 3e-2, c.what << ": dq (" << name << ")");
+      EXPECT_LT(max_row_error(gdq, as_f64(rdq), Dh, 0.2), 0.15) << c.what << ": worst dq row (" << name << ")";
+    }
+    gpu().attention_backward(dq.t, dk.t, dv.t, dout.t, q.t, k.t, v.t, out.t, lse.t, c.mask);
+    EXPECT_EQ(get(dq), gdq) << c.what << ": " << name << " dQ run twice";
   }
 }
 

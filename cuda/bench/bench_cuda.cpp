@@ -59,7 +59,7 @@ struct Options {
   bool checkpointing = true, s2 = true, max_context = false, profile = false;
   int64_t checkpoint_layers = -1;  // layers recomputed in backward (the first ones); -1: all or none per checkpointing
   bool offload_checkpoints = false;  // the checkpointed layers' inputs in pinned host memory (ModelOptions)
-  std::string fwd_kernel = "auto";   // attention forward at head dim 128: auto, mma (mma.sync) or wgmma (sm_90a)
+  std::string attention_kernels = "auto";  // attention forward and dQ at head dim 128: auto, mma or wgmma (sm_90a)
 };
 
 #ifdef LONGLORA_WITH_CUDA
@@ -497,8 +497,9 @@ int run(int argc, char** argv) {
   flags.add("offload_checkpoints", &o.offload_checkpoints,
             "e2e: keep the checkpointed layers' inputs in pinned host memory (copies overlap compute)");
   flags.add("s2", &o.s2, "e2e: S2-Attn (ratio 1/4)");
-  flags.add("fwd_kernel", &o.fwd_kernel,
-            "attention, e2e: the attention forward at head dim 128: auto (wgmma where it runs), mma or wgmma");
+  flags.add("attention_kernels", &o.attention_kernels,
+            "attention, e2e: the attention forward and dQ kernels at head dim 128: auto (wgmma where it runs), mma "
+            "or wgmma");
   flags.add("max_context", &o.max_context, "e2e: also search the longest context that fits");
   flags.add("profile", &o.profile, "e2e: after the timed steps, time one more step op by op (table + JSON \"profile\")");
   if (!flags.parse(argc, argv, 2)) return 0;
@@ -512,14 +513,13 @@ int run(int argc, char** argv) {
       return 0;
     }
   CudaBackend be(0);
-  using FwdKernel = CudaBackend::AttentionForwardKernel;
-  LL_CHECK(o.fwd_kernel == "auto" || o.fwd_kernel == "mma" || o.fwd_kernel == "wgmma",
-           "bench_cuda: --fwd_kernel must be auto, mma or wgmma, got `", o.fwd_kernel, "`");
-  be.set_attention_forward_kernel(o.fwd_kernel == "wgmma" ? FwdKernel::Wgmma
-                                  : o.fwd_kernel == "mma" ? FwdKernel::MmaSync
-                                                          : FwdKernel::Auto);
-  std::printf("bench_cuda %s on %s (attention forward at Dh 128: %s)\n", mode.c_str(), be.device_description().c_str(),
-              o.fwd_kernel == "mma" || !be.attention_forward_wgmma_available() ? "mma.sync" : "wgmma");
+  using Kernels = CudaBackend::AttentionKernels;
+  const std::string& ak = o.attention_kernels;
+  LL_CHECK(ak == "auto" || ak == "mma" || ak == "wgmma", "bench_cuda: --attention_kernels must be auto, mma or wgmma, got `",
+           ak, "`");
+  be.set_attention_kernels(ak == "wgmma" ? Kernels::Wgmma : ak == "mma" ? Kernels::MmaSync : Kernels::Auto);
+  std::printf("bench_cuda %s on %s (attention forward and dQ at Dh 128: %s)\n", mode.c_str(),
+              be.device_description().c_str(), be.attention_uses_wgmma() ? "wgmma" : "mma.sync");
   nlohmann::json results = mode == "attention" ? bench_attention(be, o)
                            : mode == "gemm"    ? bench_gemm(be, o)
                            : mode == "memory"  ? bench_memory(be, o)
