@@ -338,20 +338,6 @@ constexpr size_t dkdv_smem_bytes() {
   return size_t(2 * kKvKeys + 4 * kKvQueries) * (Dh + 8) * sizeof(bf16) + size_t(4) * kKvQueries * sizeof(float);
 }
 
-// A (query head, query tile) work item of the dK/dV kernel; h == h_end once there are none left.
-struct DkdvItem {
-  int64_t h, n;
-  TileSpan span;
-};
-
-__device__ __forceinline__ void next_dkdv_item(DkdvItem& it, int64_t h_end, const AttentionMask& mask,
-                                               const AttentionDims& d, int64_t key0) {
-  ++it.n;
-  while (it.n >= it.span.count() && ++it.h < h_end) {
-    it.span = cuda_plan::query_tile_span(mask, it.h, d.heads, d.seq_len, d.kv_len, key0, key0 + kKvKeys, kKvQueries);
-    it.n = 0;
-  }
-}
 
 template <int Dh>
 __global__ void __launch_bounds__(kThreads) attention_dkdv_tc_kernel(AttentionBackwardArgs p) {
@@ -391,7 +377,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_tc_kernel(AttentionBa
   DkdvItem cur{hk * group, -1,
                cuda_plan::query_tile_span(p.mask, hk * group, d.heads, d.seq_len, d.kv_len, key0, key0 + kKvKeys,
                                           kKvQueries)};
-  next_dkdv_item(cur, h_end, p.mask, d, key0);
+  next_dkdv_item<kKvKeys, kKvQueries>(cur, h_end, p.mask, d, key0);
   load_tile<Dh, kKvKeys>(sK, p.k + kv_base, kv_stride, key0, d.kv_len, tid);
   load_tile<Dh, kKvKeys>(sV, p.v + kv_base, kv_stride, key0, d.kv_len, tid);
   if (cur.h < h_end) load_item(cur, 0);
@@ -410,7 +396,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_tc_kernel(AttentionBa
   cuda_plan::BlockCover cover{0, 0, 0, 0, true};
   for (int stage = 0; cur.h < h_end; stage ^= 1) {
     DkdvItem next = cur;
-    next_dkdv_item(next, h_end, p.mask, d, key0);
+    next_dkdv_item<kKvKeys, kKvQueries>(next, h_end, p.mask, d, key0);
     if (next.h < h_end) load_item(next, stage ^ 1);
     cp_async_commit();
     cp_async_wait_group<1>();
@@ -528,9 +514,13 @@ void backward_tc(const AttentionBackwardArgs& a, cudaStream_t s) {
                                      int(smem_kv)));
   LL_CUDA_CHECK(
       cudaFuncSetAttribute(attention_dq_tc_kernel<Dh>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem_q)));
-  const dim3 grid_kv(unsigned((a.dims.kv_len + kKvKeys - 1) / kKvKeys), unsigned(a.dims.batch * a.dims.kv_heads));
-  attention_dkdv_tc_kernel<Dh><<<grid_kv, kThreads, smem_kv, s>>>(a);
-  LL_LAUNCH_CHECK("attention_dkdv_tc_kernel");
+  if (Dh == 128 && a.dkdv_wgmma) {
+    launch_attention_dkdv_wgmma(a, s);
+  } else {
+    const dim3 grid_kv(unsigned((a.dims.kv_len + kKvKeys - 1) / kKvKeys), unsigned(a.dims.batch * a.dims.kv_heads));
+    attention_dkdv_tc_kernel<Dh><<<grid_kv, kThreads, smem_kv, s>>>(a);
+    LL_LAUNCH_CHECK("attention_dkdv_tc_kernel");
+  }
   if (a.dims.seq_len == 0) return;  // no queries: dK = dV = 0 (written above); a grid of 0 blocks fails to launch
   if (Dh == 128 && a.dq_wgmma) {
     launch_attention_dq_wgmma(a, s);

@@ -45,17 +45,20 @@ struct AttentionBackwardArgs {
   const float* lse;
   bf16 *dq, *dk, *dv;
   float* delta;  // scratch [B, H, L]: rowsum(dout ⊙ out)
-  bool dq_wgmma = false;  // head dim 128: the dQ pass of attention_wgmma.cu (needs attention_wgmma_available())
+  // Head dim 128: the dQ and dK/dV passes of attention_wgmma.cu instead of attention.cu's (each needs
+  // attention_wgmma_available()).
+  bool dq_wgmma = false, dkdv_wgmma = false;
 };
 
 // Tensor-core kernels (head dim 64 or 128).
 void launch_attention_forward_tc(const AttentionForwardArgs& a, cudaStream_t s);
-// The wgmma kernels (attention_wgmma.cu, head dim 128): the forward, and the dQ pass that backward_tc runs instead
-// of the mma.sync one when AttentionBackwardArgs::dq_wgmma is set. Available when the device runs this build's
+// The wgmma kernels (attention_wgmma.cu, head dim 128): the forward, and the dQ and dK/dV passes that backward_tc
+// runs instead of the mma.sync ones when AttentionBackwardArgs::dq_wgmma / dkdv_wgmma are set. Available when the device runs this build's
 // sm_90a machine code (compute capability 9.0 and CUDA_ARCH with 90).
 bool attention_wgmma_available();
 void launch_attention_forward_wgmma(const AttentionForwardArgs& a, cudaStream_t s);
 void launch_attention_dq_wgmma(const AttentionBackwardArgs& a, cudaStream_t s);
+void launch_attention_dkdv_wgmma(const AttentionBackwardArgs& a, cudaStream_t s);
 void launch_attention_backward_tc(const AttentionBackwardArgs& a, cudaStream_t s);
 
 // Generic kernels (any head dim <= 256).

@@ -157,4 +157,21 @@ __device__ __forceinline__ void softmax_step(float (&s)[NT][4], float (&o)[kDT][
 // H100: the SMs sat idle 11% of the forward's cycles with the lightest tiles first).
 __device__ __forceinline__ int64_t heavy_first_query_tile() { return int64_t(gridDim.x) - 1 - int64_t(blockIdx.x); }
 
+// A (query head, query tile) work item of a dK/dV kernel (kKeys keys per CTA, kQueries queries per item); h == h_end
+// once there are none left. Items run in head order, query tiles in cuda_plan::query_tile_span order.
+struct DkdvItem {
+  int64_t h, n;
+  cuda_plan::TileSpan span;
+};
+
+template <int kKeys, int kQueries>
+__device__ __forceinline__ void next_dkdv_item(DkdvItem& it, int64_t h_end, const AttentionMask& mask,
+                                               const AttentionDims& d, int64_t key0) {
+  ++it.n;
+  while (it.n >= it.span.count() && ++it.h < h_end) {
+    it.span = cuda_plan::query_tile_span(mask, it.h, d.heads, d.seq_len, d.kv_len, key0, key0 + kKeys, kQueries);
+    it.n = 0;
+  }
+}
+
 }  // namespace ll::cuda::attention_detail

@@ -1,5 +1,5 @@
 // Tensor-core attention kernels for Hopper (sm_90a): wgmma, head dim 128 — the forward and the backward's dQ pass,
-// beside the mma.sync kernels of attention.cu (same functions and arguments; CudaBackend::set_attention_kernels),
+// beside the mma.sync kernels of attention.cu (same functions and arguments; CudaBackend::set_attention_wgmma, LONGLORA_ATTENTION_WGMMA),
 // chosen only on compute capability 9.0 devices by a build that carries the sm_90a machine code.
 //
 // One warpgroup (4 warps, 128 threads) per CTA owns 64 query rows, 16 per warp. Per 64-key tile:
@@ -10,6 +10,8 @@
 // K/V tiles are double-buffered with cp.async (the copy of tile n + 1 runs while tile n is computed).
 // The dQ pass has the same shape: per 64-key tile S = Q·Kᵀ and dP = dO·Vᵀ (both shared × shared, K-major),
 // dS = P ⊙ (dP − δ) on the accumulators, dQ += dS·K (dS from registers, K read transposed, MN-major).
+// The dK/dV pass: a warpgroup owns 64 keys (16 per warp); per (query head, 64-query tile) item Sᵀ = K·Qᵀ and
+// dPᵀ = V·dOᵀ (K-major), Pᵀ and dSᵀ on the accumulators, dV += Pᵀ·dO and dK += dSᵀ·Q (dO, Q read transposed).
 //
 // Shared-memory layout (the canonical 128-byte-swizzle layout of the wgmma descriptors): a [rows][128] bf16 tile is
 // two column blocks of 64 elements, each `rows` × 128 bytes; the 16-byte chunk c of row r sits at chunk c ^ (r % 8),
@@ -28,13 +30,14 @@ namespace {
 using cuda_plan::TileSpan;
 using namespace attention_detail;
 
-constexpr int kWgRows = 64, kWgThreads = 128, kWgDh = 128;
+constexpr int kWgRows = 64, kWgKeys = 64, kWgThreads = 128, kWgDh = 128;
 constexpr uint32_t kTileBytes = 64 * kWgDh * 2;  // a 64 × 128 bf16 tile: 16 KB
 constexpr size_t kWgSmemBytes = 5 * size_t(kTileBytes) + 1024;  // Q, two stages of K and of V, alignment slack
 constexpr size_t kWgDqSmemBytes = 6 * size_t(kTileBytes) + 1024;  // Q, dO, two stages of K and of V, slack
+// K, V, two stages of Q and of dO, then two stages of 64 lse and 64 δ values, slack
+constexpr size_t kWgDkdvSmemBytes = 6 * size_t(kTileBytes) + 4 * 64 * sizeof(float) + 1024;
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)  // the device code below exists in the sm_90a pass only
-constexpr int kWgKeys = 64;
 
 // Byte offset of 16-byte chunk `chunk` (0..15) of row r in a swizzled [rows][128] tile.
 __device__ __forceinline__ uint32_t swizzled_offset(int rows, int r, int chunk) {
@@ -319,6 +322,159 @@ __global__ void __launch_bounds__(kWgThreads, 2) attention_dq_wgmma_kernel(Atten
 #endif
 }
 
+// The dK/dV pass: grid (key tiles of 64, B·Hkv), one warpgroup per CTA; see the file comment. Items (query head of
+// the group, 64-query tile attending the keys) as in attention.cu's dK/dV pass; their Q/dO tiles double-buffered.
+__global__ void __launch_bounds__(kWgThreads, 2) attention_dkdv_wgmma_kernel(AttentionBackwardArgs p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const uint32_t raw = smem_addr(smem_raw), smem0 = (raw + 1023u) & ~1023u;
+  const uint32_t sK = smem0, sV = smem0 + kTileBytes, sQ = smem0 + 2 * kTileBytes, sdO = smem0 + 4 * kTileBytes;
+  float* sLse = reinterpret_cast<float*>(smem_raw + (smem0 - raw) + 6 * kTileBytes);  // stage st at + st·64
+  float* sDel = sLse + 2 * 64;
+
+  const AttentionDims& d = p.dims;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+  const int64_t bhk = blockIdx.y, b = bhk / d.kv_heads, hk = bhk % d.kv_heads;
+  const int64_t group = d.heads / d.kv_heads, h_end = (hk + 1) * group;
+  const int64_t key0 = int64_t(blockIdx.x) * kWgKeys, wkey0 = key0 + warp * 16;
+  const int64_t q_stride = d.heads * kWgDh, kv_stride = d.kv_heads * kWgDh;
+  const int64_t kv_base = (b * d.kv_len * d.kv_heads + hk) * kWgDh;
+
+  auto load_item = [&](const DkdvItem& it, int stage) {
+    const int64_t q0 = int64_t(it.span.at(int(it.n))) * kWgRows;
+    const int64_t qo_base = (b * d.seq_len * d.heads + it.h) * kWgDh, stat = (b * d.heads + it.h) * d.seq_len;
+    load_swizzled_tile(sQ + stage * kTileBytes, p.q + qo_base, q_stride, q0, d.seq_len, tid);
+    load_swizzled_tile(sdO + stage * kTileBytes, p.dout + qo_base, q_stride, q0, d.seq_len, tid);
+    if (tid < 64) {
+      const bool valid = q0 + tid < d.seq_len;
+      sLse[stage * 64 + tid] = valid ? p.lse[stat + q0 + tid] * kLog2e : 0.f;
+      sDel[stage * 64 + tid] = valid ? p.delta[stat + q0 + tid] : 0.f;
+    }
+  };
+
+  DkdvItem cur{hk * group, -1,
+               cuda_plan::query_tile_span(p.mask, hk * group, d.heads, d.seq_len, d.kv_len, key0, key0 + kWgKeys,
+                                          kWgRows)};
+  next_dkdv_item<kWgKeys, kWgRows>(cur, h_end, p.mask, d, key0);
+  load_swizzled_tile(sK, p.k + kv_base, kv_stride, key0, d.kv_len, tid);
+  load_swizzled_tile(sV, p.v + kv_base, kv_stride, key0, d.kv_len, tid);
+  if (cur.h < h_end) load_item(cur, 0);
+  cp_async_commit();
+
+  const int64_t ja = wkey0 + g, jb = ja + 8;  // this thread's two keys
+  const float scale = 1.f / sqrtf(float(kWgDh)), scale_log2 = scale * kLog2e;
+
+  float dk[16][4], dv[16][4];
+#pragma unroll
+  for (int i = 0; i < 16; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[i][e] = dv[i][e] = 0.f;
+
+  int64_t cover_head = -1;
+  cuda_plan::BlockCover cover{0, 0, 0, 0, true};
+  for (int stage = 0; cur.h < h_end; stage ^= 1) {
+    DkdvItem next = cur;
+    next_dkdv_item<kWgKeys, kWgRows>(next, h_end, p.mask, d, key0);
+    if (next.h < h_end) load_item(next, stage ^ 1);
+    cp_async_commit();
+    cp_async_wait_group<1>();
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    __syncthreads();
+    const uint32_t cQ = sQ + stage * kTileBytes, cdO = sdO + stage * kTileBytes;
+    const float* cLse = sLse + stage * 64;
+    const float* cDel = sDel + stage * 64;
+    const int64_t h = cur.h;
+    const int q0 = cur.span.at(int(cur.n)) * kWgRows;
+    if (h != cover_head) {  // the mask depends on the head (S2 shifts half of them)
+      cover = cuda_plan::key_block_cover(p.mask, h, d.heads, d.seq_len, d.kv_len, wkey0, wkey0 + 16);
+      cover_head = h;
+    }
+
+    // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ: 64 keys × 64 queries, one group of 16 products.
+    float st[8][4], dpt[8][4];
+    pin(dk);
+    pin(dv);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kWgDh / 16; ++kk) {
+      wgmma_m64n64k16_ss(st, k_major_desc(sK, kk), k_major_desc(cQ, kk), kk > 0);
+      wgmma_m64n64k16_ss(dpt, k_major_desc(sV, kk), k_major_desc(cdO, kk), kk > 0);
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+    pin(st);
+    pin(dpt);
+
+    if (!cuda_plan::covers_tile(cover, q0, kWgRows)) {  // a diagonal item: mask element by element
+      const cuda_plan::QueryRanges none{1, 0, 0, 0};
+      const cuda_plan::QueryRanges qa =
+          ja < d.kv_len ? cuda_plan::attending_queries(p.mask, h, d.heads, d.seq_len, d.kv_len, ja) : none;
+      const cuda_plan::QueryRanges qb =
+          jb < d.kv_len ? cuda_plan::attending_queries(p.mask, h, d.heads, d.seq_len, d.kv_len, jb) : none;
+#pragma unroll
+      for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int64_t i = q0 + nt * 8 + t4 * 2 + e;
+          if (!query_ok(qa, i)) st[nt][e] = -INFINITY;
+          if (!query_ok(qb, i)) st[nt][e + 2] = -INFINITY;
+        }
+    }
+    // Pᵀ into st, dSᵀ into dpt (a masked score gives P = 0).
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int col = nt * 8 + t4 * 2 + (e & 1);
+        st[nt][e] = fast_exp2(fmaf(st[nt][e], scale_log2, -cLse[col]));
+        dpt[nt][e] = st[nt][e] * (dpt[nt][e] - cDel[col]);
+      }
+    uint32_t pa[4][4], da[4][4];
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) {
+      pack_a_from_c<8>(pa[kt], st, kt);
+      pack_a_from_c<8>(da[kt], dpt, kt);
+    }
+    // dV += Pᵀ·dO and dK += dSᵀ·Q (dO, Q [query][dim] are B [k = query][n = dim], read transposed).
+    pin(dk);
+    pin(dv);
+    wgmma_fence();
+#pragma unroll
+    for (int kt = 0; kt < 4; ++kt) {
+      wgmma_m64n128k16_rs(dv, pa[kt], mn_major_desc(cdO, kt), 1);
+      wgmma_m64n128k16_rs(dk, da[kt], mn_major_desc(cQ, kt), 1);
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+    pin(dk);
+    pin(dv);
+    __syncthreads();  // every warp is done with this stage before the next iteration's copy refills it
+    cur = next;
+  }
+
+  cp_async_wait_all();
+  if (ja < d.kv_len) {
+    const int64_t off = ((b * d.kv_len + ja) * d.kv_heads + hk) * kWgDh;
+#pragma unroll
+    for (int dt = 0; dt < 16; ++dt) {
+      *reinterpret_cast<uint32_t*>(p.dk + off + dt * 8 + t4 * 2) = pack_bf16(dk[dt][0] * scale, dk[dt][1] * scale);
+      *reinterpret_cast<uint32_t*>(p.dv + off + dt * 8 + t4 * 2) = pack_bf16(dv[dt][0], dv[dt][1]);
+    }
+  }
+  if (jb < d.kv_len) {
+    const int64_t off = ((b * d.kv_len + jb) * d.kv_heads + hk) * kWgDh;
+#pragma unroll
+    for (int dt = 0; dt < 16; ++dt) {
+      *reinterpret_cast<uint32_t*>(p.dk + off + dt * 8 + t4 * 2) = pack_bf16(dk[dt][2] * scale, dk[dt][3] * scale);
+      *reinterpret_cast<uint32_t*>(p.dv + off + dt * 8 + t4 * 2) = pack_bf16(dv[dt][2], dv[dt][3]);
+    }
+  }
+#else
+  (void)p;
+  __trap();  // never launched: attention_wgmma_available() checks that the sm_90a machine code was loaded
+#endif
+}
+
 }  // namespace
 
 bool attention_wgmma_available() {
@@ -328,6 +484,16 @@ bool attention_wgmma_available() {
     return false;
   }
   return attr.binaryVersion == 90;
+}
+
+void launch_attention_dkdv_wgmma(const AttentionBackwardArgs& a, cudaStream_t s) {
+  if (a.dims.kv_len == 0 || a.dims.batch == 0) return;
+  LL_CHECK(a.dims.head_dim == kWgDh, "attention dK/dV (wgmma): head dimension ", a.dims.head_dim, " is not 128");
+  LL_CUDA_CHECK(cudaFuncSetAttribute(attention_dkdv_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     int(kWgDkdvSmemBytes)));
+  const dim3 grid(unsigned((a.dims.kv_len + kWgKeys - 1) / kWgKeys), unsigned(a.dims.batch * a.dims.kv_heads));
+  attention_dkdv_wgmma_kernel<<<grid, kWgThreads, kWgDkdvSmemBytes, s>>>(a);
+  LL_LAUNCH_CHECK("attention_dkdv_wgmma_kernel");
 }
 
 void launch_attention_dq_wgmma(const AttentionBackwardArgs& a, cudaStream_t s) {

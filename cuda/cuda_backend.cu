@@ -345,16 +345,13 @@ bool lora_kernels_by_default() {
   return hand_written;
 }
 
-// LONGLORA_ATTENTION_KERNELS, read once per process: auto (wgmma where it runs; unset means this), mma or wgmma.
-std::string attention_kernels_by_default() {
-  static const std::string choice = [] {
-    const char* v = std::getenv("LONGLORA_ATTENTION_KERNELS");
-    const std::string s = v == nullptr || *v == '\0' ? "auto" : v;
-    LL_CHECK(s == "auto" || s == "mma" || s == "wgmma", "LONGLORA_ATTENTION_KERNELS must be auto, mma or wgmma, got `",
-             s, "`");
-    return s;
+// LONGLORA_ATTENTION_WGMMA, read once per process (cuda_plan::parse_attention_wgmma checks it against the device).
+const std::string& attention_wgmma_by_default() {
+  static const std::string spec = [] {
+    const char* v = std::getenv("LONGLORA_ATTENTION_WGMMA");
+    return std::string(v == nullptr ? "" : v);
   }();
-  return choice;
+  return spec;
 }
 }  // namespace
 
@@ -486,7 +483,7 @@ void CudaBackend::attention_forward(Tensor out, Tensor lse, const Tensor& q, con
                                dev<float>(lse)};
   switch (s.path) {
     case cuda_plan::AttentionPath::TensorCore:
-      if (s.head_dim == 128 && attention_uses_wgmma())
+      if (s.head_dim == 128 && attention_wgmma().forward)
         cuda::launch_attention_forward_wgmma(a, impl_->stream);
       else
         cuda::launch_attention_forward_tc(a, impl_->stream);
@@ -508,20 +505,17 @@ bool CudaBackend::attention_wgmma_available() const {
   return wgmma_available_ == 1;
 }
 
-void CudaBackend::set_attention_kernels(AttentionKernels k) {
-  LL_CHECK(k != AttentionKernels::Wgmma || attention_wgmma_available(),
+void CudaBackend::set_attention_wgmma(std::optional<cuda_plan::AttentionWgmma> passes) {
+  LL_CHECK(!passes || *passes == cuda_plan::AttentionWgmma{} || attention_wgmma_available(),
            "cuda backend: the wgmma attention kernels need a compute capability 9.0 device and a build with "
            "CUDA_ARCH containing 90 (sm_90a machine code)");
-  attention_kernels_ = k;
+  attention_wgmma_ = passes;
 }
 
-bool CudaBackend::attention_uses_wgmma() const {
-  if (attention_kernels_ != AttentionKernels::Auto) return attention_kernels_ == AttentionKernels::Wgmma;
-  const std::string env = attention_kernels_by_default();
-  LL_CHECK(env != "wgmma" || attention_wgmma_available(),
-           "LONGLORA_ATTENTION_KERNELS=wgmma: this device does not run the wgmma kernels (compute capability 9.0 "
-           "and a build with CUDA_ARCH containing 90 needed)");
-  return env == "wgmma" || (env == "auto" && attention_wgmma_available());
+cuda_plan::AttentionWgmma CudaBackend::attention_wgmma() const {
+  if (attention_wgmma_) return *attention_wgmma_;
+  return cuda_plan::parse_attention_wgmma(attention_wgmma_by_default(), attention_wgmma_available(),
+                                          "LONGLORA_ATTENTION_WGMMA");
 }
 
 void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q,
@@ -541,7 +535,9 @@ void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tens
                                 dev<bf16>(dk),
                                 dev<bf16>(dv),
                                 delta};
-  a.dq_wgmma = s.head_dim == 128 && attention_uses_wgmma();
+  const cuda_plan::AttentionWgmma wgmma = s.head_dim == 128 ? attention_wgmma() : cuda_plan::AttentionWgmma{};
+  a.dq_wgmma = wgmma.dq;
+  a.dkdv_wgmma = wgmma.dkdv;
   if (s.path == cuda_plan::AttentionPath::TensorCore)
     cuda::launch_attention_backward_tc(a, impl_->stream);
   else

@@ -13,10 +13,12 @@
 #pragma once
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "backend.h"
 #include "cuda/attention_plan.h"
+#include "cuda/launch_plan.h"
 
 namespace ll {
 
@@ -85,14 +87,14 @@ class CudaBackend final : public Backend {
   // or `cublaslt` = unset, since the kernels are not faster yet); shapes the kernels do not support take cuBLASLt.
   enum class LoraKernels { Default, HandWritten, CuBlasLt };
   void set_lora_kernels(LoraKernels k) { lora_kernels_ = k; }
-  // The tensor-core attention kernels at head dim 128 for the forward and the backward's dQ pass: wgmma
-  // (attention_wgmma.cu) where the device runs this build's sm_90a code, else mma.sync (attention.cu, sm_80+; the
-  // dK/dV pass and other head dims always). Auto, the default, follows LONGLORA_ATTENTION_KERNELS (auto, mma or
-  // wgmma; read once per process); choosing Wgmma where it cannot run throws.
-  enum class AttentionKernels { Auto, MmaSync, Wgmma };
-  void set_attention_kernels(AttentionKernels k);
+  // Which tensor-core attention passes at head dim 128 (forward, dQ, dK/dV) run the wgmma kernels
+  // (attention_wgmma.cu) instead of mma.sync (attention.cu, sm_80+; other head dims always). By default
+  // LONGLORA_ATTENTION_WGMMA decides (read once per process; see cuda_plan::parse_attention_wgmma): unset or auto =
+  // every pass where the device runs this build's sm_90a code. set_attention_wgmma overrides it (nullopt: back to
+  // the default); asking for wgmma where it cannot run throws.
+  void set_attention_wgmma(std::optional<cuda_plan::AttentionWgmma> passes);
+  cuda_plan::AttentionWgmma attention_wgmma() const;  // the choice in force
   bool attention_wgmma_available() const;
-  bool attention_uses_wgmma() const;  // what Auto resolves to, or the explicit choice
   // Whether the hand-written kernels run for a LoRA call of these shapes (with 16-byte aligned tensors).
   bool lora_kernels_chosen(int64_t rows, int64_t in, int64_t out, int64_t rank) const;
   // Fills a floating tensor with uniform values in [-scale, scale) from a counter-based hash of (seed, index):
@@ -117,7 +119,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<Impl> impl_;
   cuda_plan::AttentionPath forced_path_ = cuda_plan::AttentionPath::Auto;
   LoraKernels lora_kernels_ = LoraKernels::Default;
-  AttentionKernels attention_kernels_ = AttentionKernels::Auto;
+  std::optional<cuda_plan::AttentionWgmma> attention_wgmma_;  // nullopt: LONGLORA_ATTENTION_WGMMA
   mutable int wgmma_available_ = -1;  // attention_wgmma_available(), asked once
   bool use_lora_kernels(int64_t rows, int64_t in, int64_t out, int64_t rank,
                         std::initializer_list<const void*> vec16) const;

@@ -65,4 +65,35 @@ std::vector<float> rope_angle_rates(double theta, double factor, int64_t head_di
   return f;
 }
 
+AttentionWgmma parse_attention_wgmma(const std::string& spec, bool available, const std::string& what) {
+  if (spec.empty() || spec == "auto") return available ? AttentionWgmma{true, true, true} : AttentionWgmma{};
+  if (spec == "none") return AttentionWgmma{};
+  AttentionWgmma w;
+  size_t start = 0;
+  while (start <= spec.size()) {
+    const size_t comma = spec.find(',', start);
+    const std::string pass = spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (pass == "fwd")
+      w.forward = true;
+    else if (pass == "dq")
+      w.dq = true;
+    else if (pass == "dkdv")
+      w.dkdv = true;
+    else
+      fail(what, ": `", spec, "` is not auto, none or a comma-separated list of fwd, dq, dkdv (bad item `", pass, "`)");
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  LL_CHECK(available, what, ": `", spec, "` asks for the wgmma kernels, which need a compute capability 9.0 device and "
+           "a build with CUDA_ARCH containing 90 (sm_90a machine code)");
+  return w;
+}
+
+std::string to_string(const AttentionWgmma& w) {
+  std::string s;
+  for (const auto& [on, name] : {std::pair{w.forward, "fwd"}, std::pair{w.dq, "dq"}, std::pair{w.dkdv, "dkdv"}})
+    if (on) s += (s.empty() ? "" : ",") + std::string(name);
+  return s.empty() ? "none" : s;
+}
+
 }  // namespace ll::cuda_plan

@@ -3,6 +3,7 @@
 // results are bit-identical on every card.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace ll::cuda_plan {
@@ -56,5 +57,18 @@ int64_t elementwise_blocks(int64_t n, int threads, int64_t max_blocks = 65535);
 // RoPE angle rates θ^(−2i/Dh) / factor, i < Dh/2, computed in double and rounded to f32: the kernels form the
 // angle as f32(position) · rate in f32 (Hugging Face's precision) and take sincosf of it.
 std::vector<float> rope_angle_rates(double theta, double factor, int64_t head_dim);
+
+// ---- attention kernel families --------------------------------------------------------------------------------
+// Which tensor-core attention passes at head dim 128 run the wgmma kernels (attention_wgmma.cu, sm_90a) instead of
+// the mma.sync ones (attention.cu).
+struct AttentionWgmma {
+  bool forward = false, dq = false, dkdv = false;
+  bool operator==(const AttentionWgmma& o) const { return forward == o.forward && dq == o.dq && dkdv == o.dkdv; }
+};
+// `spec` as LONGLORA_ATTENTION_WGMMA / bench_cuda --attention_wgmma take it: "auto" (or empty: every pass when
+// `available`, else none), "none", or a comma-separated list of fwd, dq, dkdv. Throws ll::Error naming `what` and
+// the expected values on anything else, and when a listed pass cannot run (`available` false).
+AttentionWgmma parse_attention_wgmma(const std::string& spec, bool available, const std::string& what);
+std::string to_string(const AttentionWgmma& w);  // "none" or the list, e.g. "fwd,dq,dkdv"
 
 }  // namespace ll::cuda_plan

@@ -10,9 +10,8 @@
 #     full:  also the GEMM benchmark, the demo, the longest-context search and, when torch is importable, the
 #            PyTorch baseline side by side
 #   TEST_FILTER (GoogleTest filter, default all), TEST_TIMEOUT (s, default 240)
-#   ISOLATED_TESTS (GoogleTest filter, default '*Wgmma*'): tests run first in a process of their own and left out of
-#     the main run, so that a kernel fault there cannot take the other tests down (tests_isolated.log); when they
-#     fail, the rest runs with LONGLORA_ATTENTION_KERNELS=mma (the previously verified kernels)
+#   The wgmma attention passes' tests (*WgmmaForward*, *WgmmaDq*, *WgmmaDkdv*) run first, each in a process of its
+#     own (tests_wgmma_*.log); the rest runs with LONGLORA_ATTENTION_WGMMA set to the passes that held
 #   BEFORE=dir (an earlier commit's tree): its bench_cuda runs the attention and e2e benchmarks right after ours
 #   BASELINE=ckpt|both|none (full mode): the PyTorch baseline with checkpointing (default), also without, or not at all
 #   SKIP="name ..." leaves steps out: a benchmark's name (attention, e2e_offload, lora, ...), apps (demo, train, eval),
@@ -70,18 +69,24 @@ say "build: exit $rc after $((SECONDS - start)) s; built: $(ls build/test_all bu
 skipped() { [[ " ${SKIP:-} " == *" $1 "* ]]; }
 
 if [ -x build/test_all ] && ! skipped tests; then
-  isolated=${ISOLATED_TESTS-*Wgmma*}
-  if [ -n "$isolated" ]; then  # first, in a process of their own: a kernel fault there takes nothing else down
+  # The wgmma passes first, each in a process of its own (a kernel fault there takes nothing else down); the rest
+  # runs with LONGLORA_ATTENTION_WGMMA naming the passes that held (unset when all did: the default, auto).
+  isolated='*Wgmma*'
+  held=()
+  for pass in Forward:fwd Dq:dq Dkdv:dkdv; do
     start=$SECONDS
-    timeout "${TEST_TIMEOUT:-240}" build/test_all --gtest_color=no --gtest_filter="$isolated" > "$out/tests_isolated.log" 2>&1
+    log="$out/tests_wgmma_${pass#*:}.log"
+    timeout "${TEST_TIMEOUT:-240}" build/test_all --gtest_color=no --gtest_filter="*Wgmma${pass%%:*}*" > "$log" 2>&1
     rc=$?
-    say "isolated tests ($isolated): exit $rc after $((SECONDS - start)) s"
-    grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$out/tests_isolated.log" | sed 's/^/    /' | tee -a "$out/summary.txt"
-    grep -E '^\[  FAILED  \] [A-Za-z]|Failure|rror' "$out/tests_isolated.log" | head -30 | sed 's/^/    /' | tee -a "$out/summary.txt"
-    if [ "$rc" -ne 0 ] && [ -z "${LONGLORA_ATTENTION_KERNELS:-}" ]; then
-      export LONGLORA_ATTENTION_KERNELS=mma
-      say "the wgmma kernels failed: everything below runs with LONGLORA_ATTENTION_KERNELS=mma"
-    fi
+    say "wgmma ${pass#*:} tests (*Wgmma${pass%%:*}*): exit $rc after $((SECONDS - start)) s"
+    grep -E '^\[  (PASSED|FAILED|SKIPPED) +\] [0-9]+ test' "$log" | sed 's/^/    /' | tee -a "$out/summary.txt"
+    grep -E '^\[  FAILED  \] [A-Za-z]|Failure|rror' "$log" | head -12 | sed 's/^/    /' | tee -a "$out/summary.txt"
+    [ "$rc" -eq 0 ] && held+=("${pass#*:}")
+  done
+  if [ "${#held[@]}" -lt 3 ] && [ -z "${LONGLORA_ATTENTION_WGMMA:-}" ]; then
+    LONGLORA_ATTENTION_WGMMA=$(IFS=,; echo "${held[*]:-none}")
+    export LONGLORA_ATTENTION_WGMMA
+    say "not every wgmma pass held: everything below runs with LONGLORA_ATTENTION_WGMMA=$LONGLORA_ATTENTION_WGMMA"
   fi
   start=$SECONDS
   filter="${TEST_FILTER:-*}"
@@ -125,14 +130,14 @@ if ! skipped torch_attention && python3 -c 'import torch' 2>/dev/null; then  # F
   say "PyTorch SDPA flash attention, same shapes: exit $? after $((SECONDS - s)) s"
   section_tail "$out/bench/torch_attention.log" 9
 fi
-bench attention_mma 60 attention --attention_kernels mma  # the mma.sync forward and dQ (the default before Hopper)
-bench attention_wgmma 60 attention --attention_kernels wgmma  # explicit: timed even when the fallback above is on
+bench attention_mma 60 attention --attention_wgmma none  # every pass on mma.sync (the default before Hopper)
+bench attention_wgmma 60 attention --attention_wgmma fwd,dq,dkdv  # explicit: timed even when a pass failed above
 bench e2e 150 e2e --profile  # + one profiled step: where the time goes, op by op
 before e2e 150 e2e
 bench e2e_no_recompute 90 e2e --checkpointing false  # what --gradient_checkpointing auto picks when it fits
 before e2e_no_recompute 90 e2e --checkpointing false
 bench e2e_offload 120 e2e --offload_checkpoints true  # inputs of layers 0..29 in pinned host memory
-bench e2e_mma 60 e2e --attention_kernels mma  # the 7B step with the mma.sync kernels
+bench e2e_mma 60 e2e --attention_wgmma none  # the 7B step with the mma.sync kernels
 bench lora 60 lora
 bench memory 60 memory
 
@@ -186,20 +191,14 @@ if [ "$mode" = full ]; then
 fi
 if [ "${NCU:-0}" = 1 ] && [ -x build/bench_cuda ]; then
   ncu_bin=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
-  if [ -n "$ncu_bin" ]; then  # the first forward, dQ and dK/dV launches: 8k causal
+  if [ -n "$ncu_bin" ]; then  # the first forward, dQ and dK/dV launches at 8k causal, as the defaults choose them
     s=$SECONDS
-    timeout 180 "$ncu_bin" --clock-control none -k 'regex:attention_(forward_tc|dq_tc|dkdv_tc)' -c 3 \
+    timeout 180 "$ncu_bin" --clock-control none -k 'regex:attention_(forward|dq|dkdv)_(tc|wgmma)' -c 3 \
       --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy \
       --section LaunchStats --section MemoryWorkloadAnalysis \
       build/bench_cuda attention --warmup 0 --iters 1 > "$out/ncu_attention.log" 2>&1
     say "ncu attention kernels: exit $? after $((SECONDS - s)) s (ncu_attention.log)"
-    if ! skipped attention_wgmma; then  # the wgmma kernels' first launches (the default on sm_90)
-      timeout 120 "$ncu_bin" --clock-control none -k 'regex:attention_(forward|dq)_wgmma' -c 2 \
-        --section SpeedOfLight --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy \
-        --section LaunchStats --section MemoryWorkloadAnalysis \
-        build/bench_cuda attention --warmup 0 --iters 1 --attention_kernels wgmma >> "$out/ncu_attention.log" 2>&1
-    fi
-    grep -E 'attention_|Compute \(SM\) Throughput|Stall|Registers Per|Achieved Occupancy|Warp Cycles Per Issued' \
+    grep -E 'attention_|Compute \(SM\) Throughput|highest-utilized|SM Active Cycles|Elapsed Cycles|Duration|Registers Per|Achieved Occupancy|Warp Cycles Per Issued' \
       "$out/ncu_attention.log" | head -40 | sed 's/^/    /' | tee -a "$out/summary.txt"
   else
     say "ncu: not found"

@@ -767,7 +767,12 @@ std::vector<AttnCase> attention_cases() {
   };
 }
 
-class CudaAttention : public CudaOps, public ::testing::WithParamInterface<AttnCase> {};
+class CudaAttention : public CudaOps, public ::testing::WithParamInterface<AttnCase> {
+ protected:
+  // Runs the forward and backward with the given passes on wgmma (the others on mma.sync) and checks out, lse, dQ,
+  // dK, dV against the CPU (bounds as in ForwardAndBackwardMatchTheCpu), every element written, deterministic.
+  void check_attention_passes(const AttnCase& c, const cuda_plan::AttentionWgmma& passes, const char* name);
+};
 
 TEST_P(CudaAttention, ForwardAndBackwardMatchTheCpu) {
   const AttnCase c = GetParam();
@@ -830,59 +835,83 @@ TEST_P(CudaAttention, ForwardAndBackwardMatchTheCpu) {
   EXPECT_EQ(get(dv), gdv) << c.what;
 }
 
-// Each family of tensor-core kernels at head dim 128 on its own — mma.sync (attention.cu; the default before Hopper)
-// and, where the device runs it, wgmma (attention_wgmma.cu: the forward and the dQ pass; the default on compute
-// capability 9.0) — against the CPU within the default's bounds, every element written, deterministic. A test of its
-// own so that a kernel fault there cannot take the other GPU tests down with it: gpu_check.sh runs it first, in a
-// separate process, and falls back to LONGLORA_ATTENTION_KERNELS=mma for the rest when it fails.
-TEST_P(CudaAttention, MmaSyncAndWgmmaKernelsMatchTheCpu) {
-  const AttnCase c = GetParam();
-  if (c.path != cuda_plan::AttentionPath::TensorCore || c.Dh != 128) GTEST_SKIP() << "two kernel families at Dh 128 only";
+// The tensor-core passes at head dim 128 one kernel family at a time — mma.sync (attention.cu; the default before
+// Hopper) for every pass, then (where the device runs them) each wgmma pass of attention_wgmma.cu alone — against
+// the CPU within the default test's bounds, every element written, deterministic. The wgmma passes are tests of
+// their own so that a kernel fault there cannot take the other GPU tests down with it: gpu_check.sh runs them
+// first, each in its own process, and runs the rest with LONGLORA_ATTENTION_WGMMA set to the passes that held.
+void CudaAttention::check_attention_passes(const AttnCase& c, const cuda_plan::AttentionWgmma& passes,
+                                           const char* name) {
   const int64_t B = c.B, L = c.L, Lk = c.Lk, H = c.H, Hkv = c.Hkv, Dh = c.Dh;
   gpu().force_attention_path(c.path);
+  gpu().set_attention_wgmma(passes);
   Dev q(gpu(), DType::BF16, {B, L, H, Dh}), k(gpu(), DType::BF16, {B, Lk, Hkv, Dh}), v(gpu(), DType::BF16, {B, Lk, Hkv, Dh});
   Dev out(gpu(), DType::BF16, {B, L, H, Dh}), lse(gpu(), DType::F32, {B, H, L}), dout(gpu(), DType::BF16, {B, L, H, Dh});
   Dev dq(gpu(), DType::BF16, {B, L, H, Dh}), dk(gpu(), DType::BF16, {B, Lk, Hkv, Dh}), dv(gpu(), DType::BF16, {B, Lk, Hkv, Dh});
   std::vector<float> qv = put_random(q, 1.5), kv = put_random(k, 1.5), vv = put_random(v), dov = put_random(dout);
   std::vector<float> ro(qv.size()), rl(static_cast<size_t>(B * H * L));
+  poison(out), poison(lse);
+  gpu().attention_forward(out.t, lse.t, q.t, k.t, v.t, c.mask);
   cpu.attention_forward(test::view(ro, {B, L, H, Dh}), test::view(rl, {B, H, L}), test::view(qv, {B, L, H, Dh}),
                         test::view(kv, {B, Lk, Hkv, Dh}), test::view(vv, {B, Lk, Hkv, Dh}), c.mask);
-  using Kernels = CudaBackend::AttentionKernels;
-  std::vector<std::pair<Kernels, const char*>> families = {{Kernels::MmaSync, "mma.sync"}};
-  if (gpu().attention_wgmma_available()) families.push_back({Kernels::Wgmma, "wgmma"});
-  for (const auto& [family, name] : families) {
-    gpu().set_attention_kernels(family);
-    poison(out), poison(lse);
-    gpu().attention_forward(out.t, lse.t, q.t, k.t, v.t, c.mask);
-    const std::vector<double> got_out = get(out), got_lse = get(lse);
-    EXPECT_CLOSE(got_out, as_f64(ro), 2e-2, c.what << ": out (" << name << ")");
-    EXPECT_LT(max_row_error(got_out, as_f64(ro), Dh), 6e-2) << c.what << ": worst output row (" << name << ")";
-    double lse_err = 0;
-    for (size_t i = 0; i < rl.size(); ++i) lse_err = std::max(lse_err, std::fabs(got_lse[i] - rl[i]));
-    EXPECT_LT(lse_err, 2e-2) << c.what << ": lse (" << name << ")";
-    EXPECT_TRUE(all_finite(got_lse)) << c.what << " (" << name << ")";
-    gpu().attention_forward(out.t, lse.t, q.t, k.t, v.t, c.mask);
-    EXPECT_EQ(get(out), got_out) << c.what << ": " << name << " forward run twice";
+  const std::vector<double> got_out = get(out), got_lse = get(lse);
+  EXPECT_CLOSE(got_out, as_f64(ro), 2e-2, c.what << ": out (" << name << ")");
+  EXPECT_LT(max_row_error(got_out, as_f64(ro), Dh), 6e-2) << c.what << ": worst output row (" << name << ")";
+  double lse_err = 0;
+  for (size_t i = 0; i < rl.size(); ++i) lse_err = std::max(lse_err, std::fabs(got_lse[i] - rl[i]));
+  EXPECT_LT(lse_err, 2e-2) << c.what << ": lse (" << name << ")";
+  EXPECT_TRUE(all_finite(got_lse)) << c.what << " (" << name << ")";
+  gpu().attention_forward(out.t, lse.t, q.t, k.t, v.t, c.mask);
+  EXPECT_EQ(get(out), got_out) << c.what << ": " << name << ": forward run twice";
 
-    // dQ (the pass the family changes) from the GPU's own out/lse, against the CPU's backward on the same inputs.
-    std::vector<float> o_in = as_f32(got_out), l_in = as_f32(got_lse);
-    std::vector<float> rdq(qv.size()), rdk(kv.size()), rdv(vv.size());
-    poison(dq), poison(dk), poison(dv);
-    gpu().attention_backward(dq.t, dk.t, dv.t, dout.t, q.t, k.t, v.t, out.t, lse.t, c.mask);
-    cpu.attention_backward(test::view(rdq, {B, L, H, Dh}), test::view(rdk, {B, Lk, Hkv, Dh}),
-                           test::view(rdv, {B, Lk, Hkv, Dh}), test::view(dov, {B, L, H, Dh}),
-                           test::view(qv, {B, L, H, Dh}), test::view(kv, {B, Lk, Hkv, Dh}),
-                           test::view(vv, {B, Lk, Hkv, Dh}), test::view(o_in, {B, L, H, Dh}),
-                           test::view(l_in, {B, H, L}), c.mask);
-    const std::vector<double> gdq = get(dq);
-    EXPECT_TRUE(all_finite(gdq)) << c.what << " (" << name << ")";
-    if (!(c.L == 1 && c.Lk == 1)) {  // one query, one key: dQ is 0 up to rounding noise (see the test above)
-      EXPECT_CLOSE(gdq, as_f64(rdq), 3e-2, c.what << ": dq (" << name << ")");
-      EXPECT_LT(max_row_error(gdq, as_f64(rdq), Dh, 0.2), 0.15) << c.what << ": worst dq row (" << name << ")";
-    }
-    gpu().attention_backward(dq.t, dk.t, dv.t, dout.t, q.t, k.t, v.t, out.t, lse.t, c.mask);
-    EXPECT_EQ(get(dq), gdq) << c.what << ": " << name << " dQ run twice";
+  // The backward from the GPU's own out/lse on both sides.
+  std::vector<float> o_in = as_f32(got_out), l_in = as_f32(got_lse);
+  std::vector<float> rdq(qv.size()), rdk(kv.size()), rdv(vv.size());
+  poison(dq), poison(dk), poison(dv);
+  gpu().attention_backward(dq.t, dk.t, dv.t, dout.t, q.t, k.t, v.t, out.t, lse.t, c.mask);
+  cpu.attention_backward(test::view(rdq, {B, L, H, Dh}), test::view(rdk, {B, Lk, Hkv, Dh}),
+                         test::view(rdv, {B, Lk, Hkv, Dh}), test::view(dov, {B, L, H, Dh}),
+                         test::view(qv, {B, L, H, Dh}), test::view(kv, {B, Lk, Hkv, Dh}),
+                         test::view(vv, {B, Lk, Hkv, Dh}), test::view(o_in, {B, L, H, Dh}),
+                         test::view(l_in, {B, H, L}), c.mask);
+  const std::vector<double> gdq = get(dq), gdk = get(dk), gdv = get(dv);
+  EXPECT_TRUE(all_finite(gdq) && all_finite(gdk) && all_finite(gdv)) << c.what << " (" << name << ")";
+  EXPECT_CLOSE(gdv, as_f64(rdv), 3e-2, c.what << ": dv (" << name << ")");
+  EXPECT_LT(max_row_error(gdv, as_f64(rdv), Dh, 0.2), 0.15) << c.what << ": worst dv row (" << name << ")";
+  if (!(c.L == 1 && c.Lk == 1)) {  // one query, one key: dQ = dK = 0 up to rounding noise (see above)
+    EXPECT_CLOSE(gdq, as_f64(rdq), 3e-2, c.what << ": dq (" << name << ")");
+    EXPECT_CLOSE(gdk, as_f64(rdk), 3e-2, c.what << ": dk (" << name << ")");
+    EXPECT_LT(max_row_error(gdq, as_f64(rdq), Dh, 0.2), 0.15) << c.what << ": worst dq row (" << name << ")";
+    EXPECT_LT(max_row_error(gdk, as_f64(rdk), Dh, 0.2), 0.15) << c.what << ": worst dk row (" << name << ")";
   }
+  gpu().attention_backward(dq.t, dk.t, dv.t, dout.t, q.t, k.t, v.t, out.t, lse.t, c.mask);
+  EXPECT_EQ(get(dq), gdq) << c.what << ": " << name << ": backward run twice (dq)";
+  EXPECT_EQ(get(dk), gdk) << c.what << ": " << name << ": backward run twice (dk)";
+  EXPECT_EQ(get(dv), gdv) << c.what << ": " << name << ": backward run twice (dv)";
+}
+
+TEST_P(CudaAttention, MmaSyncPassesMatchTheCpu) {
+  const AttnCase c = GetParam();
+  if (c.path != cuda_plan::AttentionPath::TensorCore || c.Dh != 128) GTEST_SKIP() << "two kernel families at Dh 128 only";
+  check_attention_passes(c, cuda_plan::AttentionWgmma{}, "mma.sync");
+}
+TEST_P(CudaAttention, WgmmaForwardMatchesTheCpu) {
+  const AttnCase c = GetParam();
+  if (c.path != cuda_plan::AttentionPath::TensorCore || c.Dh != 128) GTEST_SKIP() << "the wgmma kernels are Dh 128";
+  if (!gpu().attention_wgmma_available()) GTEST_SKIP() << "no sm_90a machine code for this device";
+  check_attention_passes(c, cuda_plan::AttentionWgmma{true, false, false}, "wgmma forward");
+}
+TEST_P(CudaAttention, WgmmaDqMatchesTheCpu) {
+  const AttnCase c = GetParam();
+  if (c.path != cuda_plan::AttentionPath::TensorCore || c.Dh != 128) GTEST_SKIP() << "the wgmma kernels are Dh 128";
+  if (!gpu().attention_wgmma_available()) GTEST_SKIP() << "no sm_90a machine code for this device";
+  check_attention_passes(c, cuda_plan::AttentionWgmma{false, true, false}, "wgmma dQ");
+}
+TEST_P(CudaAttention, WgmmaDkdvMatchesTheCpu) {
+  const AttnCase c = GetParam();
+  if (c.path != cuda_plan::AttentionPath::TensorCore || c.Dh != 128) GTEST_SKIP() << "the wgmma kernels are Dh 128";
+  if (!gpu().attention_wgmma_available()) GTEST_SKIP() << "no sm_90a machine code for this device";
+  check_attention_passes(c, cuda_plan::AttentionWgmma{false, false, true}, "wgmma dK/dV");
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaAttention, ::testing::ValuesIn(attention_cases()),

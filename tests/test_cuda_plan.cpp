@@ -623,5 +623,40 @@ TEST(PerfModel, LlamaTwo7BLoraFlopsPerTokenMatchThePerfNotes) {
   EXPECT_EQ(perf::bf16_peak_tflops("NVIDIA GeForce RTX 4090"), 0.0);
 }
 
+TEST(AttentionWgmmaChoice, ParsesAutoNoneAndPassLists) {
+  using W = AttentionWgmma;
+  EXPECT_EQ(parse_attention_wgmma("", true, "X"), (W{true, true, true}));
+  EXPECT_EQ(parse_attention_wgmma("auto", true, "X"), (W{true, true, true}));
+  EXPECT_EQ(parse_attention_wgmma("auto", false, "X"), W{});  // auto never asks for what cannot run
+  EXPECT_EQ(parse_attention_wgmma("", false, "X"), W{});
+  EXPECT_EQ(parse_attention_wgmma("none", true, "X"), W{});
+  EXPECT_EQ(parse_attention_wgmma("none", false, "X"), W{});
+  EXPECT_EQ(parse_attention_wgmma("fwd", true, "X"), (W{true, false, false}));
+  EXPECT_EQ(parse_attention_wgmma("dq,dkdv", true, "X"), (W{false, true, true}));
+  EXPECT_EQ(parse_attention_wgmma("dkdv,fwd", true, "X"), (W{true, false, true}));
+  EXPECT_EQ(to_string(W{}), "none");
+  EXPECT_EQ(to_string(W{true, false, true}), "fwd,dkdv");
+  for (const W w : {W{}, W{true, false, false}, W{false, true, true}, W{true, true, true}})
+    EXPECT_EQ(parse_attention_wgmma(to_string(w), true, "X"), w) << to_string(w);
+}
+
+TEST(AttentionWgmmaChoice, RejectsUnknownItemsAndPassesThatCannotRun) {
+  auto error_of = [](const std::string& spec, bool available) {
+    try {
+      parse_attention_wgmma(spec, available, "LONGLORA_ATTENTION_WGMMA");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  for (const char* bad : {"fwd,", "mma", "wgmma", "fwd;dq", "FWD", ",dq"}) {
+    const std::string e = error_of(bad, true);
+    EXPECT_NE(e.find("LONGLORA_ATTENTION_WGMMA"), std::string::npos) << bad << ": " << e;
+    EXPECT_NE(e.find("fwd, dq, dkdv"), std::string::npos) << bad << ": " << e;
+  }
+  const std::string e = error_of("dq", false);
+  EXPECT_NE(e.find("compute capability 9.0"), std::string::npos) << e;
+}
+
 }  // namespace
 }  // namespace ll

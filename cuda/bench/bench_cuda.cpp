@@ -59,7 +59,7 @@ struct Options {
   bool checkpointing = true, s2 = true, max_context = false, profile = false;
   int64_t checkpoint_layers = -1;  // layers recomputed in backward (the first ones); -1: all or none per checkpointing
   bool offload_checkpoints = false;  // the checkpointed layers' inputs in pinned host memory (ModelOptions)
-  std::string attention_kernels = "auto";  // attention forward and dQ at head dim 128: auto, mma or wgmma (sm_90a)
+  std::string attention_wgmma = "";  // attention passes on wgmma at Dh 128 (LONGLORA_ATTENTION_WGMMA's values; "": it)
 };
 
 #ifdef LONGLORA_WITH_CUDA
@@ -497,9 +497,9 @@ int run(int argc, char** argv) {
   flags.add("offload_checkpoints", &o.offload_checkpoints,
             "e2e: keep the checkpointed layers' inputs in pinned host memory (copies overlap compute)");
   flags.add("s2", &o.s2, "e2e: S2-Attn (ratio 1/4)");
-  flags.add("attention_kernels", &o.attention_kernels,
-            "attention, e2e: the attention forward and dQ kernels at head dim 128: auto (wgmma where it runs), mma "
-            "or wgmma");
+  flags.add("attention_wgmma", &o.attention_wgmma,
+            "attention, e2e: attention passes at head dim 128 on the wgmma kernels: auto, none or a list of fwd,dq,dkdv "
+            "(default: LONGLORA_ATTENTION_WGMMA, else auto)");
   flags.add("max_context", &o.max_context, "e2e: also search the longest context that fits");
   flags.add("profile", &o.profile, "e2e: after the timed steps, time one more step op by op (table + JSON \"profile\")");
   if (!flags.parse(argc, argv, 2)) return 0;
@@ -513,13 +513,11 @@ int run(int argc, char** argv) {
       return 0;
     }
   CudaBackend be(0);
-  using Kernels = CudaBackend::AttentionKernels;
-  const std::string& ak = o.attention_kernels;
-  LL_CHECK(ak == "auto" || ak == "mma" || ak == "wgmma", "bench_cuda: --attention_kernels must be auto, mma or wgmma, got `",
-           ak, "`");
-  be.set_attention_kernels(ak == "wgmma" ? Kernels::Wgmma : ak == "mma" ? Kernels::MmaSync : Kernels::Auto);
-  std::printf("bench_cuda %s on %s (attention forward and dQ at Dh 128: %s)\n", mode.c_str(),
-              be.device_description().c_str(), be.attention_uses_wgmma() ? "wgmma" : "mma.sync");
+  if (!o.attention_wgmma.empty())
+    be.set_attention_wgmma(
+        cuda_plan::parse_attention_wgmma(o.attention_wgmma, be.attention_wgmma_available(), "--attention_wgmma"));
+  std::printf("bench_cuda %s on %s (attention passes on wgmma at Dh 128: %s)\n", mode.c_str(),
+              be.device_description().c_str(), cuda_plan::to_string(be.attention_wgmma()).c_str());
   nlohmann::json results = mode == "attention" ? bench_attention(be, o)
                            : mode == "gemm"    ? bench_gemm(be, o)
                            : mode == "memory"  ? bench_memory(be, o)
@@ -527,7 +525,7 @@ int run(int argc, char** argv) {
                                                : bench_e2e(be, o);
   if (!o.json.empty()) {
     const nlohmann::json doc = {{"benchmark", mode}, {"device", be.device_description()}, {"flags", flags.values()},
-                                {"results", results}};
+                                {"attention_wgmma", cuda_plan::to_string(be.attention_wgmma())}, {"results", results}};
     std::ofstream(o.json) << doc.dump(2) << "\n";
     std::printf("wrote %s\n", o.json.c_str());
   }
