@@ -531,7 +531,10 @@ void backward_tc(const AttentionBackwardArgs& a, cudaStream_t s) {
   LL_LAUNCH_CHECK("attention_dq_tc_kernel");
 }
 
-void check_grid(const AttentionDims& d) {
+
+}  // namespace
+
+void check_attention_grid(const AttentionDims& d) {
   LL_CHECK(d.batch * d.heads <= 65535, "attention: batch × heads = ", d.batch * d.heads,
            " exceeds the grid's y limit (65535)");
   LL_CHECK(d.seq_len <= cuda_plan::kMaxAttentionLength && d.kv_len <= cuda_plan::kMaxAttentionLength,
@@ -539,11 +542,9 @@ void check_grid(const AttentionDims& d) {
            cuda_plan::kMaxAttentionLength, " of each");
 }
 
-}  // namespace
-
 void launch_attention_forward_tc(const AttentionForwardArgs& a, cudaStream_t s) {
   if (a.dims.seq_len == 0 || a.dims.batch == 0) return;
-  check_grid(a.dims);
+  check_attention_grid(a.dims);
   if (a.dims.head_dim == 64)
     forward_tc<64, int(cuda_plan::forward_key_tile(64))>(a, s);
   else if (a.dims.head_dim == 128)
@@ -554,7 +555,7 @@ void launch_attention_forward_tc(const AttentionForwardArgs& a, cudaStream_t s) 
 
 void launch_attention_backward_tc(const AttentionBackwardArgs& a, cudaStream_t s) {
   if (a.dims.batch == 0 || a.dims.kv_len == 0) return;
-  check_grid(a.dims);
+  check_attention_grid(a.dims);
   launch_attention_delta(a, s);
   if (a.dims.head_dim == 64)
     backward_tc<64>(a, s);

@@ -50,6 +50,9 @@ struct AttentionBackwardArgs {
   bool dq_wgmma = false, dkdv_wgmma = false;
 };
 
+// The grid and length limits every tensor-core launch checks (throws ll::Error naming them).
+void check_attention_grid(const AttentionDims& d);
+
 // Tensor-core kernels (head dim 64 or 128).
 void launch_attention_forward_tc(const AttentionForwardArgs& a, cudaStream_t s);
 // The wgmma kernels (attention_wgmma.cu, head dim 128): the forward, and the dQ and dK/dV passes that backward_tc

@@ -486,39 +486,37 @@ bool attention_wgmma_available() {
   return attr.binaryVersion == 90;
 }
 
-void launch_attention_dkdv_wgmma(const AttentionBackwardArgs& a, cudaStream_t s) {
-  if (a.dims.kv_len == 0 || a.dims.batch == 0) return;
-  LL_CHECK(a.dims.head_dim == kWgDh, "attention dK/dV (wgmma): head dimension ", a.dims.head_dim, " is not 128");
-  LL_CUDA_CHECK(cudaFuncSetAttribute(attention_dkdv_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(kWgDkdvSmemBytes)));
-  const dim3 grid(unsigned((a.dims.kv_len + kWgKeys - 1) / kWgKeys), unsigned(a.dims.batch * a.dims.kv_heads));
-  attention_dkdv_wgmma_kernel<<<grid, kWgThreads, kWgDkdvSmemBytes, s>>>(a);
-  LL_LAUNCH_CHECK("attention_dkdv_wgmma_kernel");
+namespace {
+// One warpgroup per CTA: grid x = `extent` rows (queries or keys) in tiles of `tile`, grid y = `groups`.
+template <class Args>
+void launch_warpgroups(void (*kernel)(Args), const char* name, size_t smem, int64_t extent, int64_t tile,
+                       int64_t groups, const Args& a, cudaStream_t s) {
+  LL_CHECK(a.dims.head_dim == kWgDh, name, ": head dimension ", a.dims.head_dim, " is not 128");
+  LL_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  const dim3 grid(unsigned((extent + tile - 1) / tile), unsigned(groups));
+  kernel<<<grid, kWgThreads, smem, s>>>(a);
+  LL_LAUNCH_CHECK(name);
 }
-
-void launch_attention_dq_wgmma(const AttentionBackwardArgs& a, cudaStream_t s) {
-  if (a.dims.seq_len == 0 || a.dims.batch == 0) return;
-  LL_CHECK(a.dims.head_dim == kWgDh, "attention dQ (wgmma): head dimension ", a.dims.head_dim, " is not 128");
-  LL_CUDA_CHECK(cudaFuncSetAttribute(attention_dq_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(kWgDqSmemBytes)));
-  const dim3 grid(unsigned((a.dims.seq_len + kWgRows - 1) / kWgRows), unsigned(a.dims.batch * a.dims.heads));
-  attention_dq_wgmma_kernel<<<grid, kWgThreads, kWgDqSmemBytes, s>>>(a);
-  LL_LAUNCH_CHECK("attention_dq_wgmma_kernel");
-}
+}  // namespace
 
 void launch_attention_forward_wgmma(const AttentionForwardArgs& a, cudaStream_t s) {
   if (a.dims.seq_len == 0 || a.dims.batch == 0) return;
-  LL_CHECK(a.dims.head_dim == kWgDh, "attention (wgmma): head dimension ", a.dims.head_dim, " is not 128");
-  LL_CHECK(a.dims.batch * a.dims.heads <= 65535, "attention: batch × heads = ", a.dims.batch * a.dims.heads,
-           " exceeds the grid's y limit (65535)");
-  LL_CHECK(a.dims.seq_len <= cuda_plan::kMaxAttentionLength && a.dims.kv_len <= cuda_plan::kMaxAttentionLength,
-           "attention: ", a.dims.seq_len, " queries against ", a.dims.kv_len, " keys; the kernels take at most ",
-           cuda_plan::kMaxAttentionLength, " of each");
-  LL_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(kWgSmemBytes)));
-  const dim3 grid(unsigned((a.dims.seq_len + kWgRows - 1) / kWgRows), unsigned(a.dims.batch * a.dims.heads));
-  attention_forward_wgmma_kernel<<<grid, kWgThreads, kWgSmemBytes, s>>>(a);
-  LL_LAUNCH_CHECK("attention_forward_wgmma_kernel");
+  check_attention_grid(a.dims);
+  launch_warpgroups(attention_forward_wgmma_kernel, "attention_forward_wgmma_kernel", kWgSmemBytes, a.dims.seq_len,
+                    kWgRows, a.dims.batch * a.dims.heads, a, s);
+}
+
+// The backward passes run inside launch_attention_backward_tc, which has checked the grid.
+void launch_attention_dq_wgmma(const AttentionBackwardArgs& a, cudaStream_t s) {
+  if (a.dims.seq_len == 0 || a.dims.batch == 0) return;
+  launch_warpgroups(attention_dq_wgmma_kernel, "attention_dq_wgmma_kernel", kWgDqSmemBytes, a.dims.seq_len,
+                    kWgRows, a.dims.batch * a.dims.heads, a, s);
+}
+
+void launch_attention_dkdv_wgmma(const AttentionBackwardArgs& a, cudaStream_t s) {
+  if (a.dims.kv_len == 0 || a.dims.batch == 0) return;
+  launch_warpgroups(attention_dkdv_wgmma_kernel, "attention_dkdv_wgmma_kernel", kWgDkdvSmemBytes, a.dims.kv_len,
+                    kWgKeys, a.dims.batch * a.dims.kv_heads, a, s);
 }
 
 }  // namespace ll::cuda
