@@ -184,10 +184,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_forward_tc_kernel(Atten
       if (row < d.seq_len) {
         const float inv = lr > 0.f ? 1.f / lr : 0.f;
         bf16* orow = p.out + ((b * d.seq_len + row) * d.heads + h) * Dh;
-#pragma unroll
-        for (int dt = 0; dt < kDT; ++dt)
-          *reinterpret_cast<uint32_t*>(orow + dt * 8 + t4 * 2) =
-              pack_bf16(o[mb][dt][2 * r] * inv, o[mb][dt][2 * r + 1] * inv);
+        store_row(orow, o[mb], r, inv, t4);
         if (t4 == 0) p.lse[(b * d.heads + h) * d.seq_len + row] = (m[mb][r] + log2f(lr)) * kLn2;
       }
     }
@@ -285,14 +282,7 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(AttentionBack
       }
     }
     if (!cuda_plan::covers_tile(cover, key0, kDqKeys)) mask_scores<8>(s, p.mask, h, d, ra, key0, t4);
-    // dS = P ⊙ (dP − δ), in place of s (a masked score gives P = 0).
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -lse_a)) * (dp[nt][e] - del_a);
-        s[nt][e + 2] = fast_exp2(fmaf(s[nt][e + 2], scale_log2, -lse_b)) * (dp[nt][e + 2] - del_b);
-      }
+    scores_to_ds<8>(s, dp, lse_a, lse_b, del_a, del_b, scale_log2);  // dS in place of s
     // dQ += dS·K (K stored [key][dim] = B[k = key][n = dim]).
 #pragma unroll
     for (int kt = 0; kt < 4; ++kt) {
@@ -310,18 +300,8 @@ __global__ void __launch_bounds__(kThreads) attention_dq_tc_kernel(AttentionBack
   }
 
   cp_async_wait_all();
-  if (ra < d.seq_len) {
-    bf16* row = p.dq + ((b * d.seq_len + ra) * d.heads + h) * Dh;
-#pragma unroll
-    for (int dt = 0; dt < kDT; ++dt)
-      *reinterpret_cast<uint32_t*>(row + dt * 8 + t4 * 2) = pack_bf16(dq[dt][0] * scale, dq[dt][1] * scale);
-  }
-  if (rb < d.seq_len) {
-    bf16* row = p.dq + ((b * d.seq_len + rb) * d.heads + h) * Dh;
-#pragma unroll
-    for (int dt = 0; dt < kDT; ++dt)
-      *reinterpret_cast<uint32_t*>(row + dt * 8 + t4 * 2) = pack_bf16(dq[dt][2] * scale, dq[dt][3] * scale);
-  }
+  if (ra < d.seq_len) store_row(p.dq + ((b * d.seq_len + ra) * d.heads + h) * Dh, dq, 0, scale, t4);
+  if (rb < d.seq_len) store_row(p.dq + ((b * d.seq_len + rb) * d.heads + h) * Dh, dq, 1, scale, t4);
 }
 
 // ---- backward: dK, dV ------------------------------------------------------------------------------------------------
@@ -448,15 +428,7 @@ __global__ void __launch_bounds__(kThreads) attention_dkdv_tc_kernel(AttentionBa
           if (!query_ok(qb, i)) s[nt][e + 2] = -INFINITY;
         }
     }
-    // Pᵀ into s, dSᵀ into dp (a masked score gives P = 0).
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = nt * 8 + t4 * 2 + (e & 1);
-        s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -cLse[col]));
-        dp[nt][e] = s[nt][e] * (dp[nt][e] - cDel[col]);
-      }
+    transposed_p_and_ds<4>(s, dp, cLse, cDel, scale_log2, t4);  // Pᵀ into s, dSᵀ into dp
     // dV += Pᵀ·dO and dK += dSᵀ·Q (dO, Q stored [query][dim] = B[k = query][n = dim]).
 #pragma unroll
     for (int kt = 0; kt < 2; ++kt) {

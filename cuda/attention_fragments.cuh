@@ -108,6 +108,45 @@ __device__ __forceinline__ void mask_scores(float (&s)[NT][4], const AttentionMa
     }
 }
 
+// dQ passes: dS = P ⊙ (dP − δ) with P = exp2(S·scale_log2 − lse), into s; this thread's rows carry lse (in log2
+// units) and δ of rows a and b (a masked score gives P = 0).
+template <int NT>
+__device__ __forceinline__ void scores_to_ds(float (&s)[NT][4], const float (&dp)[NT][4], float lse_a, float lse_b,
+                                             float del_a, float del_b, float scale_log2) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -lse_a)) * (dp[nt][e] - del_a);
+      s[nt][e + 2] = fast_exp2(fmaf(s[nt][e + 2], scale_log2, -lse_b)) * (dp[nt][e + 2] - del_b);
+    }
+}
+
+// dK/dV passes, transposed tiles (key rows × query columns): Pᵀ into st and dSᵀ = Pᵀ ⊙ (dPᵀ − δ) into dpt, with the
+// queries' lse (log2 units) and δ indexed by column.
+template <int NT>
+__device__ __forceinline__ void transposed_p_and_ds(float (&st)[NT][4], float (&dpt)[NT][4], const float* lse,
+                                                    const float* del, float scale_log2, int t4) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int col = nt * 8 + t4 * 2 + (e & 1);
+      st[nt][e] = fast_exp2(fmaf(st[nt][e], scale_log2, -lse[col]));
+      dpt[nt][e] = st[nt][e] * (dpt[nt][e] - del[col]);
+    }
+}
+
+// Stores one of this thread's two accumulator rows (half 0: row g, 1: row g + 8) of kDT·8 columns, times `scale`, as
+// bf16 at `row` (4-byte stores of this thread's column pairs).
+template <int kDT>
+__device__ __forceinline__ void store_row(bf16* row, const float (&acc)[kDT][4], int half, float scale, int t4) {
+#pragma unroll
+  for (int dt = 0; dt < kDT; ++dt)
+    *reinterpret_cast<uint32_t*>(row + dt * 8 + t4 * 2) =
+        pack_bf16(acc[dt][2 * half] * scale, acc[dt][2 * half + 1] * scale);
+}
+
 // Online-softmax step of one 16-row block (rows g and g + 8 of this thread) with a tile of 8·NT raw scores per row
 // (masked entries −inf): m is the running maximum in scaled log2 units, l this thread's partial row sums. Rescales
 // o and l, and turns s into P = exp2(s·scale_log2 − m) (one FFMA and one exp2 per element).

@@ -116,6 +116,21 @@ __device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[16][4], const uin
       : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
 }
+// The backward passes' two score products: x = Aₓ·Bₓᵀ and y = A_y·B_yᵀ over the head dimension (64-row K-major
+// tiles), one group of 16 products; the caller fences its own accumulators first.
+__device__ __forceinline__ void two_score_products(float (&x)[8][4], float (&y)[8][4], uint32_t ax, uint32_t bx,
+                                                   uint32_t ay, uint32_t by) {
+  wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kWgDh / 16; ++kk) {
+    wgmma_m64n64k16_ss(x, k_major_desc(ax, kk), k_major_desc(bx, kk), kk > 0);
+    wgmma_m64n64k16_ss(y, k_major_desc(ay, kk), k_major_desc(by, kk), kk > 0);
+  }
+  wgmma_commit();
+  wgmma_wait_all();
+  pin(x);
+  pin(y);
+}
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 __global__ void __launch_bounds__(kWgThreads, 2) attention_forward_wgmma_kernel(AttentionForwardArgs p) {
@@ -200,9 +215,7 @@ __global__ void __launch_bounds__(kWgThreads, 2) attention_forward_wgmma_kernel(
     if (row < d.seq_len) {
       const float inv = lr > 0.f ? 1.f / lr : 0.f;
       bf16* orow = p.out + ((b * d.seq_len + row) * d.heads + h) * kWgDh;
-#pragma unroll
-      for (int dt = 0; dt < 16; ++dt)
-        *reinterpret_cast<uint32_t*>(orow + dt * 8 + t4 * 2) = pack_bf16(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+      store_row(orow, o, r, inv, t4);
       if (t4 == 0) p.lse[(b * d.heads + h) * d.seq_len + row] = (m[r] + log2f(lr)) * kLn2;
     }
   }
@@ -269,26 +282,10 @@ __global__ void __launch_bounds__(kWgThreads, 2) attention_dq_wgmma_kernel(Atten
     // S = Q·Kᵀ and dP = dO·Vᵀ, one group of 16 products.
     float s[8][4], dp[8][4];
     pin(dq);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kWgDh / 16; ++kk) {
-      wgmma_m64n64k16_ss(s, k_major_desc(sQ, kk), k_major_desc(cK, kk), kk > 0);
-      wgmma_m64n64k16_ss(dp, k_major_desc(sdO, kk), k_major_desc(cV, kk), kk > 0);
-    }
-    wgmma_commit();
-    wgmma_wait_all();
-    pin(s);
-    pin(dp);
+    two_score_products(s, dp, sQ, cK, sdO, cV);
 
     if (!cuda_plan::covers_tile(cover, key0, kWgKeys)) mask_scores<8>(s, p.mask, h, d, ra, key0, t4);
-    // dS = P ⊙ (dP − δ), in place of s (a masked score gives P = 0).
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        s[nt][e] = fast_exp2(fmaf(s[nt][e], scale_log2, -lse_a)) * (dp[nt][e] - del_a);
-        s[nt][e + 2] = fast_exp2(fmaf(s[nt][e + 2], scale_log2, -lse_b)) * (dp[nt][e + 2] - del_b);
-      }
+    scores_to_ds<8>(s, dp, lse_a, lse_b, del_a, del_b, scale_log2);  // dS in place of s
     uint32_t da[4][4];
 #pragma unroll
     for (int kt = 0; kt < 4; ++kt) pack_a_from_c<8>(da[kt], s, kt);
@@ -304,18 +301,8 @@ __global__ void __launch_bounds__(kWgThreads, 2) attention_dq_wgmma_kernel(Atten
   }
 
   cp_async_wait_all();
-  if (ra < d.seq_len) {
-    bf16* row = p.dq + ((b * d.seq_len + ra) * d.heads + h) * kWgDh;
-#pragma unroll
-    for (int dt = 0; dt < 16; ++dt)
-      *reinterpret_cast<uint32_t*>(row + dt * 8 + t4 * 2) = pack_bf16(dq[dt][0] * scale, dq[dt][1] * scale);
-  }
-  if (rb < d.seq_len) {
-    bf16* row = p.dq + ((b * d.seq_len + rb) * d.heads + h) * kWgDh;
-#pragma unroll
-    for (int dt = 0; dt < 16; ++dt)
-      *reinterpret_cast<uint32_t*>(row + dt * 8 + t4 * 2) = pack_bf16(dq[dt][2] * scale, dq[dt][3] * scale);
-  }
+  if (ra < d.seq_len) store_row(p.dq + ((b * d.seq_len + ra) * d.heads + h) * kWgDh, dq, 0, scale, t4);
+  if (rb < d.seq_len) store_row(p.dq + ((b * d.seq_len + rb) * d.heads + h) * kWgDh, dq, 1, scale, t4);
 #else
   (void)p;
   __trap();  // never launched: attention_wgmma_available() checks that the sm_90a machine code was loaded
@@ -394,16 +381,7 @@ __global__ void __launch_bounds__(kWgThreads, 2) attention_dkdv_wgmma_kernel(Att
     float st[8][4], dpt[8][4];
     pin(dk);
     pin(dv);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kWgDh / 16; ++kk) {
-      wgmma_m64n64k16_ss(st, k_major_desc(sK, kk), k_major_desc(cQ, kk), kk > 0);
-      wgmma_m64n64k16_ss(dpt, k_major_desc(sV, kk), k_major_desc(cdO, kk), kk > 0);
-    }
-    wgmma_commit();
-    wgmma_wait_all();
-    pin(st);
-    pin(dpt);
+    two_score_products(st, dpt, sK, cQ, sV, cdO);
 
     if (!cuda_plan::covers_tile(cover, q0, kWgRows)) {  // a diagonal item: mask element by element
       const cuda_plan::QueryRanges none{1, 0, 0, 0};
@@ -420,15 +398,7 @@ __global__ void __launch_bounds__(kWgThreads, 2) attention_dkdv_wgmma_kernel(Att
           if (!query_ok(qb, i)) st[nt][e + 2] = -INFINITY;
         }
     }
-    // Pᵀ into st, dSᵀ into dpt (a masked score gives P = 0).
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int col = nt * 8 + t4 * 2 + (e & 1);
-        st[nt][e] = fast_exp2(fmaf(st[nt][e], scale_log2, -cLse[col]));
-        dpt[nt][e] = st[nt][e] * (dpt[nt][e] - cDel[col]);
-      }
+    transposed_p_and_ds<8>(st, dpt, cLse, cDel, scale_log2, t4);  // Pᵀ into st, dSᵀ into dpt
     uint32_t pa[4][4], da[4][4];
 #pragma unroll
     for (int kt = 0; kt < 4; ++kt) {
@@ -453,20 +423,17 @@ __global__ void __launch_bounds__(kWgThreads, 2) attention_dkdv_wgmma_kernel(Att
   }
 
   cp_async_wait_all();
-  if (ja < d.kv_len) {
-    const int64_t off = ((b * d.kv_len + ja) * d.kv_heads + hk) * kWgDh;
 #pragma unroll
-    for (int dt = 0; dt < 16; ++dt) {
-      *reinterpret_cast<uint32_t*>(p.dk + off + dt * 8 + t4 * 2) = pack_bf16(dk[dt][0] * scale, dk[dt][1] * scale);
-      *reinterpret_cast<uint32_t*>(p.dv + off + dt * 8 + t4 * 2) = pack_bf16(dv[dt][0], dv[dt][1]);
-    }
-  }
-  if (jb < d.kv_len) {
-    const int64_t off = ((b * d.kv_len + jb) * d.kv_heads + hk) * kWgDh;
+  for (int half = 0; half < 2; ++half) {  // rows ja and ja + 8
+    const int64_t key = ja + 8 * half;
+    if (key < d.kv_len) {
+      const int64_t off = ((b * d.kv_len + key) * d.kv_heads + hk) * kWgDh;
 #pragma unroll
-    for (int dt = 0; dt < 16; ++dt) {
-      *reinterpret_cast<uint32_t*>(p.dk + off + dt * 8 + t4 * 2) = pack_bf16(dk[dt][2] * scale, dk[dt][3] * scale);
-      *reinterpret_cast<uint32_t*>(p.dv + off + dt * 8 + t4 * 2) = pack_bf16(dv[dt][2], dv[dt][3]);
+      for (int dt = 0; dt < 16; ++dt) {
+        *reinterpret_cast<uint32_t*>(p.dk + off + dt * 8 + t4 * 2) =
+            pack_bf16(dk[dt][2 * half] * scale, dk[dt][2 * half + 1] * scale);
+        *reinterpret_cast<uint32_t*>(p.dv + off + dt * 8 + t4 * 2) = pack_bf16(dv[dt][2 * half], dv[dt][2 * half + 1]);
+      }
     }
   }
 #else
