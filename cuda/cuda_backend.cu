@@ -345,14 +345,6 @@ bool lora_kernels_by_default() {
   return hand_written;
 }
 
-// LONGLORA_ATTENTION_WGMMA, read once per process (cuda_plan::parse_attention_wgmma checks it against the device).
-const std::string& attention_wgmma_by_default() {
-  static const std::string spec = [] {
-    const char* v = std::getenv("LONGLORA_ATTENTION_WGMMA");
-    return std::string(v == nullptr ? "" : v);
-  }();
-  return spec;
-}
 }  // namespace
 
 bool CudaBackend::lora_kernels_chosen(int64_t rows, int64_t in, int64_t out, int64_t rank) const {
@@ -514,8 +506,12 @@ void CudaBackend::set_attention_wgmma(std::optional<cuda_plan::AttentionWgmma> p
 
 cuda_plan::AttentionWgmma CudaBackend::attention_wgmma() const {
   if (attention_wgmma_) return *attention_wgmma_;
-  return cuda_plan::parse_attention_wgmma(attention_wgmma_by_default(), attention_wgmma_available(),
-                                          "LONGLORA_ATTENTION_WGMMA");
+  if (!default_wgmma_) {  // once per backend, not on every attention call
+    const char* spec = std::getenv("LONGLORA_ATTENTION_WGMMA");
+    default_wgmma_ = cuda_plan::parse_attention_wgmma(spec == nullptr ? "" : spec, attention_wgmma_available(),
+                                                      "LONGLORA_ATTENTION_WGMMA");
+  }
+  return *default_wgmma_;
 }
 
 void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q,

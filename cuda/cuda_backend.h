@@ -89,9 +89,9 @@ class CudaBackend final : public Backend {
   void set_lora_kernels(LoraKernels k) { lora_kernels_ = k; }
   // Which tensor-core attention passes at head dim 128 (forward, dQ, dK/dV) run the wgmma kernels
   // (attention_wgmma.cu) instead of mma.sync (attention.cu, sm_80+; other head dims always). By default
-  // LONGLORA_ATTENTION_WGMMA decides (read once per process; see cuda_plan::parse_attention_wgmma): unset or auto =
-  // every pass where the device runs this build's sm_90a code. set_attention_wgmma overrides it (nullopt: back to
-  // the default); asking for wgmma where it cannot run throws.
+  // LONGLORA_ATTENTION_WGMMA decides (read at the first attention call; cuda_plan::parse_attention_wgmma): unset or
+  // auto = every pass where the device runs this build's sm_90a code. set_attention_wgmma overrides it (nullopt:
+  // back to the default); asking for wgmma where it cannot run throws.
   void set_attention_wgmma(std::optional<cuda_plan::AttentionWgmma> passes);
   cuda_plan::AttentionWgmma attention_wgmma() const;  // the choice in force
   bool attention_wgmma_available() const;
@@ -120,7 +120,8 @@ class CudaBackend final : public Backend {
   cuda_plan::AttentionPath forced_path_ = cuda_plan::AttentionPath::Auto;
   LoraKernels lora_kernels_ = LoraKernels::Default;
   std::optional<cuda_plan::AttentionWgmma> attention_wgmma_;  // nullopt: LONGLORA_ATTENTION_WGMMA
-  mutable int wgmma_available_ = -1;  // attention_wgmma_available(), asked once
+  mutable int wgmma_available_ = -1;                                  // attention_wgmma_available(), asked once
+  mutable std::optional<cuda_plan::AttentionWgmma> default_wgmma_;  // LONGLORA_ATTENTION_WGMMA, resolved once
   bool use_lora_kernels(int64_t rows, int64_t in, int64_t out, int64_t rank,
                         std::initializer_list<const void*> vec16) const;
 };
