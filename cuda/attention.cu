@@ -59,7 +59,7 @@ __device__ __forceinline__ void load_tile(bf16* tile, const bf16* base, int64_t 
 
 // ---- forward -----------------------------------------------------------------------------------------------------
 // grid (query tiles of 128, B·H); 4 warps, warp w owns rows [32w, 32w + 32) as two 16-row blocks, so every K and V
-// fragment read from shared memory feeds two products. Key tiles of 64 (cuda_plan::forward_key_tile: at Dh 128 some
+// fragment read from shared memory feeds two products. Key tiles of 64 (cuda_plan::kFwdKeyTile: at Dh 128 some
 // registers spill next to the 32 × 128 output accumulators, and it still beat 32-key tiles) are double-buffered: the
 // copy of tile n + 1 runs while tile n is computed. Tiles that every row of the warp attends skip the element mask.
 constexpr int kFwdRows = 128;
@@ -518,9 +518,9 @@ void launch_attention_forward_tc(const AttentionForwardArgs& a, cudaStream_t s) 
   if (a.dims.seq_len == 0 || a.dims.batch == 0) return;
   check_attention_grid(a.dims);
   if (a.dims.head_dim == 64)
-    forward_tc<64, int(cuda_plan::forward_key_tile(64))>(a, s);
+    forward_tc<64, int(cuda_plan::kFwdKeyTile)>(a, s);
   else if (a.dims.head_dim == 128)
-    forward_tc<128, int(cuda_plan::forward_key_tile(128))>(a, s);
+    forward_tc<128, int(cuda_plan::kFwdKeyTile)>(a, s);
   else
     fail("attention (tensor cores): head dimension ", a.dims.head_dim, " is not 64 or 128");
 }

@@ -227,9 +227,9 @@ inline AttentionPath choose_attention_path(int64_t seq_len, int64_t kv_len, int6
 
 // Tile sizes of the tensor-core kernels (also used by the host-side work estimates).
 constexpr int64_t kFwdQueryTile = 128;  // 4 warps × 32 rows
-// Forward key tile: 64 keys (at head dim 128 this spills ~300 bytes per thread, but on an H100 it ran 6-8% faster
+// Forward key tile, both head dims (at Dh 128 it spills ~300 bytes per thread, but on an H100 it ran 6-8% faster
 // than 32-key tiles, which fit the registers: half the per-tile softmax and barrier work; docs/gpu-log.md).
-LL_HOST_DEVICE constexpr int64_t forward_key_tile(int64_t /*head_dim*/) { return 64; }
+constexpr int64_t kFwdKeyTile = 64;
 constexpr int64_t kBwdKeyTile = 64;    // dK/dV pass: 4 warps × 16 keys
 constexpr int64_t kBwdQueryTile = 32;  // dK/dV pass: queries per step
 constexpr int64_t kDqQueryTile = 64;   // dQ pass: 4 warps × 16 rows

@@ -153,8 +153,8 @@ TEST(AttentionPlan, S2CostsAboutAQuarterOfCausalAttention) {
   for (bool roll : {false, true}) {
     int64_t full = 0, s2 = 0;
     for (int64_t h = 0; h < H; ++h) {
-      full += forward_tile_pairs(AttentionMask::causal(), h, H, L, L, kFwdQueryTile, forward_key_tile(128));
-      s2 += forward_tile_pairs(AttentionMask::s2(L / 4, roll), h, H, L, L, kFwdQueryTile, forward_key_tile(128));
+      full += forward_tile_pairs(AttentionMask::causal(), h, H, L, L, kFwdQueryTile, kFwdKeyTile);
+      s2 += forward_tile_pairs(AttentionMask::s2(L / 4, roll), h, H, L, L, kFwdQueryTile, kFwdKeyTile);
     }
     const double ratio = double(s2) / double(full);
     EXPECT_GT(ratio, 0.2) << "roll " << roll;
