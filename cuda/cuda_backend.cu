@@ -12,11 +12,13 @@
 #include <vector>
 
 #include "cuda/attention.cuh"
+#include "cuda/bias.cuh"
 #include "cuda/common.cuh"
 #include "cuda/cross_entropy.cuh"
 #include "cuda/elementwise.cuh"
 #include "cuda/embedding.cuh"
 #include "cuda/launch_plan.h"
+#include "cuda/layernorm.cuh"
 #include "cuda/lora.cuh"
 #include "cuda/matmul.cuh"
 #include "cuda/memory_report.h"
@@ -312,6 +314,29 @@ void CudaBackend::rmsnorm_backward(Tensor dx, Tensor dw, const Tensor& dout, con
                                      d.rows, d.cols, accumulate_dx, impl_->stream);
 }
 
+// ---- LayerNorm -----------------------------------------------------------------------------------------------------
+void CudaBackend::layernorm_forward(Tensor out, Tensor mean, Tensor rstd, const Tensor& x, const Tensor& w,
+                                    const Tensor& b, double eps) {
+  const auto d = op_checks::layernorm_forward(kContext, out, mean, rstd, x, w, b, eps);
+  cuda::launch_layernorm_forward(dev<bf16>(out), dev<float>(mean), dev<float>(rstd), dev<bf16>(x), dev<bf16>(w),
+                                 dev<bf16>(b), d.rows, d.cols, eps, impl_->stream);
+}
+
+void CudaBackend::layernorm_backward(Tensor dx, Tensor dw, Tensor db, const Tensor& dout, const Tensor& x,
+                                     const Tensor& w, const Tensor& mean, const Tensor& rstd, bool accumulate_dx) {
+  const auto d = op_checks::layernorm_backward(kContext, dx, dw, db, dout, x, w, mean, rstd);
+  if (!dw.empty() || !db.empty()) {
+    const cuda_plan::ColumnReducePlan plan = cuda_plan::plan_column_reduce(d.rows);
+    float* partial = static_cast<float*>(impl_->get_scratch(2 * size_t(plan.chunks * d.cols) * sizeof(float)));
+    cuda::launch_layernorm_backward_dw_db(dw.empty() ? nullptr : dev<float>(dw), db.empty() ? nullptr : dev<float>(db),
+                                          partial, dev<bf16>(dout), dev<bf16>(x), dev<float>(mean), dev<float>(rstd),
+                                          d.rows, d.cols, plan.rows_per_chunk, plan.chunks, impl_->stream);
+  }
+  if (!dx.empty())
+    cuda::launch_layernorm_backward_dx(dev<bf16>(dx), dev<bf16>(dout), dev<bf16>(x), dev<bf16>(w), dev<float>(mean),
+                                       dev<float>(rstd), d.rows, d.cols, accumulate_dx, impl_->stream);
+}
+
 // ---- linear and LoRA -------------------------------------------------------------------------------------------------
 void CudaBackend::linear_forward(Tensor y, const Tensor& x, const Tensor& w, bool accumulate) {
   const auto d = op_checks::linear_forward(kContext, y, x, w);
@@ -359,6 +384,20 @@ bool CudaBackend::use_lora_kernels(int64_t rows, int64_t in, int64_t out, int64_
   for (const void* p : vec16)
     if (!cuda::aligned16(p)) return false;
   return true;
+}
+
+void CudaBackend::add_bias(Tensor y, const Tensor& b) {
+  const auto d = op_checks::add_bias(kContext, y, b);
+  cuda::launch_add_bias(dev<bf16>(y), dev<bf16>(b), d.rows, d.cols, impl_->stream);
+}
+
+void CudaBackend::bias_backward(Tensor db, const Tensor& dy) {
+  const auto d = op_checks::bias_backward(kContext, db, dy);
+  if (db.empty()) return;
+  const cuda_plan::ColumnReducePlan plan = cuda_plan::plan_column_reduce(d.rows);
+  float* partial = static_cast<float*>(impl_->get_scratch(size_t(plan.chunks * d.cols) * sizeof(float)));
+  cuda::launch_bias_backward(dev<float>(db), partial, dev<bf16>(dy), d.rows, d.cols, plan.rows_per_chunk,
+                             plan.chunks, impl_->stream);
 }
 
 void CudaBackend::lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& x_lora, const Tensor& w,
@@ -442,9 +481,9 @@ void CudaBackend::dropout(Tensor out, const Tensor& x, double p, uint64_t seed) 
 
 // ---- RoPE ----------------------------------------------------------------------------------------------------------
 namespace {
-cuda::RopeRates rope_rates(const RopeParams& p, int64_t head_dim) {
+cuda::RopeRates rope_rates(const RopeParams& p, int64_t rotary_dims) {
   cuda::RopeRates r{};
-  const std::vector<float> rates = cuda_plan::rope_angle_rates(p.theta, p.factor, head_dim);
+  const std::vector<float> rates = cuda_plan::rope_angle_rates(p.theta, p.factor, rotary_dims);
   for (size_t i = 0; i < rates.size(); ++i) r.rate[i] = rates[i];
   return r;
 }
@@ -452,14 +491,14 @@ cuda::RopeRates rope_rates(const RopeParams& p, int64_t head_dim) {
 
 void CudaBackend::rope_forward(Tensor x, const Tensor& positions, const RopeParams& p) {
   const auto d = checks::rope(x, positions, p, "rope_forward");
-  cuda::launch_rope(dev<bf16>(x), dev<int32_t>(positions), d.rows, d.heads, d.head_dim, rope_rates(p, d.head_dim), +1,
-                    impl_->stream);
+  cuda::launch_rope(dev<bf16>(x), dev<int32_t>(positions), d.rows, d.heads, d.head_dim, d.rotary_dims,
+                    rope_rates(p, d.rotary_dims), +1, impl_->stream);
 }
 
 void CudaBackend::rope_backward(Tensor dx, const Tensor& positions, const RopeParams& p) {
   const auto d = checks::rope(dx, positions, p, "rope_backward");
-  cuda::launch_rope(dev<bf16>(dx), dev<int32_t>(positions), d.rows, d.heads, d.head_dim, rope_rates(p, d.head_dim), -1,
-                    impl_->stream);
+  cuda::launch_rope(dev<bf16>(dx), dev<int32_t>(positions), d.rows, d.heads, d.head_dim, d.rotary_dims,
+                    rope_rates(p, d.rotary_dims), -1, impl_->stream);
 }
 
 // ---- attention -----------------------------------------------------------------------------------------------------
@@ -540,7 +579,7 @@ void CudaBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tens
     cuda::launch_attention_backward_generic(a, impl_->stream);
 }
 
-// ---- SwiGLU, add -----------------------------------------------------------------------------------------------------
+// ---- SwiGLU, GELU, add -----------------------------------------------------------------------------------------------
 void CudaBackend::swiglu_forward(Tensor out, const Tensor& gate, const Tensor& up) {
   const int64_t n = op_checks::swiglu_forward(kContext, out, gate, up);
   cuda::launch_swiglu_forward(dev<bf16>(out), dev<bf16>(gate), dev<bf16>(up), n, impl_->stream);
@@ -550,6 +589,16 @@ void CudaBackend::swiglu_backward(Tensor dgate, Tensor dup, const Tensor& dout, 
   const int64_t n = op_checks::swiglu_backward(kContext, dgate, dup, dout, gate, up);
   cuda::launch_swiglu_backward(dev<bf16>(dgate), dev<bf16>(dup), dev<bf16>(dout), dev<bf16>(gate), dev<bf16>(up), n,
                                impl_->stream);
+}
+
+void CudaBackend::gelu_forward(Tensor out, const Tensor& x) {
+  const int64_t n = op_checks::gelu_forward(kContext, out, x);
+  cuda::launch_gelu_forward(dev<bf16>(out), dev<bf16>(x), n, impl_->stream);
+}
+
+void CudaBackend::gelu_backward(Tensor dx, const Tensor& dout, const Tensor& x) {
+  const int64_t n = op_checks::gelu_backward(kContext, dx, dout, x);
+  cuda::launch_gelu_backward(dev<bf16>(dx), dev<bf16>(dout), dev<bf16>(x), n, impl_->stream);
 }
 
 void CudaBackend::add(Tensor out, const Tensor& a, const Tensor& b) {

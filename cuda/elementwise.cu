@@ -25,6 +25,12 @@ __device__ __forceinline__ void swiglu_grads(float d, float g, float u, float* d
   *dg = d * u * s * (1.0f + g * (1.0f - s));
   *du = d * g * s;
 }
+__device__ __forceinline__ float normal_cdf(float x) { return 0.5f * (1.0f + erff(x * 0.70710678118654752f)); }
+__device__ __forceinline__ float gelu_value(float x) { return x * normal_cdf(x); }
+// d/dx x·Φ(x) = Φ(x) + x·φ(x), φ(x) = exp(−x²/2)/√(2π)
+__device__ __forceinline__ float gelu_grad(float d, float x) {
+  return d * (normal_cdf(x) + x * expf(-0.5f * x * x) * 0.39894228040143268f);
+}
 __device__ __forceinline__ float dropout_value(float x, int64_t i, double p, float keep_scale, uint64_t seed) {
   return dropout_keep(seed, uint64_t(i), p) ? x * keep_scale : 0.0f;
 }
@@ -42,6 +48,14 @@ __global__ void swiglu_backward_kernel(bf16* dgate, bf16* dup, const bf16* dout,
     dgate[i] = to_bf16(dg);
     dup[i] = to_bf16(du);
   }
+}
+
+__global__ void gelu_forward_kernel(bf16* out, const bf16* x, int64_t n) {
+  LL_GRID_STRIDE(i, n) out[i] = to_bf16(gelu_value(to_f32(x[i])));
+}
+
+__global__ void gelu_backward_kernel(bf16* dx, const bf16* dout, const bf16* x, int64_t n) {
+  LL_GRID_STRIDE(i, n) dx[i] = to_bf16(gelu_grad(to_f32(dout[i]), to_f32(x[i])));
 }
 
 __global__ void add_kernel(bf16* out, const bf16* a, const bf16* b, int64_t n) {
@@ -90,6 +104,30 @@ __global__ void swiglu_backward_vec_kernel(bf16* dgate, bf16* dup, const bf16* d
     dgate[i] = to_bf16(dg);
     dup[i] = to_bf16(du);
   }
+}
+
+__global__ void gelu_forward_vec_kernel(bf16* out, const bf16* x, int64_t n) {
+  LL_GRID_STRIDE(v, vec_count(n)) {
+    const Vec8 xv = load8(x + v * kVec);
+    Vec8 o;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) o.v[k] = gelu_value(xv.v[k]);
+    store8(out + v * kVec, o);
+  }
+  const int64_t i = tail_index(n);
+  if (i >= 0) out[i] = to_bf16(gelu_value(to_f32(x[i])));
+}
+
+__global__ void gelu_backward_vec_kernel(bf16* dx, const bf16* dout, const bf16* x, int64_t n) {
+  LL_GRID_STRIDE(v, vec_count(n)) {
+    const Vec8 d = load8(dout + v * kVec), xv = load8(x + v * kVec);
+    Vec8 o;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) o.v[k] = gelu_grad(d.v[k], xv.v[k]);
+    store8(dx + v * kVec, o);
+  }
+  const int64_t i = tail_index(n);
+  if (i >= 0) dx[i] = to_bf16(gelu_grad(to_f32(dout[i]), to_f32(x[i])));
 }
 
 __global__ void add_vec_kernel(bf16* out, const bf16* a, const bf16* b, int64_t n) {
@@ -178,6 +216,28 @@ void launch_swiglu_backward(bf16* dgate, bf16* dup, const bf16* dout, const bf16
   } else {
     swiglu_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(dgate, dup, dout, gate, up, n);
     LL_LAUNCH_CHECK("swiglu_backward_kernel");
+  }
+}
+
+void launch_gelu_forward(bf16* out, const bf16* x, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  if (aligned16(out) && aligned16(x)) {
+    gelu_forward_vec_kernel<<<vec_blocks_for(n), kThreads, 0, s>>>(out, x, n);
+    LL_LAUNCH_CHECK("gelu_forward_vec_kernel");
+  } else {
+    gelu_forward_kernel<<<blocks_for(n), kThreads, 0, s>>>(out, x, n);
+    LL_LAUNCH_CHECK("gelu_forward_kernel");
+  }
+}
+
+void launch_gelu_backward(bf16* dx, const bf16* dout, const bf16* x, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  if (aligned16(dx) && aligned16(dout) && aligned16(x)) {
+    gelu_backward_vec_kernel<<<vec_blocks_for(n), kThreads, 0, s>>>(dx, dout, x, n);
+    LL_LAUNCH_CHECK("gelu_backward_vec_kernel");
+  } else {
+    gelu_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(dx, dout, x, n);
+    LL_LAUNCH_CHECK("gelu_backward_kernel");
   }
 }
 

@@ -1,6 +1,6 @@
-// Element-wise kernels: SwiGLU, residual add, dropout (dropout_mask.h's hash), scaling, dtype conversion, fills.
-// bf16 storage, f32 math. All are grid-stride loops over the flat element index. The bf16 kernels (SwiGLU, add,
-// dropout) move 8 elements per 16-byte access when every pointer is 16-byte aligned (the tail of n % 8 elements one
+// Element-wise kernels: SwiGLU, exact GELU, residual add, dropout (dropout_mask.h's hash), scaling, dtype conversion,
+// fills. bf16 storage, f32 math. All are grid-stride loops over the flat element index. The bf16 kernels (SwiGLU,
+// GELU, add, dropout) move 8 elements per 16-byte access when every pointer is 16-byte aligned (the tail of n % 8 elements one
 // by one), else run a scalar kernel; both paths compute each element with the same float operations, so which
 // one runs never changes a result.
 #pragma once
@@ -18,6 +18,10 @@ void launch_swiglu_forward(bf16* out, const bf16* gate, const bf16* up, int64_t 
 // dgate = dout·up·σ(g)·(1 + g·(1 − σ(g))), dup = dout·g·σ(g)
 void launch_swiglu_backward(bf16* dgate, bf16* dup, const bf16* dout, const bf16* gate, const bf16* up, int64_t n,
                             cudaStream_t s);
+// out = x·Φ(x) = 0.5·x·(1 + erf(x/√2)) (out may alias x)
+void launch_gelu_forward(bf16* out, const bf16* x, int64_t n, cudaStream_t s);
+// dx = dout·(Φ(x) + x·φ(x)) (dx may alias dout)
+void launch_gelu_backward(bf16* dx, const bf16* dout, const bf16* x, int64_t n, cudaStream_t s);
 // out = a + b (out may alias a or b)
 void launch_add(bf16* out, const bf16* a, const bf16* b, int64_t n, cudaStream_t s);
 // out = keep(seed, i) ? x / (1 − p) : 0 (out may alias x)

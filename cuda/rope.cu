@@ -8,6 +8,8 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// `half` below is R/2, half the rotated slice: the pairs are (x[i], x[i + half]) for i < half within each head.
+
 // Rotation of the pair (x[i], x[i + half]) by the angle whose cos/sin are c, sn (sn already signed).
 __device__ __forceinline__ void rotate(float a, float b, float c, float sn, float* ra, float* rb) {
   *ra = a * c - b * sn;
@@ -28,10 +30,10 @@ __device__ __forceinline__ void angles(float* cos_s, float* sin_s, const int32_t
 }
 
 // Scalar: any head_dim, any alignment. One CTA per row t; threads over (head, i < half).
-__global__ void rope_kernel(bf16* x, const int32_t* positions, int64_t heads, int64_t head_dim, RopeRates rates,
-                            float sign) {
+__global__ void rope_kernel(bf16* x, const int32_t* positions, int64_t heads, int64_t head_dim, int64_t half,
+                            RopeRates rates, float sign) {
   __shared__ float cos_s[kRopeMaxHalf], sin_s[kRopeMaxHalf];
-  const int64_t t = blockIdx.x, half = head_dim / 2;
+  const int64_t t = blockIdx.x;
   angles(cos_s, sin_s, positions, half, rates, sign);
   bf16* row = x + t * heads * head_dim;
   for (int64_t idx = threadIdx.x; idx < heads * half; idx += blockDim.x) {
@@ -44,12 +46,12 @@ __global__ void rope_kernel(bf16* x, const int32_t* positions, int64_t heads, in
   }
 }
 
-// Vector: half a multiple of 8 and x 16-byte aligned (so every head's two halves are). One CTA per row t; a thread
-// owns 8 consecutive i of one head and their partners i + half: two 16-byte loads, two 16-byte stores.
-__global__ void rope_vec_kernel(bf16* x, const int32_t* positions, int64_t heads, int64_t head_dim, RopeRates rates,
-                                float sign) {
+// Vector: half and head_dim multiples of 8 and x 16-byte aligned (so every head's two halves are). One CTA per row
+// t; a thread owns 8 consecutive i of one head and their partners i + half: two 16-byte loads, two 16-byte stores.
+__global__ void rope_vec_kernel(bf16* x, const int32_t* positions, int64_t heads, int64_t head_dim, int64_t half,
+                                RopeRates rates, float sign) {
   __shared__ float cos_s[kRopeMaxHalf], sin_s[kRopeMaxHalf];
-  const int64_t t = blockIdx.x, half = head_dim / 2, chunks = half / kVec, items = heads * chunks;
+  const int64_t t = blockIdx.x, chunks = half / kVec, items = heads * chunks;
   bf16* row = x + t * heads * head_dim;
   // The first item's loads go out before the angles are computed: they do not depend on them.
   uint4 a_raw = {}, b_raw = {};
@@ -74,15 +76,18 @@ __global__ void rope_vec_kernel(bf16* x, const int32_t* positions, int64_t heads
 }  // namespace
 
 void launch_rope(bf16* x, const int32_t* positions, int64_t rows, int64_t heads, int64_t head_dim,
-                 const RopeRates& rates, int sign, cudaStream_t s) {
-  if (rows == 0 || heads == 0 || head_dim == 0) return;
-  LL_CHECK(head_dim / 2 <= kRopeMaxHalf, "rope: head dimension ", head_dim, " exceeds ", 2 * kRopeMaxHalf);
+                 int64_t rotary_dims, const RopeRates& rates, int sign, cudaStream_t s) {
+  if (rows == 0 || heads == 0 || rotary_dims == 0) return;
+  const int64_t half = rotary_dims / 2;
+  LL_CHECK(half <= kRopeMaxHalf, "rope: rotary dimension ", rotary_dims, " exceeds ", 2 * kRopeMaxHalf);
+  LL_CHECK(rotary_dims % 2 == 0 && rotary_dims <= head_dim, "rope: rotary dimension ", rotary_dims,
+           " must be even and at most the head dimension ", head_dim);
   LL_CHECK(rows <= 2147483647, "rope: too many rows: ", rows);
-  if ((head_dim / 2) % kVec == 0 && aligned16(x)) {
-    rope_vec_kernel<<<unsigned(rows), kThreads, 0, s>>>(x, positions, heads, head_dim, rates, float(sign));
+  if (half % kVec == 0 && head_dim % kVec == 0 && aligned16(x)) {
+    rope_vec_kernel<<<unsigned(rows), kThreads, 0, s>>>(x, positions, heads, head_dim, half, rates, float(sign));
     LL_LAUNCH_CHECK("rope_vec_kernel");
   } else {
-    rope_kernel<<<unsigned(rows), kThreads, 0, s>>>(x, positions, heads, head_dim, rates, float(sign));
+    rope_kernel<<<unsigned(rows), kThreads, 0, s>>>(x, positions, heads, head_dim, half, rates, float(sign));
     LL_LAUNCH_CHECK("rope_kernel");
   }
 }

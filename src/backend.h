@@ -1,4 +1,5 @@
-// The backend seam: every op the Llama model needs, forward and backward, on tensors a backend owns.
+// The backend seam: every op the models need (Llama; GPT-NeoX's LayerNorm, bias, GELU, partial rotary), forward and
+// backward, on tensors a backend owns.
 //
 // Conventions for every op below
 //  * Rows: activations are matrices of T = B·L rows (row t = b·L + l), hidden features contiguous.
@@ -19,12 +20,14 @@
 
 namespace ll {
 
-// RoPE with linear position interpolation, Hugging Face "rotate_half" layout.
-// For position p and frequency index i in [0, Dh/2): angle = (p / factor) · theta^(−2i/Dh);
-// x'[i] = x[i]·cos − x[i+Dh/2]·sin, x'[i+Dh/2] = x[i+Dh/2]·cos + x[i]·sin.
+// RoPE with linear position interpolation, Hugging Face "rotate_half" layout, over the first R = rotary_dims dims of
+// each head (R = Dh when rotary_dims is 0, Llama's case; GPT-NeoX rotates R = Dh·rotary_pct). For position p and
+// frequency index i in [0, R/2): angle = (p / factor) · theta^(−2i/R);
+// x'[i] = x[i]·cos − x[i+R/2]·sin, x'[i+R/2] = x[i+R/2]·cos + x[i]·sin; dims [R, Dh) pass through unchanged.
 struct RopeParams {
   double theta = 10000.0;
-  double factor = 1.0;  // linear position interpolation: positions are multiplied by 1/factor
+  double factor = 1.0;       // linear position interpolation: positions are multiplied by 1/factor
+  int64_t rotary_dims = 0;   // 0: the whole head; else even and in [2, Dh] (partial rotary, GPT-NeoX)
 };
 
 // One AdamW update with PyTorch's semantics (decoupled weight decay, bias correction):
@@ -110,12 +113,29 @@ class Backend {
   virtual void rmsnorm_backward(Tensor dx, Tensor dw, const Tensor& dout, const Tensor& x, const Tensor& w,
                                 const Tensor& rstd, bool accumulate_dx) = 0;
 
+  // ---- LayerNorm (torch.nn.LayerNorm: biased variance, eps inside the square root) ------------------------------
+  // mean[T] stat = mean_d x[t,d]; rstd[T] stat = 1/sqrt(mean_d (x[t,d] − mean)² + eps);
+  // out[T,D] act = (x − mean)·rstd·w + b. x: [T,D] act, w, b: [D] weight. out must not alias x.
+  virtual void layernorm_forward(Tensor out, Tensor mean, Tensor rstd, const Tensor& x, const Tensor& w,
+                                 const Tensor& b, double eps) = 0;
+  // With x̂ = (x − mean)·rstd and g = dout ⊙ w: dx[T,D] act (+)= rstd·(g − mean_d g − x̂·mean_d(g·x̂)) (skipped when
+  // dx is empty); dw[D] grad += Σ_t dout·x̂, db[D] grad += Σ_t dout (each skipped when empty). Deterministic.
+  virtual void layernorm_backward(Tensor dx, Tensor dw, Tensor db, const Tensor& dout, const Tensor& x,
+                                  const Tensor& w, const Tensor& mean, const Tensor& rstd, bool accumulate_dx) = 0;
+
   // ---- linear: y = x·Wᵀ -----------------------------------------------------------------------------
   // y[T,N] act (+)= x[T,K] act · W[N,K]ᵀ (weight).
   virtual void linear_forward(Tensor y, const Tensor& x, const Tensor& w, bool accumulate) = 0;
   // dx[T,K] act (+)= dy[T,N]·W (skipped when dx is empty); dW[N,K] grad += dyᵀ·x (skipped when empty).
   virtual void linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const Tensor& x, const Tensor& w,
                                bool accumulate_dx) = 0;
+
+  // ---- bias of a linear layer: y = x·Wᵀ + b (after linear_forward or lora_forward) -------------------------------
+  // y[T,N] act += b[N] weight, broadcast over the rows (in place).
+  virtual void add_bias(Tensor y, const Tensor& b) = 0;
+  // db[N] grad += Σ_t dy[t,:] (dy [T,N] act), the rows summed in a fixed order (deterministic); skipped when db is
+  // empty (frozen bias).
+  virtual void bias_backward(Tensor db, const Tensor& dy) = 0;
 
   // ---- LoRA linear: y = x·Wᵀ + s·(x_lora·Aᵀ)·Bᵀ, s = α/r ---------------------------------------------
   // x_lora is the adapter's input: x itself, or dropout(x) when LoRA dropout is on.
@@ -136,7 +156,8 @@ class Backend {
   virtual void dropout(Tensor out, const Tensor& x, double p, uint64_t seed) = 0;
 
   // ---- RoPE (in place) --------------------------------------------------------------------------------
-  // x[T, nh, Dh] act rotated in place; positions[T] i32 (token position within its sequence).
+  // x[T, nh, Dh] act rotated in place (the first p.rotary_dims dims of each head; RopeParams); positions[T] i32
+  // (token position within its sequence).
   virtual void rope_forward(Tensor x, const Tensor& positions, const RopeParams& p) = 0;
   // The adjoint: dx rotated by the negative angle, in place.
   virtual void rope_backward(Tensor dx, const Tensor& positions, const RopeParams& p) = 0;
@@ -155,6 +176,13 @@ class Backend {
   // out, gate, up: [T,F] act.
   virtual void swiglu_forward(Tensor out, const Tensor& gate, const Tensor& up) = 0;
   virtual void swiglu_backward(Tensor dgate, Tensor dup, const Tensor& dout, const Tensor& gate, const Tensor& up) = 0;
+
+  // ---- GELU, exact (erf) form: transformers' "gelu" (not "gelu_new", the tanh approximation) --------------------
+  // out = x·Φ(x) = 0.5·x·(1 + erf(x/√2)); out, x: [T,F] act. out may alias x, but the backward needs x: a training
+  // forward keeps x (the up-projection's output) and writes out elsewhere.
+  virtual void gelu_forward(Tensor out, const Tensor& x) = 0;
+  // dx = dout·(Φ(x) + x·φ(x)), φ the standard normal density; dx, dout, x: [T,F] act. dx may alias dout (in place).
+  virtual void gelu_backward(Tensor dx, const Tensor& dout, const Tensor& x) = 0;
 
   // ---- residual add -----------------------------------------------------------------------------------
   // out = a + b, all [T,D] act; out may alias a or b. Its backward is the identity into both inputs,

@@ -1,5 +1,6 @@
 #include "op_checks.h"
 
+#include <cmath>
 #include <string>
 #include <utility>
 
@@ -111,6 +112,39 @@ RowsCols rmsnorm_backward(const Context& ctx, const Tensor& dx, const Tensor& dw
   return {rows, dim};
 }
 
+// ---- LayerNorm ------------------------------------------------------------------------------------------------------
+RowsCols layernorm_forward(const Context& ctx, const Tensor& out, const Tensor& mean, const Tensor& rstd,
+                           const Tensor& x, const Tensor& w, const Tensor& b, double eps) {
+  const char* op = "layernorm_forward";
+  const DTypePolicy& p = ctx.dtypes;
+  const int64_t rows = x.rows(), dim = x.cols();
+  expect_matrix(ctx, x, p.act, rows, dim, op, "x");
+  expect_shape(ctx, w, p.weight, {dim}, op, "w");
+  expect_shape(ctx, b, p.weight, {dim}, op, "b");
+  expect_matrix(ctx, out, p.act, rows, dim, op, "out");
+  expect_shape(ctx, mean, p.stat, {rows}, op, "mean");
+  expect_shape(ctx, rstd, p.stat, {rows}, op, "rstd");
+  LL_CHECK(eps >= 0 && std::isfinite(eps), op, ": eps must be finite and >= 0, got ", eps);
+  return {rows, dim};
+}
+
+RowsCols layernorm_backward(const Context& ctx, const Tensor& dx, const Tensor& dw, const Tensor& db,
+                            const Tensor& dout, const Tensor& x, const Tensor& w, const Tensor& mean,
+                            const Tensor& rstd) {
+  const char* op = "layernorm_backward";
+  const DTypePolicy& p = ctx.dtypes;
+  const int64_t rows = x.rows(), dim = x.cols();
+  expect_matrix(ctx, x, p.act, rows, dim, op, "x");
+  expect_matrix(ctx, dout, p.act, rows, dim, op, "dout");
+  expect_shape(ctx, w, p.weight, {dim}, op, "w");
+  expect_shape(ctx, mean, p.stat, {rows}, op, "mean");
+  expect_shape(ctx, rstd, p.stat, {rows}, op, "rstd");
+  if (!dx.empty()) expect_matrix(ctx, dx, p.act, rows, dim, op, "dx");
+  if (!dw.empty()) expect_shape(ctx, dw, p.grad, {dim}, op, "dw");
+  if (!db.empty()) expect_shape(ctx, db, p.grad, {dim}, op, "db");
+  return {rows, dim};
+}
+
 // ---- linear and LoRA ------------------------------------------------------------------------------------------------
 LinearDims linear_forward(const Context& ctx, const Tensor& y, const Tensor& x, const Tensor& w) {
   const char* op = "linear_forward";
@@ -132,6 +166,20 @@ LinearDims linear_backward(const Context& ctx, const Tensor& dx, const Tensor& d
   if (!dx.empty()) expect_matrix(ctx, dx, p.act, d.rows, d.in, op, "dx");
   if (!dw.empty()) expect_shape(ctx, dw, p.grad, {d.out, d.in}, op, "dw");
   return d;
+}
+
+RowsCols add_bias(const Context& ctx, const Tensor& y, const Tensor& b) {
+  const int64_t rows = y.rows(), cols = y.cols();
+  expect_matrix(ctx, y, ctx.dtypes.act, rows, cols, "add_bias", "y");
+  expect_shape(ctx, b, ctx.dtypes.weight, {cols}, "add_bias", "b");
+  return {rows, cols};
+}
+
+RowsCols bias_backward(const Context& ctx, const Tensor& db, const Tensor& dy) {
+  const int64_t rows = dy.rows(), cols = dy.cols();
+  expect_matrix(ctx, dy, ctx.dtypes.act, rows, cols, "bias_backward", "dy");
+  if (!db.empty()) expect_shape(ctx, db, ctx.dtypes.grad, {cols}, "bias_backward", "db");
+  return {rows, cols};
 }
 
 LoraDims lora_forward(const Context& ctx, const Tensor& y, const Tensor& xa, const Tensor& x, const Tensor& x_lora,
@@ -185,9 +233,15 @@ int64_t dropout(const Context& ctx, const Tensor& out, const Tensor& x, double p
 RopeDims rope(const Context& ctx, const Tensor& x, const Tensor& positions, const RopeParams& p, const char* op) {
   expect_shape(ctx, x, ctx.dtypes.act, {x.dim(0), x.dim(1), x.dim(2)}, op, "x");
   expect_shape(ctx, positions, DType::I32, {x.dim(0)}, op, "positions");
-  LL_CHECK(x.dim(2) % 2 == 0, op, ": head dimension ", x.dim(2), " must be even for rotate_half");
+  const int64_t head_dim = x.dim(2);
+  if (p.rotary_dims == 0) {
+    LL_CHECK(head_dim % 2 == 0, op, ": head dimension ", head_dim, " must be even for rotate_half");
+  } else {
+    LL_CHECK(p.rotary_dims > 0 && p.rotary_dims <= head_dim && p.rotary_dims % 2 == 0, op, ": rotary_dims ",
+             p.rotary_dims, " must be even and in [2, ", head_dim, "] (the head dimension), or 0 for the whole head");
+  }
   LL_CHECK(p.factor > 0 && p.theta > 0, op, ": rope theta (", p.theta, ") and factor (", p.factor, ") must be > 0");
-  return {x.dim(0), x.dim(1), x.dim(2)};
+  return {x.dim(0), x.dim(1), head_dim, p.rotary_dims == 0 ? head_dim : p.rotary_dims};
 }
 
 // ---- attention ------------------------------------------------------------------------------------------------------
@@ -254,6 +308,18 @@ int64_t swiglu_backward(const Context& ctx, const Tensor& dgate, const Tensor& d
   for (auto [t, name] : {std::pair{&gate, "gate"}, {&up, "up"}, {&dout, "dout"}, {&dgate, "dgate"}, {&dup, "dup"}})
     expect_matrix(ctx, *t, ctx.dtypes.act, rows, cols, op, name);
   return gate.numel();
+}
+
+int64_t gelu_forward(const Context& ctx, const Tensor& out, const Tensor& x) {
+  expect_matrix(ctx, x, ctx.dtypes.act, x.rows(), x.cols(), "gelu_forward", "x");
+  expect_matrix(ctx, out, ctx.dtypes.act, x.rows(), x.cols(), "gelu_forward", "out");
+  return x.numel();
+}
+
+int64_t gelu_backward(const Context& ctx, const Tensor& dx, const Tensor& dout, const Tensor& x) {
+  for (auto [t, name] : {std::pair{&x, "x"}, {&dout, "dout"}, {&dx, "dx"}})
+    expect_matrix(ctx, *t, ctx.dtypes.act, x.rows(), x.cols(), "gelu_backward", name);
+  return x.numel();
 }
 
 int64_t add(const Context& ctx, const Tensor& out, const Tensor& a, const Tensor& b) {

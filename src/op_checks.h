@@ -40,6 +40,7 @@ struct LoraDims {
 };
 struct RopeDims {
   int64_t rows, heads, head_dim;
+  int64_t rotary_dims;  // the rotated slice of each head: RopeParams::rotary_dims, or head_dim when that is 0
 };
 // q[B,L,H,Dh], k,v[B,Lk,Hkv,Dh]
 struct AttentionDims {
@@ -59,10 +60,21 @@ RowsCols rmsnorm_forward(const Context& ctx, const Tensor& out, const Tensor& rs
 // dx, dw may be empty (skipped).
 RowsCols rmsnorm_backward(const Context& ctx, const Tensor& dx, const Tensor& dw, const Tensor& dout, const Tensor& x,
                           const Tensor& w, const Tensor& rstd);
+// x[T,D]; w, b [D]; mean, rstd [T]; eps finite and >= 0.
+RowsCols layernorm_forward(const Context& ctx, const Tensor& out, const Tensor& mean, const Tensor& rstd,
+                           const Tensor& x, const Tensor& w, const Tensor& b, double eps);
+// dx, dw, db may be empty (skipped).
+RowsCols layernorm_backward(const Context& ctx, const Tensor& dx, const Tensor& dw, const Tensor& db,
+                            const Tensor& dout, const Tensor& x, const Tensor& w, const Tensor& mean,
+                            const Tensor& rstd);
 LinearDims linear_forward(const Context& ctx, const Tensor& y, const Tensor& x, const Tensor& w);
 // dx, dw may be empty (skipped).
 LinearDims linear_backward(const Context& ctx, const Tensor& dx, const Tensor& dw, const Tensor& dy, const Tensor& x,
                            const Tensor& w);
+// y[T,N] act, b[N] weight.
+RowsCols add_bias(const Context& ctx, const Tensor& y, const Tensor& b);
+// dy[T,N] act; db[N] grad may be empty (skipped).
+RowsCols bias_backward(const Context& ctx, const Tensor& db, const Tensor& dy);
 LoraDims lora_forward(const Context& ctx, const Tensor& y, const Tensor& xa, const Tensor& x, const Tensor& x_lora,
                       const Tensor& w, const Tensor& a, const Tensor& b);
 // dx, dx_lora (not both), dw may be empty.
@@ -70,7 +82,8 @@ LoraDims lora_backward(const Context& ctx, const Tensor& dx, const Tensor& dx_lo
                        const Tensor& db, const Tensor& dxa, const Tensor& dy, const Tensor& x, const Tensor& x_lora,
                        const Tensor& xa, const Tensor& w, const Tensor& a, const Tensor& b);
 int64_t dropout(const Context& ctx, const Tensor& out, const Tensor& x, double p);  // returns the element count
-// x[T, heads, Dh] with Dh even; theta and factor > 0. `op` is rope_forward or rope_backward.
+// x[T, heads, Dh]; theta and factor > 0; the rotated slice (rotary_dims, or Dh when 0) even and at most Dh.
+// `op` is rope_forward or rope_backward.
 RopeDims rope(const Context& ctx, const Tensor& x, const Tensor& positions, const RopeParams& p, const char* op);
 // The shape rules alone (rank, GQA multiple, queries are the last keys, the S2 / roll mask rules).
 AttentionDims attention_shape(const Tensor& q, const Tensor& k, const AttentionMask& mask, const char* op);
@@ -82,6 +95,9 @@ AttentionDims attention_backward(const Context& ctx, const Tensor& dq, const Ten
 int64_t swiglu_forward(const Context& ctx, const Tensor& out, const Tensor& gate, const Tensor& up);
 int64_t swiglu_backward(const Context& ctx, const Tensor& dgate, const Tensor& dup, const Tensor& dout,
                         const Tensor& gate, const Tensor& up);
+// out, x [T,F] act; returns the element count.
+int64_t gelu_forward(const Context& ctx, const Tensor& out, const Tensor& x);
+int64_t gelu_backward(const Context& ctx, const Tensor& dx, const Tensor& dout, const Tensor& x);
 int64_t add(const Context& ctx, const Tensor& out, const Tensor& a, const Tensor& b);
 RowsCols cross_entropy(const Context& ctx, const Tensor& logits, const Tensor& losses, const Tensor& targets);
 RowsCols argmax_rows(const Context& ctx, const Tensor& out, const Tensor& logits);

@@ -106,12 +106,27 @@ void ProfilingBackend::rmsnorm_backward(Tensor dx, Tensor dw, const Tensor& dout
                                         const Tensor& rstd, bool accumulate_dx) {
   timed("rmsnorm_backward", [&] { inner_.rmsnorm_backward(dx, dw, dout, x, w, rstd, accumulate_dx); });
 }
+void ProfilingBackend::layernorm_forward(Tensor out, Tensor mean, Tensor rstd, const Tensor& x, const Tensor& w,
+                                         const Tensor& b, double eps) {
+  timed("layernorm_forward", [&] { inner_.layernorm_forward(out, mean, rstd, x, w, b, eps); });
+}
+void ProfilingBackend::layernorm_backward(Tensor dx, Tensor dw, Tensor db, const Tensor& dout, const Tensor& x,
+                                          const Tensor& w, const Tensor& mean, const Tensor& rstd,
+                                          bool accumulate_dx) {
+  timed("layernorm_backward", [&] { inner_.layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, accumulate_dx); });
+}
 void ProfilingBackend::linear_forward(Tensor y, const Tensor& x, const Tensor& w, bool accumulate) {
   timed("linear_forward", [&] { inner_.linear_forward(y, x, w, accumulate); });
 }
 void ProfilingBackend::linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const Tensor& x, const Tensor& w,
                                        bool accumulate_dx) {
   timed("linear_backward", [&] { inner_.linear_backward(dx, dw, dy, x, w, accumulate_dx); });
+}
+void ProfilingBackend::add_bias(Tensor y, const Tensor& b) {
+  timed("add_bias", [&] { inner_.add_bias(y, b); });
+}
+void ProfilingBackend::bias_backward(Tensor db, const Tensor& dy) {
+  timed("bias_backward", [&] { inner_.bias_backward(db, dy); });
 }
 void ProfilingBackend::lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& x_lora, const Tensor& w,
                                     const Tensor& a, const Tensor& b, double scale) {
@@ -148,6 +163,12 @@ void ProfilingBackend::swiglu_forward(Tensor out, const Tensor& gate, const Tens
 void ProfilingBackend::swiglu_backward(Tensor dgate, Tensor dup, const Tensor& dout, const Tensor& gate,
                                        const Tensor& up) {
   timed("swiglu_backward", [&] { inner_.swiglu_backward(dgate, dup, dout, gate, up); });
+}
+void ProfilingBackend::gelu_forward(Tensor out, const Tensor& x) {
+  timed("gelu_forward", [&] { inner_.gelu_forward(out, x); });
+}
+void ProfilingBackend::gelu_backward(Tensor dx, const Tensor& dout, const Tensor& x) {
+  timed("gelu_backward", [&] { inner_.gelu_backward(dx, dout, x); });
 }
 void ProfilingBackend::add(Tensor out, const Tensor& a, const Tensor& b) {
   timed("add", [&] { inner_.add(out, a, b); });

@@ -726,6 +726,203 @@ TEST_F(CudaOps, RopeVectorAndScalarPathsAgreeBitForBit) {
   }
 }
 
+// ---- GPT-NeoX ops: LayerNorm, bias, GELU, partial rotary ---------------------------------------------------------------
+// The same protocol as the RMSNorm / element-wise / RoPE tests above: against the CPU fp32 reference within the same
+// bounds, outputs poisoned first, and the vector (offsets 0, 8) and scalar (1, 3, mixed) paths bit for bit.
+TEST_F(CudaOps, LayerNormMatchesTheCpuAndItsPathsAgreeBitForBit) {
+  // Staged kernels for dim % 8 == 0 up to 8192 (aligned), the 8-column dw/db kernel for any dim % 8 == 0; 1001:
+  // scalar only; 8200: staged too wide, dw/db vector. 1000 × 512: 32 row chunks in the dw/db reduction. Rows are
+  // shifted by up to ±2·shift; at shift 100 the variance of 9 taken as E[x²] − E[x]² in f32 would be off by ~1e-4,
+  // ten times the rstd bound: the two-pass statistics are checked.
+  for (auto [rows, dim, shift] : {std::tuple<int64_t, int64_t, double>{1, 8, 4.0}, {37, 96, 4.0}, {3, 1000, 4.0},
+                                  {5, 1001, 4.0}, {4, 8192, 4.0}, {2, 8200, 4.0}, {300, 4096, 4.0},
+                                  {1000, 512, 4.0}, {37, 96, 100.0}, {64, 4096, 100.0}}) {
+    std::vector<double> xd = test::random_vector(rng, rows * dim, 3.0);
+    for (int64_t i = 0; i < rows * dim; ++i) xd[size_t(i)] += shift * double((i / dim) % 5 - 2);  // row means ≠ 0
+    const std::vector<double> wd = test::random_vector(rng, dim), bd = test::random_vector(rng, dim),
+                              dod = test::random_vector(rng, rows * dim), dxd = test::random_vector(rng, rows * dim),
+                              dwd = test::random_vector(rng, dim), dbd = test::random_vector(rng, dim);
+    const char* names[] = {"out", "mean", "rstd", "dx", "dw", "db", "dx accumulated", "dw (second pass)",
+                           "db (second pass)"};
+    std::vector<std::vector<uint8_t>> first;
+    for (const Offsets& off : kOffsets) {
+      const std::string what = std::to_string(rows) + "x" + std::to_string(dim) + " shift " +
+                               std::to_string(int(shift)) + ", " + describe(off);
+      OffsetDev x(gpu(), DType::BF16, {rows, dim}, off.in), w(gpu(), DType::BF16, {dim}, off.in),
+          b(gpu(), DType::BF16, {dim}, off.in), dout(gpu(), DType::BF16, {rows, dim}, off.in),
+          out(gpu(), DType::BF16, {rows, dim}, off.out), dx(gpu(), DType::BF16, {rows, dim}, off.out),
+          mean(gpu(), DType::F32, {rows}, 0), rstd(gpu(), DType::F32, {rows}, 0), dw(gpu(), DType::F32, {dim}, 0),
+          db(gpu(), DType::F32, {dim}, 0);
+      std::vector<float> xv = put(x.t, xd), wv = put(w.t, wd), bv = put(b.t, bd), dov = put(dout.t, dod);
+      std::vector<float> ref(static_cast<size_t>(rows * dim)), rm(static_cast<size_t>(rows)),
+          rr(static_cast<size_t>(rows));
+      std::vector<std::vector<uint8_t>> outs;
+      gpu().fill(out.t, NAN), gpu().fill(mean.t, NAN), gpu().fill(rstd.t, NAN);
+      gpu().layernorm_forward(out.t, mean.t, rstd.t, x.t, w.t, b.t, 1e-5);
+      cpu.layernorm_forward(test::view(ref, {rows, dim}), test::view(rm, {rows}), test::view(rr, {rows}),
+                            test::view(xv, {rows, dim}), test::view(wv, {dim}), test::view(bv, {dim}), 1e-5);
+      EXPECT_CLOSE(download_f64(gpu(), out.t), as_f64(ref), kBf16Tol, "layernorm out " << what);
+      EXPECT_CLOSE(download_f64(gpu(), mean.t), as_f64(rm), 1e-5, "layernorm mean " << what);
+      EXPECT_CLOSE(download_f64(gpu(), rstd.t), as_f64(rr), 1e-5, "layernorm rstd " << what);
+      outs.push_back(raw(out.t)), outs.push_back(raw(mean.t)), outs.push_back(raw(rstd.t));
+      const std::vector<float> mean_gpu = as_f32(download_f64(gpu(), mean.t)),
+                               rstd_gpu = as_f32(download_f64(gpu(), rstd.t));  // the backward's inputs, for both
+      for (bool acc : {false, true}) {
+        std::vector<float> dxv(static_cast<size_t>(rows * dim)), dwv = put(dw.t, dwd), dbv = put(db.t, dbd);
+        std::vector<float> ms = mean_gpu, rs = rstd_gpu;
+        if (acc)
+          dxv = put(dx.t, dxd);
+        else
+          gpu().fill(dx.t, NAN);
+        gpu().layernorm_backward(dx.t, dw.t, db.t, dout.t, x.t, w.t, mean.t, rstd.t, acc);
+        cpu.layernorm_backward(test::view(dxv, {rows, dim}), test::view(dwv, {dim}), test::view(dbv, {dim}),
+                               test::view(dov, {rows, dim}), test::view(xv, {rows, dim}), test::view(wv, {dim}),
+                               test::view(ms, {rows}), test::view(rs, {rows}), acc);
+        EXPECT_CLOSE(download_f64(gpu(), dx.t), as_f64(dxv), 2e-2, "layernorm dx acc=" << acc << ", " << what);
+        EXPECT_CLOSE(download_f64(gpu(), dw.t), as_f64(dwv), 1e-4, "layernorm dw (accumulated), " << what);
+        EXPECT_CLOSE(download_f64(gpu(), db.t), as_f64(dbv), 1e-4, "layernorm db (accumulated), " << what);
+        outs.push_back(raw(dx.t)), outs.push_back(raw(dw.t)), outs.push_back(raw(db.t));
+      }
+      if (first.empty()) first = outs;
+      for (size_t k = 0; k < outs.size(); ++k)
+        EXPECT_TRUE(outs[k] == first[k]) << "layernorm " << names[k] << ": " << what << " differs from offsets 0";
+    }
+  }
+  // Empty gradients are skipped: db alone gives the bits db gets alongside dx and dw.
+  const int64_t rows = 37, dim = 96;
+  Dev x(gpu(), DType::BF16, {rows, dim}), w(gpu(), DType::BF16, {dim}), b(gpu(), DType::BF16, {dim});
+  Dev out(gpu(), DType::BF16, {rows, dim}), mean(gpu(), DType::F32, {rows}), rstd(gpu(), DType::F32, {rows});
+  Dev dout(gpu(), DType::BF16, {rows, dim}), dx(gpu(), DType::BF16, {rows, dim}), dw(gpu(), DType::F32, {dim});
+  Dev db(gpu(), DType::F32, {dim});
+  put_random(x, 2.0), put_random(w), put_random(b), put_random(dout);
+  gpu().layernorm_forward(out.t, mean.t, rstd.t, x.t, w.t, b.t, 1e-5);
+  gpu().zero(dw.t), gpu().zero(db.t);
+  gpu().layernorm_backward(dx.t, dw.t, db.t, dout.t, x.t, w.t, mean.t, rstd.t, false);
+  const std::vector<uint8_t> db_all = raw(db.t);
+  gpu().zero(db.t);
+  gpu().layernorm_backward(Tensor(), Tensor(), db.t, dout.t, x.t, w.t, mean.t, rstd.t, false);
+  EXPECT_TRUE(raw(db.t) == db_all) << "layernorm db alone differs from db with dx and dw";
+}
+
+TEST_F(CudaOps, GeluMatchesTheCpuAndItsPathsAgreeBitForBit) {
+  for (int64_t n : {1, 7, 8, 9, 3552, 5 * 8192 + 3, 300007}) {
+    const std::vector<double> xd = test::random_vector(rng, n, 2.5), dd = test::random_vector(rng, n);
+    const char* names[] = {"out", "dx", "out in place", "dx in place"};
+    std::vector<std::vector<uint8_t>> first;
+    for (const Offsets& off : kOffsets) {
+      const std::string what = "n " + std::to_string(n) + ", " + describe(off);
+      OffsetDev x(gpu(), DType::BF16, {n}, off.in), d(gpu(), DType::BF16, {n}, off.in),
+          o(gpu(), DType::BF16, {n}, off.out), dx(gpu(), DType::BF16, {n}, off.out);
+      std::vector<float> xv = put(x.t, xd), dv = put(d.t, dd), ref(static_cast<size_t>(n)),
+                         rdx(static_cast<size_t>(n));
+      std::vector<std::vector<uint8_t>> outs;
+      gpu().fill(o.t, NAN);
+      gpu().gelu_forward(o.t, x.t);
+      cpu.gelu_forward(test::view(ref, {n}), test::view(xv, {n}));
+      EXPECT_CLOSE(download_f64(gpu(), o.t), as_f64(ref), kBf16Tol, "gelu_forward " << what);
+      outs.push_back(raw(o.t));
+      gpu().fill(dx.t, NAN);
+      gpu().gelu_backward(dx.t, d.t, x.t);
+      cpu.gelu_backward(test::view(rdx, {n}), test::view(dv, {n}), test::view(xv, {n}));
+      EXPECT_CLOSE(download_f64(gpu(), dx.t), as_f64(rdx), kBf16Tol, "gelu_backward " << what);
+      outs.push_back(raw(dx.t));
+      gpu().copy(o.t, x.t);
+      gpu().gelu_forward(o.t, o.t);  // out aliases x
+      outs.push_back(raw(o.t));
+      EXPECT_TRUE(outs.back() == outs[0]) << "gelu_forward in place differs, " << what;
+      gpu().copy(dx.t, d.t);
+      gpu().gelu_backward(dx.t, dx.t, x.t);  // dx aliases dout
+      outs.push_back(raw(dx.t));
+      EXPECT_TRUE(outs.back() == outs[1]) << "gelu_backward in place differs, " << what;
+      if (first.empty()) first = outs;
+      for (size_t k = 0; k < outs.size(); ++k)
+        EXPECT_TRUE(outs[k] == first[k]) << "gelu " << names[k] << ": " << what << " differs from offsets 0";
+    }
+  }
+}
+
+TEST_F(CudaOps, BiasAddAndBackwardMatchTheCpuAndPathsAgreeBitForBit) {
+  // add_bias: bf16(f32(y) + f32(b)) element by element, exactly the CPU's f32 sum rounded to bf16. bias_backward: the
+  // column sums (16500 rows: more row chunks than the reduction's cap) as an increment onto random initial values.
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {5, 7}, {37, 96}, {3, 6144}, {300, 4096}, {16500, 64},
+                            {33, 1001}}) {
+    const std::vector<double> yd = test::random_vector(rng, rows * cols, 3.0), bd = test::random_vector(rng, cols),
+                              dyd = test::random_vector(rng, rows * cols), dbd = test::random_vector(rng, cols);
+    std::vector<std::vector<uint8_t>> first;
+    for (const Offsets& off : kOffsets) {
+      const std::string what = std::to_string(rows) + "x" + std::to_string(cols) + ", " + describe(off);
+      OffsetDev y(gpu(), DType::BF16, {rows, cols}, off.out), b(gpu(), DType::BF16, {cols}, off.in),
+          dy(gpu(), DType::BF16, {rows, cols}, off.in), db(gpu(), DType::F32, {cols}, 0);
+      const std::vector<float> yv = put(y.t, yd), bv = put(b.t, bd), dyv = put(dy.t, dyd), db0 = put(db.t, dbd);
+      gpu().add_bias(y.t, b.t);
+      const std::vector<double> got = download_f64(gpu(), y.t);
+      int64_t wrong = 0, first_wrong = -1;
+      for (int64_t i = 0; i < rows * cols; ++i)
+        if (got[size_t(i)] != double(bf16_to_f32(f32_to_bf16(yv[size_t(i)] + bv[size_t(i % cols)]))) && wrong++ == 0)
+          first_wrong = i;
+      EXPECT_EQ(wrong, 0) << "add_bias " << what << ": first wrong element " << first_wrong;
+      std::vector<float> rdb = db0, dyc = dyv;
+      gpu().bias_backward(db.t, dy.t);
+      cpu.bias_backward(test::view(rdb, {cols}), test::view(dyc, {rows, cols}));
+      std::vector<double> inc = download_f64(gpu(), db.t), ref_inc = as_f64(rdb);
+      for (int64_t c = 0; c < cols; ++c) inc[size_t(c)] -= db0[size_t(c)], ref_inc[size_t(c)] -= db0[size_t(c)];
+      EXPECT_CLOSE(inc, ref_inc, 1e-5, "bias_backward increment " << what);
+      std::vector<std::vector<uint8_t>> outs = {raw(y.t), raw(db.t)};
+      gpu().bias_backward(Tensor(), dy.t);  // frozen bias: nothing to do
+      if (first.empty()) first = outs;
+      EXPECT_TRUE(outs[0] == first[0]) << "add_bias: " << what << " differs from offsets 0";
+      EXPECT_TRUE(outs[1] == first[1]) << "bias_backward: " << what << " differs from offsets 0";
+    }
+  }
+}
+
+TEST_F(CudaOps, PartialRopeMatchesTheCpuAndPassesTheRestThroughBitForBit) {
+  // R/2 and Dh multiples of 8 with x aligned: the vector kernel ({64, 16}: pythia-70m/160m, {128, 32}: pythia-1.4b,
+  // {80, 64}); R/2 = 12, 2 and Dh 10: scalar. Dims [R, Dh) keep their bits; R = Dh is the default (0) bit for bit.
+  for (auto [T, H, Dh, R] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{37, 3, 64, 16}, {9, 4, 128, 32},
+                             {4, 2, 80, 64}, {5, 3, 64, 24}, {20, 2, 8, 4}, {6, 2, 10, 4}, {7, 3, 64, 64}}) {
+    const std::vector<double> xd = test::random_vector(rng, T * H * Dh);
+    std::vector<int32_t> pv(static_cast<size_t>(T));
+    for (auto& p : pv) p = int32_t(rng.below(8192));
+    const RopeParams rp{10000.0, 4.0, R};
+    std::vector<std::vector<uint8_t>> first;
+    for (int64_t offset : {0, 8, 1, 3}) {
+      const std::string what = std::to_string(T) + "x" + std::to_string(H) + "x" + std::to_string(Dh) + ", R " +
+                               std::to_string(R) + ", offset " + std::to_string(offset);
+      OffsetDev x(gpu(), DType::BF16, {T, H, Dh}, offset), pos(gpu(), DType::I32, {T}, offset);
+      upload_i32(gpu(), pos.t, pv.data());
+      std::vector<float> xv = put(x.t, xd);
+      std::vector<int32_t> pc = pv;
+      std::vector<uint16_t> before(static_cast<size_t>(T * H * Dh)), after(before.size());
+      gpu().copy_to_host(before.data(), x.t);
+      std::vector<std::vector<uint8_t>> outs;
+      gpu().rope_forward(x.t, pos.t, rp);
+      cpu.rope_forward(test::view(xv, {T, H, Dh}), Tensor(pc.data(), DType::I32, Device::CPU, {T}), rp);
+      EXPECT_CLOSE(download_f64(gpu(), x.t), as_f64(xv), kBf16Tol, "partial rope forward " << what);
+      gpu().copy_to_host(after.data(), x.t);
+      int64_t moved = 0;
+      for (int64_t th = 0; th < T * H; ++th)
+        for (int64_t d = R; d < Dh; ++d) moved += after[size_t(th * Dh + d)] != before[size_t(th * Dh + d)];
+      EXPECT_EQ(moved, 0) << "dims past rotary_dims changed, " << what;
+      outs.push_back(raw(x.t));
+      xv = as_f32(download_f64(gpu(), x.t));
+      gpu().rope_backward(x.t, pos.t, rp);
+      cpu.rope_backward(test::view(xv, {T, H, Dh}), Tensor(pc.data(), DType::I32, Device::CPU, {T}), rp);
+      EXPECT_CLOSE(download_f64(gpu(), x.t), as_f64(xv), kBf16Tol, "partial rope backward " << what);
+      outs.push_back(raw(x.t));
+      if (R == Dh) {  // the default spelling gives the same bits
+        put(x.t, xd);
+        gpu().rope_forward(x.t, pos.t, RopeParams{10000.0, 4.0});
+        EXPECT_TRUE(raw(x.t) == outs[0]) << "rotary_dims = Dh differs from the default 0, " << what;
+      }
+      if (first.empty()) first = outs;
+      for (size_t k = 0; k < outs.size(); ++k)
+        EXPECT_TRUE(outs[k] == first[k]) << "partial rope " << (k ? "backward" : "forward") << ": " << what
+                                         << " differs from offset 0";
+    }
+  }
+}
+
 // ---- attention ------------------------------------------------------------------------------------------------------------
 struct AttnCase {
   int64_t B, L, Lk, H, Hkv, Dh;

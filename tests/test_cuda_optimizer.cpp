@@ -69,6 +69,13 @@ class HostMixedBackend final : public Backend {
   LL_NOT_HERE(void embedding_backward(Tensor, const Tensor&, const Tensor&))
   LL_NOT_HERE(void rmsnorm_forward(Tensor, Tensor, const Tensor&, const Tensor&, double))
   LL_NOT_HERE(void rmsnorm_backward(Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool))
+  LL_NOT_HERE(void layernorm_forward(Tensor, Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&, double))
+  LL_NOT_HERE(void layernorm_backward(Tensor, Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&,
+                                      const Tensor&, const Tensor&, bool))
+  LL_NOT_HERE(void add_bias(Tensor, const Tensor&))
+  LL_NOT_HERE(void bias_backward(Tensor, const Tensor&))
+  LL_NOT_HERE(void gelu_forward(Tensor, const Tensor&))
+  LL_NOT_HERE(void gelu_backward(Tensor, const Tensor&, const Tensor&))
   LL_NOT_HERE(void linear_forward(Tensor, const Tensor&, const Tensor&, bool))
   LL_NOT_HERE(void linear_backward(Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&, bool))
   LL_NOT_HERE(void lora_forward(Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&, const Tensor&,

@@ -328,6 +328,10 @@ TEST(LaunchPlan, RopeRatesAndAdamWScalars) {
   const std::vector<float> r = rope_angle_rates(10000.0, 4.0, 8);
   ASSERT_EQ(r.size(), 4u);
   for (int i = 0; i < 4; ++i) EXPECT_FLOAT_EQ(r[i], float(std::pow(10000.0, -2.0 * i / 8.0) / 4.0));
+  // Partial rotary: the frequencies of the rotated slice (R = 16 of a 64-dim head), not of the head.
+  const std::vector<float> partial = rope_angle_rates(10000.0, 1.0, 16);
+  ASSERT_EQ(partial.size(), 8u);
+  EXPECT_FLOAT_EQ(partial[1], float(std::pow(10000.0, -2.0 / 16.0)));
   const AdamWArgs a = make_adamw_args(1e-3, 0.9, 0.95, 1e-8, 0.1, 3);
   EXPECT_FLOAT_EQ(a.lr_decay, float(1 - 1e-4));
   EXPECT_FLOAT_EQ(a.step_size, float(1e-3 / (1 - std::pow(0.9, 3))));
@@ -405,6 +409,47 @@ TEST(CudaOpChecks, EmbeddingNormRopeAndLoss) {
   EXPECT_EQ(cuda_checks::cross_entropy(dev(kB, {3, 11}), dev(kF, {3}), dev(kI, {3})).cols, 11);
   expect_error([] { cuda_checks::cross_entropy(dev(kF, {3, 11}), dev(kF, {3}), dev(kI, {3})); }, "`logits`");
   EXPECT_EQ(op_checks::argmax_rows(kCuda, dev(kI, {3}), dev(kB, {3, 11})).rows, 3);
+}
+
+TEST(CudaOpChecks, GptNeoxOpsLayerNormBiasGeluPartialRope) {
+  const auto ln = op_checks::layernorm_forward(kCuda, dev(kB, {4, 16}), dev(kF, {4}), dev(kF, {4}), dev(kB, {4, 16}),
+                                               dev(kB, {16}), dev(kB, {16}), 1e-5);
+  EXPECT_EQ(ln.rows, 4);
+  EXPECT_EQ(ln.cols, 16);
+  expect_error([] {
+    op_checks::layernorm_forward(kCuda, dev(kB, {4, 16}), dev(kF, {4}), dev(kF, {4}), dev(kB, {4, 16}), dev(kB, {16}),
+                                 dev(kF, {16}), 1e-5);
+  }, "layernorm_forward: argument `b` has dtype f32, expected bf16");
+  expect_error([] {
+    op_checks::layernorm_forward(kCuda, dev(kB, {4, 16}), dev(kB, {4}), dev(kF, {4}), dev(kB, {4, 16}), dev(kB, {16}),
+                                 dev(kB, {16}), 1e-5);
+  }, "`mean` has dtype bf16, expected f32");
+  expect_error([] {
+    op_checks::layernorm_forward(kCuda, dev(kB, {4, 16}), dev(kF, {4}), dev(kF, {4}), dev(kB, {4, 16}), dev(kB, {16}),
+                                 dev(kB, {16}), NAN);
+  }, "eps must be finite");
+  // Every gradient of the backward may be empty (skipped); a present one is checked.
+  EXPECT_NO_THROW(op_checks::layernorm_backward(kCuda, Tensor(), Tensor(), Tensor(), dev(kB, {4, 16}), dev(kB, {4, 16}),
+                                                dev(kB, {16}), dev(kF, {4}), dev(kF, {4})));
+  expect_error([] {
+    op_checks::layernorm_backward(kCuda, Tensor(), Tensor(), dev(kB, {16}), dev(kB, {4, 16}), dev(kB, {4, 16}),
+                                  dev(kB, {16}), dev(kF, {4}), dev(kF, {4}));
+  }, "`db` has dtype bf16, expected f32");
+  EXPECT_EQ(op_checks::add_bias(kCuda, dev(kB, {6, 12}), dev(kB, {12})).cols, 12);
+  expect_error([] { op_checks::add_bias(kCuda, dev(kB, {6, 12}), dev(kB, {6})); }, "add_bias: argument `b` has shape [6]");
+  EXPECT_EQ(op_checks::bias_backward(kCuda, Tensor(), dev(kB, {6, 12})).rows, 6);
+  expect_error([] { op_checks::bias_backward(kCuda, dev(kF, {11}), dev(kB, {6, 12})); }, "`db` has shape [11]");
+  EXPECT_EQ(op_checks::gelu_forward(kCuda, dev(kB, {3, 5}), dev(kB, {3, 5})), 15);
+  expect_error([] { op_checks::gelu_backward(kCuda, dev(kB, {3, 5}), dev(kF, {3, 5}), dev(kB, {3, 5})); },
+               "gelu_backward: argument `dout` has dtype f32");
+  // Partial rotary: the resolved slice; 0 means the whole head.
+  EXPECT_EQ(cuda_checks::rope(dev(kB, {10, 4, 64}), dev(kI, {10}), RopeParams{10000, 1, 16}, "rope_forward").rotary_dims,
+            16);
+  EXPECT_EQ(cuda_checks::rope(dev(kB, {10, 4, 64}), dev(kI, {10}), RopeParams{}, "rope_forward").rotary_dims, 64);
+  expect_error([] { cuda_checks::rope(dev(kB, {10, 4, 64}), dev(kI, {10}), RopeParams{10000, 1, 15}, "rope_forward"); },
+               "rotary_dims 15 must be even and in [2, 64]");
+  expect_error([] { cuda_checks::rope(dev(kB, {10, 4, 64}), dev(kI, {10}), RopeParams{10000, 1, 66}, "rope_backward"); },
+               "rope_backward: rotary_dims 66");
 }
 
 TEST(CudaOpChecks, MatrixProducts) {

@@ -65,6 +65,132 @@ TEST_P(RmsNormGrad, MatchesFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(Shapes, RmsNormGrad, ::testing::Values(std::make_pair(1, 8), std::make_pair(5, 7),
                                                                    std::make_pair(3, 130)));
 
+// ---- LayerNorm (GPT-NeoX) -------------------------------------------------------------------------------------------
+class LayerNormGrad : public ::testing::TestWithParam<std::pair<int64_t, int64_t>> {};
+TEST_P(LayerNormGrad, MatchesFiniteDifferences) {
+  const auto [T, D] = GetParam();
+  Rng rng(12 + T * 31 + D);
+  Vec x = random_vector(rng, T * D), w = random_vector(rng, D), b = random_vector(rng, D), out(T * D), mean(T),
+      rstd(T), R = random_vector(rng, T * D);
+  for (int64_t i = 0; i < T * D; ++i) x[i] += 0.7 * double(i % 3);  // rows with a non-zero mean
+  const double eps = 1e-5;
+  auto loss = [&] {
+    cpu64.layernorm_forward(view(out, {T, D}), view(mean, {T}), view(rstd, {T}), view(x, {T, D}), view(w, {D}),
+                            view(b, {D}), eps);
+    return dot(out, R);
+  };
+  loss();
+  Vec dx(T * D, 0.0), dw(D, 0.0), db(D, 0.0);
+  cpu64.layernorm_backward(view(dx, {T, D}), view(dw, {D}), view(db, {D}), view(R, {T, D}), view(x, {T, D}),
+                           view(w, {D}), view(mean, {T}), view(rstd, {T}), false);
+  expect_gradient(loss, x, dx, "layernorm dx");
+  expect_gradient(loss, w, dw, "layernorm dw");
+  expect_gradient(loss, b, db, "layernorm db");
+  // accumulate_dx adds onto what is there; parameter gradients accumulate; empty ones are skipped.
+  Vec acc(T * D, 1.0), dw2 = dw, db2(D, 0.5);
+  cpu64.layernorm_backward(view(acc, {T, D}), Tensor(), view(db2, {D}), view(R, {T, D}), view(x, {T, D}),
+                           view(w, {D}), view(mean, {T}), view(rstd, {T}), true);
+  for (size_t i = 0; i < acc.size(); ++i) EXPECT_NEAR(acc[i], 1.0 + dx[i], 1e-12);
+  for (int64_t d = 0; d < D; ++d) EXPECT_NEAR(db2[d], 0.5 + db[d], 1e-12);
+  cpu64.layernorm_backward(Tensor(), view(dw2, {D}), Tensor(), view(R, {T, D}), view(x, {T, D}), view(w, {D}),
+                           view(mean, {T}), view(rstd, {T}), false);
+  for (int64_t d = 0; d < D; ++d) EXPECT_NEAR(dw2[d], 2 * dw[d], 1e-12);
+}
+INSTANTIATE_TEST_SUITE_P(Shapes, LayerNormGrad, ::testing::Values(std::make_pair(1, 8), std::make_pair(5, 7),
+                                                                     std::make_pair(3, 130)));
+
+TEST(LayerNormForward, IsTorchLayerNormBiasedVarianceEpsInsideTheRoot) {
+  // torch.nn.LayerNorm written out: mean, the biased variance (divided by D, not D − 1), (x − mean)/sqrt(var + eps).
+  const int64_t T = 3, D = 5;
+  const double eps = 0.25;  // large, so eps outside the root (or added to rstd) would show
+  Rng rng(13);
+  Vec x = random_vector(rng, T * D, 2.0), w = random_vector(rng, D), b = random_vector(rng, D), out(T * D), mean(T),
+      rstd(T);
+  cpu64.layernorm_forward(view(out, {T, D}), view(mean, {T}), view(rstd, {T}), view(x, {T, D}), view(w, {D}),
+                          view(b, {D}), eps);
+  for (int64_t t = 0; t < T; ++t) {
+    double m = 0, var = 0;
+    for (int64_t d = 0; d < D; ++d) m += x[t * D + d] / double(D);
+    for (int64_t d = 0; d < D; ++d) var += (x[t * D + d] - m) * (x[t * D + d] - m) / double(D);
+    EXPECT_NEAR(mean[t], m, 1e-14);
+    EXPECT_NEAR(rstd[t], 1.0 / std::sqrt(var + eps), 1e-14);
+    for (int64_t d = 0; d < D; ++d)
+      EXPECT_NEAR(out[t * D + d], (x[t * D + d] - m) / std::sqrt(var + eps) * w[d] + b[d], 1e-13) << t << "," << d;
+  }
+}
+
+TEST(LayerNormForward, LargeRowMeansDoNotCancelTheVarianceInFloat) {
+  // Rows offset by 1e4 normalise like the unshifted rows on the f32 backend: its statistics must not lose a unit
+  // variance to the offset (E[x²] − E[x]² accumulated in f32 would lose every digit of it).
+  CpuBackend<float> cpu32;
+  const int64_t T = 4, D = 64;
+  Rng rng(14);
+  std::vector<float> x(T * D), shifted(T * D), w(D, 1.0f), b(D, 0.0f), out(T * D), out_s(T * D), mean(T), rstd(T),
+      rstd_s(T);
+  for (int64_t i = 0; i < T * D; ++i) x[i] = float(rng.normal()), shifted[i] = x[i] + 1e4f;
+  cpu32.layernorm_forward(view(out, {T, D}), view(mean, {T}), view(rstd, {T}), view(x, {T, D}), view(w, {D}),
+                          view(b, {D}), 1e-5);
+  cpu32.layernorm_forward(view(out_s, {T, D}), view(mean, {T}), view(rstd_s, {T}), view(shifted, {T, D}), view(w, {D}),
+                          view(b, {D}), 1e-5);
+  for (int64_t t = 0; t < T; ++t) EXPECT_NEAR(rstd_s[t], rstd[t], 2e-3 * rstd[t]) << t;
+  for (int64_t i = 0; i < T * D; ++i) EXPECT_NEAR(out_s[i], out[i], 5e-3) << i;
+}
+
+// ---- bias (GPT-NeoX's linear layers) -------------------------------------------------------------------------------
+TEST(OpGradients, BiasedLinearAndBiasedLora) {
+  // y = x·Wᵀ + b, and the LoRA form y = x·Wᵀ + s·(x·Aᵀ)·Bᵀ + b: linear_forward / lora_forward then add_bias; the
+  // backward adds bias_backward for db. All against finite differences.
+  Rng rng(15);
+  const int64_t T = 7, K = 6, N = 9, r = 2;
+  const double scale = 3.0;
+  Vec x = random_vector(rng, T * K), w = random_vector(rng, N * K), bias = random_vector(rng, N), y(T * N);
+  Vec a = random_vector(rng, r * K), bl = random_vector(rng, N * r), xa(T * r), R = random_vector(rng, T * N);
+  for (bool lora : {false, true}) {
+    auto loss = [&] {
+      if (lora)
+        cpu64.lora_forward(view(y, {T, N}), view(xa, {T, r}), view(x, {T, K}), view(x, {T, K}), view(w, {N, K}),
+                           view(a, {r, K}), view(bl, {N, r}), scale);
+      else
+        cpu64.linear_forward(view(y, {T, N}), view(x, {T, K}), view(w, {N, K}), false);
+      cpu64.add_bias(view(y, {T, N}), view(bias, {N}));
+      return dot(y, R);
+    };
+    loss();
+    Vec dx(T * K), dw(N * K, 0.0), dbias(N, 0.0), da(r * K, 0.0), dbl(N * r, 0.0), dxa(T * r);
+    cpu64.bias_backward(view(dbias, {N}), view(R, {T, N}));
+    if (lora)
+      cpu64.lora_backward(view(dx, {T, K}), Tensor(), view(dw, {N, K}), view(da, {r, K}), view(dbl, {N, r}),
+                          view(dxa, {T, r}), view(R, {T, N}), view(x, {T, K}), view(x, {T, K}), view(xa, {T, r}),
+                          view(w, {N, K}), view(a, {r, K}), view(bl, {N, r}), scale, false);
+    else
+      cpu64.linear_backward(view(dx, {T, K}), view(dw, {N, K}), view(R, {T, N}), view(x, {T, K}), view(w, {N, K}),
+                            false);
+    const std::string what = lora ? "biased lora " : "biased linear ";
+    expect_gradient(loss, bias, dbias, what + "db");
+    expect_gradient(loss, x, dx, what + "dx");
+    expect_gradient(loss, w, dw, what + "dW");
+    if (lora) {
+      expect_gradient(loss, a, da, what + "dA");
+      expect_gradient(loss, bl, dbl, what + "dB");
+    }
+  }
+}
+
+TEST(BiasOps, AddBiasBroadcastsOverRowsAndBiasBackwardAccumulatesColumnSums) {
+  const int64_t T = 3, N = 70;  // two 64-column blocks, the second partial
+  Rng rng(16);
+  Vec y = random_vector(rng, T * N), y0 = y, b = random_vector(rng, N), dy = random_vector(rng, T * N);
+  cpu64.add_bias(view(y, {T, N}), view(b, {N}));
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t n = 0; n < N; ++n) EXPECT_EQ(y[t * N + n], y0[t * N + n] + b[n]);
+  Vec db(N, 1.0);
+  cpu64.bias_backward(view(db, {N}), view(dy, {T, N}));
+  for (int64_t n = 0; n < N; ++n) EXPECT_NEAR(db[n], 1.0 + dy[n] + dy[N + n] + dy[2 * N + n], 1e-14) << n;
+  cpu64.bias_backward(Tensor(), view(dy, {T, N}));  // frozen bias: nothing to do, no error
+  Vec short_b(N - 1);
+  EXPECT_THROW(cpu64.add_bias(view(y, {T, N}), view(short_b, {N - 1})), Error);
+}
+
 class LinearGrad : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t>> {};
 TEST_P(LinearGrad, MatchesFiniteDifferences) {
   const auto [T, K, N] = GetParam();
@@ -223,6 +349,84 @@ TEST(RopeForward, RotateHalfLayoutAndInterpolatedPositions) {
   EXPECT_NEAR(x[3], 4 * std::cos(a1) + 2 * std::sin(a1), 1e-12);
 }
 
+// ---- partial rotary (GPT-NeoX: rotary_pct of each head rotates) ------------------------------------------------------
+class PartialRopeGrad : public ::testing::TestWithParam<std::tuple<int64_t, int64_t, int64_t, int64_t, double>> {};
+TEST_P(PartialRopeGrad, MatchesFiniteDifferencesAndPassesTheRestThrough) {
+  const auto [T, heads, Dh, R, factor] = GetParam();
+  Rng rng(18 + T + heads + Dh + R);
+  Vec x = random_vector(rng, T * heads * Dh), y, G = random_vector(rng, T * heads * Dh);
+  std::vector<int32_t> pos(T);
+  for (int64_t t = 0; t < T; ++t) pos[t] = int32_t((t * 37) % 101);
+  const RopeParams p{10000.0, factor, R};
+  auto loss = [&] {
+    y = x;
+    cpu64.rope_forward(view(y, {T, heads, Dh}), view(pos, {T}), p);
+    return dot(y, G);
+  };
+  loss();
+  for (int64_t th = 0; th < T * heads; ++th)
+    for (int64_t d = R; d < Dh; ++d) ASSERT_EQ(y[th * Dh + d], x[th * Dh + d]) << "dim " << d << " must pass through";
+  Vec dx = G;
+  cpu64.rope_backward(view(dx, {T, heads, Dh}), view(pos, {T}), p);
+  for (int64_t th = 0; th < T * heads; ++th)
+    for (int64_t d = R; d < Dh; ++d) ASSERT_EQ(dx[th * Dh + d], G[th * Dh + d]) << "backward, dim " << d;
+  expect_gradient(loss, x, dx, "partial rope dx");
+}
+INSTANTIATE_TEST_SUITE_P(Shapes, PartialRopeGrad,
+                         ::testing::Values(std::make_tuple(5, 3, 8, 2, 1.0), std::make_tuple(7, 2, 10, 4, 2.0),
+                                           std::make_tuple(3, 2, 64, 16, 4.0), std::make_tuple(4, 1, 7, 6, 1.0)));
+
+TEST(RopeForward, PartialRotaryRotatesHalvesInsideTheSliceWithItsOwnFrequencies) {
+  // Dh = 6, R = 4: pairs (x0, x2) and (x1, x3) rotate by (pos/factor)·θ^0 and (pos/factor)·θ^(−2/4) — frequencies
+  // of R, not of Dh — and x4, x5 are untouched.
+  const double theta = 10000.0, factor = 2.0;
+  Vec x = {1.0, 2.0, 3.0, 4.0, 5.0, 6.0};
+  std::vector<int32_t> pos = {6};
+  cpu64.rope_forward(view(x, {1, 1, 6}), view(pos, {1}), RopeParams{theta, factor, 4});
+  const double a0 = 6.0 / factor, a1 = 6.0 / factor * std::pow(theta, -0.5);
+  EXPECT_NEAR(x[0], 1 * std::cos(a0) - 3 * std::sin(a0), 1e-12);
+  EXPECT_NEAR(x[2], 3 * std::cos(a0) + 1 * std::sin(a0), 1e-12);
+  EXPECT_NEAR(x[1], 2 * std::cos(a1) - 4 * std::sin(a1), 1e-12);
+  EXPECT_NEAR(x[3], 4 * std::cos(a1) + 2 * std::sin(a1), 1e-12);
+  EXPECT_EQ(x[4], 5.0);
+  EXPECT_EQ(x[5], 6.0);
+}
+
+TEST(RopeForward, RotaryDimsEqualToTheHeadIsTheDefaultBitForBit) {
+  // rotary_dims = Dh and the default 0 (every Llama call) run the same arithmetic, in f32 and f64.
+  CpuBackend<float> cpu32;
+  const int64_t T = 9, H = 3, Dh = 16;
+  Rng rng(19);
+  std::vector<float> a(T * H * Dh), b;
+  for (float& v : a) v = float(rng.normal());
+  b = a;
+  std::vector<int32_t> pos(T);
+  for (int64_t t = 0; t < T; ++t) pos[t] = int32_t(t * 113 % 4096);
+  cpu32.rope_forward(view(a, {T, H, Dh}), view(pos, {T}), RopeParams{5e5, 4.0});
+  cpu32.rope_forward(view(b, {T, H, Dh}), view(pos, {T}), RopeParams{5e5, 4.0, Dh});
+  EXPECT_EQ(a, b);
+  cpu32.rope_backward(view(a, {T, H, Dh}), view(pos, {T}), RopeParams{5e5, 4.0});
+  cpu32.rope_backward(view(b, {T, H, Dh}), view(pos, {T}), RopeParams{5e5, 4.0, Dh});
+  EXPECT_EQ(a, b);
+}
+
+TEST(RopeErrors, RotaryDimsMustBeEvenAndWithinTheHead) {
+  Vec x(2 * 8);
+  std::vector<int32_t> pos = {0, 1};
+  for (int64_t bad : {3, 10, -2}) {
+    try {
+      cpu64.rope_forward(view(x, {2, 1, 8}), view(pos, {2}), RopeParams{10000.0, 1.0, bad});
+      FAIL() << "rotary_dims " << bad << " must be refused";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("rotary_dims " + std::to_string(bad)), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("[2, 8]"), std::string::npos) << e.what();
+    }
+  }
+  Vec odd(2 * 7);  // an odd head is fine when only an even slice rotates
+  EXPECT_NO_THROW(cpu64.rope_forward(view(odd, {2, 1, 7}), view(pos, {2}), RopeParams{10000.0, 1.0, 6}));
+  EXPECT_THROW(cpu64.rope_forward(view(odd, {2, 1, 7}), view(pos, {2}), RopeParams{}), Error);
+}
+
 struct AttnCase {
   friend void PrintTo(const AttnCase& c, std::ostream* os) { *os << c.label; }
   int64_t B, L, H, Hkv, Dh;
@@ -349,6 +553,35 @@ TEST(OpGradients, SwiGLU) {
   expect_gradient(loss, u, du, "swiglu dup");
 }
 
+TEST(OpGradients, GeluExact) {
+  Rng rng(17);
+  const int64_t T = 6, F = 13;
+  Vec x = random_vector(rng, T * F, 2.0), out(T * F), R = random_vector(rng, T * F);
+  auto loss = [&] {
+    cpu64.gelu_forward(view(out, {T, F}), view(x, {T, F}));
+    return dot(out, R);
+  };
+  Vec dx(T * F);
+  cpu64.gelu_backward(view(dx, {T, F}), view(R, {T, F}), view(x, {T, F}));
+  expect_gradient(loss, x, dx, "gelu dx");
+  // In place: out may alias x, dx may alias dout.
+  loss();
+  Vec inplace = x, dinplace = R;
+  cpu64.gelu_forward(view(inplace, {T, F}), view(inplace, {T, F}));
+  cpu64.gelu_backward(view(dinplace, {T, F}), view(dinplace, {T, F}), view(x, {T, F}));
+  EXPECT_EQ(inplace, out);
+  EXPECT_EQ(dinplace, dx);
+}
+
+TEST(GeluForward, IsTheErfFormNotTheTanhApproximation) {
+  // x·Φ(x) at known points; the tanh form ("gelu_new") gives 0.841192 at 1, off by 1.5e-4.
+  Vec x = {-3.0, -1.0, 0.0, 0.5, 1.0, 2.0}, out(6);
+  cpu64.gelu_forward(view(out, {6}), view(x, {6}));
+  const double want[] = {-0.00404969409489031, -0.15865525393145707, 0.0, 0.34573123063700656, 0.8413447460685429,
+                         1.9544997361036416};
+  for (int i = 0; i < 6; ++i) EXPECT_NEAR(out[i], want[i], 1e-15) << "x = " << x[i];
+}
+
 TEST(OpGradients, ResidualAddIsIdentityInBothInputs) {
   Rng rng(9);
   const int64_t T = 4, D = 7;
@@ -406,6 +639,26 @@ TEST(OpErrors, ShapeAndDtypeMismatchesNameTheArgument) {
   Vec w3(3);
   EXPECT_THROW(cpu64.rmsnorm_forward(view(out, {4, 3}), view(rstd, {4}), view(xf, {4, 3}), view(w3, {3}), 1e-5),
                Error);
+  // LayerNorm names its bias and refuses a negative eps; GELU names a mismatched argument.
+  Vec b(6), mean(4);
+  try {
+    cpu64.layernorm_forward(view(out, {4, 3}), view(mean, {4}), view(rstd, {4}), view(x, {4, 3}), view(w3, {3}),
+                            view(b, {6}), 1e-5);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layernorm_forward: argument `b`"), std::string::npos) << e.what();
+  }
+  Vec b3(3);
+  EXPECT_THROW(cpu64.layernorm_forward(view(out, {4, 3}), view(mean, {4}), view(rstd, {4}), view(x, {4, 3}),
+                                       view(w3, {3}), view(b3, {3}), -1.0),
+               Error);
+  Vec g13(13);
+  try {
+    cpu64.gelu_backward(view(out, {4, 3}), view(g13, {13}), view(x, {4, 3}));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gelu_backward: argument `dout`"), std::string::npos) << e.what();
+  }
   std::vector<int32_t> bad_targets = {0, 5};
   Vec logits(2 * 5), losses(2);
   EXPECT_THROW(cpu64.cross_entropy(view(logits, {2, 5}), view(losses, {2}), view(bad_targets, {2}), 1.0, true), Error);

@@ -232,6 +232,65 @@ TEST(ProfilingBackend, ForwardsQueriesAndMemoryCalls) {
                                       {"allocate", 1}, {"copy_from_host", 1}, {"copy_to_host", 1}, {"release", 1}}));
 }
 
+TEST(ProfilingBackend, ForwardsTheGptNeoxOpsUnchangedAndBillsThemByName) {
+  // LayerNorm, bias, GELU and partial RoPE through the wrapper give the inner backend's bits, one row per op.
+  CpuBackend<float> plain, inner;
+  ProfilingBackend prof(inner);
+  prof.set_enabled(true);
+  const int64_t T = 6, D = 16, H = 2, Dh = 8;
+  Rng rng(21);
+  auto random = [&](int64_t n) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& x : v) x = float(rng.normal());
+    return v;
+  };
+  const std::vector<float> x = random(T * D), w = random(D), b = random(D), g = random(T * D);
+  std::vector<int32_t> pos = {0, 5, 9, 2, 7, 1};
+  struct Run {
+    std::vector<float> out, mean, rstd, dx, dw, db, gelu, dgelu, biased, dbias, roped, droped;
+  };
+  auto run = [&](Backend& be) {
+    Run r{std::vector<float>(T * D), std::vector<float>(T), std::vector<float>(T), std::vector<float>(T * D),
+          std::vector<float>(D), std::vector<float>(D), std::vector<float>(T * D), std::vector<float>(T * D), x,
+          std::vector<float>(D), x, g};
+    std::vector<float> xc = x, wc = w, bc = b, gc = g;
+    be.layernorm_forward(test::view(r.out, {T, D}), test::view(r.mean, {T}), test::view(r.rstd, {T}),
+                         test::view(xc, {T, D}), test::view(wc, {D}), test::view(bc, {D}), 1e-5);
+    be.layernorm_backward(test::view(r.dx, {T, D}), test::view(r.dw, {D}), test::view(r.db, {D}),
+                          test::view(gc, {T, D}), test::view(xc, {T, D}), test::view(wc, {D}), test::view(r.mean, {T}),
+                          test::view(r.rstd, {T}), false);
+    be.gelu_forward(test::view(r.gelu, {T, D}), test::view(xc, {T, D}));
+    be.gelu_backward(test::view(r.dgelu, {T, D}), test::view(gc, {T, D}), test::view(xc, {T, D}));
+    be.add_bias(test::view(r.biased, {T, D}), test::view(bc, {D}));
+    be.bias_backward(test::view(r.dbias, {D}), test::view(gc, {T, D}));
+    be.rope_forward(test::view(r.roped, {T, H, Dh}), test::view(pos, {T}), RopeParams{10000.0, 2.0, 4});
+    be.rope_backward(test::view(r.droped, {T, H, Dh}), test::view(pos, {T}), RopeParams{10000.0, 2.0, 4});
+    return r;
+  };
+  const Run a = run(plain), c = run(prof);
+  EXPECT_EQ(a.out, c.out);
+  EXPECT_EQ(a.mean, c.mean);
+  EXPECT_EQ(a.rstd, c.rstd);
+  EXPECT_EQ(a.dx, c.dx);
+  EXPECT_EQ(a.dw, c.dw);
+  EXPECT_EQ(a.db, c.db);
+  EXPECT_EQ(a.gelu, c.gelu);
+  EXPECT_EQ(a.dgelu, c.dgelu);
+  EXPECT_EQ(a.biased, c.biased);
+  EXPECT_EQ(a.dbias, c.dbias);
+  EXPECT_EQ(a.roped, c.roped);
+  EXPECT_EQ(a.droped, c.droped);
+  EXPECT_NE(a.roped, x) << "rope_forward must have rotated something";
+  EXPECT_EQ(recorded_calls(prof), (std::map<std::string, int64_t>{{"add_bias", 1},
+                                                                  {"bias_backward", 1},
+                                                                  {"gelu_backward", 1},
+                                                                  {"gelu_forward", 1},
+                                                                  {"layernorm_backward", 1},
+                                                                  {"layernorm_forward", 1},
+                                                                  {"rope_backward", 1},
+                                                                  {"rope_forward", 1}}));
+}
+
 TEST(ProfilingBackend, StatsSortedAndTableAndJsonReportThem) {
   CpuBackend<float> inner;
   ProfilingBackend prof(inner);

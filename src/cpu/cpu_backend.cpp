@@ -89,6 +89,23 @@ void CpuBackend<T>::rmsnorm_backward(Tensor dx, Tensor dw, const Tensor& dout, c
                         x.ptr<T>(), w.ptr<T>(), rstd.ptr<T>(), d.rows, d.cols, accumulate_dx);
 }
 
+// ---- LayerNorm -----------------------------------------------------------------------------------------------
+template <typename T>
+void CpuBackend<T>::layernorm_forward(Tensor out, Tensor mean, Tensor rstd, const Tensor& x, const Tensor& w,
+                                      const Tensor& b, double eps) {
+  const auto d = op_checks::layernorm_forward(host_context(*this), out, mean, rstd, x, w, b, eps);
+  cpu::layernorm_forward(out.ptr<T>(), mean.ptr<T>(), rstd.ptr<T>(), x.ptr<T>(), w.ptr<T>(), b.ptr<T>(), d.rows,
+                         d.cols, eps);
+}
+template <typename T>
+void CpuBackend<T>::layernorm_backward(Tensor dx, Tensor dw, Tensor db, const Tensor& dout, const Tensor& x,
+                                       const Tensor& w, const Tensor& mean, const Tensor& rstd, bool accumulate_dx) {
+  const auto d = op_checks::layernorm_backward(host_context(*this), dx, dw, db, dout, x, w, mean, rstd);
+  cpu::layernorm_backward(dx.empty() ? nullptr : dx.ptr<T>(), dw.empty() ? nullptr : dw.ptr<T>(),
+                          db.empty() ? nullptr : db.ptr<T>(), dout.ptr<T>(), x.ptr<T>(), w.ptr<T>(), mean.ptr<T>(),
+                          rstd.ptr<T>(), d.rows, d.cols, accumulate_dx);
+}
+
 // ---- linear and LoRA ----------------------------------------------------------------------------------------
 template <typename T>
 void CpuBackend<T>::linear_forward(Tensor y, const Tensor& x, const Tensor& w, bool accumulate) {
@@ -106,6 +123,16 @@ void CpuBackend<T>::linear_backward(Tensor dx, Tensor dw, const Tensor& dy, cons
                  dx.ptr<T>(), k);
   if (!dw.empty())
     cpu::gemm<T>(true, false, n, k, rows, T(1), dy.ptr<T>(), n, x.ptr<T>(), k, T(1), dw.ptr<T>(), k);
+}
+template <typename T>
+void CpuBackend<T>::add_bias(Tensor y, const Tensor& b) {
+  const auto d = op_checks::add_bias(host_context(*this), y, b);
+  cpu::add_bias(y.ptr<T>(), b.ptr<T>(), d.rows, d.cols);
+}
+template <typename T>
+void CpuBackend<T>::bias_backward(Tensor db, const Tensor& dy) {
+  const auto d = op_checks::bias_backward(host_context(*this), db, dy);
+  if (!db.empty()) cpu::bias_backward(db.ptr<T>(), dy.ptr<T>(), d.rows, d.cols);
 }
 template <typename T>
 void CpuBackend<T>::lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& x_lora, const Tensor& w,
@@ -148,12 +175,14 @@ void CpuBackend<T>::dropout(Tensor out, const Tensor& x, double p, uint64_t seed
 template <typename T>
 void CpuBackend<T>::rope_forward(Tensor x, const Tensor& positions, const RopeParams& p) {
   const auto d = op_checks::rope(host_context(*this), x, positions, p, "rope_forward");
-  cpu::rope_rotate(x.ptr<T>(), positions.ptr<int32_t>(), d.rows, d.heads, d.head_dim, p.theta, p.factor, +1);
+  cpu::rope_rotate(x.ptr<T>(), positions.ptr<int32_t>(), d.rows, d.heads, d.head_dim, d.rotary_dims, p.theta,
+                   p.factor, +1);
 }
 template <typename T>
 void CpuBackend<T>::rope_backward(Tensor dx, const Tensor& positions, const RopeParams& p) {
   const auto d = op_checks::rope(host_context(*this), dx, positions, p, "rope_backward");
-  cpu::rope_rotate(dx.ptr<T>(), positions.ptr<int32_t>(), d.rows, d.heads, d.head_dim, p.theta, p.factor, -1);
+  cpu::rope_rotate(dx.ptr<T>(), positions.ptr<int32_t>(), d.rows, d.heads, d.head_dim, d.rotary_dims, p.theta,
+                   p.factor, -1);
 }
 
 // ---- attention -------------------------------------------------------------------------------------------------
@@ -178,7 +207,7 @@ void CpuBackend<T>::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Te
                           out.ptr<T>(), lse.ptr<T>(), s, mask);
 }
 
-// ---- SwiGLU, add ---------------------------------------------------------------------------------------------------
+// ---- SwiGLU, GELU, add ---------------------------------------------------------------------------------------------
 template <typename T>
 void CpuBackend<T>::swiglu_forward(Tensor out, const Tensor& gate, const Tensor& up) {
   const int64_t n = op_checks::swiglu_forward(host_context(*this), out, gate, up);
@@ -189,6 +218,16 @@ void CpuBackend<T>::swiglu_backward(Tensor dgate, Tensor dup, const Tensor& dout
                                     const Tensor& up) {
   const int64_t n = op_checks::swiglu_backward(host_context(*this), dgate, dup, dout, gate, up);
   cpu::swiglu_backward(dgate.ptr<T>(), dup.ptr<T>(), dout.ptr<T>(), gate.ptr<T>(), up.ptr<T>(), n);
+}
+template <typename T>
+void CpuBackend<T>::gelu_forward(Tensor out, const Tensor& x) {
+  const int64_t n = op_checks::gelu_forward(host_context(*this), out, x);
+  cpu::gelu_forward(out.ptr<T>(), x.ptr<T>(), n);
+}
+template <typename T>
+void CpuBackend<T>::gelu_backward(Tensor dx, const Tensor& dout, const Tensor& x) {
+  const int64_t n = op_checks::gelu_backward(host_context(*this), dx, dout, x);
+  cpu::gelu_backward(dx.ptr<T>(), dout.ptr<T>(), x.ptr<T>(), n);
 }
 template <typename T>
 void CpuBackend<T>::add(Tensor out, const Tensor& a, const Tensor& b) {

@@ -24,9 +24,15 @@ class CpuBackend : public Backend {
   void rmsnorm_forward(Tensor out, Tensor rstd, const Tensor& x, const Tensor& w, double eps) override;
   void rmsnorm_backward(Tensor dx, Tensor dw, const Tensor& dout, const Tensor& x, const Tensor& w, const Tensor& rstd,
                         bool accumulate_dx) override;
+  void layernorm_forward(Tensor out, Tensor mean, Tensor rstd, const Tensor& x, const Tensor& w, const Tensor& b,
+                         double eps) override;
+  void layernorm_backward(Tensor dx, Tensor dw, Tensor db, const Tensor& dout, const Tensor& x, const Tensor& w,
+                          const Tensor& mean, const Tensor& rstd, bool accumulate_dx) override;
   void linear_forward(Tensor y, const Tensor& x, const Tensor& w, bool accumulate) override;
   void linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const Tensor& x, const Tensor& w,
                        bool accumulate_dx) override;
+  void add_bias(Tensor y, const Tensor& b) override;
+  void bias_backward(Tensor db, const Tensor& dy) override;
   void lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& x_lora, const Tensor& w, const Tensor& a,
                     const Tensor& b, double scale) override;
   void lora_backward(Tensor dx, Tensor dx_lora, Tensor dw, Tensor da, Tensor db, Tensor dxa, const Tensor& dy,
@@ -41,6 +47,8 @@ class CpuBackend : public Backend {
                           const Tensor& v, const Tensor& out, const Tensor& lse, const AttentionMask& mask) override;
   void swiglu_forward(Tensor out, const Tensor& gate, const Tensor& up) override;
   void swiglu_backward(Tensor dgate, Tensor dup, const Tensor& dout, const Tensor& gate, const Tensor& up) override;
+  void gelu_forward(Tensor out, const Tensor& x) override;
+  void gelu_backward(Tensor dx, const Tensor& dout, const Tensor& x) override;
   void add(Tensor out, const Tensor& a, const Tensor& b) override;
   void cross_entropy(Tensor logits, Tensor losses, const Tensor& targets, double grad_scale,
                      bool compute_grad) override;

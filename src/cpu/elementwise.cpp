@@ -1,4 +1,4 @@
-// Element-wise ops: SwiGLU (out = silu(gate) ⊙ up, silu(g) = g·σ(g)), residual add, dropout.
+// Element-wise ops: SwiGLU (out = silu(gate) ⊙ up, silu(g) = g·σ(g)), exact GELU, residual add, dropout.
 #include <cmath>
 
 #include "cpu/kernels.h"
@@ -28,6 +28,30 @@ void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up
   }
 }
 
+// GELU(x) = x·Φ(x), Φ(x) = (1 + erf(x/√2))/2; d/dx = Φ(x) + x·φ(x), φ(x) = exp(−x²/2)/√(2π). Computed in double
+// (the reference for the f32 and bf16 backends), rounded once. Each element is read before it is written, so out
+// may alias x and dx may alias dout.
+static inline double normal_cdf(double x) { return 0.5 * (1.0 + std::erf(x * M_SQRT1_2)); }
+
+template <typename T>
+void gelu_forward(T* out, const T* x, int64_t n) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = double(x[i]);
+    out[i] = T(v * normal_cdf(v));
+  }
+}
+
+template <typename T>
+void gelu_backward(T* dx, const T* dout, const T* x, int64_t n) {
+  const double inv_sqrt_2pi = 0.5 * M_2_SQRTPI * M_SQRT1_2;  // 1/√(2π)
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = double(x[i]);
+    dx[i] = T(double(dout[i]) * (normal_cdf(v) + v * std::exp(-0.5 * v * v) * inv_sqrt_2pi));
+  }
+}
+
 template <typename T>
 void add(T* out, const T* a, const T* b, int64_t n) {
 #pragma omp parallel for schedule(static)
@@ -45,6 +69,10 @@ template void swiglu_forward<float>(float*, const float*, const float*, int64_t)
 template void swiglu_forward<double>(double*, const double*, const double*, int64_t);
 template void swiglu_backward<float>(float*, float*, const float*, const float*, const float*, int64_t);
 template void swiglu_backward<double>(double*, double*, const double*, const double*, const double*, int64_t);
+template void gelu_forward<float>(float*, const float*, int64_t);
+template void gelu_forward<double>(double*, const double*, int64_t);
+template void gelu_backward<float>(float*, const float*, const float*, int64_t);
+template void gelu_backward<double>(double*, const double*, const double*, int64_t);
 template void add<float>(float*, const float*, const float*, int64_t);
 template void add<double>(double*, const double*, const double*, int64_t);
 template void dropout<float>(float*, const float*, int64_t, double, uint64_t);

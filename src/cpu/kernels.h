@@ -25,10 +25,26 @@ template <typename T>
 void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const T* rstd, int64_t rows, int64_t dim,
                       bool accumulate_dx);
 
-// sign = +1 applies the rotation, −1 its transpose (the backward).
+// mean, rstd in double, rounded to T; out from the rounded statistics.
 template <typename T>
-void rope_rotate(T* x, const int32_t* positions, int64_t rows, int64_t heads, int64_t head_dim, double theta,
-                 double factor, int sign);
+void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* w, const T* b, int64_t rows, int64_t dim,
+                       double eps);
+// dx, dw, db may be null (skipped).
+template <typename T>
+void layernorm_backward(T* dx, T* dw, T* db, const T* dout, const T* x, const T* w, const T* mean, const T* rstd,
+                        int64_t rows, int64_t dim, bool accumulate_dx);
+
+// y[rows, cols] += b broadcast over rows; db += column sums of dy (rows in order).
+template <typename T>
+void add_bias(T* y, const T* b, int64_t rows, int64_t cols);
+template <typename T>
+void bias_backward(T* db, const T* dy, int64_t rows, int64_t cols);
+
+// sign = +1 applies the rotation, −1 its transpose (the backward). Only the first rotary_dims (even, <= head_dim)
+// of each head rotate.
+template <typename T>
+void rope_rotate(T* x, const int32_t* positions, int64_t rows, int64_t heads, int64_t head_dim, int64_t rotary_dims,
+                 double theta, double factor, int sign);
 
 // Queries are the last seq_len positions of kv_len keys (seq_len == kv_len except when decoding from a cache):
 // query i sits at absolute position i + kv_len − seq_len.
@@ -46,6 +62,12 @@ template <typename T>
 void swiglu_forward(T* out, const T* gate, const T* up, int64_t n);
 template <typename T>
 void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t n);
+
+// Exact GELU, computed in double and rounded to T. out may alias x; dx may alias dout.
+template <typename T>
+void gelu_forward(T* out, const T* x, int64_t n);
+template <typename T>
+void gelu_backward(T* dx, const T* dout, const T* x, int64_t n);
 
 template <typename T>
 void add(T* out, const T* a, const T* b, int64_t n);

@@ -72,6 +72,17 @@ class MixedHostBackend final : public Backend {
   void rmsnorm_backward(Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool) override {
     none();
   }
+  void layernorm_forward(Tensor, Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&, double) override {
+    none();
+  }
+  void layernorm_backward(Tensor, Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                          const Tensor&, bool) override {
+    none();
+  }
+  void add_bias(Tensor, const Tensor&) override { none(); }
+  void bias_backward(Tensor, const Tensor&) override { none(); }
+  void gelu_forward(Tensor, const Tensor&) override { none(); }
+  void gelu_backward(Tensor, const Tensor&, const Tensor&) override { none(); }
   void linear_forward(Tensor, const Tensor&, const Tensor&, bool) override { none(); }
   void linear_backward(Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&, bool) override { none(); }
   void lora_forward(Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
