@@ -116,7 +116,7 @@ TEST_F(TrainerTest, ResumeContinuesBitIdentically) {
   EXPECT_EQ(file_bytes(straight.output_dir + "/checkpoint-6/optimizer.safetensors"),
             file_bytes(first.output_dir + "/checkpoint-6/optimizer.safetensors"));
   // Exports and bookkeeping.
-  for (const char* f : {"config.json", "metrics.jsonl", "adapter_config.json", "adapter_model.safetensors"})
+  for (const char* f : {"training_args.json", "metrics.jsonl", "adapter_config.json", "adapter_model.safetensors"})
     EXPECT_TRUE(path_exists(straight.output_dir + "/" + f)) << f;
   const nlohmann::json m = nlohmann::json::parse(read_text_file(straight.output_dir + "/metrics.jsonl").substr(0, 
       read_text_file(straight.output_dir + "/metrics.jsonl").find('\n')));
@@ -478,6 +478,7 @@ TEST_F(TrainerTest, OffloadedCheckpointsTrainBitIdenticallyAndCheckHostMemory) {
   // Two layers checkpointed: nothing goes to the host, so no host memory is needed.
   o.gradient_checkpointing = "2";
   o.pretend_host_memory = 1;
+  o.overwrite_output_dir = true;  // the folder holds the run just above
   EXPECT_EQ(error_of(o), "");
 }
 

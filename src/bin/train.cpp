@@ -25,7 +25,9 @@ int main(int argc, char** argv) {
     flags.add("tokenizer", &o.tokenizer, "sentencepiece tokenizer.model (default: <model_name_or_path>/tokenizer.model)");
     flags.add("data_path", &o.data_path, "pretraining token file (.bin from scripts/tokenize_dataset)");
     flags.add("sft_data_path", &o.sft_data_path, "LongAlpaca .json list or .jsonl (instruction, output[, input])");
-    flags.add("output_dir", &o.output_dir, "where config.json, metrics.jsonl, checkpoints and exports go");
+    flags.add("output_dir", &o.output_dir,
+              "where training_args.json, metrics.jsonl, checkpoints and exports go (not inside the model folder; "
+              "one run at a time)");
     flags.add("model_max_length", &o.model_max_length, "training context length L");
     flags.add("add_pad_token", &o.add_pad_token, "add LongLoRA's [PAD] row (vocab + 1, mean-initialised) to HF models");
     flags.add("use_s2attn", &o.use_s2attn, "shifted sparse attention while training (false: full causal)");
@@ -64,6 +66,9 @@ int main(int argc, char** argv) {
               "forward and back in the backward while the GPU computes (all but the last two; needs checkpointed "
               "layers; the start-up check counts the host memory)");
     flags.add("resume_from_checkpoint", &o.resume_from_checkpoint, "a checkpoint directory, or auto (latest in output_dir)");
+    flags.add("overwrite_output_dir", &o.overwrite_output_dir,
+              "a fresh run into an output_dir holding another run: delete that run's checkpoints, metrics and "
+              "exports first (without it such a run is refused; other files are kept)");
     flags.add("device", &o.device, "cpu or cuda");
     flags.add("zero_stage", &o.zero_stage, "ZeRO stage under mpirun: 0 (replicated), 2 (sharded optimizer state), 3 (sharded parameters too)");
     flags.add("comm_timeout_sec", &o.comm_timeout_sec,
@@ -80,7 +85,9 @@ int main(int argc, char** argv) {
     if (comm->rank() == 0)
       std::printf("%s after %lld steps; last loss %.4f; outputs in %s\n", r.interrupted ? "interrupted" : "finished",
                   (long long)r.steps, r.last_loss, r.output_dir.c_str());
-    return 0;
+    // Stopped by SIGTERM/SIGINT after saving: 128 + signal (143, 130), as for a process the signal ended, so that
+    // wrappers and schedulers tell a preempted run from a finished one.
+    return r.interrupted ? 128 + r.stop_signal : 0;
   } catch (const std::exception& e) {
     // With several ranks, one failure must end them all (peers would otherwise wait in a collective forever).
     if (comm && comm->size() > 1) comm->abort(1, std::string("train: error: ") + e.what());

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 
@@ -35,12 +36,38 @@ void restore(Backend& backend, const SafetensorsFile& file, const std::string& n
   backend.copy_from_host(dst, staging.data());
 }
 
-int64_t checkpoint_step(const fs::path& p) {
-  const std::string name = p.filename().string();
-  if (name.rfind("checkpoint-", 0) != 0) return -1;
-  const std::string digits = name.substr(11);
+constexpr const char* kPrefix = "checkpoint-";
+constexpr const char* kInFlightSuffixes[] = {".tmp", ".deleting"};  // a save under way, a deletion under way
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The step `digits` names in the form save_checkpoint writes (std::to_string of an int64 >= 0); -1 otherwise.
+int64_t parse_step(const std::string& digits) {
   if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
-  return std::stoll(digits);
+  if (digits.size() > 1 && digits[0] == '0') return -1;
+  int64_t step = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), step);
+  return ec == std::errc() && end == digits.data() + digits.size() ? step : -1;  // overflow: not a step
+}
+
+// The checkpoint folder `name` without its in-flight suffix ("" when it has none).
+std::string in_flight_target(const std::string& name) {
+  for (const std::string suffix : kInFlightSuffixes)
+    if (ends_with(name, suffix)) return name.substr(0, name.size() - suffix.size());
+  return "";
+}
+
+std::string join(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
+
+// Renames `dir` to <dir>.deleting, then deletes it: a kill midway leaves a .deleting folder (removed at start-up),
+// never a partly deleted folder under a checkpoint's name.
+void delete_checkpoint_folder(const std::string& dir) {
+  const std::string doomed = dir + ".deleting";
+  fs::remove_all(doomed);
+  fs::rename(dir, doomed);
+  fs::remove_all(doomed);
 }
 
 }  // namespace
@@ -76,9 +103,18 @@ std::string save_checkpoint(const std::string& output_dir, ParamStore& params, D
                               {"zero_stage", optimizer.stage()},
                               {"flags", state.flags}};
     write_file_atomic(tmp_dir + "/" + kState, j.dump(2) + "\n");  // last: its presence marks completeness
-    // Replace an existing checkpoint of the same step only once the new one is complete.
-    if (fs::exists(final_dir)) fs::remove_all(final_dir);
-    fs::rename(tmp_dir, final_dir);
+    // Replace an existing checkpoint of the same step only once the new one is complete, and rename the old one
+    // away before the new one takes its name: a kill between the renames leaves the complete .tmp, which start-up
+    // renames into place (tidy_checkpoint_folders).
+    if (fs::exists(final_dir)) {
+      const std::string old_dir = final_dir + ".deleting";
+      fs::remove_all(old_dir);
+      fs::rename(final_dir, old_dir);
+      fs::rename(tmp_dir, final_dir);
+      fs::remove_all(old_dir);
+    } else {
+      fs::rename(tmp_dir, final_dir);
+    }
   }
   comm.barrier();
   return final_dir;
@@ -109,23 +145,65 @@ void load_checkpoint(const std::string& dir, ParamStore& params, DistributedOpti
   optimizer.load_moments(dir);
 }
 
-std::vector<std::string> list_checkpoints(const std::string& output_dir) {
-  std::vector<std::pair<int64_t, std::string>> found;
-  if (!is_directory(output_dir)) return {};
+CheckpointFolders scan_checkpoint_folders(const std::string& output_dir) {
+  CheckpointFolders found;
+  if (!is_directory(output_dir)) return found;
   for (const auto& e : fs::directory_iterator(output_dir)) {
-    const int64_t step = checkpoint_step(e.path());
-    if (step >= 0 && e.is_directory() && fs::exists(e.path() / kState)) found.push_back({step, e.path().string()});
+    const std::string name = e.path().filename().string();
+    if (name.rfind(kPrefix, 0) != 0 || !e.is_directory()) continue;
+    const std::string target = in_flight_target(name);
+    const int64_t step = parse_step((target.empty() ? name : target).substr(std::strlen(kPrefix)));
+    if (step < 0) found.not_a_step.push_back(name);
+    else if (!target.empty()) found.in_flight.push_back(name);
+    else if (fs::exists(e.path() / kState)) found.complete.push_back({step, name});
+    else found.incomplete.push_back(name);
   }
-  std::sort(found.begin(), found.end());
+  std::sort(found.complete.begin(), found.complete.end());
+  for (auto* names : {&found.incomplete, &found.in_flight, &found.not_a_step}) std::sort(names->begin(), names->end());
+  return found;
+}
+
+std::vector<std::string> tidy_checkpoint_folders(const std::string& output_dir) {
+  std::vector<std::string> notes;
+  for (const std::string& name : scan_checkpoint_folders(output_dir).in_flight) {
+    const std::string target = in_flight_target(name), path = join(output_dir, name);
+    const bool complete_save = ends_with(name, ".tmp") && fs::exists(fs::path(path) / kState);
+    if (complete_save && !fs::exists(join(output_dir, target) + "/" + kState)) {
+      if (fs::exists(join(output_dir, target))) delete_checkpoint_folder(join(output_dir, target));
+      fs::rename(path, join(output_dir, target));
+      notes.push_back(str_cat(name, " is a complete checkpoint whose save was killed before its final rename: "
+                              "renamed to ", target));
+    } else {
+      fs::remove_all(path);
+      notes.push_back(str_cat("removed ", name, ", left by a killed checkpoint ",
+                              ends_with(name, ".tmp") ? "save" : "deletion"));
+    }
+  }
+  const CheckpointFolders found = scan_checkpoint_folders(output_dir);
+  for (const std::string& name : found.incomplete) {
+    if (fs::is_empty(join(output_dir, name))) {
+      fs::remove(join(output_dir, name));
+      notes.push_back(str_cat("removed ", name, ", an empty folder (left by a killed checkpoint deletion)"));
+    } else {
+      notes.push_back(str_cat("ignoring ", name, ": it has no ", kState, " (an incomplete checkpoint)"));
+    }
+  }
+  for (const std::string& name : found.not_a_step)
+    notes.push_back(str_cat("ignoring ", name, ": not a checkpoint-<step> name (a step is a number below 2^63 "
+                            "without leading zeros)"));
+  return notes;
+}
+
+std::vector<std::string> list_checkpoints(const std::string& output_dir) {
   std::vector<std::string> out;
-  for (auto& f : found) out.push_back(f.second);
+  for (const auto& c : scan_checkpoint_folders(output_dir).complete) out.push_back(join(output_dir, c.second));
   return out;
 }
 
 void rotate_checkpoints(const std::string& output_dir, int64_t keep) {
   if (keep <= 0) return;
   const std::vector<std::string> all = list_checkpoints(output_dir);
-  for (size_t i = 0; i + size_t(keep) < all.size(); ++i) fs::remove_all(all[i]);
+  for (size_t i = 0; i + size_t(keep) < all.size(); ++i) delete_checkpoint_folder(all[i]);
 }
 
 }  // namespace ll

@@ -33,7 +33,24 @@ void load_checkpoint(const std::string& dir, ParamStore& params, DistributedOpti
                      TrainerState* state);
 // checkpoint-<N> directories of output_dir (complete ones only), sorted by N.
 std::vector<std::string> list_checkpoints(const std::string& output_dir);
-// Deletes the oldest checkpoints so that at most `keep` remain (keep <= 0: keep all).
+// Deletes the oldest checkpoints so that at most `keep` remain (keep <= 0: keep all). Each is renamed to
+// checkpoint-<N>.deleting before it is deleted, so a kill midway never leaves a half-deleted checkpoint-<N>.
 void rotate_checkpoints(const std::string& output_dir, int64_t keep);
+
+// The checkpoint folders of output_dir by kind (folder names, each list sorted by step or name). A step is the
+// decimal form save_checkpoint writes (no sign, no leading zero, fits int64).
+struct CheckpointFolders {
+  std::vector<std::pair<int64_t, std::string>> complete;  // checkpoint-<N> with trainer_state.json
+  std::vector<std::string> incomplete;                    // checkpoint-<N> without it
+  std::vector<std::string> in_flight;                     // checkpoint-<N>.tmp / .deleting: a save or rotation
+  std::vector<std::string> not_a_step;                    // checkpoint-<anything else>, e.g. an int64 overflow
+};
+CheckpointFolders scan_checkpoint_folders(const std::string& output_dir);
+// At start-up, by the one process that holds the output folder (rank 0 under its lock): finishes or removes what
+// a killed save or rotation left — a complete checkpoint-<N>.tmp whose checkpoint-<N> is missing is renamed into
+// place, other .tmp and every .deleting folder is deleted, an empty checkpoint-<N> is deleted — and returns one
+// line per thing done or found (incomplete checkpoints and names that are no step are only mentioned: resume
+// and rotation ignore them).
+std::vector<std::string> tidy_checkpoint_folders(const std::string& output_dir);
 
 }  // namespace ll

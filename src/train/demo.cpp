@@ -114,6 +114,7 @@ int run_demo(const DemoOptions& d) {
   pre.tokenizer = tok_prefix + ".model";
   pre.data_path = train_bin;
   pre.output_dir = d.output_dir + "/pretrain";
+  pre.overwrite_output_dir = true;  // the demo's folders hold the previous demo's runs: replaced
   pre.model_max_length = d.short_context;
   pre.use_s2attn = false;
   pre.low_rank_training = false;
@@ -151,6 +152,7 @@ int run_demo(const DemoOptions& d) {
   ext.add_pad_token = false;
   ext.data_path = train_bin;
   ext.output_dir = d.output_dir + "/longlora";
+  ext.overwrite_output_dir = true;
   ext.model_max_length = d.long_context;  // factor = ceil(long / short) by LongLoRA's rule
   ext.use_s2attn = true;
   ext.low_rank_training = true;

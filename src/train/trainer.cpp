@@ -28,7 +28,10 @@
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/memory_check.h"
+#include "train/metrics_log.h"
 #include "train/model_presets.h"
+#include "train/rank_agreement.h"
+#include "train/run_dir.h"
 #include "cuda/device_info.h"
 #include "mpi/comm.h"
 #include "mpi/zero.h"
@@ -185,11 +188,13 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   if (!world) own_comm = make_local_comm(), world = own_comm.get();
   world->set_timeout(o.comm_timeout_sec);
   const bool lead = world->rank() == 0;  // rank 0 alone prints, writes metrics and exports
-  if (lead) {
-    make_directories(o.output_dir);
-    write_file_atomic(o.output_dir + "/config.json", flags.dump(2) + "\n");
-  }
-  world->barrier();
+  check_flags_agree(*world, flags);
+  // The output folder (run_dir.h): checked, locked for the whole run, cleared or repaired by rank 0; a refusal
+  // stops every rank with rank 0's message.
+  std::unique_ptr<OutputDirLock> output_lock;
+  agree_on_failure(*world, [&] {
+    if (lead) output_lock = prepare_output_dir(o);
+  });
 
   std::unique_ptr<Tokenizer> tok;
   if (const std::string tp = tokenizer_path(o); !tp.empty()) tok = std::make_unique<Tokenizer>(Tokenizer::load(tp));
@@ -348,11 +353,14 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   }
 
   StopSignals signals;
-  std::ofstream metrics;
-  if (lead) {
-    metrics.open(o.output_dir + "/metrics.jsonl", std::ios::app);
-    LL_CHECK(metrics.good(), "cannot open `", o.output_dir, "/metrics.jsonl` for writing");
-  }
+  // metrics.jsonl continues the resumed step's trajectory (later records of a killed run are dropped); the flags
+  // are recorded once the run is set up.
+  MetricsLog metrics;
+  agree_on_failure(*world, [&] {  // the host communicator: NCCL's carries device buffers
+    if (!lead) return;
+    metrics.open(o.output_dir + "/metrics.jsonl", state.global_step);
+    write_training_args(o.output_dir, flags);
+  });
   const bool tty = lead && ::isatty(::fileno(stderr));
   // Fault-injection hooks for the multi-rank failure tests: at step LONGLORA_FAIL_STEP, rank LONGLORA_FAIL_RANK
   // throws (an ordinary error) and rank LONGLORA_HANG_RANK stops responding.
@@ -430,12 +438,9 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
     const int64_t done = state.global_step - first_step;
     const double eta = elapsed / double(done) * double(total_steps - state.global_step);
     if (lead && (state.global_step % o.logging_steps == 0 || state.global_step == total_steps)) {
-      metrics << nlohmann::json{{"step", state.global_step}, {"loss", loss},          {"lr", lr},
-                                {"grad_norm", grad_norm},    {"tokens_per_sec", tok_per_s},
-                                {"elapsed_sec", elapsed},    {"epoch", source->position().epoch}}
-                     .dump()
-              << "\n";
-      metrics.flush();
+      metrics.append({{"step", state.global_step}, {"loss", loss},          {"lr", lr},
+                      {"grad_norm", grad_norm},    {"tokens_per_sec", tok_per_s},
+                      {"elapsed_sec", elapsed},    {"epoch", source->position().epoch}});
       if (!tty)
         std::fprintf(stderr, "step %lld/%lld | loss %.4f | lr %.3g | grad norm %.3f | %.0f tok/s | ETA %s\n",
                      (long long)state.global_step, (long long)total_steps, loss, lr, grad_norm, tok_per_s,
@@ -446,7 +451,8 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
                    (long long)total_steps, loss, lr, tok_per_s, format_duration(eta).c_str());
     if (o.save_steps > 0 && state.global_step % o.save_steps == 0) save();
     // Ranks may receive the signal at different steps; they agree on stopping at the same one.
-    const int stop = int(comm.all_reduce_max(state.global_step == o.interrupt_at_step ? SIGINT : g_stop_signal.load()));
+    if (state.global_step == o.interrupt_at_step) std::raise(o.interrupt_signal);
+    const int stop = int(comm.all_reduce_max(g_stop_signal.load()));
     if (stop) {
       if (lead)
         std::fprintf(stderr, "%ssignal %d: saving a checkpoint at step %lld and stopping\n", tty ? "\n" : "", stop,
@@ -454,6 +460,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
       if (last_saved != state.global_step) save();
       report_profile();
       result.interrupted = true;
+      result.stop_signal = stop;
       result.steps = state.global_step;
       return result;
     }

@@ -2,6 +2,7 @@
 //   batch → forward → loss → backward (accumulated over micro-batches) → clip → AdamW → log / checkpoint
 // Flag names follow LongLoRA's scripts (Hugging Face TrainingArguments); src/bin/train.cpp registers them.
 #pragma once
+#include <csignal>
 #include <cstdint>
 #include <string>
 
@@ -51,6 +52,9 @@ struct TrainOptions {
   // offloaded layout (auto never turns the offload on by itself).
   bool offload_checkpoints = false;
   std::string resume_from_checkpoint;  // "", a checkpoint directory, or "auto"
+  // A fresh run (no resume) into an output_dir that holds another run is refused; true removes that run's files
+  // first (checkpoints, metrics, training_args.json, exports; never other files). src/train/run_dir.h.
+  bool overwrite_output_dir = false;
   std::string device = "cpu";
   int64_t zero_stage = 0;
   double comm_timeout_sec = 600;  // a collective stuck this long (a peer died or hangs) ends every rank
@@ -59,7 +63,8 @@ struct TrainOptions {
   bool save_merged = false;
   bool profile_ops = false;  // time every backend op in the training loop: stderr table + output_dir/op_profile.json
   int64_t max_nonfinite_steps = 3;  // consecutive non-finite steps that stop the run
-  int64_t interrupt_at_step = -1;   // tests: behave as if SIGINT arrived after this step (no flag)
+  int64_t interrupt_at_step = -1;   // tests: raise interrupt_signal after this step (no flag)
+  int interrupt_signal = SIGINT;    // tests: the signal interrupt_at_step raises
   int64_t pretend_host_memory = 0;  // tests: available host memory in bytes for the offload check (no flag; 0: real)
 };
 
@@ -67,6 +72,7 @@ struct TrainResult {
   int64_t steps = 0;          // optimizer steps completed (including resumed ones)
   double last_loss = 0;       // loss of the last step
   bool interrupted = false;   // stopped by SIGINT/SIGTERM after saving a checkpoint
+  int stop_signal = 0;        // the signal that stopped it (build/train exits 128 + stop_signal)
   std::string output_dir;
 };
 
@@ -81,7 +87,8 @@ GradientCheckpointing parse_gradient_checkpointing(const std::string& value, int
 
 class Comm;
 
-// Runs the whole job; throws ll::Error with context on bad input. `flags` is recorded in output_dir/config.json.
+// Runs the whole job; throws ll::Error with context on bad input. `flags` (the resolved flags, the same on every
+// rank) is recorded in output_dir/training_args.json; output_dir is prepared as src/train/run_dir.h describes.
 // With several ranks (`comm`, default: a single process) every rank calls it: each reads its slice of every
 // global batch, gradients are reduced (ZeRO stage 0 or 2), and rank 0 alone prints, writes metrics and exports.
 TrainResult run_training(const TrainOptions& options, const nlohmann::json& flags, Comm* comm = nullptr);

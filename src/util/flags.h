@@ -28,7 +28,7 @@ class Flags {
 
   bool was_set(const std::string& name) const;  // given on the command line or in --config
   std::string help() const;
-  nlohmann::json values() const;  // every flag's resolved value, for output_dir/config.json
+  nlohmann::json values() const;  // every flag's resolved value, for output_dir/training_args.json
 
   // The registered name nearest to `name` by edit distance, or "" when nothing is close.
   std::string suggest(const std::string& name) const;

@@ -37,6 +37,22 @@ fault_case() {  # name, expected message, extra env...
 }
 fault_case FailingRankEndsAllRanks "rank 1 of 2 failed: train: error: injected failure" LONGLORA_FAIL_RANK=1
 fault_case HangingRankEndsAllRanks "did not complete within 5 s" LONGLORA_HANG_RANK=1
+# Ranks started with different flags (an MPMD launch) stop before training, every rank naming the first difference.
+start=$SECONDS
+args=(--model_config demo --data_path "$work/tokens.bin" --model_max_length 64 --max_steps 6 --save_steps 0
+      --output_dir "$work/mpmd" --comm_timeout_sec 5)
+out=$(timeout 120 mpirun --oversubscribe --bind-to none -np 1 "$train" "${args[@]}" --learning_rate 0.001 : \
+      -np 1 "$train" "${args[@]}" --learning_rate 0.002 2>&1)
+rc=$? took=$((SECONDS - start))
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ ! -e "$work/mpmd/metrics.jsonl" ] &&
+   echo "$out" | grep -q -- "--learning_rate is 0.002 on rank 1 but 0.001 on rank 0"; then
+  echo "[       OK ] Faults.RanksWithDifferentFlagsStop (exit $rc after ${took}s)"; passed=$((passed + 1))
+else
+  echo "$out" | tail -20
+  echo "[  FAILED  ] Faults.RanksWithDifferentFlagsStop (exit $rc after ${took}s; expected a non-zero exit naming" \
+       "--learning_rate and both values, before any training)"
+  failed=$((failed + 1))
+fi
 rm -rf "$work"
 
 echo "[  PASSED  ] $passed tests."
