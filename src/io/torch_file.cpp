@@ -34,13 +34,14 @@ std::string archive_folder(const std::string& path) {
   return stem.empty() ? "archive" : stem;
 }
 
-// (size), (stride) of a contiguous row-major tensor; torch uses stride[i] = stride[i+1] · max(size[i+1], 1).
-void shape_tuple(PickleWriter& p, const std::vector<int64_t>& values) {
+// A tensor's size or stride tuple.
+void int_tuple(PickleWriter& p, const std::vector<int64_t>& values) {
   p.mark();
   for (int64_t v : values) p.integer(v);
   p.tuple();
 }
 
+// Row-major strides as torch computes them for a contiguous tensor: stride[i] = stride[i+1] · max(size[i+1], 1).
 std::vector<int64_t> contiguous_strides(const std::vector<int64_t>& shape) {
   std::vector<int64_t> stride(shape.size(), 1);
   for (size_t i = shape.size(); i-- > 1;) stride[i - 1] = stride[i] * std::max<int64_t>(shape[i], 1);
@@ -67,8 +68,8 @@ std::string state_dict_pickle(const std::vector<SafetensorsWriteItem>& items, co
       p.tuple();
       p.persistent_id();
       p.integer(0);  // storage offset
-      shape_tuple(p, it.shape);
-      shape_tuple(p, contiguous_strides(it.shape));
+      int_tuple(p, it.shape);
+      int_tuple(p, contiguous_strides(it.shape));
       p.boolean(false);  // requires_grad
       p.global("collections", "OrderedDict");  // backward hooks: an empty OrderedDict
       p.empty_tuple();
