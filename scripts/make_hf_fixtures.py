@@ -33,8 +33,11 @@ This mode then checks, with transformers + peft:
   1. ``peft``: hf_tiny (rope factor overridden to 4, as LongLoRA's eval does) + ``PeftModel.from_pretrained(adapter)``;
      PEFT's state dict must hold exactly our tensors (names and values, modules_to_save included), and its logits
      must match ``lora_logits``;
-  2. ``longlora``: hf_tiny + ``load_state_dict(trainable_params.safetensors, strict=False)`` (LongLoRA's way; no
-     unexpected keys allowed) + W += (alpha/r)·B·A done here by hand; logits must match ``lora_logits``;
+  2. ``longlora``: hf_tiny + ``load_state_dict(torch.load(trainable_params.bin, weights_only=True), strict=False)``
+     (LongLoRA's eval.py; the .bin must equal trainable_params.safetensors tensor for tensor; no unexpected keys
+     allowed) + W += (alpha/r)·B·A done here by hand; logits must match ``lora_logits``;
+     ``longlora_merge_script``: the steps of LongLoRA's merge_lora_weights_and_save_hf_model.py (the .bin into the
+     base, PeftModel, merge_and_unload, save_pretrained), loaded back with factor 4: logits must match too;
   3. ``merged``: ``LlamaForCausalLM.from_pretrained(merged)`` must see rope factor 4 and give ``merged_logits``
      (and ``lora_logits``).
 and records ``<out>/hf_interop.json``: per-check and max relative errors (||a-b|| / ||b||), ``passed`` (all <= 1e-4),
@@ -146,9 +149,16 @@ def check_ours(out, ours):
         assert torch.equal(state[k].float(), v.float()), f"PEFT did not load {k}"
     errors["peft_vs_ours_lora"] = rel_err(logits_of(pm, ids), lora_logits)
 
-    # 2. LongLoRA's way: trainable_params into the base (strict=False), then the LoRA product by hand.
+    # 2. LongLoRA's way (eval.py): trainable_params.bin torch.load-ed into the base (strict=False), then the LoRA
+    #    product by hand. torch >= 2.6 loads with weights_only=True by default; ask for it so older ones check it too.
+    #    The .bin must hold exactly the tensors of trainable_params.safetensors (names, dtypes, bytes).
     base = load_llama(tiny, TRAIN_ROPE_FACTOR)
-    trainable = load_file(os.path.join(adapter, "trainable_params.safetensors"))
+    trainable = torch.load(os.path.join(adapter, "trainable_params.bin"), map_location=base.device, weights_only=True)
+    twin = load_file(os.path.join(adapter, "trainable_params.safetensors"))
+    assert type(trainable) is dict and set(trainable) == set(twin), \
+        f"trainable_params.bin names differ from the .safetensors: {sorted(set(trainable) ^ set(twin))}"
+    for k, v in twin.items():
+        assert trainable[k].dtype == v.dtype and torch.equal(trainable[k], v), f"trainable_params.bin differs at {k}"
     result = base.load_state_dict(trainable, strict=False)
     assert not result.unexpected_keys, f"trainable_params names unknown to transformers: {result.unexpected_keys}"
     cfg = json.load(open(os.path.join(adapter, "adapter_config.json")))
@@ -161,6 +171,19 @@ def check_ours(out, ours):
                 b = saved[k.replace(".lora_A.", ".lora_B.")]
                 params[k[len(prefix):].replace(".lora_A.weight", ".weight")] += scale * (b.double() @ a.double()).float()
     errors["longlora_vs_ours_lora"] = rel_err(logits_of(base, ids), lora_logits)
+
+    # 2b. LongLoRA's merge_lora_weights_and_save_hf_model.py, step by step (f32 on CPU instead of fp16 on a GPU; no
+    #     tokenizer to resize with): trainable_params.bin into the base, PeftModel over it, merge_and_unload,
+    #     save_pretrained; that folder, loaded with the training RoPE factor as eval.py does, gives our logits.
+    import tempfile
+    model = load_llama(tiny)
+    model.load_state_dict(torch.load(os.path.join(adapter, "trainable_params.bin"), map_location=model.device),
+                          strict=False)
+    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    with tempfile.TemporaryDirectory() as saved_by_script:
+        model.save_pretrained(saved_by_script)
+        errors["longlora_merge_script_vs_ours_lora"] = rel_err(
+            logits_of(load_llama(saved_by_script, TRAIN_ROPE_FACTOR), ids), lora_logits)
 
     # 3. transformers loads our merged folder, with the RoPE factor we recorded.
     mm = load_llama(merged)

@@ -23,6 +23,7 @@
 #include "tensor_host.h"
 #include "util/files.h"
 #include "util/sha256.h"
+#include "zip_test_util.h"
 
 namespace ll {
 namespace {
@@ -228,6 +229,61 @@ TEST_F(PeftAdapter, LongLoraStyleFolderWithOnlyTrainableParams) {
     EXPECT_EQ(values(b->get(name)), values(a->get(name))) << name;
 }
 
+// LongLoRA's eval.py and merge script torch.load `trainable_params.bin` into the model (strict=False): the folder
+// carries it beside trainable_params.safetensors, same names, dtypes and bytes (torch reads it: TorchFile.*).
+TEST_F(PeftAdapter, TrainableParamsBinForLongLoraScripts) {
+  auto a = store(lora_, trainable_);
+  test::fill_params(*a, *backend_, 14);
+  for (DType dtype : {DType::F32, DType::BF16}) {
+    AdapterSaveOptions o;
+    o.dtype = dtype;
+    const AdapterSaveReport report = save_adapter(dir_.path(), *a, *backend_, lora_, o);
+    EXPECT_NE(std::find(report.files.begin(), report.files.end(), "trainable_params.bin"), report.files.end());
+    const SafetensorsFile st(dir_ / "trainable_params.safetensors");
+    const test::ZipArchive bin = test::read_zip_file(dir_ / "trainable_params.bin");
+    const std::vector<std::string> names = st.names();  // name order, as both files are written
+    ASSERT_EQ(bin.entries.size(), names.size() + 3) << "data.pkl, byteorder, one record per tensor, version";
+    const std::string pkl = bin.find("trainable_params/data.pkl")->data;
+    const std::string storage = dtype == DType::F32 ? "ctorch\nFloatStorage\n" : "ctorch\nBFloat16Storage\n";
+    size_t at = 0;
+    for (size_t i = 0; i < names.size(); ++i) {
+      const SafetensorsEntry& e = st.entry(names[i]);
+      const test::ZipEntry* rec = bin.find("trainable_params/data/" + std::to_string(i));
+      ASSERT_NE(rec, nullptr) << names[i];
+      EXPECT_EQ(rec->data, std::string(static_cast<const char*>(e.data), e.nbytes)) << names[i];
+      at = pkl.find(names[i], at);  // LongLoRA's plain names (model.embed_tokens.weight, …), in the same order
+      ASSERT_NE(at, std::string::npos) << names[i] << " is not in data.pkl (or out of order)";
+      EXPECT_EQ(pkl.find(storage, at), pkl.find("ctorch\n", at)) << names[i] << " has another storage dtype";
+    }
+    EXPECT_TRUE(st.contains("model.embed_tokens.weight") && st.contains("model.layers.1.input_layernorm.weight"));
+  }
+}
+
+TEST_F(PeftAdapter, LoraOnlyResaveLeavesNoStaleTrainableParams) {
+  // A LoRA+ adapter, then a LoRA-only one into the same folder: loading must not bring back the first one's
+  // embedding and norms, and LongLoRA's scripts must find an (empty) trainable_params.bin rather than the old one.
+  auto plus = store(lora_, trainable_);
+  test::fill_params(*plus, *backend_, 15);
+  save_adapter(dir_.path(), *plus, *backend_, lora_);
+  auto lora_only = store(lora_);
+  test::fill_params(*lora_only, *backend_, 16);
+  save_adapter(dir_.path(), *lora_only, *backend_, lora_);
+
+  auto loaded = store(lora_);
+  test::fill_params(*loaded, *backend_, 17);
+  const std::vector<double> own_embed = values(loaded->get("model.embed_tokens.weight"));
+  const AdapterLoadReport r = load_adapter(dir_.path(), *loaded, *backend_);
+  EXPECT_TRUE(r.base.empty()) << "loaded stale base weights, e.g. " << r.base.front();
+  EXPECT_EQ(values(loaded->get("model.embed_tokens.weight")), own_embed);
+  EXPECT_EQ(values(loaded->get("model.layers.0.self_attn.q_proj.lora_A.weight")),
+            values(lora_only->get("model.layers.0.self_attn.q_proj.lora_A.weight")));
+  const test::ZipArchive bin = test::read_zip_file(dir_ / "trainable_params.bin");
+  ASSERT_NE(bin.find("trainable_params/data.pkl"), nullptr);
+  EXPECT_EQ(bin.find("trainable_params/data.pkl")->data, std::string("\x80\x02}.")) << "an empty dict";
+  EXPECT_EQ(bin.entries.size(), 3u);
+  EXPECT_TRUE(SafetensorsFile(dir_ / "trainable_params.safetensors").names().empty());
+}
+
 TEST_F(PeftAdapter, RefusesPicklesStaleCopiesAndMismatches) {
   auto a = store(lora_, trainable_);
   test::fill_params(*a, *backend_, 13);
@@ -240,6 +296,7 @@ TEST_F(PeftAdapter, RefusesPicklesStaleCopiesAndMismatches) {
   std::string msg = error_of([&] { load_adapter(dir_.path(), *b, *backend_); });
   EXPECT_NE(msg.find("stale"), std::string::npos) << msg;
   fs::remove(dir_ / "trainable_params.safetensors");
+  fs::remove(dir_ / "trainable_params.bin");  // from here on adapter_model alone holds the embed and norms
 
   // A model built with another rank or other targets.
   auto wrong_rank = store(lora_config("q,v,gate,down", 2));

@@ -33,21 +33,24 @@ void load_entry(Backend& backend, Param& p, const SafetensorsEntry& e, const std
   backend.copy_from_host(p.value, staging.data());
 }
 
-void write_params(const std::string& path, const std::vector<Param*>& params, Backend& backend, DType dtype,
-                  const std::string& prefix) {
+HostTensors host_copies(const std::vector<Param*>& params, Backend& backend, DType dtype, const std::string& prefix) {
   std::vector<Param*> sorted = params;
   std::sort(sorted.begin(), sorted.end(), [](const Param* a, const Param* b) { return a->name < b->name; });
-  std::vector<std::vector<unsigned char>> buffers;
-  buffers.reserve(sorted.size());
-  std::vector<SafetensorsWriteItem> items;
+  HostTensors out;
+  out.buffers.reserve(sorted.size());
   for (Param* p : sorted) {
     std::vector<unsigned char> raw(p->value.nbytes());
     backend.copy_to_host(raw.data(), p->value);
-    buffers.emplace_back(size_t(p->numel()) * dtype_size(dtype));
-    convert_values(raw.data(), p->value.dtype, buffers.back().data(), dtype, size_t(p->numel()));
-    items.push_back({prefix + p->name, dtype, p->shape, buffers.back().data()});
+    out.buffers.emplace_back(size_t(p->numel()) * dtype_size(dtype));
+    convert_values(raw.data(), p->value.dtype, out.buffers.back().data(), dtype, size_t(p->numel()));
+    out.items.push_back({prefix + p->name, dtype, p->shape, out.buffers.back().data()});
   }
-  write_safetensors(path, items);
+  return out;
+}
+
+void write_params(const std::string& path, const std::vector<Param*>& params, Backend& backend, DType dtype,
+                  const std::string& prefix) {
+  write_safetensors(path, host_copies(params, backend, dtype, prefix).items);
 }
 
 void refuse_pickle(const std::string& pickle_path, const std::string& safetensors_name) {

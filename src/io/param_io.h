@@ -21,8 +21,21 @@ bool is_lora(const Param& p);
 void load_entry(Backend& backend, Param& p, const SafetensorsEntry& e, const std::string& file,
                 const std::string& hint = "");
 
-// Writes the parameters to one safetensors file (atomic), converted to `dtype`, named `prefix + p.name`, laid out in
-// name order as Python's safetensors writer does for same-dtype tensors. Host memory: one converted copy of them.
+// Host copies of parameters converted to `dtype`, named `prefix + p.name`, in name order (as Python's safetensors
+// writer lays out same-dtype tensors); `items` point into `buffers`. One copy can feed several writers.
+struct HostTensors {
+  HostTensors() = default;
+  HostTensors(HostTensors&&) = default;  // moving keeps each buffer (and so the items' pointers) in place
+  HostTensors& operator=(HostTensors&&) = default;
+  HostTensors(const HostTensors&) = delete;  // a copy's items would point into the original's buffers
+  HostTensors& operator=(const HostTensors&) = delete;
+
+  std::vector<std::vector<unsigned char>> buffers;
+  std::vector<SafetensorsWriteItem> items;
+};
+HostTensors host_copies(const std::vector<Param*>& params, Backend& backend, DType dtype, const std::string& prefix = "");
+
+// Writes host_copies(...) to one safetensors file (atomic). Host memory: one converted copy of the parameters.
 void write_params(const std::string& path, const std::vector<Param*>& params, Backend& backend, DType dtype,
                   const std::string& prefix = "");
 

@@ -19,6 +19,7 @@
 #include "io/json_util.h"
 #include "io/param_io.h"
 #include "io/safetensors.h"
+#include "io/torch_file.h"
 #include "util/error.h"
 #include "util/files.h"
 
@@ -30,6 +31,7 @@ using Json = nlohmann::json;
 constexpr const char* kConfigFile = "adapter_config.json";
 constexpr const char* kAdapterFile = "adapter_model.safetensors";
 constexpr const char* kTrainableFile = "trainable_params.safetensors";
+constexpr const char* kTrainableTorchFile = "trainable_params.bin";  // what LongLoRA's scripts torch.load
 constexpr const char* kRecordFile = "longlora.json";
 constexpr const char* kPeftPrefix = "base_model.model.";  // PeftModel → LoraModel → LlamaForCausalLM
 constexpr int kProbeLayers = 128;                          // layers probed when resolving target_modules (70B has 80)
@@ -205,10 +207,13 @@ AdapterSaveReport save_adapter(const std::string& dir, ParamStore& params, Backe
   adapter_tensors.insert(adapter_tensors.end(), base_params.begin(), base_params.end());
   write_params(dir + "/" + kAdapterFile, adapter_tensors, backend, options.dtype, kPeftPrefix);
   report.files.push_back(kAdapterFile);
-  if (!base_params.empty()) {
-    write_params(dir + "/" + kTrainableFile, base_params, backend, options.dtype);
-    report.files.push_back(kTrainableFile);
-  }
+  // Both trainable_params files always, empty when only LoRA trains: LongLoRA's eval.py refuses a folder without the
+  // .bin, and an earlier save's files in this folder must never be read back as this adapter's.
+  const HostTensors trainable = host_copies(base_params, backend, options.dtype);
+  write_safetensors(dir + "/" + kTrainableFile, trainable.items);
+  write_torch_state_dict(dir + "/" + kTrainableTorchFile, trainable.items);
+  report.files.push_back(kTrainableFile);
+  report.files.push_back(kTrainableTorchFile);
   if (options.record) {
     const Json record = {{"rope_scaling_factor", options.record->rope_scaling_factor},
                          {"model_max_length", options.record->model_max_length},
@@ -319,7 +324,7 @@ int64_t adapter_embedding_rows(const std::string& dir) {
   };
   auto adapter = open_adapter_file(dir, kAdapterFile, "adapter_model.bin", true);
   if (adapter->contains(kPeftPrefix + embed)) return rows(*adapter, kPeftPrefix + embed);
-  auto trainable = open_adapter_file(dir, kTrainableFile, "trainable_params.bin", false);
+  auto trainable = open_adapter_file(dir, kTrainableFile, kTrainableTorchFile, false);
   if (trainable && trainable->contains(embed)) return rows(*trainable, embed);
   return 0;
 }
@@ -328,7 +333,7 @@ AdapterLoadReport load_adapter(const std::string& dir, ParamStore& params, Backe
   const AdapterConfig config = read_adapter_config(dir);
   check_store_matches(params, config.lora, dir + "/" + kConfigFile);
   auto adapter = open_adapter_file(dir, kAdapterFile, "adapter_model.bin", true);
-  auto trainable = open_adapter_file(dir, kTrainableFile, "trainable_params.bin", false);
+  auto trainable = open_adapter_file(dir, kTrainableFile, kTrainableTorchFile, false);
 
   AdapterLoadReport report;
   std::map<std::string, std::pair<const SafetensorsFile*, std::string>> source;  // param → (file, tensor name)

@@ -8,6 +8,9 @@
 //                                and loads (checked with peft: ModulesToSaveWrapper's state dict has no infix)
 //   trainable_params.safetensors LongLoRA's plain names for the same trainable embed/norm (`model.embed_tokens.weight`,
 //                                …), the safetensors form of its trainable_params.bin
+//   trainable_params.bin         the same tensors in PyTorch's format (io/torch_file.h), for LongLoRA's eval.py and
+//                                merge script, which torch.load it into the model (strict=False); never read here.
+//                                Both trainable_params files are written on every save, empty when only LoRA trains.
 //   longlora.json                what PEFT has no field for: the training RoPE factor, context and vocabulary. A side
 //                                file rather than an extra adapter_config.json key: peft 0.21 warns about unknown keys
 //                                there ("Unexpected keyword arguments … upgrade PEFT"), and some older versions pass

@@ -14,6 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "util/files.h"
+
 namespace ll {
 namespace {
 
@@ -198,60 +200,6 @@ void check_layout(const std::string& path, const std::vector<ParsedEntry*>& sort
 
 // ---------------------------------------------------------------------------------------------------------------
 // Writing helpers
-
-void write_all(int fd, const void* buf, size_t n, const std::string& path) {
-  const char* p = static_cast<const char*>(buf);
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, std::min<size_t>(n, size_t{1} << 30));
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) fail(path, ": write failed: ", w < 0 ? errno_text() : "no progress");
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
-// Owns the temp file until commit(): any exception before then closes and removes it.
-class TempFile {
- public:
-  explicit TempFile(std::string path) : path_(std::move(path)) {
-    fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd_ < 0) fail(path_, ": cannot create temp file: ", errno_text());
-  }
-  ~TempFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(path_.c_str());
-  }
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-
-  int fd() const { return fd_; }
-  // fsync + close + rename over `target`, then fsync the directory so the rename itself is durable.
-  void commit(const std::string& target) {
-    if (::fsync(fd_) != 0) fail(path_, ": fsync failed: ", errno_text());
-    int rc = ::close(fd_);
-    fd_ = -1;
-    if (rc != 0) fail(path_, ": close failed: ", errno_text());
-    if (::rename(path_.c_str(), target.c_str()) != 0) {
-      fail(target, ": cannot rename temp file ", path_, " into place: ", errno_text());
-    }
-    committed_ = true;
-    sync_parent_dir(target);
-  }
-
- private:
-  static void sync_parent_dir(const std::string& target) {
-    size_t slash = target.rfind('/');
-    std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : target.substr(0, slash));
-    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0) return;  // best effort: the data itself is already durable
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-
-  std::string path_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
 
 // Checks one item and returns its byte size.
 uint64_t validate_item(const std::string& path, const SafetensorsWriteItem& it) {
@@ -448,13 +396,13 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsWri
   }
   const std::string header = build_header(path, items, sizes, metadata);
 
-  TempFile tmp(path + ".tmp." + std::to_string(::getpid()));
+  AtomicFileWriter out(path);
   unsigned char prefix[8];
   write_u64_le(header.size(), prefix);
-  write_all(tmp.fd(), prefix, sizeof prefix, path);
-  write_all(tmp.fd(), header.data(), header.size(), path);
-  for (size_t i = 0; i < items.size(); ++i) write_all(tmp.fd(), items[i].data, sizes[i], path);
-  tmp.commit(path);
+  out.write(prefix, sizeof prefix);
+  out.write(header.data(), header.size());
+  for (size_t i = 0; i < items.size(); ++i) out.write(items[i].data, sizes[i]);
+  out.commit();
 }
 
 }  // namespace ll

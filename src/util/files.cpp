@@ -3,12 +3,14 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "util/error.h"
 
@@ -47,6 +49,49 @@ void write_file_atomic(const std::string& path, const std::string& contents) {
     const int err = errno;
     ::unlink(tmp.c_str());
     fail("renaming `", tmp, "` to `", path, "` failed: ", std::strerror(err));
+  }
+}
+
+AtomicFileWriter::AtomicFileWriter(std::string path)
+    : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  LL_CHECK(fd_ >= 0, "cannot create `", tmp_, "`: ", std::strerror(errno));
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(tmp_.c_str());
+}
+
+void AtomicFileWriter::write(const void* data, size_t size) {
+  LL_CHECK(fd_ >= 0, "`", path_, "`: write after commit");
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::write(fd_, p, std::min<size_t>(size, size_t{1} << 30));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) fail("writing `", tmp_, "` failed: ", n < 0 ? std::strerror(errno) : "no progress");
+    p += n;
+    size -= size_t(n);
+    written_ += uint64_t(n);
+  }
+}
+
+void AtomicFileWriter::commit() {
+  LL_CHECK(fd_ >= 0, "`", path_, "`: committed twice");
+  if (::fsync(fd_) != 0) fail("flushing `", tmp_, "` failed: ", std::strerror(errno));
+  const int rc = ::close(fd_);
+  fd_ = -1;
+  if (rc != 0) fail("closing `", tmp_, "` failed: ", std::strerror(errno));
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0)
+    fail(path_, ": cannot rename temp file ", tmp_, " into place: ", std::strerror(errno));
+  committed_ = true;
+  // The rename itself is durable only once the folder is synced; best effort, the data already is.
+  const size_t slash = path_.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path_.substr(0, slash));
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
   }
 }
 
