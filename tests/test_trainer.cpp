@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
+#include <functional>
+#include <limits>
 #include <csignal>
 #include <cstring>
 #include <thread>
@@ -362,6 +365,38 @@ TEST_F(TrainerTest, FlagErrorsAreClear) {
   o = base("errors");
   o.data_path = dir_ + "/missing.bin";
   EXPECT_NE(error_of(o).find("missing.bin"), std::string::npos);
+}
+
+// Options out of their flag's range (or NaN/inf) stop the run before anything is written, naming the option, the
+// value and the range: with --adam_beta1 1 or --learning_rate inf a run used to export an all-NaN adapter, exit 0.
+TEST_F(TrainerTest, NumericOptionsOutOfRangeAreRefusedBeforeAnythingIsWritten) {
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::nan("");
+  const std::vector<std::pair<std::function<void(TrainOptions&)>, std::string>> cases = {
+      {[](TrainOptions& o) { o.adam_beta1 = 1.0; }, "--adam_beta1 must be a finite number in [0, 1), got 1"},
+      {[](TrainOptions& o) { o.adam_beta2 = -0.5; }, "--adam_beta2 must be a finite number in [0, 1), got -0.5"},
+      {[&](TrainOptions& o) { o.learning_rate = inf; }, "--learning_rate must be a finite number >= 0, got inf"},
+      {[&](TrainOptions& o) { o.adam_epsilon = 0; }, "--adam_epsilon must be a finite number > 0, got 0"},
+      {[&](TrainOptions& o) { o.weight_decay = nan; }, "--weight_decay must be a finite number >= 0, got"},
+      {[](TrainOptions& o) { o.max_grad_norm = -1; }, "--max_grad_norm must be a finite number >= 0, got -1"},
+      {[](TrainOptions& o) { o.rope_scaling_factor = -2; }, "--rope_scaling_factor must be a finite number >= 0"},
+      {[](TrainOptions& o) { o.s2_group_ratio = 1.5; }, "--s2_group_ratio must be a finite number in (0, 1], got 1.5"},
+      {[&](TrainOptions& o) { o.lora_alpha = inf; }, "--lora_alpha must be a finite number, got inf"},
+      {[](TrainOptions& o) { o.lora_dropout = 1; }, "--lora_dropout must be a finite number in [0, 1), got 1"},
+      {[&](TrainOptions& o) { o.num_train_epochs = inf; }, "--num_train_epochs must be a finite number >= 0, got inf"},
+      {[](TrainOptions& o) { o.comm_timeout_sec = 0; }, "--comm_timeout_sec must be a finite number > 0, got 0"},
+      {[](TrainOptions& o) { o.save_steps = -1; }, "--save_steps must be an integer >= 0, got -1"},
+      {[](TrainOptions& o) { o.save_total_limit = -2; }, "--save_total_limit must be an integer >= 0, got -2"},
+      {[](TrainOptions& o) { o.logging_steps = 0; }, "--logging_steps must be an integer >= 1, got 0"},
+      {[](TrainOptions& o) { o.warmup_steps = -5; }, "--warmup_steps must be an integer >= 0, got -5"},
+      {[](TrainOptions& o) { o.reduce_bucket_size = -1; }, "--reduce_bucket_size must be an integer >= 0, got -1"},
+  };
+  for (const auto& [set, expected] : cases) {
+    TrainOptions o = base("ranges");
+    set(o);
+    const std::string e = error_of(o);
+    EXPECT_NE(e.find(expected), std::string::npos) << "expected `" << expected << "`, got `" << e << "`";
+    EXPECT_FALSE(path_exists(o.output_dir)) << expected;
+  }
 }
 
 TEST(GradientCheckpointingFlag, ParsesWordsAndLayerCountsAndRejectsTheRest) {

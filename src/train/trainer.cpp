@@ -33,6 +33,7 @@
 #include "mpi/comm.h"
 #include "mpi/zero.h"
 #include "train/schedule.h"
+#include "train/train_flags.h"
 #include "util/files.h"
 
 namespace ll {
@@ -125,24 +126,16 @@ TrainableConfig parse_trainable(const std::string& list, bool full) {
 }
 
 void check_options(const TrainOptions& o) {
+  check_train_option_ranges(o);  // every numeric option within its flag's range (train/train_flags.cpp)
   LL_CHECK(o.device == "cpu" || o.device == "cuda", "--device: expected cpu or cuda, got `", o.device, "`");
   LL_CHECK(o.zero_stage == 0 || o.zero_stage == 2 || o.zero_stage == 3, "--zero_stage: expected 0, 2 or 3, got ",
            o.zero_stage);
   LL_CHECK(o.data_path.empty() != o.sft_data_path.empty(),
            "give exactly one of --data_path (pretraining token file) and --sft_data_path (LongAlpaca JSON)");
-  LL_CHECK(o.model_max_length >= 2, "--model_max_length must be >= 2, got ", o.model_max_length);
-  LL_CHECK(o.per_device_train_batch_size >= 1, "--per_device_train_batch_size must be >= 1");
-  LL_CHECK(o.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps must be >= 1");
   LL_CHECK(o.max_steps > 0 || o.num_train_epochs > 0, "set --max_steps or a positive --num_train_epochs");
-  LL_CHECK(o.learning_rate >= 0, "--learning_rate must be >= 0");
-  LL_CHECK(o.warmup_steps >= 0, "--warmup_steps must be >= 0");
-  LL_CHECK(o.logging_steps >= 1, "--logging_steps must be >= 1");
   LL_CHECK(o.s2_variant == "leakfree" || o.s2_variant == "roll", "--s2_variant: expected leakfree or roll, got `",
            o.s2_variant, "`");
-  LL_CHECK(!o.low_rank_training || o.lora_r >= 1, "--lora_r must be >= 1");
   parse_gradient_checkpointing(o.gradient_checkpointing, -1);
-  LL_CHECK(o.lora_dropout >= 0 && o.lora_dropout < 1, "--lora_dropout must be in [0, 1)");
-  LL_CHECK(o.reduce_bucket_size >= 0, "--reduce_bucket_size must be >= 0 (0: auto), got ", o.reduce_bucket_size);
 }
 
 std::string format_duration(double seconds) {
