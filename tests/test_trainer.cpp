@@ -21,6 +21,8 @@
 #include "io/peft.h"
 #include "io/safetensors.h"
 #include "model/llama.h"
+#include "mpi/comm.h"
+#include "mpi/zero.h"
 #include "tensor_host.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
@@ -259,6 +261,25 @@ TEST_F(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
   }
 }
 
+// A finite gradient at a huge (finite) learning rate overflows the weights: the update is never kept — the run stops
+// naming the first parameter it broke, and neither a checkpoint nor an export holds it (with max_steps 1 the run
+// used to finish, exit 0, with an adapter of inf/NaN tensors).
+TEST_F(TrainerTest, AnUpdateThatMakesAWeightNonFiniteStopsTheRunWithoutSavingIt) {
+  TrainOptions o = base("overflow");
+  o.learning_rate = 1e39;  // finite as a double; every update overflows fp32
+  o.lr_scheduler_type = "constant";
+  o.warmup_steps = 0;
+  o.max_steps = 1;
+  o.save_steps = 1;
+  std::string e = error_of(o);
+  EXPECT_NE(e.find("step 1 made `model.embed_tokens.weight` non-finite (NaN or inf) at learning rate 1e+39"),
+            std::string::npos) << e;
+  EXPECT_NE(e.find("lower --learning_rate"), std::string::npos) << e;
+  EXPECT_TRUE(list_checkpoints(o.output_dir).empty());
+  EXPECT_FALSE(path_exists(o.output_dir + "/adapter_model.safetensors"));
+  EXPECT_FALSE(path_exists(o.output_dir + "/adapter_config.json"));
+}
+
 TEST_F(TrainerTest, SigintSavesACheckpointAndStops) {
   TrainOptions o = base("sigint");
   o.max_steps = 100000;  // would run for hours: only the signal ends it
@@ -322,6 +343,52 @@ TEST(TrainerSteps, FrozenWeightsStayBitIdentical) {
     }
   const Param& b = model.params().get("model.layers.0.self_attn.q_proj.lora_B.weight");
   EXPECT_GT(test::norm(download_f64(backend, b.value)), 0.0) << "trainable LoRA B moved away from zero";
+}
+
+// The optimizer names the first trainable parameter (store order) holding NaN/inf, at ZeRO stages 0 and 2 (one
+// rank here; tests/mpi covers several), and a checkpoint refuses to save one, leaving no checkpoint directory.
+TEST(TrainerSteps, NonFiniteWeightsAreNamedAndNeverCheckpointed) {
+  for (int stage : {0, 2}) {
+    CpuBackend<float> backend;
+    ModelOptions mo;
+    mo.config.hidden_size = 16, mo.config.intermediate_size = 24, mo.config.num_attention_heads = 2;
+    mo.config.num_key_value_heads = 2, mo.config.num_hidden_layers = 2, mo.config.vocab_size = 20;
+    mo.seq_len = 8;
+    mo.lora.rank = 2;
+    mo.lora.targets = LoraConfig::parse_targets("q,v");
+    mo.trainable.norm = true;
+    LlamaModel model(backend, mo);
+    model.init_random(1);
+    std::unique_ptr<Comm> local = make_local_comm();
+    DistributedOptimizer opt(backend, model.params(), *local, {}, stage);
+    EXPECT_EQ(opt.first_nonfinite_weight(), "") << "stage " << stage;
+    auto poison = [&](const std::string& name, size_t at, double value) {
+      Param& p = model.params().get(name);
+      std::vector<double> v = download_f64(backend, p.value);
+      v[at] = value;
+      upload_f64(backend, p.value, v);
+    };
+    poison("model.norm.weight", 3, std::numeric_limits<double>::infinity());
+    poison("model.layers.1.self_attn.v_proj.lora_B.weight", 5, std::nan(""));
+    poison("model.layers.0.mlp.down_proj.weight", 0, std::nan(""));  // frozen: not the optimizer's business
+    EXPECT_EQ(opt.first_nonfinite_weight(), "model.layers.1.self_attn.v_proj.lora_B.weight") << "stage " << stage;
+
+    const std::string dir = ::testing::TempDir() + "/nonfinite_checkpoint_" + std::to_string(stage);
+    fs::remove_all(dir);
+    TrainerState state;
+    state.global_step = 7;
+    try {
+      save_checkpoint(dir, model.params(), opt, backend, *local, state);
+      ADD_FAILURE() << "expected the save to be refused";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("trainable.safetensors: `model.layers.1.self_attn.v_proj.lora_B.weight` "
+                                           "holds nan at [2,1] of [16,2] (f32); refusing to checkpoint"),
+                std::string::npos)
+          << e.what();
+    }
+    EXPECT_TRUE(list_checkpoints(dir).empty());
+    EXPECT_FALSE(path_exists(dir + "/checkpoint-7"));
+  }
 }
 
 TEST_F(TrainerTest, FlagErrorsAreClear) {

@@ -16,13 +16,28 @@ std::string name_list(const std::vector<std::string>& names, size_t limit = 12);
 
 bool is_lora(const Param& p);
 
+// What a reader says about a NaN or ±inf in a weight file.
+inline constexpr char kNonFiniteInFile[] =
+    "weights must be finite (the file is damaged, or was saved from a run that diverged)";
+// Throws when the host values of tensor `name` (`shape`, `type`) hold a NaN or ±inf: "<context>: `<name>` holds nan
+// at [i,j] of [rows,cols] (dtype); <advice>". Weights are checked this way wherever they are read or written.
+void check_finite_values(const void* data, DType type, const std::vector<int64_t>& shape, const std::string& context,
+                         const std::string& name, const std::string& advice);
+// convert_values of a whole tensor, block by block, each converted block checked while still in cache (next to
+// free, even where the conversion is a plain copy): a NaN or ±inf in `src` throws as check_finite_values does, a
+// finite value that `dst_type` cannot hold throws naming both dtypes.
+void convert_checked(const void* src, DType src_type, void* dst, DType dst_type, const std::vector<int64_t>& shape,
+                     const std::string& context, const std::string& name, const std::string& advice);
+
 // Copies the entry (BF16/F16/F32/F64) into p.value, converted to its dtype. Throws naming `file` and the tensor when
-// the shapes differ (`hint` is appended) or the entry is not floating point.
+// the shapes differ (`hint` is appended), the entry is not floating point, or it holds a NaN or ±inf (or a value
+// the parameter's dtype cannot hold).
 void load_entry(Backend& backend, Param& p, const SafetensorsEntry& e, const std::string& file,
                 const std::string& hint = "");
 
 // Writes the parameters to one safetensors file (atomic), converted to `dtype`, named `prefix + p.name`, laid out in
 // name order as Python's safetensors writer does for same-dtype tensors. Host memory: one converted copy of them.
+// Refuses (before writing anything) a parameter holding a NaN or ±inf, or a value `dtype` cannot hold.
 void write_params(const std::string& path, const std::vector<Param*>& params, Backend& backend, DType dtype,
                   const std::string& prefix = "");
 

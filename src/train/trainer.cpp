@@ -414,6 +414,13 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
     } else {
       state.nonfinite_streak = 0;
       optimizer.step(lr);
+      // A finite gradient can still overflow a weight (a huge learning rate, a tiny epsilon): such an update is
+      // never kept — the run stops here, before any checkpoint or export can hold it.
+      const std::string broken = optimizer.first_nonfinite_weight();
+      if (!broken.empty())
+        fail("step ", state.global_step + 1, " made `", broken, "` non-finite (NaN or inf) at learning rate ", lr,
+             " (gradient norm ", grad_norm, "); stopped without saving it (checkpoints already in ", o.output_dir,
+             " are unchanged): lower --learning_rate (or set --max_grad_norm, raise --adam_epsilon)");
     }
     ++state.global_step;
     result.last_loss = loss;
