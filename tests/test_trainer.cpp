@@ -24,6 +24,7 @@
 #include "mpi/comm.h"
 #include "mpi/zero.h"
 #include "tensor_host.h"
+#include "test_data_util.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
@@ -617,6 +618,72 @@ TEST(OffloadFlags, HostMemoryCheckAndFlagValues) {
     EXPECT_NE(std::string(e.what()).find("--offload_checkpoints"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("expected true or false, got `sometimes`"), std::string::npos) << e.what();
   }
+}
+
+// SFT examples whose prompt fills --model_max_length score no target. They used to count as loss 0 in the mean of
+// micro-batch means (a run of only such examples "trained" at loss 0, exit 0; a 50/50 mix halved the loss and the
+// gradient): they are dropped at load and reported, and a file with nothing left is an error naming it.
+class SftTargets : public TrainerTest {
+ protected:
+  // `long_prompts` examples whose prompt alone exceeds 64 tokens, then `short_ones` that fit.
+  std::string write_sft(const std::string& name, int long_prompts, int short_ones) const {
+    std::string jsonl;
+    std::string long_instruction;
+    for (int i = 0; i < 60; ++i) long_instruction += "kalo mine rushi ";
+    for (int i = 0; i < long_prompts; ++i)
+      jsonl += nlohmann::json{{"instruction", long_instruction + std::to_string(i)}, {"output", "tapo deva"}}.dump() + "\n";
+    for (int i = 0; i < short_ones; ++i)
+      jsonl += nlohmann::json{{"instruction", "zuri " + std::to_string(i)}, {"output", "kalo mi neru ta shi po"}}.dump() +
+               "\n";
+    const std::string path = dir_ + "/" + name;
+    write_file_atomic(path, jsonl);
+    return path;
+  }
+  TrainOptions sft_options(const std::string& out, const std::string& data, const std::string& tokenizer) const {
+    std::string config = kTinyConfig;
+    config.replace(config.find("\"vocab_size\": 50"), 16, "\"vocab_size\": 400");  // the small tokenizer's
+    write_file_atomic(dir_ + "/config400.json", config);
+    TrainOptions o = base(out);
+    o.model_config = dir_ + "/config400.json";
+    o.data_path.clear();
+    o.sft_data_path = data;
+    o.tokenizer = tokenizer;
+    o.model_max_length = 64;
+    o.per_device_train_batch_size = 1;
+    o.learning_rate = 0;  // losses of the untrained model: comparable step by step
+    return o;
+  }
+};
+
+TEST_F(SftTargets, ExamplesWithoutTargetsAreDroppedReportedAndNeverScoreZero) {
+  LL_REQUIRE_SMALL_TOKENIZER(tokenizer);
+  const Tokenizer tok = Tokenizer::load(tokenizer);
+  const std::string mixed = write_sft("mixed.jsonl", 4, 4);
+  std::FILE* log = std::tmpfile();
+  const SftSource source(mixed, tok, 64, 1, 42, log);
+  EXPECT_EQ(source.rows_per_epoch(), 4);
+  EXPECT_EQ(source.dropped(), 4);
+  for (const SftExample& ex : source.examples()) EXPECT_LT(ex.prompt_tokens, int64_t(ex.ids.size()));
+  std::rewind(log);
+  char line[512] = {};
+  EXPECT_NE(std::fgets(line, sizeof line, log), nullptr);
+  std::fclose(log);
+  EXPECT_EQ(std::string(line), "SFT data " + mixed + ": dropped 4 of 8 examples whose prompt fills the context "
+                               "(--model_max_length 64): no target token left to train on\n");
+
+  TrainOptions o = sft_options("mixed", mixed, tokenizer);
+  o.max_steps = 8;
+  o.gradient_accumulation_steps = 1;
+  run_training(o, {});
+  const std::vector<double> l = losses(o.output_dir);
+  ASSERT_EQ(l.size(), 8u);
+  for (size_t i = 0; i < l.size(); ++i) EXPECT_GT(l[i], 1.0) << "step " << i + 1;  // ln(400) ≈ 6 untrained
+
+  const std::string none_left = write_sft("none_left.jsonl", 3, 0);
+  TrainOptions all_long = sft_options("none_left", none_left, tokenizer);
+  EXPECT_EQ(error_of(all_long).find("SFT data `" + none_left + "`: all 3 examples have a prompt that fills the "
+                                    "context (--model_max_length 64"),
+            0u) << error_of(all_long);
 }
 
 // LongLoRA's SFT example with the real Llama-2 tokenizer: [INST]…[/INST] prompt, BOS + prompt masked.

@@ -284,7 +284,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
                                               uint64_t(o.seed));
   } else {
     source = std::make_unique<SftSource>(o.sft_data_path, *tok, o.model_max_length, o.per_device_train_batch_size,
-                                         uint64_t(o.seed));
+                                         uint64_t(o.seed), lead ? stderr : nullptr);
   }
   source->set_data_parallel(comm.rank(), comm.size());
   const int64_t rows_per_step = o.per_device_train_batch_size * o.gradient_accumulation_steps * comm.size();
@@ -357,7 +357,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   int64_t tokens_seen = 0, last_saved = state.global_step;
   TrainResult result;
   result.output_dir = o.output_dir;
-  HostBatch batch;
+  std::vector<HostBatch> micro_batches(size_t(o.gradient_accumulation_steps));  // one step's, read before its forward
 
   auto save = [&] {
     state.data = source->position();
@@ -387,18 +387,30 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
       for (;;) ::pause();
     const double lr = lr_at(schedule, state.global_step);
     model.params().zero_grads();
+    // The step's loss is the mean of its micro-batches' mean losses (Hugging Face's Trainer) over the micro-batches
+    // of every rank that score a target: one without targets must count nothing, not a loss of 0. (None lack them
+    // today: SftSource drops examples without targets, pretraining rows all score.) So the step's micro-batches are
+    // read first, and `per_rank` — the micro-batches with targets per rank, over the ranks; the accumulation steps
+    // when all have targets — divides each micro-batch's mean loss and gradient.
+    int64_t with_targets = 0;
+    for (HostBatch& b : micro_batches) {
+      source->next(b);
+      with_targets += b.scored() > 0;
+    }
+    const double per_rank = comm.all_reduce_sum(double(with_targets)) / double(comm.size());
+    LL_CHECK(per_rank > 0, "step ", state.global_step + 1, ": no micro-batch of any rank has a target token");
     double loss = 0;
     for (int64_t micro = 0; micro < o.gradient_accumulation_steps; ++micro) {
-      source->next(batch);
+      const HostBatch& batch = micro_batches[size_t(micro)];
       model.set_seq_len(batch.seq_len);
       model.set_lora_dropout(true, mix64(uint64_t(o.seed) ^ mix64(uint64_t(state.global_step) * 1000003ull +
                                                                   uint64_t(micro))));
-      // Each micro-batch's mean loss, averaged over the accumulation steps (Hugging Face's Trainer).
       const int64_t scored = batch.scored();
-      const double scale = scored ? 1.0 / (double(scored) * double(o.gradient_accumulation_steps)) : 0.0;
+      const double scale = scored ? 1.0 / (double(scored) * per_rank) : 0.0;
+      // Every rank runs every micro-batch, targets or not: ZeRO's collectives run inside forward and backward.
       optimizer.begin_micro_batch(micro + 1 == o.gradient_accumulation_steps);  // ZeRO-2 reduces during its backward
       const LossResult r = model.forward_backward(batch.tokens.data(), batch.targets.data(), scale);
-      loss += r.mean() / double(o.gradient_accumulation_steps);
+      loss += r.mean() / per_rank;  // 0 without targets
       tokens_seen += batch.batch * batch.seq_len * comm.size();
     }
     loss = comm.all_reduce_sum(loss) / double(comm.size());  // gradients are averaged the same way
