@@ -39,6 +39,7 @@ TEST(FlagRangesCli, EveryBinaryRefusesOutOfRangeNumbersNamingFlagValueAndRange) 
       {"eval", "generate --base_model a --prompt hi --top_p 0",
        "eval generate: error: --top_p must be a finite number in (0, 1], got 0\n"},
       {"bench_cpu_train", "--steps 0", "bench_cpu_train: error: --steps must be an integer >= 1, got 0\n"},
+      {"bench_cuda", "e2e --iters 0", "bench_cuda e2e: --iters must be an integer >= 1, got 0\n"},
   };
   for (const Case& c : cases) {
     const std::string bin = test::sibling_binary(c.binary);
