@@ -52,6 +52,9 @@ Flags::Range Flags::add(const std::string& name, double* target, const std::stri
   add_flag(name, Kind::Double, target, help, format_double(*target));
   return Range(this, flags_.size() - 1);
 }
+void Flags::add(const std::string& name, bool* target, const std::string& help) {
+  add_flag(name, Kind::Bool, target, help, *target ? "true" : "false");
+}
 
 Flags::Range& Flags::Range::at_least(double lo) {
   Flag& f = flags_->flags_[index_];
@@ -105,9 +108,6 @@ void Flags::check_value(const Flag& f, const std::string& where) const {
 
 void Flags::check_values() const {
   for (const Flag& f : flags_) check_value(f, program_ + ": ");
-}
-void Flags::add(const std::string& name, bool* target, const std::string& help) {
-  add_flag(name, Kind::Bool, target, help, *target ? "true" : "false");
 }
 
 Flags::Flag* Flags::find(const std::string& name) {
