@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "io/param_io.h"
 #include "io/safetensors.h"
 #include "tensor_host.h"
 
@@ -186,6 +187,23 @@ void DistributedOptimizer::step(double lr) {
   for (const CommRequest& r : gathers) comm_.wait(r);
 }
 
+std::string DistributedOptimizer::first_nonfinite_weight() {
+  const std::vector<Param>& all = params_.all();
+  int64_t first = int64_t(all.size());  // index in params_.all() of the first non-finite parameter on this rank
+  auto check = [&](const Param* p, const Tensor& updated) {
+    const int64_t index = int64_t(p - all.data());
+    if (index < first && !std::isfinite(backend_.sum_squares(updated))) first = index;
+  };
+  if (stage_ == 0) {
+    for (const OptimizerSlot& s : full_->slots()) check(s.param, s.master.empty() ? s.param->value : s.master);
+  } else {
+    for (const Piece& p : pieces_) check(p.param, p.master.empty() ? p.value : p.master);
+  }
+  // The smallest index over the ranks (a max of negatives); exact in a double for any parameter count.
+  first = -int64_t(comm_.all_reduce_max(-double(first)));
+  return first < int64_t(all.size()) ? all[size_t(first)].name : "";
+}
+
 namespace {
 
 // Whether any optimizer file of a checkpoint holds tensors named `which`/….
@@ -208,6 +226,9 @@ void DistributedOptimizer::save_moments(const std::string& dir) {
   auto add = [&](const std::string& name, const Tensor& t) {
     keep.emplace_back(t.nbytes());
     backend_.copy_to_host(keep.back().data(), t);
+    check_finite_values(keep.back().data(), t.dtype, {t.numel()}, dir, name,
+                        "refusing to checkpoint a non-finite optimizer state (gradients overflowed: set --max_grad_norm "
+                        "or lower --learning_rate)");
     items.push_back({name, t.dtype, {t.numel()}, keep.back().data()});
   };
   if (stage_ == 0) {

@@ -45,6 +45,12 @@ class DistributedOptimizer {
   double reduce_and_clip(double max_norm);
   // One AdamW update at learning rate lr (weights identical on every rank afterwards).
   void step(double lr);
+  // The first trainable parameter (in the store's order) holding a NaN or ±inf after an update, "" when none; every
+  // rank gets the same answer. Each rank checks what it updates (all weights at stage 0, its shard at 2 and 3), on
+  // the device (sum_squares of the f32 masters where kept, else of the weights), and the ranks agree by one
+  // all-reduce. Masters finite within bf16's range round to finite bf16 weights, except within 0.4% of FLT_MAX,
+  // which the checks before saving catch.
+  std::string first_nonfinite_weight();
 
   int stage() const { return stage_; }
   int64_t steps_taken() const { return step_; }

@@ -1,5 +1,6 @@
 #include "tensor_host.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -83,6 +84,50 @@ void convert_values(const void* src, DType src_type, void* dst, DType dst_type, 
       case DType::I32: break;
     }
   }
+}
+
+namespace {
+
+// A value is NaN or ±inf exactly when all its exponent bits are set. Chunks are tested in parallel (a 7B model's
+// weights stream through at memory bandwidth), then the first bad chunk is scanned for the exact index.
+template <typename Bits, Bits kExponent>
+size_t find_nonfinite_bits(const unsigned char* data, size_t count) {
+  constexpr size_t kChunk = 4096;
+  const size_t chunks = (count + kChunk - 1) / kChunk;
+  size_t first_bad_chunk = chunks;
+#pragma omp parallel for schedule(static) reduction(min : first_bad_chunk) if (chunks >= 256)
+  for (size_t c = 0; c < chunks; ++c) {
+    const unsigned char* p = data + c * kChunk * sizeof(Bits);
+    const size_t n = std::min(count - c * kChunk, kChunk);
+    unsigned bad = 0;
+#pragma omp simd reduction(| : bad)
+    for (size_t i = 0; i < n; ++i) {
+      Bits x;
+      std::memcpy(&x, p + i * sizeof(Bits), sizeof(Bits));
+      bad |= unsigned((x & kExponent) == kExponent);
+    }
+    if (bad) first_bad_chunk = std::min(first_bad_chunk, c);
+  }
+  for (size_t i = first_bad_chunk * kChunk; i < count; ++i) {
+    Bits x;
+    std::memcpy(&x, data + i * sizeof(Bits), sizeof(Bits));
+    if ((x & kExponent) == kExponent) return i;
+  }
+  return count;
+}
+
+}  // namespace
+
+size_t find_nonfinite(const void* data, DType type, size_t count) {
+  const auto* bytes = static_cast<const unsigned char*>(data);
+  switch (type) {
+    case DType::F64: return find_nonfinite_bits<uint64_t, 0x7FF0000000000000ull>(bytes, count);
+    case DType::F32: return find_nonfinite_bits<uint32_t, 0x7F800000u>(bytes, count);
+    case DType::BF16: return find_nonfinite_bits<uint16_t, 0x7F80u>(bytes, count);
+    case DType::F16: return find_nonfinite_bits<uint16_t, 0x7C00u>(bytes, count);
+    case DType::I32: return count;
+  }
+  return count;
 }
 
 void upload_f64(Backend& backend, Tensor dst, const double* values) {

@@ -21,6 +21,11 @@ std::vector<double> download_f64(Backend& backend, const Tensor& src);
 // (16-bit targets go through f32). Either buffer may be unaligned (e.g. inside an mmap'd safetensors file).
 void convert_values(const void* src, DType src_type, void* dst, DType dst_type, size_t count);
 
+// Index of the first NaN or ±inf among `count` values of a floating dtype at `data` (may be unaligned), or `count`
+// when all are finite (always for I32). An exponent-bit test over chunks, vectorised: about memory speed, so a
+// pass over every weight while loading or saving costs little next to the conversion and the I/O.
+size_t find_nonfinite(const void* data, DType type, size_t count);
+
 // Copies int32 host values into an I32 backend tensor.
 void upload_i32(Backend& backend, Tensor dst, const int32_t* values);
 

@@ -105,15 +105,16 @@ inline void write_tokens(const std::string& path, const std::vector<int32_t>& id
   w.finish();
 }
 
-// build/<dir>/eval next to this test binary, or "" when it is not there.
-inline std::string eval_binary() {
+// build/<dir>/<name> (a binary built next to this test binary), or "" when it is not there.
+inline std::string sibling_binary(const std::string& name) {
   char buf[4096];
   const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
   if (n <= 0) return "";
   std::string self(buf, size_t(n));
-  const std::string bin = self.substr(0, self.rfind('/') + 1) + "eval";
+  const std::string bin = self.substr(0, self.rfind('/') + 1) + name;
   return std::filesystem::is_regular_file(bin) ? bin : "";
 }
+inline std::string eval_binary() { return sibling_binary("eval"); }
 
 // Runs a shell command; returns its exit status and (in *output) stdout + stderr.
 inline int run_command(const std::string& command, std::string* output) {

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,25 @@ inline std::vector<double> file_values(const SafetensorsEntry& e) {
   std::vector<double> out(e.nbytes / dtype_size(e.dtype));
   convert_values(e.data, e.dtype, out.data(), DType::F64, out.size());
   return out;
+}
+
+// Rewrites the safetensors file at `path` with element `index` of tensor `name` set to `value` (NaN, inf, …): what
+// the project's own writers refuse to produce, for the readers' tests.
+inline void poison_tensor(const std::string& path, const std::string& name, size_t index, double value) {
+  std::vector<std::vector<unsigned char>> keep;
+  std::vector<SafetensorsWriteItem> items;
+  std::map<std::string, std::string> metadata;
+  {
+    const SafetensorsFile f(path);
+    metadata = f.metadata();
+    for (const std::string& n : f.names()) {
+      const SafetensorsEntry& e = f.entry(n);
+      keep.emplace_back(static_cast<const unsigned char*>(e.data), static_cast<const unsigned char*>(e.data) + e.nbytes);
+      if (n == name) convert_values(&value, DType::F64, keep.back().data() + index * dtype_size(e.dtype), e.dtype, 1);
+      items.push_back({n, e.dtype, e.shape, keep.back().data()});
+    }
+  }
+  write_safetensors(path, items, metadata);
 }
 
 }  // namespace ll::test

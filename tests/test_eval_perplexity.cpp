@@ -149,6 +149,10 @@ TEST(EvalPerplexity, ClearErrorsForBadInput) {
   p.seq_len = 1;
   EXPECT_NE(error_of([&] { run_perplexity_command(p, out, log); }).find("--seq_len"), std::string::npos);
   p.seq_len = 16;
+  p.common.rope_scaling_factor = INFINITY;  // used to pass the `0 or >= 1` check
+  EXPECT_EQ(error_of([&] { run_perplexity_command(p, out, log); }),
+            "eval perplexity: --rope_scaling_factor must be a finite number >= 0, got inf");
+  p.common.rope_scaling_factor = 0;
   p.common.base_model = dir.file("nope");
   EXPECT_NE(error_of([&] { run_perplexity_command(p, out, log); }).find("--base_model"), std::string::npos);
   p.common.base_model = tiny;

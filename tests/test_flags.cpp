@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <fstream>
 #include <functional>
 
@@ -96,6 +97,64 @@ TEST(Flags, HelpListsEveryFlagWithItsDefault) {
   for (const char* s : {"--model_name_or_path [m]", "--max_steps [10]", "--learning_rate [2e-05]", "--use_s2attn [true]",
                         "--config"})
     EXPECT_NE(h.find(s), std::string::npos) << s << " missing from:\n" << h;
+}
+
+// Every number flag refuses NaN and ±inf (strtod accepts them), with or without a declared range.
+TEST(Flags, NumberFlagsRefuseNonFiniteValues) {
+  for (const char* v : {"inf", "-inf", "nan", "infinity", "NaN"}) {
+    const std::string e = error_of([&] { Parsed().parse({"--learning_rate", v}); });
+    EXPECT_NE(e.find("--learning_rate must be a finite number, got"), std::string::npos) << v << ": " << e;
+  }
+}
+
+// Ranges are declared with the flag; values outside them name the flag, the value and the range, inclusive and
+// exclusive bounds as declared, from the command line, --config and check_values() alike.
+TEST(Flags, DeclaredRangesRejectValuesOutsideThem) {
+  struct Ranged {
+    int64_t steps = 1, limit = 2;
+    double beta = 0.9, eps = 1e-8, ratio = 0.25;
+    Flags flags{"train", "test program"};
+    Ranged() {
+      flags.add("save_steps", &steps, "steps").at_least(0);
+      flags.add("logging_steps", &limit, "steps").at_least(1).at_most(100);
+      flags.add("adam_beta1", &beta, "beta").at_least(0).below(1);
+      flags.add("adam_epsilon", &eps, "epsilon").above(0);
+      flags.add("s2_group_ratio", &ratio, "ratio").above(0).at_most(1);
+    }
+    void parse(std::vector<std::string> args) {
+      std::vector<char*> argv{const_cast<char*>("train")};
+      for (auto& a : args) argv.push_back(a.data());
+      flags.parse(int(argv.size()), argv.data());
+    }
+  };
+  auto parse_error = [](std::vector<std::string> args) { return error_of([&] { Ranged().parse(args); }); };
+  EXPECT_EQ(parse_error({"--save_steps", "0", "--logging_steps", "100", "--adam_beta1", "0", "--adam_epsilon", "1e-30",
+                         "--s2_group_ratio", "1"}),
+            "");  // every bound that is included
+  EXPECT_EQ(parse_error({"--save_steps", "-1"}), "train: --save_steps must be an integer >= 0, got -1");
+  EXPECT_EQ(parse_error({"--logging_steps", "0"}), "train: --logging_steps must be an integer in [1, 100], got 0");
+  EXPECT_EQ(parse_error({"--logging_steps", "101"}), "train: --logging_steps must be an integer in [1, 100], got 101");
+  EXPECT_EQ(parse_error({"--adam_beta1", "1.0"}), "train: --adam_beta1 must be a finite number in [0, 1), got 1");
+  EXPECT_EQ(parse_error({"--adam_beta1=-0.1"}), "train: --adam_beta1 must be a finite number in [0, 1), got -0.1");
+  EXPECT_EQ(parse_error({"--adam_epsilon", "0"}), "train: --adam_epsilon must be a finite number > 0, got 0");
+  EXPECT_EQ(parse_error({"--s2_group_ratio", "0"}), "train: --s2_group_ratio must be a finite number in (0, 1], got 0");
+  EXPECT_EQ(parse_error({"--adam_epsilon", "inf"}), "train: --adam_epsilon must be a finite number > 0, got inf");
+
+  const std::string path = ::testing::TempDir() + "/flags_range_config.json";
+  write_file_atomic(path, R"({"adam_beta1": 1.5})");
+  EXPECT_EQ(parse_error({"--config", path}),
+            "--config `" + path + "`: --adam_beta1 must be a finite number in [0, 1), got 1.5");
+
+  Ranged r;  // values put in the bound variables directly (library callers) are checked by check_values()
+  EXPECT_NO_THROW(r.flags.check_values());
+  r.beta = std::nan("");
+  EXPECT_EQ(error_of([&] { r.flags.check_values(); }).find("train: --adam_beta1 must be a finite number in [0, 1)"), 0u);
+  r.beta = 0.5, r.steps = -3;
+  EXPECT_EQ(error_of([&] { r.flags.check_values(); }), "train: --save_steps must be an integer >= 0, got -3");
+
+  const std::string help = Ranged().flags.help();
+  EXPECT_NE(help.find("beta (a finite number in [0, 1))"), std::string::npos) << help;
+  EXPECT_NE(help.find("steps (an integer >= 0)"), std::string::npos) << help;
 }
 
 TEST(Files, AtomicWriteReplacesAndLeavesNoTemporary) {

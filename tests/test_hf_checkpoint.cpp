@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <set>
 
@@ -161,6 +163,34 @@ TEST(HfConfig, WriterRecordsRopeScalingAndRoundTrips) {
   EXPECT_TRUE(hf_config_json(c, DType::F32).at("rope_scaling").is_null());
 }
 
+// find_nonfinite: the first NaN/±inf in every dtype, across its 4096-element chunks, at unaligned addresses; the
+// largest finite values and subnormals are finite.
+TEST(FindNonfinite, FirstNanOrInfInEveryDtypeAnywhere) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (DType dt : {DType::F64, DType::F32, DType::BF16, DType::F16}) {
+    const size_t n = 9000, size = dtype_size(dt);
+    const double largest = dt == DType::F16 ? 65504.0 : dt == DType::BF16 ? 3.3895313892515355e38
+                           : dt == DType::F32 ? double(std::numeric_limits<float>::max())
+                                              : std::numeric_limits<double>::max();
+    std::vector<double> values(n);
+    for (size_t i = 0; i < n; ++i) values[i] = i % 3 == 0 ? largest : i % 3 == 1 ? -largest : 1e-40;
+    std::vector<unsigned char> buffer(n * size + 1);
+    unsigned char* unaligned = buffer.data() + 1;
+    convert_values(values.data(), DType::F64, unaligned, dt, n);
+    EXPECT_EQ(find_nonfinite(unaligned, dt, n), n) << dtype_name(dt);
+    for (size_t at : {size_t(0), size_t(4095), size_t(4096), size_t(8999)}) {
+      for (double bad : {std::nan(""), inf, -inf}) {
+        std::vector<unsigned char> copy = buffer;
+        convert_values(&bad, DType::F64, copy.data() + 1 + at * size, dt, 1);
+        if (at > 0) convert_values(&bad, DType::F64, copy.data() + 1 + (n - 1) * size, dt, 1);  // a later one too
+        EXPECT_EQ(find_nonfinite(copy.data() + 1, dt, n), at) << dtype_name(dt) << " " << bad << " at " << at;
+      }
+    }
+  }
+  const int32_t ids[] = {-1, 0x7FFFFFFF};
+  EXPECT_EQ(find_nonfinite(ids, DType::I32, 2), 2u);
+}
+
 // ---- weights ----------------------------------------------------------------------------------------------------
 
 class HfCheckpoint : public ::testing::Test {
@@ -295,6 +325,62 @@ TEST_F(HfCheckpoint, MissingTensorAndWrongShapeAreNamed) {
   msg = error_of([&] { load_hf_weights(dir_.path(), *d, *backend_); });
   EXPECT_NE(msg.find("does not use"), std::string::npos) << msg;
   EXPECT_NE(msg.find("model.layers.1."), std::string::npos) << msg;
+}
+
+// NaN/inf in a weight file used to load silently and give `perplexity -nan`, exit 0: the loader names the file, the
+// tensor, the element and the value, in every dtype, also on the [PAD]-row path.
+TEST_F(HfCheckpoint, NonFiniteWeightsAreRefusedAtLoadNamingFileTensorAndElement) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (DType dt : {DType::F32, DType::BF16, DType::F16}) {
+    for (double bad : {std::nan(""), inf, -inf}) {
+      test::TempDir dir;
+      HfSaveOptions o;
+      o.dtype = dt;
+      saved(dir.path(), o, test::tiny_llama());
+      const std::string file = dir / "model.safetensors";
+      test::poison_tensor(file, "model.layers.1.mlp.down_proj.weight", 24 + 5, bad);  // row 1, column 5
+      auto b = store(test::tiny_llama());
+      const std::string msg = error_of([&] { load_hf_weights(dir.path(), *b, *backend_); });
+      EXPECT_EQ(msg.find(file + ": `model.layers.1.mlp.down_proj.weight` holds " + (std::isnan(bad) ? "nan" : bad > 0 ? "inf" : "-inf") +
+                         " at [1,5] of [16,24] (" + dtype_name(dt) + "); weights must be finite"),
+                0u)
+          << msg;
+    }
+  }
+  HfSaveOptions o;
+  o.dtype = DType::F32;
+  saved(dir_.path(), o, test::tiny_llama(11));
+  test::poison_tensor(dir_ / "model.safetensors", "lm_head.weight", 3, std::nan(""));
+  auto padded = store(test::tiny_llama(12));
+  const std::string msg = error_of([&] { load_hf_weights(dir_.path(), *padded, *backend_, {/*add_pad_token=*/true}); });
+  EXPECT_NE(msg.find("`lm_head.weight` holds nan at [0,3]"), std::string::npos) << msg;
+}
+
+// Nothing non-finite is written: a NaN weight, or a finite one that F16 cannot hold, stops the save naming the
+// tensor, before any weight file exists.
+TEST_F(HfCheckpoint, SavingRefusesNonFiniteWeightsAndOverflowingConversions) {
+  auto a = store(test::tiny_llama());
+  test::fill_params(*a, *backend_, 7);
+  std::vector<double> v = values(a->get("model.norm.weight"));
+  v[2] = std::nan("");
+  upload_f64(*backend_, a->get("model.norm.weight").value, v);
+  HfSaveOptions o;
+  o.dtype = DType::BF16;
+  std::string msg = error_of([&] { save_hf_folder(dir_ / "nan", *a, *backend_, test::tiny_llama(), o); });
+  EXPECT_NE(msg.find("model.safetensors: `model.norm.weight` holds nan at [2] of [16] (f32); refusing to write"),
+            std::string::npos) << msg;
+  EXPECT_FALSE(path_exists(dir_ / "nan/model.safetensors"));
+
+  v[2] = 1e6;  // finite, beyond F16's 65504
+  upload_f64(*backend_, a->get("model.norm.weight").value, v);
+  o.dtype = DType::F16;
+  msg = error_of([&] { save_hf_folder(dir_ / "f16", *a, *backend_, test::tiny_llama(), o); });
+  EXPECT_NE(msg.find("`model.norm.weight` converted to `f16` holds inf at [2] of [16] (f16); the value is finite in "
+                     "f32 but beyond the range of f16"),
+            std::string::npos) << msg;
+  EXPECT_FALSE(path_exists(dir_ / "f16/model.safetensors"));
+  o.dtype = DType::BF16;  // bf16 holds it
+  EXPECT_NO_THROW(save_hf_folder(dir_ / "bf16", *a, *backend_, test::tiny_llama(), o));
 }
 
 TEST_F(HfCheckpoint, IndexErrors) {

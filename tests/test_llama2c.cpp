@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <initializer_list>
 #include <iterator>
 #include <memory>
@@ -194,6 +195,26 @@ TEST_F(Llama2cFile, ImportsEveryTensorIntoItsParameter) {
     // Without the permutation q rows keep the file order.
     load_llama2c(p, *be, ps, /*permute_qk=*/false);
     expect_block("model.layers.0.self_attn.q_proj.weight", 16 * 8 + 2 * 8);
+  }
+}
+
+// A NaN or inf in the file stops the import naming the file and the parameter (it used to load silently).
+TEST_F(Llama2cFile, RejectsNonFiniteWeightsNamingTheParameter) {
+  std::string bytes = file_bytes({8, 12, 2, 2, 1, 16, 4}, tiny_floats(true));
+  const float inf = std::numeric_limits<float>::infinity();
+  const size_t at = 7 * 4 + (16 * 8 + 2 * 8 + 64 + 3) * 4;  // layer 1's wq, row 0, column 3
+  std::memcpy(&bytes[at], &inf, 4);
+  const std::string p = write("inf.bin", bytes);
+  const LlamaConfig c = llama2c_config(read_llama2c_header(p));
+  std::unique_ptr<Backend> be = create_backend("cpu");
+  ParamStore ps(*be, c, LoraConfig{}, TrainableConfig{});
+  try {
+    load_llama2c(p, *be, ps);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).find(p + ": `model.layers.1.self_attn.q_proj.weight` holds inf at [0,3] of [8,8]"),
+              0u)
+        << e.what();
   }
 }
 

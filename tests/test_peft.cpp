@@ -5,10 +5,12 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -201,6 +203,31 @@ TEST_F(PeftAdapter, RoundTripWithPeftAndLongLoraNames) {
       EXPECT_NE(values(b->get(p.name)), values(p)) << p.name << " is not in the adapter and must stay as it was";
     }
   }
+}
+
+// An adapter holding NaN/inf is refused at load naming the file and the tensor; save_adapter never writes one.
+TEST_F(PeftAdapter, NonFiniteTensorsAreRefusedOnLoadAndSave) {
+  auto a = store(lora_, trainable_);
+  test::fill_params(*a, *backend_, 11);
+  save_adapter(dir_.path(), *a, *backend_, lora_, {});
+  const std::string file = dir_ / "adapter_model.safetensors";
+  test::poison_tensor(file, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight", 1,
+                      std::numeric_limits<double>::infinity());
+  auto b = store(lora_);
+  std::string msg = error_of([&] { load_adapter(dir_.path(), *b, *backend_); });
+  EXPECT_EQ(msg.find(file + ": `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight` holds inf at [0,1]"),
+            0u) << msg;
+
+  Param& lora_b = a->get("model.layers.1.mlp.down_proj.lora_B.weight");
+  std::vector<double> v = values(lora_b);
+  v.back() = std::nan("");
+  upload_f64(*backend_, lora_b.value, v);
+  test::TempDir out;
+  msg = error_of([&] { save_adapter(out.path(), *a, *backend_, lora_, {}); });
+  EXPECT_NE(msg.find("`model.layers.1.mlp.down_proj.lora_B.weight` holds nan"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("refusing to write non-finite weights"), std::string::npos) << msg;
+  EXPECT_FALSE(path_exists(out / "adapter_model.safetensors"));
+  EXPECT_FALSE(path_exists(out / "adapter_config.json"));
 }
 
 TEST_F(PeftAdapter, LongLoraStyleFolderWithOnlyTrainableParams) {

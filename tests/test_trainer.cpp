@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
+#include <functional>
+#include <limits>
 #include <csignal>
 #include <cstring>
 #include <thread>
@@ -18,7 +21,10 @@
 #include "io/peft.h"
 #include "io/safetensors.h"
 #include "model/llama.h"
+#include "mpi/comm.h"
+#include "mpi/zero.h"
 #include "tensor_host.h"
+#include "test_data_util.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
@@ -256,6 +262,25 @@ TEST_F(TrainerTest, NonFiniteStepsAreSkippedThenStopTheRun) {
   }
 }
 
+// A finite gradient at a huge (finite) learning rate overflows the weights: the update is never kept — the run stops
+// naming the first parameter it broke, and neither a checkpoint nor an export holds it (with max_steps 1 the run
+// used to finish, exit 0, with an adapter of inf/NaN tensors).
+TEST_F(TrainerTest, AnUpdateThatMakesAWeightNonFiniteStopsTheRunWithoutSavingIt) {
+  TrainOptions o = base("overflow");
+  o.learning_rate = 1e39;  // finite as a double; every update overflows fp32
+  o.lr_scheduler_type = "constant";
+  o.warmup_steps = 0;
+  o.max_steps = 1;
+  o.save_steps = 1;
+  std::string e = error_of(o);
+  EXPECT_NE(e.find("step 1 made `model.embed_tokens.weight` non-finite (NaN or inf) at learning rate 1e+39"),
+            std::string::npos) << e;
+  EXPECT_NE(e.find("lower --learning_rate"), std::string::npos) << e;
+  EXPECT_TRUE(list_checkpoints(o.output_dir).empty());
+  EXPECT_FALSE(path_exists(o.output_dir + "/adapter_model.safetensors"));
+  EXPECT_FALSE(path_exists(o.output_dir + "/adapter_config.json"));
+}
+
 TEST_F(TrainerTest, SigintSavesACheckpointAndStops) {
   TrainOptions o = base("sigint");
   o.max_steps = 100000;  // would run for hours: only the signal ends it
@@ -321,6 +346,52 @@ TEST(TrainerSteps, FrozenWeightsStayBitIdentical) {
   EXPECT_GT(test::norm(download_f64(backend, b.value)), 0.0) << "trainable LoRA B moved away from zero";
 }
 
+// The optimizer names the first trainable parameter (store order) holding NaN/inf, at ZeRO stages 0 and 2 (one
+// rank here; tests/mpi covers several), and a checkpoint refuses to save one, leaving no checkpoint directory.
+TEST(TrainerSteps, NonFiniteWeightsAreNamedAndNeverCheckpointed) {
+  for (int stage : {0, 2}) {
+    CpuBackend<float> backend;
+    ModelOptions mo;
+    mo.config.hidden_size = 16, mo.config.intermediate_size = 24, mo.config.num_attention_heads = 2;
+    mo.config.num_key_value_heads = 2, mo.config.num_hidden_layers = 2, mo.config.vocab_size = 20;
+    mo.seq_len = 8;
+    mo.lora.rank = 2;
+    mo.lora.targets = LoraConfig::parse_targets("q,v");
+    mo.trainable.norm = true;
+    LlamaModel model(backend, mo);
+    model.init_random(1);
+    std::unique_ptr<Comm> local = make_local_comm();
+    DistributedOptimizer opt(backend, model.params(), *local, {}, stage);
+    EXPECT_EQ(opt.first_nonfinite_weight(), "") << "stage " << stage;
+    auto poison = [&](const std::string& name, size_t at, double value) {
+      Param& p = model.params().get(name);
+      std::vector<double> v = download_f64(backend, p.value);
+      v[at] = value;
+      upload_f64(backend, p.value, v);
+    };
+    poison("model.norm.weight", 3, std::numeric_limits<double>::infinity());
+    poison("model.layers.1.self_attn.v_proj.lora_B.weight", 5, std::nan(""));
+    poison("model.layers.0.mlp.down_proj.weight", 0, std::nan(""));  // frozen: not the optimizer's business
+    EXPECT_EQ(opt.first_nonfinite_weight(), "model.layers.1.self_attn.v_proj.lora_B.weight") << "stage " << stage;
+
+    const std::string dir = ::testing::TempDir() + "/nonfinite_checkpoint_" + std::to_string(stage);
+    fs::remove_all(dir);
+    TrainerState state;
+    state.global_step = 7;
+    try {
+      save_checkpoint(dir, model.params(), opt, backend, *local, state);
+      ADD_FAILURE() << "expected the save to be refused";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("trainable.safetensors: `model.layers.1.self_attn.v_proj.lora_B.weight` "
+                                           "holds nan at [2,1] of [16,2] (f32); refusing to checkpoint"),
+                std::string::npos)
+          << e.what();
+    }
+    EXPECT_TRUE(list_checkpoints(dir).empty());
+    EXPECT_FALSE(path_exists(dir + "/checkpoint-7"));
+  }
+}
+
 TEST_F(TrainerTest, FlagErrorsAreClear) {
   TrainOptions o = base("errors");
   o.sft_data_path = "x.json";
@@ -362,6 +433,38 @@ TEST_F(TrainerTest, FlagErrorsAreClear) {
   o = base("errors");
   o.data_path = dir_ + "/missing.bin";
   EXPECT_NE(error_of(o).find("missing.bin"), std::string::npos);
+}
+
+// Options out of their flag's range (or NaN/inf) stop the run before anything is written, naming the option, the
+// value and the range: with --adam_beta1 1 or --learning_rate inf a run used to export an all-NaN adapter, exit 0.
+TEST_F(TrainerTest, NumericOptionsOutOfRangeAreRefusedBeforeAnythingIsWritten) {
+  const double inf = std::numeric_limits<double>::infinity(), nan = std::nan("");
+  const std::vector<std::pair<std::function<void(TrainOptions&)>, std::string>> cases = {
+      {[](TrainOptions& o) { o.adam_beta1 = 1.0; }, "--adam_beta1 must be a finite number in [0, 1), got 1"},
+      {[](TrainOptions& o) { o.adam_beta2 = -0.5; }, "--adam_beta2 must be a finite number in [0, 1), got -0.5"},
+      {[&](TrainOptions& o) { o.learning_rate = inf; }, "--learning_rate must be a finite number >= 0, got inf"},
+      {[&](TrainOptions& o) { o.adam_epsilon = 0; }, "--adam_epsilon must be a finite number > 0, got 0"},
+      {[&](TrainOptions& o) { o.weight_decay = nan; }, "--weight_decay must be a finite number >= 0, got"},
+      {[](TrainOptions& o) { o.max_grad_norm = -1; }, "--max_grad_norm must be a finite number >= 0, got -1"},
+      {[](TrainOptions& o) { o.rope_scaling_factor = -2; }, "--rope_scaling_factor must be a finite number >= 0"},
+      {[](TrainOptions& o) { o.s2_group_ratio = 1.5; }, "--s2_group_ratio must be a finite number in (0, 1], got 1.5"},
+      {[&](TrainOptions& o) { o.lora_alpha = inf; }, "--lora_alpha must be a finite number, got inf"},
+      {[](TrainOptions& o) { o.lora_dropout = 1; }, "--lora_dropout must be a finite number in [0, 1), got 1"},
+      {[&](TrainOptions& o) { o.num_train_epochs = inf; }, "--num_train_epochs must be a finite number >= 0, got inf"},
+      {[](TrainOptions& o) { o.comm_timeout_sec = 0; }, "--comm_timeout_sec must be a finite number > 0, got 0"},
+      {[](TrainOptions& o) { o.save_steps = -1; }, "--save_steps must be an integer >= 0, got -1"},
+      {[](TrainOptions& o) { o.save_total_limit = -2; }, "--save_total_limit must be an integer >= 0, got -2"},
+      {[](TrainOptions& o) { o.logging_steps = 0; }, "--logging_steps must be an integer >= 1, got 0"},
+      {[](TrainOptions& o) { o.warmup_steps = -5; }, "--warmup_steps must be an integer >= 0, got -5"},
+      {[](TrainOptions& o) { o.reduce_bucket_size = -1; }, "--reduce_bucket_size must be an integer >= 0, got -1"},
+  };
+  for (const auto& [set, expected] : cases) {
+    TrainOptions o = base("ranges");
+    set(o);
+    const std::string e = error_of(o);
+    EXPECT_NE(e.find(expected), std::string::npos) << "expected `" << expected << "`, got `" << e << "`";
+    EXPECT_FALSE(path_exists(o.output_dir)) << expected;
+  }
 }
 
 TEST(GradientCheckpointingFlag, ParsesWordsAndLayerCountsAndRejectsTheRest) {
@@ -516,6 +619,72 @@ TEST(OffloadFlags, HostMemoryCheckAndFlagValues) {
     EXPECT_NE(std::string(e.what()).find("--offload_checkpoints"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("expected true or false, got `sometimes`"), std::string::npos) << e.what();
   }
+}
+
+// SFT examples whose prompt fills --model_max_length score no target. They used to count as loss 0 in the mean of
+// micro-batch means (a run of only such examples "trained" at loss 0, exit 0; a 50/50 mix halved the loss and the
+// gradient): they are dropped at load and reported, and a file with nothing left is an error naming it.
+class SftTargets : public TrainerTest {
+ protected:
+  // `long_prompts` examples whose prompt alone exceeds 64 tokens, then `short_ones` that fit.
+  std::string write_sft(const std::string& name, int long_prompts, int short_ones) const {
+    std::string jsonl;
+    std::string long_instruction;
+    for (int i = 0; i < 60; ++i) long_instruction += "kalo mine rushi ";
+    for (int i = 0; i < long_prompts; ++i)
+      jsonl += nlohmann::json{{"instruction", long_instruction + std::to_string(i)}, {"output", "tapo deva"}}.dump() + "\n";
+    for (int i = 0; i < short_ones; ++i)
+      jsonl += nlohmann::json{{"instruction", "zuri " + std::to_string(i)}, {"output", "kalo mi neru ta shi po"}}.dump() +
+               "\n";
+    const std::string path = dir_ + "/" + name;
+    write_file_atomic(path, jsonl);
+    return path;
+  }
+  TrainOptions sft_options(const std::string& out, const std::string& data, const std::string& tokenizer) const {
+    std::string config = kTinyConfig;
+    config.replace(config.find("\"vocab_size\": 50"), 16, "\"vocab_size\": 400");  // the small tokenizer's
+    write_file_atomic(dir_ + "/config400.json", config);
+    TrainOptions o = base(out);
+    o.model_config = dir_ + "/config400.json";
+    o.data_path.clear();
+    o.sft_data_path = data;
+    o.tokenizer = tokenizer;
+    o.model_max_length = 64;
+    o.per_device_train_batch_size = 1;
+    o.learning_rate = 0;  // losses of the untrained model: comparable step by step
+    return o;
+  }
+};
+
+TEST_F(SftTargets, ExamplesWithoutTargetsAreDroppedReportedAndNeverScoreZero) {
+  LL_REQUIRE_SMALL_TOKENIZER(tokenizer);
+  const Tokenizer tok = Tokenizer::load(tokenizer);
+  const std::string mixed = write_sft("mixed.jsonl", 4, 4);
+  std::FILE* log = std::tmpfile();
+  const SftSource source(mixed, tok, 64, 1, 42, log);
+  EXPECT_EQ(source.rows_per_epoch(), 4);
+  EXPECT_EQ(source.dropped(), 4);
+  for (const SftExample& ex : source.examples()) EXPECT_LT(ex.prompt_tokens, int64_t(ex.ids.size()));
+  std::rewind(log);
+  char line[512] = {};
+  EXPECT_NE(std::fgets(line, sizeof line, log), nullptr);
+  std::fclose(log);
+  EXPECT_EQ(std::string(line), "SFT data " + mixed + ": dropped 4 of 8 examples whose prompt fills the context "
+                               "(--model_max_length 64): no target token left to train on\n");
+
+  TrainOptions o = sft_options("mixed", mixed, tokenizer);
+  o.max_steps = 8;
+  o.gradient_accumulation_steps = 1;
+  run_training(o, {});
+  const std::vector<double> l = losses(o.output_dir);
+  ASSERT_EQ(l.size(), 8u);
+  for (size_t i = 0; i < l.size(); ++i) EXPECT_GT(l[i], 1.0) << "step " << i + 1;  // ln(400) ≈ 6 untrained
+
+  const std::string none_left = write_sft("none_left.jsonl", 3, 0);
+  TrainOptions all_long = sft_options("none_left", none_left, tokenizer);
+  EXPECT_EQ(error_of(all_long).find("SFT data `" + none_left + "`: all 3 examples have a prompt that fills the "
+                                    "context (--model_max_length 64"),
+            0u) << error_of(all_long);
 }
 
 // LongLoRA's SFT example with the real Llama-2 tokenizer: [INST]…[/INST] prompt, BOS + prompt masked.

@@ -484,16 +484,17 @@ int run(int argc, char** argv) {
   Options o;
   Flags flags("bench_cuda " + mode, "CUDA backend benchmark; prints a table, writes JSON with --json");
   flags.add("json", &o.json, "write the results here (JSON)");
-  flags.add("warmup", &o.warmup, "untimed iterations first");
-  flags.add("iters", &o.iters, "timed iterations");
-  flags.add("peak_tflops", &o.peak_tflops, "dense bf16 peak for MFU (0: from the device name)");
-  flags.add("seq_len", &o.seq_len, "e2e: sequence length");
-  flags.add("batch", &o.batch, "e2e: sequences per step");
-  flags.add("layers", &o.layers, "e2e: decoder layers (32 for Llama-2-7B)");
-  flags.add("lora_r", &o.lora_r, "e2e, lora: LoRA rank");
+  flags.add("warmup", &o.warmup, "untimed iterations first").at_least(0);
+  flags.add("iters", &o.iters, "timed iterations").at_least(1);
+  flags.add("peak_tflops", &o.peak_tflops, "dense bf16 peak for MFU (0: from the device name)").at_least(0);
+  flags.add("seq_len", &o.seq_len, "e2e: sequence length").at_least(2);
+  flags.add("batch", &o.batch, "e2e: sequences per step").at_least(1);
+  flags.add("layers", &o.layers, "e2e: decoder layers (32 for Llama-2-7B)").at_least(1);
+  flags.add("lora_r", &o.lora_r, "e2e, lora: LoRA rank").at_least(1);
   flags.add("checkpointing", &o.checkpointing, "e2e: per-layer activation checkpointing");
   flags.add("checkpoint_layers", &o.checkpoint_layers,
-            "e2e: layers recomputed in backward, 0..layers (-1: all with --checkpointing, else none)");
+            "e2e: layers recomputed in backward, 0..layers (-1: all with --checkpointing, else none)")
+      .at_least(-1);
   flags.add("offload_checkpoints", &o.offload_checkpoints,
             "e2e: keep the checkpointed layers' inputs in pinned host memory (copies overlap compute)");
   flags.add("s2", &o.s2, "e2e: S2-Attn (ratio 1/4)");
@@ -540,7 +541,8 @@ int main(int argc, char** argv) {
   try {
     return ll::run(argc, argv);
   } catch (const ll::Error& e) {
-    std::fprintf(stderr, "bench_cuda: %s\n", e.what());
+    const std::string message = e.what();  // Flags' and run's messages already start with "bench_cuda"
+    std::fprintf(stderr, "%s%s\n", message.rfind("bench_cuda", 0) == 0 ? "" : "bench_cuda: ", message.c_str());
     return 1;
   }
 }

@@ -7,7 +7,9 @@ set -euo pipefail
 model=$1 data=$2 out=$3; shift 3
 # One OpenMP thread per core of a rank's share; bind ranks to cores so they do not migrate.
 np=${NP:-8}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / np ))}
+[[ $np =~ ^[1-9][0-9]*$ ]] || { echo "single_node.sh: NP must be a positive integer (ranks), got '$np'" >&2; exit 2; }
+threads=$(( $(nproc) / np ))
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( threads > 0 ? threads : 1 ))}
 # NCCL_DEBUG=WARN prints NCCL's problems; INFO shows the transports it picked (NVLink/P2P, SHM, IB, sockets).
 exec mpirun -np "$np" --bind-to core --map-by slot:PE=${OMP_NUM_THREADS} \
   -x OMP_NUM_THREADS -x NCCL_DEBUG=${NCCL_DEBUG:-WARN} \

@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
     int64_t steps = 10;
     std::string json, device = "cpu";
     ll::Flags flags("bench_cpu_train", "Training throughput of the demo model on the CPU backend (prints a table).");
-    flags.add("steps", &steps, "timed optimizer steps per configuration (after one warm-up step)");
+    flags.add("steps", &steps, "timed optimizer steps per configuration (after one warm-up step)").at_least(1);
     flags.add("device", &device, "backend");
     flags.add("json", &json, "also write the table to this JSON file");
     if (!flags.parse(argc, argv)) return 0;
@@ -95,7 +95,9 @@ int main(int argc, char** argv) {
     if (!json.empty()) ll::write_file_atomic(json, nlohmann::json{{"device", device}, {"rows", rows}}.dump(2) + "\n");
     return 0;
   } catch (const ll::Error& e) {
-    std::fprintf(stderr, "bench_cpu_train: error: %s\n", e.what());
+    std::string message = e.what();
+    if (message.rfind("bench_cpu_train: ", 0) == 0) message.erase(0, 17);  // Flags' messages name the program
+    std::fprintf(stderr, "bench_cpu_train: error: %s\n", message.c_str());
     return 1;
   }
 }

@@ -20,19 +20,22 @@ int main(int argc, char** argv) {
             "adapter folder: adapter_config.json, adapter_model.safetensors, optional trainable_params.safetensors "
             "and longlora.json");
   flags.add("save_path", &o.save_path, "output folder (created; must differ from the inputs)");
-  flags.add("max_shard_size_mb", &shard_mb, "largest weight file in MB (10^6 bytes); 0 writes one model.safetensors");
+  flags.add("max_shard_size_mb", &shard_mb, "largest weight file in MB (10^6 bytes); 0 writes one model.safetensors")
+      .at_least(0)
+      .at_most(1e9);  // 1 PB: keeps shard_mb · 10^6 within uint64
   flags.add("dtype", &o.dtype, "weight dtype written: bf16, f16, f32, or auto (the base's torch_dtype)");
   flags.add("add_pad_token", &o.add_pad_token,
             "append LongLoRA's [PAD] row (mean of the others) to embed and lm_head: true, false, or auto (when the "
             "adapter's vocabulary is the base's + 1)");
   flags.add("rope_scaling_factor", &o.rope_scaling_factor,
-            "linear RoPE factor for config.json (0: from --context_size, else from the adapter's longlora.json)");
+            "linear RoPE factor for config.json (0: from --context_size, else from the adapter's longlora.json)")
+      .at_least(0);
   flags.add("context_size", &o.context_size,
-            "training context length; the factor is LongLoRA's ceil(context / (max_position_embeddings × base factor))");
+            "training context length; the factor is LongLoRA's ceil(context / (max_position_embeddings × base factor))")
+      .at_least(0);
   flags.add("backend", &o.backend, "backend holding the model while merging (cpu: fp32 in host memory)");
   try {
     if (!flags.parse(argc, argv)) return 0;
-    LL_CHECK(shard_mb >= 0, "--max_shard_size_mb must be >= 0, got ", shard_mb);
     o.max_shard_bytes = uint64_t(shard_mb) * 1000000ull;
     ll::merge_adapter_folder(o, std::cout);
   } catch (const std::exception& e) {

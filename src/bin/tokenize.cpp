@@ -35,21 +35,24 @@ int main(int argc, char** argv) {
   flags.add("format", &o.format,
             "raw: little-endian uint16, no header (LongLoRA's pg19/*.bin); llmc: llm.c header "
             "(magic 20240520 uint16, or 20240801 uint32 for vocabularies over 65536)");
-  flags.add("threads", &o.threads, "tokenizer threads (0 = every hardware thread)");
-  flags.add("batch_mb", &batch_mb, "MB of document text per batch; about 3 batches are in memory at once");
+  flags.add("threads", &o.threads, "tokenizer threads (0 = every hardware thread)").at_least(0);
+  // The bounds keep batch_mb << 20 and split_kb << 10 far from overflowing (1 TiB each).
+  flags.add("batch_mb", &batch_mb, "MB of document text per batch; about 3 batches are in memory at once")
+      .at_least(1)
+      .at_most(1 << 20);
   flags.add("split_kb", &split_kb,
             "encode documents longer than this many KB in parts, in parallel; exact, so only done for tokenizers "
-            "where cutting provably changes no id (Llama-2's); 0 = every document whole");
+            "where cutting provably changes no id (Llama-2's); 0 = every document whole")
+      .at_least(0)
+      .at_most(1 << 30);
   flags.add("progress", &o.progress, "progress line on stderr (a final summary line is always printed)");
   try {
     if (!flags.parse(argc, argv)) return 0;
     LL_CHECK(!inputs.empty(), "--input is required (see --help)");
     LL_CHECK(!o.output.empty(), "--output is required (see --help)");
     LL_CHECK(!o.tokenizer.empty(), "--tokenizer is required (see --help)");
-    LL_CHECK(batch_mb > 0, "--batch_mb must be positive, got ", batch_mb);
     std::stringstream ss(inputs);
     for (std::string item; std::getline(ss, item, ',');) o.inputs.push_back(item);
-    LL_CHECK(split_kb >= 0, "--split_kb must be 0 or positive, got ", split_kb);
     o.batch_bytes = batch_mb << 20;
     o.split_bytes = split_kb << 10;
     o.log = stderr;

@@ -6,6 +6,7 @@
 
 #include "mpi/comm.h"
 #include "train/demo.h"
+#include "train/train_flags.h"
 #include "train/trainer.h"
 #include "util/error.h"
 #include "util/flags.h"
@@ -19,67 +20,7 @@ int main(int argc, char** argv) {
     ll::Flags flags("train",
                     "LongLoRA fine-tuning: position interpolation + S2-Attn + LoRA/LoRA+ or full fine-tuning.\n"
                     "Run without flags for the embedded CPU demo.");
-    flags.add("model_name_or_path", &o.model_name_or_path, "Hugging Face Llama folder (config.json, *.safetensors)");
-    flags.add("model_config", &o.model_config,
-              "instead of a folder: preset (demo, llama2-7b, llama2-13b, llama2-70b) or config.json; random init");
-    flags.add("tokenizer", &o.tokenizer, "sentencepiece tokenizer.model (default: <model_name_or_path>/tokenizer.model)");
-    flags.add("data_path", &o.data_path, "pretraining token file (.bin from scripts/tokenize_dataset)");
-    flags.add("sft_data_path", &o.sft_data_path, "LongAlpaca .json list or .jsonl (instruction, output[, input])");
-    flags.add("output_dir", &o.output_dir,
-              "where training_args.json, metrics.jsonl, checkpoints and exports go (not inside the model folder; "
-              "one run at a time)");
-    flags.add("model_max_length", &o.model_max_length, "training context length L");
-    flags.add("add_pad_token", &o.add_pad_token, "add LongLoRA's [PAD] row (vocab + 1, mean-initialised) to HF models");
-    flags.add("use_s2attn", &o.use_s2attn, "shifted sparse attention while training (false: full causal)");
-    flags.add("s2_group_ratio", &o.s2_group_ratio, "S2 group size as a fraction of L");
-    flags.add("s2_variant", &o.s2_variant, "leakfree (LongLoRA's current code) or roll (paper-era, wraps around)");
-    flags.add("rope_scaling_factor", &o.rope_scaling_factor,
-              "linear RoPE factor; 0 = LongLoRA's rule ceil(L / (max_position_embeddings × existing factor))");
-    flags.add("low_rank_training", &o.low_rank_training, "LoRA (true) or full fine-tuning (false)");
-    flags.add("lora_r", &o.lora_r, "LoRA rank");
-    flags.add("lora_alpha", &o.lora_alpha, "LoRA alpha (scale = alpha / r)");
-    flags.add("lora_dropout", &o.lora_dropout, "dropout on the LoRA adapter input");
-    flags.add("lora_target", &o.lora_target, "projections with adapters: any of q,k,v,o,gate,up,down (_proj optional)");
-    flags.add("trainable_params", &o.trainable_params, "base weights trained fully with LoRA: any of embed,norm,lm_head");
-    flags.add("learning_rate", &o.learning_rate, "peak learning rate");
-    flags.add("weight_decay", &o.weight_decay, "AdamW decoupled weight decay (never on norm weights)");
-    flags.add("adam_beta1", &o.adam_beta1, "AdamW beta1");
-    flags.add("adam_beta2", &o.adam_beta2, "AdamW beta2 (LongLoRA's code: 0.999; its paper: 0.95)");
-    flags.add("adam_epsilon", &o.adam_epsilon, "AdamW epsilon");
-    flags.add("max_grad_norm", &o.max_grad_norm, "global gradient-norm clipping (0: off)");
-    flags.add("warmup_steps", &o.warmup_steps, "linear warmup steps");
-    flags.add("lr_scheduler_type", &o.lr_scheduler_type, "constant_with_warmup, cosine, linear or constant");
-    flags.add("per_device_train_batch_size", &o.per_device_train_batch_size, "sequences per micro-batch");
-    flags.add("gradient_accumulation_steps", &o.gradient_accumulation_steps, "micro-batches per optimizer step");
-    flags.add("max_steps", &o.max_steps, "optimizer steps (> 0 overrides num_train_epochs)");
-    flags.add("num_train_epochs", &o.num_train_epochs, "passes over the data when max_steps <= 0");
-    flags.add("save_steps", &o.save_steps, "checkpoint every N steps (and at the end)");
-    flags.add("save_total_limit", &o.save_total_limit, "keep the last N checkpoints (0: all)");
-    flags.add("logging_steps", &o.logging_steps, "write metrics every N steps");
-    flags.add("seed", &o.seed, "seed for initialisation, data order and dropout");
-    flags.add("gradient_checkpointing", &o.gradient_checkpointing,
-              "decoder layers checkpointed (the first ones keep only their input and are recomputed in backward, "
-              "all but the last of them): true (all), false (none), N (0..num_hidden_layers), or auto (GPU: the "
-              "fewest whose plan fits the free device memory, 0 when the run fits without recomputation; CPU: all)");
-    flags.add("offload_checkpoints", &o.offload_checkpoints,
-              "true: keep the saved inputs of the checkpointed layers in (pinned) host memory, copied out in the "
-              "forward and back in the backward while the GPU computes (all but the last two; needs checkpointed "
-              "layers; the start-up check counts the host memory)");
-    flags.add("resume_from_checkpoint", &o.resume_from_checkpoint, "a checkpoint directory, or auto (latest in output_dir)");
-    flags.add("overwrite_output_dir", &o.overwrite_output_dir,
-              "a fresh run into an output_dir holding another run: delete that run's checkpoints, metrics and "
-              "exports first (without it such a run is refused; other files are kept)");
-    flags.add("device", &o.device, "cpu or cuda");
-    flags.add("zero_stage", &o.zero_stage, "ZeRO stage under mpirun: 0 (replicated), 2 (sharded optimizer state), 3 (sharded parameters too)");
-    flags.add("comm_timeout_sec", &o.comm_timeout_sec,
-              "with several ranks: a collective stuck this long (a peer died or hangs) ends every rank");
-    flags.add("reduce_bucket_size", &o.reduce_bucket_size,
-              "ZeRO-2: gradient elements per reduce-scatter bucket, started during the last micro-batch's backward "
-              "(0: auto — one bucket on CPU ranks, 2^24 with NCCL)");
-    flags.add("save_merged", &o.save_merged, "LoRA runs: also write the merged Hugging Face folder (W + α/r·B·A, rope_scaling recorded) to output_dir/merged");
-    flags.add("profile_ops", &o.profile_ops,
-              "time every backend op of the training loop (synchronised per op, so slower): a table on stderr and "
-              "output_dir/op_profile.json");
+    ll::add_train_flags(flags, o);
     if (!flags.parse(argc, argv)) return 0;
     const ll::TrainResult r = ll::run_training(o, flags.values(), comm.get());
     if (comm->rank() == 0)
@@ -90,8 +31,10 @@ int main(int argc, char** argv) {
     return r.interrupted ? 128 + r.stop_signal : 0;
   } catch (const std::exception& e) {
     // With several ranks, one failure must end them all (peers would otherwise wait in a collective forever).
-    if (comm && comm->size() > 1) comm->abort(1, std::string("train: error: ") + e.what());
-    std::fprintf(stderr, "train: error: %s\n", e.what());
+    std::string message = e.what();
+    if (message.rfind("train: ", 0) == 0) message.erase(0, 7);  // Flags' messages already name the program
+    if (comm && comm->size() > 1) comm->abort(1, "train: error: " + message);
+    std::fprintf(stderr, "train: error: %s\n", message.c_str());
     return 1;
   }
 }

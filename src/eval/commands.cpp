@@ -6,6 +6,7 @@
 
 #include "data/token_file.h"
 #include "data/tokenizer.h"
+#include "eval/command_flags.h"
 #include "eval/eval_model.h"
 #include "eval/generate.h"
 #include "eval/passkey.h"
@@ -64,12 +65,9 @@ std::string longalpaca_prompt(const std::string& instruction) { return "[INST]" 
 
 nlohmann::json run_perplexity_command(const PerplexityCommand& c, std::ostream& out, std::ostream& log,
                                       const nlohmann::json& flags) {
+  check_command_ranges(c);
   LL_CHECK(!c.data_path.empty(), "--data_path is required (a token file: raw uint16 like LongLoRA's pg19/*.bin, or "
                                  "llm.c-headered)");
-  LL_CHECK(c.seq_len >= 2, "--seq_len must be >= 2, got ", c.seq_len);
-  LL_CHECK(c.batch_size >= 1, "--batch_size must be >= 1, got ", c.batch_size);
-  LL_CHECK(c.sliding_window >= 1, "--sliding_window must be >= 1, got ", c.sliding_window);
-  LL_CHECK(c.max_windows >= 0, "--max_windows must be >= 0 (0: all), got ", c.max_windows);
   LL_CHECK(path_exists(c.data_path), "--data_path `", c.data_path, "` does not exist");
   // eval.py: context_size defaults to seq_len.
   EvalModel m = load_eval_model(model_options(c.common, c.batch_size, c.seq_len, c.seq_len), log);
@@ -127,7 +125,7 @@ nlohmann::json run_perplexity_command(const PerplexityCommand& c, std::ostream& 
 
 nlohmann::json run_passkey_command(const PasskeyCommand& c, std::ostream& out, std::ostream& log,
                                    const nlohmann::json& flags) {
-  LL_CHECK(c.prefill_chunk >= 1, "--prefill_chunk must be >= 1, got ", c.prefill_chunk);
+  check_command_ranges(c);
   const Tokenizer tok = load_tokenizer(c.tokenizer, c.common.base_model, "passkey");
   passkey_garbage_lengths(c.max_tokens, c.interval);  // flag errors before the model loads
   EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0), log);
@@ -193,15 +191,13 @@ nlohmann::json run_passkey_command(const PasskeyCommand& c, std::ostream& out, s
 
 nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out, std::ostream& log,
                                     const nlohmann::json& flags) {
+  check_command_ranges(c);
   LL_CHECK(c.prompt.empty() != (c.material.empty() && c.question.empty()),
            "give either --prompt TEXT or --material FILE with --question TEXT");
   LL_CHECK(c.prompt.empty() || (c.material.empty() && c.question.empty()),
            "--prompt cannot be combined with --material/--question");
   LL_CHECK(c.template_name == "llama2" || c.template_name == "none", "--template: expected llama2 or none, got `",
            c.template_name, "`");
-  LL_CHECK(c.max_gen_len >= 1, "--max_gen_len must be >= 1, got ", c.max_gen_len);
-  LL_CHECK(c.prefill_chunk >= 1, "--prefill_chunk must be >= 1, got ", c.prefill_chunk);
-  LL_CHECK(c.seed >= 0, "--seed must be >= 0, got ", c.seed);
   std::string instruction = c.prompt;
   if (c.prompt.empty()) {
     LL_CHECK(!c.material.empty() && !c.question.empty(), "--material and --question go together");

@@ -1,5 +1,5 @@
 // The three subcommands of build/eval as library functions (src/bin/eval.cpp only parses flags into these
-// structs): each prints a human-readable report, returns its results as JSON and writes them to --json atomically.
+// structs, eval/command_flags.h, which also declares each numeric flag's range): each prints a human-readable report, returns its results as JSON and writes them to --json atomically.
 #pragma once
 #include <cstdint>
 #include <ostream>
@@ -18,6 +18,8 @@ struct EvalCommon {
   double rope_scaling_factor = 0;   // > 0 overrides the rule
   std::string add_pad_token = "auto";
   bool progress = true;             // progress bar on stderr
+  bool flash_attn = true;           // accepted for LongLoRA command lines; ignored (always full causal attention)
+  std::string cache_dir;            // accepted for LongLoRA command lines; ignored (models are local folders)
 };
 
 struct PerplexityCommand {

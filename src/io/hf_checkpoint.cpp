@@ -102,7 +102,8 @@ void load_padded(Backend& backend, Param& p, const SafetensorsEntry& e, const st
   const int64_t rows = e.shape[0], cols = e.shape[1];
   const size_t in_row = size_t(cols) * dtype_size(e.dtype), out_row = size_t(cols) * dtype_size(p.value.dtype);
   std::vector<unsigned char> staging(p.value.nbytes());
-  convert_values(e.data, e.dtype, staging.data(), p.value.dtype, size_t(rows * cols));
+  // The [PAD] row below is the mean of finite rows, so finite too.
+  convert_checked(e.data, e.dtype, staging.data(), p.value.dtype, e.shape, file, e.name, kNonFiniteInFile);
   std::vector<double> sum(static_cast<size_t>(cols), 0.0), row(static_cast<size_t>(cols));
   for (int64_t r = 0; r < rows; ++r) {
     convert_values(static_cast<const unsigned char*>(e.data) + size_t(r) * in_row, e.dtype, row.data(), DType::F64,

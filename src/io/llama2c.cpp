@@ -10,6 +10,7 @@
 #include <memory>
 #include <utility>
 
+#include "io/param_io.h"
 #include "tensor_host.h"
 
 namespace ll {
@@ -173,6 +174,7 @@ void load_llama2c(const std::string& path, Backend& backend, ParamStore& params,
       fail(path, ": short read of ", what, " (did the file change while loading?)");
     }
     if (rope_heads > 0 && permute_qk) buf = permute_meta_to_hf_rows(buf, rope_heads, shape[0], shape[1]);
+    check_finite_values(buf.data(), DType::F32, shape, path, p.name, kNonFiniteInFile);
     upload_f64(backend, p.value, std::vector<double>(buf.begin(), buf.end()));
   };
   auto linear = [&](int l, LinearSlot s) -> Param& { return *params.layer(l).linear[int(s)]; };

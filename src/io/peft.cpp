@@ -209,7 +209,7 @@ AdapterSaveReport save_adapter(const std::string& dir, ParamStore& params, Backe
   report.files.push_back(kAdapterFile);
   // Both trainable_params files always, empty when only LoRA trains: LongLoRA's eval.py refuses a folder without the
   // .bin, and an earlier save's files in this folder must never be read back as this adapter's.
-  const HostTensors trainable = host_copies(base_params, backend, options.dtype);
+  const HostTensors trainable = host_copies(base_params, backend, options.dtype, dir + "/" + kTrainableFile);
   write_safetensors(dir + "/" + kTrainableFile, trainable.items);
   write_torch_state_dict(dir + "/" + kTrainableTorchFile, trainable.items);
   report.files.push_back(kTrainableFile);

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "io/param_io.h"
 #include "io/safetensors.h"
 #include "util/files.h"
 
@@ -86,6 +87,8 @@ std::string save_checkpoint(const std::string& output_dir, ParamStore& params, D
     for (const Param& p : params.all()) {
       if (!p.trainable) continue;
       keep_alive.push_back(host_bytes(backend, p.value));
+      check_finite_values(keep_alive.back().data(), p.value.dtype, p.value.dims(), tmp_dir + "/" + kWeights, p.name,
+                          "refusing to checkpoint non-finite weights (lower --learning_rate)");
       weights.push_back({p.name, p.value.dtype, p.value.dims(), keep_alive.back().data()});
     }
     write_safetensors(tmp_dir + "/" + kWeights, weights);

@@ -86,14 +86,28 @@ SftExample make_sft_example(const Tokenizer& tok, const std::string& instruction
   return ex;
 }
 
-SftSource::SftSource(const std::string& path, const Tokenizer& tok, int64_t max_len, int64_t batch, uint64_t seed)
+SftSource::SftSource(const std::string& path, const Tokenizer& tok, int64_t max_len, int64_t batch, uint64_t seed,
+                     std::FILE* log)
     : BatchSource(seed) {
   LL_CHECK(batch == 1, "SFT data: rows are not padded, so --per_device_train_batch_size must be 1 (got ", batch,
            "); use --gradient_accumulation_steps for larger batches");
+  int64_t read = 0;
   read_sft_records(path, [&](SftRecord&& r) {
-    examples_.push_back(make_sft_example(tok, r.instruction, r.input, r.output, max_len));
+    ++read;
+    SftExample ex = make_sft_example(tok, r.instruction, r.input, r.output, max_len);
+    // Row position l is scored when l + 1 >= prompt_tokens and l + 1 < length (see next()).
+    if (ex.prompt_tokens < int64_t(ex.ids.size())) examples_.push_back(std::move(ex));
   });
-  LL_CHECK(!examples_.empty(), "SFT data `", path, "` holds no examples");
+  LL_CHECK(read > 0, "SFT data `", path, "` holds no examples");
+  dropped_ = read - int64_t(examples_.size());
+  if (examples_.empty())
+    fail("SFT data `", path, "`: all ", read, " examples have a prompt that fills the context (--model_max_length ",
+         max_len, " tokens, BOS and the prompt template included), so no target token is left to train on; raise "
+         "--model_max_length or shorten the prompts");
+  if (dropped_ > 0 && log)
+    std::fprintf(log, "SFT data %s: dropped %lld of %lld examples whose prompt fills the context (--model_max_length "
+                 "%lld): no target token left to train on\n", path.c_str(), (long long)dropped_, (long long)read,
+                 (long long)max_len);
 }
 
 void SftSource::next(HostBatch& out) {

@@ -5,6 +5,7 @@
 // Both expose their position (epoch, index) so a resumed run reads exactly the rows it would have read.
 #pragma once
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <string>
 #include <vector>
@@ -81,13 +82,19 @@ class SftSource final : public BatchSource {
  public:
   // Reads every example of a LongAlpaca .json list or .jsonl file (fields instruction, output, optional input)
   // and tokenizes it once. Rows are not padded, so the batch size must be 1; a row's length is its example's.
-  SftSource(const std::string& path, const Tokenizer& tok, int64_t max_len, int64_t batch, uint64_t seed);
+  // Examples whose BOS + prompt fills max_len score no target: they are dropped (counted, and reported on `log`
+  // when given), since a row without targets would count as loss 0 in the mean of micro-batch means. Throws
+  // naming the file when no example is left.
+  SftSource(const std::string& path, const Tokenizer& tok, int64_t max_len, int64_t batch, uint64_t seed,
+            std::FILE* log = nullptr);
   void next(HostBatch& out) override;
   int64_t rows_per_epoch() const override { return int64_t(examples_.size()); }
   const std::vector<SftExample>& examples() const { return examples_; }
+  int64_t dropped() const { return dropped_; }  // examples left out because their prompt fills max_len
 
  private:
   std::vector<SftExample> examples_;
+  int64_t dropped_ = 0;
 };
 
 }  // namespace ll

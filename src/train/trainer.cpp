@@ -36,6 +36,7 @@
 #include "mpi/comm.h"
 #include "mpi/zero.h"
 #include "train/schedule.h"
+#include "train/train_flags.h"
 #include "util/files.h"
 
 namespace ll {
@@ -128,24 +129,16 @@ TrainableConfig parse_trainable(const std::string& list, bool full) {
 }
 
 void check_options(const TrainOptions& o) {
+  check_train_option_ranges(o);  // every numeric option within its flag's range (train/train_flags.cpp)
   LL_CHECK(o.device == "cpu" || o.device == "cuda", "--device: expected cpu or cuda, got `", o.device, "`");
   LL_CHECK(o.zero_stage == 0 || o.zero_stage == 2 || o.zero_stage == 3, "--zero_stage: expected 0, 2 or 3, got ",
            o.zero_stage);
   LL_CHECK(o.data_path.empty() != o.sft_data_path.empty(),
            "give exactly one of --data_path (pretraining token file) and --sft_data_path (LongAlpaca JSON)");
-  LL_CHECK(o.model_max_length >= 2, "--model_max_length must be >= 2, got ", o.model_max_length);
-  LL_CHECK(o.per_device_train_batch_size >= 1, "--per_device_train_batch_size must be >= 1");
-  LL_CHECK(o.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps must be >= 1");
   LL_CHECK(o.max_steps > 0 || o.num_train_epochs > 0, "set --max_steps or a positive --num_train_epochs");
-  LL_CHECK(o.learning_rate >= 0, "--learning_rate must be >= 0");
-  LL_CHECK(o.warmup_steps >= 0, "--warmup_steps must be >= 0");
-  LL_CHECK(o.logging_steps >= 1, "--logging_steps must be >= 1");
   LL_CHECK(o.s2_variant == "leakfree" || o.s2_variant == "roll", "--s2_variant: expected leakfree or roll, got `",
            o.s2_variant, "`");
-  LL_CHECK(!o.low_rank_training || o.lora_r >= 1, "--lora_r must be >= 1");
   parse_gradient_checkpointing(o.gradient_checkpointing, -1);
-  LL_CHECK(o.lora_dropout >= 0 && o.lora_dropout < 1, "--lora_dropout must be in [0, 1)");
-  LL_CHECK(o.reduce_bucket_size >= 0, "--reduce_bucket_size must be >= 0 (0: auto), got ", o.reduce_bucket_size);
 }
 
 std::string format_duration(double seconds) {
@@ -296,7 +289,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
                                               uint64_t(o.seed));
   } else {
     source = std::make_unique<SftSource>(o.sft_data_path, *tok, o.model_max_length, o.per_device_train_batch_size,
-                                         uint64_t(o.seed));
+                                         uint64_t(o.seed), lead ? stderr : nullptr);
   }
   source->set_data_parallel(comm.rank(), comm.size());
   const int64_t rows_per_step = o.per_device_train_batch_size * o.gradient_accumulation_steps * comm.size();
@@ -372,7 +365,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   int64_t tokens_seen = 0, last_saved = state.global_step;
   TrainResult result;
   result.output_dir = o.output_dir;
-  HostBatch batch;
+  std::vector<HostBatch> micro_batches(size_t(o.gradient_accumulation_steps));  // one step's, read before its forward
 
   auto save = [&] {
     state.data = source->position();
@@ -402,18 +395,30 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
       for (;;) ::pause();
     const double lr = lr_at(schedule, state.global_step);
     model.params().zero_grads();
+    // The step's loss is the mean of its micro-batches' mean losses (Hugging Face's Trainer) over the micro-batches
+    // of every rank that score a target: one without targets must count nothing, not a loss of 0. (None lack them
+    // today: SftSource drops examples without targets, pretraining rows all score.) So the step's micro-batches are
+    // read first, and `per_rank` — the micro-batches with targets per rank, over the ranks; the accumulation steps
+    // when all have targets — divides each micro-batch's mean loss and gradient.
+    int64_t with_targets = 0;
+    for (HostBatch& b : micro_batches) {
+      source->next(b);
+      with_targets += b.scored() > 0;
+    }
+    const double per_rank = comm.all_reduce_sum(double(with_targets)) / double(comm.size());
+    LL_CHECK(per_rank > 0, "step ", state.global_step + 1, ": no micro-batch of any rank has a target token");
     double loss = 0;
     for (int64_t micro = 0; micro < o.gradient_accumulation_steps; ++micro) {
-      source->next(batch);
+      const HostBatch& batch = micro_batches[size_t(micro)];
       model.set_seq_len(batch.seq_len);
       model.set_lora_dropout(true, mix64(uint64_t(o.seed) ^ mix64(uint64_t(state.global_step) * 1000003ull +
                                                                   uint64_t(micro))));
-      // Each micro-batch's mean loss, averaged over the accumulation steps (Hugging Face's Trainer).
       const int64_t scored = batch.scored();
-      const double scale = scored ? 1.0 / (double(scored) * double(o.gradient_accumulation_steps)) : 0.0;
+      const double scale = scored ? 1.0 / (double(scored) * per_rank) : 0.0;
+      // Every rank runs every micro-batch, targets or not: ZeRO's collectives run inside forward and backward.
       optimizer.begin_micro_batch(micro + 1 == o.gradient_accumulation_steps);  // ZeRO-2 reduces during its backward
       const LossResult r = model.forward_backward(batch.tokens.data(), batch.targets.data(), scale);
-      loss += r.mean() / double(o.gradient_accumulation_steps);
+      loss += r.mean() / per_rank;  // 0 without targets
       tokens_seen += batch.batch * batch.seq_len * comm.size();
     }
     loss = comm.all_reduce_sum(loss) / double(comm.size());  // gradients are averaged the same way
@@ -429,6 +434,13 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
     } else {
       state.nonfinite_streak = 0;
       optimizer.step(lr);
+      // A finite gradient can still overflow a weight (a huge learning rate, a tiny epsilon): such an update is
+      // never kept — the run stops here, before any checkpoint or export can hold it.
+      const std::string broken = optimizer.first_nonfinite_weight();
+      if (!broken.empty())
+        fail("step ", state.global_step + 1, " made `", broken, "` non-finite (NaN or inf) at learning rate ", lr,
+             " (gradient norm ", grad_norm, "); stopped without saving it (checkpoints already in ", o.output_dir,
+             " are unchanged): lower --learning_rate (or set --max_grad_norm, raise --adam_epsilon)");
     }
     ++state.global_step;
     result.last_loss = loss;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -43,14 +44,70 @@ void Flags::add_flag(const std::string& name, Kind kind, void* target, const std
 void Flags::add(const std::string& name, std::string* target, const std::string& help) {
   add_flag(name, Kind::String, target, help, target->empty() ? "\"\"" : *target);
 }
-void Flags::add(const std::string& name, int64_t* target, const std::string& help) {
+Flags::Range Flags::add(const std::string& name, int64_t* target, const std::string& help) {
   add_flag(name, Kind::Int, target, help, std::to_string(*target));
+  return Range(this, flags_.size() - 1);
 }
-void Flags::add(const std::string& name, double* target, const std::string& help) {
+Flags::Range Flags::add(const std::string& name, double* target, const std::string& help) {
   add_flag(name, Kind::Double, target, help, format_double(*target));
+  return Range(this, flags_.size() - 1);
 }
 void Flags::add(const std::string& name, bool* target, const std::string& help) {
   add_flag(name, Kind::Bool, target, help, *target ? "true" : "false");
+}
+
+Flags::Range& Flags::Range::at_least(double lo) {
+  Flag& f = flags_->flags_[index_];
+  f.has_lo = true, f.lo_open = false, f.lo = lo;
+  return *this;
+}
+Flags::Range& Flags::Range::above(double lo) {
+  Flag& f = flags_->flags_[index_];
+  f.has_lo = true, f.lo_open = true, f.lo = lo;
+  return *this;
+}
+Flags::Range& Flags::Range::at_most(double hi) {
+  Flag& f = flags_->flags_[index_];
+  f.has_hi = true, f.hi_open = false, f.hi = hi;
+  return *this;
+}
+Flags::Range& Flags::Range::below(double hi) {
+  Flag& f = flags_->flags_[index_];
+  f.has_hi = true, f.hi_open = true, f.hi = hi;
+  return *this;
+}
+
+std::string Flags::requirement(const Flag& f) {
+  const bool integer = f.kind == Kind::Int;
+  auto bound = [&](double b) { return integer ? std::to_string(int64_t(b)) : format_double(b); };
+  std::string s = integer ? "an integer" : "a finite number";
+  if (f.has_lo && f.has_hi)
+    s += str_cat(" in ", f.lo_open ? "(" : "[", bound(f.lo), ", ", bound(f.hi), f.hi_open ? ")" : "]");
+  else if (f.has_lo)
+    s += str_cat(f.lo_open ? " > " : " >= ", bound(f.lo));
+  else if (f.has_hi)
+    s += str_cat(f.hi_open ? " < " : " <= ", bound(f.hi));
+  return s;
+}
+
+void Flags::check_value(const Flag& f, const std::string& where) const {
+  double v = 0;
+  std::string text;
+  if (f.kind == Kind::Int) {
+    const int64_t i = *static_cast<const int64_t*>(f.target);
+    v = double(i), text = std::to_string(i);
+  } else if (f.kind == Kind::Double) {
+    v = *static_cast<const double*>(f.target), text = format_double(v);
+  } else {
+    return;
+  }
+  const bool ok = std::isfinite(v) && (!f.has_lo || (f.lo_open ? v > f.lo : v >= f.lo)) &&
+                  (!f.has_hi || (f.hi_open ? v < f.hi : v <= f.hi));
+  if (!ok) fail(where, "--", f.name, " must be ", requirement(f), ", got ", text);
+}
+
+void Flags::check_values() const {
+  for (const Flag& f : flags_) check_value(f, program_ + ": ");
 }
 
 Flags::Flag* Flags::find(const std::string& name) {
@@ -103,6 +160,7 @@ void Flags::assign(Flag& f, const std::string& value, const std::string& where) 
       break;
     }
   }
+  check_value(f, where);
   f.set = true;
 }
 
@@ -191,7 +249,11 @@ bool Flags::was_set(const std::string& name) const {
 std::string Flags::help() const {
   std::ostringstream os;
   os << "usage: " << program_ << " [--flag value ...]\n" << summary_ << "\n\nflags (default in brackets):\n";
-  for (const Flag& f : flags_) os << "  --" << f.name << " [" << f.default_text << "]\n      " << f.help << "\n";
+  for (const Flag& f : flags_) {
+    os << "  --" << f.name << " [" << f.default_text << "]\n      " << f.help;
+    if (f.has_lo || f.has_hi) os << " (" << requirement(f) << ")";
+    os << "\n";
+  }
   os << "  --config FILE.json\n      read any of the flags above from a JSON object; the command line wins\n";
   return os.str();
 }

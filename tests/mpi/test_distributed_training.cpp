@@ -15,6 +15,7 @@
 #include "run_outputs.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
+#include "util/error.h"
 #include "util/files.h"
 #include "util/random.h"
 
@@ -180,6 +181,28 @@ TEST_P(DistributedTraining, OffloadedCheckpointsMatchTheRunWithout) {
   }
   unsetenv("LONGLORA_COMM_DEFER");
   if (g_comm->rank() == 0) expect_run_matches(dir_ + "/offload_on", dir_ + "/offload_off", 10, 0, 1e-300);
+  g_comm->barrier();
+}
+
+// An update that overflows the weights stops every rank at the same step, naming the same first parameter, though
+// under ZeRO-2/3 only the rank holding its shard sees it (here the embedding, in rank 0's shard); nothing is saved.
+TEST_P(DistributedTraining, AnUpdateThatMakesAWeightNonFiniteStopsEveryRankAlike) {
+  TrainOptions o = options("overflow", 2);
+  o.learning_rate = 1e39;  // finite as a double; every update overflows fp32
+  o.lr_scheduler_type = "constant";
+  o.warmup_steps = 0;
+  o.save_steps = 1;
+  std::string message;
+  try {
+    run_training(o, {}, g_comm);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  EXPECT_EQ(message.find("step 1 made `model.embed_tokens.weight` non-finite"), 0u)
+      << "rank " << g_comm->rank() << ": " << message;
+  g_comm->barrier();
+  EXPECT_TRUE(list_checkpoints(o.output_dir).empty());
+  EXPECT_FALSE(fs::exists(o.output_dir + "/adapter_model.safetensors"));
   g_comm->barrier();
 }
 

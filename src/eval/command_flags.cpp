@@ -1,0 +1,79 @@
+#include "eval/command_flags.h"
+
+namespace ll {
+
+namespace {
+
+// Flags every command shares; `context_help` says what --context_size falls back to.
+void add_common(Flags& f, EvalCommon& c, const char* context_help) {
+  f.add("base_model", &c.base_model, "Hugging Face Llama folder (config.json + safetensors)");
+  f.add("peft_model", &c.peft_model,
+        "adapter folder written by build/train (adapter_config.json, adapter_model.safetensors, optional "
+        "trainable_params.safetensors and longlora.json); applied without merging");
+  f.add("context_size", &c.context_size, context_help);
+  f.add("rope_scaling_factor", &c.rope_scaling_factor,
+        "linear RoPE factor; 0 = the rules: adapter's longlora.json (without --context_size), else the base "
+        "config's rope_scaling, else ceil(context / max_position_embeddings)")
+      .at_least(0);
+  f.add("add_pad_token", &c.add_pad_token,
+        "auto | true | false: append LongLoRA's [PAD] row (mean of the others); auto = when the adapter's "
+        "vocabulary is the base's + 1");
+  f.add("device", &c.device, "backend: cpu (fp32), cpu-f64, or cuda (when built with the CUDA backend)");
+  f.add("json", &c.json, "write the results as JSON to this file (atomically)");
+  f.add("progress", &c.progress, "progress bar with ETA on stderr");
+  f.add("flash_attn", &c.flash_attn, "accepted for LongLoRA command lines; ignored (always full causal attention)");
+  f.add("cache_dir", &c.cache_dir, "accepted for LongLoRA command lines; ignored (models are local folders)");
+}
+
+template <typename Command>
+void check_ranges(const Command& c, const char* program, void (*add)(Flags&, Command&)) {
+  Command copy = c;  // the flags bind to it; nothing is parsed
+  Flags flags(program, "");
+  add(flags, copy);
+  flags.check_values();
+}
+
+}  // namespace
+
+void add_perplexity_flags(Flags& f, PerplexityCommand& c) {
+  add_common(f, c.common, "training context for the RoPE factor rule (<= 0: --seq_len, as eval.py defaults it)");
+  f.add("data_path", &c.data_path, "token file: raw uint16 (LongLoRA's pg19/*.bin) or llm.c-headered");
+  f.add("seq_len", &c.seq_len, "evaluation window length").at_least(2);
+  f.add("batch_size", &c.batch_size, "windows per forward pass").at_least(1);
+  f.add("sliding_window", &c.sliding_window, "stride between window starts").at_least(1);
+  f.add("max_windows", &c.max_windows, "evaluate only the first K windows (0: all); reported as partial").at_least(0);
+  f.add("drop_last", &c.drop_last, "drop the last window start like eval.py (false: eval_distributed.py)");
+}
+
+void add_passkey_flags(Flags& f, PasskeyCommand& c) {
+  add_common(f, c.common, "training context for the RoPE factor rule (<= 0: not given)");
+  f.add("tokenizer", &c.tokenizer, "sentencepiece tokenizer.model (default: <base_model>/tokenizer.model)");
+  f.add("max_tokens", &c.max_tokens, "longest prompt to aim for, in tokens (sets the number of lengths)").at_least(1);
+  f.add("interval", &c.interval, "token step between lengths").at_least(1);
+  f.add("num_tests", &c.num_tests, "trials per length (seeds 0..num_tests-1)").at_least(1);
+  f.add("prefill_chunk", &c.prefill_chunk, "prompt tokens per forward pass while prefilling (bounds memory)")
+      .at_least(1);
+  f.add("reuse_prefix", &c.reuse_prefix,
+        "keep the KV cache of the filler shared with the previous prompt (same results up to rounding)");
+}
+
+void add_generate_flags(Flags& f, GenerateCommand& c) {
+  add_common(f, c.common, "training context for the RoPE factor rule (<= 0: not given)");
+  f.add("tokenizer", &c.tokenizer, "sentencepiece tokenizer.model (default: <base_model>/tokenizer.model)");
+  f.add("prompt", &c.prompt, "instruction text (instead of --material/--question)");
+  f.add("material", &c.material, "text file with the material (a book, a paper)");
+  f.add("question", &c.question, "question about the material");
+  f.add("template", &c.template_name, "llama2 (\"[INST]...[/INST]\", inference.py) or none (text as is)");
+  f.add("max_gen_len", &c.max_gen_len, "most tokens to generate").at_least(1);
+  f.add("temperature", &c.temperature, "sampling temperature (0: greedy)").at_least(0);
+  f.add("top_p", &c.top_p, "nucleus sampling mass").above(0).at_most(1);
+  f.add("seed", &c.seed, "sampling seed (deterministic RNG)").at_least(0);
+  f.add("prefill_chunk", &c.prefill_chunk, "prompt tokens per forward pass while prefilling (bounds memory)")
+      .at_least(1);
+}
+
+void check_command_ranges(const PerplexityCommand& c) { check_ranges(c, "eval perplexity", add_perplexity_flags); }
+void check_command_ranges(const PasskeyCommand& c) { check_ranges(c, "eval passkey", add_passkey_flags); }
+void check_command_ranges(const GenerateCommand& c) { check_ranges(c, "eval generate", add_generate_flags); }
+
+}  // namespace ll

@@ -1,0 +1,19 @@
+// build/eval's flags for each subcommand, bound to the command structs of eval/commands.h, every numeric one with
+// the range of values it accepts. src/bin/eval.cpp parses them; run_*_command checks a struct filled in code
+// against the same ranges (check_command_ranges), so a range is declared once, here.
+#pragma once
+#include "eval/commands.h"
+#include "util/flags.h"
+
+namespace ll {
+
+void add_perplexity_flags(Flags& flags, PerplexityCommand& c);
+void add_passkey_flags(Flags& flags, PasskeyCommand& c);
+void add_generate_flags(Flags& flags, GenerateCommand& c);
+
+// Throw ll::Error naming the first option outside its flag's range (or NaN/inf), the value and the range.
+void check_command_ranges(const PerplexityCommand& c);
+void check_command_ranges(const PasskeyCommand& c);
+void check_command_ranges(const GenerateCommand& c);
+
+}  // namespace ll
