@@ -130,8 +130,7 @@ void TokenFileWriter::finish() {
 
 TokenFile::TokenFile(const std::string& path, int64_t vocab_size) : path_(path) {
   LL_CHECK(vocab_size > 0, "token file `", path, "`: the vocabulary size must be positive, got ", vocab_size);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  LL_CHECK(fd >= 0, "cannot open token file `", path, "`: ", errno_text());
+  const int fd = open_regular_file(path);  // a FIFO would block a plain open()
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);

@@ -14,6 +14,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "util/files.h"
+
 namespace ll {
 namespace {
 
@@ -405,12 +407,11 @@ const char* safetensors_dtype_name(DType t) {
 // SafetensorsFile
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, ": cannot open safetensors file: ", errno_text());
+  const int fd = open_regular_file(path);  // a FIFO named model.safetensors would block a plain open()
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+  if (::fstat(fd, &st) != 0) {
     ::close(fd);
-    fail(path, ": not a regular file");
+    fail(path, ": cannot stat the safetensors file: ", errno_text());
   }
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
   if (file_size < 8) {
