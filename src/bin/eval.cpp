@@ -73,7 +73,7 @@ int run(int argc, char** argv) {
                 "n_garbage = int(3.75*(i+1)*interval // 1024 * 1024) filler characters, seeds 0..num_tests-1.");
     add_common(f, c.common, &flash_attn, &cache_dir,
                "training context for the RoPE factor rule (<= 0: not given)");
-    f.add("tokenizer", &c.tokenizer, "sentencepiece tokenizer.model (default: <base_model>/tokenizer.model)");
+    f.add("tokenizer", &c.tokenizer, "sentencepiece tokenizer.model, or a model folder holding one (default: <base_model>/tokenizer.model)");
     f.add("max_tokens", &c.max_tokens, "longest prompt to aim for, in tokens (sets the number of lengths)");
     f.add("interval", &c.interval, "token step between lengths");
     f.add("num_tests", &c.num_tests, "trials per length (seeds 0..num_tests-1)");
@@ -89,7 +89,7 @@ int run(int argc, char** argv) {
                 "\"[INST]{material}\\n{question}[/INST]\" (or \"[INST]{prompt}[/INST]\"); stops at EOS.");
     add_common(f, c.common, &flash_attn, &cache_dir,
                "training context for the RoPE factor rule (<= 0: not given)");
-    f.add("tokenizer", &c.tokenizer, "sentencepiece tokenizer.model (default: <base_model>/tokenizer.model)");
+    f.add("tokenizer", &c.tokenizer, "sentencepiece tokenizer.model, or a model folder holding one (default: <base_model>/tokenizer.model)");
     f.add("prompt", &c.prompt, "instruction text (instead of --material/--question)");
     f.add("material", &c.material, "text file with the material (a book, a paper)");
     f.add("question", &c.question, "question about the material");
