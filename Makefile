@@ -101,7 +101,7 @@ LIB       := $(BUILD)/liblonglora.a
 FUZZ_CXX     ?= clang++
 FUZZ_SECONDS ?= 30
 FUZZ_BIN     := build/fuzz/fuzz_safetensors
-FUZZ_SRCS    := tests/fuzz/fuzz_safetensors.cpp src/io/safetensors.cpp
+FUZZ_SRCS    := tests/fuzz/fuzz_safetensors.cpp src/io/safetensors.cpp src/util/files.cpp
 FUZZ_FLAGS   := -std=c++17 -O1 -g -Isrc -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer
 
@@ -143,7 +143,7 @@ asan:
 	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 MPI=0 all
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 scripts/run_tests.sh build/asan/test_all
 
-$(FUZZ_BIN): $(FUZZ_SRCS) src/io/safetensors.h src/tensor.h src/util/error.h
+$(FUZZ_BIN): $(FUZZ_SRCS) src/io/safetensors.h src/tensor.h src/util/error.h src/util/files.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUZZ_SRCS) -o $@
 
