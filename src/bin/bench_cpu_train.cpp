@@ -94,8 +94,8 @@ int main(int argc, char** argv) {
     }
     if (!json.empty()) ll::write_file_atomic(json, nlohmann::json{{"device", device}, {"rows", rows}}.dump(2) + "\n");
     return 0;
-  } catch (const ll::Error& e) {
-    std::fprintf(stderr, "bench_cpu_train: error: %s\n", e.what());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cpu_train: error: %s\n", ll::exception_message(e).c_str());
     return 1;
   }
 }

@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
     ll::tokenize_corpus(o);
     return 0;
   } catch (const std::exception& e) {
-    std::string message = e.what();
+    std::string message = ll::exception_message(e);
     if (message.rfind("tokenize: ", 0) == 0) message.erase(0, 10);  // Flags' messages already name the program
     std::fprintf(stderr, "tokenize: error: %s\n", message.c_str());
     return 1;

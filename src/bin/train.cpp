@@ -83,8 +83,9 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const std::exception& e) {
     // With several ranks, one failure must end them all (peers would otherwise wait in a collective forever).
-    if (comm && comm->size() > 1) comm->abort(1, std::string("train: error: ") + e.what());
-    std::fprintf(stderr, "train: error: %s\n", e.what());
+    const std::string message = ll::exception_message(e);
+    if (comm && comm->size() > 1) comm->abort(1, "train: error: " + message);
+    std::fprintf(stderr, "train: error: %s\n", message.c_str());
     return 1;
   }
 }
