@@ -491,6 +491,8 @@ TEST_F(SafetensorsTest, RejectsDuplicateNames) {
   expect_open_error("dup_inner.safetensors",
                     make_file(R"({"w":{"dtype":"F32","dtype":"F32","shape":[1],"data_offsets":[0,4]}})", kF32x2.substr(4)),
                     {"'dtype' inside 'w'", "more than once"});
+  expect_open_error("dup_meta.safetensors", make_file(R"({"__metadata__":{},"__metadata__":{"a":"b"}})", ""),
+                    {"'__metadata__'", "more than once"});
 }
 
 // A header of ~1.3M entries (~86 MB, under the 100 MB cap) used to take hours: the ordered JSON object looked up
