@@ -101,7 +101,8 @@ std::unique_ptr<Backend> create_backend(const std::string& name, int device_inde
   }
 #endif
   for (const BackendInfo& info : list_backends())
-    if (info.name == name) fail("backend `", name, "` cannot be created: ", info.description, "; run on the CPU (--device cpu)");
+    if (info.name == name)
+      fail("backend `", name, "` cannot be created: ", info.description, "; run on the CPU (--device cpu)");
   fail("unknown backend `", name, "`; known backends: cpu, cpu-f64, cuda");
 }
 

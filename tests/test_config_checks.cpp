@@ -36,7 +36,8 @@ std::string error_of(const std::function<void()>& f) {
 }
 
 void expect_phrases(const std::string& message, std::initializer_list<std::string> phrases) {
-  for (const std::string& p : phrases) EXPECT_NE(message.find(p), std::string::npos) << "lacks '" << p << "': " << message;
+  for (const std::string& p : phrases)
+    EXPECT_NE(message.find(p), std::string::npos) << "lacks '" << p << "': " << message;
 }
 
 // hf_tiny (2 layers, hidden 32, heads 4/2, intermediate 64, vocab 37) with one config.json field changed.

@@ -33,7 +33,8 @@ using Json = nlohmann::json;
          dir, " ", dir, "-safetensors\n"
          "and copy the tokenizer files (tokenizer.model, tokenizer_config.json, special_tokens_map.json) alongside.");
   }
-  fail(dir, ": no ", kHfWeightsFile, " or ", kHfWeightIndexFile, " (expected a Hugging Face model folder with safetensors weights)");
+  fail(dir, ": no ", kHfWeightsFile, " or ", kHfWeightIndexFile,
+       " (expected a Hugging Face model folder with safetensors weights)");
 }
 
 HfWeightFiles open_single(const std::string& path) {

@@ -236,8 +236,8 @@ void check_rank_matches_tensors(int64_t rank, const std::string& adapter_file, c
     const SafetensorsEntry& e = file.entry(name);
     if (e.shape.size() != 2) continue;  // load_adapter names the bad shape
     if (e.shape[a ? 0 : 1] != rank)
-      fail(config_path, ": `r` is ", rank, " but `", name, "` is ", shape_text(e.shape), a ? " (r × in)" : " (out × r)",
-           " in ", adapter_file, "; adapter_config.json and the adapter's tensors disagree");
+      fail(config_path, ": `r` is ", rank, " but `", name, "` is ", shape_text(e.shape),
+           a ? " (r × in)" : " (out × r)", " in ", adapter_file, "; adapter_config.json and the adapter's tensors disagree");
   }
 }
 

@@ -112,8 +112,8 @@ struct ParsedEntry {
   uint64_t begin, end;
 };
 
-ParsedEntry parse_entry(const std::string& path, const std::string& name, const HeaderValue& j, const unsigned char* data,
-                        uint64_t data_size) {
+ParsedEntry parse_entry(const std::string& path, const std::string& name, const HeaderValue& j,
+                        const unsigned char* data, uint64_t data_size) {
   if (!j.is_object() || j.size() != 3 || !j.contains("dtype") || !j.contains("shape") || !j.contains("data_offsets")) {
     fail(path, ": tensor '", name, "' must be an object with exactly \"dtype\", \"shape\" and \"data_offsets\", got ",
          j.dump());
