@@ -24,7 +24,7 @@ void Backend::release_host(void* ptr) { std::free(ptr); }
 #ifndef LONGLORA_WITH_CUDA
 CudaProbe probe_cuda() {
   CudaProbe probe;
-  probe.error = "this build has no CUDA support (nvcc was not found when it was compiled)";
+  probe.error = "this build has no CUDA (nvcc was not found when it was compiled; rebuild with nvcc on PATH)";
   return probe;
 }
 #endif
@@ -49,7 +49,7 @@ int usable_cuda_device(const CudaProbe& probe, std::string* why) {
 
 std::string describe_cuda(const CudaProbe& probe) {
   std::string why;
-  if (usable_cuda_device(probe, &why) < 0) return "unavailable: " + why;
+  if (usable_cuda_device(probe, &why) < 0) return why;
   std::ostringstream os;
   os << "bf16 kernels (tensor-core flash attention, cuBLASLt) on ";
   for (const auto& d : probe.devices)
@@ -101,7 +101,8 @@ std::unique_ptr<Backend> create_backend(const std::string& name, int device_inde
   }
 #endif
   for (const BackendInfo& info : list_backends())
-    if (info.name == name) fail("backend `", name, "` cannot be created: ", info.description);
+    if (info.name == name)
+      fail("backend `", name, "` cannot be created: ", info.description, "; run on the CPU (--device cpu)");
   fail("unknown backend `", name, "`; known backends: cpu, cpu-f64, cuda");
 }
 

@@ -44,9 +44,32 @@ TEST(BackendRegistry, CreatesCpuBackendsAndRefusesOthersClearly) {
       create_backend("cuda");
       FAIL() << "the registry lists cuda as unavailable, so creating it must fail";
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("backend `cuda` cannot be created: unavailable: "), std::string::npos)
+      EXPECT_NE(std::string(e.what()).find("backend `cuda` cannot be created: " + cuda_reason), std::string::npos)
           << e.what();
-      EXPECT_NE(std::string(e.what()).find(cuda_reason.substr(13)), std::string::npos) << e.what();
+    }
+  }
+}
+
+// Without a GPU the CUDA runtime's own words ("CUDA driver version is insufficient for CUDA runtime version") point
+// at the driver version; what the user needs to hear is that no GPU is visible (or that the build has no CUDA).
+TEST(BackendRegistry, CudaWithoutAGpuSaysNoGpuIsVisible) {
+  const CudaProbe probe = probe_cuda();
+  if (!probe.devices.empty()) GTEST_SKIP() << "a CUDA device is visible here; the message for its absence is not shown";
+  std::string message = "(no error)";
+  try {
+    create_backend("cuda");
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  const std::string expected = probe.compiled ? "no CUDA GPU is visible" : "this build has no CUDA";
+  EXPECT_NE(message.find("backend `cuda` cannot be created: " + expected), std::string::npos) << message;
+  EXPECT_NE(message.find("--device cpu"), std::string::npos) << message;
+  if (probe.compiled && probe.driver_version == 0) {  // no driver at all: nothing about its version
+    EXPECT_EQ(message.find("insufficient"), std::string::npos) << message;
+  }
+  for (const BackendInfo& info : list_backends()) {
+    if (info.name == "cuda") {
+      EXPECT_EQ(info.description.rfind(expected, 0), 0u) << info.description;
     }
   }
 }

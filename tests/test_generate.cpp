@@ -242,3 +242,37 @@ TEST_F(GenerateCommandTest, SeededSamplingAndMaterialPrompt) {
 
 }  // namespace
 }  // namespace ll
+
+namespace ll {
+namespace {
+
+// --max_gen_len sizes the KV cache: 1e9 used to end in bad_alloc. It is bounded by the model's context (positions
+// max_position_embeddings × RoPE factor), with an error naming the flag; a prompt that pushes the total past the
+// context only warns.
+TEST(GenerateCommandLimits, MaxGenLenBeyondTheContextNamesTheFlag) {
+  LL_REQUIRE_SMALL_TOKENIZER(tokenizer);
+  test::TempDir dir;
+  test::write_random_hf_folder(dir.path(), test::small_config(400, 32), 7, 0.4);
+  GenerateCommand c;
+  c.common.base_model = dir.path();
+  c.common.progress = false;
+  c.tokenizer = tokenizer;
+  c.prompt = "kalo";
+  c.temperature = 0;
+  c.max_gen_len = 1000000000;
+  std::ostringstream out, log;
+  try {
+    run_generate_command(c, out, log);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("--max_gen_len 1000000000"), std::string::npos) << m;
+    EXPECT_NE(m.find("context of 32 tokens"), std::string::npos) << m;
+  }
+  c.max_gen_len = 32;  // fits the context, but not with the prompt: generated, with a warning
+  run_generate_command(c, out, log);
+  EXPECT_NE(log.str().find("warning: the prompt"), std::string::npos) << log.str();
+}
+
+}  // namespace
+}  // namespace ll

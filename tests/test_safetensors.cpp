@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <ctime>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -489,6 +491,35 @@ TEST_F(SafetensorsTest, RejectsDuplicateNames) {
   expect_open_error("dup_inner.safetensors",
                     make_file(R"({"w":{"dtype":"F32","dtype":"F32","shape":[1],"data_offsets":[0,4]}})", kF32x2.substr(4)),
                     {"'dtype' inside 'w'", "more than once"});
+  expect_open_error("dup_meta.safetensors", make_file(R"({"__metadata__":{},"__metadata__":{"a":"b"}})", ""),
+                    {"'__metadata__'", "more than once"});
+}
+
+// A header of ~1.3M entries (~86 MB, under the 100 MB cap) used to take hours: the ordered JSON object looked up
+// every key linearly while parsing. The bound is a hang guard, not a benchmark (parsing takes ~2.5 s of CPU).
+TEST_F(SafetensorsTest, HugeHeaderParsesInLinearTime) {
+  constexpr int kEntries = 1300000;
+  std::string header = "{";
+  header.reserve(size_t(kEntries) * 66);
+  char entry[96];
+  for (int i = 0; i < kEntries; ++i) {
+    std::snprintf(entry, sizeof entry, R"(%s"tensor.%07d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]})",
+                  i ? "," : "", i);
+    header += entry;
+  }
+  header += "}";
+  ASSERT_LT(header.size(), 100000000u);
+  const std::string p = write_raw("huge_header.safetensors", make_file(std::move(header), ""));
+  // Processor time, not wall time: the guard must not fire because other jobs share the cores.
+  const std::clock_t start = std::clock();
+  SafetensorsFile f(p);
+  const double seconds = double(std::clock() - start) / CLOCKS_PER_SEC;
+  EXPECT_LT(seconds, 20.0) << "parsing " << kEntries << " entries";
+  const std::vector<std::string> names = f.names();
+  ASSERT_EQ(names.size(), size_t(kEntries));
+  EXPECT_EQ(names.front(), "tensor.0000000");  // equal offsets keep header order
+  EXPECT_EQ(names.back(), "tensor.1299999");
+  EXPECT_EQ(f.entry("tensor.0654321").nbytes, 0u);
 }
 
 TEST_F(SafetensorsTest, RejectsNonStringMetadata) {

@@ -2,14 +2,22 @@
 // (formats.md §A5); sidecar round trip.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "data/token_file.h"
 #include "test_data_util.h"
+#include "train/data.h"
 #include "util/error.h"
 
 using ll::TokenFile;
@@ -254,6 +262,73 @@ TEST(TokenFile, ReadBoundsAndMove) {
   EXPECT_EQ(g.size(), 3);
   EXPECT_EQ(g.at(2), 3);
   EXPECT_EQ(f.size(), 0);
+}
+
+// The file is read while training runs; a token file truncated or rewritten in place under a memory mapping killed
+// the run with SIGBUS (no message, no checkpoint). Now every read names the file and stops with an error.
+TEST(TokenFile, TruncatedWhileOpenIsAnErrorNamingTheFile) {
+  TempDir dir;
+  const std::string path = dir.file("train.bin");
+  std::vector<uint16_t> ids(20000);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = uint16_t(i % 1000);
+  write_bytes(path, u16s(ids));
+  TokenFile f(path, 1000);
+  ASSERT_EQ(::truncate(path.c_str(), 1000), 0);  // in place: the open file shrinks under the reader
+  Ids out(100);
+  const std::string e = error_of([&] { f.read(15000, 100, out.data()); });
+  EXPECT_NE(e.find(path), std::string::npos) << e;
+  EXPECT_NE(e.find("changed since it was opened"), std::string::npos) << e;
+  EXPECT_NE(error_of([&] { f.at(19999); }).find(path), std::string::npos);
+}
+
+TEST(TokenFile, RewrittenInPlaceWhileOpenIsAnError) {
+  TempDir dir;
+  const std::string path = dir.file("train.bin");
+  write_bytes(path, u16s(std::vector<uint16_t>(4096, 7)));
+  TokenFile f(path, 1000);
+  Ids out(8);
+  f.read(0, 8, out.data());
+  EXPECT_EQ(out, Ids(8, 7));
+  {  // same size, other ids, written through the same inode (as `cp new old` or a re-run writing in place does)
+    std::fstream io(path, std::ios::in | std::ios::out | std::ios::binary);
+    const std::string other = u16s(std::vector<uint16_t>(4096, 9));
+    io.write(other.data(), std::streamsize(other.size()));
+  }
+  const struct timespec later[2] = {{0, UTIME_OMIT}, {2000000000, 0}};  // a coarse clock may not have ticked yet
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), later, 0), 0);
+  const std::string e = error_of([&] { f.read(0, 8, out.data()); });
+  EXPECT_NE(e.find(path), std::string::npos) << e;
+  EXPECT_NE(e.find("changed since it was opened"), std::string::npos) << e;
+}
+
+// Replacing the file by rename (what TokenFileWriter does) is harmless: the open file keeps the old contents.
+TEST(TokenFile, ReplacedByRenameKeepsReadingTheOpenedFile) {
+  TempDir dir;
+  const std::string path = dir.file("train.bin");
+  write_bytes(path, u16s(std::vector<uint16_t>(64, 3)));
+  TokenFile f(path, 1000);
+  write_bytes(dir.file("new.bin"), u16s(std::vector<uint16_t>(8, 5)));
+  ASSERT_EQ(std::rename(dir.file("new.bin").c_str(), path.c_str()), 0);
+  Ids out(4);
+  f.read(60, 4, out.data());
+  EXPECT_EQ(out, Ids(4, 3));
+}
+
+TEST(TokenFile, PretrainSourceStopsWithTheFileNameWhenTheFileShrinks) {
+  TempDir dir;
+  const std::string path = dir.file("train.bin");
+  std::vector<uint16_t> ids(64 * 100);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = uint16_t(i % 50);
+  write_bytes(path, u16s(ids));
+  auto file = std::make_shared<const TokenFile>(path, 50);
+  ll::PretrainSource source(file, 64, 2, 1);
+  ll::HostBatch batch;
+  source.next(batch);
+  ASSERT_EQ(::truncate(path.c_str(), 128), 0);
+  const std::string e = error_of([&] {
+    for (int i = 0; i < 50; ++i) source.next(batch);  // some row beyond the first 64 tokens comes up
+  });
+  EXPECT_NE(e.find(path), std::string::npos) << e;
 }
 
 TEST(TokenFile, SidecarRoundTrip) {

@@ -171,6 +171,20 @@ TEST_F(TokenizeJob, TextFilesSidecarAndBosEosPlacement) {
   EXPECT_EQ(read_tokens(o.output, 400), expected_ids(*tok, {"kalo 123", "mine ruta\n\nshipo."}, false, false));
 }
 
+// --tokenizer given the model folder: the job uses <folder>/tokenizer.model and the sidecar records that file.
+TEST_F(TokenizeJob, TokenizerGivenAsModelFolder) {
+  std::filesystem::create_directories(dir.file("model"));
+  std::filesystem::copy_file(tokenizer_path, dir.file("model/tokenizer.model"));
+  write_bytes(dir.file("a.txt"), "kalo 123");
+  TokenizeOptions o = options({dir.file("a.txt")}, dir.file("a.bin"));
+  o.tokenizer = dir.file("model");
+  ll::tokenize_corpus(o);
+  EXPECT_EQ(read_tokens(o.output, 400), expected_ids(*tok, {"kalo 123"}, true, true));
+  const std::string recorded = ll::read_sidecar(o.output).tokenizer_path;
+  EXPECT_EQ(std::filesystem::path(recorded).filename(), "tokenizer.model") << recorded;
+  EXPECT_EQ(std::filesystem::path(recorded).parent_path().filename(), "model") << recorded;
+}
+
 TEST_F(TokenizeJob, OneDocumentPerLine) {
   write_bytes(dir.file("c.txt"), "kalo mine\r\n\nruta  shipo\nlast line without newline");
   TokenizeOptions o = options({dir.file("c.txt")}, dir.file("c.bin"));

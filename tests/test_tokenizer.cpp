@@ -11,6 +11,7 @@
 
 #include "data/spm_model_info.h"
 #include "data/tokenizer.h"
+#include "data/tokenizer_path.h"
 #include "test_data_util.h"
 #include "util/error.h"
 #include "util/md5.h"
@@ -204,6 +205,28 @@ TEST(TokenizerSmall, ErrorsNameThePathOrId) {
   EXPECT_NE(e.find("id -1"), std::string::npos) << e;
   e = error_of([&] { tok.piece(400); });
   EXPECT_NE(e.find("id 400"), std::string::npos) << e;
+}
+
+// --tokenizer may name a model folder: the tokenizer inside it is used (every binary loads through Tokenizer::load).
+TEST(TokenizerSmall, ModelFolderResolvesToTheTokenizerInside) {
+  LL_REQUIRE_SMALL_TOKENIZER(path);
+  TempDir dir;
+  std::filesystem::copy_file(path, dir.file("tokenizer.model"));
+  EXPECT_EQ(ll::resolve_tokenizer_path(dir.path()), dir.file("tokenizer.model"));
+  EXPECT_EQ(ll::resolve_tokenizer_path(path), path);  // a file stays as given
+  const Tokenizer tok = Tokenizer::load(dir.path());
+  EXPECT_EQ(tok.path(), dir.file("tokenizer.model"));
+  EXPECT_EQ(tok.vocab_size(), 400);
+}
+
+TEST(TokenizerSmall, FolderWithoutTokenizerSaysWhatWasLookedFor) {
+  TempDir dir;
+  const std::string e = error_of([&] { ll::resolve_tokenizer_path(dir.path()); });
+  EXPECT_NE(e.find(dir.file("tokenizer.model")), std::string::npos) << e;
+  EXPECT_NE(e.find("is a folder"), std::string::npos) << e;
+  const std::string missing = dir.file("nowhere");
+  EXPECT_NE(error_of([&] { ll::resolve_tokenizer_path(missing); }).find(missing + "` does not exist"),
+            std::string::npos);
 }
 
 TEST(TokenizerSmall, MoveKeepsTheModel) {

@@ -94,8 +94,8 @@ int main(int argc, char** argv) {
     }
     if (!json.empty()) ll::write_file_atomic(json, nlohmann::json{{"device", device}, {"rows", rows}}.dump(2) + "\n");
     return 0;
-  } catch (const ll::Error& e) {
-    std::string message = e.what();
+  } catch (const std::exception& e) {
+    std::string message = ll::exception_message(e);
     if (message.rfind("bench_cpu_train: ", 0) == 0) message.erase(0, 17);  // Flags' messages name the program
     std::fprintf(stderr, "bench_cpu_train: error: %s\n", message.c_str());
     return 1;

@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
     return run(argc, argv);
   } catch (const std::exception& e) {
     // Flags' messages start with "eval <command>: "; keep that prefix in front of "error:".
-    std::string message = e.what(), prefix = "eval";
+    std::string message = ll::exception_message(e), prefix = "eval";
     if (message.rfind("eval ", 0) == 0 && message.find(": ") != std::string::npos) {
       prefix = message.substr(0, message.find(": "));
       message.erase(0, prefix.size() + 2);

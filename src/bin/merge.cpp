@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
     o.max_shard_bytes = uint64_t(shard_mb) * 1000000ull;
     ll::merge_adapter_folder(o, std::cout);
   } catch (const std::exception& e) {
-    std::string message = e.what();
+    std::string message = ll::exception_message(e);
     if (message.rfind("merge: ", 0) == 0) message.erase(0, 7);  // Flags' messages already name the program
     std::fprintf(stderr, "merge: error: %s\n", message.c_str());
     return 1;

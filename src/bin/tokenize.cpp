@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
             "comma-separated input files or directories (a directory means every non-hidden file inside, "
             "recursively, in sorted order)");
   flags.add("output", &o.output, "token file to write (its sidecar is <output>.json)");
-  flags.add("tokenizer", &o.tokenizer, "sentencepiece tokenizer.model (Llama-2's: 32000 pieces)");
+  flags.add("tokenizer", &o.tokenizer, "sentencepiece tokenizer.model (Llama-2's: 32000 pieces), or a model folder holding one");
   flags.add("input_format", &o.input_format,
             "auto | text | lines | jsonl | alpaca_json. auto picks by extension: .jsonl → jsonl, .json → alpaca_json, "
             "anything else → text (one document per file). alpaca_json: LongAlpaca records as one JSON list "
@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
     ll::tokenize_corpus(o);
     return 0;
   } catch (const std::exception& e) {
-    std::string message = e.what();
+    std::string message = ll::exception_message(e);
     if (message.rfind("tokenize: ", 0) == 0) message.erase(0, 10);  // Flags' messages already name the program
     std::fprintf(stderr, "tokenize: error: %s\n", message.c_str());
     return 1;

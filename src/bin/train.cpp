@@ -31,7 +31,7 @@ int main(int argc, char** argv) {
     return r.interrupted ? 128 + r.stop_signal : 0;
   } catch (const std::exception& e) {
     // With several ranks, one failure must end them all (peers would otherwise wait in a collective forever).
-    std::string message = e.what();
+    std::string message = ll::exception_message(e);
     if (message.rfind("train: ", 0) == 0) message.erase(0, 7);  // Flags' messages already name the program
     if (comm && comm->size() > 1) comm->abort(1, "train: error: " + message);
     std::fprintf(stderr, "train: error: %s\n", message.c_str());

@@ -26,6 +26,7 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 }
 
 std::ifstream open_input(const std::string& path) {
+  require_regular_file(path);  // a FIFO would block here, /dev/zero would be read forever
   std::ifstream in(path, std::ios::binary);
   LL_CHECK(in.good(), "cannot open input `", path, "`: ", std::strerror(errno));
   return in;
@@ -237,7 +238,7 @@ void read_documents(const std::string& path, InputFormat format, const std::stri
                     const DocumentSink& emit) {
   switch (format) {
     case InputFormat::Text:
-      emit(read_text_file(path));
+      emit(read_text_file(path, kNoSizeLimit));  // one document: a whole book may be large
       return;
     case InputFormat::Lines:
       read_lines(path, false, text_field, emit);

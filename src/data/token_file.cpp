@@ -1,7 +1,6 @@
 #include "data/token_file.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -128,36 +127,44 @@ void TokenFileWriter::finish() {
 
 // ---------------------------------------------------------------------------------------------- reader
 
-TokenFile::TokenFile(const std::string& path, int64_t vocab_size) : path_(path) {
+namespace {
+
+// Reads exactly `n` bytes at `offset`; false when the file ends first.
+bool pread_all(int fd, void* out, size_t n, uint64_t offset, const std::string& path) {
+  auto* p = static_cast<unsigned char*>(out);
+  while (n > 0) {
+    const ssize_t r = ::pread(fd, p, n, off_t(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) fail("token file `", path, "`: read failed: ", errno_text());
+    if (r == 0) return false;
+    p += r, n -= size_t(r), offset += uint64_t(r);
+  }
+  return true;
+}
+
+constexpr int64_t kValidateChunkTokens = int64_t(1) << 20;  // tokens checked per read while opening
+
+}  // namespace
+
+TokenFile::TokenFile(const std::string& path, int64_t vocab_size) : path_(path), vocab_size_(vocab_size) {
   LL_CHECK(vocab_size > 0, "token file `", path, "`: the vocabulary size must be positive, got ", vocab_size);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  LL_CHECK(fd >= 0, "cannot open token file `", path, "`: ", errno_text());
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    fail("cannot stat token file `", path, "`: ", errno_text());
-  }
-  const size_t bytes = size_t(st.st_size);
-  if (bytes == 0) {
-    ::close(fd);
-    fail("token file `", path, "` is empty");
-  }
-  map_ = ::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (map_ == MAP_FAILED) {
-    map_ = nullptr;
-    fail("token file `", path, "`: mmap failed: ", errno_text());
-  }
-  map_size_ = bytes;
+  fd_ = open_regular_file(path);  // a FIFO would block a plain open()
   try {
-    const auto* base = static_cast<const unsigned char*>(map_);
-    const int32_t magic = bytes >= 4 ? load_i32(base) : 0;
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) fail("cannot stat token file `", path, "`: ", errno_text());
+    const size_t bytes = size_t(st.st_size);
+    file_bytes_ = bytes;
+    mtime_sec_ = st.st_mtim.tv_sec, mtime_nsec_ = st.st_mtim.tv_nsec;
+    if (bytes == 0) fail("token file `", path, "` is empty");
+    int32_t header[3] = {0, 0, 0};  // magic, version, ntok (zeros beyond a shorter file's end)
+    pread_all(fd_, header, std::min(bytes, sizeof header), 0, path);
+    const int32_t magic = header[0];
     if (magic == kLlmcMagic16 || magic == kLlmcMagic32) {
       format_ = magic == kLlmcMagic16 ? TokenFormat::Llmc16 : TokenFormat::Llmc32;
       const int32_t want_version = magic == kLlmcMagic16 ? kLlmcVersion16 : kLlmcVersion32;
       LL_CHECK(bytes >= kLlmcHeaderBytes, "token file `", path, "` starts with llm.c magic ", magic, " but is only ",
                bytes, " bytes, shorter than the 1024-byte header (truncated?)");
-      const int32_t version = load_i32(base + 4), ntok = load_i32(base + 8);
+      const int32_t version = header[1], ntok = header[2];
       LL_CHECK(version == want_version, "token file `", path, "`: llm.c magic ", magic, " needs version ", want_version,
                ", the header says ", version);
       const size_t width = token_width(format_);
@@ -166,63 +173,84 @@ TokenFile::TokenFile(const std::string& path, int64_t vocab_size) : path_(path) 
                kLlmcHeaderBytes + size_t(std::max(ntok, 0)) * width, " bytes, but it is ", bytes,
                " bytes (truncated or corrupt)");
       size_ = ntok;
-      tokens_ = base + kLlmcHeaderBytes;
     } else {
       format_ = TokenFormat::Raw16;
       LL_CHECK(bytes % 2 == 0, "token file `", path, "` has no llm.c header and an odd size (", bytes,
                " bytes), so it is not a raw uint16 token stream");
       size_ = int64_t(bytes / 2);
-      tokens_ = base;
     }
     LL_CHECK(size_ > 0, "token file `", path, "` contains no tokens");
-    for (int64_t i = 0; i < size_; ++i) {
-      const int32_t id = get(i);
-      if (id < 0 || id >= vocab_size)
-        fail("token file `", path, "` (", token_format_name(format_), "): token id ", id, " at position ", i,
-             " is outside the vocabulary [0, ", vocab_size, ") (a different tokenizer, or not a token file?)");
-    }
+    std::vector<int32_t> chunk(size_t(std::min(size_, kValidateChunkTokens)));
+    for (int64_t start = 0; start < size_; start += kValidateChunkTokens)  // every id, once (read_tokens checks)
+      read_tokens(start, std::min(kValidateChunkTokens, size_ - start), chunk.data());
   } catch (...) {
-    unmap();
+    close();
     throw;
   }
 }
 
-TokenFile::~TokenFile() { unmap(); }
+TokenFile::~TokenFile() { close(); }
 
 TokenFile::TokenFile(TokenFile&& o) noexcept { *this = std::move(o); }
 
 TokenFile& TokenFile::operator=(TokenFile&& o) noexcept {
   if (this != &o) {
-    unmap();
+    close();
     path_ = std::move(o.path_);
     format_ = o.format_;
-    map_ = o.map_, map_size_ = o.map_size_, tokens_ = o.tokens_, size_ = o.size_;
-    o.map_ = nullptr, o.map_size_ = 0, o.tokens_ = nullptr, o.size_ = 0;
+    fd_ = o.fd_, vocab_size_ = o.vocab_size_, file_bytes_ = o.file_bytes_;
+    mtime_sec_ = o.mtime_sec_, mtime_nsec_ = o.mtime_nsec_, size_ = o.size_;
+    o.fd_ = -1, o.size_ = 0;
   }
   return *this;
 }
 
-void TokenFile::unmap() noexcept {
-  if (map_ != nullptr) ::munmap(map_, map_size_);
-  map_ = nullptr;
-  tokens_ = nullptr;
+void TokenFile::close() noexcept {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
 }
 
-int32_t TokenFile::get(int64_t i) const {
-  const unsigned char* p = tokens_ + size_t(i) * token_width(format_);
-  if (format_ == TokenFormat::Llmc32) return load_i32(p);
-  return int32_t(p[0] | (p[1] << 8));
+void TokenFile::check_unchanged() const {
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) fail("token file `", path_, "`: cannot stat it: ", errno_text());
+  const bool same_size = uint64_t(st.st_size) == file_bytes_;
+  if (same_size && st.st_mtim.tv_sec == mtime_sec_ && st.st_mtim.tv_nsec == mtime_nsec_) return;
+  fail("token file `", path_, "` changed since it was opened (",
+       same_size ? std::string("modified in place") : str_cat(file_bytes_, " bytes then, ", st.st_size, " now"),
+       "): it was overwritten or truncated while in use. Stopping; the last checkpoint is intact. Write new token "
+       "files under another name (or to a temporary file renamed over this one, as `tokenize` does)");
+}
+
+void TokenFile::read_tokens(int64_t start, int64_t count, int32_t* out) const {
+  check_unchanged();
+  const size_t width = token_width(format_);
+  std::vector<unsigned char> bytes(size_t(count) * width);
+  const uint64_t offset = header_bytes(format_) + uint64_t(start) * width;
+  if (!pread_all(fd_, bytes.data(), bytes.size(), offset, path_)) {
+    check_unchanged();  // it shrank since the check above: say so
+    fail("token file `", path_, "` ended before token ", start + count, " of ", size_);
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    const unsigned char* p = bytes.data() + size_t(i) * width;
+    const int32_t id = format_ == TokenFormat::Llmc32 ? load_i32(p) : int32_t(p[0] | (p[1] << 8));
+    if (id < 0 || id >= vocab_size_)
+      fail("token file `", path_, "` (", token_format_name(format_), "): token id ", id, " at position ", start + i,
+           " is outside the vocabulary [0, ", vocab_size_, ") (a different tokenizer, or not a token file?)");
+    out[i] = id;
+  }
 }
 
 int32_t TokenFile::at(int64_t i) const {
   LL_CHECK(i >= 0 && i < size_, "token file `", path_, "`: position ", i, " is outside [0, ", size_, ")");
-  return get(i);
+  int32_t id = 0;
+  read_tokens(i, 1, &id);
+  return id;
 }
 
 void TokenFile::read(int64_t start, int64_t count, int32_t* out) const {
   LL_CHECK(start >= 0 && count >= 0 && start <= size_ - count, "token file `", path_, "`: range [", start, ", ",
            start + count, ") is outside [0, ", size_, ")");
-  for (int64_t i = 0; i < count; ++i) out[i] = get(start + i);
+  read_tokens(start, count, out);
 }
 
 // ---------------------------------------------------------------------------------------------- sidecar

@@ -49,9 +49,13 @@ class TokenFileWriter {
   std::vector<unsigned char> buffer_;
 };
 
-// A read-only, memory-mapped token file of either format, validated on open: an odd-sized raw file, a
-// known magic with the wrong version or a size that disagrees with the header's ntok, an empty file, and any
-// id >= vocab_size are errors naming the file (and the position and id).
+// A read-only token file of either format, validated on open: an odd-sized raw file, a known magic with the wrong
+// version or a size that disagrees with the header's ntok, an empty file, and any id >= vocab_size are errors naming
+// the file (and the position and id). Tokens are read with pread() from the descriptor held open, not through a
+// memory mapping: a file truncated or rewritten in place while training runs would fault a mapping (SIGBUS, the run
+// gone without a word). Every read checks the file against what was opened (size, modification time) and the ids
+// against the vocabulary, and throws naming the file instead. A file replaced by rename (as TokenFileWriter does)
+// is harmless: the open descriptor keeps reading the original.
 class TokenFile {
  public:
   TokenFile(const std::string& path, int64_t vocab_size);
@@ -65,17 +69,21 @@ class TokenFile {
   TokenFormat format() const { return format_; }
   int64_t size() const { return size_; }  // number of tokens
   int32_t at(int64_t i) const;            // bounds-checked
-  // Copies tokens [start, start + count) into out; the range must lie inside the file.
+  // Copies tokens [start, start + count) into out; the range must lie inside the file. Safe to call from several
+  // threads at once.
   void read(int64_t start, int64_t count, int32_t* out) const;
 
  private:
-  int32_t get(int64_t i) const;
-  void unmap() noexcept;
+  // Reads tokens [start, start + count) (already bounds-checked), checking the file and every id.
+  void read_tokens(int64_t start, int64_t count, int32_t* out) const;
+  void check_unchanged() const;
+  void close() noexcept;
   std::string path_;
   TokenFormat format_ = TokenFormat::Raw16;
-  void* map_ = nullptr;
-  size_t map_size_ = 0;
-  const unsigned char* tokens_ = nullptr;
+  int fd_ = -1;
+  int64_t vocab_size_ = 0;
+  uint64_t file_bytes_ = 0;                 // size when opened
+  int64_t mtime_sec_ = 0, mtime_nsec_ = 0;  // modification time when opened
   int64_t size_ = 0;
 };
 

@@ -162,7 +162,7 @@ TokenFileSidecar describe(const TokenizeOptions& o, const Tokenizer& tok, TokenF
   side.empty_documents_skipped = stats.empty_documents;
   side.bos = o.bos, side.eos = o.eos;
   side.bos_id = tok.bos_id(), side.eos_id = tok.eos_id();
-  side.tokenizer_path = fs::absolute(o.tokenizer).lexically_normal().string();
+  side.tokenizer_path = fs::absolute(tok.path()).lexically_normal().string();  // the file, also when given a folder
   side.tokenizer_md5 = tok.md5();
   side.vocab_size = tok.vocab_size();
   for (const std::string& name : format_names) side.input_format += (side.input_format.empty() ? "" : ",") + name;

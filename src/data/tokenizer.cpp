@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "data/spm_model_info.h"
+#include "data/tokenizer_path.h"
 #include "util/error.h"
 #include "util/files.h"
 #include "util/md5.h"
@@ -36,9 +37,8 @@ Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer Tokenizer::load(const std::string& path) {
-  LL_CHECK(path_exists(path) && !is_directory(path), "tokenizer `", path,
-           "` does not exist (expected a sentencepiece tokenizer.model file)");
+Tokenizer Tokenizer::load(const std::string& file_or_folder) {
+  const std::string path = resolve_tokenizer_path(file_or_folder);
   // Load from the bytes we hash, so the checksum describes exactly the model in use.
   const std::string bytes = read_text_file(path);
   Tokenizer t;

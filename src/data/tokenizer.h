@@ -16,9 +16,10 @@ namespace ll {
 
 class Tokenizer {
  public:
-  // Reads `path` (a sentencepiece `tokenizer.model`); throws ll::Error naming the path when it is missing
-  // or not a sentencepiece model.
-  static Tokenizer load(const std::string& path);
+  // Reads a sentencepiece `tokenizer.model`, given as the file or as the model folder holding it
+  // (resolve_tokenizer_path); throws ll::Error naming the path when it is missing or not a sentencepiece model.
+  // path() is the file read.
+  static Tokenizer load(const std::string& file_or_folder);
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;

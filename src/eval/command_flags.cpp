@@ -47,7 +47,7 @@ void add_perplexity_flags(Flags& f, PerplexityCommand& c) {
 
 void add_passkey_flags(Flags& f, PasskeyCommand& c) {
   add_common(f, c.common, "training context for the RoPE factor rule (<= 0: not given)");
-  f.add("tokenizer", &c.tokenizer, "sentencepiece tokenizer.model (default: <base_model>/tokenizer.model)");
+  f.add("tokenizer", &c.tokenizer, "sentencepiece tokenizer.model, or a model folder holding one (default: <base_model>/tokenizer.model)");
   f.add("max_tokens", &c.max_tokens, "longest prompt to aim for, in tokens (sets the number of lengths)").at_least(1);
   f.add("interval", &c.interval, "token step between lengths").at_least(1);
   f.add("num_tests", &c.num_tests, "trials per length (seeds 0..num_tests-1)").at_least(1);
@@ -59,7 +59,7 @@ void add_passkey_flags(Flags& f, PasskeyCommand& c) {
 
 void add_generate_flags(Flags& f, GenerateCommand& c) {
   add_common(f, c.common, "training context for the RoPE factor rule (<= 0: not given)");
-  f.add("tokenizer", &c.tokenizer, "sentencepiece tokenizer.model (default: <base_model>/tokenizer.model)");
+  f.add("tokenizer", &c.tokenizer, "sentencepiece tokenizer.model, or a model folder holding one (default: <base_model>/tokenizer.model)");
   f.add("prompt", &c.prompt, "instruction text (instead of --material/--question)");
   f.add("material", &c.material, "text file with the material (a book, a paper)");
   f.add("question", &c.question, "question about the material");

@@ -209,6 +209,15 @@ nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out,
   EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0), log);
   check_tokenizer_fits(tok, m);
   const std::vector<int32_t> ids = tok.encode(text, true, false);
+  // The KV cache holds the prompt and every generated token: bound the request by the positions the model knows.
+  const int64_t context = int64_t(double(m.config.max_position_embeddings) * m.rope.factor);
+  if (c.max_gen_len > context)
+    fail("--max_gen_len ", c.max_gen_len, " is more than the model's context of ", context,
+         " tokens (max_position_embeddings ", m.config.max_position_embeddings, " × RoPE factor ", m.rope.factor,
+         "); generate at most ", context, " tokens, or extend the context (--context_size, --rope_scaling_factor)");
+  if (int64_t(ids.size()) + c.max_gen_len > context)
+    log << "warning: the prompt (" << ids.size() << " tokens) and --max_gen_len " << c.max_gen_len
+        << " together exceed the model's context of " << context << " tokens; positions past it were never trained\n";
   log << "prompt: " << ids.size() << " tokens; generating up to " << c.max_gen_len << " ("
       << (c.temperature == 0 ? std::string("greedy") : str_cat("temperature ", c.temperature, ", top_p ", c.top_p,
                                                                ", seed ", c.seed))

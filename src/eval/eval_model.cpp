@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "io/config_checks.h"
 #include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
 #include "util/error.h"
@@ -102,6 +103,7 @@ EvalModel load_eval_model(const EvalModelOptions& o, std::ostream& log) {
   mo.batch = o.batch;
   mo.seq_len = o.seq_len;
   mo.checkpoint_layers = mo.config.num_hidden_layers;  // forward only: one shared set of layer activations is enough
+  check_weights_fit_memory(mo.config, mo.lora, *m.backend, o.base_model + "/config.json");
   m.model = std::make_unique<LlamaModel>(*m.backend, mo);
   const HfLoadReport loaded = load_hf_weights(o.base_model, m.model->params(), *m.backend, {m.padded});
   log << "model: " << o.base_model << " (" << m.config.num_hidden_layers << " layers, hidden " << m.config.hidden_size

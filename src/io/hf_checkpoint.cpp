@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/hf_weight_files.h"
 #include "io/json_util.h"
 #include "io/param_io.h"
 #include "io/safetensors.h"
@@ -22,72 +23,10 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
-constexpr const char* kSingleFile = "model.safetensors";
-constexpr const char* kIndexFile = "model.safetensors.index.json";
+constexpr const char* kSingleFile = kHfWeightsFile;
+constexpr const char* kIndexFile = kHfWeightIndexFile;
 const char* const kCopiedFiles[] = {"tokenizer.model",  "tokenizer.json",    "tokenizer_config.json",
                                     "special_tokens_map.json", "added_tokens.json", "generation_config.json"};
-
-[[noreturn]] void refuse_folder_without_safetensors(const std::string& dir) {
-  LL_CHECK(is_directory(dir), "`", dir, "` is not a directory (expected a Hugging Face model folder)");
-  std::vector<std::string> pickles;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const std::string name = e.path().filename().string();
-    if (name.size() > 4 && (name.substr(name.size() - 4) == ".bin" || name.substr(name.size() - 4) == ".pth"))
-      pickles.push_back(name);
-  }
-  std::sort(pickles.begin(), pickles.end());
-  if (!pickles.empty()) {
-    fail(dir, ": has only PyTorch pickle weights (", name_list(pickles, 4),
-         "), which this engine does not read (unpickling runs arbitrary code). Convert the folder once with:\n"
-         "  python3 -c \"import sys; from transformers import AutoModelForCausalLM as M; "
-         "M.from_pretrained(sys.argv[1], torch_dtype='auto').save_pretrained(sys.argv[2], safe_serialization=True)\" ",
-         dir, " ", dir, "-safetensors\n"
-         "and copy the tokenizer files (tokenizer.model, tokenizer_config.json, special_tokens_map.json) alongside.");
-  }
-  fail(dir, ": no ", kSingleFile, " or ", kIndexFile, " (expected a Hugging Face model folder with safetensors weights)");
-}
-
-// The folder's tensors: name → (file, entry), each file opened once.
-struct WeightSource {
-  std::vector<std::unique_ptr<SafetensorsFile>> files;
-  std::map<std::string, const SafetensorsFile*> where;
-};
-
-WeightSource open_single(const std::string& path) {
-  WeightSource s;
-  s.files.push_back(std::make_unique<SafetensorsFile>(path));
-  for (const std::string& name : s.files[0]->names()) s.where[name] = s.files[0].get();
-  return s;
-}
-
-WeightSource open_sharded(const std::string& dir) {
-  const std::string index_path = dir + "/" + kIndexFile;
-  const Json index = read_json_file(index_path);
-  if (!index.is_object() || !index.contains("weight_map") || !index.at("weight_map").is_object())
-    fail(index_path, ": expected an object with a `weight_map` object (tensor name → shard file)");
-  std::map<std::string, std::vector<std::string>> by_file;
-  for (const auto& [name, file] : index.at("weight_map").items()) {
-    if (!file.is_string()) fail(index_path, ": weight_map[\"", name, "\"] must be a file name, got ", file.dump());
-    const std::string f = file.get<std::string>();
-    if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..")
-      fail(index_path, ": weight_map[\"", name, "\"] = \"", f, "\" is not a plain file name inside the folder");
-    by_file[f].push_back(name);
-  }
-  WeightSource s;
-  for (const auto& [file, names] : by_file) {
-    const std::string path = dir + "/" + file;
-    if (!path_exists(path))
-      fail(index_path, ": maps ", names.size(), " tensors (e.g. `", names[0], "`) to `", file,
-           "`, which does not exist in the folder");
-    s.files.push_back(std::make_unique<SafetensorsFile>(path));
-    for (const std::string& name : names) {
-      if (!s.files.back()->contains(name))
-        fail(index_path, ": maps `", name, "` to `", file, "`, but that file has no tensor of that name");
-      s.where[name] = s.files.back().get();
-    }
-  }
-  return s;
-}
 
 bool ignorable(const std::string& name, ParamStore& params) {
   const std::string suffix = "rotary_emb.inv_freq";
@@ -152,14 +91,7 @@ std::string hf_shard_name(int index, int count) {
 }
 
 HfLoadReport load_hf_weights(const std::string& dir, ParamStore& params, Backend& backend, const HfLoadOptions& options) {
-  WeightSource src;
-  if (path_exists(dir + "/" + kSingleFile)) {
-    src = open_single(dir + "/" + kSingleFile);
-  } else if (path_exists(dir + "/" + kIndexFile)) {
-    src = open_sharded(dir);
-  } else {
-    refuse_folder_without_safetensors(dir);
-  }
+  const HfWeightFiles src = open_hf_weight_files(dir);
   HfLoadReport report;
   for (const auto& f : src.files) report.files.push_back(f->path());
 

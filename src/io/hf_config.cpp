@@ -2,6 +2,8 @@
 
 #include <optional>
 
+#include "io/config_checks.h"
+#include "io/hf_weight_files.h"
 #include "io/json_util.h"
 #include "util/error.h"
 #include "util/files.h"
@@ -113,9 +115,9 @@ void parse_rope_fields(const Json& j, const std::string& where, LlamaConfig& c, 
   }
 }
 
-}  // namespace
-
-HfConfig parse_hf_config(const Json& j, const std::string& where) {
+// parse_hf_config without the size limits (read_hf_config first compares the sizes with the folder's tensors, whose
+// message says more when a field is wrong).
+HfConfig parse_fields(const Json& j, const std::string& where) {
   if (!j.is_object()) fail(where, ": config.json must be a JSON object, got a JSON ", j.type_name());
   HfConfig out;
   check_architecture(j, where, out.info);
@@ -148,10 +150,23 @@ HfConfig parse_hf_config(const Json& j, const std::string& where) {
   return out;
 }
 
+}  // namespace
+
+HfConfig parse_hf_config(const Json& j, const std::string& where) {
+  HfConfig config = parse_fields(j, where);
+  check_config_size(config.model, where);
+  return config;
+}
+
 HfConfig read_hf_config(const std::string& path) {
-  const std::string file = is_directory(path) ? path + "/config.json" : path;
+  const bool folder = is_directory(path);
+  const std::string file = folder ? path + "/config.json" : path;
   LL_CHECK(path_exists(file), "no config.json at `", file, "` (expected a Hugging Face model folder)");
-  return parse_hf_config(read_json_file(file), file);
+  HfConfig config = parse_fields(read_json_file(file), file);
+  // Before anything is sized from it: the sizes must be those of the folder's tensors.
+  if (folder && has_hf_weight_files(path)) check_config_matches_weights(config.model, open_hf_weight_files(path), file);
+  check_config_size(config.model, file);
+  return config;
 }
 
 const char* torch_dtype_name(DType t) {

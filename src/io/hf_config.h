@@ -29,9 +29,11 @@ struct HfConfig {
 // containing LlamaForCausalLM; the size fields, rms_norm_eps and max_position_embeddings; defaults
 // num_key_value_heads to num_attention_heads, rope_theta to 10000, tie_word_embeddings to false. RoPE scaling may be
 // null, {"type"|"rope_type": "linear"|"default", "factor": F}, or transformers 5's rope_parameters (which may also
-// carry rope_theta); any other type (dynamic, yarn, llama3, longrope, …) is an error naming it.
+// carry rope_theta); any other type (dynamic, yarn, llama3, longrope, …) is an error naming it. Sizes beyond what
+// this engine can hold are errors naming the fields (check_config_size).
 HfConfig parse_hf_config(const nlohmann::json& j, const std::string& where);
-// `path` is a model folder (reads path/config.json) or the file itself.
+// `path` is a model folder (reads path/config.json) or the file itself. A folder's config must match the shapes of
+// its safetensors tensors when it has some (check_config_matches_weights), so nothing is sized from a wrong field.
 HfConfig read_hf_config(const std::string& path);
 
 // "bfloat16" / "float16" / "float32" (the spelling of `torch_dtype`).

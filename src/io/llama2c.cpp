@@ -12,6 +12,7 @@
 
 #include "io/param_io.h"
 #include "tensor_host.h"
+#include "util/files.h"
 
 namespace ll {
 
@@ -25,6 +26,7 @@ constexpr uint32_t kVersionedMagic = 0x616b3432;  // "ak42": llama2.c's newer (v
 using File = std::unique_ptr<std::FILE, int (*)(std::FILE*)>;
 
 File open_file(const std::string& path) {
+  require_regular_file(path);  // a FIFO would block fopen
   File f(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!f) fail(path, ": cannot open llama2.c checkpoint: ", std::strerror(errno));
   return f;

@@ -4,6 +4,7 @@
 #include <memory>
 #include <optional>
 
+#include "io/config_checks.h"
 #include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
 #include "io/peft.h"
@@ -111,6 +112,7 @@ void merge_adapter_folder(const MergeOptions& o, std::ostream& log) {
   const DType dtype = output_dtype(o.dtype, base.info.torch_dtype);
 
   std::unique_ptr<Backend> backend = create_backend(o.backend);
+  check_weights_fit_memory(config, adapter.lora, *backend, o.base_model + "/config.json");
   ParamStore params(*backend, config, adapter.lora, TrainableConfig{});
   const bool pad = config.vocab_size == base.model.vocab_size + 1;
   const HfLoadReport loaded = load_hf_weights(o.base_model, params, *backend, {pad});

@@ -228,6 +228,26 @@ AdapterSaveReport save_adapter(const std::string& dir, ParamStore& params, Backe
   return report;
 }
 
+namespace {
+
+// `r` sizes every LoRA tensor the model allocates: it must be the rank of the adapter's tensors (lora_A [r, in],
+// lora_B [out, r]), checked before anything is allocated (r = 2^31 used to end in bad_alloc).
+void check_rank_matches_tensors(int64_t rank, const std::string& adapter_file, const std::string& config_path) {
+  if (!path_exists(adapter_file)) return;  // load_adapter names the missing file
+  const SafetensorsFile file(adapter_file);
+  for (const std::string& name : file.names()) {
+    const bool a = ends_with(name, ".lora_A.weight"), b = ends_with(name, ".lora_B.weight");
+    if (!a && !b) continue;
+    const SafetensorsEntry& e = file.entry(name);
+    if (e.shape.size() != 2) continue;  // load_adapter names the bad shape
+    if (e.shape[a ? 0 : 1] != rank)
+      fail(config_path, ": `r` is ", rank, " but `", name, "` is ", shape_text(e.shape),
+           a ? " (r × in)" : " (out × r)", " in ", adapter_file, "; adapter_config.json and the adapter's tensors disagree");
+  }
+}
+
+}  // namespace
+
 AdapterConfig read_adapter_config(const std::string& dir) {
   const std::string path = dir + "/" + kConfigFile;
   LL_CHECK(path_exists(path), "`", dir, "` has no ", kConfigFile, " (expected a PEFT LoRA adapter folder)");
@@ -282,6 +302,7 @@ AdapterConfig read_adapter_config(const std::string& dir) {
     }
   }
   out.saved = resolve_modules_to_save(out.modules_to_save, path);
+  check_rank_matches_tensors(out.lora.rank, dir + "/" + kAdapterFile, path);
   return out;
 }
 

@@ -114,24 +114,6 @@ std::vector<size_t> activations_by_checkpoint_layers(Backend& backend, const Mod
   return bytes;
 }
 
-size_t available_host_memory() {
-  // MemAvailable (what can be allocated without swapping) when the kernel reports it, else the free pages.
-  if (FILE* f = std::fopen("/proc/meminfo", "r")) {
-    char line[256];
-    unsigned long long kib = 0;
-    bool found = false;
-    while (std::fgets(line, sizeof line, f))
-      if (std::sscanf(line, "MemAvailable: %llu kB", &kib) == 1) {
-        found = true;
-        break;
-      }
-    std::fclose(f);
-    if (found) return size_t(kib) * 1024;
-  }
-  const long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  return pages > 0 && page > 0 ? size_t(pages) * size_t(page) : 0;
-}
-
 void check_host_memory(size_t host_bytes, int ranks_on_host, size_t available_bytes) {
   if (host_bytes == 0 || available_bytes == 0) return;
   const size_t all = host_bytes * size_t(std::max(ranks_on_host, 1));

@@ -9,6 +9,7 @@
 #include "backend.h"
 #include "cuda/memory_report.h"
 #include "model/llama.h"
+#include "util/host_memory.h"  // available_host_memory
 
 namespace ll {
 
@@ -39,9 +40,6 @@ int64_t checkpoint_layers_needed(Backend& backend, const ModelOptions& options, 
 // Activation bytes of the plan with its first k layers recomputed, for k = 0..num_hidden_layers.
 std::vector<size_t> activations_by_checkpoint_layers(Backend& backend, const ModelOptions& options);
 
-// Host memory available for new allocations: /proc/meminfo's MemAvailable, else sysconf(_SC_AVPHYS_PAGES) pages;
-// 0 when neither is known.
-size_t available_host_memory();
 // --offload_checkpoints: throws ll::Error naming the flag when `ranks_on_host` ranks' host staging of `host_bytes`
 // each (MemoryPlan::host_staging) exceeds `available_bytes` (0: unknown, no check).
 void check_host_memory(size_t host_bytes, int ranks_on_host, size_t available_bytes);

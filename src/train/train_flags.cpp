@@ -6,7 +6,7 @@ void add_train_flags(Flags& flags, TrainOptions& o) {
   flags.add("model_name_or_path", &o.model_name_or_path, "Hugging Face Llama folder (config.json, *.safetensors)");
   flags.add("model_config", &o.model_config,
             "instead of a folder: preset (demo, llama2-7b, llama2-13b, llama2-70b) or config.json; random init");
-  flags.add("tokenizer", &o.tokenizer, "sentencepiece tokenizer.model (default: <model_name_or_path>/tokenizer.model)");
+  flags.add("tokenizer", &o.tokenizer, "sentencepiece tokenizer.model, or a model folder holding one (default: <model_name_or_path>/tokenizer.model)");
   flags.add("data_path", &o.data_path, "pretraining token file (.bin from scripts/tokenize_dataset)");
   flags.add("sft_data_path", &o.sft_data_path, "LongAlpaca .json list or .jsonl (instruction, output[, input])");
   flags.add("output_dir", &o.output_dir,

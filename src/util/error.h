@@ -1,5 +1,6 @@
 // One error path for the whole program: what failed, where (file, flag, field), what was expected, and a hint.
 #pragma once
+#include <new>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -31,6 +32,15 @@ std::string str_cat(const Args&... args) {
 template <typename... Args>
 [[noreturn]] void fail(const Args&... args) {
   throw Error(str_cat(args...));
+}
+
+// What a binary prints for the exception that ends it: its message, except for std::bad_alloc, whose what() says
+// only "std::bad_alloc". The start-up checks name the field or flag behind an absurd size; this is the last resort.
+inline std::string exception_message(const std::exception& e) {
+  if (dynamic_cast<const std::bad_alloc*>(&e) != nullptr)
+    return "out of memory: an allocation failed (std::bad_alloc); a size given in the inputs or flags (model, "
+           "batch, context, generation length) may be larger than this machine can hold";
+  return e.what();
 }
 
 }  // namespace ll

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "util/error.h"
+#include "util/files.h"
 
 namespace ll {
 
@@ -165,11 +166,15 @@ void Flags::assign(Flag& f, const std::string& value, const std::string& where) 
 }
 
 void Flags::load_config(const std::string& path) {
-  std::ifstream in(path);
-  LL_CHECK(in.good(), "--config: cannot open `", path, "`");
+  std::string text;
+  try {
+    text = read_text_file(path);
+  } catch (const Error& e) {
+    fail("--config: ", e.what());
+  }
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(in);
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail("--config `", path, "`: invalid JSON: ", e.what());
   }
