@@ -169,14 +169,14 @@ void CudaBackend::release(void* ptr) {
 }
 
 void CudaBackend::copy_from_host(Tensor dst, const void* host_src) {
-  LL_CHECK(dst.empty() || dst.device == Device::CUDA, "copy_from_host: destination is not a device tensor");
+  LL_ASSERT(dst.empty() || dst.device == Device::CUDA, "copy_from_host: destination is not a device tensor");
   if (dst.nbytes() == 0) return;
   // Pageable source: cudaMemcpyAsync returns once the bytes are staged, so the caller may free its buffer.
   LL_CUDA_CHECK(cudaMemcpyAsync(dst.data, host_src, dst.nbytes(), cudaMemcpyHostToDevice, impl_->stream));
 }
 
 void CudaBackend::copy_to_host(void* host_dst, const Tensor& src) {
-  LL_CHECK(src.empty() || src.device == Device::CUDA, "copy_to_host: source is not a device tensor");
+  LL_ASSERT(src.empty() || src.device == Device::CUDA, "copy_to_host: source is not a device tensor");
   if (src.nbytes() == 0) return;
   LL_CUDA_CHECK(cudaMemcpyAsync(host_dst, src.data, src.nbytes(), cudaMemcpyDeviceToHost, impl_->stream));
   LL_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
@@ -199,7 +199,7 @@ void CudaBackend::convert(Tensor dst, const Tensor& src) {
 }
 
 void CudaBackend::zero(Tensor t) {
-  LL_CHECK(t.empty() || t.device == Device::CUDA, "zero: not a device tensor");
+  LL_ASSERT(t.empty() || t.device == Device::CUDA, "zero: not a device tensor");
   if (t.nbytes()) LL_CUDA_CHECK(cudaMemsetAsync(t.data, 0, t.nbytes(), impl_->stream));
 }
 
@@ -236,7 +236,7 @@ void CudaBackend::release_host(void* ptr) {
 }
 
 void CudaBackend::copy_to_host_async(void* host_dst, const Tensor& src) {
-  LL_CHECK(src.empty() || src.device == Device::CUDA, "copy_to_host_async: source is not a device tensor");
+  LL_ASSERT(src.empty() || src.device == Device::CUDA, "copy_to_host_async: source is not a device tensor");
   if (src.nbytes() == 0) return;
   Impl& m = *impl_;
   m.ensure_copy_stream();
@@ -247,7 +247,7 @@ void CudaBackend::copy_to_host_async(void* host_dst, const Tensor& src) {
 }
 
 void CudaBackend::copy_from_host_async(Tensor dst, const void* host_src) {
-  LL_CHECK(dst.empty() || dst.device == Device::CUDA, "copy_from_host_async: destination is not a device tensor");
+  LL_ASSERT(dst.empty() || dst.device == Device::CUDA, "copy_from_host_async: destination is not a device tensor");
   if (dst.nbytes() == 0) return;
   Impl& m = *impl_;
   m.ensure_copy_stream();
@@ -648,14 +648,14 @@ void CudaBackend::adamw_step(Tensor param, Tensor master, const Tensor& grad, Te
 
 // ---- CUDA-specific -------------------------------------------------------------------------------------------------------
 void CudaBackend::fill_uniform(Tensor t, uint64_t seed, double scale) {
-  LL_CHECK(t.empty() || t.device == Device::CUDA, "fill_uniform: not a device tensor");
-  LL_CHECK(t.dtype != DType::I32, "fill_uniform: needs a floating tensor");
+  LL_ASSERT(t.empty() || t.device == Device::CUDA, "fill_uniform: not a device tensor");
+  LL_ASSERT(t.dtype != DType::I32, "fill_uniform: needs a floating tensor");
   cuda::launch_fill_uniform(t.data, t.dtype, t.numel(), seed, scale, impl_->stream);
 }
 
 void CudaBackend::fill(Tensor t, double value) {
-  LL_CHECK(t.empty() || t.device == Device::CUDA, "fill: not a device tensor");
-  LL_CHECK(t.dtype != DType::I32, "fill: needs a floating tensor");
+  LL_ASSERT(t.empty() || t.device == Device::CUDA, "fill: not a device tensor");
+  LL_ASSERT(t.dtype != DType::I32, "fill: needs a floating tensor");
   cuda::launch_fill(t.data, t.dtype, t.numel(), value, impl_->stream);
 }
 

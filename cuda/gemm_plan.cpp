@@ -8,13 +8,13 @@
 namespace ll::cuda_plan {
 
 ColMajorGemm to_column_major(const RowMajorGemm& g) {
-  LL_CHECK(g.m >= 0 && g.n >= 0 && g.k >= 0, "gemm: negative size ", g.m, "×", g.n, "×", g.k);
+  LL_ASSERT(g.m >= 0 && g.n >= 0 && g.k >= 0, "gemm: negative size ", g.m, "×", g.n, "×", g.k);
   // Stored row-major shapes.
   const int64_t a_rows = g.trans_a ? g.k : g.m, a_cols = g.trans_a ? g.m : g.k;
   const int64_t b_rows = g.trans_b ? g.n : g.k, b_cols = g.trans_b ? g.k : g.n;
-  LL_CHECK(g.lda >= (a_cols > 0 ? a_cols : 1), "gemm: lda ", g.lda, " < ", a_cols, " columns of A");
-  LL_CHECK(g.ldb >= (b_cols > 0 ? b_cols : 1), "gemm: ldb ", g.ldb, " < ", b_cols, " columns of B");
-  LL_CHECK(g.ldc >= (g.n > 0 ? g.n : 1), "gemm: ldc ", g.ldc, " < ", g.n, " columns of C");
+  LL_ASSERT(g.lda >= (a_cols > 0 ? a_cols : 1), "gemm: lda ", g.lda, " < ", a_cols, " columns of A");
+  LL_ASSERT(g.ldb >= (b_cols > 0 ? b_cols : 1), "gemm: ldb ", g.ldb, " < ", b_cols, " columns of B");
+  LL_ASSERT(g.ldc >= (g.n > 0 ? g.n : 1), "gemm: ldc ", g.ldc, " < ", g.n, " columns of C");
   ColMajorGemm c;
   c.m = g.n;
   c.n = g.m;

@@ -39,7 +39,7 @@ EmbeddingBackwardPlan plan_embedding_backward(const int32_t* ids, int64_t rows, 
 }
 
 AdamWArgs make_adamw_args(double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step) {
-  LL_CHECK(step >= 1, "adamw: step must be >= 1, got ", step);
+  LL_ASSERT(step >= 1, "adamw: step must be >= 1, got ", step);
   const double bc1 = 1.0 - std::pow(beta1, double(step)), bc2 = 1.0 - std::pow(beta2, double(step));
   AdamWArgs a;
   a.lr_decay = float(1.0 - lr * weight_decay);

@@ -473,7 +473,7 @@ void launch_lora_reduce_rows(float* g, int64_t g_stride_j, int64_t g_stride_k, c
 }
 
 std::vector<LoraKernelTiming> lora_kernel_timings(int64_t T, int64_t K, int64_t N, int64_t r, void* stream) {
-  LL_CHECK(lora_kernels_support(T, K, N, r), "lora_kernel_timings: shape T=", T, " K=", K, " N=", N, " r=", r,
+  LL_ASSERT(lora_kernels_support(T, K, N, r), "lora_kernel_timings: shape T=", T, " K=", K, " N=", N, " r=", r,
            " is outside the kernels' support");
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   std::vector<void*> owned;

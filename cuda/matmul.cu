@@ -109,7 +109,7 @@ void GemmRunner::gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t 
                       cudaStream_t stream) {
   if (m == 0 || n == 0) return;
   if (k == 0) {  // the empty sum: C = beta·C
-    LL_CHECK(beta == 0.f || beta == 1.f, "gemm: k == 0 with beta ", beta, " is not supported");
+    LL_ASSERT(beta == 0.f || beta == 1.f, "gemm: k == 0 with beta ", beta, " is not supported");
     if (beta == 0.f) {
       const size_t row_bytes = size_t(n) * dtype_size(c_type), pitch = size_t(ldc) * dtype_size(c_type);
       LL_CUDA_CHECK(cudaMemset2DAsync(c, pitch, 0, row_bytes, size_t(m), stream));

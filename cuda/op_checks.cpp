@@ -6,7 +6,7 @@
 namespace ll::cuda_checks {
 
 void expect_aligned(const Tensor& t, size_t bytes, const char* op, const char* arg) {
-  LL_CHECK(reinterpret_cast<uintptr_t>(t.data) % bytes == 0, op, ": argument `", arg, "` must be ", bytes,
+  LL_ASSERT(reinterpret_cast<uintptr_t>(t.data) % bytes == 0, op, ": argument `", arg, "` must be ", bytes,
            "-byte aligned for vector loads; it starts at ", t.data,
            " (views from Tensor::slice_rows keep the alignment when row sizes are multiples of 16 bytes)");
 }

@@ -10,7 +10,7 @@
 namespace ll {
 
 std::vector<int64_t> even_split(int64_t n, int parts) {
-  LL_CHECK(parts >= 1 && n >= 0, "even_split: ", n, " elements into ", parts, " parts");
+  LL_ASSERT(parts >= 1 && n >= 0, "even_split: ", n, " elements into ", parts, " parts");
   std::vector<int64_t> counts(parts, n / parts);
   for (int64_t i = 0; i < n % parts; ++i) ++counts[i];
   return counts;
@@ -45,7 +45,7 @@ class LocalComm final : public Comm {
   double all_reduce_sum(double v) override { return v; }
   double all_reduce_max(double v) override { return v; }
   void reduce_scatter_sum(Tensor shard, const Tensor& full, const std::vector<int64_t>& counts) override {
-    LL_CHECK(counts.size() == 1 && counts[0] == full.numel() && shard.numel() == full.numel(),
+    LL_ASSERT(counts.size() == 1 && counts[0] == full.numel() && shard.numel() == full.numel(),
              "reduce_scatter_sum: a single rank's shard is the whole buffer");
     if (shard.data != full.data) std::memcpy(shard.data, full.data, full.nbytes());
   }

@@ -8,21 +8,21 @@
 namespace ll {
 
 int backward_position(int group, int num_layers) {
-  LL_CHECK(group >= -1 && group < num_layers, "backward_position: group ", group, " of ", num_layers, " layers");
+  LL_ASSERT(group >= -1 && group < num_layers, "backward_position: group ", group, " of ", num_layers, " layers");
   return group < 0 ? num_layers : num_layers - 1 - group;
 }
 
 Zero2Plan plan_zero2(const std::vector<Zero2Param>& params, int64_t grad_total, int64_t weight_total,
                      int64_t bucket_elems, int world, int rank, int num_layers) {
-  LL_CHECK(world >= 1 && rank >= 0 && rank < world, "plan_zero2: rank ", rank, " of ", world);
+  LL_ASSERT(world >= 1 && rank >= 0 && rank < world, "plan_zero2: rank ", rank, " of ", world);
   bool identical = grad_total == weight_total;
   for (size_t i = 0; i < params.size(); ++i) {
     const Zero2Param& p = params[i];
-    LL_CHECK(p.numel >= 0 && p.grad_offset >= 0 && p.grad_offset + p.numel <= grad_total && p.weight_offset >= 0 &&
+    LL_ASSERT(p.numel >= 0 && p.grad_offset >= 0 && p.grad_offset + p.numel <= grad_total && p.weight_offset >= 0 &&
                  p.weight_offset + p.numel <= weight_total,
              "plan_zero2: parameter ", i, " lies outside its arenas");
     if (i > 0)
-      LL_CHECK(p.grad_offset >= params[i - 1].grad_offset + params[i - 1].numel &&
+      LL_ASSERT(p.grad_offset >= params[i - 1].grad_offset + params[i - 1].numel &&
                    p.weight_offset >= params[i - 1].weight_offset + params[i - 1].numel,
                "plan_zero2: parameters must be in arena order without overlap (parameter ", i, ")");
     identical = identical && p.grad_offset == p.weight_offset;

@@ -21,8 +21,8 @@ void check_token_ids(const Tensor& ids, int64_t vocab, const char* op) {
 }  // namespace
 
 void expect_device(const Context& ctx, const Tensor& t, const char* op, const char* arg) {
-  LL_CHECK(!t.empty(), op, ": argument `", arg, "` is empty");
-  LL_CHECK(t.device == ctx.device, op, ": argument `", arg, "` lives on ", device_name(t.device), ", the ",
+  LL_ASSERT(!t.empty(), op, ": argument `", arg, "` is empty");
+  LL_ASSERT(t.device == ctx.device, op, ": argument `", arg, "` lives on ", device_name(t.device), ", the ",
            ctx.backend, " backend needs ",
            ctx.device == Device::CPU ? "host memory" : "device memory (allocate it through the backend)");
 }
@@ -30,15 +30,15 @@ void expect_device(const Context& ctx, const Tensor& t, const char* op, const ch
 void expect_matrix(const Context& ctx, const Tensor& t, DType dt, int64_t rows, int64_t cols, const char* op,
                    const char* arg) {
   expect_device(ctx, t, op, arg);
-  LL_CHECK(t.dtype == dt, op, ": argument `", arg, "` has dtype ", dtype_name(t.dtype), ", expected ", dtype_name(dt));
-  LL_CHECK(t.rows() == rows && t.cols() == cols, op, ": argument `", arg, "` is ", t.shape_str(), ", expected ", rows,
+  LL_ASSERT(t.dtype == dt, op, ": argument `", arg, "` has dtype ", dtype_name(t.dtype), ", expected ", dtype_name(dt));
+  LL_ASSERT(t.rows() == rows && t.cols() == cols, op, ": argument `", arg, "` is ", t.shape_str(), ", expected ", rows,
            " rows × ", cols, " columns");
 }
 
 void expect_shape(const Context& ctx, const Tensor& t, DType dt, std::initializer_list<int64_t> dims, const char* op,
                   const char* arg) {
   expect_device(ctx, t, op, arg);
-  LL_CHECK(t.dtype == dt, op, ": argument `", arg, "` has dtype ", dtype_name(t.dtype), ", expected ", dtype_name(dt));
+  LL_ASSERT(t.dtype == dt, op, ": argument `", arg, "` has dtype ", dtype_name(t.dtype), ", expected ", dtype_name(dt));
   bool same = int(dims.size()) == t.ndim;
   int i = 0;
   for (int64_t d : dims) same = same && t.shape[i++] == d;
@@ -52,7 +52,7 @@ void expect_shape(const Context& ctx, const Tensor& t, DType dt, std::initialize
 
 // ---- memory ---------------------------------------------------------------------------------------------------------
 int64_t copy(const Tensor& dst, const Tensor& src) {
-  LL_CHECK(dst.dtype == src.dtype && dst.numel() == src.numel(), "copy: destination ", dtype_name(dst.dtype),
+  LL_ASSERT(dst.dtype == src.dtype && dst.numel() == src.numel(), "copy: destination ", dtype_name(dst.dtype),
            dst.shape_str(), " does not match source ", dtype_name(src.dtype), src.shape_str());
   return dst.numel();
 }
@@ -60,9 +60,9 @@ int64_t copy(const Tensor& dst, const Tensor& src) {
 int64_t convert(const Context& ctx, const Tensor& dst, const Tensor& src) {
   expect_device(ctx, dst, "convert", "dst");
   expect_device(ctx, src, "convert", "src");
-  LL_CHECK(is_float(dst.dtype) && is_float(src.dtype), "convert: ", dtype_name(src.dtype), " -> ",
+  LL_ASSERT(is_float(dst.dtype) && is_float(src.dtype), "convert: ", dtype_name(src.dtype), " -> ",
            dtype_name(dst.dtype), " is not a floating-point conversion");
-  LL_CHECK(dst.numel() == src.numel(), "convert: destination ", dst.shape_str(), " and source ", src.shape_str(),
+  LL_ASSERT(dst.numel() == src.numel(), "convert: destination ", dst.shape_str(), " and source ", src.shape_str(),
            " differ in element count");
   return dst.numel();
 }
@@ -215,7 +215,7 @@ LoraDims lora_backward(const Context& ctx, const Tensor& dx, const Tensor& dx_lo
   expect_matrix(ctx, dy, p.act, d.rows, d.out, op, "dy");
   if (!dx.empty()) expect_matrix(ctx, dx, p.act, d.rows, d.in, op, "dx");
   if (dx_lora.empty())
-    LL_CHECK(!dx.empty(), op, ": the adapter-input gradient needs dx or dx_lora");
+    LL_ASSERT(!dx.empty(), op, ": the adapter-input gradient needs dx or dx_lora");
   else
     expect_matrix(ctx, dx_lora, p.act, d.rows, d.in, op, "dx_lora");
   if (!dw.empty()) expect_shape(ctx, dw, p.grad, {d.out, d.in}, op, "dw");
@@ -246,10 +246,10 @@ RopeDims rope(const Context& ctx, const Tensor& x, const Tensor& positions, cons
 
 // ---- attention ------------------------------------------------------------------------------------------------------
 AttentionDims attention_shape(const Tensor& q, const Tensor& k, const AttentionMask& mask, const char* op) {
-  LL_CHECK(q.ndim == 4 && k.ndim == 4, op, ": q and k must be [B,L,H,Dh], got ", q.shape_str(), " and ",
+  LL_ASSERT(q.ndim == 4 && k.ndim == 4, op, ": q and k must be [B,L,H,Dh], got ", q.shape_str(), " and ",
            k.shape_str());
   const AttentionDims s{q.dim(0), q.dim(1), q.dim(2), k.dim(2), q.dim(3), k.dim(1)};
-  LL_CHECK(s.heads > 0 && s.kv_heads > 0 && s.heads % s.kv_heads == 0, op, ": query heads (", s.heads,
+  LL_ASSERT(s.heads > 0 && s.kv_heads > 0 && s.heads % s.kv_heads == 0, op, ": query heads (", s.heads,
            ") must be a multiple of KV heads (", s.kv_heads, ")");
   LL_CHECK(s.kv_len >= s.seq_len, op, ": ", s.kv_len, " keys for ", s.seq_len,
            " queries; queries are the last positions of the keys");
@@ -369,22 +369,22 @@ int64_t adamw_step(const Context& ctx, const Tensor& param, const Tensor& master
   const DTypePolicy& p = ctx.dtypes;
   const int64_t rows = param.rows(), cols = param.cols();
   if (p.weight == p.grad) {  // the weights are their own master copy
-    LL_CHECK(master.empty(), op, ": the ", ctx.backend, " backend keeps weights in ", dtype_name(p.weight),
+    LL_ASSERT(master.empty(), op, ": the ", ctx.backend, " backend keeps weights in ", dtype_name(p.weight),
              " and needs no master copy");
     expect_matrix(ctx, param, p.weight, rows, cols, op, "param");
   } else {  // low-precision working weights: the update runs on an f32 master
     expect_device(ctx, param, op, "param");
-    LL_CHECK(param.dtype == p.weight || param.dtype == DType::F32, op, ": argument `param` has dtype ",
+    LL_ASSERT(param.dtype == p.weight || param.dtype == DType::F32, op, ": argument `param` has dtype ",
              dtype_name(param.dtype), ", expected ", dtype_name(p.weight), " (with an f32 master) or f32");
     if (param.dtype != DType::F32)
-      LL_CHECK(!master.empty(), op, ": `param` is ", dtype_name(param.dtype),
+      LL_ASSERT(!master.empty(), op, ": `param` is ", dtype_name(param.dtype),
                "; the update needs its f32 master copy (AdamW allocates one per trainable parameter)");
     if (!master.empty()) expect_matrix(ctx, master, DType::F32, rows, cols, op, "master");
   }
   expect_matrix(ctx, grad, p.grad, rows, cols, op, "grad");
   expect_matrix(ctx, m, p.grad, rows, cols, op, "m");
   expect_matrix(ctx, v, p.grad, rows, cols, op, "v");
-  LL_CHECK(st.step >= 1, op, ": step must be >= 1, got ", st.step);
+  LL_ASSERT(st.step >= 1, op, ": step must be >= 1, got ", st.step);
   return param.numel();
 }
 

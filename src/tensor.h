@@ -75,25 +75,25 @@ struct Tensor {
   int64_t rows() const { return cols() == 0 ? 0 : numel() / cols(); }
 
   template <typename T> T* ptr() const {
-    LL_CHECK(dtype == dtype_of<T>(), "Tensor: expected dtype ", dtype_name(dtype_of<T>()), ", have ", dtype_name(dtype));
+    LL_ASSERT(dtype == dtype_of<T>(), "Tensor: expected dtype ", dtype_name(dtype_of<T>()), ", have ", dtype_name(dtype));
     return static_cast<T*>(data);
   }
 
   // Same memory, new shape (element count must match).
   Tensor view(std::initializer_list<int64_t> dims) const {
     Tensor t(data, dtype, device, dims);
-    LL_CHECK(t.numel() == numel(), "Tensor::view: ", shape_str(), " cannot be viewed as ", t.shape_str());
+    LL_ASSERT(t.numel() == numel(), "Tensor::view: ", shape_str(), " cannot be viewed as ", t.shape_str());
     return t;
   }
   // Elements [offset, offset+count) of the tensor's memory, as a 1-D tensor (flat arenas, shards, splits).
   Tensor elements(int64_t offset, int64_t count) const {
-    LL_CHECK(offset >= 0 && count >= 0 && offset + count <= numel(), "Tensor::elements: [", offset, ",",
+    LL_ASSERT(offset >= 0 && count >= 0 && offset + count <= numel(), "Tensor::elements: [", offset, ",",
              offset + count, ") outside ", numel(), " elements");
     return Tensor(static_cast<char*>(data) + static_cast<size_t>(offset) * dtype_size(dtype), dtype, device, {count});
   }
   // Rows [start, start+count) of the tensor seen as a (rows × cols) matrix.
   Tensor slice_rows(int64_t start, int64_t count) const {
-    LL_CHECK(start >= 0 && count >= 0 && start + count <= rows(), "Tensor::slice_rows: [", start, ",", start + count,
+    LL_ASSERT(start >= 0 && count >= 0 && start + count <= rows(), "Tensor::slice_rows: [", start, ",", start + count,
              ") outside ", rows(), " rows");
     return Tensor(static_cast<char*>(data) + static_cast<size_t>(start * cols()) * dtype_size(dtype), dtype, device,
                   {count, cols()});
@@ -109,9 +109,9 @@ struct Tensor {
 
  private:
   void set_shape(const int64_t* dims, size_t n) {
-    LL_CHECK(n >= 1 && n <= size_t(kMaxDims), "Tensor: rank must be 1..4, got ", n);
+    LL_ASSERT(n >= 1 && n <= size_t(kMaxDims), "Tensor: rank must be 1..4, got ", n);
     for (size_t i = 0; i < n; ++i) {
-      LL_CHECK(dims[i] >= 0, "Tensor: negative dimension ", dims[i]);
+      LL_ASSERT(dims[i] >= 0, "Tensor: negative dimension ", dims[i]);
       shape[ndim++] = dims[i];
     }
   }

@@ -56,7 +56,7 @@ float f16_to_f32(uint16_t h) {
 }
 
 void convert_values(const void* src, DType src_type, void* dst, DType dst_type, size_t count) {
-  LL_CHECK(src_type != DType::I32 && dst_type != DType::I32, "convert_values: ", dtype_name(src_type), " -> ",
+  LL_ASSERT(src_type != DType::I32 && dst_type != DType::I32, "convert_values: ", dtype_name(src_type), " -> ",
            dtype_name(dst_type), " is not a floating-point conversion");
   if (src_type == dst_type) {
     std::memcpy(dst, src, count * dtype_size(src_type));
@@ -145,7 +145,7 @@ void upload_f64(Backend& backend, Tensor dst, const double* values) {
   backend.copy_from_host(dst, staging.data());
 }
 void upload_f64(Backend& backend, Tensor dst, const std::vector<double>& values) {
-  LL_CHECK(int64_t(values.size()) == dst.numel(), "upload_f64: ", values.size(), " values for a tensor of shape ",
+  LL_ASSERT(int64_t(values.size()) == dst.numel(), "upload_f64: ", values.size(), " values for a tensor of shape ",
            dst.shape_str());
   upload_f64(backend, dst, values.data());
 }
@@ -167,7 +167,7 @@ std::vector<double> download_f64(Backend& backend, const Tensor& src) {
 }
 
 void upload_i32(Backend& backend, Tensor dst, const int32_t* values) {
-  LL_CHECK(dst.dtype == DType::I32, "upload_i32: destination has dtype ", dtype_name(dst.dtype));
+  LL_ASSERT(dst.dtype == DType::I32, "upload_i32: destination has dtype ", dtype_name(dst.dtype));
   backend.copy_from_host(dst, values);
 }
 

@@ -130,6 +130,7 @@ TEST(HfConfig, ErrorsNameTheField) {
     const std::string msg = error_of([&] { parse_hf_config(j, "my/config.json"); });
     EXPECT_NE(msg.find(c.expected), std::string::npos) << c.patch << "\n  gave: " << msg;
     EXPECT_NE(msg.find("my/config.json"), std::string::npos) << "errors name the file: " << msg;
+    EXPECT_EQ(msg.find("failed at"), std::string::npos) << "no source location for a user's mistake: " << msg;
   }
 }
 

@@ -22,7 +22,7 @@ void PickleWriter::le(uint64_t v, int bytes) {
 }
 
 void PickleWriter::global(const std::string& module, const std::string& name) {
-  LL_CHECK(module.find('\n') == std::string::npos && name.find('\n') == std::string::npos,
+  LL_ASSERT(module.find('\n') == std::string::npos && name.find('\n') == std::string::npos,
            "pickle: a global's module and name cannot contain a newline");
   op(kGlobal);
   out_ += module + "\n" + name + "\n";

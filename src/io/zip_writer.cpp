@@ -33,16 +33,16 @@ struct Bytes {
 
 ZipWriter::ZipWriter(AtomicFileWriter& out, ZipWriterOptions options) : out_(out), options_(options) {
   const uint32_t a = options_.alignment;
-  LL_CHECK(a >= 1 && a <= 4096 && (a & (a - 1)) == 0, "zip writer: alignment must be a power of two in [1, 4096], got ",
+  LL_ASSERT(a >= 1 && a <= 4096 && (a & (a - 1)) == 0, "zip writer: alignment must be a power of two in [1, 4096], got ",
            a);
 }
 
 void ZipWriter::add(const std::string& name, const void* data, uint64_t size) {
-  LL_CHECK(!finished_, "zip writer: entry `", name, "` added after finish()");
+  LL_ASSERT(!finished_, "zip writer: entry `", name, "` added after finish()");
   LL_CHECK(!name.empty() && name.size() <= kMax16 && name[0] != '/' && name.find("..") == std::string::npos,
            "zip writer: invalid entry name `", name, "` (expected 1 to 65535 bytes, relative, without \"..\")");
-  LL_CHECK(names_.insert(name).second, "zip writer: entry `", name, "` written twice");
-  LL_CHECK(size == 0 || data != nullptr, "zip writer: entry `", name, "` has ", size, " bytes but no data");
+  LL_ASSERT(names_.insert(name).second, "zip writer: entry `", name, "` written twice");
+  LL_ASSERT(size == 0 || data != nullptr, "zip writer: entry `", name, "` has ", size, " bytes but no data");
 
   Entry e;
   e.name = name;
@@ -69,7 +69,7 @@ void ZipWriter::add(const std::string& name, const void* data, uint64_t size) {
 }
 
 void ZipWriter::finish() {
-  LL_CHECK(!finished_, "zip writer: finish() called twice");
+  LL_ASSERT(!finished_, "zip writer: finish() called twice");
   finished_ = true;
   const uint64_t directory_offset = out_.bytes_written();
   bool zip64_archive = options_.force_zip64 || entries_.size() >= kMax16;

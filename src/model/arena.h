@@ -25,7 +25,7 @@ class Arena {
   };
 
   Handle reserve(DType dtype, const std::vector<int64_t>& dims) {
-    LL_CHECK(base_ == nullptr, "arena `", name_, "`: reserve() after commit()");
+    LL_ASSERT(base_ == nullptr, "arena `", name_, "`: reserve() after commit()");
     Tensor shape(nullptr, dtype, backend_->device(), dims);
     constexpr size_t kAlign = 256;
     size_ = (size_ + kAlign - 1) / kAlign * kAlign;
@@ -38,26 +38,26 @@ class Arena {
   // end_shared() is laid out in phases, each next_phase() starting again at the offset where begin_shared() was;
   // the arena then continues after the largest phase.
   void begin_shared() {
-    LL_CHECK(!in_shared_, "arena `", name_, "`: begin_shared() twice");
+    LL_ASSERT(!in_shared_, "arena `", name_, "`: begin_shared() twice");
     size_ = (size_ + 255) / 256 * 256;
     in_shared_ = true;
     shared_start_ = shared_end_ = size_;
   }
   void next_phase() {
-    LL_CHECK(in_shared_, "arena `", name_, "`: next_phase() outside begin_shared()/end_shared()");
+    LL_ASSERT(in_shared_, "arena `", name_, "`: next_phase() outside begin_shared()/end_shared()");
     shared_end_ = std::max(shared_end_, size_);
     size_ = shared_start_;
   }
   void end_shared() {
-    LL_CHECK(in_shared_, "arena `", name_, "`: end_shared() without begin_shared()");
+    LL_ASSERT(in_shared_, "arena `", name_, "`: end_shared() without begin_shared()");
     size_ = std::max(shared_end_, size_);
     in_shared_ = false;
   }
 
   // Allocates the whole arena and zero-fills it.
   void commit() {
-    LL_CHECK(base_ == nullptr, "arena `", name_, "`: committed twice");
-    LL_CHECK(!in_shared_, "arena `", name_, "`: commit() inside begin_shared()/end_shared()");
+    LL_ASSERT(base_ == nullptr, "arena `", name_, "`: committed twice");
+    LL_ASSERT(!in_shared_, "arena `", name_, "`: commit() inside begin_shared()/end_shared()");
     if (size_ == 0) return;
     size_ = (size_ + 255) / 256 * 256;
     base_ = backend_->allocate(size_);
@@ -65,8 +65,8 @@ class Arena {
   }
 
   Tensor tensor(Handle h) const {
-    LL_CHECK(h.valid() && h.index < entries_.size(), "arena `", name_, "`: invalid handle");
-    LL_CHECK(base_ != nullptr || size_ == 0, "arena `", name_, "`: tensor() before commit()");
+    LL_ASSERT(h.valid() && h.index < entries_.size(), "arena `", name_, "`: invalid handle");
+    LL_ASSERT(base_ != nullptr || size_ == 0, "arena `", name_, "`: tensor() before commit()");
     Tensor t = entries_[h.index].shape;
     t.data = static_cast<char*>(base_) + entries_[h.index].offset;
     return t;
@@ -76,7 +76,7 @@ class Arena {
   // The whole committed arena as one 1-D tensor of `dtype` (padding between tensors included, zero-filled):
   // what collectives and sharding operate on.
   Tensor flat(DType dtype) const {
-    LL_CHECK(size_ % dtype_size(dtype) == 0, "arena `", name_, "`: ", size_, " bytes are not a whole number of ",
+    LL_ASSERT(size_ % dtype_size(dtype) == 0, "arena `", name_, "`: ", size_, " bytes are not a whole number of ",
              dtype_name(dtype));
     return Tensor(base_, dtype, backend_->device(), {int64_t(size_ / dtype_size(dtype))});
   }

@@ -45,8 +45,16 @@ inline std::string exception_message(const std::exception& e) {
 
 }  // namespace ll
 
-// LL_CHECK(cond, message parts...): throws ll::Error naming the source location and the failed condition.
-#define LL_CHECK(cond, ...)                                                                       \
-  do {                                                                                            \
-    if (!(cond)) ::ll::fail(__VA_ARGS__, "  [check `" #cond "` failed at ", __FILE__, ":", __LINE__, "]"); \
+// LL_CHECK(cond, message parts...): throws ll::Error with the message alone. For everything a user can cause (input
+// files, flags, sizes, the machine): the message names the file, field or flag and what was expected.
+#define LL_CHECK(cond, ...)                \
+  do {                                     \
+    if (!(cond)) ::ll::fail(__VA_ARGS__);  \
+  } while (0)
+
+// LL_ASSERT(cond, message parts...): an internal invariant (a caller broke a contract; no input should reach it).
+// The message ends with the failed condition and its source location, which is what a bug report needs.
+#define LL_ASSERT(cond, ...)                                                                                  \
+  do {                                                                                                        \
+    if (!(cond)) ::ll::fail(__VA_ARGS__, "  [internal check `" #cond "` failed at ", __FILE__, ":", __LINE__, "]"); \
   } while (0)
