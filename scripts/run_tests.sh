@@ -12,6 +12,8 @@
 # An argument is a binary, optionally preceded by environment assignments for it, in one word-split string:
 #   scripts/run_tests.sh build/test_all "GTEST_TOTAL_SHARDS=2 GTEST_SHARD_INDEX=0 build/asan/test_all"
 # TEST_JOBS=N (default 1) runs up to N of them at once; each one's output is printed in one piece when it ends.
+# Each binary gets a scratch directory of its own as TEST_TMPDIR (GoogleTest's TempDir()), removed afterwards, so
+# binaries running at once never share a test's fixed scratch path.
 set -u
 timeout_s=${TEST_TIMEOUT:-1800}
 jobs=${TEST_JOBS:-1}
@@ -22,17 +24,20 @@ trap 'rm -rf "$work"' EXIT
 # 1); writes "passed failed skipped" to $work/INDEX.counts.
 run_one() {
   local i=$1 spec=$2 stream=$3
-  local log="$work/$i.log" rc p f s summaries
+  local log="$work/$i.log" tmp="$work/$i.tmp" rc p f s summaries
   local -a words
   read -r -a words <<< "$spec"
   note() { echo "$*" >> "$log"; if [ "$stream" = 1 ]; then echo "$*"; fi; }
   : > "$log"
+  mkdir -p "$tmp"
   note "=== $spec"
   if [ "$stream" = 1 ]; then
-    timeout --signal=TERM --kill-after=30 "$timeout_s" env "${words[@]}" --gtest_color=no 2>&1 | tee -a "$log"
+    timeout --signal=TERM --kill-after=30 "$timeout_s" env TEST_TMPDIR="$tmp/" "${words[@]}" --gtest_color=no 2>&1 |
+      tee -a "$log"
     rc=${PIPESTATUS[0]}
   else
-    timeout --signal=TERM --kill-after=30 "$timeout_s" env "${words[@]}" --gtest_color=no >> "$log" 2>&1
+    timeout --signal=TERM --kill-after=30 "$timeout_s" env TEST_TMPDIR="$tmp/" "${words[@]}" --gtest_color=no \
+      >> "$log" 2>&1
     rc=$?
   fi
   count() { sed -n "s/^\[  $1 *\] \([0-9][0-9]*\) test.*/\1/p" "$log" | awk '{n += $1} END {print n + 0}'; }
@@ -48,6 +53,7 @@ run_one() {
     note "!!! $spec exited with code $rc although it reported no failed test: counted as one failure"
     f=1
   fi
+  rm -rf "$tmp"
   echo "$p $f $s" > "$work/$i.counts"
 }
 

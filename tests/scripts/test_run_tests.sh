@@ -19,6 +19,8 @@ fake fails 1 'echo "[  PASSED  ] 5 tests."; echo "[  FAILED  ] 2 tests, listed b
 fake exits_3 3 'echo "[  PASSED  ] 6 tests."'
 fake crashes 139 'echo "[ RUN      ] A.b"'
 fake hangs 0 'echo "[ RUN      ] A.b"; sleep 60'
+fake tmpdir 0 'd=${TEST_TMPDIR%/}; [ -d "$d" ] && [ -z "$(ls -A "$d")" ] && touch "$d/used" && echo "$d" >> '"$dir"'/tmpdirs &&
+  echo "[  PASSED  ] 1 test."'
 fake args 0 'if [ "$1" = --gtest_color=no ] && [ "${SHARD:-}" = 1 ]; then echo "[  PASSED  ] 1 test."; fi'
 
 run() { out=$(TEST_TIMEOUT=${TIMEOUT:-60} scripts/run_tests.sh "$@" 2>&1); rc=$?; }
@@ -46,6 +48,10 @@ out=$(TEST_JOBS=2 TEST_TIMEOUT=60 scripts/run_tests.sh "$dir/fails" "$dir/three_
 expect RunTests.ParallelJobsPrintEachLogInOrderAndTheSummaryLast \
   eval '[ "$rc" != 0 ] && last_line_is "20 passed, 2 failed" && has "21 skipped" &&
         [ "$(grep "^=== " <<< "$out" | tr "\n" " ")" = "=== $dir/fails === $dir/three_runs === $dir/ok " ]'
+rm -f "$dir/tmpdirs"
+out=$(TEST_JOBS=2 scripts/run_tests.sh "$dir/tmpdir" "$dir/tmpdir" 2>&1); rc=$?
+expect RunTests.EachBinaryGetsAnEmptyScratchDirectoryOfItsOwnRemovedAfterwards \
+  eval '[ "$rc" = 0 ] && [ "$(sort -u "$dir/tmpdirs" | wc -l)" = 2 ] && ! ls -d $(cat "$dir/tmpdirs") 2>/dev/null'
 run
 expect RunTests.NothingToRun eval '[ "$rc" = 0 ] && last_line_is "0 passed, 0 failed"'
 finish
