@@ -13,14 +13,25 @@
 #   scripts/run_tests.sh build/test_all "GTEST_TOTAL_SHARDS=2 GTEST_SHARD_INDEX=0 build/asan/test_all"
 # TEST_JOBS=N (default 1) runs up to N of them at once; each one's output is printed in one piece when it ends.
 # Each binary gets a scratch directory of its own as TEST_TMPDIR (GoogleTest's TempDir()), removed afterwards, so
-# binaries running at once never share a test's fixed scratch path.
+# binaries running at once never share a test's fixed scratch path. Stopping this script (SIGINT, SIGTERM) stops the
+# binaries too (`timeout` runs each in a process group of its own, which the terminal's Ctrl-C does not reach).
 set -u
 timeout_s=${TEST_TIMEOUT:-1800}
 jobs=${TEST_JOBS:-1}
 work=$(mktemp -d)
+stop_binaries() {  # $work/N.pid: the process group of a running binary's `timeout`
+  local f pid
+  for f in "$work"/*.pid; do
+    [ -f "$f" ] || continue
+    pid=$(cat "$f")
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+  done
+}
 trap 'rm -rf "$work"' EXIT
+trap 'stop_binaries; exit 130' INT
+trap 'stop_binaries; exit 143' TERM
 
-# run_one INDEX SPEC STREAM: runs one binary, its output into $work/INDEX.log (and to stdout as it comes when STREAM is
+# run_one INDEX SPEC STREAM: runs one binary, its output into $work/INDEX.log (also shown as it comes when STREAM is
 # 1); writes "passed failed skipped" to $work/INDEX.counts.
 run_one() {
   local i=$1 spec=$2 stream=$3
@@ -31,15 +42,16 @@ run_one() {
   : > "$log"
   mkdir -p "$tmp"
   note "=== $spec"
-  if [ "$stream" = 1 ]; then
-    timeout --signal=TERM --kill-after=30 "$timeout_s" env TEST_TMPDIR="$tmp/" "${words[@]}" --gtest_color=no 2>&1 |
-      tee -a "$log"
-    rc=${PIPESTATUS[0]}
-  else
-    timeout --signal=TERM --kill-after=30 "$timeout_s" env TEST_TMPDIR="$tmp/" "${words[@]}" --gtest_color=no \
-      >> "$log" 2>&1
-    rc=$?
-  fi
+  timeout --signal=TERM --kill-after=30 "$timeout_s" env TEST_TMPDIR="$tmp/" "${words[@]}" --gtest_color=no \
+    >> "$log" 2>&1 < /dev/null &
+  local pid=$!
+  echo "$pid" > "$work/$i.pid"
+  # Shown as it comes: line 1 (the header) is out already. In the background, so that a signal's trap runs at once.
+  if [ "$stream" = 1 ]; then tail -s 0.2 -n +2 -f --pid="$pid" "$log" & fi
+  wait "$pid"
+  rc=$?
+  if [ "$stream" = 1 ]; then wait $!; fi  # tail ends within 0.2 s of the binary
+  rm -f "$work/$i.pid"
   count() { sed -n "s/^\[  $1 *\] \([0-9][0-9]*\) test.*/\1/p" "$log" | awk '{n += $1} END {print n + 0}'; }
   p=$(count PASSED) f=$(count FAILED) s=$(count SKIPPED)
   summaries=$(grep -c -E '^\[  (PASSED|FAILED) +\] [0-9]+ test' "$log")

@@ -21,6 +21,7 @@ fake crashes 139 'echo "[ RUN      ] A.b"'
 fake hangs 0 'echo "[ RUN      ] A.b"; sleep 60'
 fake tmpdir 0 'd=${TEST_TMPDIR%/}; [ -d "$d" ] && [ -z "$(ls -A "$d")" ] && touch "$d/used" && echo "$d" >> '"$dir"'/tmpdirs &&
   echo "[  PASSED  ] 1 test."'
+fake sleeper 0 'echo $$ > '"$dir"'/sleeper.pid; exec sleep 60'
 fake args 0 'if [ "$1" = --gtest_color=no ] && [ "${SHARD:-}" = 1 ]; then echo "[  PASSED  ] 1 test."; fi'
 
 run() { out=$(TEST_TIMEOUT=${TIMEOUT:-60} scripts/run_tests.sh "$@" 2>&1); rc=$?; }
@@ -52,6 +53,21 @@ rm -f "$dir/tmpdirs"
 out=$(TEST_JOBS=2 scripts/run_tests.sh "$dir/tmpdir" "$dir/tmpdir" 2>&1); rc=$?
 expect RunTests.EachBinaryGetsAnEmptyScratchDirectoryOfItsOwnRemovedAfterwards \
   eval '[ "$rc" = 0 ] && [ "$(sort -u "$dir/tmpdirs" | wc -l)" = 2 ] && ! ls -d $(cat "$dir/tmpdirs") 2>/dev/null'
+for jobs in 1 2; do
+  rm -f "$dir/sleeper.pid"
+  TEST_JOBS=$jobs scripts/run_tests.sh "$dir/sleeper" > /dev/null 2>&1 &
+  runner=$!
+  for _ in $(seq 100); do [ -s "$dir/sleeper.pid" ] && break; sleep 0.1; done
+  start=$SECONDS
+  kill -TERM "$runner"
+  wait "$runner"
+  rc=$?
+  took=$((SECONDS - start))
+  sleep 0.5
+  out="runner exit code $rc after ${took}s; sleeper pid $(cat "$dir/sleeper.pid" 2>/dev/null)"
+  expect "RunTests.StoppingTheRunnerStopsTheBinary/jobs$jobs" \
+    eval '[ "$rc" = 143 ] && [ "$took" -lt 10 ] && [ -s "$dir/sleeper.pid" ] && ! kill -0 "$(cat "$dir/sleeper.pid")" 2>/dev/null'
+done
 run
 expect RunTests.NothingToRun eval '[ "$rc" = 0 ] && last_line_is "0 passed, 0 failed"'
 finish
