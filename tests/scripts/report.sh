@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the shell tests in tests/scripts/: GoogleTest-style reporting, so scripts/run_tests.sh counts them.
 #   expect NAME COMMAND...   one test: passes when COMMAND succeeds, else prints what was captured in $out
 #   finish                   prints the summary block and exits 0 / 1

@@ -2,7 +2,7 @@
 # scripts/run_tests.sh on fake test binaries: how it counts, when it counts a failure of its own, the last line.
 # Arguments are ignored (run_tests.sh passes --gtest_color=no).
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 . tests/scripts/report.sh
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT

@@ -3,7 +3,7 @@
 # nothing else (plus the few coreutils the scripts use): what it installs, as whom, and that it does nothing — not
 # even apt-get update — when everything is there. Arguments are ignored (run_tests.sh passes --gtest_color=no).
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 . tests/scripts/report.sh
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
@@ -32,6 +32,7 @@ setup() {  # runs scripts/setup.sh with the stand-ins; $out: its output, $rc, $c
   rm -f "$dir/calls"
   out=$(env -i PATH="$dir/bin" HOME="$dir" CUDA_HOME="$dir/cuda" LONGLORA_TOOLS="$dir/tools" "$@" \
         "$(command -v bash)" scripts/setup.sh 2>&1)
+  # shellcheck disable=SC2034  # read by the expectations (eval)
   rc=$?
   calls=$(grep -v '^\(id \|dpkg-query \|python3 -$\)' "$dir/calls" 2>/dev/null)
   out="$out
