@@ -4,7 +4,7 @@
 # Every summary block a binary prints counts: wrappers such as tests/mpi/run_mpi_tests.sh run a binary several times,
 # so the numbers of all its "[  PASSED  ] N tests", "[  FAILED  ] N tests" and "[  SKIPPED ] N tests" lines add up.
 # Besides failed tests, one failure is counted, with a line "!!! ..." naming the binary, for a binary that
-#   - runs longer than TEST_TIMEOUT seconds (default 1800): stopped with SIGTERM, SIGKILL 30 s later;
+#   - runs longer than TEST_TIMEOUT seconds (default 1200): stopped with SIGTERM, SIGKILL 30 s later;
 #   - exits non-zero although it reported no failed test (a crash after the summary, a failed teardown, ...);
 #   - prints no summary at all.
 # Exits non-zero when anything failed.
@@ -16,7 +16,7 @@
 # binaries running at once never share a test's fixed scratch path. Stopping this script (SIGINT, SIGTERM) stops the
 # binaries too (`timeout` runs each in a process group of its own, which the terminal's Ctrl-C does not reach).
 set -u
-timeout_s=${TEST_TIMEOUT:-1800}
+timeout_s=${TEST_TIMEOUT:-1200}
 jobs=${TEST_JOBS:-1}
 work=$(mktemp -d)
 stop_binaries() {  # $work/N.pid: the process group of a running binary's `timeout`
