@@ -1,10 +1,11 @@
 # longlora build. `make` builds the library, the binaries and the test suite into $(BUILD)/.
 #   make demo     build and run the embedded CPU demo (build/train with no flags)
 #   make test     build and run the tests (normal build)
-#   make asan     build and run the tests under AddressSanitizer + UndefinedBehaviorSanitizer (CPU only)
+#   make asan     build and run the tests under AddressSanitizer + UndefinedBehaviorSanitizer (CPU only, -Og -g1)
 #   make fuzz     build the libFuzzer target for the safetensors parser (clang) and run it for FUZZ_SECONDS (30)
-#   make check    all three plus the SASS check, with one "N passed, M failed" summary (what CI runs; the fuzz run
-#                 and the SASS check count as one test each)
+#   make check    all three plus the SASS check, the MPI and the scripts' tests, with one "N passed, M failed"
+#                 summary (what CI runs; the fuzz run and the SASS check count as one test each); CHECK_JOBS (2)
+#                 test binaries at once
 #   make sass     disassemble the attention kernels (cuobjdump -sass) and fail unless HMMA is there for every arch
 #   CUDA=0|1      force the CUDA translation units off/on (default: on when nvcc is found)
 #   CUDA_ARCH     space-separated SM versions to compile for (default: 80 90)
@@ -22,7 +23,14 @@ CUDA_ARCH ?= 80 90
 SAN       ?= 0
 
 CPPFLAGS  := -Isrc -I. -MMD -MP
-CXXFLAGS  := -std=c++17 -O2 -g -Wall -Wextra -fopenmp
+# OPT: optimisation and debug information. The sanitizer build (SAN=1) uses -Og -g1 (line tables: file:line in every
+# report): ASan + UBSan at -O2 -g made that build the slowest step of `make check` (a test file compiled 4× slower
+# than at -Og -g1, and 3.4× slower than in the normal build), and optimising only removes accesses the sanitizers
+# would check. TEST_OPT: the test sources (tests/), which check the library rather than being it, compile at -Og in
+# both builds (a test file 1.6-3× faster than at -O2; the library's code and results do not change).
+OPT       := $(if $(filter 1,$(SAN)),-Og -g1,-O2 -g)
+TEST_OPT  := $(if $(filter 1,$(SAN)),-Og -g1,-Og -g)
+CXXFLAGS   = -std=c++17 $(OPT) -Wall -Wextra -fopenmp
 LDFLAGS   := -fopenmp
 # OpenBLAS built on OpenMP shares our OpenMP thread pool; the pthread build's threads would fight libgomp's
 # spinning workers for the cores (measured: 80% of CPU time spent spinning). Fall back to the default build.
@@ -105,13 +113,14 @@ FUZZ_SRCS    := tests/fuzz/fuzz_safetensors.cpp src/io/safetensors.cpp src/util/
 FUZZ_FLAGS   := -std=c++17 -O1 -g -Isrc -I. -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer
 
-.PHONY: all demo test asan check clean fuzz fuzz-build sass
+.PHONY: all demo test asan asan-build check check-builds clean fuzz fuzz-build fuzz-build-if-possible sass
 .SECONDARY:  # keep object files (they are intermediates of pattern rules) and never delete them afterwards
 all: $(LIB) $(BINS) $(BENCHES) $(TEST_BIN) $(MPI_TEST_BIN)
 
 $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
+$(BUILD)/obj/tests/%.o: OPT = $(TEST_OPT)
 
 $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)
@@ -139,15 +148,22 @@ demo: all
 test: all
 	scripts/run_tests.sh $(TEST_BIN)
 
-asan:
-	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 MPI=0 all
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 scripts/run_tests.sh build/asan/test_all
+# The sanitizer build holds only what its tests run: the test binary and build/asan/eval (which
+# EvalPerplexity.BinaryWritesTheSameJson runs from beside the test binary).
+ASAN_RUN := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+asan-build:
+	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 MPI=0 build/asan/test_all build/asan/eval
+
+asan: asan-build
+	$(ASAN_RUN) scripts/run_tests.sh build/asan/test_all
 
 $(FUZZ_BIN): $(FUZZ_SRCS) src/io/safetensors.h src/tensor.h src/util/error.h src/util/files.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUZZ_SRCS) -o $@
 
 fuzz-build: $(FUZZ_BIN)
+fuzz-build-if-possible:  # without clang, run_fuzz.sh reports the missing fuzzer as one failed test
+	-$(MAKE) fuzz-build
 
 # Fuzzes a scratch copy of tests/fuzz/corpus_safetensors (build/fuzz/run/); fails on any finding.
 fuzz: $(FUZZ_BIN)
@@ -159,13 +175,19 @@ SASS_ENV := SASS_OBJ=$(BUILD)/obj/cuda/attention.o SASS_ARCHS="$(CUDA_ARCH)" SAS
 sass: all
 	$(SASS_ENV) scripts/check_sass.sh
 
-# The fuzzer is built best-effort: when clang is missing, run_fuzz.sh reports it as one failed test, so the
-# summary line stays last either way. The SASS check counts as one test the same way.
-check: all
-	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 MPI=0 all
-	-$(MAKE) fuzz-build
-	FUZZ_SECONDS=$(FUZZ_SECONDS) $(SASS_ENV) scripts/run_tests.sh $(TEST_BIN) build/asan/test_all \
-	  tests/fuzz/run_fuzz.sh scripts/check_sass.sh $(if $(MPI_TEST_BIN),tests/mpi/run_mpi_tests.sh)
+# make -j2 check: the normal, sanitizer and fuzzer builds at once (make's -j slots are shared by the three), then every
+# test binary, CHECK_JOBS at a time (scripts/run_tests.sh; the summary line stays last): the multi-rank tests, the
+# fuzz run (FUZZ_SECONDS on one core), the sanitizer run in two shards, the normal run, the SASS check and the tests of
+# the scripts, longest first so the two cores stay busy. The fuzz run and the SASS check count as one test each.
+CHECK_JOBS ?= 2
+CHECK_RUNS := $(if $(MPI_TEST_BIN),tests/mpi/run_mpi_tests.sh) tests/fuzz/run_fuzz.sh \
+              "$(ASAN_RUN) GTEST_TOTAL_SHARDS=2 GTEST_SHARD_INDEX=0 build/asan/test_all" \
+              "$(ASAN_RUN) GTEST_TOTAL_SHARDS=2 GTEST_SHARD_INDEX=1 build/asan/test_all" \
+              $(TEST_BIN) scripts/check_sass.sh tests/scripts/test_run_tests.sh tests/scripts/test_setup.sh
+check-builds: all asan-build fuzz-build-if-possible
+check: check-builds
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} TEST_JOBS=$(CHECK_JOBS) FUZZ_SECONDS=$(FUZZ_SECONDS) $(SASS_ENV) \
+	  scripts/run_tests.sh $(CHECK_RUNS)
 
 clean:
 	rm -rf build

@@ -8,8 +8,8 @@
 #   SASS_ARCHS  SM versions it must hold, space-separated (default "80 90")
 #   SASS_CUDA   0: this build has no CUDA, the check is skipped (reported as skipped)
 #   SASS_WGMMA_OBJ  the wgmma forward's object (default: attention_wgmma.o next to SASS_OBJ)
-#   CUOBJDUMP   the cuobjdump binary (default: PATH, $CUDA_HOME/bin, or the PyPI wheel nvidia-cuda-cuobjdump, whose
-#               directory also holds nvdisasm from nvidia-cuda-nvdisasm; .ci/run installs both)
+#   CUOBJDUMP   the cuobjdump binary (default: the one scripts/find_cuobjdump.sh finds — PATH, $CUDA_HOME/bin, or
+#               NVIDIA's PyPI wheels, which scripts/setup.sh installs when nvcc is present)
 set -u
 cd "$(dirname "$0")/.."
 obj=${SASS_OBJ:-build/obj/cuda/attention.o}
@@ -30,34 +30,10 @@ fail() {
   exit 1
 }
 
-find_cuobjdump() {
-  if [ -n "${CUOBJDUMP:-}" ]; then echo "$CUOBJDUMP"; return; fi
-  if command -v cuobjdump >/dev/null 2>&1; then command -v cuobjdump; return; fi
-  if [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/cuobjdump" ]; then echo "${CUDA_HOME:-/usr/local/cuda}/bin/cuobjdump"; return; fi
-  local py
-  for py in python3 python; do
-    command -v "$py" >/dev/null 2>&1 || continue
-    "$py" - <<'EOF' 2>/dev/null && return
-import glob, os, sys
-try:
-    import nvidia
-except ImportError:
-    sys.exit(1)
-for base in nvidia.__path__:
-    for p in sorted(glob.glob(os.path.join(base, "cu*", "bin", "cuobjdump"))) + [os.path.join(base, "cuda_cuobjdump", "bin", "cuobjdump")]:
-        if os.access(p, os.X_OK):
-            print(p)
-            sys.exit(0)
-sys.exit(1)
-EOF
-  done
-}
-
-cuobjdump=$(find_cuobjdump)
-[ -n "$cuobjdump" ] || fail "cuobjdump not found: pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm (see .ci/run), or set CUOBJDUMP"
+cuobjdump=$(scripts/find_cuobjdump.sh) ||
+  fail "cuobjdump + nvdisasm not found: run scripts/setup.sh (installs NVIDIA's wheels nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm), or set CUOBJDUMP"
 # cuobjdump -sass runs nvdisasm; the wheels put both in one directory.
 export PATH="$(dirname "$cuobjdump"):$PATH"
-command -v nvdisasm >/dev/null 2>&1 || fail "nvdisasm not found next to $cuobjdump: pip install nvidia-cuda-nvdisasm"
 [ -f "$obj" ] || fail "$obj does not exist: build first (make all)"
 echo "cuobjdump: $cuobjdump ($("$cuobjdump" --version 2>/dev/null | tail -n1))"
 

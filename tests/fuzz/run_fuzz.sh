@@ -14,7 +14,7 @@ work=${FUZZ_WORK:-build/fuzz/run}
 
 echo "[==========] libFuzzer: $bin for ${seconds}s on a copy of tests/fuzz/corpus_safetensors"
 if [ ! -x "$bin" ]; then
-  echo "fuzzer $bin was not built (needs clang++ and libclang-rt-14-dev: see .ci/run; build it with make fuzz-build)"
+  echo "fuzzer $bin was not built (needs clang++ and libclang-rt-14-dev, which scripts/setup.sh installs; build it with make fuzz-build)"
   echo "[  FAILED  ] 1 test, listed below:"
   exit 1
 fi

@@ -19,8 +19,9 @@ int main(int argc, char** argv) {
   const int rc = RUN_ALL_TESTS();
   const double failed_here = ::testing::UnitTest::GetInstance()->failed_test_count();
   const double failed_any = comm->all_reduce_max(failed_here);
+  // Counted by scripts/run_tests.sh on top of rank 0's own summary, so only the excess is printed as a count.
   if (comm->rank() == 0 && failed_any > failed_here)
-    std::printf("[  FAILED  ] %d tests failed on other ranks (rerun with -np and inspect their output)\n",
-                int(failed_any));
+    std::printf("[  FAILED  ] %d more tests failed on other ranks (rerun with -np and inspect their output)\n",
+                int(failed_any - failed_here));
   return rc != 0 || failed_any > 0 ? 1 : 0;
 }

@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# Runs build/test_mpi under mpirun with 1, 2 and 4 CPU ranks (oversubscribed) and prints one GoogleTest-style
-# summary for scripts/run_tests.sh: each (test, rank count) pair counts as one test.
+# Runs build/test_mpi under mpirun with 1, 2 and 4 CPU ranks (oversubscribed), then the fault cases, each run with
+# its own GoogleTest-style summary: scripts/run_tests.sh adds up every summary block, so each (test, rank count) pair
+# counts as one test. A run that ends non-zero without reporting a failed test adds a "[  FAILED  ] 1 test" line.
 set -u
 bin=${MPI_TEST_BIN:-build/test_mpi}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
-passed=0 failed=0
+status=0
 for np in 1 2 4; do
   echo "--- mpirun -np $np $bin"
   log=$(mktemp)
   timeout 900 mpirun --oversubscribe --bind-to none -np "$np" "$bin" --gtest_color=no 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
-  p=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n1)
-  f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' "$log" | tail -n1)
+  if [ "$rc" -ne 0 ]; then
+    status=1
+    grep -q '^\[  FAILED  \] [0-9]' "$log" ||
+      echo "[  FAILED  ] 1 test: mpirun -np $np $bin exited with code $rc without reporting a failed test"
+  fi
   rm -f "$log"
-  if [ "$rc" -ne 0 ] && [ -z "$f" ]; then f=1; fi
-  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
 done
+passed=0 failed=0
 # Faults: one failing or hanging rank must end every rank, non-zero, with a message naming it, in bounded time.
 train=${TRAIN_BIN:-$(dirname "$bin")/train}
 work=$(mktemp -d)
@@ -56,4 +59,5 @@ fi
 rm -rf "$work"
 
 echo "[  PASSED  ] $passed tests."
-if [ "$failed" -gt 0 ]; then echo "[  FAILED  ] $failed tests, listed above."; exit 1; fi
+if [ "$failed" -gt 0 ]; then echo "[  FAILED  ] $failed tests, listed above."; status=1; fi
+exit $status
