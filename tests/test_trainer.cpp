@@ -29,6 +29,7 @@
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/memory_check.h"
+#include "train/model_presets.h"
 #include "train/optimizer.h"
 #include "train/trainer.h"
 #include "util/files.h"
@@ -433,6 +434,36 @@ TEST_F(TrainerTest, FlagErrorsAreClear) {
   o = base("errors");
   o.data_path = dir_ + "/missing.bin";
   EXPECT_NE(error_of(o).find("missing.bin"), std::string::npos);
+}
+
+// A CPU run larger than the host's memory stops before allocating, naming the sizes that ask for the memory (it used
+// to end in std::bad_alloc, which says nothing about what was too large).
+TEST_F(TrainerTest, AModelLargerThanHostMemoryIsRefusedNamingItsSizes) {
+  // ~1.5·10¹² parameters (under the config limit): 6 TB of f32 weights, more than any host has available.
+  write_file_atomic(dir_ + "/huge.json", R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+    "hidden_size": 65536, "intermediate_size": 131072, "num_attention_heads": 512, "num_key_value_heads": 512,
+    "num_hidden_layers": 40, "vocab_size": 50, "rms_norm_eps": 1e-5, "max_position_embeddings": 16})");
+  TrainOptions o = base("huge");
+  o.model_config = dir_ + "/huge.json";
+  const std::string e = error_of(o);
+  EXPECT_NE(e.find("of host memory"), std::string::npos) << e;
+  EXPECT_NE(e.find("hidden_size 65536"), std::string::npos) << e;
+  EXPECT_NE(e.find("num_hidden_layers 40"), std::string::npos) << e;
+  EXPECT_NE(e.find("is available (MemAvailable)"), std::string::npos) << e;
+}
+
+TEST(HostBackendMemory, PlansAreComparedWithTheAvailableMemoryPerHost) {
+  auto backend = create_backend("cpu");
+  ModelOptions mo;
+  ASSERT_TRUE(model_preset("demo", &mo.config));
+  mo.seq_len = 64;
+  mo.checkpoint_layers = mo.config.num_hidden_layers;
+  const size_t need = plan_rank_memory(*backend, mo, 0, 1).total();
+  EXPECT_NO_THROW(check_host_backend_memory(*backend, mo, 0, 1, 1, 0));         // unknown: not checked
+  EXPECT_NO_THROW(check_host_backend_memory(*backend, mo, 0, 1, 1, need));      // exactly fits
+  EXPECT_NO_THROW(check_host_backend_memory(*backend, mo, 0, 2, 2, 2 * need));  // two ranks, each its own plan
+  EXPECT_THROW(check_host_backend_memory(*backend, mo, 0, 1, 1, need - 1), Error);
+  EXPECT_THROW(check_host_backend_memory(*backend, mo, 0, 2, 2, 2 * need - 1), Error);
 }
 
 // Options out of their flag's range (or NaN/inf) stop the run before anything is written, naming the option, the

@@ -127,6 +127,26 @@ void check_host_memory(size_t host_bytes, int ranks_on_host, size_t available_by
            "--model_max_length, or set --offload_checkpoints false");
 }
 
+void check_host_backend_memory(Backend& backend, const ModelOptions& options, int zero_stage, int ranks,
+                               int ranks_on_host, size_t available_bytes) {
+  DeviceMemoryState state;
+  if (backend.device_memory(&state) || available_bytes == 0) return;
+  const DeviceMemoryNeeds n = plan_rank_memory(backend, options, zero_stage, ranks);
+  const size_t all = n.total() * size_t(std::max(ranks_on_host, 1));
+  if (all <= available_bytes) return;
+  const LlamaConfig& c = options.config;
+  fail("this run needs ", format_gib(n.total()), " of host memory",
+       ranks_on_host > 1 ? str_cat(" per rank (", format_gib(all), " for the ", ranks_on_host, " ranks on this host)")
+                         : std::string(),
+       " — frozen weights ", format_gib(n.frozen_weights), ", trainable weights ", format_gib(n.trainable_weights),
+       ", gradients ", format_gib(n.gradients), ", optimizer state ", format_gib(n.optimizer), ", activations ",
+       format_gib(n.activations + n.gather_slots), " (vocab_size ", c.vocab_size, ", hidden_size ", c.hidden_size,
+       ", num_hidden_layers ", c.num_hidden_layers, ", ", options.batch, " × ", options.seq_len,
+       " tokens per micro-batch) — but only ", format_gib(available_bytes),
+       " is available (MemAvailable); use --device cuda, fewer tokens per micro-batch (--model_max_length, "
+       "--per_device_train_batch_size), or more ranks with --zero_stage 3");
+}
+
 DeviceMemoryNeeds check_device_memory(Backend& backend, const ModelOptions& options, int zero_stage, int ranks) {
   DeviceMemoryNeeds needs = plan_rank_memory(backend, options, zero_stage, ranks);
   DeviceMemoryState state;

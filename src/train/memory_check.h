@@ -44,6 +44,12 @@ std::vector<size_t> activations_by_checkpoint_layers(Backend& backend, const Mod
 // each (MemoryPlan::host_staging) exceeds `available_bytes` (0: unknown, no check).
 void check_host_memory(size_t host_bytes, int ranks_on_host, size_t available_bytes);
 
+// Host backends (CPU ranks): throws ll::Error when `ranks_on_host` ranks' plans (plan_rank_memory each) exceed
+// `available_bytes` (0: unknown, no check), naming the parts and the sizes that drive them, before anything large is
+// allocated (a bad_alloc later would not say what asked for the memory). Device backends: no check here.
+void check_host_backend_memory(Backend& backend, const ModelOptions& options, int zero_stage, int ranks,
+                               int ranks_on_host, size_t available_bytes);
+
 // Device backends: throws ll::Error with device_memory_shortfall's message when the plan does not fit the free
 // memory (what the backend already holds counts as workspace and as free). Host backends: no check. Returns the
 // plan (for printing).

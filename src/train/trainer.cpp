@@ -266,6 +266,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   check_host_memory(host_staging, world->local_size(),
                     o.pretend_host_memory > 0 ? size_t(o.pretend_host_memory) : available_host_memory());
   // On a GPU: stop now, with what would fit, when the plan exceeds the free device memory.
+  check_host_backend_memory(be, mo, int(o.zero_stage), comm.size(), world->local_size(), available_host_memory());
   check_device_memory(be, mo, int(o.zero_stage), comm.size());
   LlamaModel model(be, mo);
   // ZeRO-3: every parameter lives sharded over the ranks; the storage gathers a group when the model uses it.
