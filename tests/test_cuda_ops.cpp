@@ -19,7 +19,7 @@
 #include "model/llama.h"
 #include "tensor_host.h"
 #include "test_util.h"
-#include "train/optimizer.h"
+#include "optim/adamw.h"
 
 #ifdef LONGLORA_WITH_CUDA
 #include "cuda/cuda_backend.h"

@@ -11,7 +11,7 @@
 #include "model/params.h"
 #include "tensor_host.h"
 #include "test_util.h"
-#include "train/optimizer.h"
+#include "optim/adamw.h"
 
 namespace ll {
 namespace {

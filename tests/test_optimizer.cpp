@@ -8,7 +8,7 @@
 #include "model/llama.h"
 #include "tensor_host.h"
 #include "test_util.h"
-#include "train/optimizer.h"
+#include "optim/adamw.h"
 #include "train/schedule.h"
 
 namespace ll {

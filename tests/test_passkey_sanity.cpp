@@ -9,7 +9,7 @@
 #include "eval/generate.h"
 #include "eval/passkey.h"
 #include "eval_test_util.h"
-#include "train/optimizer.h"
+#include "optim/adamw.h"
 
 namespace ll {
 namespace {

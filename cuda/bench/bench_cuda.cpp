@@ -38,7 +38,7 @@
 #include "profiling_backend.h"
 #include "tensor_host.h"
 #include "train/memory_check.h"
-#include "train/optimizer.h"
+#include "optim/adamw.h"
 #include "util/error.h"
 #include "util/flags.h"
 

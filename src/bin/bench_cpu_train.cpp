@@ -9,7 +9,7 @@
 #include "backend.h"
 #include "model/llama.h"
 #include "train/model_presets.h"
-#include "train/optimizer.h"
+#include "optim/adamw.h"
 #include "util/error.h"
 #include "util/files.h"
 #include "util/flags.h"

@@ -1,4 +1,4 @@
-#include "train/optimizer.h"
+#include "optim/adamw.h"
 
 #include <cmath>
 
