@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "model/registry.h"
+
 namespace ll::perf {
 
 namespace {
@@ -25,24 +27,25 @@ double masked_attention_flops(int64_t batch, int64_t seq_len, int64_t heads, int
   return 4.0 * double(batch) * double(head_dim) * pairs * pass_factor(pass);
 }
 
-double matmul_params(const LlamaConfig& c) {
-  const double D = double(c.hidden_size), F = double(c.intermediate_size);
-  const double per_layer = D * double(c.q_dim()) + 2.0 * D * double(c.kv_dim()) + double(c.q_dim()) * D + 3.0 * D * F;
-  return double(c.num_hidden_layers) * per_layer + double(c.vocab_size) * D;
+double matmul_params(const ModelConfig& c) {
+  double n = 0;  // exact: every count is far below 2^53
+  for (const ParamSpec& s : architecture_for(c.model_type).parameter_table(c))
+    if (s.role == ParamRole::Linear || s.role == ParamRole::OutputHead) n += double(s.shape[0]) * double(s.shape[1]);
+  return n;
 }
 
 namespace {
-double attention_forward_per_token(const LlamaConfig& c, int64_t seq_len, int64_t s2_group) {
+double attention_forward_per_token(const ModelConfig& c, int64_t seq_len, int64_t s2_group) {
   const double span = s2_group > 0 ? double(s2_group) : double(seq_len);
   return 2.0 * double(c.num_hidden_layers) * double(c.hidden_size) * span;
 }
 }  // namespace
 
-double lora_model_flops_per_token(const LlamaConfig& c, int64_t seq_len, int64_t s2_group) {
+double lora_model_flops_per_token(const ModelConfig& c, int64_t seq_len, int64_t s2_group) {
   return 4.0 * matmul_params(c) + 3.0 * attention_forward_per_token(c, seq_len, s2_group);
 }
 
-double lora_hardware_flops_per_token(const LlamaConfig& c, int64_t seq_len, int64_t s2_group,
+double lora_hardware_flops_per_token(const ModelConfig& c, int64_t seq_len, int64_t s2_group,
                                      double recomputed_share) {
   const double extra =
       recomputed_share * (2.0 * matmul_params(c) + attention_forward_per_token(c, seq_len, s2_group));

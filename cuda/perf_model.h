@@ -17,17 +17,17 @@ double flash_attention_flops(int64_t batch, int64_t seq_len, int64_t heads, int6
 double masked_attention_flops(int64_t batch, int64_t seq_len, int64_t heads, int64_t head_dim,
                               const AttentionMask& mask, Pass pass);
 
-// Matrix-product parameters of a Llama model: every projection of every layer plus the LM head (the embedding
+// Matrix-product parameters of a model: every linear of its parameter table plus the output head (the embedding
 // lookup is not a product).
-double matmul_params(const LlamaConfig& c);
+double matmul_params(const ModelConfig& c);
 
 // Per-token FLOPs of a LoRA step (§4.3): frozen products cost 4N (forward + input gradient), attention 3× its
 // forward (model FLOPs). Attention forward per token = 2·layers·hidden·s for causal attention over s tokens and
 // 2·layers·hidden·G for S2 with group G. The adapters' own FLOPs (~6·r·(in+out) per adapted module) are ignored.
-double lora_model_flops_per_token(const LlamaConfig& c, int64_t seq_len, int64_t s2_group);
+double lora_model_flops_per_token(const ModelConfig& c, int64_t seq_len, int64_t s2_group);
 // Hardware FLOPs with per-layer recomputation (activation checkpointing) of a share (0..1: recomputed layers /
 // all layers) of the model: one more forward of that share, 6N + 4× attention when every layer is recomputed.
-double lora_hardware_flops_per_token(const LlamaConfig& c, int64_t seq_len, int64_t s2_group, double recomputed_share);
+double lora_hardware_flops_per_token(const ModelConfig& c, int64_t seq_len, int64_t s2_group, double recomputed_share);
 
 // A dense bf16 tensor-core peak in TFLOP/s for a device name (H100 SXM 989.4, A100 312, H200 989.4; 0 = unknown).
 double bf16_peak_tflops(const char* device_name);

@@ -84,7 +84,7 @@ DistributedOptimizer::DistributedOptimizer(Backend& backend, ParamStore& params,
     const Tensor grad = stage == 2 ? shard_grad_.elements(p.shard_offset, p.count) : p.grad;
     const Tensor master = masters_ ? arena_->tensor(handles[i].master) : Tensor();
     pieces_.push_back({p.param, p.param_begin, p.count, p.value, grad, arena_->tensor(handles[i].m),
-                       arena_->tensor(handles[i].v), master, !p.param->is_norm(), p.bucket});
+                       arena_->tensor(handles[i].v), master, weight_decay_applies(*p.param), p.bucket});
     // The masters start as the widened working weights (loaded or initialised before the optimizer is built).
     if (masters_) backend_.convert(master, p.value);
   }

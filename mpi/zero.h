@@ -24,7 +24,7 @@
 #include "mpi/comm.h"
 #include "mpi/zero3.h"
 #include "mpi/zero_plan.h"
-#include "train/optimizer.h"
+#include "optim/adamw.h"
 
 namespace ll {
 

@@ -38,6 +38,13 @@ inline const char* dtype_name(DType t) {
 
 inline const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
 
+// "[32,8]": a shape in messages.
+inline std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 template <typename T> constexpr DType dtype_of();
 template <> constexpr DType dtype_of<float>() { return DType::F32; }
 template <> constexpr DType dtype_of<double>() { return DType::F64; }
@@ -101,11 +108,7 @@ struct Tensor {
 
   std::vector<int64_t> dims() const { return std::vector<int64_t>(shape, shape + ndim); }
 
-  std::string shape_str() const {
-    std::string s = "[";
-    for (int i = 0; i < ndim; ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-    return s + "]";
-  }
+  std::string shape_str() const { return shape_text(dims()); }
 
  private:
   void set_shape(const int64_t* dims, size_t n) {

@@ -20,7 +20,8 @@
 #include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
 #include "io/peft.h"
-#include "model/llama.h"
+#include "model/model.h"
+#include "model/param_select.h"
 #include "tensor_host.h"
 #include "test_data_util.h"
 #include "test_util.h"
@@ -29,10 +30,10 @@
 
 namespace ll::test {
 
-inline LlamaConfig small_config(int64_t vocab, int64_t max_pos = 64) {
-  LlamaConfig c;
+inline ModelConfig small_config(int64_t vocab, int64_t max_pos = 64) {
+  ModelConfig c;
   c.hidden_size = 16, c.intermediate_size = 32, c.num_attention_heads = 4, c.num_key_value_heads = 2;
-  c.num_hidden_layers = 2, c.vocab_size = vocab, c.max_position_embeddings = max_pos, c.rms_norm_eps = 1e-5;
+  c.num_hidden_layers = 2, c.vocab_size = vocab, c.max_position_embeddings = max_pos, c.norm_eps = 1e-5;
   return c;
 }
 
@@ -47,7 +48,7 @@ inline void randomize(ParamStore& params, Backend& backend, uint64_t seed, doubl
 }
 
 // A random HF folder (f32 safetensors + config.json) at `dir`.
-inline void write_random_hf_folder(const std::string& dir, const LlamaConfig& config, uint64_t seed,
+inline void write_random_hf_folder(const std::string& dir, const ModelConfig& config, uint64_t seed,
                                    double scale = 0.3) {
   std::unique_ptr<Backend> backend = create_backend("cpu");
   ParamStore s(*backend, config, {}, {});
@@ -68,10 +69,10 @@ inline void write_random_adapter(const std::string& dir, const std::string& base
   const bool pad = vocab == mo.config.vocab_size + 1;
   mo.config.vocab_size = vocab;
   mo.lora.rank = 4, mo.lora.alpha = 8;
-  mo.lora.targets = LoraConfig::parse_targets("q,k,v,o");
-  mo.trainable.embed = mo.trainable.norm = true;
+  mo.lora.targets = parse_lora_targets("q,k,v,o", mo.config);
+  mo.trainable = TrainableConfig::parse("embed,norm");
   mo.batch = 1, mo.seq_len = 4;
-  LlamaModel model(*backend, mo);
+  Model model(*backend, mo);
   load_hf_weights(base, model.params(), *backend, {pad});
   Rng rng(seed);
   for (Param& p : model.params().all()) {

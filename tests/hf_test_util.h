@@ -38,15 +38,15 @@ class TempDir {
 };
 
 // GQA 4/2 heads, Dh 4, two layers: small enough that sharding with a 4 KB cap gives several shards.
-inline LlamaConfig tiny_llama(int64_t vocab = 11, bool tied = false) {
-  LlamaConfig c;
+inline ModelConfig tiny_llama(int64_t vocab = 11, bool tied = false) {
+  ModelConfig c;
   c.hidden_size = 16;
   c.intermediate_size = 24;
   c.num_attention_heads = 4;
   c.num_key_value_heads = 2;
   c.num_hidden_layers = 2;
   c.vocab_size = vocab;
-  c.rms_norm_eps = 1e-5;
+  c.norm_eps = 1e-5;
   c.max_position_embeddings = 32;
   c.tie_word_embeddings = tied;
   return c;

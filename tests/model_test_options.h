@@ -1,7 +1,7 @@
 // The two model shapes the CPU model tests build on; each test then sets what it is about (trainables, LoRA,
 // checkpointing, PI factor, ...).
 #pragma once
-#include "model/llama.h"
+#include "model/model.h"
 
 namespace ll::test {
 

@@ -18,6 +18,7 @@
 #include "io/hf_config.h"
 #include "io/merge.h"
 #include "io/peft.h"
+#include "model/param_select.h"
 #include "util/error.h"
 #include "util/files.h"
 
@@ -105,7 +106,7 @@ TEST(ConfigChecks, ConfigSizesAreBoundedWithoutWeights) {
 }
 
 TEST(ConfigChecks, WeightsMustFitTheMemoryTheyWillLiveIn) {
-  LlamaConfig c = test::small_config(1000000000);  // within every limit but ~30 TiB of weights
+  ModelConfig c = test::small_config(1000000000);  // within every limit but ~30 TiB of weights
   c.hidden_size = 8192, c.num_attention_heads = 64, c.num_key_value_heads = 8;
   const std::unique_ptr<Backend> cpu = create_backend("cpu");
   expect_phrases(error_of([&] { check_weights_fit_memory(c, {}, *cpu, "my/config.json"); }),
@@ -113,7 +114,7 @@ TEST(ConfigChecks, WeightsMustFitTheMemoryTheyWillLiveIn) {
   EXPECT_NO_THROW(check_weights_fit_memory(test::small_config(100), {}, *cpu, "small"));
   LoraConfig huge_rank;
   huge_rank.rank = int64_t(1) << 31;
-  huge_rank.targets = LoraConfig::parse_targets("q,v");
+  huge_rank.targets = parse_lora_targets("q,v", test::small_config(100));
   expect_phrases(error_of([&] { check_weights_fit_memory(test::small_config(100), huge_rank, *cpu, "w"); }),
                  {"LoRA r 2147483648"});
 }
@@ -125,7 +126,7 @@ TEST(ConfigChecks, AdapterRankMustMatchItsTensors) {
   nlohmann::json j = nlohmann::json::parse(read_text_file(adapter.file("adapter_config.json")));
   j["r"] = int64_t(1) << 31;
   write_file_atomic(adapter.file("adapter_config.json"), j.dump(2));
-  expect_phrases(error_of([&] { read_adapter_config(adapter.path()); }),
+  expect_phrases(error_of([&] { read_adapter_config(adapter.path(), read_hf_config(base.path()).model); }),
                  {adapter.file("adapter_config.json"), "`r` is 2147483648", "lora_A.weight", "[4,32]"});
   // What eval and merge run into: the same error, before any model is built.
   EvalModelOptions eo;

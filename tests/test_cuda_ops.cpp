@@ -16,10 +16,11 @@
 #include "backend.h"
 #include "cpu/cpu_backend.h"
 #include "dropout_mask.h"
-#include "model/llama.h"
+#include "model/model.h"
+#include "model/param_select.h"
 #include "tensor_host.h"
 #include "test_util.h"
-#include "train/optimizer.h"
+#include "optim/adamw.h"
 
 #ifdef LONGLORA_WITH_CUDA
 #include "cuda/cuda_backend.h"
@@ -39,8 +40,8 @@ ModelOptions e2e_options() {
   o.attention.use_s2 = true;  // G = 16
   o.lora.rank = 4;
   o.lora.alpha = 8;
-  o.lora.targets = LoraConfig::parse_targets("q_proj,k_proj,v_proj,o_proj");
-  o.trainable = TrainableConfig{false, true, true, false};  // LongLoRA's LoRA+: embeddings and norms train too
+  o.lora.targets = parse_lora_targets("q_proj,k_proj,v_proj,o_proj", o.config);
+  o.trainable = TrainableConfig::parse("embed,norm");  // LongLoRA's LoRA+: embeddings and norms train too
   o.ce_chunk_rows = 48;                                     // several cross-entropy chunks, one partial
   return o;
 }
@@ -53,7 +54,7 @@ struct RunResult {
 
 // 20 AdamW steps on fixed random batches. `init` supplies the initial weights (by parameter name).
 RunResult train(Backend& backend, const std::vector<std::pair<std::string, std::vector<double>>>& init, int steps) {
-  LlamaModel model(backend, e2e_options());
+  Model model(backend, e2e_options());
   for (const auto& [name, values] : init) upload_f64(backend, model.params().get(name).value, values);
   AdamW opt(backend, model.params(), AdamWConfig{0.9, 0.999, 1e-8, 0.0});
   Rng rng(99);
@@ -86,7 +87,7 @@ TEST(CudaEndToEndSetup, TheReferenceRunLearnsOnTheCpu) {
   CpuBackend<float> cpu;
   std::vector<std::pair<std::string, std::vector<double>>> init;
   {
-    LlamaModel model(cpu, e2e_options());
+    Model model(cpu, e2e_options());
     model.init_random(7, 0.05);
     for (Param& p : model.params().all()) init.push_back({p.name, download_f64(cpu, p.value)});
   }
@@ -1165,11 +1166,11 @@ TEST_F(CudaOps, TwentyTrainingStepsFollowTheCpuAndTwoGpuRunsAreBitIdentical) {
   // Initial weights drawn once on the GPU model (so bf16-rounded), then given to both backends.
   std::vector<std::pair<std::string, std::vector<double>>> init;
   {
-    LlamaModel model(gpu(), e2e_options());
+    Model model(gpu(), e2e_options());
     model.init_random(7, 0.05);
     // LoRA B starts at zero (PEFT); give it small values so the adapters matter from step 1.
     for (Param& p : model.params().all()) {
-      if (p.kind == ParamKind::LoraB) upload_f64(gpu(), p.value, test::random_vector(rng, p.numel(), 0.02));
+      if (p.role == ParamRole::LoraB) upload_f64(gpu(), p.value, test::random_vector(rng, p.numel(), 0.02));
       init.push_back({p.name, download_f64(gpu(), p.value)});
     }
   }
@@ -1192,7 +1193,7 @@ TEST_F(CudaOps, KvCacheDecodingMatchesTheCpu) {
   o.attention.use_s2 = false;
   o.batch = 1;
   o.seq_len = 16;  // prefill chunks of 16
-  LlamaModel g(gpu(), o), c(cpu, o);
+  Model g(gpu(), o), c(cpu, o);
   g.init_random(3, 0.05);
   for (Param& p : g.params().all()) upload_f64(cpu, c.params().get(p.name).value, download_f64(gpu(), p.value));
   Rng r(4);
@@ -1214,7 +1215,7 @@ TEST_F(CudaOps, OffloadedCheckpointsAreBitIdenticalOnTheGpu) {
   auto run = [&](bool offload, std::vector<double>* losses) {
     ModelOptions x = o;
     x.offload_checkpoints = offload;
-    LlamaModel model(gpu(), x);
+    Model model(gpu(), x);
     model.init_random(11, 0.05);
     EXPECT_EQ(model.memory_plan().host_staging, offload ? size_t(3 * 2 * 64 * 256 * 2) : size_t(0));
     Rng r(12);

@@ -8,10 +8,11 @@
 #include <cstring>
 
 #include "cpu/cpu_backend.h"
+#include "model/param_select.h"
 #include "model/params.h"
 #include "tensor_host.h"
 #include "test_util.h"
-#include "train/optimizer.h"
+#include "optim/adamw.h"
 
 namespace ll {
 namespace {
@@ -98,8 +99,8 @@ class HostMixedBackend final : public Backend {
   int allocations = 0, converts = 0;
 };
 
-LlamaConfig tiny_config() {
-  LlamaConfig c;
+ModelConfig tiny_config() {
+  ModelConfig c;
   c.hidden_size = 8;
   c.intermediate_size = 12;
   c.num_attention_heads = 2;
@@ -113,8 +114,8 @@ TEST(AdamWMasters, MixedPrecisionBackendsGetF32MastersInitialisedByAWideningCopy
   HostMixedBackend backend;
   LoraConfig lora;
   lora.rank = 2;
-  lora.targets = LoraConfig::parse_targets("q_proj,v_proj");
-  ParamStore params(backend, tiny_config(), lora, TrainableConfig{false, true, true, false});
+  lora.targets = parse_lora_targets("q_proj,v_proj", tiny_config());
+  ParamStore params(backend, tiny_config(), lora, TrainableConfig::parse("embed,norm"));
   Rng rng(1);
   for (Param& p : params.all()) upload_f64(backend, p.value, test::random_vector(rng, p.numel()));
   AdamW opt(backend, params, AdamWConfig{});
@@ -137,7 +138,7 @@ TEST(AdamWMasters, MixedPrecisionBackendsGetF32MastersInitialisedByAWideningCopy
 
 TEST(AdamWMasters, SmallUpdatesAccumulateInTheMasterAndTheWorkingCopyIsItsRounding) {
   HostMixedBackend backend;
-  ParamStore params(backend, tiny_config(), LoraConfig{}, TrainableConfig{false, false, true, false});  // norms
+  ParamStore params(backend, tiny_config(), LoraConfig{}, TrainableConfig::parse("norm"));  // norms
   for (Param& p : params.all()) upload_f64(backend, p.value, std::vector<double>(size_t(p.numel()), 1.0));
   AdamW opt(backend, params, AdamWConfig{0.9, 0.999, 1e-8, 0.0});
   // lr 1e-4 per step moves a weight of 1.0 by ~1e-4: below bf16's spacing there (2^-7), so without masters the
@@ -165,7 +166,7 @@ TEST(AdamWMasters, SmallUpdatesAccumulateInTheMasterAndTheWorkingCopyIsItsRoundi
 TEST(AdamWMasters, SameDtypeBackendsKeepNoMasters) {
   // The CPU path is unchanged: its weights are the masters (covered in depth by test_optimizer.cpp).
   CpuBackend<float> cpu;
-  ParamStore params(cpu, tiny_config(), LoraConfig{}, TrainableConfig{false, true, true, false});
+  ParamStore params(cpu, tiny_config(), LoraConfig{}, TrainableConfig::parse("embed,norm"));
   AdamW opt(cpu, params, AdamWConfig{});
   EXPECT_FALSE(opt.has_masters());
   for (const OptimizerSlot& s : opt.slots()) EXPECT_TRUE(s.master.empty()) << s.param->name;

@@ -654,7 +654,7 @@ TEST(PerfModel, FlashAttentionConventionAndMaskedPairs) {
 }
 
 TEST(PerfModel, LlamaTwo7BLoraFlopsPerTokenMatchThePerfNotes) {
-  LlamaConfig c;
+  ModelConfig c;
   c.hidden_size = 4096, c.intermediate_size = 11008, c.num_attention_heads = 32, c.num_key_value_heads = 32;
   c.num_hidden_layers = 32, c.vocab_size = 32000;
   EXPECT_NEAR(perf::matmul_params(c) / 1e9, 6.607, 0.001);

@@ -103,7 +103,7 @@ TEST(EvalModelLoad, PadRowIsTheMeanAndMismatchesAreNamed) {
     EXPECT_NEAR(head[size_t(37 * D + d)], mean / 37, 1e-6) << "column " << d;
   }
   // An adapter made for another base (vocabulary 50 + 1): named in the error.
-  LlamaConfig c = test::small_config(50, 64);
+  ModelConfig c = test::small_config(50, 64);
   c.hidden_size = 32, c.intermediate_size = 64;
   test::write_random_hf_folder(other_base.path(), c, 4);
   test::write_random_adapter(other_adapter.path(), other_base.path(), 51, 5, std::nullopt);
@@ -113,7 +113,7 @@ TEST(EvalModelLoad, PadRowIsTheMeanAndMismatchesAreNamed) {
   EXPECT_NE(msg.find("51"), std::string::npos) << msg;
   // Same vocabulary (via --add_pad_token false on a 37-row adapter), wrong shapes: the loader names the file.
   test::TempDir narrow_base, narrow_adapter;
-  LlamaConfig n = test::small_config(37, 64);  // hidden 16 instead of hf_tiny's 32
+  ModelConfig n = test::small_config(37, 64);  // hidden 16 instead of hf_tiny's 32
   test::write_random_hf_folder(narrow_base.path(), n, 6);
   test::write_random_adapter(narrow_adapter.path(), narrow_base.path(), 37, 7, std::nullopt);
   o.peft_model = narrow_adapter.path();

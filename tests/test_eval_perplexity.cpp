@@ -180,10 +180,10 @@ TEST(EvalPerplexity, AdapterWithoutMergingEqualsMergedWeights) {
   mo.config = read_hf_config(tiny).model;
   mo.config.vocab_size = 38;
   mo.config.rope_scaling_factor = 4.0;
-  mo.lora = read_adapter_config(adapter.path()).lora;
+  mo.lora = read_adapter_config(adapter.path(), mo.config).lora;
   mo.batch = 1;
   mo.seq_len = 48;
-  LlamaModel model(*backend, mo);
+  Model model(*backend, mo);
   load_hf_weights(tiny, model.params(), *backend, {true});
   load_adapter(adapter.path(), model.params(), *backend);
   merge_lora(model.params(), *backend, mo.lora);

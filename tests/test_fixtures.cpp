@@ -10,7 +10,8 @@
 
 #include "cpu/cpu_backend.h"
 #include "io/safetensors.h"
-#include "model/llama.h"
+#include "model/model.h"
+#include "model/param_select.h"
 #include "tensor_host.h"
 #include "test_util.h"
 
@@ -51,7 +52,7 @@ ModelOptions options_from(const nlohmann::json& j) {
   o.config.num_key_value_heads = j.at("num_key_value_heads");
   o.config.num_hidden_layers = j.at("num_hidden_layers");
   o.config.vocab_size = j.at("vocab_size");
-  o.config.rms_norm_eps = j.at("rms_norm_eps");
+  o.config.norm_eps = j.at("rms_norm_eps");
   o.config.rope_theta = j.at("rope_theta");
   o.config.rope_scaling_factor = j.at("rope_scaling_factor");
   o.config.tie_word_embeddings = j.at("tie_word_embeddings");
@@ -65,13 +66,11 @@ ModelOptions options_from(const nlohmann::json& j) {
   o.lora.alpha = j.at("lora_alpha");
   std::string targets;
   for (const auto& t : j.at("lora_targets")) targets += t.get<std::string>() + ",";
-  o.lora.targets = LoraConfig::parse_targets(targets);
+  o.lora.targets = parse_lora_targets(targets, o.config);
   for (const auto& t : j.at("trainable")) {
     const std::string s = t;
     if (s == "all") o.trainable.all = true;
-    if (s == "embed") o.trainable.embed = true;
-    if (s == "norm") o.trainable.norm = true;
-    if (s == "lm_head") o.trainable.lm_head = true;
+    if (s == "embed" || s == "norm" || s == "lm_head") o.trainable.names.push_back(s);
   }
   return o;
 }
@@ -93,7 +92,7 @@ TEST_P(FixtureParity, LogitsLossAndEveryGradient) {
   const ModelOptions o = options_from(cfg);
 
   std::unique_ptr<Backend> backend = create_backend(c.backend);
-  LlamaModel model(*backend, o);
+  Model model(*backend, o);
   EXPECT_EQ(model.mask().kind, cfg.at("attention") == "full"  ? MaskKind::Causal
                                : cfg.at("attention") == "s2"  ? MaskKind::S2
                                                               : MaskKind::S2Roll);

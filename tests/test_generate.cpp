@@ -27,7 +27,7 @@ ModelOptions model_options(int64_t vocab, int64_t seq_len) {
   return o;
 }
 
-std::vector<double> last_row(LlamaModel& full, const std::vector<int32_t>& ids, int64_t vocab) {
+std::vector<double> last_row(Model& full, const std::vector<int32_t>& ids, int64_t vocab) {
   full.set_seq_len(int64_t(ids.size()));
   const std::vector<double> all = full.logits(ids.data());
   return std::vector<double>(all.end() - vocab, all.end());
@@ -36,7 +36,7 @@ std::vector<double> last_row(LlamaModel& full, const std::vector<int32_t>& ids, 
 TEST(Generate, GreedyEqualsArgmaxOfFullForwardAtEveryStep) {
   CpuBackend<float> backend;
   const int64_t V = 29, P = 7, N = 12;
-  LlamaModel cached(backend, model_options(V, 5)), full(backend, model_options(V, P + N));  // prefill chunks of 5
+  Model cached(backend, model_options(V, 5)), full(backend, model_options(V, P + N));  // prefill chunks of 5
   test::randomize(cached.params(), backend, 11, 0.5);
   for (Param& p : cached.params().all()) backend.copy(full.params().get(p.name).value, p.value);
   const std::vector<int32_t> prompt = {1, 4, 9, 16, 25, 7, 3};
@@ -72,7 +72,7 @@ TEST(Generate, GreedyEqualsArgmaxOfFullForwardAtEveryStep) {
 TEST(Generate, PrefixReuseGivesAFreshPrefillsLogits) {
   CpuBackend<float> backend;
   const int64_t V = 23;
-  LlamaModel a(backend, model_options(V, 4)), b(backend, model_options(V, 4));
+  Model a(backend, model_options(V, 4)), b(backend, model_options(V, 4));
   test::randomize(a.params(), backend, 12, 0.5);
   for (Param& p : a.params().all()) backend.copy(b.params().get(p.name).value, p.value);
   InferenceSession reuse(a, 40), fresh(b, 40);
@@ -198,7 +198,7 @@ TEST_F(GenerateCommandTest, GreedyTokensAndStreamedText) {
   ModelOptions mo;
   mo.config = read_hf_config(dir_.path()).model;
   mo.seq_len = int64_t(ids.size()) + 6;
-  LlamaModel full(*backend, mo);
+  Model full(*backend, mo);
   load_hf_weights(dir_.path(), full.params(), *backend);
   std::vector<int32_t> expect;
   for (int k = 0; k < 6; ++k) {

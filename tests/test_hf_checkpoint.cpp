@@ -15,7 +15,8 @@
 #include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
-#include "model/llama.h"
+#include "model/model.h"
+#include "model/param_select.h"
 #include "tensor_host.h"
 #include "util/files.h"
 
@@ -51,7 +52,7 @@ TEST(HfConfig, Llama2StyleDefaults) {
   EXPECT_EQ(h.model.num_key_value_heads, 4) << "absent num_key_value_heads defaults to num_attention_heads";
   EXPECT_EQ(h.model.num_hidden_layers, 3);
   EXPECT_EQ(h.model.vocab_size, 32000);
-  EXPECT_EQ(h.model.rms_norm_eps, 1e-5);
+  EXPECT_EQ(h.model.norm_eps, 1e-5);
   EXPECT_EQ(h.model.rope_theta, 10000.0) << "absent rope_theta (transformers < 4.33) defaults to 10000";
   EXPECT_EQ(h.model.rope_scaling_factor, 1.0);
   EXPECT_EQ(h.model.max_position_embeddings, 4096);
@@ -96,7 +97,7 @@ TEST(HfConfig, ReadsTheFolderTransformersSaved) {
   const HfConfig h = read_hf_config(dir);  // transformers 5 form: rope_parameters, `dtype`
   EXPECT_EQ(h.model.rope_scaling_factor, 2.0);
   EXPECT_EQ(h.model.num_key_value_heads, 2);
-  EXPECT_EQ(h.model.rms_norm_eps, 1e-6);
+  EXPECT_EQ(h.model.norm_eps, 1e-6);
   EXPECT_EQ(h.info.torch_dtype, "float32");
   EXPECT_EQ(h.info.special_token_ids.count("pad_token_id"), 0u) << "null ids are dropped";
 }
@@ -136,7 +137,7 @@ TEST(HfConfig, ErrorsNameTheField) {
 
 TEST(HfConfig, WriterRecordsRopeScalingAndRoundTrips) {
   test::TempDir dir;
-  LlamaConfig c = test::tiny_llama();
+  ModelConfig c = test::tiny_llama();
   c.rope_scaling_factor = 8.0;
   c.rope_theta = 500000.0;
   HfConfigInfo info;
@@ -154,7 +155,7 @@ TEST(HfConfig, WriterRecordsRopeScalingAndRoundTrips) {
   EXPECT_EQ(back.model.num_key_value_heads, c.num_key_value_heads);
   EXPECT_EQ(back.model.num_hidden_layers, c.num_hidden_layers);
   EXPECT_EQ(back.model.vocab_size, c.vocab_size);
-  EXPECT_EQ(back.model.rms_norm_eps, c.rms_norm_eps);
+  EXPECT_EQ(back.model.norm_eps, c.norm_eps);
   EXPECT_EQ(back.model.rope_theta, c.rope_theta);
   EXPECT_EQ(back.model.rope_scaling_factor, 8.0);
   EXPECT_EQ(back.model.max_position_embeddings, c.max_position_embeddings);
@@ -199,12 +200,12 @@ class HfCheckpoint : public ::testing::Test {
   std::unique_ptr<Backend> backend_ = create_backend("cpu");
   test::TempDir dir_;
 
-  std::unique_ptr<ParamStore> store(const LlamaConfig& c, const LoraConfig& lora = {}) {
+  std::unique_ptr<ParamStore> store(const ModelConfig& c, const LoraConfig& lora = {}) {
     return std::make_unique<ParamStore>(*backend_, c, lora, TrainableConfig{});
   }
   std::vector<double> values(Param& p) { return download_f64(*backend_, p.value); }
   // A saved random model and its store.
-  std::unique_ptr<ParamStore> saved(const std::string& dir, const HfSaveOptions& o, const LlamaConfig& c) {
+  std::unique_ptr<ParamStore> saved(const std::string& dir, const HfSaveOptions& o, const ModelConfig& c) {
     auto s = store(c);
     test::fill_params(*s, *backend_, 7);
     save_hf_folder(dir, *s, *backend_, c, o);
@@ -304,7 +305,7 @@ TEST_F(HfCheckpoint, MissingTensorAndWrongShapeAreNamed) {
   HfSaveOptions o;
   o.dtype = DType::F32;
   auto a = saved(dir_.path(), o, test::tiny_llama());
-  LlamaConfig wider = test::tiny_llama();
+  ModelConfig wider = test::tiny_llama();
   wider.intermediate_size = 32;
   auto b = store(wider);
   std::string msg = error_of([&] { load_hf_weights(dir_.path(), *b, *backend_); });
@@ -313,14 +314,14 @@ TEST_F(HfCheckpoint, MissingTensorAndWrongShapeAreNamed) {
   EXPECT_NE(msg.find("[32,16]"), std::string::npos) << msg;
   EXPECT_NE(msg.find("model.safetensors"), std::string::npos) << msg;
 
-  LlamaConfig deeper = test::tiny_llama();
+  ModelConfig deeper = test::tiny_llama();
   deeper.num_hidden_layers = 3;
   auto c = store(deeper);
   msg = error_of([&] { load_hf_weights(dir_.path(), *c, *backend_); });
   EXPECT_NE(msg.find("missing"), std::string::npos) << msg;
   EXPECT_NE(msg.find("model.layers.2.self_attn.q_proj.weight"), std::string::npos) << msg;
 
-  LlamaConfig shallower = test::tiny_llama();
+  ModelConfig shallower = test::tiny_llama();
   shallower.num_hidden_layers = 1;
   auto d = store(shallower);
   msg = error_of([&] { load_hf_weights(dir_.path(), *d, *backend_); });
@@ -461,7 +462,7 @@ TEST_F(HfCheckpoint, PickleOnlyFolderIsRefusedWithAConversionHint) {
 TEST_F(HfCheckpoint, RefusesToDropUnmergedAdapters) {
   LoraConfig lora;
   lora.rank = 2;
-  lora.targets = LoraConfig::parse_targets("q,v");
+  lora.targets = parse_lora_targets("q,v", test::tiny_llama());
   auto a = store(test::tiny_llama(), lora);
   test::fill_params(*a, *backend_, 5);
   const std::string msg = error_of([&] { save_hf_folder(dir_.path(), *a, *backend_, test::tiny_llama(), {}); });
@@ -506,7 +507,7 @@ TEST(HfParity, TransformersLogits) {
   o.batch = ids_entry.shape[0];
   o.seq_len = ids_entry.shape[1];
   std::unique_ptr<Backend> backend = create_backend("cpu");
-  LlamaModel model(*backend, o);
+  Model model(*backend, o);
   const HfLoadReport r = load_hf_weights(dir, model.params(), *backend);
   EXPECT_EQ(r.files.size(), 3u) << "the fixture is sharded";
   std::vector<int32_t> ids(size_t(o.batch * o.seq_len));
@@ -516,7 +517,7 @@ TEST(HfParity, TransformersLogits) {
   EXPECT_LT(err, 1e-4);
   // Guard: the fixture's RoPE factor matters (a loader ignoring rope_parameters would fail above).
   o.config.rope_scaling_factor = 1.0;
-  LlamaModel unscaled(*backend, o);
+  Model unscaled(*backend, o);
   load_hf_weights(dir, unscaled.params(), *backend);
   EXPECT_GT(test::rel_error(unscaled.logits(ids.data()), test::file_values(ref.entry("logits"))), 1e-3);
 }

@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "cpu/cpu_backend.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "tensor_host.h"
 #include "test_util.h"
 
@@ -23,7 +23,7 @@ template <typename T>
 void check_cached_decoding(double tolerance) {
   CpuBackend<T> backend;
   const int64_t N = 17;
-  LlamaModel full(backend, options(N)), cached(backend, options(5));  // prefill chunks of 5 tokens
+  Model full(backend, options(N)), cached(backend, options(5));  // prefill chunks of 5 tokens
   full.init_random(9, 0.3);
   for (Param& p : full.params().all()) backend.copy(cached.params().get(p.name).value, p.value);
   Rng rng(10);
@@ -48,7 +48,7 @@ void check_cached_decoding(double tolerance) {
   // The training path still works after inference (positions restored).
   cached.set_seq_len(5);
   const std::vector<double> five = cached.logits(tokens.data());
-  LlamaModel plain(backend, options(5));
+  Model plain(backend, options(5));
   for (Param& p : full.params().all()) backend.copy(plain.params().get(p.name).value, p.value);
   EXPECT_LT(test::rel_error(five, plain.logits(tokens.data())), tolerance);
 }
@@ -60,13 +60,13 @@ TEST(KvCache, RefusesTrainingConfigurations) {
   CpuBackend<float> backend;
   ModelOptions s2 = options(8);
   s2.attention.use_s2 = true;
-  LlamaModel s2_model(backend, s2);
+  Model s2_model(backend, s2);
   EXPECT_THROW(s2_model.enable_kv_cache(16), Error);
   ModelOptions batched = options(8);
   batched.batch = 2;
-  LlamaModel batched_model(backend, batched);
+  Model batched_model(backend, batched);
   EXPECT_THROW(batched_model.enable_kv_cache(16), Error);
-  LlamaModel model(backend, options(8));
+  Model model(backend, options(8));
   const int32_t tok = 1;
   EXPECT_THROW(model.append_tokens(&tok, 1), Error);  // no cache yet
 }

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "io/safetensors.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "tensor_host.h"
 #include "test_util.h"
 #include "util/md5.h"
@@ -134,7 +134,7 @@ TEST_F(Llama2cFile, ImportsEveryTensorIntoItsParameter) {
     const std::string p = write("tiny.bin", file_bytes({8, 12, 2, 2, 1, shared ? 16 : -16, 4}, tiny_floats(shared)));
     const Llama2cHeader h = read_llama2c_header(p);
     EXPECT_EQ(h.shared_classifier(), shared);
-    const LlamaConfig c = llama2c_config(h);
+    const ModelConfig c = llama2c_config(h);
     EXPECT_EQ(c.hidden_size, 8);
     EXPECT_EQ(c.intermediate_size, 12);
     EXPECT_EQ(c.num_hidden_layers, 2);
@@ -143,7 +143,7 @@ TEST_F(Llama2cFile, ImportsEveryTensorIntoItsParameter) {
     EXPECT_EQ(c.vocab_size, 16);
     EXPECT_EQ(c.max_position_embeddings, 4);
     EXPECT_EQ(c.tie_word_embeddings, shared);
-    EXPECT_EQ(c.rms_norm_eps, 1e-5);
+    EXPECT_EQ(c.norm_eps, 1e-5);
     EXPECT_EQ(c.rope_theta, 10000.0);
     EXPECT_EQ(c.rope_scaling_factor, 1.0);
 
@@ -205,7 +205,7 @@ TEST_F(Llama2cFile, RejectsNonFiniteWeightsNamingTheParameter) {
   const size_t at = 7 * 4 + (16 * 8 + 2 * 8 + 64 + 3) * 4;  // layer 1's wq, row 0, column 3
   std::memcpy(&bytes[at], &inf, 4);
   const std::string p = write("inf.bin", bytes);
-  const LlamaConfig c = llama2c_config(read_llama2c_header(p));
+  const ModelConfig c = llama2c_config(read_llama2c_header(p));
   std::unique_ptr<Backend> be = create_backend("cpu");
   ParamStore ps(*be, c, LoraConfig{}, TrainableConfig{});
   try {
@@ -256,8 +256,8 @@ TEST_F(Llama2cFile, RejectsBadHeaders) {
 TEST_F(Llama2cFile, RejectsAModelOfAnotherShape) {
   const std::string p = write("tiny.bin", file_bytes({8, 12, 2, 2, 1, 16, 4}, tiny_floats(true)));
   std::unique_ptr<Backend> be = create_backend("cpu");
-  LlamaConfig c = llama2c_config(read_llama2c_header(p));
-  auto expect_refused = [&](const LlamaConfig& other, const std::string& phrase) {
+  ModelConfig c = llama2c_config(read_llama2c_header(p));
+  auto expect_refused = [&](const ModelConfig& other, const std::string& phrase) {
     ParamStore ps(*be, other, LoraConfig{}, TrainableConfig{});
     try {
       load_llama2c(p, *be, ps);
@@ -266,7 +266,7 @@ TEST_F(Llama2cFile, RejectsAModelOfAnotherShape) {
       EXPECT_NE(std::string(e.what()).find(phrase), std::string::npos) << e.what();
     }
   };
-  LlamaConfig other = c;
+  ModelConfig other = c;
   other.num_hidden_layers = 3;
   expect_refused(other, "2 layers but the model has 3");
   other = c;
@@ -305,7 +305,7 @@ std::vector<double> stories_logits(const Stories& s, const std::string& backend_
   o.config = llama2c_config(read_llama2c_header(s.asset));
   o.batch = shape.at(0);
   o.seq_len = shape.at(1);
-  LlamaModel model(*be, o);
+  Model model(*be, o);
   load_llama2c(s.asset, *be, model.params(), permute_qk);
   return model.logits(ids.data());
 }

@@ -1,4 +1,4 @@
-// The start-up memory plan: LlamaModel::plan_memory (nothing allocated) equals what a constructed model allocates;
+// The start-up memory plan: Model::plan_memory (nothing allocated) equals what a constructed model allocates;
 // the per-rank plan under ZeRO-0/2/3 matches what the optimizer and the ZeRO-3 storage really hold (one rank, CPU);
 // a device that is too small stops the run with "needs X GiB" and settings that would fit.
 #include <gtest/gtest.h>
@@ -8,7 +8,8 @@
 #include "mpi/zero.h"
 #include "mpi/zero3.h"
 #include "model/arena.h"
-#include "model/llama.h"
+#include "model/model.h"
+#include "model/param_select.h"
 #include "model_test_options.h"
 #include "train/memory_check.h"
 #include "util/error.h"
@@ -22,10 +23,10 @@ ModelOptions options(bool lora, bool checkpointing, double dropout = 0, bool tie
   o.config.tie_word_embeddings = tied;
   o.checkpoint_layers = checkpointing ? o.config.num_hidden_layers : 0;
   if (lora) {
-    o.trainable = TrainableConfig{false, true, true, false};
+    o.trainable = TrainableConfig::parse("embed,norm");
     o.lora.rank = 4;
     o.lora.dropout = dropout;
-    o.lora.targets = LoraConfig::parse_targets("q,k,v,o,down");
+    o.lora.targets = parse_lora_targets("q,k,v,o,down", o.config);
   }
   return o;
 }
@@ -34,8 +35,8 @@ TEST(MemoryPlan, PlannedWithoutAllocatingEqualsWhatTheModelAllocates) {
   CpuBackend<float> cpu;
   for (const ModelOptions& o : {options(true, false), options(true, true), options(true, false, 0.1),
                                 options(false, false), options(false, true, 0, true)}) {
-    const MemoryPlan planned = LlamaModel::plan_memory(cpu, o);
-    LlamaModel model(cpu, o);
+    const MemoryPlan planned = Model::plan_memory(cpu, o);
+    Model model(cpu, o);
     const MemoryPlan real = model.memory_plan();
     EXPECT_EQ(planned.frozen_weights, real.frozen_weights);
     EXPECT_EQ(planned.trainable_weights, real.trainable_weights);
@@ -52,8 +53,8 @@ TEST(MemoryPlan, PartialRecomputationPlansOneSharedSetPlusOnePerKeptLayer) {
     for (int64_t k = 0; k <= base.config.num_hidden_layers; ++k) {
       ModelOptions o = base;
       o.checkpoint_layers = k;
-      const MemoryPlan planned = LlamaModel::plan_memory(cpu, o);
-      LlamaModel model(cpu, o);
+      const MemoryPlan planned = Model::plan_memory(cpu, o);
+      Model model(cpu, o);
       EXPECT_EQ(planned.activations, model.memory_plan().activations) << "k=" << k;
       EXPECT_EQ(planned.total(), model.memory_plan().total()) << "k=" << k;
       by_k.push_back(planned.activations);
@@ -92,12 +93,12 @@ TEST(ArenaSharing, PhasesOverlapAndTheArenaContinuesAfterTheLargest) {
 TEST(MemoryPlan, BackwardGradientsOfMlpAndAttentionShareMemory) {
   CpuBackend<float> cpu;
   ModelOptions o = options(true, true);
-  const size_t shared = LlamaModel::plan_memory(cpu, o).activations;
+  const size_t shared = Model::plan_memory(cpu, o).activations;
   // Without sharing the attention gradients (dq, dk, dv, d_attn) would add their own bytes.
   const int64_t T = o.batch * o.seq_len;
   const size_t attention_grads = size_t(T) * size_t(2 * o.config.q_dim() + 2 * o.config.kv_dim()) * sizeof(float);
   o.config.intermediate_size = 8;  // MLP gradients now smaller than the attention ones: the arena grows by the difference
-  const size_t small_mlp = LlamaModel::plan_memory(cpu, o).activations;
+  const size_t small_mlp = Model::plan_memory(cpu, o).activations;
   const size_t mlp_grads_72 = size_t(T) * 3 * 72 * sizeof(float), mlp_grads_8 = size_t(T) * 3 * 8 * sizeof(float);
   const size_t mlp_acts_diff = size_t(T) * 3 * (72 - 8) * sizeof(float);  // gate, up, act of the one checkpointed set
   ASSERT_GT(mlp_grads_72, attention_grads);
@@ -109,9 +110,9 @@ TEST(MemoryPlan, BackwardGradientsOfMlpAndAttentionShareMemory) {
 TEST(MemoryPlan, FrozenDownProjectionLayersShareTheirSwiGluOutput) {
   CpuBackend<float> cpu;
   ModelOptions o = options(true, false);  // LoRA on q,k,v,o,down; no checkpointing: one activation set per layer
-  const size_t with_down = LlamaModel::plan_memory(cpu, o).activations;
-  o.lora.targets = LoraConfig::parse_targets("q,k,v,o");
-  const size_t without_down = LlamaModel::plan_memory(cpu, o).activations;
+  const size_t with_down = Model::plan_memory(cpu, o).activations;
+  o.lora.targets = parse_lora_targets("q,k,v,o", o.config);
+  const size_t without_down = Model::plan_memory(cpu, o).activations;
   const int64_t T = o.batch * o.seq_len, layers = o.config.num_hidden_layers;
   const size_t act_bytes = size_t(T * o.config.intermediate_size) * sizeof(float);
   const size_t xa_bytes = size_t(T * o.lora.rank) * sizeof(float);  // the down adapter's saved x·Aᵀ per layer
@@ -122,9 +123,9 @@ TEST(MemoryPlan, FrozenDownProjectionLayersShareTheirSwiGluOutput) {
   // adapter buffers exist): more than the LoRA plan by (layers − 1) SwiGLU outputs minus the adapters' buffers.
   ModelOptions full = o;
   full.lora = LoraConfig{};
-  full.trainable = TrainableConfig{true, false, false, false};
+  full.trainable = TrainableConfig::parse("", true);
   const size_t lora_buffers = size_t(layers * 4 + 1) * xa_bytes;  // x·Aᵀ of q,k,v,o per layer, and d_xa
-  EXPECT_NEAR(double(LlamaModel::plan_memory(cpu, full).activations),
+  EXPECT_NEAR(double(Model::plan_memory(cpu, full).activations),
               double(without_down) + double((layers - 1) * act_bytes) - double(lora_buffers), double(layers) * 8 * 256);
 }
 
@@ -132,10 +133,10 @@ TEST(MemoryPlan, RejectsBadOptionsBeforeAllocating) {
   CpuBackend<float> cpu;
   ModelOptions o = options(true, false);
   o.seq_len = 26;  // not divisible by the S2 group count
-  EXPECT_THROW(LlamaModel::plan_memory(cpu, o), Error);
+  EXPECT_THROW(Model::plan_memory(cpu, o), Error);
   o = options(true, false);
   o.batch = 0;
-  EXPECT_THROW(LlamaModel::plan_memory(cpu, o), Error);
+  EXPECT_THROW(Model::plan_memory(cpu, o), Error);
 }
 
 TEST(MemoryPlan, RankPlanMatchesTheOptimizerAndZero3StorageOnOneRank) {
@@ -145,7 +146,7 @@ TEST(MemoryPlan, RankPlanMatchesTheOptimizerAndZero3StorageOnOneRank) {
   for (bool lora : {true, false}) {
     const ModelOptions o = options(lora, true);
     {  // stage 0: replicated weights, full optimizer state (f32 weights: moments only, no masters)
-      LlamaModel model(cpu, o);
+      Model model(cpu, o);
       DistributedOptimizer opt(cpu, model.params(), *local, adam, 0);
       const DeviceMemoryNeeds n = plan_rank_memory(cpu, o, 0, 1);
       EXPECT_EQ(n.frozen_weights + n.trainable_weights + n.gradients + n.activations, model.memory_plan().total());
@@ -154,7 +155,7 @@ TEST(MemoryPlan, RankPlanMatchesTheOptimizerAndZero3StorageOnOneRank) {
     {  // stage 3 on one rank: shards hold everything, plus the gather slots
       ModelOptions z = o;
       z.external_param_storage = true;
-      LlamaModel model(cpu, z);
+      Model model(cpu, z);
       Zero3Storage storage(cpu, model.params(), *local);
       const DeviceMemoryNeeds n = plan_rank_memory(cpu, o, 3, 1);
       const double planned = double(n.frozen_weights + n.trainable_weights + n.gradients + n.gather_slots);
@@ -298,10 +299,10 @@ TEST(MemoryCheck, TooSmallDeviceNamesTheNeedAndWhatWouldFit) {
   o.seq_len = 4096;  // activations dominate (tens of MiB without checkpointing)
   o.config.num_hidden_layers = 8;
   CpuBackend<float> cpu;
-  const MemoryPlan plan = LlamaModel::plan_memory(cpu, o);
+  const MemoryPlan plan = Model::plan_memory(cpu, o);
   ModelOptions ckpt = o;
   ckpt.checkpoint_layers = 8;
-  const size_t with_ckpt = LlamaModel::plan_memory(cpu, ckpt).activations;
+  const size_t with_ckpt = Model::plan_memory(cpu, ckpt).activations;
   ASSERT_LT(with_ckpt, plan.activations / 2);
   {  // room for every layer's recomputation only (and some more): suggests all of them
     SmallDevice small = device_with_budget(plan_with(cpu, o, 8) + (plan_with(cpu, o, 7) - plan_with(cpu, o, 8)) / 2);
@@ -321,7 +322,7 @@ TEST(MemoryCheck, TooSmallDeviceNamesTheNeedAndWhatWouldFit) {
     k5.checkpoint_layers = 5;
     const std::string msg = memory_check_error(five, o);
     EXPECT_NE(msg.find("would fit: --gradient_checkpointing 5 (5 of 8 layers checkpointed, activations " +
-                       format_gib(LlamaModel::plan_memory(cpu, k5).activations) + ")"),
+                       format_gib(Model::plan_memory(cpu, k5).activations) + ")"),
               std::string::npos)
         << msg;
     // Already recomputing 2 layers: the advice is still 5.
@@ -344,7 +345,7 @@ TEST(MemoryCheck, TooSmallDeviceNamesTheNeedAndWhatWouldFit) {
 MemoryPlan offloaded_plan(Backend& be, ModelOptions o, int64_t k) {
   o.checkpoint_layers = k;
   o.offload_checkpoints = true;
-  return LlamaModel::plan_memory(be, o);
+  return Model::plan_memory(be, o);
 }
 
 TEST(MemoryCheck, OffloadIsAdvisedWhenOnlyItFitsAndAutoPlansTheOffloadedLayout) {

@@ -5,7 +5,8 @@
 #include <cstring>
 
 #include "cpu/cpu_backend.h"
-#include "model/llama.h"
+#include "model/model.h"
+#include "model/param_select.h"
 #include "tensor_host.h"
 #include "test_util.h"
 #include "model_test_options.h"
@@ -39,21 +40,22 @@ Batch random_batch(const ModelOptions& o, uint64_t seed) {
 }
 
 // Random weights with enough spread that every path matters (norm weights away from 1, LoRA B ≠ 0).
-void randomize(LlamaModel& model, uint64_t seed) {
+void randomize(Model& model, uint64_t seed) {
   Rng rng(seed);
   for (Param& p : model.params().all()) {
     std::vector<double> v(p.numel());
-    const double scale = p.is_norm() ? 0.0 : (p.kind == ParamKind::Embed ? 1.0 : 1.0 / std::sqrt(double(p.shape[1])));
+    const double scale =
+        p.is_norm() ? 0.0 : (p.role == ParamRole::Embedding ? 1.0 : 1.0 / std::sqrt(double(p.shape[1])));
     for (double& x : v) x = p.is_norm() ? 1.0 + 0.2 * rng.normal() : scale * rng.normal();
     upload_f64(model.backend(), p.value, v);
   }
 }
 
-std::vector<double> grad_of(LlamaModel& m, Param& p) { return download_f64(m.backend(), p.grad); }
+std::vector<double> grad_of(Model& m, Param& p) { return download_f64(m.backend(), p.grad); }
 
 void check_every_gradient(const ModelOptions& o, uint64_t seed) {
   CpuBackend<double> backend;
-  LlamaModel model(backend, o);
+  Model model(backend, o);
   model.set_lora_dropout(true, seed * 77);  // no effect unless o.lora.dropout > 0; same masks in every forward
   randomize(model, seed);
   const Batch batch = random_batch(o, seed + 1);
@@ -94,20 +96,20 @@ TEST(ModelGradient, FullAttentionTiedEmbeddingsEveryParameter) {
 
 TEST(ModelGradient, LoraPlusEveryTrainableParameter) {
   ModelOptions o = tiny_options(true);
-  o.trainable = TrainableConfig{false, true, true, false};  // embed, norm
+  o.trainable = TrainableConfig::parse("embed,norm");  // embed, norm
   o.lora.rank = 3;
   o.lora.alpha = 6;
-  o.lora.targets = LoraConfig::parse_targets("q,k,v,o,gate,up,down");
+  o.lora.targets = parse_lora_targets("q,k,v,o,gate,up,down", o.config);
   check_every_gradient(o, 14);
 }
 
 TEST(ModelGradient, LoraWithDropoutEveryTrainableParameter) {
   ModelOptions o = tiny_options(true);
-  o.trainable = TrainableConfig{false, true, true, false};
+  o.trainable = TrainableConfig::parse("embed,norm");
   o.lora.rank = 2;
   o.lora.alpha = 4;
   o.lora.dropout = 0.25;
-  o.lora.targets = LoraConfig::parse_targets("q,v,o,down");
+  o.lora.targets = parse_lora_targets("q,v,o,down", o.config);
   check_every_gradient(o, 15);
 }
 
@@ -116,8 +118,8 @@ TEST(ModelGradient, LoraDropoutChangesTheOutputOnlyWhenEnabled) {
   ModelOptions o = tiny_options(true);
   o.lora.rank = 2;
   o.lora.dropout = 0.5;
-  o.lora.targets = LoraConfig::parse_targets("q,k,v,o");
-  LlamaModel model(backend, o);
+  o.lora.targets = parse_lora_targets("q,k,v,o", o.config);
+  Model model(backend, o);
   randomize(model, 16);
   const Batch batch = random_batch(o, 17);
   const std::vector<double> off = model.logits(batch.tokens.data());
@@ -134,14 +136,14 @@ TEST(ModelGradient, LoraDropoutChangesTheOutputOnlyWhenEnabled) {
 TEST(ModelGradient, FrozenWeightsGetNoGradientOrMemory) {
   CpuBackend<double> backend;
   ModelOptions o = tiny_options(true);
-  o.trainable = TrainableConfig{false, true, true, false};
+  o.trainable = TrainableConfig::parse("embed,norm");
   o.lora.rank = 2;
-  o.lora.targets = LoraConfig::parse_targets("q_proj,k_proj,v_proj,o_proj");
-  LlamaModel model(backend, o);
+  o.lora.targets = parse_lora_targets("q_proj,k_proj,v_proj,o_proj", o.config);
+  Model model(backend, o);
   int64_t trainable = 0;
   for (const Param& p : model.params().all()) {
-    const bool expect_trainable = p.kind == ParamKind::LoraA || p.kind == ParamKind::LoraB ||
-                                  p.kind == ParamKind::Embed || p.is_norm();
+    const bool expect_trainable = p.role == ParamRole::LoraA || p.role == ParamRole::LoraB ||
+                                  p.role == ParamRole::Embedding || p.is_norm();
     EXPECT_EQ(p.trainable, expect_trainable) << p.name;
     EXPECT_EQ(p.grad.empty(), !expect_trainable) << p.name;
     if (p.trainable) trainable += p.numel();
@@ -159,9 +161,9 @@ ModelOptions small_f32_options(bool checkpointing) {  // checkpointing: every la
   ModelOptions o = test::small_model_options();
   o.config.rope_scaling_factor = 4.0;
   o.checkpoint_layers = checkpointing ? o.config.num_hidden_layers : 0;
-  o.trainable = TrainableConfig{false, true, true, false};
+  o.trainable = TrainableConfig::parse("embed,norm");
   o.lora.rank = 4;
-  o.lora.targets = LoraConfig::parse_targets("q,k,v,o");
+  o.lora.targets = parse_lora_targets("q,k,v,o", o.config);
   return o;
 }
 
@@ -173,7 +175,7 @@ TEST(ModelCheckpointing, BitIdenticalGradientsAndLoss) {
   ModelOptions po = small_f32_options(false);
   po.config.num_hidden_layers = 4;
   po.lora.dropout = 0.1;  // the recompute must regenerate the same dropout masks
-  LlamaModel plain(backend, po);
+  Model plain(backend, po);
   randomize(plain, 21);
   plain.set_lora_dropout(true, 5);
   const Batch batch = random_batch(plain.options(), 22);
@@ -182,7 +184,7 @@ TEST(ModelCheckpointing, BitIdenticalGradientsAndLoss) {
   for (const int64_t k : {1, 2, 3, 4}) {
     ModelOptions co = po;
     co.checkpoint_layers = k;
-    LlamaModel ckpt(backend, co);
+    Model ckpt(backend, co);
     randomize(ckpt, 21);
     ckpt.set_lora_dropout(true, 5);
     const size_t acts = ckpt.memory_plan().activations;
@@ -208,23 +210,23 @@ TEST(ModelCheckpointing, RejectsALayerCountOutsideTheModel) {
   for (const int64_t k : {int64_t(-1), o.config.num_hidden_layers + 1}) {
     o.checkpoint_layers = k;
     try {
-      LlamaModel model(backend, o);
+      Model model(backend, o);
       ADD_FAILURE() << "checkpoint_layers " << k << " accepted";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("checkpoint_layers"), std::string::npos) << e.what();
     }
-    EXPECT_THROW(LlamaModel::plan_memory(backend, o), Error);
+    EXPECT_THROW(Model::plan_memory(backend, o), Error);
   }
 }
 
 TEST(ModelCrossEntropy, ChunkSizeDoesNotChangeTheResult) {
   CpuBackend<float> backend;
   ModelOptions o = small_f32_options(false);
-  o.trainable.lm_head = true;
+  o.trainable.names.push_back("lm_head");
   o.ce_chunk_rows = 5;  // 48 rows → 10 chunks, the last one partial
   ModelOptions whole = o;
   whole.ce_chunk_rows = 1000;
-  LlamaModel chunked(backend, o), single(backend, whole);
+  Model chunked(backend, o), single(backend, whole);
   randomize(chunked, 31);
   randomize(single, 31);
   const Batch batch = random_batch(o, 32);
@@ -243,7 +245,7 @@ TEST(ModelCrossEntropy, ChunkSizeDoesNotChangeTheResult) {
 TEST(ModelCrossEntropy, LossMatchesLogitsAndIgnoresMaskedTargets) {
   CpuBackend<double> backend;
   const ModelOptions o = tiny_options(true);
-  LlamaModel model(backend, o);
+  Model model(backend, o);
   randomize(model, 41);
   const Batch batch = random_batch(o, 42);
   const std::vector<double> logits = model.logits(batch.tokens.data());
@@ -264,7 +266,7 @@ TEST(ModelCrossEntropy, LossMatchesLogitsAndIgnoresMaskedTargets) {
 
 TEST(ModelGradient, AccumulatesAcrossCallsAndHonoursLossScale) {
   CpuBackend<double> backend;
-  LlamaModel model(backend, tiny_options(true));
+  Model model(backend, tiny_options(true));
   randomize(model, 51);
   const Batch batch = random_batch(model.options(), 52);
   model.params().zero_grads();
@@ -285,7 +287,7 @@ TEST(ModelSeqLen, ShorterSequencesMatchAModelPlannedForThem) {
   long_opts.attention.sft_group_size = short_opts.attention.sft_group_size = 4;
   long_opts.seq_len = 16;
   short_opts.seq_len = 6;
-  LlamaModel planned_long(backend, long_opts), planned_short(backend, short_opts);
+  Model planned_long(backend, long_opts), planned_short(backend, short_opts);
   randomize(planned_long, 101);
   for (Param& p : planned_long.params().all())
     upload_f64(backend, planned_short.params().get(p.name).value, download_f64(backend, p.value));
@@ -307,7 +309,7 @@ TEST(ModelSeqLen, ShorterSequencesMatchAModelPlannedForThem) {
 
 // ---- causality --------------------------------------------------------------------------------------------------
 
-std::vector<double> logits_with_token_changed(LlamaModel& m, std::vector<int32_t> tokens, size_t position) {
+std::vector<double> logits_with_token_changed(Model& m, std::vector<int32_t> tokens, size_t position) {
   tokens[position] = (tokens[position] + 1) % int32_t(m.options().config.vocab_size);
   return m.logits(tokens.data());
 }
@@ -318,7 +320,7 @@ TEST(ModelCausality, LaterTokensNeverChangeEarlierOutputs) {
     ModelOptions o = small_f32_options(false);
     o.attention.use_s2 = s2;
     o.batch = 1;
-    LlamaModel model(backend, o);
+    Model model(backend, o);
     randomize(model, 61);
     const Batch batch = random_batch(o, 62);
     const std::vector<double> base = model.logits(batch.tokens.data());
@@ -339,7 +341,7 @@ TEST(ModelCausality, RollVariantLeaksTheLastTokensIntoTheFirst) {
   ModelOptions o = small_f32_options(false);
   o.attention.variant = S2Variant::Roll;
   o.batch = 1;
-  LlamaModel model(backend, o);
+  Model model(backend, o);
   randomize(model, 71);
   const Batch batch = random_batch(o, 72);
   const std::vector<double> base = model.logits(batch.tokens.data());
@@ -361,7 +363,7 @@ TEST(ModelConfig, RopeFactorFollowsLongLoraCeilRule) {
 }
 
 TEST(ModelConfig, InvalidArchitecturesNameTheField) {
-  LlamaConfig c = tiny_options(false).config;
+  ModelConfig c = tiny_options(false).config;
   c.num_key_value_heads = 3;
   try {
     c.validate();
@@ -375,13 +377,13 @@ TEST(ModelConfig, InvalidArchitecturesNameTheField) {
   c = tiny_options(false).config;
   c.vocab_size = 0;
   EXPECT_THROW(c.validate(), Error);
-  EXPECT_THROW(LoraConfig::parse_targets("q,kk"), Error);
+  EXPECT_THROW(parse_lora_targets("q,kk", tiny_options(false).config), Error);
 }
 
 TEST(ModelInputs, BadTokenIdsAndTargetsAreClearErrors) {
   CpuBackend<float> backend;
   ModelOptions o = tiny_options(false);
-  LlamaModel model(backend, o);
+  Model model(backend, o);
   Batch batch = random_batch(o, 81);
   batch.tokens[3] = int32_t(o.config.vocab_size);
   try {
@@ -400,8 +402,8 @@ TEST(ModelInit, LoraStartsAsTheBaseModelAndFollowsPeftInit) {
   ModelOptions base_opts = tiny_options(true);
   ModelOptions lora_opts = base_opts;
   lora_opts.lora.rank = 4;
-  lora_opts.lora.targets = LoraConfig::parse_targets("q,k,v,o");
-  LlamaModel base(backend, base_opts), lora(backend, lora_opts);
+  lora_opts.lora.targets = parse_lora_targets("q,k,v,o", lora_opts.config);
+  Model base(backend, base_opts), lora(backend, lora_opts);
   base.init_random(5);
   lora.init_random(99);
   // Same base weights in both, B = 0 ⇒ identical outputs.

@@ -14,7 +14,8 @@
 #include <vector>
 
 #include "cpu/cpu_backend.h"
-#include "model/llama.h"
+#include "model/model.h"
+#include "model/param_select.h"
 #include "profiling_backend.h"
 #include "tensor_host.h"
 #include "util/error.h"
@@ -27,18 +28,18 @@ namespace {
 ModelOptions offload_options(int64_t layers = 5) {
   ModelOptions o = test::small_model_options(layers);
   o.config.rope_scaling_factor = 4.0;
-  o.trainable = TrainableConfig{false, true, true, false};  // embed + norm trainable: every layer input matters
+  o.trainable = TrainableConfig::parse("embed,norm");  // embed + norm trainable: every layer input matters
   o.lora.rank = 4;
   o.lora.dropout = 0.1;  // the recomputation regenerates the masks
-  o.lora.targets = LoraConfig::parse_targets("q,k,v,o,down");
+  o.lora.targets = parse_lora_targets("q,k,v,o,down", o.config);
   return o;
 }
 
-void randomize(LlamaModel& model, uint64_t seed) {
+void randomize(Model& model, uint64_t seed) {
   Rng rng(seed);
   for (Param& p : model.params().all()) {
     std::vector<double> v(p.numel());
-    const double scale = p.kind == ParamKind::Embed ? 1.0 : p.is_norm() ? 0.0 : 1.0 / std::sqrt(double(p.shape[1]));
+    const double scale = p.role == ParamRole::Embedding ? 1.0 : p.is_norm() ? 0.0 : 1.0 / std::sqrt(double(p.shape[1]));
     for (double& x : v) x = p.is_norm() ? 1.0 + 0.2 * rng.normal() : scale * rng.normal();
     upload_f64(model.backend(), p.value, v);
   }
@@ -62,7 +63,7 @@ struct Outcome {
   std::vector<std::vector<char>> grads;
 };
 Outcome train_three_steps(Backend& backend, const ModelOptions& o) {
-  LlamaModel model(backend, o);
+  Model model(backend, o);
   randomize(model, 31);
   model.set_lora_dropout(true, 7);
   Outcome out;
@@ -163,7 +164,7 @@ TEST(Offload, FullFineTuningAndFrozenDownProjectionAlsoBitIdentical) {
       o.trainable = TrainableConfig{};
       o.trainable.all = true;
     } else {
-      o.lora.targets = LoraConfig::parse_targets("q,v");
+      o.lora.targets = parse_lora_targets("q,v", o.config);
     }
     o.checkpoint_layers = 4;
     CpuBackend<float> cpu;
@@ -214,11 +215,11 @@ TEST(Offload, ForwardOnlyPathsMatchAndCopyNothing) {
   ModelOptions o = offload_options();
   o.checkpoint_layers = 5;
   CpuBackend<float> cpu;
-  LlamaModel plain(cpu, o);
+  Model plain(cpu, o);
   randomize(plain, 3);
   o.offload_checkpoints = true;
   DeferredCopyBackend deferred;
-  LlamaModel off(deferred, o);
+  Model off(deferred, o);
   randomize(off, 3);
   const Batch b = random_batch(o.batch * o.seq_len, o.config.vocab_size, 9);
   std::vector<int32_t> am1(b.tokens.size()), am2(b.tokens.size());
@@ -239,9 +240,9 @@ TEST(Offload, KvCacheDecodingMatches) {
   o.lora.dropout = 0;
   o.checkpoint_layers = 4;
   CpuBackend<float> cpu;
-  LlamaModel plain(cpu, o);
+  Model plain(cpu, o);
   o.offload_checkpoints = true;
-  LlamaModel off(cpu, o);
+  Model off(cpu, o);
   randomize(plain, 4), randomize(off, 4);
   plain.enable_kv_cache(20), off.enable_kv_cache(20);
   const Batch b = random_batch(20, o.config.vocab_size, 5);
@@ -265,11 +266,11 @@ TEST(Offload, PlanEqualsAllocationAndHostBytesAreTheOffloadedInputs) {
     ModelOptions o = base;
     o.checkpoint_layers = k;
     CpuBackend<float> cpu;
-    const MemoryPlan without = LlamaModel::plan_memory(cpu, o);
+    const MemoryPlan without = Model::plan_memory(cpu, o);
     o.offload_checkpoints = true;
     DeferredCopyBackend be;
-    const MemoryPlan planned = LlamaModel::plan_memory(be, o);
-    LlamaModel model(be, o);
+    const MemoryPlan planned = Model::plan_memory(be, o);
+    Model model(be, o);
     const MemoryPlan real = model.memory_plan();
     EXPECT_EQ(planned.frozen_weights, real.frozen_weights) << k;
     EXPECT_EQ(planned.trainable_weights, real.trainable_weights) << k;

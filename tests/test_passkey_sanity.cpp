@@ -9,7 +9,7 @@
 #include "eval/generate.h"
 #include "eval/passkey.h"
 #include "eval_test_util.h"
-#include "train/optimizer.h"
+#include "optim/adamw.h"
 
 namespace ll {
 namespace {
@@ -51,7 +51,7 @@ TEST(PasskeySanity, TinyTrainedModelRetrievesKeysBetterThanChance) {
   const auto t0 = std::chrono::steady_clock::now();
   CpuBackend<float> backend;
   const int64_t B = 16, L = 24, steps = 300;
-  LlamaModel model(backend, options(B, L));
+  Model model(backend, options(B, L));
   model.init_random(1);
   AdamW opt(backend, model.params(), {0.9, 0.99, 1e-8, 0.0});
   Rng rng(2);
@@ -76,7 +76,7 @@ TEST(PasskeySanity, TinyTrainedModelRetrievesKeysBetterThanChance) {
   const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   // Retrieval through the passkey harness, on fresh examples, with a batch-1 KV-cache copy of the model.
-  LlamaModel infer(backend, options(1, 8));
+  Model infer(backend, options(1, 8));
   for (Param& p : model.params().all()) backend.copy(infer.params().get(p.name).value, p.value);
   InferenceSession session(infer, L);
   Rng test_rng(99);

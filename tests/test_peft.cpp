@@ -21,7 +21,8 @@
 #include "io/merge.h"
 #include "io/peft.h"
 #include "io/safetensors.h"
-#include "model/llama.h"
+#include "model/model.h"
+#include "model/param_select.h"
 #include "tensor_host.h"
 #include "util/files.h"
 #include "util/sha256.h"
@@ -46,7 +47,7 @@ LoraConfig lora_config(const std::string& targets, int64_t rank = 4, double alph
   LoraConfig l;
   l.rank = rank;
   l.alpha = alpha;
-  l.targets = LoraConfig::parse_targets(targets);
+  l.targets = parse_lora_targets(targets, test::tiny_llama());
   return l;
 }
 
@@ -62,7 +63,18 @@ AdapterConfig read_patched(const test::TempDir& dir, const std::string& patch) {
   Json j = longlora_release_config();
   j.merge_patch(Json::parse(patch));
   write_file_atomic(dir / "adapter_config.json", j.dump());
-  return read_adapter_config(dir.path());
+  return read_adapter_config(dir.path(), test::tiny_llama());
+}
+
+// Whether modules_to_save selects the base weight `name` (of test::tiny_llama()).
+bool saves(const AdapterConfig& c, const std::string& name) {
+  return std::find(c.saved.begin(), c.saved.end(), name) != c.saved.end();
+}
+bool saves_all_norms(const AdapterConfig& c) {
+  for (const char* n : {"model.layers.0.input_layernorm.weight", "model.layers.1.post_attention_layernorm.weight",
+                        "model.norm.weight"})
+    if (!saves(c, n)) return false;
+  return true;
 }
 
 // ---- adapter_config.json ------------------------------------------------------------------------------------------
@@ -73,19 +85,24 @@ TEST(PeftConfig, ReadsLongLoraAndPeftForms) {
   EXPECT_EQ(c.lora.rank, 8);
   EXPECT_EQ(c.lora.alpha, 16);
   EXPECT_EQ(c.lora.scale(), 2.0);
-  EXPECT_EQ(c.lora.targets, LoraConfig::parse_targets("q,k,v,o"));
-  EXPECT_FALSE(c.saved.embed || c.saved.norm || c.saved.lm_head);
+  EXPECT_EQ(c.lora.targets, parse_lora_targets("q,k,v,o", test::tiny_llama()));
+  EXPECT_TRUE(c.saved.empty());
   EXPECT_EQ(c.base_model_name_or_path, "meta-llama/Llama-2-7b-hf");
 
   c = read_patched(dir, R"j({"target_modules": ".*\\.(q_proj|v_proj|down_proj)", "modules_to_save": ["embed_tokens", "norm"]})j");
-  EXPECT_EQ(c.lora.targets, LoraConfig::parse_targets("q,v,down"));
-  EXPECT_TRUE(c.saved.embed && c.saved.norm && !c.saved.lm_head);
+  EXPECT_EQ(c.lora.targets, parse_lora_targets("q,v,down", test::tiny_llama()));
+  EXPECT_TRUE(saves(c, "model.embed_tokens.weight") && saves_all_norms(c) && !saves(c, "lm_head.weight"));
 
   c = read_patched(dir, R"({"target_modules": ["self_attn.q_proj", "mlp.up_proj"], "modules_to_save": ["lm_head"],
                             "lora_dropout": 0.05})");
-  EXPECT_EQ(c.lora.targets, LoraConfig::parse_targets("q,up"));
-  EXPECT_TRUE(c.saved.lm_head && !c.saved.embed);
+  EXPECT_EQ(c.lora.targets, parse_lora_targets("q,up", test::tiny_llama()));
+  EXPECT_TRUE(saves(c, "lm_head.weight") && !saves(c, "model.embed_tokens.weight"));
   EXPECT_EQ(c.lora.dropout, 0.05);
+
+  // Trainable parameters follow LongLoRA's substring rule, so a subset of the norms is a valid selection.
+  c = read_patched(dir, R"({"modules_to_save": ["input_layernorm"]})");
+  EXPECT_TRUE(saves(c, "model.layers.1.input_layernorm.weight"));
+  EXPECT_FALSE(saves(c, "model.layers.1.post_attention_layernorm.weight") || saves(c, "model.norm.weight"));
 
   // What PEFT 0.21 writes: many more keys, at their defaults.
   c = read_patched(dir, R"({"use_dora": false, "use_rslora": false, "rank_pattern": {}, "alpha_pattern": {},
@@ -116,7 +133,7 @@ TEST(PeftConfig, RejectsWhatWouldChangeTheMath) {
       {R"({"target_modules": ".*layers\\.0\\..*q_proj"})", "only some layers"},
       {R"({"target_modules": "("})", "regex"},
       {R"({"layers_to_transform": [0, 1]})", "layers_to_transform"},
-      {R"({"modules_to_save": ["input_layernorm"]})", "only some of the norms"},
+      {R"({"modules_to_save": ["q_proj"]})", "\"q_proj\""},  // a linear: an adapter holds no full linear
       {R"({"modules_to_save": ["mlp"]})", "\"mlp\""},
   };
   for (const Case& c : cases) {
@@ -133,7 +150,7 @@ class PeftAdapter : public ::testing::Test {
   std::unique_ptr<Backend> backend_ = create_backend("cpu");
   test::TempDir dir_;
   LoraConfig lora_ = lora_config("q,v,gate,down");
-  TrainableConfig trainable_{false, true, true, false};  // LongLoRA's LoRA+: embed and norms
+  TrainableConfig trainable_ = TrainableConfig::parse("embed,norm");  // LongLoRA's LoRA+: embed and norms
 
   std::unique_ptr<ParamStore> store(const LoraConfig& lora, const TrainableConfig& t = {}, int64_t vocab = 11) {
     return std::make_unique<ParamStore>(*backend_, test::tiny_llama(vocab), lora, t);
@@ -152,9 +169,9 @@ TEST_F(PeftAdapter, RoundTripWithPeftAndLongLoraNames) {
   // PEFT's names (checked against peft 0.21.2, see peft.h) and LongLoRA's plain names.
   std::set<std::string> expected_adapter, expected_trainable;
   for (const Param& p : a->all()) {
-    if (p.kind == ParamKind::LoraA || p.kind == ParamKind::LoraB || p.trainable)
+    if (p.role == ParamRole::LoraA || p.role == ParamRole::LoraB || p.trainable)
       expected_adapter.insert("base_model.model." + p.name);
-    if (p.trainable && p.kind != ParamKind::LoraA && p.kind != ParamKind::LoraB) expected_trainable.insert(p.name);
+    if (p.trainable && p.role != ParamRole::LoraA && p.role != ParamRole::LoraB) expected_trainable.insert(p.name);
   }
   const SafetensorsFile adapter(dir_ / "adapter_model.safetensors"), trainable(dir_ / "trainable_params.safetensors");
   const std::vector<std::string> an = adapter.names(), tn = trainable.names();
@@ -179,16 +196,16 @@ TEST_F(PeftAdapter, RoundTripWithPeftAndLongLoraNames) {
   EXPECT_EQ(cfg.at("bias"), "none");
   EXPECT_EQ(cfg.at("base_model_name_or_path"), "base");
 
-  const AdapterConfig back = read_adapter_config(dir_.path());
+  const AdapterConfig back = read_adapter_config(dir_.path(), test::tiny_llama());
   EXPECT_EQ(back.lora.rank, 4);
   EXPECT_EQ(back.lora.alpha, 8);
   EXPECT_EQ(back.lora.targets, lora_.targets);
-  EXPECT_TRUE(back.saved.embed && back.saved.norm && !back.saved.lm_head);
+  EXPECT_TRUE(saves(back, "model.embed_tokens.weight") && saves_all_norms(back) && !saves(back, "lm_head.weight"));
   const std::optional<LongLoraRecord> record = read_longlora_record(dir_.path());
   ASSERT_TRUE(record.has_value());
   EXPECT_EQ(record->rope_scaling_factor, 4.0);
   EXPECT_EQ(record->model_max_length, 128);
-  EXPECT_EQ(adapter_embedding_rows(dir_.path()), 11);
+  EXPECT_EQ(adapter_embedding_rows(dir_.path(), test::tiny_llama()), 11);
 
   auto b = store(back.lora);  // a fresh model, frozen everywhere: loading does not need trainable flags
   test::fill_params(*b, *backend_, 99);
@@ -196,7 +213,7 @@ TEST_F(PeftAdapter, RoundTripWithPeftAndLongLoraNames) {
   EXPECT_EQ(r.lora_tensors, 2 * 4 * 2);
   EXPECT_EQ(r.base.size(), expected_trainable.size());
   for (Param& p : a->all()) {
-    const bool saved = p.kind == ParamKind::LoraA || p.kind == ParamKind::LoraB || p.trainable;
+    const bool saved = p.role == ParamRole::LoraA || p.role == ParamRole::LoraB || p.trainable;
     if (saved) {
       EXPECT_EQ(values(b->get(p.name)), values(p)) << p.name;
     } else {
@@ -238,7 +255,7 @@ TEST_F(PeftAdapter, LongLoraStyleFolderWithOnlyTrainableParams) {
   std::vector<std::vector<float>> data;
   std::vector<SafetensorsWriteItem> items;
   for (Param& p : a->all()) {
-    if (p.kind != ParamKind::LoraA && p.kind != ParamKind::LoraB) continue;
+    if (p.role != ParamRole::LoraA && p.role != ParamRole::LoraB) continue;
     const std::vector<double> v = values(p);
     data.emplace_back(v.begin(), v.end());
     items.push_back({"base_model.model." + p.name, DType::F32, p.shape, data.back().data()});
@@ -311,6 +328,37 @@ TEST_F(PeftAdapter, LoraOnlyResaveLeavesNoStaleTrainableParams) {
   EXPECT_TRUE(SafetensorsFile(dir_ / "trainable_params.safetensors").names().empty());
 }
 
+// modules_to_save selects (by PEFT's endswith rule) exactly the trained modules, and reads back as what trained.
+TEST_F(PeftAdapter, ModulesToSaveSelectExactlyTheTrainedModules) {
+  struct Case {
+    const char* trainable;
+    Json modules;
+    std::vector<std::string> saved;
+  } cases[] = {
+      {"input_layernorm", {"input_layernorm"},
+       {"model.layers.0.input_layernorm.weight", "model.layers.1.input_layernorm.weight"}},
+      {"model.norm", {"model.norm"}, {"model.norm.weight"}},
+      {"lm_head,post_attention", {"post_attention_layernorm", "lm_head"},
+       {"model.layers.0.post_attention_layernorm.weight", "model.layers.1.post_attention_layernorm.weight",
+        "lm_head.weight"}},
+  };
+  for (const Case& c : cases) {
+    auto a = store(lora_, TrainableConfig::parse(c.trainable));
+    test::fill_params(*a, *backend_, 21);
+    save_adapter(dir_.path(), *a, *backend_, lora_);
+    const Json written = Json::parse(read_text_file(dir_ / "adapter_config.json"));
+    EXPECT_EQ(written.at("modules_to_save"), c.modules) << c.trainable;
+    EXPECT_EQ(read_adapter_config(dir_.path(), test::tiny_llama()).saved, c.saved) << c.trainable;
+    auto b = store(lora_);
+    EXPECT_EQ(load_adapter(dir_.path(), *b, *backend_).base, c.saved) << c.trainable;
+  }
+  // A tied model: a trainable head is the shared embedding, saved as embed_tokens.
+  auto tied =
+      std::make_unique<ParamStore>(*backend_, test::tiny_llama(11, true), lora_, TrainableConfig::parse("lm_head"));
+  save_adapter(dir_.path(), *tied, *backend_, lora_);
+  EXPECT_EQ(Json::parse(read_text_file(dir_ / "adapter_config.json")).at("modules_to_save"), Json({"embed_tokens"}));
+}
+
 TEST_F(PeftAdapter, RefusesPicklesStaleCopiesAndMismatches) {
   auto a = store(lora_, trainable_);
   test::fill_params(*a, *backend_, 13);
@@ -364,7 +412,7 @@ TEST_F(PeftAdapter, RefusesPicklesStaleCopiesAndMismatches) {
   EXPECT_NE(msg.find("trainable_params.bin"), std::string::npos) << msg;
 
   // Full fine-tuning cannot be an adapter.
-  auto full_ft = store(lora_, TrainableConfig{true, false, false, false});
+  auto full_ft = store(lora_, TrainableConfig::parse("", true));
   msg = error_of([&] { save_adapter(dir_.path(), *full_ft, *backend_, lora_); });
   EXPECT_NE(msg.find("full fine-tuning"), std::string::npos) << msg;
 }
@@ -395,7 +443,7 @@ std::vector<double> folder_logits(Backend& backend, const std::string& dir, cons
   o.config = read_hf_config(dir).model;
   o.batch = batch;
   o.seq_len = seq_len;
-  LlamaModel m(backend, o);
+  Model m(backend, o);
   load_hf_weights(dir, m.params(), backend);
   return m.logits(ids.data());
 }
@@ -403,7 +451,7 @@ std::vector<double> folder_logits(Backend& backend, const std::string& dir, cons
 TEST(Merge, MergedFolderGivesTheLoraModelsLogits) {
   std::unique_ptr<Backend> backend = create_backend("cpu");
   const LoraConfig lora = lora_config("q,k,v,o,gate,up,down");
-  LlamaModel model(*backend, tiny_options(11, lora, {false, true, true, false}));
+  Model model(*backend, tiny_options(11, lora, TrainableConfig::parse("embed,norm")));
   test::fill_params(model.params(), *backend, 21);  // B ≠ 0: the adapters change the function
   const std::vector<int32_t> ids = tokens(16, 11);
   const std::vector<double> with_lora = model.logits(ids.data());
@@ -419,7 +467,7 @@ TEST(Merge, MergedFolderGivesTheLoraModelsLogits) {
   EXPECT_LT(err, 1e-5);
 
   // Guard: without the merge the adapters would have mattered.
-  LlamaModel base_only(*backend, tiny_options(11, {}));
+  Model base_only(*backend, tiny_options(11, {}));
   test::fill_params(base_only.params(), *backend, 21);
   EXPECT_GT(test::rel_error(base_only.logits(ids.data()), with_lora), 1e-2);
 }
@@ -440,9 +488,9 @@ TEST(Merge, PipelinePadsRecordsRopeAndCopiesTokenizer) {
   }
   // The LoRA model LongLoRA would train: vocab 12 ([PAD] = mean row), LoRA on q/k/v/o, trainable embed + norms.
   const LoraConfig lora = lora_config("q,k,v,o", 4, 16);
-  ModelOptions mo = tiny_options(12, lora, {false, true, true, false});
+  ModelOptions mo = tiny_options(12, lora, TrainableConfig::parse("embed,norm"));
   mo.config.rope_scaling_factor = 4.0;
-  LlamaModel model(*backend, mo);
+  Model model(*backend, mo);
   load_hf_weights(base.path(), model.params(), *backend, {true});
   Rng rng(41);
   for (Param& p : model.params().all()) {
@@ -509,16 +557,16 @@ void write_interop_case(const std::string& dir) {
   o.config = read_hf_config(tiny).model;
   o.config.rope_scaling_factor = kTrainRopeFactor;
   o.lora = lora_config("q,k,v,o,gate,up,down", 4, 8);
-  o.trainable = {false, true, true, false};
+  o.trainable = TrainableConfig::parse("embed,norm");
   o.batch = ids_entry.shape[0];
   o.seq_len = ids_entry.shape[1];
-  LlamaModel model(*backend, o);
+  Model model(*backend, o);
   load_hf_weights(tiny, model.params(), *backend);
   Rng rng(2024);  // "trained" values: uniform draws, bit-identical everywhere
   for (Param& p : model.params().all()) {
     if (!p.trainable) continue;
     std::vector<double> v = download_f64(*backend, p.value);
-    for (double& x : v) x = (p.kind == ParamKind::LoraA || p.kind == ParamKind::LoraB) ? rng.uniform(-0.3, 0.3)
+    for (double& x : v) x = (p.role == ParamRole::LoraA || p.role == ParamRole::LoraB) ? rng.uniform(-0.3, 0.3)
                                                                                        : x + rng.uniform(-0.1, 0.1);
     upload_f64(*backend, p.value, v);
   }

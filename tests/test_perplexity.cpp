@@ -46,14 +46,14 @@ TEST(Perplexity, MatchesAnIndependentComputationOverWindows) {
   const int64_t L = 12, stride = 17;
   for (int64_t batch : {1, 3}) {
     CpuBackend<double> backend;
-    LlamaModel model(backend, eval_model(batch, L));
+    Model model(backend, eval_model(batch, L));
     model.init_random(3, 0.5);
     PerplexityOptions po;
     po.sliding_window = stride;
     const PerplexityResult r = evaluate_perplexity(model, file, po);
 
     // Independent: one window at a time through logits(), losses from log-softmax, grouped like eval.py.
-    LlamaModel single(backend, eval_model(1, L));
+    Model single(backend, eval_model(1, L));
     for (Param& p : model.params().all()) backend.copy(single.params().get(p.name).value, p.value);
     const std::vector<int64_t> starts = perplexity_window_starts(203, L, stride, true);
     ASSERT_EQ(r.num_windows, int64_t(starts.size()));
@@ -102,9 +102,9 @@ TEST(Perplexity, RefusesS2AndTooShortData) {
   CpuBackend<float> backend;
   ModelOptions s2 = eval_model(1, 8);
   s2.attention.use_s2 = true;
-  LlamaModel s2_model(backend, s2);
+  Model s2_model(backend, s2);
   EXPECT_THROW(evaluate_perplexity(s2_model, file, {}), Error);
-  LlamaModel model(backend, eval_model(1, 16));
+  Model model(backend, eval_model(1, 16));
   EXPECT_THROW(evaluate_perplexity(model, file, {}), Error);  // starts {0} popped → nothing to evaluate
 }
 

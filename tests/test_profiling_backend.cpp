@@ -1,5 +1,6 @@
 // ProfilingBackend: pure forwarding (bit-identical training step), per-op call counts equal to what the model's
-// code makes (src/model/llama.cpp), synchronisation only while enabled, reset, and the table/JSON reports.
+// code makes (src/model/model.cpp, src/model/arch/llama.cpp), synchronisation only while enabled, reset, and the
+// table/JSON reports.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -7,7 +8,8 @@
 #include <map>
 
 #include "cpu/cpu_backend.h"
-#include "model/llama.h"
+#include "model/model.h"
+#include "model/param_select.h"
 #include "profiling_backend.h"
 #include "tensor_host.h"
 #include "test_util.h"
@@ -33,16 +35,16 @@ ModelOptions tiny(bool checkpointing, bool lora) {
   o.checkpoint_layers = checkpointing ? o.config.num_hidden_layers : 0;
   o.ce_chunk_rows = 5;  // 16 rows → 4 chunks, the last one partial
   if (lora) {
-    o.trainable = TrainableConfig{false, true, true, false};
+    o.trainable = TrainableConfig::parse("embed,norm");
     o.lora.rank = 2;
     o.lora.dropout = 0.25;
-    o.lora.targets = LoraConfig::parse_targets("q,v,down");
+    o.lora.targets = parse_lora_targets("q,v,down", o.config);
   }
   return o;
 }
 
-// The op calls one forward_backward makes, read off src/model/llama.cpp: forward_layers (embedding, per layer 2
-// norms, 7 projections, 2 RoPEs, attention, SwiGLU, 2 residual adds; final norm), the head per logits chunk
+// The op calls one forward_backward makes, read off src/model/model.cpp and arch/llama.cpp: forward_layers (embedding,
+// per layer 2 norms, 7 projections, 2 RoPEs, attention, SwiGLU, 2 residual adds; final norm), the head per logits chunk
 // (LM-head product, cross-entropy, LM-head backward), the final norm's backward, per layer the backward (plus the
 // recomputed forward of each checkpointed layer but the last), the embedding backward; uploads of ids and targets,
 // the losses' download. A LoRA projection with dropout runs dropout once forward and twice plus one add backward.
@@ -50,9 +52,9 @@ std::map<std::string, int64_t> expected_calls(const ModelOptions& o, bool embed_
   const int64_t n = o.config.num_hidden_layers;
   const int64_t fwd = n + std::max<int64_t>(o.checkpoint_layers - 1, 0);  // layer forwards, recomputed included
   const int64_t T = o.batch * o.seq_len, chunks = (T + o.ce_chunk_rows - 1) / o.ce_chunk_rows;
-  int64_t adapted = 0;
-  for (int s = 0; s < kNumLinearSlots; ++s) adapted += o.lora.on(LinearSlot(s));
-  const int64_t plain = kNumLinearSlots - adapted, drop = o.lora.dropout > 0 ? adapted : 0;
+  const int64_t projections = 7;  // Llama's q, k, v, o, gate, up, down
+  const int64_t adapted = o.lora.enabled() ? int64_t(o.lora.targets.size()) : 0;
+  const int64_t plain = projections - adapted, drop = o.lora.dropout > 0 ? adapted : 0;
   std::map<std::string, int64_t> m = {
       {"embedding_forward", 1},
       {"rmsnorm_forward", 2 * fwd + 1},
@@ -84,7 +86,7 @@ std::map<std::string, int64_t> recorded_calls(const ProfilingBackend& prof) {
   return m;
 }
 
-void randomize(LlamaModel& model, uint64_t seed) {
+void randomize(Model& model, uint64_t seed) {
   Rng rng(seed);
   for (Param& p : model.params().all()) {
     std::vector<double> v(p.numel());
@@ -106,7 +108,7 @@ std::vector<int32_t> tokens_for(const ModelOptions& o, uint64_t seed, bool targe
 void check_step(const ModelOptions& o) {
   CpuBackend<float> plain_be, inner;
   ProfilingBackend prof(inner);
-  LlamaModel plain(plain_be, o), wrapped(prof, o);
+  Model plain(plain_be, o), wrapped(prof, o);
   randomize(plain, 3);
   randomize(wrapped, 3);
   plain.set_lora_dropout(true, 9);
@@ -152,7 +154,7 @@ TEST(ProfilingBackend, AttentionRunsTwiceInEachRecomputedLayer) {
     ProfilingBackend prof(inner);
     ModelOptions o = tiny(false, false);
     o.checkpoint_layers = k;
-    LlamaModel model(prof, o);
+    Model model(prof, o);
     randomize(model, 1);
     const std::vector<int32_t> tokens = tokens_for(o, 2, false), targets = tokens_for(o, 3, true);
     prof.set_enabled(true);
@@ -167,7 +169,7 @@ TEST(ProfilingBackend, DisabledRecordsNothingAndDoesNotSynchronize) {
   ProfilingBackend prof(inner);
   EXPECT_FALSE(prof.enabled());
   const ModelOptions o = tiny(true, false);
-  LlamaModel model(prof, o);  // allocation and uploads while disabled
+  Model model(prof, o);  // allocation and uploads while disabled
   randomize(model, 1);
   const std::vector<int32_t> tokens = tokens_for(o, 2, false), targets = tokens_for(o, 3, true);
   model.forward_backward(tokens.data(), targets.data());
@@ -295,7 +297,7 @@ TEST(ProfilingBackend, StatsSortedAndTableAndJsonReportThem) {
   CpuBackend<float> inner;
   ProfilingBackend prof(inner);
   const ModelOptions o = tiny(true, false);
-  LlamaModel model(prof, o);
+  Model model(prof, o);
   randomize(model, 1);
   const std::vector<int32_t> tokens = tokens_for(o, 2, false), targets = tokens_for(o, 3, true);
   prof.set_enabled(true);

@@ -155,7 +155,7 @@ TEST(S2Config, GroupSizeRule) {
 }
 
 TEST(S2Config, SftGroupRuleMatchesTheReferenceTable) {
-  LlamaConfig c;
+  ModelConfig c;
   c.hidden_size = 64, c.intermediate_size = 128, c.num_attention_heads = 4, c.num_key_value_heads = 4;
   c.num_hidden_layers = 1, c.vocab_size = 10;
   AttentionConfig a;
@@ -171,7 +171,7 @@ TEST(S2Config, SftGroupRuleMatchesTheReferenceTable) {
 }
 
 TEST(S2Config, RejectsHeadLayoutsWhereAShiftedHeadSharesAKvHeadWithAnUnshiftedOne) {
-  LlamaConfig c;
+  ModelConfig c;
   c.hidden_size = 64, c.intermediate_size = 128, c.num_attention_heads = 8, c.num_hidden_layers = 1, c.vocab_size = 10;
   AttentionConfig s2;
   s2.use_s2 = true;

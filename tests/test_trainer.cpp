@@ -20,7 +20,8 @@
 #include "io/hf_config.h"
 #include "io/peft.h"
 #include "io/safetensors.h"
-#include "model/llama.h"
+#include "model/model.h"
+#include "model/param_select.h"
 #include "mpi/comm.h"
 #include "mpi/zero.h"
 #include "tensor_host.h"
@@ -29,8 +30,8 @@
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/memory_check.h"
-#include "train/model_presets.h"
-#include "train/optimizer.h"
+#include "optim/adamw.h"
+#include "model/registry.h"
 #include "train/trainer.h"
 #include "util/files.h"
 #include "util/flags.h"
@@ -236,11 +237,11 @@ TEST_F(TrainerTest, SaveMergedWritesAnHfFolderEqualToTheAdapterModel) {
   ModelOptions mo;
   mo.config = read_hf_config(o.output_dir + "/merged").model;
   mo.seq_len = 32;
-  LlamaModel merged_model(backend, mo);
+  Model merged_model(backend, mo);
   load_hf_weights(o.output_dir + "/merged", merged_model.params(), backend);
-  mo.lora = read_adapter_config(o.output_dir).lora;
-  mo.trainable = TrainableConfig{false, true, true, false};
-  LlamaModel adapted(backend, mo);
+  mo.lora = read_adapter_config(o.output_dir, mo.config).lora;
+  mo.trainable = TrainableConfig::parse("embed,norm");
+  Model adapted(backend, mo);
   adapted.init_random(uint64_t(o.seed));
   load_adapter(o.output_dir, adapted.params(), backend);
   std::vector<int32_t> tokens(32);
@@ -322,9 +323,9 @@ TEST(TrainerSteps, FrozenWeightsStayBitIdentical) {
   mo.config.num_key_value_heads = 2, mo.config.num_hidden_layers = 2, mo.config.vocab_size = 20;
   mo.seq_len = 8;
   mo.lora.rank = 2;
-  mo.lora.targets = LoraConfig::parse_targets("q,v");
-  mo.trainable.norm = true;
-  LlamaModel model(backend, mo);
+  mo.lora.targets = parse_lora_targets("q,v", mo.config);
+  mo.trainable = TrainableConfig::parse("norm");
+  Model model(backend, mo);
   model.init_random(1);
   std::vector<std::vector<unsigned char>> before;
   for (const Param& p : model.params().all())
@@ -357,9 +358,9 @@ TEST(TrainerSteps, NonFiniteWeightsAreNamedAndNeverCheckpointed) {
     mo.config.num_key_value_heads = 2, mo.config.num_hidden_layers = 2, mo.config.vocab_size = 20;
     mo.seq_len = 8;
     mo.lora.rank = 2;
-    mo.lora.targets = LoraConfig::parse_targets("q,v");
-    mo.trainable.norm = true;
-    LlamaModel model(backend, mo);
+    mo.lora.targets = parse_lora_targets("q,v", mo.config);
+    mo.trainable = TrainableConfig::parse("norm");
+    Model model(backend, mo);
     model.init_random(1);
     std::unique_ptr<Comm> local = make_local_comm();
     DistributedOptimizer opt(backend, model.params(), *local, {}, stage);

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "cpu/cpu_backend.h"
+#include "model/param_select.h"
 #include "model/params.h"
 #include "mpi/comm.h"
 #include "mpi/zero_plan.h"
@@ -174,13 +175,13 @@ TEST(PlanZero2, BucketsCloseAtTheLimitAndNeverMixTheOuterGroupWithLayers) {
 TEST(PlanZero2, MatchesTheArenasOfARealParamStore) {
   // Offsets from ParamStore's arenas on the CPU backend (f32 both): identical layouts, one bucket = old split.
   CpuBackend<float> backend;
-  LlamaConfig c;
+  ModelConfig c;
   c.hidden_size = 32, c.intermediate_size = 48, c.num_attention_heads = 4, c.num_key_value_heads = 2;
   c.num_hidden_layers = 2, c.vocab_size = 50;
   LoraConfig lora;
   lora.rank = 4;
-  lora.targets = LoraConfig::parse_targets("q_proj,v_proj");
-  ParamStore store(backend, c, lora, TrainableConfig{false, true, true, false});
+  lora.targets = parse_lora_targets("q_proj,v_proj", c);
+  ParamStore store(backend, c, lora, TrainableConfig::parse("embed,norm"));
   std::vector<Zero2Param> params;
   for (Param& p : store.all())
     if (p.trainable) params.push_back({store.grad_offset(p), store.trainable_offset(p), p.numel(), p.layer});

@@ -34,11 +34,12 @@
 #include "backend.h"
 #include "cuda/launch_plan.h"
 #include "cuda/perf_model.h"
-#include "model/llama.h"
+#include "model/model.h"
+#include "model/param_select.h"
 #include "profiling_backend.h"
 #include "tensor_host.h"
 #include "train/memory_check.h"
-#include "train/optimizer.h"
+#include "optim/adamw.h"
 #include "util/error.h"
 #include "util/flags.h"
 
@@ -168,14 +169,14 @@ ModelOptions llama7b_lora(const Options& o, int64_t seq_len) {
   m.attention.use_s2 = o.s2;
   m.lora.rank = o.lora_r;
   m.lora.alpha = 16;
-  m.lora.targets = LoraConfig::parse_targets("q_proj,k_proj,v_proj,o_proj");
-  m.trainable = TrainableConfig{false, true, true, false};
+  m.lora.targets = parse_lora_targets("q_proj,k_proj,v_proj,o_proj", m.config);
+  m.trainable = TrainableConfig::parse("embed,norm");
   return m;
 }
 
 // A model of llama7b_lora shape on `run_on` (the CUDA backend, or a wrapper of it), its optimizer and a batch.
 struct StepSetup {
-  LlamaModel model;
+  Model model;
   std::unique_ptr<AdamW> opt;  // created after the weights: it copies them into its f32 masters
   std::vector<int32_t> tokens, targets;
   StepSetup(CudaBackend& be, Backend& run_on, const Options& o, int64_t seq_len)

@@ -7,9 +7,10 @@
 #include <nlohmann/json.hpp>
 
 #include "backend.h"
-#include "model/llama.h"
-#include "train/model_presets.h"
-#include "train/optimizer.h"
+#include "model/model.h"
+#include "model/param_select.h"
+#include "model/registry.h"
+#include "optim/adamw.h"
 #include "util/error.h"
 #include "util/files.h"
 #include "util/flags.h"
@@ -33,12 +34,12 @@ double tokens_per_sec(ll::Backend& backend, const Case& c, int64_t steps) {
   mo.checkpoint_layers = c.checkpointing ? mo.config.num_hidden_layers : 0;
   if (c.lora) {
     mo.lora.rank = 8;
-    mo.lora.targets = ll::LoraConfig::parse_targets("q,k,v,o");
-    mo.trainable = ll::TrainableConfig{false, true, true, false};
+    mo.lora.targets = ll::parse_lora_targets("q,k,v,o", mo.config);
+    mo.trainable = ll::TrainableConfig::parse("embed,norm");
   } else {
     mo.trainable.all = true;
   }
-  ll::LlamaModel model(backend, mo);
+  ll::Model model(backend, mo);
   model.init_random(1);
   ll::AdamW opt(backend, model.params(), {});
   ll::Rng rng(2);

@@ -77,7 +77,7 @@ nlohmann::json EvalModel::describe() const {
 }
 
 EvalModel load_eval_model(const EvalModelOptions& o, std::ostream& log) {
-  LL_CHECK(!o.base_model.empty(), "--base_model is required (a Hugging Face Llama folder)");
+  LL_CHECK(!o.base_model.empty(), "--base_model is required (a Hugging Face model folder)");
   LL_CHECK(is_directory(o.base_model), "--base_model `", o.base_model, "` is not a folder");
   LL_CHECK(o.peft_model.empty() || is_directory(o.peft_model), "--peft_model `", o.peft_model, "` is not a folder");
   const HfConfig hf = read_hf_config(o.base_model);
@@ -87,12 +87,12 @@ EvalModel load_eval_model(const EvalModelOptions& o, std::ostream& log) {
   std::optional<LongLoraRecord> record;
   ModelOptions mo;
   if (!o.peft_model.empty()) {
-    mo.lora = read_adapter_config(o.peft_model).lora;
+    mo.lora = read_adapter_config(o.peft_model, hf.model).lora;
     record = read_longlora_record(o.peft_model);
   }
-  m.config.vocab_size =
-      choose_eval_vocab(o.add_pad_token, hf.model.vocab_size, o.peft_model.empty() ? 0 : adapter_embedding_rows(o.peft_model),
-                        record ? record->vocab_size : 0, o.peft_model);
+  const int64_t adapter_rows = o.peft_model.empty() ? 0 : adapter_embedding_rows(o.peft_model, hf.model);
+  m.config.vocab_size = choose_eval_vocab(o.add_pad_token, hf.model.vocab_size, adapter_rows,
+                                          record ? record->vocab_size : 0, o.peft_model);
   m.padded = m.config.vocab_size == hf.model.vocab_size + 1;
   m.rope = choose_eval_rope_factor(o.rope_scaling_factor, o.context_size, o.default_context,
                                    hf.model.max_position_embeddings, hf.model.rope_scaling_factor, record);
@@ -104,7 +104,7 @@ EvalModel load_eval_model(const EvalModelOptions& o, std::ostream& log) {
   mo.seq_len = o.seq_len;
   mo.checkpoint_layers = mo.config.num_hidden_layers;  // forward only: one shared set of layer activations is enough
   check_weights_fit_memory(mo.config, mo.lora, *m.backend, o.base_model + "/config.json");
-  m.model = std::make_unique<LlamaModel>(*m.backend, mo);
+  m.model = std::make_unique<Model>(*m.backend, mo);
   const HfLoadReport loaded = load_hf_weights(o.base_model, m.model->params(), *m.backend, {m.padded});
   log << "model: " << o.base_model << " (" << m.config.num_hidden_layers << " layers, hidden " << m.config.hidden_size
       << ", heads " << m.config.num_attention_heads << "/" << m.config.num_key_value_heads << ", vocab "

@@ -27,7 +27,7 @@
 #include "backend.h"
 #include "io/peft.h"
 #include "model/config.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 namespace ll {
 
@@ -60,8 +60,8 @@ struct EvalModelOptions {
 
 struct EvalModel {
   std::unique_ptr<Backend> backend;
-  std::unique_ptr<LlamaModel> model;
-  LlamaConfig config;  // as built (vocabulary and RoPE factor included)
+  std::unique_ptr<Model> model;
+  ModelConfig config;  // as built (vocabulary and RoPE factor included)
   RopeChoice rope;
   bool padded = false;  // a [PAD] row was appended to the base
   int64_t base_vocab = 0;

@@ -7,7 +7,7 @@
 
 namespace ll {
 
-InferenceSession::InferenceSession(LlamaModel& model, int64_t capacity) : model_(model), capacity_(capacity) {
+InferenceSession::InferenceSession(Model& model, int64_t capacity) : model_(model), capacity_(capacity) {
   model_.enable_kv_cache(capacity);
 }
 

@@ -9,7 +9,7 @@
 
 #include "data/tokenizer.h"
 #include "eval/sampling.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 namespace ll {
 
@@ -17,7 +17,7 @@ namespace ll {
 class InferenceSession {
  public:
   // Enables the model's KV cache for `capacity` tokens (batch 1, full causal attention).
-  InferenceSession(LlamaModel& model, int64_t capacity);
+  InferenceSession(Model& model, int64_t capacity);
   // Makes the cache hold exactly `prompt` and returns the logits after its last token. With `reuse_prefix`, the
   // longest common prefix with what the cache already holds is kept and only the rest runs (the results then
   // differ from a fresh prefill at rounding level: chunk boundaries move). Otherwise the cache starts empty.
@@ -27,10 +27,10 @@ class InferenceSession {
   const std::vector<int32_t>& tokens() const { return tokens_; }
   int64_t capacity() const { return capacity_; }
   int64_t last_reused() const { return reused_; }  // tokens the last prefill kept from the cache
-  LlamaModel& model() { return model_; }
+  Model& model() { return model_; }
 
  private:
-  LlamaModel& model_;
+  Model& model_;
   int64_t capacity_;
   std::vector<int32_t> tokens_;
   int64_t reused_ = 0;

@@ -102,7 +102,7 @@ int64_t needed_capacity(const std::vector<Item>& items) {
 
 }  // namespace
 
-std::vector<PasskeyPoint> run_passkey(LlamaModel& model, const Tokenizer& tok, const PasskeyOptions& o,
+std::vector<PasskeyPoint> run_passkey(Model& model, const Tokenizer& tok, const PasskeyOptions& o,
                                       const std::function<void(const PasskeyPoint&)>& on_point,
                                       const std::function<void(int64_t, int64_t)>& progress) {
   LL_CHECK(o.num_tests >= 1, "--num_tests must be >= 1, got ", o.num_tests);

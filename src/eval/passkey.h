@@ -53,7 +53,7 @@ struct PasskeyOptions {
 
 // Runs the whole sweep. The model must be planned for batch 1 (its seq_len is the prefill chunk).
 // `on_point` is called after each length; `progress(done, total)` counts filler characters (known up front).
-std::vector<PasskeyPoint> run_passkey(LlamaModel& model, const Tokenizer& tokenizer, const PasskeyOptions& options,
+std::vector<PasskeyPoint> run_passkey(Model& model, const Tokenizer& tokenizer, const PasskeyOptions& options,
                                       const std::function<void(const PasskeyPoint&)>& on_point = {},
                                       const std::function<void(int64_t, int64_t)>& progress = {});
 

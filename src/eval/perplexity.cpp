@@ -15,7 +15,7 @@ std::vector<int64_t> perplexity_window_starts(int64_t tokens, int64_t seq_len, i
   return starts;
 }
 
-PerplexityResult evaluate_perplexity(LlamaModel& model, const TokenFile& data, const PerplexityOptions& o,
+PerplexityResult evaluate_perplexity(Model& model, const TokenFile& data, const PerplexityOptions& o,
                                      const std::function<void(int64_t, int64_t)>& progress) {
   LL_CHECK(model.mask().kind == MaskKind::Causal, "perplexity: evaluation uses full causal attention; build the "
                                                   "model with S2 off");

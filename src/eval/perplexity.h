@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "data/token_file.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 namespace ll {
 
@@ -35,7 +35,7 @@ std::vector<int64_t> perplexity_window_starts(int64_t tokens, int64_t seq_len, i
 
 // `model` must use full causal attention and be planned for (batch_size, seq_len). `progress(done, total)`
 // is called after every batch when given.
-PerplexityResult evaluate_perplexity(LlamaModel& model, const TokenFile& data, const PerplexityOptions& options,
+PerplexityResult evaluate_perplexity(Model& model, const TokenFile& data, const PerplexityOptions& options,
                                      const std::function<void(int64_t, int64_t)>& progress = {});
 
 }  // namespace ll

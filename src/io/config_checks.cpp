@@ -1,10 +1,13 @@
 #include "io/config_checks.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <limits>
-#include <set>
+#include <map>
 
 #include "io/param_io.h"
+#include "model/param_select.h"
+#include "model/registry.h"
 #include "util/error.h"
 #include "util/host_memory.h"
 
@@ -18,20 +21,37 @@ struct ParameterCount {
   long double total() const { return embedding + lm_head + layers + lora; }
 };
 
-ParameterCount count_parameters(const LlamaConfig& c, const LoraConfig& lora) {
-  const long double H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, N = c.num_hidden_layers;
-  const long double q = c.num_attention_heads * (H / c.num_attention_heads);
-  const long double kv = c.num_key_value_heads * (H / c.num_attention_heads);
+long double elements(const std::vector<int64_t>& shape) {
+  long double n = 1;
+  for (int64_t d : shape) n *= (long double)d;
+  return n;
+}
+
+// From the table of one layer (its rows have the shapes every layer has), times num_hidden_layers.
+ParameterCount count_parameters(const ModelConfig& c, const LoraConfig& lora) {
+  const Architecture& arch = architecture_for(c.model_type);
+  ModelConfig one_layer = c;
+  one_layer.num_hidden_layers = 1;
+  const std::vector<ParamSpec> table = arch.parameter_table(one_layer);
+  const long double N = c.num_hidden_layers;
   ParameterCount n;
-  n.embedding = V * H;
-  n.lm_head = c.tie_word_embeddings ? 0 : V * H;
-  n.per_layer = H * q + 2 * H * kv + q * H + 3 * H * I + 2 * H;
-  n.layers = N * n.per_layer + H;
+  long double outer_rest = 0;
+  for (const ParamSpec& s : table) {
+    if (!s.tied_to.empty()) continue;
+    if (s.layer >= 0) n.per_layer += elements(s.shape);
+    else if (s.role == ParamRole::Embedding) n.embedding += elements(s.shape);
+    else if (s.role == ParamRole::OutputHead) n.lm_head += elements(s.shape);
+    else outer_rest += elements(s.shape);
+  }
+  n.layers = N * n.per_layer + outer_rest;
   if (lora.enabled()) {
-    // (in, out) of q, k, v, o, gate, up, down
-    const long double dims[kNumLinearSlots][2] = {{H, q}, {H, kv}, {H, kv}, {q, H}, {H, I}, {H, I}, {I, H}};
-    for (int s = 0; s < kNumLinearSlots; ++s)
-      if (lora.on(LinearSlot(s))) n.lora += N * lora.rank * (dims[s][0] + dims[s][1]);
+    const std::vector<std::string> targets = resolve_lora_targets(arch, table, lora.targets, "LoRA targets");
+    for (const AdaptableModule& m : adaptable_modules(table)) {
+      if (std::find(targets.begin(), targets.end(), m.name) == targets.end()) continue;
+      for (const ParamSpec& s : table)
+        if (s.layer == 0 && s.slot == m.slot)
+          n.lora += N * (long double)lora.rank * ((long double)s.shape[0] + (long double)s.shape[1]);
+    }
   }
   return n;
 }
@@ -56,7 +76,7 @@ std::string bytes_text(long double bytes) {
 }
 
 // The part of the count that makes it large, with the fields that make it so.
-std::string dominant_part(const LlamaConfig& c, const LoraConfig& lora, const ParameterCount& n) {
+std::string dominant_part(const ModelConfig& c, const LoraConfig& lora, const ParameterCount& n) {
   if (n.lora >= n.layers && n.lora >= n.embedding)
     return str_cat("LoRA r ", lora.rank, " over ", c.num_hidden_layers, " layers = ", count_text(n.lora),
                    " adapter parameters");
@@ -68,42 +88,9 @@ std::string dominant_part(const LlamaConfig& c, const LoraConfig& lora, const Pa
                  count_text(n.layers));
 }
 
-const SafetensorsEntry* find_entry(const HfWeightFiles& w, const std::string& name, std::string* file) {
-  const auto it = w.where.find(name);
-  if (it == w.where.end()) return nullptr;
-  *file = it->second->path();
-  const SafetensorsEntry& e = it->second->entry(name);
-  return e.shape.size() == 2 ? &e : nullptr;  // other ranks: the loader's shape check names them
-}
-
-// `field` (value `value`) must equal dimension `dim` of tensor `name` when the folder has it.
-void expect_dim(const HfWeightFiles& w, const std::string& where, const std::string& name, int dim, int64_t expected,
-                const std::string& field_text, const std::string& layout) {
-  std::string file;
-  const SafetensorsEntry* e = find_entry(w, name, &file);
-  if (e == nullptr || e->shape[size_t(dim)] == expected) return;
-  fail(where, ": ", field_text, " does not match the weights: `", name, "` is ", shape_text(e->shape), " (", layout,
-       ") in ", file, "; is config.json from another model?");
-}
-
-// Layer indices present: the N of every "model.layers.N." name.
-std::set<int64_t> layer_indices(const HfWeightFiles& w) {
-  const std::string prefix = "model.layers.";
-  std::set<int64_t> found;
-  for (auto it = w.where.lower_bound(prefix); it != w.where.end() && it->first.compare(0, prefix.size(), prefix) == 0;
-       ++it) {
-    int64_t index = 0;
-    size_t i = prefix.size();
-    for (; i < it->first.size() && it->first[i] >= '0' && it->first[i] <= '9' && index < (int64_t(1) << 40); ++i)
-      index = index * 10 + (it->first[i] - '0');
-    if (i > prefix.size() && i < it->first.size() && it->first[i] == '.') found.insert(index);
-  }
-  return found;
-}
-
 }  // namespace
 
-void check_config_size(const LlamaConfig& c, const std::string& where) {
+void check_config_size(const ModelConfig& c, const std::string& where) {
   if (c.vocab_size > std::numeric_limits<int32_t>::max())
     fail(where, ": `vocab_size` is ", c.vocab_size, ", more than ", std::numeric_limits<int32_t>::max(),
          " (token ids are 32-bit); is the field wrong?");
@@ -114,33 +101,13 @@ void check_config_size(const LlamaConfig& c, const std::string& where) {
          " this engine accepts (5× the largest Llama); is a size field wrong?");
 }
 
-void check_config_matches_weights(const LlamaConfig& c, const HfWeightFiles& w, const std::string& where) {
-  const auto field = [](const char* name, int64_t value) { return str_cat("`", name, "` ", value); };
-  expect_dim(w, where, "model.embed_tokens.weight", 0, c.vocab_size, field("vocab_size", c.vocab_size),
-             "vocab_size × hidden_size");
-  expect_dim(w, where, "model.embed_tokens.weight", 1, c.hidden_size, field("hidden_size", c.hidden_size),
-             "vocab_size × hidden_size");
-  if (!c.tie_word_embeddings) {
-    expect_dim(w, where, "lm_head.weight", 0, c.vocab_size, field("vocab_size", c.vocab_size),
-               "vocab_size × hidden_size");
-  }
-  const std::set<int64_t> layers = layer_indices(w);
-  if (!layers.empty() && (*layers.rbegin() + 1 != c.num_hidden_layers || int64_t(layers.size()) != c.num_hidden_layers))
-    fail(where, ": ", field("num_hidden_layers", c.num_hidden_layers), " does not match the weights, which hold ",
-         layers.size(), " layer(s) numbered ", *layers.begin(), " to ", *layers.rbegin(),
-         " (model.layers.N.*); is config.json from another model?");
-  const std::string layer0 = "model.layers." + std::to_string(layers.empty() ? 0 : *layers.begin()) + ".";
-  expect_dim(w, where, layer0 + "self_attn.q_proj.weight", 1, c.hidden_size, field("hidden_size", c.hidden_size),
-             "num_attention_heads × head_dim by hidden_size");
-  expect_dim(w, where, layer0 + "self_attn.k_proj.weight", 0, c.kv_dim(),
-             str_cat(field("num_key_value_heads", c.num_key_value_heads), " × head_dim ", c.head_dim(), " = ",
-                     c.kv_dim()),
-             "num_key_value_heads × head_dim by hidden_size");
-  expect_dim(w, where, layer0 + "mlp.gate_proj.weight", 0, c.intermediate_size,
-             field("intermediate_size", c.intermediate_size), "intermediate_size × hidden_size");
+void check_config_matches_weights(const ModelConfig& c, const HfWeightFiles& w, const std::string& where) {
+  std::map<std::string, FolderTensor> tensors;
+  for (const auto& [name, file] : w.where) tensors[name] = FolderTensor{file->entry(name).shape, file->path()};
+  architecture_for(c.model_type).check_folder_shapes(c, tensors, where);
 }
 
-void check_weights_fit_memory(const LlamaConfig& c, const LoraConfig& lora, const Backend& backend,
+void check_weights_fit_memory(const ModelConfig& c, const LoraConfig& lora, const Backend& backend,
                               const std::string& where) {
   DeviceMemoryState device;
   const bool on_device = backend.device_memory(&device);

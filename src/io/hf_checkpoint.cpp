@@ -29,10 +29,11 @@ const char* const kCopiedFiles[] = {"tokenizer.model",  "tokenizer.json",    "to
                                     "special_tokens_map.json", "added_tokens.json", "generation_config.json"};
 
 bool ignorable(const std::string& name, ParamStore& params) {
-  const std::string suffix = "rotary_emb.inv_freq";
-  if (name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) return true;
-  // A tied model's head is the embedding; some writers still store lm_head.weight.
-  return name == "lm_head.weight" && params.find(name) == nullptr;
+  if (params.architecture().ignored_tensor(name)) return true;
+  // A tied model's head is the embedding; some writers still store it under the head's name.
+  for (const ParamSpec& s : params.table())
+    if (!s.tied_to.empty() && s.name == name) return true;
+  return false;
 }
 
 // LongLoRA's [PAD] row: the file holds rows [0, V); row V of the parameter becomes their mean (computed in double).
@@ -56,7 +57,7 @@ void load_padded(Backend& backend, Param& p, const SafetensorsEntry& e, const st
 
 void check_lora_merged(ParamStore& params, Backend& backend) {
   for (Param& p : params.all()) {
-    if (p.kind != ParamKind::LoraB) continue;
+    if (p.role != ParamRole::LoraB) continue;
     for (double v : download_f64(backend, p.value))
       LL_CHECK(v == 0.0, "save_hf_folder: `", p.name,
                "` is non-zero, so the model's LoRA adapters are not merged and would be lost; merge them into the "
@@ -98,7 +99,7 @@ HfLoadReport load_hf_weights(const std::string& dir, ParamStore& params, Backend
   std::vector<std::string> missing, unknown;
   std::set<std::string> needed;
   for (Param& p : params.all()) {
-    if (is_lora(p)) continue;
+    if (p.is_lora()) continue;
     needed.insert(p.name);
     if (!src.where.count(p.name)) missing.push_back(p.name);
   }
@@ -115,13 +116,14 @@ HfLoadReport load_hf_weights(const std::string& dir, ParamStore& params, Backend
     fail(source, ": missing ", missing.size(), " weight(s) the model needs: ", name_list(missing),
          " (is config.json's num_hidden_layers / tie_word_embeddings right for these weights?)");
   if (!unknown.empty())
-    fail(source, ": has ", unknown.size(), " tensor(s) a Llama model of this config does not use: ", name_list(unknown));
+    fail(source, ": has ", unknown.size(), " tensor(s) a ", params.config().model_type,
+         " model of this config does not use: ", name_list(unknown));
 
   params.write_all([&](Param& p) {
-    if (is_lora(p)) return;
+    if (p.is_lora()) return;
     const SafetensorsFile& file = *src.where.at(p.name);
     const SafetensorsEntry& e = file.entry(p.name);
-    const bool vocab_row = p.kind == ParamKind::Embed || p.kind == ParamKind::LmHead;
+    const bool vocab_row = p.role == ParamRole::Embedding || p.role == ParamRole::OutputHead;
     const bool one_short = vocab_row && e.shape.size() == 2 && e.shape[0] + 1 == p.shape[0] && e.shape[1] == p.shape[1];
     if (one_short && options.add_pad_token) {
       load_padded(backend, p, e, file.path());
@@ -137,7 +139,7 @@ HfLoadReport load_hf_weights(const std::string& dir, ParamStore& params, Backend
   return report;
 }
 
-HfSaveReport save_hf_folder(const std::string& dir, ParamStore& params, Backend& backend, const LlamaConfig& config,
+HfSaveReport save_hf_folder(const std::string& dir, ParamStore& params, Backend& backend, const ModelConfig& config,
                             const HfSaveOptions& options) {
   LL_CHECK(options.dtype == DType::BF16 || options.dtype == DType::F16 || options.dtype == DType::F32,
            "save_hf_folder: dtype must be bf16, f16 or f32, got ", dtype_name(options.dtype));
@@ -148,7 +150,7 @@ HfSaveReport save_hf_folder(const std::string& dir, ParamStore& params, Backend&
   // Plan shards the way transformers does: in parameter order, a new shard when the next tensor would overflow.
   std::vector<Param*> tensors;
   for (Param& p : params.all())
-    if (!is_lora(p)) tensors.push_back(&p);
+    if (!p.is_lora()) tensors.push_back(&p);
   const size_t out_elem = dtype_size(options.dtype);
   std::vector<std::vector<Param*>> shards(1);
   uint64_t shard_bytes = 0;

@@ -1,4 +1,4 @@
-// Hugging Face Llama folders: loading safetensors weights (single file or sharded with an index) into a ParamStore,
+// Hugging Face model folders: loading safetensors weights (single file or sharded with an index) into a ParamStore,
 // and writing a complete folder (config.json, weights, index, tokenizer files) that transformers loads.
 // See shared/reference/formats.md §A1 (names, shapes, index) and §A2 (safetensors).
 #pragma once
@@ -28,8 +28,9 @@ struct HfLoadReport {
 // Loads every base weight of `params` (LoRA adapters are left untouched) from the folder `dir`:
 // `model.safetensors`, else `model.safetensors.index.json` with its shards (validated: every needed weight mapped,
 // every mapped file present and holding what the map says). BF16/F16/F32/F64 are converted to the backend's weight
-// dtype; shapes must match exactly. Unknown tensors are an error, except `*.rotary_emb.inv_freq` and `lm_head.weight`
-// of a tied model, which are ignored. A folder with only PyTorch `.bin` pickles is refused with a conversion hint.
+// dtype; shapes must match exactly. Unknown tensors are an error, except the architecture's ignored buffers (Llama:
+// `*.rotary_emb.inv_freq`) and the output head of a tied model (`lm_head.weight`), which are ignored. A folder with
+// only PyTorch `.bin` pickles is refused with a conversion hint.
 // `params` must have been built from this folder's config (read_hf_config), vocab + 1 with add_pad_token.
 HfLoadReport load_hf_weights(const std::string& dir, ParamStore& params, Backend& backend,
                              const HfLoadOptions& options = {});
@@ -55,7 +56,7 @@ struct HfSaveReport {
 // written last (after weights, index and tokenizer files), so a folder that has a config.json is complete, also
 // when an earlier save is overwritten. Weight files of an earlier save that the new layout does not use (a single
 // model.safetensors vs shards, shards of another count, a stale index) are deleted before config.json is written.
-HfSaveReport save_hf_folder(const std::string& dir, ParamStore& params, Backend& backend, const LlamaConfig& config,
+HfSaveReport save_hf_folder(const std::string& dir, ParamStore& params, Backend& backend, const ModelConfig& config,
                             const HfSaveOptions& options);
 
 // "model-00002-of-00005.safetensors", as transformers names shards.

@@ -119,15 +119,16 @@ Llama2cHeader read_llama2c_header(const std::string& path) {
   return h;
 }
 
-LlamaConfig llama2c_config(const Llama2cHeader& h) {
-  LlamaConfig c;
+ModelConfig llama2c_config(const Llama2cHeader& h) {
+  ModelConfig c;
+  c.model_type = "llama";
   c.hidden_size = h.dim;
   c.intermediate_size = h.hidden_dim;
   c.num_attention_heads = h.n_heads;
   c.num_key_value_heads = h.n_kv_heads;
   c.num_hidden_layers = h.n_layers;
   c.vocab_size = h.vocab_size < 0 ? -int64_t(h.vocab_size) : h.vocab_size;
-  c.rms_norm_eps = 1e-5;  // run.c's rmsnorm
+  c.norm_eps = 1e-5;  // run.c's rmsnorm
   c.rope_theta = 10000.0;
   c.rope_scaling_factor = 1.0;
   c.max_position_embeddings = h.seq_len;
@@ -152,13 +153,14 @@ std::vector<float> permute_meta_to_hf_rows(const std::vector<float>& w, int64_t 
 void load_llama2c(const std::string& path, Backend& backend, ParamStore& params, bool permute_qk) {
   LL_CHECK(!params.external(), "load_llama2c: the store's parameters are sharded (ZeRO-3); load into a plain store");
   const Llama2cHeader h = read_llama2c_header(path);  // validates the size, so the reads below cannot run short
-  const LlamaConfig c = llama2c_config(h);
+  const ModelConfig c = llama2c_config(h);
   const int64_t D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size, kv = c.kv_dim();
   const int L = int(c.num_hidden_layers);
 
   // The store must have this architecture: same layer count, same tying, same shapes (checked per tensor).
-  int store_layers = 0;
-  for (const Param& p : params.all()) store_layers += p.kind == ParamKind::AttnNorm;
+  LL_CHECK(params.config().model_type == "llama", path, ": a llama2.c checkpoint is a Llama; the model is a ",
+           params.config().model_type);
+  const int store_layers = params.num_layers();
   if (store_layers != L) fail(path, ": the checkpoint has ", L, " layers but the model has ", store_layers);
   const bool store_tied = &params.lm_head() == &params.embed();
   if (store_tied != c.tie_word_embeddings) {
@@ -179,19 +181,22 @@ void load_llama2c(const std::string& path, Backend& backend, ParamStore& params,
     check_finite_values(buf.data(), DType::F32, shape, path, p.name, kNonFiniteInFile);
     upload_f64(backend, p.value, std::vector<double>(buf.begin(), buf.end()));
   };
-  auto linear = [&](int l, LinearSlot s) -> Param& { return *params.layer(l).linear[int(s)]; };
+  // A Llama-only format: its tensors map to Llama's Hugging Face names.
+  auto layer = [&](int l, const char* name) -> Param& {
+    return params.get(str_cat("model.layers.", l, ".", name, ".weight"));
+  };
 
   load(params.embed(), {V, D}, "token embedding");
-  for (int l = 0; l < L; ++l) load(*params.layer(l).attn_norm, {D}, "attention RMS weight");
-  for (int l = 0; l < L; ++l) load(linear(l, LinearSlot::Q), {D, D}, "wq", c.num_attention_heads);
-  for (int l = 0; l < L; ++l) load(linear(l, LinearSlot::K), {kv, D}, "wk", c.num_key_value_heads);
-  for (int l = 0; l < L; ++l) load(linear(l, LinearSlot::V), {kv, D}, "wv");
-  for (int l = 0; l < L; ++l) load(linear(l, LinearSlot::O), {D, D}, "wo");
-  for (int l = 0; l < L; ++l) load(*params.layer(l).mlp_norm, {D}, "FFN RMS weight");
-  for (int l = 0; l < L; ++l) load(linear(l, LinearSlot::Gate), {F, D}, "w1");  // w1 = gate_proj
-  for (int l = 0; l < L; ++l) load(linear(l, LinearSlot::Down), {D, F}, "w2");  // w2 = down_proj
-  for (int l = 0; l < L; ++l) load(linear(l, LinearSlot::Up), {F, D}, "w3");    // w3 = up_proj
-  load(params.final_norm(), {D}, "final RMS weight");
+  for (int l = 0; l < L; ++l) load(layer(l, "input_layernorm"), {D}, "attention RMS weight");
+  for (int l = 0; l < L; ++l) load(layer(l, "self_attn.q_proj"), {D, D}, "wq", c.num_attention_heads);
+  for (int l = 0; l < L; ++l) load(layer(l, "self_attn.k_proj"), {kv, D}, "wk", c.num_key_value_heads);
+  for (int l = 0; l < L; ++l) load(layer(l, "self_attn.v_proj"), {kv, D}, "wv");
+  for (int l = 0; l < L; ++l) load(layer(l, "self_attn.o_proj"), {D, D}, "wo");
+  for (int l = 0; l < L; ++l) load(layer(l, "post_attention_layernorm"), {D}, "FFN RMS weight");
+  for (int l = 0; l < L; ++l) load(layer(l, "mlp.gate_proj"), {F, D}, "w1");  // w1 = gate_proj
+  for (int l = 0; l < L; ++l) load(layer(l, "mlp.down_proj"), {D, F}, "w2");  // w2 = down_proj
+  for (int l = 0; l < L; ++l) load(layer(l, "mlp.up_proj"), {F, D}, "w3");    // w3 = up_proj
+  load(params.get("model.norm.weight"), {D}, "final RMS weight");
   if (!c.tie_word_embeddings) {
     // Skip the two unused RoPE tables (seq_len · Dh/2 floats each) to reach the classifier.
     const long skip = long(2 * uint64_t(h.seq_len) * uint64_t(c.head_dim() / 2) * sizeof(float));

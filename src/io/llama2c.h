@@ -30,7 +30,7 @@ Llama2cHeader read_llama2c_header(const std::string& path);
 
 // The architecture of a llama2.c checkpoint: rms_norm_eps 1e-5, rope_theta 10000, max_position_embeddings = seq_len,
 // tie_word_embeddings = shared classifier.
-LlamaConfig llama2c_config(const Llama2cHeader& header);
+ModelConfig llama2c_config(const Llama2cHeader& header);
 
 // Loads the weights of `path` into `params` (allocated on `backend`), which must have been built from
 // llama2c_config() of the same file (any LoRA / trainable settings; adapters are left untouched). Values are

@@ -17,10 +17,10 @@ namespace ll {
 int merge_lora(ParamStore& params, Backend& backend, const LoraConfig& lora) {
   int merged = 0;
   for (const Param& p : params.all()) {
-    if (p.kind != ParamKind::Linear) continue;
-    const LayerParams& layer = params.layer(p.layer);
-    Param* a = layer.lora_a[int(p.slot)];
-    Param* b = layer.lora_b[int(p.slot)];
+    if (p.role != ParamRole::Linear) continue;
+    const GroupSlots& group = params.slots(p.layer);
+    Param* a = group.lora_a[size_t(p.slot)];
+    Param* b = group.lora_b[size_t(p.slot)];
     if (a == nullptr) continue;
     const int64_t out = p.shape[0], in = p.shape[1], r = a->shape[0];
     std::vector<double> w = download_f64(backend, p.value);
@@ -67,7 +67,7 @@ int64_t merged_vocab(const MergeOptions& o, int64_t base_vocab, int64_t adapter_
   return vocab;
 }
 
-double merged_rope_factor(const MergeOptions& o, const LlamaConfig& base, const std::optional<LongLoraRecord>& record,
+double merged_rope_factor(const MergeOptions& o, const ModelConfig& base, const std::optional<LongLoraRecord>& record,
                           std::ostream& log) {
   LL_CHECK(!(o.rope_scaling_factor > 0 && o.context_size > 0),
            "pass either --rope_scaling_factor or --context_size, not both");
@@ -97,7 +97,7 @@ void merge_adapter_folder(const MergeOptions& o, std::ostream& log) {
   LL_CHECK(!same_folder(o.save_path, o.base_model) && !same_folder(o.save_path, o.peft_model),
            "--save_path `", o.save_path, "` must be a new folder, not one of the inputs");
   const HfConfig base = read_hf_config(o.base_model);
-  const AdapterConfig adapter = read_adapter_config(o.peft_model);
+  const AdapterConfig adapter = read_adapter_config(o.peft_model, base.model);
   const std::optional<LongLoraRecord> record = read_longlora_record(o.peft_model);
   log << "base: " << o.base_model << " (" << base.model.num_hidden_layers << " layers, hidden "
       << base.model.hidden_size << ", vocab " << base.model.vocab_size << ", rope factor "
@@ -105,8 +105,8 @@ void merge_adapter_folder(const MergeOptions& o, std::ostream& log) {
   log << "adapter: " << o.peft_model << " (r " << adapter.lora.rank << ", alpha " << adapter.lora.alpha
       << ", scale " << adapter.lora.scale() << ")\n";
 
-  LlamaConfig config = base.model;
-  config.vocab_size = merged_vocab(o, base.model.vocab_size, adapter_embedding_rows(o.peft_model),
+  ModelConfig config = base.model;
+  config.vocab_size = merged_vocab(o, base.model.vocab_size, adapter_embedding_rows(o.peft_model, base.model),
                                    record ? record->vocab_size : 0);
   config.rope_scaling_factor = merged_rope_factor(o, base.model, record, log);
   const DType dtype = output_dtype(o.dtype, base.info.torch_dtype);
@@ -121,7 +121,8 @@ void merge_adapter_folder(const MergeOptions& o, std::ostream& log) {
       << "\n";
   const AdapterLoadReport adapted = load_adapter(o.peft_model, params, *backend);
   log << "loaded " << adapted.lora_tensors << " LoRA tensors";
-  if (!adapted.base.empty()) log << " and replaced " << adapted.base.size() << " base weights (embed/norm/lm_head)";
+  if (!adapted.base.empty())
+    log << " and replaced " << adapted.base.size() << " base weights (embeddings/norms/output head)";
   log << "\n";
   const int merged = merge_lora(params, *backend, adapter.lora);
   log << "merged W += " << adapter.lora.scale() << "·B·A into " << merged << " projections (fp64)\n";

@@ -7,20 +7,12 @@
 
 namespace ll {
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 std::string name_list(const std::vector<std::string>& names, size_t limit) {
   std::string s;
   for (size_t i = 0; i < names.size() && i < limit; ++i) s += (i ? ", " : "") + names[i];
   if (names.size() > limit) s += str_cat(", … and ", names.size() - limit, " more");
   return s;
 }
-
-bool is_lora(const Param& p) { return p.kind == ParamKind::LoraA || p.kind == ParamKind::LoraB; }
 
 namespace {
 

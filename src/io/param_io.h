@@ -10,11 +10,8 @@
 
 namespace ll {
 
-std::string shape_text(const std::vector<int64_t>& shape);  // "[32,8]"
 // Up to `limit` comma-separated names, then "… and N more".
 std::string name_list(const std::vector<std::string>& names, size_t limit = 12);
-
-bool is_lora(const Param& p);
 
 // What a reader says about a NaN or ±inf in a weight file.
 inline constexpr char kNonFiniteInFile[] =

@@ -1,6 +1,6 @@
 #include "io/peft.h"
 
-#include <array>
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -20,6 +20,8 @@
 #include "io/param_io.h"
 #include "io/safetensors.h"
 #include "io/torch_file.h"
+#include "model/param_select.h"
+#include "model/registry.h"
 #include "util/error.h"
 #include "util/files.h"
 
@@ -33,23 +35,19 @@ constexpr const char* kAdapterFile = "adapter_model.safetensors";
 constexpr const char* kTrainableFile = "trainable_params.safetensors";
 constexpr const char* kTrainableTorchFile = "trainable_params.bin";  // what LongLoRA's scripts torch.load
 constexpr const char* kRecordFile = "longlora.json";
-constexpr const char* kPeftPrefix = "base_model.model.";  // PeftModel → LoraModel → LlamaForCausalLM
-constexpr int kProbeLayers = 128;                          // layers probed when resolving target_modules (70B has 80)
+constexpr const char* kPeftPrefix = "base_model.model.";  // PeftModel → LoraModel → the *ForCausalLM
 
 const Json* field(const Json& j, const char* key) { return json_field(j, key); }
-
-std::string module_name(int layer, LinearSlot slot) {
-  return str_cat("model.layers.", layer, int(slot) < 4 ? ".self_attn." : ".mlp.", linear_slot_name(slot));
-}
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// target_modules → which projections carry adapters, matched the way PEFT matches module names.
-std::array<bool, kNumLinearSlots> resolve_targets(const Json& targets, const std::string& where) {
-  std::function<bool(const std::string&)> matches;
-  std::vector<std::string> entries;
+// target_modules → canonical target names (model/param_select.h), matched the way PEFT matches module names: a list
+// of names (equal to, or a dotted suffix of, a module name) or a regex full-matched against module names.
+std::vector<std::string> resolve_targets(const Json& targets, const std::string& where, const Architecture& arch,
+                                         const std::vector<ParamSpec>& table) {
+  const std::string modules = adaptable_module_list(arch, table);
   if (targets.is_string()) {
     std::regex re;
     try {
@@ -57,96 +55,131 @@ std::array<bool, kNumLinearSlots> resolve_targets(const Json& targets, const std
     } catch (const std::regex_error& e) {
       fail(where, ": `target_modules` regex ", targets.dump(), " does not compile (", e.what(), ")");
     }
-    matches = [re](const std::string& name) { return std::regex_match(name, re); };
-  } else if (targets.is_array() && !targets.empty()) {
-    for (const Json& t : targets) {
-      if (!t.is_string()) fail(where, ": `target_modules` entries must be strings, got ", t.dump());
-      entries.push_back(t.get<std::string>());
-    }
-    matches = [entries](const std::string& name) {
-      for (const std::string& t : entries)
-        if (name == t || ends_with(name, "." + t)) return true;
-      return false;
-    };
-  } else {
+    const auto matches = [&re](const std::string& module) { return std::regex_match(module, re); };
+    std::vector<std::string> out = lora_targets_selected(table, matches, where, "`target_modules` " + targets.dump());
+    if (out.empty())
+      fail(where, ": `target_modules` ", targets.dump(), " selects no module of a ", arch.model_type(),
+           " model that can take an adapter (", modules, ")");
+    return out;
+  }
+  if (!targets.is_array() || targets.empty())
     fail(where, ": `target_modules` must be a non-empty list of module names or a regex string, got ", targets.dump());
+  std::vector<std::string> entries;
+  for (const Json& t : targets) {
+    if (!t.is_string()) fail(where, ": `target_modules` entries must be strings, got ", t.dump());
+    const std::string entry = t.get<std::string>();
+    const auto one = [&entry](const std::string& module) { return peft_module_match(module, entry); };
+    if (lora_targets_selected(table, one, where, str_cat("`target_modules` entry \"", entry, "\"")).empty())
+      fail(where, ": `target_modules` entry \"", entry, "\" names no module this engine can adapt (", modules, ")");
+    entries.push_back(entry);
   }
-  std::array<bool, kNumLinearSlots> on{};
-  for (int s = 0; s < kNumLinearSlots; ++s) {
-    int hits = 0;
-    for (int l = 0; l < kProbeLayers; ++l) hits += matches(module_name(l, LinearSlot(s)));
-    if (hits != 0 && hits != kProbeLayers)
-      fail(where, ": `target_modules` ", targets.dump(), " selects ", linear_slot_name(LinearSlot(s)),
-           " in only some layers; adapters on a subset of layers are not supported");
-    on[s] = hits > 0;
-  }
-  for (const std::string& t : entries) {
-    bool used = false;
-    for (int s = 0; s < kNumLinearSlots; ++s) {
-      const std::string n = module_name(0, LinearSlot(s));
-      used = used || n == t || ends_with(n, "." + t);
-    }
-    if (!used)
-      fail(where, ": `target_modules` entry \"", t,
-           "\" names no projection this engine can adapt (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
-  }
-  bool any = false;
-  for (bool b : on) any = any || b;
-  if (!any) fail(where, ": `target_modules` ", targets.dump(), " selects no projection of a Llama model");
-  return on;
+  const auto any = [&entries](const std::string& module) {
+    for (const std::string& e : entries)
+      if (peft_module_match(module, e)) return true;
+    return false;
+  };
+  return lora_targets_selected(table, any, where, "`target_modules` " + targets.dump());
 }
 
-// modules_to_save → which base weights, by PEFT's rule: a module is selected when its name ends with an entry.
-TrainableConfig resolve_modules_to_save(const std::vector<std::string>& modules, const std::string& where) {
-  TrainableConfig saved;
+// The base parameters an adapter may carry as modules_to_save: embeddings, norms (and their biases), output heads.
+bool savable(ParamRole role) {
+  return role == ParamRole::Embedding || role == ParamRole::Norm || role == ParamRole::NormBias ||
+         role == ParamRole::OutputHead;
+}
+
+// modules_to_save → the names of the base parameters it selects, by PEFT's rule (a module is selected when its name
+// ends with an entry). An entry may select only savable modules; a tied output head selects nothing of its own.
+std::vector<std::string> resolve_modules_to_save(const std::vector<std::string>& modules,
+                                                 const std::vector<ParamSpec>& table, const std::string& where) {
+  std::vector<std::string> saved;
   for (const std::string& m : modules) {
     if (m.empty()) fail(where, ": `modules_to_save` has an empty entry");
-    const bool embed = ends_with("model.embed_tokens", m), head = ends_with("lm_head", m);
-    const bool attn_norm = ends_with("model.layers.0.input_layernorm", m);
-    const bool mlp_norm = ends_with("model.layers.0.post_attention_layernorm", m);
-    const bool final_norm = ends_with("model.norm", m);
-    const bool any_norm = attn_norm || mlp_norm || final_norm;
-    if (any_norm && !(attn_norm && mlp_norm && final_norm))
-      fail(where, ": `modules_to_save` entry \"", m,
-           "\" selects only some of the norms; this engine trains and saves all norms together (use \"norm\")");
-    if (!embed && !head && !any_norm)
-      fail(where, ": `modules_to_save` entry \"", m,
-           "\" is not supported; this engine saves only embed_tokens, the norms (\"norm\") and lm_head");
-    saved.embed = saved.embed || embed;
-    saved.norm = saved.norm || any_norm;
-    saved.lm_head = saved.lm_head || head;
+    bool any = false;
+    for (const ParamSpec& s : table) {
+      if (!ends_with(s.module(), m)) continue;
+      if (!savable(s.role))
+        fail(where, ": `modules_to_save` entry \"", m, "\" selects `", s.module(), "` (a ", param_role_name(s.role),
+             "); this engine saves only embeddings, norms and the output head in an adapter");
+      any = true;
+      if (s.tied_to.empty() && std::find(saved.begin(), saved.end(), s.name) == saved.end()) saved.push_back(s.name);
+    }
+    if (!any)
+      fail(where, ": `modules_to_save` entry \"", m, "\" is not supported; it selects no embedding, norm or output "
+           "head of this model");
   }
   return saved;
+}
+
+// The shortest modules_to_save entries that select (PEFT's rule) exactly the modules of `trained` among the store's
+// base modules, in table order; an entry whose selection another entry covers is dropped. Llama with embed and all
+// norms trained: ["embed_tokens", "norm"].
+std::vector<std::string> modules_to_save_entries(const ParamStore& params, const std::vector<const Param*>& trained) {
+  std::vector<std::string> all, chosen;
+  for (const Param& p : params.all())
+    if (!p.is_lora() && std::find(all.begin(), all.end(), p.module()) == all.end()) all.push_back(p.module());
+  std::vector<std::string> wanted;
+  for (const Param* p : trained)
+    if (std::find(wanted.begin(), wanted.end(), p->module()) == wanted.end()) wanted.push_back(p->module());
+  auto selection = [&](const std::string& entry) {
+    std::vector<std::string> out;
+    for (const std::string& m : all)
+      if (ends_with(m, entry)) out.push_back(m);
+    return out;
+  };
+  auto within = [](const std::vector<std::string>& a, const std::vector<std::string>& b) {
+    for (const std::string& x : a)
+      if (std::find(b.begin(), b.end(), x) == b.end()) return false;
+    return true;
+  };
+  for (const std::string& m : wanted) {
+    for (size_t pos = m.size();;) {  // dotted suffixes, shortest first; the whole name always qualifies
+      pos = pos == 0 ? std::string::npos : m.rfind('.', pos - 1);
+      const std::string entry = pos == std::string::npos ? m : m.substr(pos + 1);
+      if (within(selection(entry), wanted)) {
+        if (std::find(chosen.begin(), chosen.end(), entry) == chosen.end()) chosen.push_back(entry);
+        break;
+      }
+    }
+  }
+  std::vector<std::string> out;
+  for (size_t i = 0; i < chosen.size(); ++i) {
+    bool covered = false;
+    for (size_t j = 0; j < chosen.size() && !covered; ++j)
+      covered = j != i && within(selection(chosen[i]), selection(chosen[j])) &&
+                (selection(chosen[i]) != selection(chosen[j]) || j < i);
+    if (!covered) out.push_back(chosen[i]);
+  }
+  return out;
 }
 
 void reject_if(bool cond, const std::string& where, const std::string& what) {
   if (cond) fail(where, ": ", what, " is not supported");
 }
 
-// The adapter's base weights per TrainableConfig (embed, all norms, untied lm_head).
-bool selected(const Param& p, const TrainableConfig& t) {
-  switch (p.kind) {
-    case ParamKind::Embed: return t.embed;
-    case ParamKind::AttnNorm:
-    case ParamKind::MlpNorm:
-    case ParamKind::FinalNorm: return t.norm;
-    case ParamKind::LmHead: return t.lm_head;
-    default: return false;
-  }
-}
-
+// The store's adapters must be exactly the configuration's: same linears, same rank.
 void check_store_matches(ParamStore& params, const LoraConfig& lora, const std::string& where) {
+  const std::vector<std::string> targets =
+      resolve_lora_targets(params.architecture(), params.table(), lora.targets, where);
+  const std::vector<AdaptableModule> modules = adaptable_modules(params.table());
+  auto targeted = [&](const std::string& name) {
+    return std::find(targets.begin(), targets.end(), name) != targets.end();
+  };
   for (const Param& p : params.all()) {
-    if (!is_lora(p)) continue;
-    LL_CHECK(lora.on(p.slot), where, ": the model has `", p.name, "` but the adapter config does not target ",
-             linear_slot_name(p.slot), "; build the model with the adapter's LoRA config");
-    const int64_t rank = p.kind == ParamKind::LoraA ? p.shape[0] : p.shape[1];
+    if (!p.is_lora()) continue;
+    std::string name;
+    for (const AdaptableModule& m : modules)
+      if (m.slot == p.slot) name = m.name;
+    LL_CHECK(targeted(name), where, ": the model has `", p.name, "` but the adapter config does not target ", name,
+             "; build the model with the adapter's LoRA config");
+    const int64_t rank = p.role == ParamRole::LoraA ? p.shape[0] : p.shape[1];
     LL_CHECK(rank == lora.rank, where, ": the model's `", p.name, "` has rank ", rank, " but the adapter has r = ",
              lora.rank);
   }
-  for (int s = 0; s < kNumLinearSlots; ++s)
-    LL_CHECK(!lora.on(LinearSlot(s)) || params.layer(0).lora_a[s] != nullptr, where, ": the adapter targets ",
-             linear_slot_name(LinearSlot(s)), " but the model was built without adapters there");
+  for (const std::string& name : targets) {
+    const std::vector<std::string>& adapted = params.adapted_modules();
+    LL_CHECK(std::find(adapted.begin(), adapted.end(), name) != adapted.end(), where, ": the adapter targets ", name,
+             " but the model was built without adapters there");
+  }
 }
 
 }  // namespace
@@ -158,26 +191,21 @@ AdapterSaveReport save_adapter(const std::string& dir, ParamStore& params, Backe
            "save_adapter: dtype must be f32, bf16 or f16, got ", dtype_name(options.dtype));
   check_store_matches(params, lora, "save_adapter");
   std::vector<Param*> lora_params, base_params;
-  TrainableConfig saved;
   for (Param& p : params.all()) {
-    if (is_lora(p)) {
+    if (p.is_lora()) {
       lora_params.push_back(&p);
     } else if (p.trainable) {
-      LL_CHECK(p.kind != ParamKind::Linear, "save_adapter: `", p.name,
-               "` trains (full fine-tuning), which an adapter cannot hold; save an HF folder (save_hf_folder)");
+      LL_CHECK(savable(p.role), "save_adapter: `", p.name, "` trains (full fine-tuning",
+               p.role == ParamRole::Linear ? "" : str_cat(" of a ", param_role_name(p.role)),
+               "), which an adapter cannot hold; save an HF folder (save_hf_folder)");
       base_params.push_back(&p);
-      saved.embed = saved.embed || p.kind == ParamKind::Embed;
-      saved.norm = saved.norm || p.is_norm();
-      saved.lm_head = saved.lm_head || p.kind == ParamKind::LmHead;
     }
   }
   Json modules = Json::array();
-  if (saved.embed) modules.push_back("embed_tokens");
-  if (saved.norm) modules.push_back("norm");  // PEFT suffix-matches it: input_layernorm, post_attention_layernorm, norm
-  if (saved.lm_head) modules.push_back("lm_head");
+  for (const std::string& m : modules_to_save_entries(params, {base_params.begin(), base_params.end()}))
+    modules.push_back(m);
   Json targets = Json::array();
-  for (int s = 0; s < kNumLinearSlots; ++s)
-    if (lora.on(LinearSlot(s))) targets.push_back(linear_slot_name(LinearSlot(s)));
+  for (const std::string& t : params.adapted_modules()) targets.push_back(t);
 
   // Exactly the keys of LongLoRA's released adapters (formats.md §A3): every PEFT version accepts them.
   Json config = {{"auto_mapping", nullptr},
@@ -248,7 +276,7 @@ void check_rank_matches_tensors(int64_t rank, const std::string& adapter_file, c
 
 }  // namespace
 
-AdapterConfig read_adapter_config(const std::string& dir) {
+AdapterConfig read_adapter_config(const std::string& dir, const ModelConfig& base) {
   const std::string path = dir + "/" + kConfigFile;
   LL_CHECK(path_exists(path), "`", dir, "` has no ", kConfigFile, " (expected a PEFT LoRA adapter folder)");
   const Json j = read_json_file(path);
@@ -269,7 +297,9 @@ AdapterConfig read_adapter_config(const std::string& dir) {
   out.lora.alpha = alpha->get<double>();
   const Json* targets = field(j, "target_modules");
   if (targets == nullptr) fail(path, ": `target_modules` is missing");
-  out.lora.targets = resolve_targets(*targets, path);
+  const Architecture& arch = architecture_for(base.model_type);
+  const std::vector<ParamSpec> table = arch.parameter_table(base);
+  out.lora.targets = resolve_targets(*targets, path, arch, table);
   if (const Json* d = field(j, "lora_dropout")) {
     if (!d->is_number() || d->get<double>() < 0 || d->get<double>() >= 1)
       fail(path, ": `lora_dropout` must be a number in [0, 1), got ", d->dump());
@@ -301,7 +331,7 @@ AdapterConfig read_adapter_config(const std::string& dir) {
       out.modules_to_save.push_back(name.get<std::string>());
     }
   }
-  out.saved = resolve_modules_to_save(out.modules_to_save, path);
+  out.saved = resolve_modules_to_save(out.modules_to_save, table, path);
   check_rank_matches_tensors(out.lora.rank, dir + "/" + kAdapterFile, path);
   return out;
 }
@@ -336,8 +366,10 @@ std::unique_ptr<SafetensorsFile> open_adapter_file(const std::string& dir, const
 
 }  // namespace
 
-int64_t adapter_embedding_rows(const std::string& dir) {
-  const std::string embed = "model.embed_tokens.weight";
+int64_t adapter_embedding_rows(const std::string& dir, const ModelConfig& base) {
+  std::string embed;
+  for (const ParamSpec& s : architecture_for(base.model_type).parameter_table(base))
+    if (s.role == ParamRole::Embedding) embed = s.name;
   auto rows = [](const SafetensorsFile& f, const std::string& key) {
     const SafetensorsEntry& e = f.entry(key);
     LL_CHECK(e.shape.size() == 2, f.path(), ": `", key, "` has shape ", shape_text(e.shape), "; expected [vocab, hidden]");
@@ -351,7 +383,7 @@ int64_t adapter_embedding_rows(const std::string& dir) {
 }
 
 AdapterLoadReport load_adapter(const std::string& dir, ParamStore& params, Backend& backend) {
-  const AdapterConfig config = read_adapter_config(dir);
+  const AdapterConfig config = read_adapter_config(dir, params.config());
   check_store_matches(params, config.lora, dir + "/" + kConfigFile);
   auto adapter = open_adapter_file(dir, kAdapterFile, "adapter_model.bin", true);
   auto trainable = open_adapter_file(dir, kTrainableFile, kTrainableTorchFile, false);
@@ -364,7 +396,7 @@ AdapterLoadReport load_adapter(const std::string& dir, ParamStore& params, Backe
     for (const std::string& key : file.names()) {
       const bool prefixed = key.compare(0, prefix.size(), prefix) == 0;
       Param* p = prefixed ? params.find(key.substr(prefix.size())) : nullptr;
-      if (p == nullptr || (is_lora(*p) && prefix.empty())) {
+      if (p == nullptr || (p->is_lora() && prefix.empty())) {
         unknown.push_back(str_cat(key, " (in ", file.path(), ")"));
         continue;
       }
@@ -384,8 +416,11 @@ AdapterLoadReport load_adapter(const std::string& dir, ParamStore& params, Backe
          name_list(unknown, 6));
 
   std::vector<std::string> missing;
+  auto saved = [&](const Param& p) {
+    return std::find(config.saved.begin(), config.saved.end(), p.name) != config.saved.end();
+  };
   for (Param& p : params.all())
-    if ((is_lora(p) || selected(p, config.saved)) && !source.count(p.name)) missing.push_back(p.name);
+    if ((p.is_lora() || saved(p)) && !source.count(p.name)) missing.push_back(p.name);
   if (!missing.empty())
     fail(dir, ": missing ", missing.size(), " tensor(s) that adapter_config.json implies: ", name_list(missing));
 
@@ -394,10 +429,10 @@ AdapterLoadReport load_adapter(const std::string& dir, ParamStore& params, Backe
     if (it == source.end()) return;
     const auto& where = it->second;
     load_entry(backend, p, where.first->entry(where.second), where.first->path(),
-               p.kind == ParamKind::Embed || p.kind == ParamKind::LmHead
+               p.role == ParamRole::Embedding || p.role == ParamRole::OutputHead
                    ? " (build the model with the adapter's vocabulary: adapter_embedding_rows)"
                    : "");
-    if (is_lora(p)) {
+    if (p.is_lora()) {
       ++report.lora_tensors;
     } else {
       report.base.push_back(p.name);

@@ -29,10 +29,10 @@ namespace ll {
 
 // The parts of adapter_config.json this engine uses.
 struct AdapterConfig {
-  LoraConfig lora;  // r, lora_alpha, lora_dropout, target_modules resolved to projections
+  LoraConfig lora;  // r, lora_alpha, lora_dropout; target_modules resolved to canonical target names (param_select.h)
   std::string base_model_name_or_path;
   std::vector<std::string> modules_to_save;  // as written (PEFT suffix-matches them against module names)
-  TrainableConfig saved;                     // the base weights modules_to_save selects (embed, all norms, lm_head)
+  std::vector<std::string> saved;            // the HF names of the base weights modules_to_save selects
 };
 
 // longlora.json.
@@ -53,35 +53,38 @@ struct AdapterSaveReport {
   int64_t lora_tensors = 0, base_tensors = 0;
 };
 
-// Writes the LoRA tensors of `params` and every trainable base weight (embed / norms / lm_head) into `dir`
-// (created if needed; each file atomic, adapter_config.json last). `lora` must be the configuration `params` was
-// built with. A store that trains the projections themselves (full fine-tuning) is refused: save an HF folder.
+// Writes the LoRA tensors of `params` and every trainable base weight (embeddings / norms / output head) into `dir`
+// (created if needed; each file atomic, adapter_config.json last). target_modules are the canonical names of the
+// adapted linears, modules_to_save the shortest entries selecting exactly the trained modules (Llama: "embed_tokens",
+// "norm", "lm_head"). `lora` must be the configuration `params` was built with. A store that trains the projections
+// themselves (full fine-tuning) is refused: save an HF folder.
 AdapterSaveReport save_adapter(const std::string& dir, ParamStore& params, Backend& backend, const LoraConfig& lora,
                                const AdapterSaveOptions& options = {});
 
-// Reads and checks dir/adapter_config.json. Requires peft_type "LORA", r, lora_alpha and target_modules (a list of
-// names matched like PEFT: equal to, or a dotted suffix of, a module name; or a regex string full-matched against
-// names such as model.layers.0.self_attn.q_proj). Rejects what would change the math or that this engine cannot
-// express: use_dora, use_rslora, non-empty rank_pattern / alpha_pattern, fan_in_fan_out, bias other than "none",
-// layers_to_transform, a target set covering only some layers, modules_to_save other than embed/norm/lm_head.
-AdapterConfig read_adapter_config(const std::string& dir);
+// Reads and checks dir/adapter_config.json for a base model of configuration `base` (its architecture's modules).
+// Requires peft_type "LORA", r, lora_alpha and target_modules (a list of names matched like PEFT: equal to, or a
+// dotted suffix of, a module name; or a regex string full-matched against names such as
+// model.layers.0.self_attn.q_proj). Rejects what would change the math or that this engine cannot express: use_dora,
+// use_rslora, non-empty rank_pattern / alpha_pattern, fan_in_fan_out, bias other than "none", layers_to_transform, a
+// target set covering only some layers, modules_to_save selecting anything but embeddings, norms and output heads.
+AdapterConfig read_adapter_config(const std::string& dir, const ModelConfig& base);
 // dir/longlora.json, or nothing when the folder has none (e.g. LongLoRA's own releases).
 std::optional<LongLoraRecord> read_longlora_record(const std::string& dir);
-// Rows of the token embedding the folder saves (adapter_model or trainable_params), 0 when it saves none:
-// the vocabulary to build the model with before load_adapter.
-int64_t adapter_embedding_rows(const std::string& dir);
+// Rows of the token embedding (of a `base` model's architecture) the folder saves (adapter_model or
+// trainable_params), 0 when it saves none: the vocabulary to build the model with before load_adapter.
+int64_t adapter_embedding_rows(const std::string& dir, const ModelConfig& base);
 
 struct AdapterLoadReport {
   std::vector<std::string> files;
   int64_t lora_tensors = 0;
-  std::vector<std::string> base;  // base weights replaced (embed / norms / lm_head)
+  std::vector<std::string> base;  // base weights replaced (embeddings / norms / output head)
 };
 
 // Loads every LoRA tensor of `params` (all must be present; shapes exact) and every base weight the folder saves,
 // from adapter_model.safetensors (PEFT names) and trainable_params.safetensors (LongLoRA names; a weight in both
 // must be byte-identical). Converts to the backend's weight dtype. `params` must have been built with
-// read_adapter_config(dir).lora and the right vocabulary (adapter_embedding_rows). `.bin` pickles are refused with
-// a conversion hint.
+// read_adapter_config(dir, base).lora and the right vocabulary (adapter_embedding_rows). `.bin` pickles are refused
+// with a conversion hint.
 AdapterLoadReport load_adapter(const std::string& dir, ParamStore& params, Backend& backend);
 
 }  // namespace ll

@@ -42,12 +42,6 @@ bool parse_dtype(const std::string& s, DType* out) {
   return false;
 }
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 // Byte size of a tensor, or false on overflow (the header is untrusted input).
 bool checked_nbytes(const std::vector<int64_t>& shape, DType t, uint64_t* out) {
   uint64_t n = dtype_size(t);

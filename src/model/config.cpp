@@ -3,11 +3,12 @@
 #include <cmath>
 #include <sstream>
 
+#include "model/registry.h"
 #include "util/error.h"
 
 namespace ll {
 
-void LlamaConfig::validate() const {
+void ModelConfig::validate() const {
   auto positive = [](int64_t v, const char* field) {
     LL_CHECK(v > 0, "model config: `", field, "` must be a positive integer, got ", v);
   };
@@ -20,14 +21,20 @@ void LlamaConfig::validate() const {
   positive(max_position_embeddings, "max_position_embeddings");
   LL_CHECK(hidden_size % num_attention_heads == 0, "model config: hidden_size (", hidden_size,
            ") must be divisible by num_attention_heads (", num_attention_heads, ")");
-  LL_CHECK(head_dim() % 2 == 0, "model config: head dimension hidden_size/num_attention_heads = ", head_dim(),
-           " must be even for rotary embeddings");
+  if (rotary_dims == 0) {
+    LL_CHECK(head_dim() % 2 == 0, "model config: head dimension hidden_size/num_attention_heads = ", head_dim(),
+             " must be even for rotary embeddings");
+  } else {
+    LL_CHECK(rotary_dims > 0 && rotary_dims <= head_dim() && rotary_dims % 2 == 0, "model config: rotary dimensions (",
+             rotary_dims, ") must be even and in (0, head_dim = ", head_dim(), "]");
+  }
   LL_CHECK(num_attention_heads % num_key_value_heads == 0, "model config: num_attention_heads (",
            num_attention_heads, ") must be a multiple of num_key_value_heads (", num_key_value_heads, ")");
-  LL_CHECK(rms_norm_eps > 0, "model config: `rms_norm_eps` must be > 0, got ", rms_norm_eps);
+  LL_CHECK(norm_eps > 0, "model config: the norm epsilon (rms_norm_eps / layer_norm_eps) must be > 0, got ", norm_eps);
   LL_CHECK(rope_theta > 0, "model config: `rope_theta` must be > 0, got ", rope_theta);
   LL_CHECK(rope_scaling_factor >= 1.0, "model config: rope scaling `factor` must be >= 1 (linear interpolation), got ",
            rope_scaling_factor);
+  architecture_for(model_type).validate(*this);
 }
 
 double derive_rope_factor(int64_t target_context, int64_t max_position_embeddings, double existing_factor) {
@@ -40,26 +47,20 @@ double derive_rope_factor(int64_t target_context, int64_t max_position_embedding
   return std::ceil(double(target_context) / original);
 }
 
-const char* linear_slot_name(LinearSlot slot) {
-  static const char* names[kNumLinearSlots] = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                               "gate_proj", "up_proj", "down_proj"};
-  return names[int(slot)];
-}
-
-std::array<bool, kNumLinearSlots> LoraConfig::parse_targets(const std::string& list) {
-  static const char* short_names[kNumLinearSlots] = {"q", "k", "v", "o", "gate", "up", "down"};
-  std::array<bool, kNumLinearSlots> out{};
+std::vector<std::string> split_list(const std::string& list) {
+  std::vector<std::string> out;
   std::stringstream ss(list);
   std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
-    bool found = false;
-    for (int s = 0; s < kNumLinearSlots; ++s)
-      if (item == short_names[s] || item == linear_slot_name(LinearSlot(s))) out[s] = found = true;
-    LL_CHECK(found, "LoRA targets: unknown module `", item,
-             "`; expected any of q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (or q,k,v,o,gate,up,down)");
-  }
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
   return out;
+}
+
+TrainableConfig TrainableConfig::parse(const std::string& list, bool all) {
+  TrainableConfig t;
+  t.all = all;
+  t.names = split_list(list);
+  return t;
 }
 
 int64_t s2_group_size(int64_t seq_len, double ratio) {
@@ -72,7 +73,7 @@ int64_t s2_group_size(int64_t seq_len, double ratio) {
   return group;
 }
 
-AttentionMask training_mask(const AttentionConfig& attention, const LlamaConfig& config, int64_t seq_len) {
+AttentionMask training_mask(const AttentionConfig& attention, const ModelConfig& config, int64_t seq_len) {
   if (!attention.use_s2) return AttentionMask::causal();
   const int64_t h = config.num_attention_heads, hkv = config.num_key_value_heads;
   LL_CHECK(h % 2 == 0, "S2-Attn: shifts half of the attention heads, so num_attention_heads must be even, got ", h);

@@ -1,30 +1,40 @@
-// Model and run configuration: the Llama architecture, LoRA, what trains, and the attention pattern.
+// Model and run configuration: the architecture's sizes and switches (ModelConfig, read from config.json by the
+// architecture's definition), LoRA, what trains, and the attention pattern.
 #pragma once
-#include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "attention_mask.h"
 
 namespace ll {
 
-struct LlamaConfig {
-  int64_t hidden_size = 0;        // D
-  int64_t intermediate_size = 0;  // F
-  int64_t num_attention_heads = 0;  // H
-  int64_t num_key_value_heads = 0;  // Hkv (GQA when < H)
+// A flat description of a decoder-only transformer, like Hugging Face's config objects: `model_type` selects the
+// architecture's definition (model/registry.h), the other fields are the sizes every family has plus the few switches
+// some definitions read. A definition rejects (validate) the switches it does not implement.
+struct ModelConfig {
+  std::string model_type = "llama";  // registry key (config.json's model_type)
+  int64_t hidden_size = 0;           // D
+  int64_t intermediate_size = 0;     // F
+  int64_t num_attention_heads = 0;   // H
+  int64_t num_key_value_heads = 0;   // Hkv (GQA when < H)
   int64_t num_hidden_layers = 0;
   int64_t vocab_size = 0;  // V
-  double rms_norm_eps = 1e-5;
+  double norm_eps = 1e-5;  // RMSNorm / LayerNorm epsilon (rms_norm_eps, layer_norm_eps)
   double rope_theta = 10000.0;
   double rope_scaling_factor = 1.0;  // linear position interpolation factor (1 = none)
+  int64_t rotary_dims = 0;           // leading dimensions of each head that rotate; 0 = the whole head
   int64_t max_position_embeddings = 4096;
   bool tie_word_embeddings = false;
+  // Family switches (read by the definitions that have them).
+  bool parallel_residual = false;  // x + attn(norm1(x)) + mlp(norm2(x)) instead of two sequential residual steps
+  std::string hidden_act = "silu";
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }  // Dh
   int64_t q_dim() const { return num_attention_heads * head_dim(); }
   int64_t kv_dim() const { return num_key_value_heads * head_dim(); }
-  // Throws ll::Error naming the field when the architecture is inconsistent.
+  // Throws ll::Error naming the field when the configuration is inconsistent: the checks every architecture needs,
+  // then its definition's own (an unknown model_type is an error naming the supported ones).
   void validate() const;
 };
 
@@ -33,29 +43,30 @@ struct LlamaConfig {
 // the existing one; otherwise the existing factor stays.
 double derive_rope_factor(int64_t target_context, int64_t max_position_embeddings, double existing_factor);
 
-// The projections that can carry a LoRA adapter, in Hugging Face module order.
-enum class LinearSlot : int { Q = 0, K, V, O, Gate, Up, Down };
-constexpr int kNumLinearSlots = 7;
-const char* linear_slot_name(LinearSlot slot);  // "q_proj", …, "down_proj"
+// "a,b,,c" → {"a", "b", "c"} (empty entries dropped).
+std::vector<std::string> split_list(const std::string& list);
 
 struct LoraConfig {
   int64_t rank = 0;  // 0 = no adapters
   double alpha = 16.0;
   double dropout = 0.0;  // on the adapter input (PEFT's lora_dropout); active only while training
-  std::array<bool, kNumLinearSlots> targets{};  // which projections carry adapters
+  // The modules that carry adapters, as PEFT's target_modules list: an entry T selects module M when M == T or M ends
+  // with "." + T, after the architecture's aliases (Llama: q → q_proj, …). The parameter store resolves them against
+  // the architecture's table (an entry that selects nothing is an error); parse_lora_targets gives the canonical form.
+  std::vector<std::string> targets;
   double scale() const { return alpha / double(rank); }
   bool enabled() const { return rank > 0; }
-  bool on(LinearSlot s) const { return enabled() && targets[int(s)]; }
-  // Parses "q_proj,k_proj" or "q,k,v,o,gate,up,down"; throws on unknown names.
-  static std::array<bool, kNumLinearSlots> parse_targets(const std::string& list);
 };
 
 // Which base parameters receive gradients. LoRA adapters, when present, always train.
 struct TrainableConfig {
-  bool all = false;      // full fine-tuning: every base parameter
-  bool embed = false;    // model.embed_tokens
-  bool norm = false;     // every RMSNorm weight
-  bool lm_head = false;  // lm_head (or, when tied, the shared embedding)
+  bool all = false;  // full fine-tuning: every base parameter
+  // LongLoRA's rule (`any(k in n for k in trainable_params)`): a parameter trains when an entry is a substring of its
+  // Hugging Face name. "embed,norm" on Llama: model.embed_tokens and every RMSNorm (not lm_head); a tied model's
+  // output head name ("lm_head.weight") trains the shared embedding. An entry that matches nothing is an error.
+  std::vector<std::string> names;
+  // "embed,norm" → names {"embed", "norm"}.
+  static TrainableConfig parse(const std::string& list, bool all = false);
 };
 
 enum class S2Variant { LeakFree, Roll };
@@ -76,6 +87,6 @@ int64_t s2_group_size(int64_t seq_len, double ratio);
 // The mask a training step uses: causal, or S2 after checking the head layout (even H; with GQA the
 // shifted query heads [H/2, H) must map exactly onto KV heads [Hkv/2, Hkv), i.e. Hkv even). The group size
 // follows s2_group_size, or the SFT rule when attention.sft_rule is set.
-AttentionMask training_mask(const AttentionConfig& attention, const LlamaConfig& config, int64_t seq_len);
+AttentionMask training_mask(const AttentionConfig& attention, const ModelConfig& config, int64_t seq_len);
 
 }  // namespace ll

@@ -1,5 +1,8 @@
 #include "model/params.h"
 
+#include "model/param_select.h"
+#include "model/registry.h"
+
 namespace ll {
 
 int64_t Param::numel() const {
@@ -8,70 +11,58 @@ int64_t Param::numel() const {
   return n;
 }
 
-namespace {
-
-bool base_trainable(ParamKind kind, const TrainableConfig& t) {
-  if (t.all) return true;
-  switch (kind) {
-    case ParamKind::Embed: return t.embed;
-    case ParamKind::AttnNorm:
-    case ParamKind::MlpNorm:
-    case ParamKind::FinalNorm: return t.norm;
-    case ParamKind::LmHead: return t.lm_head;
-    default: return false;
-  }
+std::string Param::module() const {
+  std::string m = name.substr(0, name.rfind('.'));  // drop ".weight" / ".bias"
+  if (is_lora()) m = m.substr(0, m.rfind('.'));     // and ".lora_A" / ".lora_B"
+  return m;
 }
 
-}  // namespace
-
-ParamStore::ParamStore(Backend& backend, const LlamaConfig& c, const LoraConfig& lora, const TrainableConfig& t,
+ParamStore::ParamStore(Backend& backend, const ModelConfig& c, const LoraConfig& lora, const TrainableConfig& t,
                        bool external_storage)
     : backend_(backend),
+      config_(c),
+      arch_(nullptr),
       external_(external_storage),
       frozen_(backend, "frozen weights"),
       trainable_(backend, "trainable weights"),
       grads_(backend, "gradients") {
   c.validate();
-  LL_CHECK(!lora.enabled() || lora.rank > 0, "LoRA rank must be positive");
-  const int64_t D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
-  const int64_t in_features[kNumLinearSlots] = {D, D, D, c.q_dim(), D, D, F};
-  const int64_t out_features[kNumLinearSlots] = {c.q_dim(), c.kv_dim(), c.kv_dim(), D, F, F, D};
-
-  auto add = [&](std::string name, ParamKind kind, int layer, LinearSlot slot, std::vector<int64_t> shape,
-                 bool trainable) {
-    params_.push_back({std::move(name), kind, layer, slot, std::move(shape), trainable, {}, {}});
-    return params_.size() - 1;
-  };
-
-  embed_ = add("model.embed_tokens.weight", ParamKind::Embed, -1, LinearSlot::Q, {V, D}, false);
-  std::vector<std::array<size_t, 3 + 3 * kNumLinearSlots>> layer_index(c.num_hidden_layers);
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    auto& idx = layer_index[l];
-    idx.fill(size_t(-1));
-    idx[0] = add(p + "input_layernorm.weight", ParamKind::AttnNorm, l, LinearSlot::Q, {D}, false);
-    for (int s = 0; s < kNumLinearSlots; ++s) {
-      const LinearSlot slot = LinearSlot(s);
-      const std::string module = p + (s < 4 ? "self_attn." : "mlp.") + linear_slot_name(slot);
-      if (slot == LinearSlot::Gate)
-        idx[1] = add(p + "post_attention_layernorm.weight", ParamKind::MlpNorm, l, slot, {D}, false);
-      idx[3 + s] = add(module + ".weight", ParamKind::Linear, l, slot, {out_features[s], in_features[s]}, false);
-      if (lora.on(slot)) {
-        idx[3 + kNumLinearSlots + s] =
-            add(module + ".lora_A.weight", ParamKind::LoraA, l, slot, {lora.rank, in_features[s]}, true);
-        idx[3 + 2 * kNumLinearSlots + s] =
-            add(module + ".lora_B.weight", ParamKind::LoraB, l, slot, {out_features[s], lora.rank}, true);
-      }
+  arch_ = &architecture_for(c.model_type);
+  table_ = arch_->parameter_table(c);
+  const std::vector<bool> trains = trainable_rows(table_, t, "trainable parameters");
+  std::vector<bool> adapted_slot;
+  if (lora.enabled()) {
+    adapted_ = resolve_lora_targets(*arch_, table_, lora.targets, "LoRA targets");
+    for (const AdaptableModule& m : adaptable_modules(table_)) {
+      if (adapted_slot.size() <= size_t(m.slot)) adapted_slot.resize(size_t(m.slot) + 1, false);
+      for (const std::string& name : adapted_)
+        if (name == m.name) adapted_slot[size_t(m.slot)] = true;
     }
   }
-  final_norm_ = add("model.norm.weight", ParamKind::FinalNorm, -1, LinearSlot::Q, {D}, false);
-  lm_head_ = c.tie_word_embeddings ? embed_ : add("lm_head.weight", ParamKind::LmHead, -1, LinearSlot::Q, {V, D}, false);
 
-  for (Param& p : params_) {
-    if (p.kind == ParamKind::LoraA || p.kind == ParamKind::LoraB) continue;
-    p.trainable = base_trainable(p.kind, t);
-    if (p.kind == ParamKind::Embed && c.tie_word_embeddings && base_trainable(ParamKind::LmHead, t))
-      p.trainable = true;  // a trainable tied head trains the shared matrix
+  // The table's order, each adapted linear followed by its A and B; tied rows get no storage of their own.
+  std::vector<size_t> row_index(table_.size(), size_t(-1));
+  for (size_t i = 0; i < table_.size(); ++i) {
+    const ParamSpec& s = table_[i];
+    if (!s.tied_to.empty()) continue;
+    row_index[i] = params_.size();
+    params_.push_back({s.name, s.role, s.layer, s.slot, s.shape, bool(trains[i]), {}, {}});
+    const bool adapted = s.role == ParamRole::Linear && s.layer >= 0 && size_t(s.slot) < adapted_slot.size() &&
+                         adapted_slot[size_t(s.slot)];
+    if (!adapted) continue;
+    const std::string module = s.module();
+    const int64_t out = s.shape[0], in = s.shape[1];
+    params_.push_back({module + ".lora_A.weight", ParamRole::LoraA, s.layer, s.slot, {lora.rank, in}, true, {}, {}});
+    params_.push_back({module + ".lora_B.weight", ParamRole::LoraB, s.layer, s.slot, {out, lora.rank}, true, {}, {}});
+  }
+  // A tied row trains its tensor: a trainable tied head trains the shared embedding.
+  std::vector<Param*> row_param(table_.size(), nullptr);
+  for (size_t i = 0; i < table_.size(); ++i) {
+    const ParamSpec& s = table_[i];
+    row_param[i] = s.tied_to.empty() ? &params_[row_index[i]] : find(s.tied_to);
+    LL_ASSERT(row_param[i] != nullptr, "parameter table: `", s.name, "` is tied to `", s.tied_to,
+              "`, which is not in it");
+    if (trains[i]) row_param[i]->trainable = true;
   }
 
   // Plan, commit, then hand out views (or, under external storage, shapes only).
@@ -98,18 +89,31 @@ ParamStore::ParamStore(Backend& backend, const LlamaConfig& c, const LoraConfig&
     }
   }
 
-  layers_.resize(c.num_hidden_layers);
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    const auto& idx = layer_index[l];
-    auto ptr = [&](size_t i) { return i == size_t(-1) ? nullptr : &params_[i]; };
-    layers_[l].attn_norm = ptr(idx[0]);
-    layers_[l].mlp_norm = ptr(idx[1]);
-    for (int s = 0; s < kNumLinearSlots; ++s) {
-      layers_[l].linear[s] = ptr(idx[3 + s]);
-      layers_[l].lora_a[s] = ptr(idx[3 + kNumLinearSlots + s]);
-      layers_[l].lora_b[s] = ptr(idx[3 + 2 * kNumLinearSlots + s]);
+  // Slots, resolved once.
+  slots_.resize(size_t(c.num_hidden_layers) + 1);
+  for (const ParamSpec& s : table_) {
+    GroupSlots& g = slots_.at(size_t(s.layer + 1));
+    if (g.param.size() <= size_t(s.slot)) {
+      const size_t n = size_t(s.slot) + 1;
+      g.param.resize(n), g.lora_a.resize(n), g.lora_b.resize(n), g.bias.resize(n), g.linear_index.resize(n, -1);
     }
   }
+  for (size_t i = 0; i < table_.size(); ++i) {
+    const ParamSpec& s = table_[i];
+    GroupSlots& g = slots_[size_t(s.layer + 1)];
+    LL_ASSERT(g.param[size_t(s.slot)] == nullptr, "parameter table: `", s.name, "` reuses slot ", s.slot);
+    g.param[size_t(s.slot)] = row_param[i];
+    if (s.role == ParamRole::Linear) g.linear_index[size_t(s.slot)] = g.linears++;
+    if (s.role == ParamRole::Bias && s.bias_of >= 0) g.bias.at(size_t(s.bias_of)) = row_param[i];
+    if (s.role == ParamRole::Embedding) embed_ = row_param[i];
+    if (s.role == ParamRole::OutputHead) lm_head_ = row_param[i];
+  }
+  for (Param& p : params_) {
+    if (p.role == ParamRole::LoraA) slots_[size_t(p.layer + 1)].lora_a[size_t(p.slot)] = &p;
+    if (p.role == ParamRole::LoraB) slots_[size_t(p.layer + 1)].lora_b[size_t(p.slot)] = &p;
+  }
+  LL_ASSERT(embed_ != nullptr && lm_head_ != nullptr, "parameter table of `", c.model_type,
+            "` has no Embedding or no OutputHead row");
 }
 
 Param* ParamStore::find(const std::string& name) {

@@ -17,7 +17,7 @@
 #include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
 #include "io/peft.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "train/trainer.h"
 #include "util/error.h"
 #include "util/files.h"
@@ -63,8 +63,8 @@ EvalRow evaluate(const std::string& device, const std::string& label, const std:
   mo.config.rope_scaling_factor = factor;
   mo.batch = 4;
   mo.seq_len = context;
-  if (!adapter_dir.empty()) mo.lora = read_adapter_config(adapter_dir).lora;
-  LlamaModel model(*backend, mo);
+  if (!adapter_dir.empty()) mo.lora = read_adapter_config(adapter_dir, mo.config).lora;
+  Model model(*backend, mo);
   load_hf_weights(model_dir, model.params(), *backend);
   if (!adapter_dir.empty()) load_adapter(adapter_dir, model.params(), *backend);
   PerplexityOptions po;

@@ -18,7 +18,7 @@ size_t ceil_div(size_t a, size_t b) { return (a + b - 1) / b; }
 DeviceMemoryNeeds plan_rank_memory(Backend& backend, const ModelOptions& options, int zero_stage, int ranks) {
   LL_CHECK(zero_stage == 0 || zero_stage == 2 || zero_stage == 3, "ZeRO stage must be 0, 2 or 3, got ", zero_stage);
   LL_CHECK(ranks >= 1, "memory plan: ranks must be >= 1, got ", ranks);
-  const MemoryPlan plan = LlamaModel::plan_memory(backend, options);
+  const MemoryPlan plan = Model::plan_memory(backend, options);
   const DTypePolicy dt = backend.dtypes();
   const size_t N = size_t(ranks);
 
@@ -109,7 +109,7 @@ std::vector<size_t> activations_by_checkpoint_layers(Backend& backend, const Mod
   for (int64_t k = 0; k <= options.config.num_hidden_layers; ++k) {
     ModelOptions o = options;
     o.checkpoint_layers = k;
-    bytes.push_back(LlamaModel::plan_memory(backend, o).activations);
+    bytes.push_back(Model::plan_memory(backend, o).activations);
   }
   return bytes;
 }
@@ -134,7 +134,7 @@ void check_host_backend_memory(Backend& backend, const ModelOptions& options, in
   const DeviceMemoryNeeds n = plan_rank_memory(backend, options, zero_stage, ranks);
   const size_t all = n.total() * size_t(std::max(ranks_on_host, 1));
   if (all <= available_bytes) return;
-  const LlamaConfig& c = options.config;
+  const ModelConfig& c = options.config;
   fail("this run needs ", format_gib(n.total()), " of host memory",
        ranks_on_host > 1 ? str_cat(" per rank (", format_gib(all), " for the ", ranks_on_host, " ranks on this host)")
                          : std::string(),
@@ -170,7 +170,7 @@ DeviceMemoryNeeds check_device_memory(Backend& backend, const ModelOptions& opti
       off.offload_checkpoints = true;
       for (int64_t k = 0; k <= options.config.num_hidden_layers; ++k) {
         off.checkpoint_layers = k;
-        const MemoryPlan p = LlamaModel::plan_memory(backend, off);
+        const MemoryPlan p = Model::plan_memory(backend, off);
         settings.offloaded_activations_by_checkpoint_layers.push_back(p.activations);
         settings.offloaded_host_by_checkpoint_layers.push_back(p.host_staging);
       }

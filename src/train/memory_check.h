@@ -8,7 +8,7 @@
 
 #include "backend.h"
 #include "cuda/memory_report.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "util/host_memory.h"  // available_host_memory
 
 namespace ll {

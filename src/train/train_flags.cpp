@@ -24,10 +24,14 @@ void add_train_flags(Flags& flags, TrainOptions& o) {
   flags.add("lora_r", &o.lora_r, "LoRA rank").at_least(1);
   flags.add("lora_alpha", &o.lora_alpha, "LoRA alpha (scale = alpha / r)");
   flags.add("lora_dropout", &o.lora_dropout, "dropout on the LoRA adapter input").at_least(0).below(1);
-  flags.add("lora_target", &o.lora_target, "projections with adapters: any of q,k,v,o,gate,up,down (_proj optional)");
-  flags.add("trainable_params", &o.trainable_params, "base weights trained fully with LoRA: any of embed,norm,lm_head");
+  flags.add("lora_target", &o.lora_target,
+            "modules with adapters, as PEFT's target_modules: a module name or its dotted suffix (Llama: "
+            "q_proj,…,down_proj, or q,k,v,o,gate,up,down)");
+  flags.add("trainable_params", &o.trainable_params,
+            "base weights trained fully with LoRA, LongLoRA's rule: every parameter whose name contains an entry "
+            "(Llama: embed,norm,lm_head)");
   flags.add("learning_rate", &o.learning_rate, "peak learning rate").at_least(0);
-  flags.add("weight_decay", &o.weight_decay, "AdamW decoupled weight decay (never on norm weights)").at_least(0);
+  flags.add("weight_decay", &o.weight_decay, "AdamW decoupled weight decay (never on norm weights or biases)").at_least(0);
   flags.add("adam_beta1", &o.adam_beta1, "AdamW beta1").at_least(0).below(1);
   flags.add("adam_beta2", &o.adam_beta2, "AdamW beta2 (LongLoRA's code: 0.999; its paper: 0.95)").at_least(0).below(1);
   flags.add("adam_epsilon", &o.adam_epsilon, "AdamW epsilon").above(0);

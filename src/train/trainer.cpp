@@ -24,12 +24,13 @@
 #include "io/hf_config.h"
 #include "io/merge.h"
 #include "io/peft.h"
-#include "model/llama.h"
+#include "model/model.h"
+#include "model/param_select.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/memory_check.h"
+#include "model/registry.h"
 #include "train/metrics_log.h"
-#include "train/model_presets.h"
 #include "train/rank_agreement.h"
 #include "train/run_dir.h"
 #include "cuda/device_info.h"
@@ -68,7 +69,7 @@ class StopSignals {
 
 // What the model is built from.
 struct ModelPlan {
-  LlamaConfig config;
+  ModelConfig config;
   std::string hf_dir;  // non-empty: load weights from this HF folder
   HfConfigInfo info;
   bool add_pad = false;
@@ -113,18 +114,10 @@ ModelPlan plan_model(const TrainOptions& o, const Tokenizer* tok) {
   return plan;
 }
 
-TrainableConfig parse_trainable(const std::string& list, bool full) {
-  TrainableConfig t;
-  t.all = full;
-  std::string item;
-  std::stringstream ss(list);
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) continue;
-    if (item == "embed") t.embed = true;
-    else if (item == "norm") t.norm = true;
-    else if (item == "lm_head") t.lm_head = true;
-    else fail("--trainable_params: unknown entry `", item, "`; expected a comma list of embed, norm, lm_head");
-  }
+// LongLoRA's substring rule over the model's parameter names; an entry that matches none is an error.
+TrainableConfig parse_trainable(const std::string& list, bool full, const ModelConfig& config) {
+  const TrainableConfig t = TrainableConfig::parse(list, full);
+  check_trainable(t, config, "--trainable_params");
   return t;
 }
 
@@ -232,12 +225,12 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   mo.attention.group_ratio = o.s2_group_ratio;
   mo.attention.variant = o.s2_variant == "roll" ? S2Variant::Roll : S2Variant::LeakFree;
   mo.attention.sft_rule = !o.sft_data_path.empty();
-  mo.trainable = parse_trainable(o.trainable_params, !o.low_rank_training);
+  mo.trainable = parse_trainable(o.trainable_params, !o.low_rank_training, mo.config);
   if (o.low_rank_training) {
     mo.lora.rank = o.lora_r;
     mo.lora.alpha = o.lora_alpha;
     mo.lora.dropout = o.lora_dropout;
-    mo.lora.targets = LoraConfig::parse_targets(o.lora_target);
+    mo.lora.targets = parse_lora_targets(o.lora_target, mo.config, "--lora_target");
   }
   mo.external_param_storage = o.zero_stage == 3;
   std::string ckpt_why = "--gradient_checkpointing " + o.gradient_checkpointing;
@@ -250,9 +243,9 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
     ckpt_why = "auto: " + why;
     if (mo.checkpoint_layers != needed) ckpt_why += str_cat("; another rank needs ", mo.checkpoint_layers);
   }
-  const size_t host_staging = LlamaModel::plan_memory(be, mo).host_staging;
+  const size_t host_staging = Model::plan_memory(be, mo).host_staging;
   if (o.offload_checkpoints) {
-    const int64_t offloaded = LlamaModel::offloaded_input_count(mo);
+    const int64_t offloaded = Model::offloaded_input_count(mo);
     ckpt_why += mo.checkpoint_layers > 0
                     ? str_cat("; offloaded to host memory: the inputs of ", offloaded, " layers, ",
                               format_gib(host_staging), "; the last ", mo.checkpoint_layers - offloaded,
@@ -268,7 +261,7 @@ TrainResult run_training(const TrainOptions& o, const nlohmann::json& flags, Com
   // On a GPU: stop now, with what would fit, when the plan exceeds the free device memory.
   check_host_backend_memory(be, mo, int(o.zero_stage), comm.size(), world->local_size(), available_host_memory());
   check_device_memory(be, mo, int(o.zero_stage), comm.size());
-  LlamaModel model(be, mo);
+  Model model(be, mo);
   // ZeRO-3: every parameter lives sharded over the ranks; the storage gathers a group when the model uses it.
   std::unique_ptr<Zero3Storage> zero3;
   if (o.zero_stage == 3) zero3 = std::make_unique<Zero3Storage>(be, model.params(), comm);

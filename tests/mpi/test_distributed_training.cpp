@@ -9,7 +9,8 @@
 #include "data/token_file.h"
 #include "cpu/cpu_backend.h"
 #include "io/safetensors.h"
-#include "model/llama.h"
+#include "model/model.h"
+#include "model/param_select.h"
 #include "mpi/zero.h"
 #include "mpi_test_env.h"
 #include "run_outputs.h"
@@ -214,11 +215,11 @@ TEST(Zero3Prefetch, EveryLayerIsGatheredAheadOfItsUse) {
     mo.seq_len = 8;
     mo.checkpoint_layers = recomputed;
     mo.lora.rank = 2;
-    mo.lora.targets = LoraConfig::parse_targets("q_proj,v_proj");
-    mo.trainable.embed = mo.trainable.norm = true;
+    mo.lora.targets = parse_lora_targets("q_proj,v_proj", mo.config);
+    mo.trainable = TrainableConfig::parse("embed,norm");
     mo.external_param_storage = true;
     CpuBackend<float> backend;
-    LlamaModel model(backend, mo);
+    Model model(backend, mo);
     Zero3Storage storage(backend, model.params(), *g_comm);
     model.init_random(3);
     std::vector<int32_t> tokens(8), targets(8);
@@ -243,12 +244,12 @@ TEST(Zero3Memory, EachRankHoldsAboutOneNthOfParametersGradientsAndOptimizerState
   mo.seq_len = 8;
   mo.trainable.all = true;
   CpuBackend<float> backend;
-  LlamaModel replicated(backend, mo);
+  Model replicated(backend, mo);
   AdamW adam(backend, replicated.params(), {});
   const double single = double(replicated.params().frozen_bytes() + replicated.params().trainable_bytes() +
                                replicated.params().grad_bytes() + adam.state_bytes());
   mo.external_param_storage = true;
-  LlamaModel sharded(backend, mo);
+  Model sharded(backend, mo);
   Zero3Storage storage(backend, sharded.params(), *g_comm);
   DistributedOptimizer opt(backend, sharded.params(), *g_comm, {}, 3, &storage);
   const double per_rank = double(storage.shard_bytes() + opt.state_bytes());

@@ -13,6 +13,7 @@
 
 #include "io/safetensors.h"
 #include "mixed_host_backend.h"
+#include "model/param_select.h"
 #include "model/params.h"
 #include "mpi/zero.h"
 #include "mpi/zero3.h"
@@ -31,8 +32,8 @@ using test::MixedHostBackend;
 constexpr int kLayers = 3;
 constexpr int kMicro = 2;
 
-LlamaConfig config() {
-  LlamaConfig c;
+ModelConfig config() {
+  ModelConfig c;
   c.hidden_size = 32, c.intermediate_size = 48, c.num_attention_heads = 4, c.num_key_value_heads = 2;
   c.num_hidden_layers = kLayers, c.vocab_size = 50;
   return c;
@@ -40,11 +41,11 @@ LlamaConfig config() {
 LoraConfig lora() {
   LoraConfig l;
   l.rank = 4;
-  l.targets = LoraConfig::parse_targets("q_proj,v_proj");
+  l.targets = parse_lora_targets("q_proj,v_proj", config());
   return l;
 }
 // Embedding (first in the arenas), norms, and the LM head (last): outer-group parameters at both ends.
-TrainableConfig trainable() { return TrainableConfig{false, true, true, true}; }
+TrainableConfig trainable() { return TrainableConfig::parse("embed,norm,lm_head"); }
 
 uint64_t key(const std::string& name, int64_t i, uint64_t salt) {
   uint64_t h = 1469598103934665603ull;

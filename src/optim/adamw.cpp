@@ -1,4 +1,4 @@
-#include "train/optimizer.h"
+#include "optim/adamw.h"
 
 #include <cmath>
 
@@ -23,7 +23,7 @@ AdamW::AdamW(Backend& backend, ParamStore& params, const AdamWConfig& config)
     h.v = arena_->reserve(dt.grad, p.shape);
     if (has_masters_) h.master = arena_->reserve(DType::F32, p.shape);
     handles.push_back(h);
-    slots_.push_back({&p, {}, {}, {}, !p.is_norm()});
+    slots_.push_back({&p, {}, {}, {}, weight_decay_applies(p)});
   }
   arena_->commit();
   for (size_t i = 0; i < slots_.size(); ++i) {

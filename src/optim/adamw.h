@@ -17,11 +17,16 @@ struct AdamWConfig {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
 };
 
+// Hugging Face's Trainer decays every parameter except norm weights and biases.
+inline bool weight_decay_applies(const Param& p) {
+  return p.role != ParamRole::Norm && p.role != ParamRole::NormBias && p.role != ParamRole::Bias;
+}
+
 struct OptimizerSlot {
   Param* param;
   Tensor m, v;
   Tensor master;     // empty when the backend's weights are already the master copy
-  bool decay;        // weight decay applies (not to norm weights, as in Hugging Face's Trainer)
+  bool decay;        // weight_decay_applies
 };
 
 class AdamW {

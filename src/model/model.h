@@ -1,27 +1,26 @@
-// Llama (+ LoRA, + S2-Attn, + position interpolation), written once as op calls on a Backend.
-//
-// One decoder layer, T = B·L rows:
-//   xn1 = RMSNorm(x; attn_norm)                    q,k,v = proj(xn1)  (LoRA where configured)
-//   q,k = RoPE(q,k; positions / factor)            o = Attention(q,k,v; causal or S2 mask)
-//   x_mid = x + proj_o(o)
-//   xn2 = RMSNorm(x_mid; mlp_norm)                 act = silu(proj_gate(xn2)) ⊙ proj_up(xn2)
-//   x_out = x_mid + proj_down(act)
-// Then logits = RMSNorm(x; final_norm)·lm_headᵀ and the mean cross-entropy over scored targets,
-// computed over row chunks so that a [T, V] logits matrix never exists.
+// The engine: any architecture (+ LoRA, + S2-Attn, + position interpolation), written once as op calls on a Backend.
+// The architecture's definition (model/architecture.h) supplies the parameter table, the activation schema and the
+// decoder layer's compute; the engine owns the rest:
+//   embedding → N decoder layers (the definition's Block) → final norm (the definition's) → logits = x·headᵀ and the
+//   mean cross-entropy over scored targets, computed over row chunks so that a [T, V] logits matrix never exists;
+// the parameter arenas and ZeRO-3 gathering, activation checkpointing (recompute) and offload, LoRA and its dropout,
+// the KV cache for inference.
 #pragma once
 #include <memory>
 #include <ostream>
 #include <vector>
 
 #include "backend.h"
+#include "model/activations.h"
 #include "model/arena.h"
+#include "model/architecture.h"
 #include "model/config.h"
 #include "model/params.h"
 
 namespace ll {
 
 struct ModelOptions {
-  LlamaConfig config;
+  ModelConfig config;
   LoraConfig lora;
   TrainableConfig trainable;
   AttentionConfig attention;
@@ -57,15 +56,16 @@ struct MemoryPlan {
   void print(std::ostream& os) const;
 };
 
-class LlamaModel {
+class Model {
  public:
-  LlamaModel(Backend& backend, const ModelOptions& options);
-  ~LlamaModel();
-  LlamaModel(const LlamaModel&) = delete;
-  LlamaModel& operator=(const LlamaModel&) = delete;
+  Model(Backend& backend, const ModelOptions& options);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
 
   const ModelOptions& options() const { return opts_; }
   ParamStore& params() { return *params_; }
+  const Architecture& architecture() const { return *arch_; }
   Backend& backend() { return backend_; }
   const AttentionMask& mask() const { return mask_; }
   MemoryPlan memory_plan() const;
@@ -77,8 +77,8 @@ class LlamaModel {
   // layers' inputs stay in their device slots).
   static int64_t offloaded_input_count(const ModelOptions& options);
 
-  // Hugging Face initialisation (normal(0, init_std) for matrices, ones for norms) and PEFT's LoRA
-  // initialisation (A Kaiming-uniform with a = √5, B = 0). Deterministic in `seed`.
+  // Hugging Face initialisation (normal(0, init_std) for matrices, ones for norm weights, zeros for biases) and PEFT's
+  // LoRA initialisation (A Kaiming-uniform with a = √5, B = 0). Deterministic in `seed`.
   void init_random(uint64_t seed, double init_std = 0.02);
 
   // tokens, targets: host int32 arrays of B·L entries (row b·L + l). targets[t] is the token that position t
@@ -112,37 +112,42 @@ class LlamaModel {
   std::vector<double> logits(const int32_t* tokens);
 
  private:
-  struct LayerActs;
-  struct Buffers;
+  friend class Block;
   class OuterScope;
   struct HostStaging;
   void upload_batch(const int32_t* tokens, const int32_t* targets);
   // save_inputs: a training step's forward (the backward follows): offloaded layer inputs are copied to the host.
   void forward_layers(bool save_inputs = false);
   bool input_offloaded(int64_t layer) const;
-  void layer_forward(int layer, LayerActs& a, const Tensor& x_in, Tensor x_out);
-  void layer_backward(int layer, LayerActs& a, const Tensor& x_in, Tensor d_resid);
-  void project_forward(int layer, LinearSlot slot, LayerActs& a, Tensor y, const Tensor& x);
-  void project_backward(int layer, LinearSlot slot, LayerActs& a, Tensor dx, const Tensor& dy, const Tensor& x,
+  // A Block for layer `layer` (or kOuterGroup: the final norm) over activation set `set` (null for the final norm).
+  Block block(int layer, ActivationSet* set, const Tensor& input, const Tensor& output);
+  void layer_forward(int layer, const Tensor& x_in, const Tensor& x_out);
+  void layer_backward(int layer, const Tensor& x_in);
+  void project_forward(const Block& b, int slot, const Tensor& y, const Tensor& x);
+  void project_backward(const Block& b, int slot, const Tensor& dx, const Tensor& dy, const Tensor& x,
                         bool accumulate_dx);
+  void attention_forward(const Block& b, const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                         const Tensor& v);
   LossResult head_loss(bool compute_grad, double loss_scale, int32_t* argmax = nullptr);
-  LayerActs& acts_for(int layer);
+  ActivationSet& acts_for(int layer);
   bool dropout_on() const { return dropout_enabled_ && opts_.lora.dropout > 0; }
-  uint64_t dropout_seed(int layer, LinearSlot slot) const;
+  uint64_t dropout_seed(int layer, int slot) const;
   Tensor scratch_view(const Tensor& buffer, int64_t cols) const;
 
   Backend& backend_;
   ModelOptions opts_;
+  const Architecture* arch_ = nullptr;
+  ActivationSchema schema_;
   AttentionMask mask_;
   RopeParams rope_;
   std::unique_ptr<ParamStore> params_;
   std::unique_ptr<Arena> act_arena_;
-  std::unique_ptr<Buffers> buf_;
+  StepBuffers buf_;
   // [0]: the set shared by the recomputed layers (when checkpoint_layers > 0), then one per kept layer (views for
   // seq_len_); acts_for maps a layer to its set.
-  std::vector<LayerActs> acts_;
-  std::vector<LayerActs> acts_full_;  // the same, planned for options().seq_len
-  std::unique_ptr<Buffers> buf_full_;
+  std::vector<ActivationSet> acts_;
+  std::vector<ActivationSet> acts_full_;  // the same, planned for options().seq_len
+  StepBuffers buf_full_;
   int64_t seq_len_ = 0;
   // offload_checkpoints: one host buffer per offloaded layer input (layers 0..k−3), [options().seq_len·B, hidden].
   std::unique_ptr<HostStaging> host_;
@@ -151,7 +156,7 @@ class LlamaModel {
   std::unique_ptr<Arena> cache_arena_;
   std::vector<Tensor> k_cache_, v_cache_;  // per layer [capacity, Hkv·Dh], keys after RoPE
   int64_t cache_capacity_ = 0, cache_len_ = 0;
-  bool cache_active_ = false;  // layer_forward reads and extends the cache
+  bool cache_active_ = false;  // attention reads and extends the cache
   bool dropout_enabled_ = false;
   uint64_t dropout_seed_ = 0;
 };

@@ -1,0 +1,36 @@
+#include "model/architecture.h"
+
+#include "util/error.h"
+
+namespace ll {
+
+const char* param_role_name(ParamRole role) {
+  switch (role) {
+    case ParamRole::Embedding: return "embedding";
+    case ParamRole::Norm: return "norm";
+    case ParamRole::NormBias: return "norm bias";
+    case ParamRole::Linear: return "linear";
+    case ParamRole::Bias: return "bias";
+    case ParamRole::OutputHead: return "output head";
+    case ParamRole::LoraA: return "LoRA A";
+    case ParamRole::LoraB: return "LoRA B";
+  }
+  return "?";
+}
+
+std::string ParamSpec::module() const { return name.substr(0, name.rfind('.')); }
+
+void Architecture::check_folder_shapes(const ModelConfig& c, const std::map<std::string, FolderTensor>& tensors,
+                                       const std::string& where) const {
+  ModelConfig one_layer = c;  // the sizes may be untrusted: never build a table of num_hidden_layers layers here
+  one_layer.num_hidden_layers = 1;
+  for (const ParamSpec& s : parameter_table(one_layer)) {
+    const auto it = tensors.find(s.name);
+    if (!s.tied_to.empty() || it == tensors.end() || it->second.shape.size() != s.shape.size()) continue;
+    if (it->second.shape != s.shape)
+      fail(where, ": the sizes do not match the weights: `", s.name, "` is ", shape_text(it->second.shape), " in ",
+           it->second.file, " but this config describes ", shape_text(s.shape), "; is config.json from another model?");
+  }
+}
+
+}  // namespace ll
