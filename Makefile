@@ -157,7 +157,7 @@ asan-build:
 asan: asan-build
 	$(ASAN_RUN) scripts/run_tests.sh build/asan/test_all
 
-$(FUZZ_BIN): $(FUZZ_SRCS) src/io/safetensors.h src/tensor.h src/util/error.h src/util/files.h
+$(FUZZ_BIN): $(FUZZ_SRCS) src/io/safetensors.h src/core/tensor.h src/util/error.h src/util/files.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CXX) $(FUZZ_FLAGS) $(FUZZ_SRCS) -o $@
 

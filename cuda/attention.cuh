@@ -20,7 +20,7 @@
 
 #include <cstdint>
 
-#include "attention_mask.h"
+#include "core/attention_mask.h"
 #include "cuda/attention_plan.h"
 #include "cuda/common.cuh"
 

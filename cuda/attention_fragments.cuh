@@ -13,7 +13,7 @@
 
 #include <cstdint>
 
-#include "attention_mask.h"
+#include "core/attention_mask.h"
 #include "cuda/attention.cuh"
 #include "cuda/attention_plan.h"
 

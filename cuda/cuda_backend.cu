@@ -1,4 +1,4 @@
-// CudaBackend: validates each op's arguments (src/op_checks.cpp, plus cuda/op_checks.cpp where the kernels need
+// CudaBackend: validates each op's arguments (src/core/op_checks.cpp, plus cuda/op_checks.cpp where the kernels need
 // more), then enqueues the kernels of cuda/*.cu or the cuBLASLt products on the backend's stream.
 #include "cuda/cuda_backend.h"
 

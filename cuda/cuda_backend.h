@@ -16,7 +16,7 @@
 #include <optional>
 #include <string>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "cuda/attention_plan.h"
 #include "cuda/launch_plan.h"
 

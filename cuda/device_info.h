@@ -1,5 +1,5 @@
 // CUDA device discovery. Declared in plain C++ so host code can call it without nvcc; implemented in
-// cuda/device_info.cu when the build has CUDA, and in src/backend_registry.cpp otherwise.
+// cuda/device_info.cu when the build has CUDA, and in src/core/backend_registry.cpp otherwise.
 #pragma once
 #include <cstddef>
 #include <string>

@@ -3,7 +3,7 @@
 #include "cuda/elementwise.cuh"
 #include "cuda/launch_plan.h"
 #include "cuda/vec8.cuh"
-#include "dropout_mask.h"
+#include "core/dropout_mask.h"
 
 namespace ll::cuda {
 

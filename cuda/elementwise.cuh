@@ -9,7 +9,7 @@
 #include <cstdint>
 
 #include "cuda/common.cuh"
-#include "tensor.h"
+#include "core/tensor.h"
 
 namespace ll::cuda {
 

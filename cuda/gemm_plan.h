@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <string>
 
-#include "tensor.h"
+#include "core/tensor.h"
 
 namespace ll::cuda_plan {
 

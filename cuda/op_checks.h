@@ -11,7 +11,7 @@
 #include <cstdint>
 
 #include "cuda/attention_plan.h"
-#include "src/op_checks.h"  // spelled from the root: a plain "op_checks.h" would find this file
+#include "core/op_checks.h"
 
 namespace ll::cuda_checks {
 

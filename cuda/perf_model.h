@@ -2,7 +2,7 @@
 #pragma once
 #include <cstdint>
 
-#include "attention_mask.h"
+#include "core/attention_mask.h"
 #include "model/config.h"
 
 namespace ll::perf {

@@ -6,7 +6,7 @@
 
 #include "io/param_io.h"
 #include "io/safetensors.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 
 namespace ll {
 

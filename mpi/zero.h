@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "model/arena.h"
 #include "model/params.h"
 #include "mpi/comm.h"

@@ -20,7 +20,7 @@
 #include <memory>
 #include <vector>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "model/arena.h"
 #include "model/param_storage.h"
 #include "model/params.h"

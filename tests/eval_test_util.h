@@ -22,7 +22,7 @@
 #include "io/peft.h"
 #include "model/model.h"
 #include "model/param_select.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "test_data_util.h"
 #include "test_util.h"
 #include "util/files.h"

@@ -10,7 +10,7 @@
 
 #include "io/safetensors.h"
 #include "model/params.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "test_util.h"
 #include "util/random.h"
 

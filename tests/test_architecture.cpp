@@ -15,7 +15,7 @@
 #include "model/model.h"
 #include "model/param_select.h"
 #include "model/registry.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "test_util.h"
 
 namespace ll {

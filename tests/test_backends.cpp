@@ -1,7 +1,7 @@
 // The backend registry and CUDA device discovery. GPU checks skip, with the reason, on machines without one.
 #include <gtest/gtest.h>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "cuda/device_info.h"
 #include "train/demo.h"
 #include "util/error.h"

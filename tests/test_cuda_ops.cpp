@@ -13,12 +13,12 @@
 #include <cstring>
 #include <memory>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "cpu/cpu_backend.h"
-#include "dropout_mask.h"
+#include "core/dropout_mask.h"
 #include "model/model.h"
 #include "model/param_select.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "test_util.h"
 #include "optim/adamw.h"
 

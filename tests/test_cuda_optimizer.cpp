@@ -10,7 +10,7 @@
 #include "cpu/cpu_backend.h"
 #include "model/param_select.h"
 #include "model/params.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "test_util.h"
 #include "optim/adamw.h"
 

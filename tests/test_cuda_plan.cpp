@@ -17,7 +17,7 @@
 #include "cuda/memory_report.h"
 #include "cuda/op_checks.h"
 #include "cuda/perf_model.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "test_util.h"
 
 namespace ll {

@@ -12,7 +12,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "model/param_select.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "test_util.h"
 
 namespace ll {

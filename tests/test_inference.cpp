@@ -3,7 +3,7 @@
 
 #include "cpu/cpu_backend.h"
 #include "model/model.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "test_util.h"
 
 namespace ll {

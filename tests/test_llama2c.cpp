@@ -21,7 +21,7 @@
 
 #include "io/safetensors.h"
 #include "model/model.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "test_util.h"
 #include "util/md5.h"
 

@@ -7,7 +7,7 @@
 #include "cpu/cpu_backend.h"
 #include "model/model.h"
 #include "model/param_select.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "test_util.h"
 #include "model_test_options.h"
 

@@ -6,7 +6,7 @@
 
 #include "cpu/cpu_backend.h"
 #include "model/model.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "test_util.h"
 #include "optim/adamw.h"
 #include "train/schedule.h"

@@ -23,7 +23,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "model/param_select.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "util/files.h"
 #include "util/sha256.h"
 #include "zip_test_util.h"

@@ -10,8 +10,8 @@
 #include "cpu/cpu_backend.h"
 #include "model/model.h"
 #include "model/param_select.h"
-#include "profiling_backend.h"
-#include "tensor_host.h"
+#include "core/profiling_backend.h"
+#include "core/tensor_host.h"
 #include "test_util.h"
 #include "model_test_options.h"
 

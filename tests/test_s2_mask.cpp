@@ -5,7 +5,7 @@
 #include <set>
 #include <vector>
 
-#include "attention_mask.h"
+#include "core/attention_mask.h"
 #include "model/config.h"
 #include "util/error.h"
 

@@ -15,7 +15,7 @@
 #include "io/safetensors.h"
 #include "io/torch_file.h"
 #include "io/zip_writer.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "util/crc32.h"
 #include "util/files.h"
 #include "util/random.h"

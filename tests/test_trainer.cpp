@@ -24,7 +24,7 @@
 #include "model/param_select.h"
 #include "mpi/comm.h"
 #include "mpi/zero.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "test_data_util.h"
 #include "test_util.h"
 #include "train/checkpoint.h"

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "tensor.h"
+#include "core/tensor.h"
 #include "util/random.h"
 
 namespace ll::test {

@@ -31,13 +31,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "cuda/launch_plan.h"
 #include "cuda/perf_model.h"
 #include "model/model.h"
 #include "model/param_select.h"
-#include "profiling_backend.h"
-#include "tensor_host.h"
+#include "core/profiling_backend.h"
+#include "core/tensor_host.h"
 #include "train/memory_check.h"
 #include "optim/adamw.h"
 #include "util/error.h"

@@ -6,7 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "model/model.h"
 #include "model/param_select.h"
 #include "model/registry.h"

@@ -2,7 +2,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "backend.h"
+#include "core/backend.h"
 
 int main(int argc, char** argv) {
   if (argc > 1 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {

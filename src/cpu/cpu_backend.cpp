@@ -5,8 +5,8 @@
 #include <cstring>
 
 #include "cpu/kernels.h"
-#include "op_checks.h"
-#include "tensor_host.h"
+#include "core/op_checks.h"
+#include "core/tensor_host.h"
 
 namespace ll {
 

@@ -1,6 +1,6 @@
 // The CPU reference backend: fp32 (name "cpu"), or fp64 ("cpu-f64", used by gradient checks).
 #pragma once
-#include "backend.h"
+#include "core/backend.h"
 
 namespace ll {
 

@@ -2,7 +2,7 @@
 #include <cmath>
 
 #include "cpu/kernels.h"
-#include "dropout_mask.h"
+#include "core/dropout_mask.h"
 
 namespace ll::cpu {
 

@@ -5,7 +5,7 @@
 #pragma once
 #include <cstdint>
 
-#include "attention_mask.h"
+#include "core/attention_mask.h"
 
 namespace ll::cpu {
 

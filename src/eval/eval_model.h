@@ -24,7 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "io/peft.h"
 #include "model/config.h"
 #include "model/model.h"

@@ -5,7 +5,7 @@
 #pragma once
 #include <string>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "io/hf_weight_files.h"
 #include "model/config.h"
 

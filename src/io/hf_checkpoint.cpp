@@ -13,7 +13,7 @@
 #include "io/json_util.h"
 #include "io/param_io.h"
 #include "io/safetensors.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "util/error.h"
 #include "util/files.h"
 

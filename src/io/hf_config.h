@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/config.h"
-#include "tensor.h"
+#include "core/tensor.h"
 
 namespace ll {
 

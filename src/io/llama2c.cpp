@@ -11,7 +11,7 @@
 #include <utility>
 
 #include "io/param_io.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "util/files.h"
 
 namespace ll {

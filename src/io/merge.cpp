@@ -8,7 +8,7 @@
 #include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
 #include "io/peft.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "util/error.h"
 #include "util/files.h"
 

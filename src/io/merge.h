@@ -5,7 +5,7 @@
 #include <ostream>
 #include <string>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "model/config.h"
 #include "model/params.h"
 

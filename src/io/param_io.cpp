@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "util/error.h"
 
 namespace ll {

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "io/safetensors.h"
 #include "model/params.h"
 

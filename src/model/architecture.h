@@ -20,7 +20,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "model/config.h"
 #include "model/param_storage.h"
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "attention_mask.h"
+#include "core/attention_mask.h"
 
 namespace ll {
 

@@ -4,9 +4,9 @@
 #include <cmath>
 #include <iomanip>
 
-#include "dropout_mask.h"
+#include "core/dropout_mask.h"
 #include "model/registry.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "util/random.h"
 
 namespace ll {

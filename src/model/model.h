@@ -10,7 +10,7 @@
 #include <ostream>
 #include <vector>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "model/activations.h"
 #include "model/arena.h"
 #include "model/architecture.h"

@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "model/arena.h"
 #include "model/params.h"
 

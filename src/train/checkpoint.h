@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "model/params.h"
 #include "mpi/comm.h"
 #include "mpi/zero.h"

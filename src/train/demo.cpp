@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
 #include "eval/perplexity.h"

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "cuda/memory_report.h"
 #include "model/model.h"
 #include "util/host_memory.h"  // available_host_memory

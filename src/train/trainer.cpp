@@ -15,11 +15,11 @@
 #include <memory>
 #include <sstream>
 
-#include "backend.h"
-#include "profiling_backend.h"
+#include "core/backend.h"
+#include "core/profiling_backend.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
-#include "dropout_mask.h"
+#include "core/dropout_mask.h"
 #include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
 #include "io/merge.h"

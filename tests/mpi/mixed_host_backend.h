@@ -7,9 +7,9 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "cpu/kernels.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "util/error.h"
 
 namespace ll::test {

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 
 namespace ll::test {
 

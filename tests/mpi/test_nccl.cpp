@@ -9,13 +9,13 @@
 #include <filesystem>
 #include <fstream>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "cuda/device_info.h"
 #include "data/token_file.h"
 #include "io/safetensors.h"
 #include "mpi_test_env.h"
 #include "run_outputs.h"
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 #include "train/trainer.h"
 #include "util/files.h"
 #include "util/random.h"

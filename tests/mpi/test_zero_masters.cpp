@@ -19,7 +19,7 @@
 #include "mpi/zero3.h"
 #include "mpi_test_env.h"
 #include "util/files.h"
-#include "dropout_mask.h"
+#include "core/dropout_mask.h"
 
 namespace fs = std::filesystem;
 

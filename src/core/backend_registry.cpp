@@ -2,7 +2,7 @@
 #include <cstdlib>
 #include <sstream>
 
-#include "backend.h"
+#include "core/backend.h"
 #include "cpu/cpu_backend.h"
 #include "cuda/device_info.h"
 #include "util/error.h"

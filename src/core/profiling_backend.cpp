@@ -1,4 +1,4 @@
-#include "profiling_backend.h"
+#include "core/profiling_backend.h"
 
 #include <algorithm>
 #include <cstdio>

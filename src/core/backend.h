@@ -15,8 +15,8 @@
 #include <string>
 #include <vector>
 
-#include "attention_mask.h"
-#include "tensor.h"
+#include "core/attention_mask.h"
+#include "core/tensor.h"
 
 namespace ll {
 

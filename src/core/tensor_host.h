@@ -2,7 +2,7 @@
 #pragma once
 #include <vector>
 
-#include "backend.h"
+#include "core/backend.h"
 
 namespace ll {
 

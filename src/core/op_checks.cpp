@@ -1,4 +1,4 @@
-#include "op_checks.h"
+#include "core/op_checks.h"
 
 #include <cmath>
 #include <string>

@@ -4,7 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#include "attention_mask.h"  // LL_HOST_DEVICE
+#include "core/attention_mask.h"  // LL_HOST_DEVICE
 
 namespace ll {
 

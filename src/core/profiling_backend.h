@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "backend.h"
+#include "core/backend.h"
 
 namespace ll {
 

@@ -1,4 +1,4 @@
-#include "tensor_host.h"
+#include "core/tensor_host.h"
 
 #include <algorithm>
 #include <cmath>

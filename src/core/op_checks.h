@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <initializer_list>
 
-#include "backend.h"
+#include "core/backend.h"
 
 namespace ll::op_checks {
 
