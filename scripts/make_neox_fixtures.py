@@ -30,19 +30,47 @@ Cases (rotary_pct 0.25 and 1.0, parallel and sequential residual, full fine-tuni
   bf16             (logits only) the par_q_pi2_full model saved in bfloat16 and run by transformers in bfloat16; the
                    weights are stored in bfloat16. Our CPU reference loads them (exact in float32) and computes in
                    float32; the tolerance (test) covers transformers' bfloat16 rounding of every activation.
+
+The first case's model is also saved as ``<out>/neox_tiny/`` (save_pretrained, sharded: transformers 5's config.json
+with rope_parameters), which NeoxFolder.* reads with our loader.
+
+Interop: OUR writers checked with transformers + peft (rerun whenever the adapter or merge writers change)
+---------------------------------------------------------------------------------------------------------
+    make -j2 build/test_all
+    LL_NEOX_INTEROP_DIR=/tmp/neox_interop build/test_all --gtest_filter='NeoxInterop.*'
+    python scripts/make_neox_fixtures.py --check-ours /tmp/neox_interop --record          # transformers 5 / peft 0.21
+    PYTHONPATH=<transformers 4.x site> python scripts/make_neox_fixtures.py --check-ours /tmp/neox_interop --record
+
+NeoxInterop writes, from neox_tiny: ``adapter/`` (our save_adapter: LoRA r 4 / alpha 8 on query_key_value and dense,
+embed_in / embed_out / every LayerNorm trained, RoPE factor 4 in longlora.json), ``merged/`` (build/merge's pipeline)
+and our logits of both. The check: (1) peft loads the adapter onto GPTNeoXForCausalLM (factor overridden to 4, as
+LongLoRA's eval does) with exactly our tensors and gives our logits — on transformers 5 from a copy whose
+modules_to_save entry and tensor ``embed_out`` are renamed ``lm_head`` (transformers 5 names the head lm_head in
+memory, so no embed_out adapter loads there as written), recorded under its own key; (2) LongLoRA's way:
+trainable_params.bin load_state_dict-ed (strict=False, no unexpected key) + W += (alpha/r)·B·A; (3) transformers
+loads merged/ with factor 4 and gives our logits. Each run is recorded in ``<out>/neox_interop.json`` under its
+transformers / peft versions with the sha256 of every file written; NeoxInterop.MatchesRecordedCheck requires every
+run passed and the same bytes.
 """
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
+import sys
+import tempfile
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 DIMS = dict(hidden_size=32, num_attention_heads=4, intermediate_size=48, num_hidden_layers=2, vocab_size=29,
             max_position_embeddings=64, layer_norm_eps=1e-5, rotary_emb_base=10000.0, hidden_act="gelu",
             tie_word_embeddings=False, attention_dropout=0.0, hidden_dropout=0.0)
 BATCH, SEQ = 2, 16
+FOLDER_CASE = "par_q_pi2_full"  # also saved as <out>/neox_tiny/, the base of the interop check
+TRAIN_ROPE_FACTOR = 4.0  # what NeoxInterop records in longlora.json (tests/test_neox_interop.cpp)
+TOL = 1e-4
 LORA = dict(r=4, lora_alpha=8, target_modules=["query_key_value", "dense"])
 TRAINABLE = ["embed", "norm"]  # LongLoRA's --trainable_params default, a substring rule over parameter names
 
@@ -115,6 +143,10 @@ def run(name, c, seed, out):
 
     model = build(c, seed)
     config_json = model.config.to_json_string()
+    if name == FOLDER_CASE:  # the same weights as an HF folder, as transformers saves it (sharded, with an index)
+        folder = os.path.join(out, "neox_tiny")
+        shutil.rmtree(folder, ignore_errors=True)
+        model.save_pretrained(folder, safe_serialization=True, max_shard_size="40KB")
     torch.manual_seed(seed + 1)
     ids = torch.randint(0, DIMS["vocab_size"], (BATCH, SEQ), dtype=torch.int32)
     targets = torch.randint(0, DIMS["vocab_size"], (BATCH, SEQ), dtype=torch.int32)
@@ -183,11 +215,142 @@ def run_bf16(out):
     print(f"{path}: transformers bf16 vs f64 on the same weights: relative error {err:.3g}")
 
 
+def rel_err(a, b):
+    a, b = a.double().flatten(), b.double().flatten()
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def load_neox(path, rope_factor=None):
+    """GPTNeoXForCausalLM from a folder in float32, eager attention; rope_factor overrides the linear scaling."""
+    import transformers
+    from transformers import AutoConfig, GPTNeoXForCausalLM
+    config = AutoConfig.from_pretrained(path)
+    v5 = int(transformers.__version__.split(".")[0]) >= 5
+    if rope_factor is not None:  # (4.x keeps a 5.x file's rope_parameters as an unused attribute: set rope_scaling)
+        if v5:
+            config.rope_parameters = {**config.rope_parameters, "rope_type": "linear", "type": "linear",
+                                      "factor": rope_factor}
+        else:
+            config.rope_scaling = {"type": "linear", "factor": rope_factor}
+    dtype_key = "dtype" if v5 else "torch_dtype"
+    model = GPTNeoXForCausalLM.from_pretrained(path, config=config, attn_implementation="eager",
+                                               **{dtype_key: torch.float32})
+    return model.eval()
+
+
+def rope_factor_of(config):
+    scaling = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return float(scaling.get("factor", 1.0))
+
+
+@torch.no_grad()
+def logits_of(model, ids):
+    return model(input_ids=ids.long()).logits.float()
+
+
+def check_ours(out, ours):
+    """transformers + peft on what NeoxInterop wrote into `ours`; records <out>/neox_interop.json."""
+    import peft
+    import transformers
+    from peft import PeftModel
+
+    tiny = os.path.join(out, "neox_tiny")
+    adapter, merged = os.path.join(ours, "adapter"), os.path.join(ours, "merged")
+    mine = load_file(os.path.join(ours, "ours_logits.safetensors"))
+    ids = mine["input_ids"]
+    lora_logits = mine["lora_logits"].reshape(*ids.shape, -1)
+    merged_logits = mine["merged_logits"].reshape(*ids.shape, -1)
+    errors = {}
+
+    # 1. peft loads our adapter folder (LoRA on query_key_value and dense, embed_in / embed_out / LayerNorms as
+    #    modules_to_save) onto GPTNeoXForCausalLM and computes our function.
+    #    transformers 5 calls the output head lm_head in memory (embed_out only in files), so peft 0.21 on it cannot
+    #    match modules_to_save "embed_out" (nor any Pythia adapter that trained the head): there the check loads a
+    #    copy of our folder with that one entry and tensor renamed to lm_head, and records that it did.
+    saved = load_file(os.path.join(adapter, "adapter_model.safetensors"))
+    v5 = int(transformers.__version__.split(".")[0]) >= 5
+    scratch = tempfile.TemporaryDirectory()
+    if v5:
+        renamed = os.path.join(scratch.name, "adapter")
+        shutil.copytree(adapter, renamed)
+        cfg = json.load(open(os.path.join(adapter, "adapter_config.json")))
+        cfg["modules_to_save"] = ["lm_head" if m == "embed_out" else m for m in cfg["modules_to_save"]]
+        json.dump(cfg, open(os.path.join(renamed, "adapter_config.json"), "w"))
+        save_file({k.replace("base_model.model.embed_out.", "base_model.model.lm_head."): v for k, v in saved.items()},
+                  os.path.join(renamed, "adapter_model.safetensors"), metadata={"format": "pt"})
+        adapter_for_peft = renamed
+    else:
+        adapter_for_peft = adapter
+    pm = PeftModel.from_pretrained(load_neox(tiny, TRAIN_ROPE_FACTOR), adapter_for_peft).eval()
+    saved = load_file(os.path.join(adapter_for_peft, "adapter_model.safetensors"))
+    state = peft.get_peft_model_state_dict(pm)
+    missing = sorted(set(saved) - set(state))
+    assert not missing, f"peft did not load {missing} (it holds {sorted(state)})"
+    for k, v in saved.items():
+        assert torch.equal(state[k].float(), v.float()), f"peft loaded {k} with other values"
+    errors["peft_vs_ours_lora" + ("_embed_out_renamed_lm_head" if v5 else "")] = rel_err(logits_of(pm, ids), lora_logits)
+
+    # 2. LongLoRA's way: trainable_params.bin into the base (strict=False), then W += (alpha/r)·B·A by hand.
+    base = load_neox(tiny, TRAIN_ROPE_FACTOR)
+    trainable = torch.load(os.path.join(adapter, "trainable_params.bin"), map_location="cpu", weights_only=True)
+    if hasattr(base, "lm_head") and "embed_out.weight" in trainable:  # transformers 5 names it lm_head in memory
+        trainable["lm_head.weight"] = trainable.pop("embed_out.weight")
+    result = base.load_state_dict(trainable, strict=False)
+    assert not result.unexpected_keys, f"trainable_params names unknown to transformers: {result.unexpected_keys}"
+    cfg = json.load(open(os.path.join(adapter, "adapter_config.json")))
+    scale = cfg["lora_alpha"] / cfg["r"]
+    params = dict(base.named_parameters())
+    with torch.no_grad():
+        for k, a in saved.items():
+            if ".lora_A." in k:
+                b = saved[k.replace(".lora_A.", ".lora_B.")]
+                params[k[len("base_model.model."):].replace(".lora_A.weight", ".weight")] += \
+                    scale * (b.double() @ a.double()).float()
+    errors["longlora_vs_ours_lora"] = rel_err(logits_of(base, ids), lora_logits)
+
+    # 3. transformers loads our merged folder with the RoPE factor we recorded, and gives our logits.
+    mm = load_neox(merged)
+    factor = rope_factor_of(mm.config)
+    assert factor == TRAIN_ROPE_FACTOR, f"merged config.json gives rope factor {factor}, expected {TRAIN_ROPE_FACTOR}"
+    assert mm.config.use_parallel_residual and mm.gpt_neox.layers[0].attention.rotary_ndims == 2, mm.config
+    got = logits_of(mm, ids)
+    errors["merged_vs_ours_merged"] = rel_err(got, merged_logits)
+    errors["merged_vs_ours_lora"] = rel_err(got, lora_logits)
+
+    files = {}
+    for sub in ("adapter", "merged"):
+        for name in sorted(os.listdir(os.path.join(ours, sub))):
+            files[f"{sub}/{name}"] = sha256(os.path.join(ours, sub, name))
+    worst = max(errors.values())
+    record = {"passed": worst <= TOL, "max_rel_err": worst, "tolerance": TOL, "checks": errors,
+              "merged_rope_factor": factor, "transformers_version": transformers.__version__,
+              "peft_version": peft.__version__, "torch_version": torch.__version__, "files": files}
+    print(json.dumps(record, indent=2, sort_keys=True))
+    return record
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--out", default=os.path.join(here, "..", "tests", "fixtures"))
+    ap.add_argument("--check-ours", metavar="DIR", help="check the folders NeoxInterop wrote into DIR")
+    ap.add_argument("--record", action="store_true", help="with --check-ours: write <out>/neox_interop.json")
     args = ap.parse_args()
+    if args.check_ours:
+        record = check_ours(args.out, args.check_ours)
+        if args.record:  # one entry per transformers / peft pair, kept across runs with other versions
+            path = os.path.join(args.out, "neox_interop.json")
+            runs = json.load(open(path))["runs"] if os.path.exists(path) else {}
+            runs[f"transformers {record['transformers_version']} / peft {record['peft_version']}"] = record
+            with open(path, "w") as f:
+                json.dump({"runs": runs}, f, indent=2, sort_keys=True)
+                f.write("\n")
+        sys.exit(0 if record["passed"] else 1)
     for i, (name, c) in enumerate(CASES.items()):
         run(name, c, 101 + 10 * i, args.out)
     run_bf16(args.out)

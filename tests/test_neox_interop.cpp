@@ -1,0 +1,158 @@
+// GPT-NeoX folders in and out: tests/fixtures/neox_tiny (transformers' save_pretrained of the neox_par_q_pi2_full
+// fixture's model: sharded, transformers 5's config.json) read by our loader; our adapter and merged folder checked by
+// transformers + peft (recorded in tests/fixtures/neox_interop.json by scripts/make_neox_fixtures.py --check-ours).
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include "core/tensor_host.h"
+#include "hf_test_util.h"
+#include "io/hf_checkpoint.h"
+#include "io/hf_config.h"
+#include "io/merge.h"
+#include "io/peft.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+#include "model/param_select.h"
+#include "util/files.h"
+#include "util/sha256.h"
+
+namespace ll {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr double kTrainRopeFactor = 4.0;  // TRAIN_ROPE_FACTOR in scripts/make_neox_fixtures.py
+
+std::string neox_tiny_dir() {
+  const std::string dir = test::fixtures_dir();
+  return dir.empty() ? "" : dir + "/neox_tiny";
+}
+
+std::vector<int32_t> fixture_ids(const SafetensorsFile& f, int64_t& batch, int64_t& seq) {
+  const SafetensorsEntry& e = f.entry("input_ids");
+  batch = e.shape[0], seq = e.shape[1];
+  std::vector<int32_t> ids(size_t(batch * seq));
+  std::memcpy(ids.data(), e.data, ids.size() * 4);
+  return ids;
+}
+
+std::vector<double> folder_logits(Backend& backend, const std::string& dir, const std::vector<int32_t>& ids,
+                                  int64_t batch, int64_t seq) {
+  ModelOptions o;
+  o.config = read_hf_config(dir).model;
+  o.batch = batch, o.seq_len = seq;
+  Model model(backend, o);
+  load_hf_weights(dir, model.params(), backend);
+  return model.logits(ids.data());
+}
+
+TEST(NeoxFolder, TransformersSavedFolderGivesItsLogits) {
+  ASSERT_FALSE(neox_tiny_dir().empty()) << "tests/fixtures/neox_tiny is committed; run from the repository root";
+  const SafetensorsFile ref(test::fixtures_dir() + "/neox_par_q_pi2_full.safetensors");
+  int64_t batch = 0, seq = 0;
+  const std::vector<int32_t> ids = fixture_ids(ref, batch, seq);
+  const HfConfig cfg = read_hf_config(neox_tiny_dir());
+  EXPECT_EQ(cfg.model.model_type, "gpt_neox");
+  EXPECT_EQ(cfg.model.rotary_dims, 2);  // rope_parameters.partial_rotary_factor 0.25 of Dh 8
+  EXPECT_EQ(cfg.model.rope_scaling_factor, 2.0);
+  EXPECT_TRUE(cfg.model.parallel_residual);
+  std::unique_ptr<Backend> backend = create_backend("cpu-f64");
+  EXPECT_LT(test::rel_error(folder_logits(*backend, neox_tiny_dir(), ids, batch, seq),
+                            test::file_values(ref.entry("logits"))),
+            2e-7);
+}
+
+// Writes adapter/, merged/ and ours_logits.safetensors into `dir`, deterministically from the committed neox_tiny:
+// LoRA r 4 / alpha 8 on query_key_value and dense, embed_in / embed_out / every LayerNorm trained (LongLoRA's
+// embed,norm), "trained" values drawn at random, RoPE factor 4 recorded; then build/merge's pipeline.
+void write_interop_case(const std::string& dir) {
+  std::unique_ptr<Backend> backend = create_backend("cpu");
+  const SafetensorsFile ref(test::fixtures_dir() + "/neox_par_q_pi2_full.safetensors");
+  int64_t batch = 0, seq = 0;
+  const std::vector<int32_t> ids = fixture_ids(ref, batch, seq);
+  ModelOptions o;
+  o.config = read_hf_config(neox_tiny_dir()).model;
+  o.config.rope_scaling_factor = kTrainRopeFactor;
+  o.lora.rank = 4, o.lora.alpha = 8;
+  o.lora.targets = parse_lora_targets("query_key_value,dense", o.config);
+  o.trainable = TrainableConfig::parse("embed,norm");
+  o.batch = batch, o.seq_len = seq;
+  Model model(*backend, o);
+  load_hf_weights(neox_tiny_dir(), model.params(), *backend);
+  Rng rng(2025);
+  for (Param& p : model.params().all()) {
+    if (!p.trainable) continue;
+    std::vector<double> v = download_f64(*backend, p.value);
+    for (double& x : v) x = (p.role == ParamRole::LoraA || p.role == ParamRole::LoraB) ? rng.uniform(-0.3, 0.3)
+                                                                                       : x + rng.uniform(-0.1, 0.1);
+    upload_f64(*backend, p.value, v);
+  }
+  AdapterSaveOptions ao;
+  ao.base_model_name_or_path = "tests/fixtures/neox_tiny";
+  ao.record = LongLoraRecord{kTrainRopeFactor, 256, o.config.vocab_size};  // ceil(256 / (64 × 1)) = 4
+  save_adapter(dir + "/adapter", model.params(), *backend, o.lora, ao);
+  const std::vector<double> lora_logits = model.logits(ids.data());
+
+  MergeOptions m;
+  m.base_model = neox_tiny_dir();
+  m.peft_model = dir + "/adapter";
+  m.save_path = dir + "/merged";
+  m.max_shard_bytes = 40000;
+  m.dtype = "f32";
+  std::ostringstream log;
+  merge_adapter_folder(m, log);
+  const std::vector<double> merged_logits = folder_logits(*backend, m.save_path, ids, batch, seq);
+  EXPECT_LT(test::rel_error(merged_logits, lora_logits), 1e-5);
+  const HfConfig merged = read_hf_config(m.save_path);
+  EXPECT_EQ(merged.model.model_type, "gpt_neox");
+  EXPECT_EQ(merged.model.rope_scaling_factor, kTrainRopeFactor);
+  EXPECT_EQ(merged.model.rotary_dims, 2);
+
+  const std::vector<float> lf(lora_logits.begin(), lora_logits.end()), mf(merged_logits.begin(), merged_logits.end());
+  const int64_t rows = int64_t(ids.size()), vocab = o.config.vocab_size;
+  write_safetensors(dir + "/ours_logits.safetensors",
+                    {{"input_ids", DType::I32, {batch, seq}, ids.data()},
+                     {"lora_logits", DType::F32, {rows, vocab}, lf.data()},
+                     {"merged_logits", DType::F32, {rows, vocab}, mf.data()}});
+}
+
+TEST(NeoxInterop, MatchesRecordedCheck) {
+  ASSERT_FALSE(neox_tiny_dir().empty()) << "tests/fixtures/neox_tiny is committed; run from the repository root";
+  const char* keep = std::getenv("LL_NEOX_INTEROP_DIR");  // set by the rerun steps in scripts/make_neox_fixtures.py
+  test::TempDir temp;
+  const std::string dir = keep && *keep ? keep : temp.path();
+  if (keep && *keep) {  // replace an earlier run's output, but never delete anything else
+    make_directories(dir);
+    for (const auto& e : fs::directory_iterator(dir)) {
+      const std::string name = e.path().filename().string();
+      ASSERT_TRUE(name == "adapter" || name == "merged" || name == "ours_logits.safetensors")
+          << "LL_NEOX_INTEROP_DIR=" << dir << " holds `" << name << "`; point it at a new or earlier-interop folder";
+    }
+    for (const char* name : {"adapter", "merged", "ours_logits.safetensors"}) fs::remove_all(dir + "/" + name);
+  }
+  write_interop_case(dir);
+
+  const nlohmann::json record = nlohmann::json::parse(read_text_file(test::fixtures_dir() + "/neox_interop.json"));
+  for (const auto& [versions, check] : record.at("runs").items()) {
+    EXPECT_TRUE(check.at("passed").get<bool>()) << versions << ": the recorded check failed: " << check.dump(2);
+    std::set<std::string> ours, recorded;
+    for (const char* sub : {"adapter", "merged"})
+      for (const auto& e : fs::directory_iterator(dir + "/" + sub))
+        ours.insert(std::string(sub) + "/" + e.path().filename().string());
+    for (const auto& [name, sha] : check.at("files").items()) {
+      recorded.insert(name);
+      EXPECT_EQ(sha256_file(dir + "/" + name), sha.get<std::string>())
+          << name << " differs from the file " << versions << " checked: the writers changed, so rerun the check "
+          << "(steps in scripts/make_neox_fixtures.py)";
+    }
+    EXPECT_EQ(ours, recorded) << "the set of files written differs from the checked set; rerun the check";
+  }
+  EXPECT_GE(record.at("runs").size(), 1u);
+}
+
+}  // namespace
+}  // namespace ll
