@@ -16,7 +16,9 @@
 #include "io/merge.h"
 #include "io/peft.h"
 #include "io/safetensors.h"
+#include "model/describe.h"
 #include "model/model.h"
+#include "model/registry.h"
 #include "model/param_select.h"
 #include "util/files.h"
 #include "util/sha256.h"
@@ -152,6 +154,30 @@ TEST(NeoxInterop, MatchesRecordedCheck) {
     EXPECT_EQ(ours, recorded) << "the set of files written differs from the checked set; rerun the check";
   }
   EXPECT_GE(record.at("runs").size(), 1u);
+}
+
+}  // namespace
+}  // namespace ll
+
+namespace ll {
+namespace {
+
+TEST(NeoxFolder, InfoDescribesTheArchitecture) {
+  ASSERT_FALSE(neox_tiny_dir().empty());
+  const std::string text = describe_model(read_hf_config(neox_tiny_dir()).model);
+  for (const char* line : {"model_type: gpt_neox (GPTNeoXForCausalLM)\n", "parameters: 16928 ", "layers: 2\n",
+                           "attention_heads: 4 of 8 dims, 4 key/value heads\n", "rotary: 2 of 8 head dims",
+                           "factor 2\n", "residual: parallel", "intermediate_size: 48 (gelu)\n"})
+    EXPECT_NE(text.find(line), std::string::npos) << line << " not in:\n" << text;
+  // The Pythia presets have the published sizes (Biderman et al. 2023, total parameters with vocabulary 50304).
+  for (const auto& [name, count] : std::vector<std::pair<std::string, int64_t>>{
+           {"pythia-70m", 70426624}, {"pythia-160m", 162322944}, {"pythia-410m", 405334016},
+           {"pythia-1.4b", 1414647808}}) {
+    ModelConfig c;
+    ASSERT_TRUE(model_preset(name, &c)) << name;
+    EXPECT_NE(describe_model(c).find(str_cat("parameters: ", count, " ")), std::string::npos)
+        << name << ":\n" << describe_model(c);
+  }
 }
 
 }  // namespace
