@@ -11,6 +11,9 @@
 
 #include "core/tensor_host.h"
 #include "hf_test_util.h"
+#include "data/token_file.h"
+#include "eval/commands.h"
+#include "eval/perplexity.h"
 #include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
 #include "io/merge.h"
@@ -178,6 +181,68 @@ TEST(NeoxFolder, InfoDescribesTheArchitecture) {
     EXPECT_NE(describe_model(c).find(str_cat("parameters: ", count, " ")), std::string::npos)
         << name << ":\n" << describe_model(c);
   }
+}
+
+}  // namespace
+}  // namespace ll
+
+namespace ll {
+namespace {
+
+// build/eval perplexity on NeoX folders: our adapter applied without merging scores like the merged folder, and
+// both like windows scored independently through the merged model's logits.
+TEST(NeoxEval, PerplexityOfAdapterMergedFolderAndIndependentScoring) {
+  ASSERT_FALSE(neox_tiny_dir().empty());
+  test::TempDir dir;
+  write_interop_case(dir.path());  // adapter/ (RoPE factor 4 in longlora.json) and merged/
+  const int64_t seq = 16, windows_stride = 8, vocab = 29;
+  std::string bytes;
+  Rng rng(7);
+  for (int i = 0; i < 200; ++i) {  // raw uint16 ids below neox_tiny's vocabulary
+    const auto id = uint16_t(rng.uniform(0, double(vocab)));
+    bytes.push_back(char(id & 0xff)), bytes.push_back(char(id >> 8));
+  }
+  const std::string tokens = dir / "tokens.bin";
+  write_file_atomic(tokens, bytes);
+
+  auto run = [&](const std::string& base, const std::string& adapter) {
+    PerplexityCommand p;
+    p.common.base_model = base;
+    p.common.peft_model = adapter;
+    p.common.progress = false;
+    p.data_path = tokens;
+    p.seq_len = seq, p.batch_size = 2, p.sliding_window = windows_stride;
+    std::ostringstream out, log;
+    return run_perplexity_command(p, out, log);
+  };
+  const nlohmann::json with_adapter = run(neox_tiny_dir(), dir / "adapter"), merged = run(dir / "merged", "");
+  EXPECT_EQ(with_adapter["model"]["rope_scaling_factor"], 4.0);
+  EXPECT_EQ(merged["model"]["rope_scaling_factor"], 4.0);
+  EXPECT_NEAR(with_adapter["loss"].get<double>(), merged["loss"].get<double>(), 1e-5);
+
+  std::unique_ptr<Backend> backend = create_backend("cpu-f64");
+  ModelOptions mo;
+  mo.config = read_hf_config(dir / "merged").model;
+  mo.batch = 1, mo.seq_len = seq;
+  Model model(*backend, mo);
+  load_hf_weights(dir / "merged", model.params(), *backend);
+  const TokenFile data(tokens, vocab);
+  std::vector<int32_t> ids(size_t(data.size()));
+  data.read(0, data.size(), ids.data());
+  double sum = 0;
+  int64_t count = 0;
+  for (int64_t start : perplexity_window_starts(data.size(), seq, windows_stride, true)) {
+    const std::vector<double> logits = model.logits(ids.data() + start);
+    for (int64_t l = 0; l + 1 < seq; ++l) {
+      const double* row = logits.data() + l * vocab;
+      double mx = row[0], z = 0;
+      for (int j = 1; j < vocab; ++j) mx = std::max(mx, row[j]);
+      for (int j = 0; j < vocab; ++j) z += std::exp(row[j] - mx);
+      sum += mx + std::log(z) - row[ids[size_t(start + l + 1)]], ++count;
+    }
+  }
+  EXPECT_EQ(merged["tokens_scored"].get<int64_t>(), count);
+  EXPECT_NEAR(merged["perplexity_token_weighted"].get<double>() / std::exp(sum / double(count)), 1.0, 1e-5);
 }
 
 }  // namespace
