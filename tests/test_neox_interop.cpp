@@ -159,11 +159,6 @@ TEST(NeoxInterop, MatchesRecordedCheck) {
   EXPECT_GE(record.at("runs").size(), 1u);
 }
 
-}  // namespace
-}  // namespace ll
-
-namespace ll {
-namespace {
 
 TEST(NeoxFolder, InfoDescribesTheArchitecture) {
   ASSERT_FALSE(neox_tiny_dir().empty());
@@ -183,11 +178,6 @@ TEST(NeoxFolder, InfoDescribesTheArchitecture) {
   }
 }
 
-}  // namespace
-}  // namespace ll
-
-namespace ll {
-namespace {
 
 // build/eval perplexity on NeoX folders: our adapter applied without merging scores like the merged folder, and
 // both like windows scored independently through the merged model's logits.
