@@ -12,6 +12,7 @@
 
 #include "data/token_file.h"
 #include "eval/commands.h"
+#include "eval_test_util.h"
 #include "io/hf_config.h"
 #include "neox_test_options.h"
 #include "train/checkpoint.h"
@@ -184,6 +185,30 @@ TEST_F(NeoxTraining, LongLoraExtensionImprovesLongContextPerplexity) {
   const double after = perplexity(ext.output_dir + "/merged", dir_ + "/eval.bin", 64, 0);
   std::printf("NeoX LongLoRA: perplexity at 64 tokens with PI 4: %.3f before, %.3f after\n", before, after);
   EXPECT_LT(after, 0.9 * before);  // seen: 6.29 before, 4.64 after (3.48 at 16 tokens after pretraining)
+}
+
+}  // namespace
+}  // namespace ll
+
+namespace ll {
+namespace {
+
+// build/info FOLDER: the architecture of a folder; a missing folder or extra argument is a clear error.
+TEST(InfoBinary, DescribesANeoxFolderAndRefusesBadArguments) {
+  const std::string bin = test::sibling_binary("info");
+  if (bin.empty()) GTEST_SKIP() << "no info binary next to the test binary (build with `make all`)";
+  const std::string folder = test::fixtures_dir() + "/neox_tiny";
+  std::string out;
+  ASSERT_EQ(test::run_command(bin + " " + folder, &out), 0) << out;
+  for (const char* line : {"model_type: gpt_neox (GPTNeoXForCausalLM)", "parameters: 16928 ", "rotary: 2 of 8 head dims",
+                           "residual: parallel", "torch_dtype: float32"})
+    EXPECT_NE(out.find(line), std::string::npos) << line << " not in:\n" << out;
+  EXPECT_EQ(test::run_command(bin + " " + folder + "/missing", &out), 1);
+  EXPECT_NE(out.find("info: error: no config.json at"), std::string::npos) << out;
+  EXPECT_EQ(test::run_command(bin + " " + folder + " extra", &out), 2);
+  EXPECT_NE(out.find("at most one model folder"), std::string::npos) << out;
+  ASSERT_EQ(test::run_command(bin, &out), 0) << out;
+  EXPECT_NE(out.find("cpu"), std::string::npos) << "without a folder it lists the backends:\n" << out;
 }
 
 }  // namespace
