@@ -24,6 +24,7 @@
 #include "cuda/memory_report.h"
 #include "cuda/op_checks.h"
 #include "cuda/optimizer.cuh"
+#include "cuda/qkv.cuh"
 #include "cuda/rmsnorm.cuh"
 #include "cuda/rope.cuh"
 #include "cuda/vec8.cuh"
@@ -589,6 +590,18 @@ void CudaBackend::swiglu_backward(Tensor dgate, Tensor dup, const Tensor& dout, 
   const int64_t n = op_checks::swiglu_backward(kContext, dgate, dup, dout, gate, up);
   cuda::launch_swiglu_backward(dev<bf16>(dgate), dev<bf16>(dup), dev<bf16>(dout), dev<bf16>(gate), dev<bf16>(up), n,
                                impl_->stream);
+}
+
+void CudaBackend::split_qkv(Tensor q, Tensor k, Tensor v, const Tensor& qkv) {
+  const auto d = op_checks::fused_qkv(kContext, qkv, q, k, v, "split_qkv");
+  cuda::launch_split_qkv(dev<bf16>(q), dev<bf16>(k), dev<bf16>(v), dev<bf16>(qkv), d.rows, d.heads, d.head_dim,
+                         impl_->stream);
+}
+
+void CudaBackend::merge_qkv(Tensor qkv, const Tensor& q, const Tensor& k, const Tensor& v) {
+  const auto d = op_checks::fused_qkv(kContext, qkv, q, k, v, "merge_qkv");
+  cuda::launch_merge_qkv(dev<bf16>(qkv), dev<bf16>(q), dev<bf16>(k), dev<bf16>(v), d.rows, d.heads, d.head_dim,
+                         impl_->stream);
 }
 
 void CudaBackend::gelu_forward(Tensor out, const Tensor& x) {

@@ -138,6 +138,10 @@ bench e2e_no_recompute 90 e2e --checkpointing false  # what --gradient_checkpoin
 before e2e_no_recompute 90 e2e --checkpointing false
 bench e2e_offload 120 e2e --offload_checkpoints true  # inputs of layers 0..29 in pinned host memory
 bench e2e_mma 60 e2e --attention_wgmma none  # the 7B step with the mma.sync kernels
+# GPT-NeoX at Pythia-1.4b's shapes (random weights; LoRA on query_key_value,dense + embed,norm, S2, PI from 2048):
+# issue 14's step benchmark beside the Llama-7B figures above (head dim 128: the wgmma attention kernels apply)
+bench e2e_pythia_8k 120 e2e --model pythia-1.4b --seq_len 8192
+bench e2e_pythia_32k 240 e2e --model pythia-1.4b --seq_len 32768
 bench lora 60 lora
 bench memory 60 memory
 

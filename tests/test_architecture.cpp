@@ -48,7 +48,7 @@ std::vector<std::string> names(const ParamStore& store) {
 TEST(ArchitectureRegistry, FindsLlamaAndNamesTheSupportedOnes) {
   EXPECT_STREQ(architecture_for("llama").model_type(), "llama");
   EXPECT_EQ(architecture_for_class("LlamaForCausalLM"), &architecture_for("llama"));
-  EXPECT_EQ(architecture_for_class("GPTNeoXForCausalLM"), nullptr);
+  EXPECT_EQ(architecture_for_class("MistralForCausalLM"), nullptr);
   const std::string msg = error_of([] { architecture_for("mistral"); });
   EXPECT_NE(msg.find("\"mistral\""), std::string::npos) << msg;
   EXPECT_NE(msg.find("llama (LlamaForCausalLM)"), std::string::npos) << msg;

@@ -12,6 +12,7 @@
 #include <optional>
 #include <cstring>
 #include <memory>
+#include <tuple>
 
 #include "core/backend.h"
 #include "cpu/cpu_backend.h"
@@ -52,9 +53,24 @@ struct RunResult {
   int64_t scratch_growths_after_first_step = 0;
 };
 
+// The same run on GPT-NeoX: fused QKV, LayerNorm, GELU, biases, a quarter of each head rotating; LongLoRA's NeoX
+// targets (query_key_value, dense) and embed,norm (embed_in, embed_out, every LayerNorm).
+ModelOptions neox_e2e_options(bool parallel_residual) {
+  ModelOptions o = e2e_options();
+  o.config.model_type = "gpt_neox";
+  o.config.num_key_value_heads = o.config.num_attention_heads;
+  o.config.intermediate_size = 4 * o.config.hidden_size;
+  o.config.rotary_dims = o.config.head_dim() / 4;
+  o.config.parallel_residual = parallel_residual;
+  o.config.hidden_act = "gelu";
+  o.lora.targets = parse_lora_targets("query_key_value,dense", o.config);
+  return o;
+}
+
 // 20 AdamW steps on fixed random batches. `init` supplies the initial weights (by parameter name).
-RunResult train(Backend& backend, const std::vector<std::pair<std::string, std::vector<double>>>& init, int steps) {
-  Model model(backend, e2e_options());
+RunResult train(Backend& backend, const std::vector<std::pair<std::string, std::vector<double>>>& init, int steps,
+                const ModelOptions& options = e2e_options()) {
+  Model model(backend, options);
   for (const auto& [name, values] : init) upload_f64(backend, model.params().get(name).value, values);
   AdamW opt(backend, model.params(), AdamWConfig{0.9, 0.999, 1e-8, 0.0});
   Rng rng(99);
@@ -94,6 +110,21 @@ TEST(CudaEndToEndSetup, TheReferenceRunLearnsOnTheCpu) {
   const RunResult r = train(cpu, init, 20);
   ASSERT_EQ(r.losses.size(), 20u);
   EXPECT_LT(r.losses.back(), r.losses.front() - 0.05) << "first " << r.losses.front() << ", last " << r.losses.back();
+}
+
+TEST(CudaEndToEndSetup, TheGptNeoXReferenceRunsLearnOnTheCpu) {
+  for (const bool parallel : {true, false}) {
+    CpuBackend<float> cpu;
+    std::vector<std::pair<std::string, std::vector<double>>> init;
+    {
+      Model model(cpu, neox_e2e_options(parallel));
+      model.init_random(7, 0.05);
+      for (Param& p : model.params().all()) init.push_back({p.name, download_f64(cpu, p.value)});
+    }
+    const RunResult r = train(cpu, init, 20, neox_e2e_options(parallel));
+    EXPECT_LT(r.losses.back(), r.losses.front() - 0.05)
+        << (parallel ? "parallel" : "sequential") << ": first " << r.losses.front() << ", last " << r.losses.back();
+  }
 }
 
 #ifndef LONGLORA_WITH_CUDA
@@ -880,6 +911,34 @@ TEST_F(CudaOps, BiasAddAndBackwardMatchTheCpuAndPathsAgreeBitForBit) {
   }
 }
 
+TEST_F(CudaOps, SplitAndMergeQkvMoveExactlyTheCpusBytes) {
+  // GPT-NeoX's fused query_key_value rows: pure copies, so the GPU must give the CPU reference's values exactly, on
+  // the 16-byte path (head dims a multiple of 8, aligned) and the element path (odd offsets, head dim 6).
+  for (auto [rows, heads, dh] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 8}, {5, 4, 6}, {37, 16, 128},
+                                 {300, 8, 64}, {3, 2, 2}}) {
+    const int64_t width = 3 * heads * dh, n = rows * heads * dh;
+    const std::vector<double> src = test::random_vector(rng, rows * width);
+    for (const Offsets& off : kOffsets) {
+      const std::string what = std::to_string(rows) + "x" + std::to_string(heads) + "x" + std::to_string(dh) + ", " +
+                               describe(off);
+      OffsetDev qkv(gpu(), DType::BF16, {rows, width}, off.in), back(gpu(), DType::BF16, {rows, width}, off.in);
+      OffsetDev q(gpu(), DType::BF16, {rows, heads, dh}, off.out), k(gpu(), DType::BF16, {rows, heads, dh}, off.out),
+          v(gpu(), DType::BF16, {rows, heads, dh}, off.out);
+      std::vector<float> host = put(qkv.t, src), rq(static_cast<size_t>(n)), rk(static_cast<size_t>(n)),
+                         rv(static_cast<size_t>(n));
+      for (Tensor* t : {&q.t, &k.t, &v.t, &back.t}) gpu().fill(*t, NAN);
+      gpu().split_qkv(q.t, k.t, v.t, qkv.t);
+      cpu.split_qkv(test::view(rq, {rows, heads, dh}), test::view(rk, {rows, heads, dh}),
+                    test::view(rv, {rows, heads, dh}), test::view(host, {rows, width}));
+      EXPECT_EQ(download_f64(gpu(), q.t), as_f64(rq)) << "split_qkv q, " << what;
+      EXPECT_EQ(download_f64(gpu(), k.t), as_f64(rk)) << "split_qkv k, " << what;
+      EXPECT_EQ(download_f64(gpu(), v.t), as_f64(rv)) << "split_qkv v, " << what;
+      gpu().merge_qkv(back.t, q.t, k.t, v.t);
+      EXPECT_TRUE(raw(back.t) == raw(qkv.t)) << "merge_qkv(split_qkv(x)) != x, " << what;
+    }
+  }
+}
+
 TEST_F(CudaOps, PartialRopeMatchesTheCpuAndPassesTheRestThroughBitForBit) {
   // R/2 and Dh multiples of 8 with x aligned: the vector kernel ({64, 16}: pythia-70m/160m, {128, 32}: pythia-1.4b,
   // {80, 64}); R/2 = 12, 2 and Dh 10: scalar. Dims [R, Dh) keep their bits; R = Dh is the default (0) bit for bit.
@@ -1186,6 +1245,35 @@ TEST_F(CudaOps, TwentyTrainingStepsFollowTheCpuAndTwoGpuRunsAreBitIdentical) {
   EXPECT_EQ(a.losses, b.losses) << "two GPU runs must be bit-identical";
   EXPECT_EQ(a.weights, b.weights) << "two GPU runs must end with bit-identical weights";
   EXPECT_EQ(a.scratch_growths_after_first_step, 0) << "no device allocation inside the step loop after step 1";
+}
+
+TEST_F(CudaOps, GptNeoXTrainingStepsFollowTheCpuAndRepeatBitForBit) {
+  // Every NeoX op inside the model on the GPU (split/merge QKV, LayerNorm, GELU, biases, partial RoPE, S2), LoRA on
+  // the fused projection: 20 steps per residual form against the CPU, and two GPU runs bit for bit.
+  for (const bool parallel : {true, false}) {
+    const ModelOptions o = neox_e2e_options(parallel);
+    const std::string form = parallel ? "parallel residual" : "sequential residual";
+    std::vector<std::pair<std::string, std::vector<double>>> init;
+    {
+      Model model(gpu(), o);
+      model.init_random(7, 0.05);
+      for (Param& p : model.params().all()) {
+        if (p.role == ParamRole::LoraB || p.role == ParamRole::Bias || p.role == ParamRole::NormBias)
+          upload_f64(gpu(), p.value, test::random_vector(rng, p.numel(), 0.02));  // so they matter from step 1
+        init.push_back({p.name, download_f64(gpu(), p.value)});
+      }
+    }
+    const int steps = 20;
+    const RunResult cpu_run = train(cpu, init, steps, o);
+    const RunResult a = train(gpu(), init, steps, o), b = train(gpu(), init, steps, o);
+    ASSERT_EQ(a.losses.size(), size_t(steps));
+    for (int s = 0; s < steps; ++s) {
+      EXPECT_TRUE(std::isfinite(a.losses[s])) << form << ", step " << s;
+      EXPECT_NEAR(a.losses[s], cpu_run.losses[s], 2e-2 * cpu_run.losses[s]) << form << ", step " << s;
+    }
+    EXPECT_EQ(a.losses, b.losses) << form << ": two GPU runs must be bit-identical";
+    EXPECT_EQ(a.weights, b.weights) << form << ": two GPU runs must end with bit-identical weights";
+  }
 }
 
 TEST_F(CudaOps, KvCacheDecodingMatchesTheCpu) {

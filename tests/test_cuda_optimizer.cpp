@@ -89,6 +89,8 @@ class HostMixedBackend final : public Backend {
   LL_NOT_HERE(void attention_forward(Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&, const AttentionMask&))
   LL_NOT_HERE(void attention_backward(Tensor, Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                       const Tensor&, const Tensor&, const AttentionMask&))
+  LL_NOT_HERE(void split_qkv(Tensor, Tensor, Tensor, const Tensor&))
+  LL_NOT_HERE(void merge_qkv(Tensor, const Tensor&, const Tensor&, const Tensor&))
   LL_NOT_HERE(void swiglu_forward(Tensor, const Tensor&, const Tensor&))
   LL_NOT_HERE(void swiglu_backward(Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&))
   LL_NOT_HERE(void add(Tensor, const Tensor&, const Tensor&))

@@ -11,6 +11,7 @@
 #include "model/model.h"
 #include "model/param_select.h"
 #include "model_test_options.h"
+#include "neox_test_options.h"
 #include "train/memory_check.h"
 #include "util/error.h"
 
@@ -397,6 +398,66 @@ TEST(MemoryCheck, OffloadIsAdvisedWhenOnlyItFitsAndAutoPlansTheOffloadedLayout) 
       EXPECT_GT(plan_with(cpu, o, k), need_off) << k;
     }
   }
+}
+
+// ---- GPT-NeoX: the same plan and decision over the second architecture's schema ------------------------------------
+
+// Tiny NeoX, 4 layers: LongLoRA's set-up (LoRA on query_key_value,dense + embed,norm) or full fine-tuning.
+ModelOptions neox_options(bool lora, bool parallel) {
+  ModelOptions o = test::tiny_neox_options(parallel);
+  o.config.num_hidden_layers = 4;
+  o.seq_len = 16;
+  if (lora) {
+    o.trainable = TrainableConfig::parse("embed,norm");
+    o.lora.rank = 4;
+    o.lora.targets = parse_lora_targets("query_key_value,dense", o.config);
+  }
+  return o;
+}
+
+TEST(MemoryPlan, GptNeoxPlanEqualsAllocationForEveryCheckpointCount) {
+  CpuBackend<float> cpu;
+  for (const bool parallel : {true, false})
+    for (const bool lora : {true, false}) {
+      const ModelOptions base = neox_options(lora, parallel);
+      std::vector<size_t> by_k;
+      for (int64_t k = 0; k <= base.config.num_hidden_layers; ++k) {
+        ModelOptions o = base;
+        o.checkpoint_layers = k;
+        const MemoryPlan planned = Model::plan_memory(cpu, o);
+        Model model(cpu, o);
+        EXPECT_EQ(planned.frozen_weights, model.memory_plan().frozen_weights);
+        EXPECT_EQ(planned.trainable_weights, model.memory_plan().trainable_weights);
+        EXPECT_EQ(planned.gradients, model.memory_plan().gradients);
+        EXPECT_EQ(planned.activations, model.memory_plan().activations) << "k=" << k;
+        by_k.push_back(planned.activations);
+      }
+      for (size_t k = 2; k < by_k.size(); ++k) EXPECT_LT(by_k[k], by_k[k - 1]) << "k=" << k;
+      EXPECT_EQ(activations_by_checkpoint_layers(cpu, base), by_k);
+    }
+}
+
+TEST(MemoryCheck, GptNeoxAutoCheckpointingRecomputesTheFewestLayersThatFit) {
+  ModelOptions o = neox_options(true, true);
+  o.seq_len = 2048;
+  o.config.max_position_embeddings = 2048;
+  o.attention.use_s2 = true;
+  const int64_t N = o.config.num_hidden_layers;
+  CpuBackend<float> cpu;
+  std::vector<size_t> need;
+  for (int64_t k = 0; k <= N; ++k) need.push_back(plan_with(cpu, o, k));
+  ASSERT_GT(need[0], need[size_t(N)]);
+  std::string why;
+  for (int64_t k = 2; k <= N; ++k) {
+    SmallDevice exact = device_with_budget(need[size_t(k)]);
+    EXPECT_EQ(checkpoint_layers_needed(exact, o, 0, 1, &why), k) << why;
+    SmallDevice short_by_one = device_with_budget(need[size_t(k)] - 1);
+    EXPECT_EQ(checkpoint_layers_needed(short_by_one, o, 0, 1, &why), k == N ? N : k + 1) << why;
+  }
+  SmallDevice roomy = device_with_budget(need[0]);
+  EXPECT_EQ(checkpoint_layers_needed(roomy, o, 0, 1, &why), 0) << why;
+  // ZeRO-3 over 4 ranks holds a quarter of the weights: it never needs more recomputation.
+  EXPECT_LT(plan_with(cpu, o, 0, 3, 4), plan_with(cpu, o, 0, 0, 1));
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 //                          weight gradient
 //   bench_cuda e2e         a Llama-2-7B-shaped model (random weights), LoRA r=8 on q,k,v,o + trainable embed/norm,
 //                          S2, one full training step (forward, backward, clip, AdamW): tokens/s, MFU, peak memory;
+//                          --model PRESET takes another family's shapes (e.g. pythia-1.4b: LoRA on
+//                          query_key_value,dense, LongLoRA's NeoX targets; the PI factor from its 2048 positions);
 //                          --max_context searches the longest context that fits; --profile times one more step
 //                          op by op (ProfilingBackend: a synchronisation around every op) and prints the table
 //   bench_cuda memory      the memory-bound ops (SwiGLU, add, dropout, RMSNorm, RoPE) at Llama-2-7B shapes, 8k tokens:
@@ -36,6 +38,7 @@
 #include "cuda/perf_model.h"
 #include "model/model.h"
 #include "model/param_select.h"
+#include "model/registry.h"
 #include "core/profiling_backend.h"
 #include "core/tensor_host.h"
 #include "train/memory_check.h"
@@ -51,12 +54,19 @@
 namespace ll {
 namespace {
 
+std::string str_join(const std::vector<std::string>& parts, const char* sep) {
+  std::string out;
+  for (const std::string& p : parts) out += (out.empty() ? "" : sep) + p;
+  return out;
+}
+
 struct Options {
   std::string json;
   int64_t warmup = 2, iters = 5;
   double peak_tflops = 0;  // 0: from the device name
   // e2e
-  int64_t seq_len = 8192, batch = 1, lora_r = 8, layers = 32;
+  std::string model = "llama2-7b";  // e2e: llama2-7b (the default shapes) or a --model_config preset (pythia-1.4b, …)
+  int64_t seq_len = 8192, batch = 1, lora_r = 8, layers = 0;  // layers 0: the model's own (32 for Llama-2-7B)
   bool checkpointing = true, s2 = true, max_context = false, profile = false;
   int64_t checkpoint_layers = -1;  // layers recomputed in backward (the first ones); -1: all or none per checkpointing
   bool offload_checkpoints = false;  // the checkpointed layers' inputs in pinned host memory (ModelOptions)
@@ -156,20 +166,31 @@ nlohmann::json bench_gemm(CudaBackend& be, const Options& o) {
   return rows;
 }
 
-ModelOptions llama7b_lora(const Options& o, int64_t seq_len) {
+// The benchmarked model (--model, --layers) with LongLoRA's set-up: LoRA on the attention's projections (Llama:
+// q,k,v,o; GPT-NeoX: query_key_value,dense), embeddings and norms trained, PI factor for seq_len, S2 on request.
+ModelOptions e2e_model(const Options& o, int64_t seq_len) {
   ModelOptions m;
-  m.config.hidden_size = 4096, m.config.intermediate_size = 11008, m.config.num_attention_heads = 32;
-  m.config.num_key_value_heads = 32, m.config.num_hidden_layers = o.layers, m.config.vocab_size = 32000;
-  m.config.max_position_embeddings = 4096;
-  m.config.rope_scaling_factor = derive_rope_factor(seq_len, 4096, 1.0);
+  if (o.model == "llama2-7b") {
+    m.config.hidden_size = 4096, m.config.intermediate_size = 11008, m.config.num_attention_heads = 32;
+    m.config.num_key_value_heads = 32, m.config.num_hidden_layers = 32, m.config.vocab_size = 32000;
+    m.config.max_position_embeddings = 4096;
+  } else {
+    LL_CHECK(model_preset(o.model, &m.config), "bench_cuda: --model `", o.model, "` is not llama2-7b or a preset (",
+             str_join(model_preset_names(), ", "), ")");
+  }
+  if (o.layers > 0) m.config.num_hidden_layers = o.layers;
+  m.config.rope_scaling_factor = derive_rope_factor(seq_len, m.config.max_position_embeddings, 1.0);
   m.batch = o.batch;
   m.seq_len = seq_len;
-  m.checkpoint_layers = o.checkpoint_layers >= 0 ? o.checkpoint_layers : o.checkpointing ? o.layers : 0;
+  m.checkpoint_layers =
+      o.checkpoint_layers >= 0 ? o.checkpoint_layers : o.checkpointing ? m.config.num_hidden_layers : 0;
   m.offload_checkpoints = o.offload_checkpoints;
   m.attention.use_s2 = o.s2;
   m.lora.rank = o.lora_r;
   m.lora.alpha = 16;
-  m.lora.targets = parse_lora_targets("q_proj,k_proj,v_proj,o_proj", m.config);
+  m.lora.targets = parse_lora_targets(m.config.model_type == "gpt_neox" ? "query_key_value,dense"
+                                                                        : "q_proj,k_proj,v_proj,o_proj",
+                                      m.config);
   m.trainable = TrainableConfig::parse("embed,norm");
   return m;
 }
@@ -180,7 +201,7 @@ struct StepSetup {
   std::unique_ptr<AdamW> opt;  // created after the weights: it copies them into its f32 masters
   std::vector<int32_t> tokens, targets;
   StepSetup(CudaBackend& be, Backend& run_on, const Options& o, int64_t seq_len)
-      : model(run_on, llama7b_lora(o, seq_len)) {
+      : model(run_on, e2e_model(o, seq_len)) {
     uint64_t seed = 1;
     for (Param& p : model.params().all()) be.fill_uniform(p.value, seed++, p.is_norm() ? 0.0 : 0.02);
     for (Param& p : model.params().all())
@@ -233,7 +254,7 @@ nlohmann::json profile_step(CudaBackend& be, const Options& o, double* wall_seco
 
 nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
   nlohmann::json j;
-  const ModelOptions mo = llama7b_lora(o, o.seq_len);
+  const ModelOptions mo = e2e_model(o, o.seq_len);
   const int64_t group = o.s2 ? training_mask(mo.attention, mo.config, o.seq_len).group : 0;
   const StepResult r = time_step(be, o, o.seq_len, 1, o.iters);
   const double tokens_per_s = double(o.batch * o.seq_len) / r.seconds;
@@ -244,10 +265,11 @@ nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
       mo.config, o.seq_len, group, double(std::max<int64_t>(recomputed - 1, 0)) / double(mo.config.num_hidden_layers));
   const double mfu = peak > 0 ? model_fpt * tokens_per_s / (peak * 1e12) : 0;
   const double hfu = peak > 0 ? hw_fpt * tokens_per_s / (peak * 1e12) : 0;
-  std::printf("Llama-2-7B-shaped LoRA r=%lld (q,k,v,o) + embed/norm, %s, seq %lld, batch %lld, checkpointing %lld of "
+  std::printf("%s-shaped (%s) LoRA r=%lld (%s) + embed/norm, %s, seq %lld, batch %lld, checkpointing %lld of "
               "%lld layers%s\n",
-              (long long)o.lora_r, o.s2 ? "S2 ratio 1/4" : "full causal", (long long)o.seq_len, (long long)o.batch,
-              (long long)recomputed, (long long)o.layers,
+              o.model.c_str(), mo.config.model_type.c_str(), (long long)o.lora_r,
+              str_join(mo.lora.targets, ",").c_str(), o.s2 ? "S2 ratio 1/4" : "full causal", (long long)o.seq_len,
+              (long long)o.batch, (long long)recomputed, (long long)mo.config.num_hidden_layers,
               o.offload_checkpoints ? ", their inputs offloaded to host memory" : "");
   std::printf("  step %.3f s   %.0f tokens/s\n", r.seconds, tokens_per_s);
   std::printf("  LoRA-MFU %.1f%%  = (4·N + 3·attn_fwd) · tok/s / peak, N = %.3fB matmul params, %.1f GFLOP/token\n",
@@ -261,7 +283,8 @@ nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
               r.peak_bytes / 1073741824.0, r.device_used / 1073741824.0, r.plan.frozen_weights / 1073741824.0,
               r.plan.trainable_weights / 1073741824.0, r.plan.gradients / 1073741824.0, r.optimizer_bytes / 1073741824.0,
               r.plan.activations / 1073741824.0, r.plan.host_staging / 1073741824.0);
-  j = {{"seq_len", o.seq_len}, {"batch", o.batch}, {"layers", o.layers}, {"lora_r", o.lora_r}, {"s2", o.s2},
+  j = {{"model", o.model}, {"model_type", mo.config.model_type}, {"seq_len", o.seq_len}, {"batch", o.batch},
+       {"layers", mo.config.num_hidden_layers}, {"lora_r", o.lora_r}, {"s2", o.s2},
        {"checkpointing", recomputed > 0}, {"checkpoint_layers", recomputed},
        {"offload_checkpoints", o.offload_checkpoints && recomputed > 0}, {"host_staging_bytes", r.plan.host_staging},
        {"step_seconds", r.seconds},
@@ -283,7 +306,7 @@ nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
     DeviceMemoryState state;
     be.device_memory(&state);
     const size_t available = plan_budget(state);  // the budget build/train's start-up check allows
-    const int64_t predicted = longest_fitting_seq_len(be, llama7b_lora(o, kStep), 0, 1, available, kStep);
+    const int64_t predicted = longest_fitting_seq_len(be, e2e_model(o, kStep), 0, 1, available, kStep);
     std::printf("  max context: the memory plan predicts %lld tokens (%.1f GiB available)\n", (long long)predicted,
                 double(available) / double(size_t(1) << 30));
     int64_t ok = 0;
@@ -490,7 +513,8 @@ int run(int argc, char** argv) {
   flags.add("peak_tflops", &o.peak_tflops, "dense bf16 peak for MFU (0: from the device name)").at_least(0);
   flags.add("seq_len", &o.seq_len, "e2e: sequence length").at_least(2);
   flags.add("batch", &o.batch, "e2e: sequences per step").at_least(1);
-  flags.add("layers", &o.layers, "e2e: decoder layers (32 for Llama-2-7B)").at_least(1);
+  flags.add("model", &o.model, "e2e: llama2-7b, or a --model_config preset such as pythia-1.4b (random weights)");
+  flags.add("layers", &o.layers, "e2e: decoder layers (0: the model's own, 32 for Llama-2-7B)").at_least(0);
   flags.add("lora_r", &o.lora_r, "e2e, lora: LoRA rank").at_least(1);
   flags.add("checkpointing", &o.checkpointing, "e2e: per-layer activation checkpointing");
   flags.add("checkpoint_layers", &o.checkpoint_layers,
@@ -505,6 +529,9 @@ int run(int argc, char** argv) {
   flags.add("max_context", &o.max_context, "e2e: also search the longest context that fits");
   flags.add("profile", &o.profile, "e2e: after the timed steps, time one more step op by op (table + JSON \"profile\")");
   if (!flags.parse(argc, argv, 2)) return 0;
+  ModelConfig preset;  // --model is checked here, with or without a GPU
+  LL_CHECK(o.model == "llama2-7b" || model_preset(o.model, &preset), "bench_cuda: --model `", o.model,
+           "` is not llama2-7b or a preset (", str_join(model_preset_names(), ", "), ")");
 #ifndef LONGLORA_WITH_CUDA
   std::printf("bench_cuda %s: this build has no CUDA support; nothing to measure\n", mode.c_str());
   return 0;

@@ -1,5 +1,5 @@
-// The backend seam: every op the models need (Llama; GPT-NeoX's LayerNorm, bias, GELU, partial rotary), forward and
-// backward, on tensors a backend owns.
+// The backend seam: every op the models need (Llama; GPT-NeoX's LayerNorm, bias, GELU, partial rotary, fused QKV),
+// forward and backward, on tensors a backend owns.
 //
 // Conventions for every op below
 //  * Rows: activations are matrices of T = B·L rows (row t = b·L + l), hidden features contiguous.
@@ -171,6 +171,14 @@ class Backend {
   // dq[B,L,H,Dh], dk, dv[B,Lk,Hkv,Dh] act, all overwritten; recomputes probabilities from lse.
   virtual void attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q, const Tensor& k,
                                   const Tensor& v, const Tensor& out, const Tensor& lse, const AttentionMask& mask) = 0;
+
+  // ---- fused QKV projection (GPT-NeoX's query_key_value) -------------------------------------------------------
+  // qkv[T, H·3·Dh] act in Hugging Face's per-head layout: column h·3·Dh + j·Dh + d holds head h's query (j = 0), key
+  // (j = 1) or value (j = 2) dimension d. q, k, v [T, H, Dh] act (column h·Dh + d).
+  // split_qkv copies the three parts out; merge_qkv interleaves them back (overwrites qkv) — its inverse, and the
+  // backward of split_qkv (dq, dk, dv → dqkv). Pure copies: every backend gives the same bits.
+  virtual void split_qkv(Tensor q, Tensor k, Tensor v, const Tensor& qkv) = 0;
+  virtual void merge_qkv(Tensor qkv, const Tensor& q, const Tensor& k, const Tensor& v) = 0;
 
   // ---- SwiGLU: out = silu(gate) ⊙ up -------------------------------------------------------------------
   // out, gate, up: [T,F] act.

@@ -310,6 +310,16 @@ int64_t swiglu_backward(const Context& ctx, const Tensor& dgate, const Tensor& d
   return gate.numel();
 }
 
+// ---- fused QKV ------------------------------------------------------------------------------------------------------
+QkvDims fused_qkv(const Context& ctx, const Tensor& qkv, const Tensor& q, const Tensor& k, const Tensor& v,
+                  const char* op) {
+  const int64_t rows = q.dim(0), heads = q.dim(1), head_dim = q.dim(2);
+  for (auto [t, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}})
+    expect_shape(ctx, *t, ctx.dtypes.act, {rows, heads, head_dim}, op, name);
+  expect_matrix(ctx, qkv, ctx.dtypes.act, rows, 3 * heads * head_dim, op, "qkv");
+  return {rows, heads, head_dim};
+}
+
 int64_t gelu_forward(const Context& ctx, const Tensor& out, const Tensor& x) {
   expect_matrix(ctx, x, ctx.dtypes.act, x.rows(), x.cols(), "gelu_forward", "x");
   expect_matrix(ctx, out, ctx.dtypes.act, x.rows(), x.cols(), "gelu_forward", "out");

@@ -42,6 +42,10 @@ struct RopeDims {
   int64_t rows, heads, head_dim;
   int64_t rotary_dims;  // the rotated slice of each head: RopeParams::rotary_dims, or head_dim when that is 0
 };
+// GPT-NeoX's fused projection: qkv[T, H·3·Dh], q, k, v [T, H, Dh]
+struct QkvDims {
+  int64_t rows, heads, head_dim;
+};
 // q[B,L,H,Dh], k,v[B,Lk,Hkv,Dh]
 struct AttentionDims {
   int64_t batch, seq_len, heads, kv_heads, head_dim, kv_len;
@@ -95,6 +99,9 @@ AttentionDims attention_backward(const Context& ctx, const Tensor& dq, const Ten
 int64_t swiglu_forward(const Context& ctx, const Tensor& out, const Tensor& gate, const Tensor& up);
 int64_t swiglu_backward(const Context& ctx, const Tensor& dgate, const Tensor& dup, const Tensor& dout,
                         const Tensor& gate, const Tensor& up);
+// q, k, v [T, H, Dh] act and qkv [T, H·3·Dh] act (the sizes from q). `op` is split_qkv or merge_qkv.
+QkvDims fused_qkv(const Context& ctx, const Tensor& qkv, const Tensor& q, const Tensor& k, const Tensor& v,
+                  const char* op);
 // out, x [T,F] act; returns the element count.
 int64_t gelu_forward(const Context& ctx, const Tensor& out, const Tensor& x);
 int64_t gelu_backward(const Context& ctx, const Tensor& dx, const Tensor& dout, const Tensor& x);

@@ -164,6 +164,12 @@ void ProfilingBackend::swiglu_backward(Tensor dgate, Tensor dup, const Tensor& d
                                        const Tensor& up) {
   timed("swiglu_backward", [&] { inner_.swiglu_backward(dgate, dup, dout, gate, up); });
 }
+void ProfilingBackend::split_qkv(Tensor q, Tensor k, Tensor v, const Tensor& qkv) {
+  timed("split_qkv", [&] { inner_.split_qkv(q, k, v, qkv); });
+}
+void ProfilingBackend::merge_qkv(Tensor qkv, const Tensor& q, const Tensor& k, const Tensor& v) {
+  timed("merge_qkv", [&] { inner_.merge_qkv(qkv, q, k, v); });
+}
 void ProfilingBackend::gelu_forward(Tensor out, const Tensor& x) {
   timed("gelu_forward", [&] { inner_.gelu_forward(out, x); });
 }

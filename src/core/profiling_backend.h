@@ -82,6 +82,8 @@ class ProfilingBackend final : public Backend {
                           const Tensor& v, const Tensor& out, const Tensor& lse, const AttentionMask& mask) override;
   void swiglu_forward(Tensor out, const Tensor& gate, const Tensor& up) override;
   void swiglu_backward(Tensor dgate, Tensor dup, const Tensor& dout, const Tensor& gate, const Tensor& up) override;
+  void split_qkv(Tensor q, Tensor k, Tensor v, const Tensor& qkv) override;
+  void merge_qkv(Tensor qkv, const Tensor& q, const Tensor& k, const Tensor& v) override;
   void gelu_forward(Tensor out, const Tensor& x) override;
   void gelu_backward(Tensor dx, const Tensor& dout, const Tensor& x) override;
   void add(Tensor out, const Tensor& a, const Tensor& b) override;

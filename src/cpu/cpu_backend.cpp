@@ -220,6 +220,18 @@ void CpuBackend<T>::swiglu_backward(Tensor dgate, Tensor dup, const Tensor& dout
   cpu::swiglu_backward(dgate.ptr<T>(), dup.ptr<T>(), dout.ptr<T>(), gate.ptr<T>(), up.ptr<T>(), n);
 }
 template <typename T>
+void CpuBackend<T>::split_qkv(Tensor q, Tensor k, Tensor v, const Tensor& qkv) {
+  const auto d = op_checks::fused_qkv(host_context(*this), qkv, q, k, v, "split_qkv");
+  cpu::split_qkv(q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), qkv.ptr<T>(), d.rows, d.heads, d.head_dim);
+}
+
+template <typename T>
+void CpuBackend<T>::merge_qkv(Tensor qkv, const Tensor& q, const Tensor& k, const Tensor& v) {
+  const auto d = op_checks::fused_qkv(host_context(*this), qkv, q, k, v, "merge_qkv");
+  cpu::merge_qkv(qkv.ptr<T>(), q.ptr<T>(), k.ptr<T>(), v.ptr<T>(), d.rows, d.heads, d.head_dim);
+}
+
+template <typename T>
 void CpuBackend<T>::gelu_forward(Tensor out, const Tensor& x) {
   const int64_t n = op_checks::gelu_forward(host_context(*this), out, x);
   cpu::gelu_forward(out.ptr<T>(), x.ptr<T>(), n);

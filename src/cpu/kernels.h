@@ -63,6 +63,12 @@ void swiglu_forward(T* out, const T* gate, const T* up, int64_t n);
 template <typename T>
 void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, int64_t n);
 
+// GPT-NeoX's fused QKV: qkv[rows, heads·3·head_dim] (per head: q, k, v) ↔ q, k, v [rows, heads, head_dim].
+template <typename T>
+void split_qkv(T* q, T* k, T* v, const T* qkv, int64_t rows, int64_t heads, int64_t head_dim);
+template <typename T>
+void merge_qkv(T* qkv, const T* q, const T* k, const T* v, int64_t rows, int64_t heads, int64_t head_dim);
+
 // Exact GELU, computed in double and rounded to T. out may alias x; dx may alias dout.
 template <typename T>
 void gelu_forward(T* out, const T* x, int64_t n);

@@ -6,11 +6,13 @@ namespace ll {
 
 // Each family's definition (model/arch/<family>.cpp).
 const Architecture& llama_architecture();
+const Architecture& gpt_neox_architecture();
 
 namespace {
 std::vector<const Architecture*>& registered() {
   static std::vector<const Architecture*> all = {
       &llama_architecture(),
+      &gpt_neox_architecture(),
   };
   return all;
 }

@@ -103,6 +103,8 @@ class MixedHostBackend final : public Backend {
                           const Tensor&, const Tensor&, const AttentionMask&) override {
     none();
   }
+  void split_qkv(Tensor, Tensor, Tensor, const Tensor&) override { none(); }
+  void merge_qkv(Tensor, const Tensor&, const Tensor&, const Tensor&) override { none(); }
   void swiglu_forward(Tensor, const Tensor&, const Tensor&) override { none(); }
   void swiglu_backward(Tensor, Tensor, const Tensor&, const Tensor&, const Tensor&) override { none(); }
   void add(Tensor, const Tensor&, const Tensor&) override { none(); }  // bf16-only on CUDA: ZeRO-3 must not need it

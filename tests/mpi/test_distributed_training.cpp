@@ -32,19 +32,29 @@ const char* kConfig = R"({"architectures": ["LlamaForCausalLM"], "model_type": "
   "intermediate_size": 48, "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2,
   "vocab_size": 50, "rms_norm_eps": 1e-5, "max_position_embeddings": 16, "rope_theta": 10000.0})";
 
+// The second architecture: GPT-NeoX with parallel residual and partial rotary, the same sizes.
+const char* kNeoxConfig = R"({"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox", "hidden_size": 32,
+  "intermediate_size": 48, "num_attention_heads": 4, "num_hidden_layers": 2, "vocab_size": 50, "layer_norm_eps": 1e-5,
+  "max_position_embeddings": 16, "rotary_pct": 0.25, "rotary_emb_base": 10000, "use_parallel_residual": true})";
+
+struct RunCase {
+  int stage;
+  bool neox;
+};
+
 // A directory every rank agrees on (TempDir is the same path on every rank of one machine).
 std::string shared_dir(const std::string& name) {
   return ::testing::TempDir() + "/ll_mpi_" + std::to_string(g_comm->size()) + "_" + name;
 }
 
-class DistributedTraining : public ::testing::TestWithParam<int> {
+class DistributedTraining : public ::testing::TestWithParam<RunCase> {
  protected:
   void SetUp() override {
-    dir_ = shared_dir("stage" + std::to_string(GetParam()));
+    dir_ = shared_dir((GetParam().neox ? "neox_stage" : "stage") + std::to_string(GetParam().stage));
     if (g_comm->rank() == 0) {
       fs::remove_all(dir_);
       make_directories(dir_);
-      write_file_atomic(dir_ + "/config.json", kConfig);
+      write_file_atomic(dir_ + "/config.json", config());
       Rng rng(5);
       TokenFileWriter w(dir_ + "/train.bin", TokenFormat::Raw16);
       for (int i = 0; i < 6000; ++i) w.append({int32_t(rng.uniform() < 0.85 ? (i * 11) % 50 : rng.below(50))});
@@ -67,10 +77,12 @@ class DistributedTraining : public ::testing::TestWithParam<int> {
     o.warmup_steps = 2;
     o.lr_scheduler_type = "linear";
     o.weight_decay = 0.01;
-    o.zero_stage = GetParam();
+    o.zero_stage = GetParam().stage;
     o.gradient_checkpointing = "false";
+    if (GetParam().neox) o.lora_target = "query_key_value,dense";
     return o;
   }
+  std::string config() const { return GetParam().neox ? kNeoxConfig : kConfig; }
   std::string dir_;
 };
 
@@ -166,7 +178,7 @@ TEST_P(DistributedTraining, DeferredCollectivesAndSmallBucketsMatchTheSingleRank
 // collective completing as late as allowed: bit-identical to the same ranks without the offload (ZeRO-3 gathers
 // and releases layers around the same forward/backward the copies overlap).
 TEST_P(DistributedTraining, OffloadedCheckpointsMatchTheRunWithout) {
-  std::string cfg = kConfig;
+  std::string cfg = config();
   const std::string two = "\"num_hidden_layers\": 2";
   cfg.replace(cfg.find(two), two.size(), "\"num_hidden_layers\": 4");
   if (g_comm->rank() == 0) write_file_atomic(dir_ + "/config4.json", cfg);
@@ -199,7 +211,8 @@ TEST_P(DistributedTraining, AnUpdateThatMakesAWeightNonFiniteStopsEveryRankAlike
   } catch (const Error& e) {
     message = e.what();
   }
-  EXPECT_EQ(message.find("step 1 made `model.embed_tokens.weight` non-finite"), 0u)
+  const std::string embedding = GetParam().neox ? "gpt_neox.embed_in.weight" : "model.embed_tokens.weight";
+  EXPECT_EQ(message.find("step 1 made `" + embedding + "` non-finite"), 0u)
       << "rank " << g_comm->rank() << ": " << message;
   g_comm->barrier();
   EXPECT_TRUE(list_checkpoints(o.output_dir).empty());
@@ -260,8 +273,13 @@ TEST(Zero3Memory, EachRankHoldsAboutOneNthOfParametersGradientsAndOptimizerState
   EXPECT_LT(double(storage.staging_bytes()), single / 3);
 }
 
-INSTANTIATE_TEST_SUITE_P(ZeroStages, DistributedTraining, ::testing::Values(0, 2, 3),
-                         [](const auto& info) { return "stage" + std::to_string(info.param); });
+INSTANTIATE_TEST_SUITE_P(ZeroStages, DistributedTraining,
+                         ::testing::Values(RunCase{0, false}, RunCase{2, false}, RunCase{3, false}, RunCase{0, true},
+                                           RunCase{2, true}, RunCase{3, true}),
+                         [](const auto& info) {
+                           return std::string(info.param.neox ? "gpt_neox_" : "") + "stage" +
+                                  std::to_string(info.param.stage);
+                         });
 
 }  // namespace
 }  // namespace ll

@@ -1,0 +1,161 @@
+// GPT-NeoX parity with Hugging Face transformers (and peft, and LongLoRA's NeoX S2 code): scripts/make_neox_fixtures.py
+// ran GPTNeoXForCausalLM in float64 and wrote its config.json, weights, tokens, logits, loss and every gradient of
+// the trainable set. Our float64 CPU backend must reproduce them within 2e-7 (they are float64 results rounded to
+// float32), the float32 one within 1e-4.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+#include <set>
+
+#include "cpu/cpu_backend.h"
+#include "hf_test_util.h"
+#include "io/hf_config.h"
+#include "io/safetensors.h"
+#include "model/model.h"
+#include "model/param_select.h"
+#include "core/tensor_host.h"
+#include "test_util.h"
+
+namespace ll {
+namespace {
+
+std::vector<int32_t> ids_of(const SafetensorsFile& f, const std::string& name) {
+  const SafetensorsEntry& e = f.entry(name);
+  EXPECT_EQ(e.dtype, DType::I32) << name;
+  std::vector<int32_t> out(e.nbytes / 4);
+  std::memcpy(out.data(), e.data, e.nbytes);
+  return out;
+}
+
+// The model the fixture describes: its config.json as our loader reads a folder's, plus the case's training set-up.
+ModelOptions options_of(const SafetensorsFile& f) {
+  ModelOptions o;
+  o.config = parse_hf_config(nlohmann::json::parse(f.metadata().at("config")), "fixture config").model;
+  const std::vector<int64_t>& shape = f.entry("input_ids").shape;
+  o.batch = shape[0], o.seq_len = shape[1];
+  const nlohmann::json c = nlohmann::json::parse(f.metadata().at("case"));
+  if (c.empty()) return o;
+  const std::string attention = c.at("attention");
+  o.attention.use_s2 = attention != "full";
+  o.attention.variant = attention == "s2_roll" ? S2Variant::Roll : S2Variant::LeakFree;
+  if (o.attention.use_s2) o.attention.group_ratio = double(c.at("s2_group_size").get<int64_t>()) / double(o.seq_len);
+  o.lora.rank = c.at("lora_rank");
+  o.lora.alpha = c.at("lora_alpha");
+  std::string targets;
+  for (const auto& t : c.at("lora_targets")) targets += t.get<std::string>() + ",";
+  if (o.lora.enabled()) o.lora.targets = parse_lora_targets(targets, o.config);
+  for (const auto& t : c.at("trainable")) {
+    if (t == "all") o.trainable.all = true;
+    else o.trainable.names.push_back(t);
+  }
+  return o;
+}
+
+struct NeoxCase {
+  const char* name;
+  const char* backend;
+  double tolerance;
+};
+
+class NeoxTransformersParity : public ::testing::TestWithParam<NeoxCase> {};
+
+TEST_P(NeoxTransformersParity, LogitsLossAndEveryGradient) {
+  const NeoxCase c = GetParam();
+  const std::string dir = test::fixtures_dir();
+  ASSERT_FALSE(dir.empty()) << "tests/fixtures/neox_*.safetensors are committed; run the tests from the repository root";
+  const SafetensorsFile file(dir + "/neox_" + c.name + ".safetensors");
+  const ModelOptions o = options_of(file);
+  ASSERT_EQ(o.config.model_type, "gpt_neox");
+
+  std::unique_ptr<Backend> backend = create_backend(c.backend);
+  Model model(*backend, o);
+  EXPECT_EQ(model.mask().kind, !o.attention.use_s2 ? MaskKind::Causal : MaskKind::S2Roll);
+
+  // Same tensors both ways, and the same trainable set: peft's LoRA modules and LongLoRA's substring rule (or all).
+  std::set<std::string> file_params, file_grads, model_params, model_trainable;
+  for (const std::string& n : file.names()) {
+    if (n.rfind("grad/", 0) == 0) file_grads.insert(n.substr(5));
+    else if (n.rfind("gpt_neox.", 0) == 0 || n.rfind("embed_out.", 0) == 0) file_params.insert(n);
+  }
+  for (const Param& p : model.params().all()) {
+    model_params.insert(p.name);
+    if (p.trainable) model_trainable.insert(p.name);
+  }
+  ASSERT_EQ(model_params, file_params);
+  ASSERT_EQ(model_trainable, file_grads);
+
+  for (Param& p : model.params().all()) upload_f64(*backend, p.value, test::file_values(file.entry(p.name)));
+  const std::vector<int32_t> tokens = ids_of(file, "input_ids"), targets = ids_of(file, "targets");
+  EXPECT_LT(test::rel_error(model.logits(tokens.data()), test::file_values(file.entry("logits"))), c.tolerance)
+      << "logits";
+  model.params().zero_grads();
+  const LossResult r = model.forward_backward(tokens.data(), targets.data());
+  const double ref_loss = test::file_values(file.entry("loss"))[0];
+  EXPECT_NEAR(r.mean(), ref_loss, c.tolerance * ref_loss) << "loss";
+  for (Param& p : model.params().all()) {
+    if (!p.trainable) continue;
+    EXPECT_LT(test::rel_error(download_f64(*backend, p.grad), test::file_values(file.entry("grad/" + p.name))),
+              c.tolerance)
+        << "gradient of " << p.name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Transformers, NeoxTransformersParity,
+    ::testing::Values(NeoxCase{"par_q_pi2_full", "cpu", 1e-4}, NeoxCase{"seq_full", "cpu", 1e-4},
+                      NeoxCase{"par_q_pi2_lora", "cpu", 1e-4}, NeoxCase{"seq_lora", "cpu", 1e-4},
+                      NeoxCase{"s2_roll", "cpu", 1e-4}, NeoxCase{"par_q_pi2_full", "cpu-f64", 2e-7},
+                      NeoxCase{"seq_full", "cpu-f64", 2e-7}, NeoxCase{"par_q_pi2_lora", "cpu-f64", 2e-7},
+                      NeoxCase{"seq_lora", "cpu-f64", 2e-7}, NeoxCase{"s2_roll", "cpu-f64", 2e-7}),
+    [](const auto& info) {
+      std::string s = std::string(info.param.name) + "_" + info.param.backend;
+      for (char& ch : s)
+        if (ch == '-') ch = '_';
+      return s;
+    });
+
+// bfloat16: the weights are bfloat16 (as a bf16 Pythia folder holds them); our float32 CPU backend loads them exactly
+// and must give transformers' float64 logits of the same weights within 1e-4. transformers' own bfloat16 run rounds
+// every activation (6.3e-3 from its float64 run when the fixture was made): ours must be within 2e-2 of it.
+TEST(NeoxTransformersParity, Bfloat16WeightsGiveTransformersLogits) {
+  const std::string dir = test::fixtures_dir();
+  ASSERT_FALSE(dir.empty());
+  const SafetensorsFile file(dir + "/neox_bf16.safetensors");
+  const ModelOptions o = options_of(file);
+  std::unique_ptr<Backend> backend = create_backend("cpu");
+  Model model(*backend, o);
+  for (Param& p : model.params().all()) {
+    ASSERT_EQ(file.entry(p.name).dtype, DType::BF16) << p.name;
+    upload_f64(*backend, p.value, test::file_values(file.entry(p.name)));
+  }
+  const std::vector<int32_t> tokens = ids_of(file, "input_ids");
+  const std::vector<double> ours = model.logits(tokens.data());
+  EXPECT_LT(test::rel_error(ours, test::file_values(file.entry("logits_f64"))), 1e-4);
+  const double vs_bf16 = test::rel_error(ours, test::file_values(file.entry("logits")));
+  EXPECT_LT(vs_bf16, 2e-2);
+  EXPECT_GT(vs_bf16, 1e-4) << "transformers' bfloat16 run should differ from exact arithmetic (is it bfloat16?)";
+}
+
+TEST(NeoxTransformersParity, CasesReallyDiffer) {
+  // Guards against fixtures that would pass trivially: the residual forms and the LoRA / S2 cases disagree.
+  const std::string dir = test::fixtures_dir();
+  ASSERT_FALSE(dir.empty());
+  const SafetensorsFile s2(dir + "/neox_s2_roll.safetensors");
+  const ModelOptions o = options_of(s2);
+  ModelOptions causal = o;
+  causal.attention.use_s2 = false;
+  std::unique_ptr<Backend> backend = create_backend("cpu-f64");
+  Model with_s2(*backend, o), without(*backend, causal);
+  for (Model* m : {&with_s2, &without})
+    for (Param& p : m->params().all()) upload_f64(*backend, p.value, test::file_values(s2.entry(p.name)));
+  const std::vector<int32_t> tokens = ids_of(s2, "input_ids");
+  EXPECT_GT(test::rel_error(without.logits(tokens.data()), test::file_values(s2.entry("logits"))), 1e-2)
+      << "the S2 fixture's logits must depend on the shifted attention";
+  EXPECT_EQ(options_of(SafetensorsFile(dir + "/neox_seq_full.safetensors")).config.parallel_residual, false);
+  EXPECT_EQ(options_of(SafetensorsFile(dir + "/neox_par_q_pi2_full.safetensors")).config.rotary_dims, 2);
+  EXPECT_EQ(options_of(SafetensorsFile(dir + "/neox_seq_full.safetensors")).config.rotary_dims, 8);
+}
+
+}  // namespace
+}  // namespace ll
