@@ -16,6 +16,7 @@
 #include "model/param_select.h"
 #include "model/registry.h"
 #include "core/tensor_host.h"
+#include "neox_test_options.h"
 #include "test_util.h"
 
 namespace ll {
@@ -136,6 +137,13 @@ TEST(LoraTargets, PeftModuleNamesAndLlamaAliasesGiveCanonicalNamesInTableOrder) 
   EXPECT_NE(error_of([&] { parse_lora_targets("lm_head", c); }).find("\"lm_head\""), std::string::npos);
 }
 
+TEST(LoraTargets, NoListGivesTheFamilysLongLoraTargets) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(parse_lora_targets("", tiny_llama()), (V{"q_proj", "k_proj", "v_proj", "o_proj"}));
+  // LongLoRA's fine-tune.py for gpt-neox; `dense` is the attention's output only (PEFT suffix rule).
+  EXPECT_EQ(parse_lora_targets("", test::tiny_neox_config()), (V{"query_key_value", "dense"}));
+}
+
 // ---- trainable parameters ------------------------------------------------------------------------------------------
 
 std::vector<std::string> trained(const ModelConfig& c, const std::string& list) {
@@ -183,6 +191,7 @@ class Toy final : public Architecture {
     LL_CHECK(c.parallel_residual && c.hidden_act == "gelu", "toy: parallel residual and gelu only");
   }
   std::vector<std::pair<std::string, std::string>> lora_aliases() const override { return {{"q", "attn.q"}}; }
+  std::string default_lora_targets() const override { return "attn.q"; }
 
   std::vector<ParamSpec> parameter_table(const ModelConfig& c) const override {
     const int64_t D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;

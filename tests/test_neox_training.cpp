@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -68,6 +69,17 @@ class NeoxTraining : public ::testing::Test {
   static std::string file_bytes(const std::string& path) { return read_text_file(path); }
   std::string dir_;
 };
+
+TEST_F(NeoxTraining, WithoutLoraTargetTheAdapterCoversLongLorasNeoxModules) {
+  TrainOptions o = base("default_targets");
+  o.lora_target.clear();
+  o.max_steps = 1;
+  run_training(o, {});
+  const nlohmann::json cfg = nlohmann::json::parse(read_text_file(o.output_dir + "/adapter_config.json"));
+  std::vector<std::string> targets = cfg.at("target_modules").get<std::vector<std::string>>();
+  std::sort(targets.begin(), targets.end());
+  EXPECT_EQ(targets, (std::vector<std::string>{"dense", "query_key_value"}));
+}
 
 TEST_F(NeoxTraining, ResumeContinuesBitIdentically) {
   TrainOptions straight = base("straight");

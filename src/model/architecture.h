@@ -118,6 +118,9 @@ class Architecture {
   // Short LoRA target names and the module names they stand for (Llama: {"q", "q_proj"}, …), so that flag values
   // like "q,k,v,o" keep working.
   virtual std::vector<std::pair<std::string, std::string>> lora_aliases() const { return {}; }
+  // The LoRA targets LongLoRA's fine-tune.py uses for this family (a comma list of module names), taken when
+  // --lora_target is not given.
+  virtual std::string default_lora_targets() const = 0;
 
   // ---- activations and compute -------------------------------------------------------------------------------------
   virtual ActivationSchema activation_schema(const ModelConfig& c) const = 0;

@@ -108,7 +108,8 @@ std::vector<std::string> resolve_lora_targets(const Architecture& arch, const st
 std::vector<std::string> parse_lora_targets(const std::string& list, const ModelConfig& config,
                                             const std::string& where) {
   const Architecture& arch = architecture_for(config.model_type);
-  return resolve_lora_targets(arch, arch.parameter_table(config), split_list(list), where);
+  const std::string& chosen = list.empty() ? arch.default_lora_targets() : list;
+  return resolve_lora_targets(arch, arch.parameter_table(config), split_list(chosen), where);
 }
 
 std::vector<bool> trainable_rows(const std::vector<ParamSpec>& table, const TrainableConfig& t,

@@ -34,7 +34,8 @@ std::vector<std::string> lora_targets_selected(const std::vector<ParamSpec>& tab
 // selects no adaptable linear is an error naming it, `where`, and the modules that can take adapters.
 std::vector<std::string> resolve_lora_targets(const Architecture& arch, const std::vector<ParamSpec>& table,
                                               const std::vector<std::string>& entries, const std::string& where);
-// A comma list ("q,k,v,o" or "q_proj,v_proj") resolved for the architecture of `config`.
+// A comma list ("q,k,v,o" or "q_proj,v_proj") resolved for the architecture of `config`; an empty list means the
+// architecture's default_lora_targets() (LongLoRA's choice for the family).
 std::vector<std::string> parse_lora_targets(const std::string& list, const ModelConfig& config,
                                             const std::string& where = "LoRA targets");
 

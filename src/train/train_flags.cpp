@@ -26,7 +26,8 @@ void add_train_flags(Flags& flags, TrainOptions& o) {
   flags.add("lora_dropout", &o.lora_dropout, "dropout on the LoRA adapter input").at_least(0).below(1);
   flags.add("lora_target", &o.lora_target,
             "modules with adapters, as PEFT's target_modules: a module name or its dotted suffix (Llama: "
-            "q_proj,…,down_proj, or q,k,v,o,gate,up,down)");
+            "q_proj,…,down_proj, or q,k,v,o,gate,up,down); empty: LongLoRA's choice for the model's family "
+            "(Llama q_proj,k_proj,v_proj,o_proj; GPT-NeoX query_key_value,dense)");
   flags.add("trainable_params", &o.trainable_params,
             "base weights trained fully with LoRA, LongLoRA's rule: every parameter whose name contains an entry "
             "(Llama: embed,norm,lm_head)");

@@ -29,7 +29,7 @@ struct TrainOptions {
   bool low_rank_training = true;
   int64_t lora_r = 8;
   double lora_alpha = 16, lora_dropout = 0;
-  std::string lora_target = "q_proj,k_proj,v_proj,o_proj";
+  std::string lora_target;  // empty: the architecture's LongLoRA default (Llama q,k,v,o_proj; GPT-NeoX query_key_value,dense)
   std::string trainable_params = "embed,norm";
   // optimisation
   double learning_rate = 2e-5, weight_decay = 0, adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;

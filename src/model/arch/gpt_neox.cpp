@@ -184,6 +184,10 @@ class GptNeoX final : public Architecture {
              c.num_attention_heads, ")");
   }
 
+  // LongLoRA's fine-tune.py for gpt-neox: the fused projection and the attention's output (`dense` as a PEFT suffix
+  // selects attention.dense only, not the MLP's dense_h_to_4h / dense_4h_to_h).
+  std::string default_lora_targets() const override { return "query_key_value,dense"; }
+
   std::vector<std::pair<std::string, ModelConfig>> presets() const override {
     return {
         {"pythia-70m", pythia(512, 2048, 8, 6)},

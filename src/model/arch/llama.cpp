@@ -191,6 +191,7 @@ class Llama final : public Architecture {
     return t;
   }
 
+  std::string default_lora_targets() const override { return "q_proj,k_proj,v_proj,o_proj"; }
   std::vector<std::pair<std::string, std::string>> lora_aliases() const override {
     return {{"q", "q_proj"},       {"k", "k_proj"},   {"v", "v_proj"},    {"o", "o_proj"},
             {"gate", "gate_proj"}, {"up", "up_proj"}, {"down", "down_proj"}};
