@@ -49,7 +49,7 @@ ifneq ($(wildcard $(OPENBLAS_OMP)/libopenblas.so),)
 else
   BLAS_LIBS := -lopenblas
 endif
-LDLIBS    := -lsentencepiece_train -lsentencepiece $(BLAS_LIBS) -lpthread
+LDLIBS    := -lsentencepiece_train -lsentencepiece -lpcre2-8 -lutf8proc $(BLAS_LIBS) -lpthread
 ifeq ($(SAN),1)
   CXXFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDFLAGS  += -fsanitize=address,undefined
