@@ -31,8 +31,9 @@ void Tokenizer::encode_append(std::string_view text, std::vector<int32_t>* out) 
   impl_->encode(text, true, options_.parse_special_tokens, out);
 }
 
-void Tokenizer::encode_continuation(std::string_view text, std::vector<int32_t>* out) const {
-  impl_->encode(text, false, options_.parse_special_tokens, out);
+void Tokenizer::encode_segment(std::string_view text, bool at_start, bool parse_special,
+                               std::vector<int32_t>* out) const {
+  impl_->encode(text, at_start, parse_special, out);
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool add_eos) const {

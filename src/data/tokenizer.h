@@ -39,9 +39,10 @@ class Tokenizer {
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool add_eos) const;
   // Appends the ids of `text` (no BOS/EOS) to `out`; the job's hot path, avoiding a copy.
   void encode_append(std::string_view text, std::vector<int32_t>* out) const;
-  // Appends the ids of `text` that follows other text or a special token in the same input (for tokenizer.json
-  // files whose Metaspace adds its space only at the very start: Mistral's); the same as encode_append otherwise.
-  void encode_continuation(std::string_view text, std::vector<int32_t>* out) const;
+  // Appends the ids of one stretch of an input assembled from pieces (chat templates): `at_start` when it begins
+  // the input, else it follows other text or a special token (tokenizer.json files whose Metaspace adds its space
+  // only at the very start, Mistral's, encode those differently); `parse_special` in place of the option.
+  void encode_segment(std::string_view text, bool at_start, bool parse_special, std::vector<int32_t>* out) const;
   // What `tokenizer(text)` gives in transformers: the file's post-processor around the ids (tokenizer.json; e.g.
   // BOS for Llama-3 and Mistral, nothing for GPT-NeoX and Qwen2), or BOS + ids (sentencepiece, as LlamaTokenizer).
   std::vector<int32_t> encode_with_special_tokens(std::string_view text) const;
