@@ -20,6 +20,10 @@ shared assets (never committed to the project) and writes, small enough to commi
                         plus ``post_prefix`` / ``post_suffix``: what ``add_special_tokens=True`` (the file's
                         post-processor) puts around every entry's ids (checked here for each entry)
   chat_templates.json   conversations rendered by transformers' apply_chat_template (string and ids), per template
+  synthetic-*.tokenizer.json + synthetic-*.json   three small tokenizers built here with the library (see
+                        synthetic_tokenizers()) and their fixtures: the features the shipped files do not use, and
+                        tests that run without the shared assets (the library's BPE training is not
+                        deterministic: a rerun retrains them, and their ids are recomputed with them)
 
 Invalid UTF-8: Python strings cannot hold it, so such entries are given as bytes (``bytes_hex``) and their expected
 ids are those of the text with every invalid byte replaced by U+FFFD, one per byte — the project's documented rule
@@ -98,6 +102,7 @@ CORPUS = [
     "Hello世界123abcДом",
     "don’t can’t I’m",
     "a\n\n\nb a \n b x  \n\n  y \n",
+    "a [MASK] b  [MASK]\tc[MASK]d <|special|>x hello world sayhello hello, ＡＢ AB ``quoted`` 12-34-56 a,b;;c",
     {"bytes_hex": bytes(b"ok \xff\xfe bad \xc3( \xe2\x82 end \xed\xa0\x80 \xf4\x90\x80\x80 \xc0\x80 fin").hex()},
     {"bytes_hex": bytes("abc\u00e9".encode() + b"\xc3").hex()},
 ]
@@ -172,6 +177,74 @@ def tokenizer_fixture(path):
             "post_prefix": prefix, "post_suffix": suffix, "cases": cases}
 
 
+# --- synthetic tokenizers: small files made here with the tokenizers library, committed with their ids ---------
+# They exercise what the four shipped files do not: added tokens with lstrip / rstrip / single_word / normalized,
+# merges in the pair form, Split behaviours other than Isolated and invert, Metaspace with split and "always",
+# NFKC / NFD, Replace and Prepend normalizers, unk with fuse_unk, continuing_subword_prefix, byte fallback without a
+# pre-tokenizer (Llama-2's tokenizer.json layout), TemplateProcessing around the text, Strip / Fuse decoders.
+def training_text():
+    texts = [t for t in corpus_texts() if t]
+    english = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+               "foolishness, it was the epoch of belief, it was the epoch of incredulity. ") * 20
+    return texts * 3 + [english]
+
+
+def synthetic_tokenizers():
+    from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    out = {}
+    # 1. byte-level BPE with NFKC, added tokens with every flag, a [CLS] ... [SEP] template.
+    t = Tokenizer(models.BPE())
+    t.normalizer = normalizers.NFKC()
+    t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)
+    t.decoder = decoders.ByteLevel()
+    t.train_from_iterator(training_text(), trainers.BpeTrainer(
+        vocab_size=600, special_tokens=["[CLS]", "[SEP]"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    t.add_special_tokens([AddedToken("<|special|>", normalized=False)])
+    t.add_tokens([AddedToken("[MASK]", lstrip=True, rstrip=True, normalized=False),
+                  AddedToken("hello", single_word=True, normalized=True),
+                  AddedToken("ＡＢ", normalized=True)])
+    t.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", t.token_to_id("[CLS]")), ("[SEP]", t.token_to_id("[SEP]"))])
+    out["synthetic-bytelevel"] = t
+
+    # 2. Metaspace (always, split) after Split pre-tokenizers of every behaviour; NFD + Replace; unk fused;
+    #    continuing_subword_prefix.
+    t = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, continuing_subword_prefix="##"))
+    t.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Replace("``", '"'),
+                                         normalizers.Replace(Regex(" {2,}"), " ")])
+    t.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\d+"), behavior="merged_with_next"),
+        pre_tokenizers.Split("-", behavior="removed"),
+        pre_tokenizers.Split(Regex("[,;]+"), behavior="contiguous", invert=True),
+        pre_tokenizers.Split(Regex(r"\."), behavior="merged_with_previous"),
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)])
+    t.decoder = decoders.Sequence([decoders.Replace("##", ""), decoders.Metaspace(prepend_scheme="always")])
+    t.train_from_iterator(training_text(), trainers.BpeTrainer(
+        vocab_size=500, special_tokens=["<unk>"], limit_alphabet=70, continuing_subword_prefix="##"))
+    out["synthetic-metaspace"] = t
+
+    # 3. Llama-2's tokenizer.json layout: Prepend + Replace normalizer, no pre-tokenizer, byte fallback, BOS template.
+    base = Tokenizer(models.BPE())
+    base.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    base.train_from_iterator(training_text(), trainers.BpeTrainer(vocab_size=420, limit_alphabet=80))
+    model = json.loads(base.to_str())["model"]
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for tok, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1]):
+        vocab.setdefault(tok, len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    t = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    t.normalizer = base.normalizer
+    t.add_special_tokens([AddedToken(x, normalized=False) for x in ("<unk>", "<s>", "</s>")])
+    t.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    t.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                   decoders.Strip(" ", 1, 0)])
+    out["synthetic-llama2"] = t
+    return out
+
+
 # --- chat templates ---------------------------------------------------------------------------------------------
 LLAMA3_TEMPLATE = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
@@ -234,7 +307,7 @@ def chat_fixture(assets):
                                            add_generation_prompt=conv["add_generation_prompt"])
             ids = tok.apply_chat_template(messages, chat_template=template, tokenize=True,
                                           add_generation_prompt=conv["add_generation_prompt"])
-            if isinstance(ids, dict):  # newer transformers return a BatchEncoding
+            if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding
                 ids = ids["input_ids"]
             cases.append({"messages": messages, "add_generation_prompt": conv["add_generation_prompt"],
                           "text": text, "ids": list(ids)})
@@ -266,6 +339,12 @@ def main():
         if not os.path.exists(path):
             sys.exit(f"{path} not found (pass --assets)")
         write(family + ".json", tokenizer_fixture(path))
+    for name, tok in synthetic_tokenizers().items():
+        path = os.path.join(args.out, name + ".tokenizer.json")
+        tok.save(path + ".tmp")
+        os.replace(path + ".tmp", path)
+        print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+        write(name + ".json", tokenizer_fixture(path))
     write("chat_templates.json", chat_fixture(args.assets))
 
 

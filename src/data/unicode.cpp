@@ -9,13 +9,17 @@
 namespace ll {
 
 std::string unicode_normalize(std::string_view text, NormalForm form) {
-  bool below = true;  // every byte < 0xCC: every character below U+0300, where no normal form changes anything
+  // Text NFC leaves alone: ASCII for every form; for NFC, anything below U+0300 (every lead byte < 0xCC): no
+  // character there decomposes canonically without recomposing, or combines with another. (NFD splits é, and
+  // NFKC/NFKD rewrite ſ, ², NBSP below U+0300.)
+  const unsigned char limit = form == NormalForm::NFC ? 0xCC : 0x80;
+  bool unchanged = true;
   for (unsigned char c : text)
-    if (c >= 0xCC) {
-      below = false;
+    if (c >= limit) {
+      unchanged = false;
       break;
     }
-  if (below) return std::string(text);
+  if (unchanged) return std::string(text);
   int options = UTF8PROC_STABLE;
   switch (form) {
     case NormalForm::NFC: options |= UTF8PROC_COMPOSE; break;

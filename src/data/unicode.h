@@ -9,7 +9,7 @@ namespace ll {
 
 enum class NormalForm { NFC, NFD, NFKC, NFKD };
 
-// `text` (valid UTF-8) in the given normal form. Text below U+0300 is unchanged by all four forms and is copied.
+// `text` (valid UTF-8) in the given normal form (ASCII, and for NFC text below U+0300, is copied as it is).
 std::string unicode_normalize(std::string_view text, NormalForm form);
 
 // Unicode White_Space (what Rust's char::is_whitespace and regex \s match).
