@@ -218,7 +218,9 @@ nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out,
   const Tokenizer tok = load_tokenizer(c.tokenizer, c.common.base_model, "generate", tok_options);
   const ChatStyle style = resolve_chat_style(c.template_name, c.common.base_model, tok);
   const std::vector<ChatSegment> segments = render_chat(style, {{"user", instruction}}, /*add_generation_prompt=*/true);
-  const std::string text = chat_text(segments);
+  // The prompt as text, BOS (added by id) left out as before chat templates: "[INST]...[/INST]" for Llama-2.
+  const bool leading_bos = !segments.empty() && segments[0].special && segments[0].text == style.bos_token;
+  const std::string text = chat_text(std::vector<ChatSegment>(segments.begin() + (leading_bos ? 1 : 0), segments.end()));
   EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0), log);
   check_tokenizer_fits(tok, m);
   const std::vector<int32_t> ids = encode_chat(tok, segments, c.parse_special_tokens);
