@@ -118,7 +118,7 @@ class Progress {
   static std::string line(const TokenizeStats& s, double t) {
     const double dt = std::max(t, 1e-9);
     char rates[96];
-    std::snprintf(rates, sizeof rates, "%.1f MB/s, %.1f s", double(s.text_bytes) / dt / 1e6, t);
+    std::snprintf(rates, sizeof rates, "%.1f MB/s, %.2f s", double(s.text_bytes) / dt / 1e6, t);
     return str_cat(s.documents, " documents, ", human(double(s.tokens)), " tokens, ", human(double(s.tokens) / dt),
                    " tokens/s, ", rates);
   }
