@@ -46,6 +46,7 @@ class HfTokenizer final : public TokenizerImpl {
   void encode_stretch(std::string_view text, bool at_start, bool parse_special, std::vector<int32_t>* out) const;
   void read_special_ids(const std::string& path);
   bool cut_allowed(std::string_view text, size_t p, bool parse_special) const;
+  void encode_word(std::string_view word, std::vector<int32_t>* out) const;
 
   std::string path_;
   std::unique_ptr<hf::Normalizer> normalizer_;
@@ -59,7 +60,8 @@ class HfTokenizer final : public TokenizerImpl {
   int32_t vocab_size_ = 0;
   // split_for_encoding: which cut rule applies (see can_split)
   hf::PreTokenizer::CutRule cut_rule_ = hf::PreTokenizer::CutRule::None;
-  std::string replacement_;  // Metaspace's
+  std::string replacement_;       // Metaspace's
+  bool metaspace_words_ = false;  // see encode_word
 };
 
 HfTokenizer::HfTokenizer(const std::string& path, const Json& root) : path_(path) {
@@ -89,20 +91,37 @@ HfTokenizer::HfTokenizer(const std::string& path, const Json& root) : path_(path
   for (int32_t id : post_.suffix) LL_CHECK(id < vocab_size_, top.where, ": post_processor id ", id, " is not in the vocabulary");
   read_special_ids(path);
 
+  // Metaspace words: as for sentencepiece, when no token holds the replacement after another character, no merge can
+  // join a character to a following replacement, so a word is encoded as its sub-words cut before each replacement
+  // that follows another character (each then cached on its own; Mistral's words are whole texts otherwise).
+  if (pre_tokenizer_ && !pre_tokenizer_->replacement().empty()) {
+    replacement_ = pre_tokenizer_->replacement();
+    metaspace_words_ = true;
+    for (const std::string& t : model_->tokens())
+      for (size_t pos = t.find(replacement_, 1); pos != std::string::npos; pos = t.find(replacement_, pos + 1))
+        if (pos < replacement_.size() || t.compare(pos - replacement_.size(), replacement_.size(), replacement_) != 0)
+          metaspace_words_ = false;
+  }
   // Splitting rules (see can_split): a local normalizer, no ByteLevel prefix space, no stripping added tokens, and a
   // pre-tokenizer whose cuts are known.
   if ((!normalizer_ || normalizer_->local()) && pre_tokenizer_ && !added_.any_strip()) {
     cut_rule_ = pre_tokenizer_->cut_rule();
-    if (cut_rule_ == hf::PreTokenizer::CutRule::Metaspace) {
-      replacement_ = pre_tokenizer_->replacement();
-      // As for sentencepiece: no token may hold the replacement after another character, so that no merge can
-      // cross a cut before a space.
-      for (const std::string& t : model_->tokens())
-        for (size_t pos = t.find(replacement_, 1); pos != std::string::npos; pos = t.find(replacement_, pos + 1))
-          if (pos < replacement_.size() || t.compare(pos - replacement_.size(), replacement_.size(), replacement_) != 0)
-            cut_rule_ = hf::PreTokenizer::CutRule::None;
-    }
+    if (cut_rule_ == hf::PreTokenizer::CutRule::Metaspace && !metaspace_words_) cut_rule_ = hf::PreTokenizer::CutRule::None;
   }
+}
+
+// The model's ids for one pre-tokenized word (cut into Metaspace sub-words when that is exact).
+void HfTokenizer::encode_word(std::string_view word, std::vector<int32_t>* out) const {
+  if (!metaspace_words_) return model_->encode_word(word, out);
+  const std::string_view rep = replacement_;
+  size_t begin = 0;
+  for (size_t pos = word.find(rep, 1); pos != std::string_view::npos; pos = word.find(rep, pos + 1)) {
+    const bool after_replacement = pos >= rep.size() && word.compare(pos - rep.size(), rep.size(), rep) == 0;
+    if (after_replacement) continue;  // "▁▁" may be one token
+    model_->encode_word(word.substr(begin, pos - begin), out);
+    begin = pos;
+  }
+  model_->encode_word(word.substr(begin), out);
 }
 
 void HfTokenizer::read_special_ids(const std::string& path) {
@@ -162,7 +181,7 @@ void HfTokenizer::encode_stretch(std::string_view text, bool at_start, bool pars
     store.clear();
     pieces.assign(1, {std::string_view(normalized).substr(s.begin, s.end - s.begin), at_start && s.begin == 0});
     if (pre_tokenizer_) pre_tokenizer_->split(pieces, store);
-    for (const hf::Piece& p : pieces) model_->encode_word(p.text, out);
+    for (const hf::Piece& p : pieces) encode_word(p.text, out);
   }
 }
 
