@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 
 #include "cuda/device_info.h"
 #include "data/chat_template.h"
@@ -206,7 +207,12 @@ void open_data(TrainingSession& s) {
     s.source = std::make_unique<PretrainSource>(s.token_file, o.model_max_length, o.per_device_train_batch_size,
                                                 uint64_t(o.seed));
   } else {
-    const ChatStyle style = resolve_chat_style(o.chat_template, o.model_name_or_path, *s.tokenizer);
+    // auto: the model folder's tokenizer_config.json / config.json, else the tokenizer_config.json beside the
+    // tokenizer (a --model_config run with --tokenizer pointing at a model's tokenizer).
+    const std::string chat_folder = !o.model_name_or_path.empty()
+                                        ? o.model_name_or_path
+                                        : std::filesystem::path(s.tokenizer->path()).parent_path().string();
+    const ChatStyle style = resolve_chat_style(o.chat_template, chat_folder, *s.tokenizer);
     if (s.lead)
       std::fprintf(stderr, "SFT prompts: chat template %s, tokenizer %s (%s)\n", chat_template_name(style.kind),
                    s.tokenizer->path().c_str(), s.tokenizer->kind());

@@ -17,7 +17,7 @@ struct TrainOptions {
   std::string tokenizer;           // tokenizer.json or .model (default: the one in model_name_or_path)
   std::string data_path;           // pretraining token file (.bin), or
   std::string sft_data_path;       // LongAlpaca .json / .jsonl
-  std::string chat_template = "auto";  // SFT prompt format (data/chat_template.h); auto: from the model folder
+  std::string chat_template = "auto";  // SFT prompt format (data/chat_template.h); auto: from the model (or tokenizer) folder
   bool parse_special_tokens = false;   // SFT text: literal special-token strings become their ids
   std::string output_dir = "output";
   int64_t model_max_length = 8192;
