@@ -760,6 +760,19 @@ TEST_F(SftTargets, TokenizerJsonFolderAndItsChatTemplate) {
   EXPECT_EQ(ex.ids.back(), tok.token_to_id("[SEP]"));
   EXPECT_EQ(std::vector<int32_t>(ex.ids.begin() + 1, ex.ids.begin() + ex.prompt_tokens),
             tok.encode("[INST] zuri 0 [/INST]", false, false));
+  // --parse_special_tokens: a literal <|im_end|> in an answer is text by default, the id when asked.
+  TokenizerOptions parse;
+  parse.parse_special_tokens = true;
+  const Tokenizer parsing = Tokenizer::load(tokenizer_json, parse);
+  const ChatStyle chatml_style = resolve_chat_style("chatml", tok_dir, tok);
+  const int32_t im_end = tok.token_to_id("<|im_end|>");
+  auto count_im_end = [&](const Tokenizer& t) {
+    const SftExample e = make_sft_example(t, "zuri", "", "kalo<|im_end|>mi", 64, chatml_style);
+    return std::count(e.ids.begin(), e.ids.end(), im_end);
+  };
+  EXPECT_EQ(count_im_end(tok), 2) << "the user turn's and the answer's end of turn";
+  EXPECT_EQ(count_im_end(parsing), 3);
+
   TrainOptions bad = sft_options("bad", data, tok_dir);
   bad.model_config = dir_ + "/config_tok.json";
   bad.chat_template = "chatgpt";
