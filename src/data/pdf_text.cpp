@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,7 +10,6 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <vector>
 
 #include "util/error.h"
@@ -37,9 +37,14 @@ bool is_pdf_file(const std::string& path) {
   std::string lower = path.size() >= 4 ? path.substr(path.size() - 4) : "";
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return char(std::tolower(c)); });
   if (lower == ".pdf") return true;
-  std::ifstream in(path, std::ios::binary);
+  // Only a regular file is sniffed: opening a FIFO would block, and the reader refuses anything else by name.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  const int fd = open_regular_file(path);
   char head[5] = {};
-  return in.read(head, 5) && std::memcmp(head, "%PDF-", 5) == 0;
+  const ssize_t got = ::read(fd, head, sizeof head);
+  ::close(fd);
+  return got == ssize_t(sizeof head) && std::memcmp(head, "%PDF-", 5) == 0;
 }
 
 std::string pdf_to_text(const std::string& path) {
