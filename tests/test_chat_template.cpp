@@ -102,6 +102,23 @@ TEST(ChatTemplate, AutoReadsTheModelFolder) {
             std::string::npos);
 }
 
+// Template none is the text as transformers' tokenizer(text) encodes it: BOS first only where the tokenizer puts it
+// there itself (sentencepiece Llama-2, a TemplateProcessing post-processor), not GPT-NeoX's <|endoftext|>, which
+// is its bos_token but which Pythia's tokenizer never adds.
+TEST(ChatTemplate, NoneStartsWithBosOnlyWhereTheTokenizerAddsIt) {
+  const Tokenizer with_bos = Tokenizer::load(synthetic("synthetic-llama2"));  // TemplateProcessing: <s> $A
+  const ChatStyle a = ll::resolve_chat_style("none", "", with_bos);
+  const Ids ids_a = ll::encode_chat(with_bos, ll::render_chat(a, {{"user", "hello"}}, true));
+  EXPECT_EQ(ids_a, with_bos.encode_with_special_tokens("hello"));
+  EXPECT_EQ(ids_a.front(), with_bos.bos_id());
+  const std::string neox = shipped("gpt-neox");
+  if (neox.empty()) GTEST_SKIP() << "tokenizers/gpt-neox not found in $LONGLORA_ASSETS or ../shared/assets";
+  const Tokenizer tok = Tokenizer::load(neox);
+  ASSERT_EQ(tok.bos_id(), 0);
+  const ChatStyle b = ll::resolve_chat_style("none", "", tok);
+  EXPECT_EQ(ll::encode_chat(tok, ll::render_chat(b, {{"user", "Hello world"}}, true)), (Ids{12092, 1533}));
+}
+
 // The llama2 template is LongLoRA's prompt: what SFT (documents.h alpaca_prompt) and inference.py write.
 TEST(ChatTemplate, Llama2IsLongLoraPromptFormat) {
   ChatStyle style;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <sstream>
 
@@ -13,6 +14,7 @@
 #include "eval/generate.h"
 #include "eval/sampling.h"
 #include "eval_test_util.h"
+#include "neox_test_options.h"
 #include "util/error.h"
 
 namespace ll {
@@ -313,6 +315,30 @@ TEST(GenerateCommandHf, TokenizerJsonAndChatTemplateFromTheModelFolder) {
   EXPECT_EQ(parsed["prompt_tokens"].get<size_t>(), want.size() - quoted + split) << "the quoted one is the id";
   c.template_name = "llama3";
   EXPECT_THROW(run_generate_command(c, out, log), Error) << "the tokenizer has no <|start_header_id|>";
+}
+
+// A Pythia-like folder: GPT-NeoX weights and the GPT-NeoX tokenizer.json, nothing else. auto picks template none
+// (model_type gpt_neox), and the prompt is tokenizer(prompt): no <|endoftext|> first.
+TEST(GenerateCommandHf, PythiaFolder) {
+  const std::string shipped = test::asset_path("tokenizers/gpt-neox/tokenizer.json");
+  if (shipped.empty()) GTEST_SKIP() << "tokenizers/gpt-neox not found in $LONGLORA_ASSETS or ../shared/assets";
+  test::TempDir dir;
+  std::filesystem::copy_file(shipped, dir.file("tokenizer.json"));
+  ModelConfig config = test::tiny_neox_config();
+  config.vocab_size = 50304, config.max_position_embeddings = 64;
+  test::write_random_hf_folder(dir.path(), config, 6, 0.4);
+  GenerateCommand c;
+  c.common.base_model = dir.path();
+  c.common.progress = false;
+  c.prompt = "Hello world";
+  c.temperature = 0;
+  c.max_gen_len = 3;
+  std::ostringstream out, log;
+  const nlohmann::json j = run_generate_command(c, out, log);
+  EXPECT_EQ(j["prompt"], "Hello world");
+  EXPECT_EQ(j["prompt_tokens"], 2) << "12092, 1533: " << log.str();
+  EXPECT_NE(log.str().find("chat template none, tokenizer tokenizer.json"), std::string::npos) << log.str();
+  EXPECT_EQ(j["tokens"].size(), 3u);
 }
 
 TEST(GenerateCommandLimits, MaxGenLenBeyondTheContextNamesTheFlag) {

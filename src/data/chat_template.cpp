@@ -151,6 +151,12 @@ ChatStyle resolve_chat_style(const std::string& requested, const std::string& mo
     else style.kind = ChatTemplate::Llama2;
   }
   if (tok.bos_id() >= 0) style.bos_token = tok.piece(tok.bos_id());
+  // none is tokenizer(text): BOS only where the tokenizer itself puts it first (GPT-NeoX has a bos_token it never
+  // adds).
+  if (style.kind == ChatTemplate::None && !style.bos_token.empty()) {
+    const std::vector<int32_t> empty = tok.encode_with_special_tokens("");
+    if (empty.empty() || empty.front() != tok.bos_id()) style.bos_token.clear();
+  }
   if (tok.eos_id() >= 0) style.eos_token = tok.piece(tok.eos_id());
   if (style.kind == ChatTemplate::ChatML) style.default_system = chatml_default_system(tmpl);
   return style;

@@ -14,7 +14,8 @@
 //            template); generation prompt "<|im_start|>assistant\n"
 //   mistral  Mistral-7B-Instruct-v0.1: BOS, "[INST] {user} [/INST]", "{assistant}" + EOS + " "; user and assistant
 //            strictly alternating, no system message
-//   none     the messages' content as it is (BOS first when the tokenizer has one)
+//   none     the messages' content as it is, BOS first when the tokenizer itself adds it (tokenizer(text) in
+//            transformers: Llama-2's sentencepiece, a TemplateProcessing post-processor; not GPT-NeoX's)
 #pragma once
 #include <cstdint>
 #include <string>
