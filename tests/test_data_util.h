@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -12,6 +13,8 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 namespace ll::test {
 
@@ -97,6 +100,22 @@ inline SmallTokenizer train_small_tokenizer(const TempDir& dir, const std::strin
   }
   t.path = prefix + ".model";
   return t;
+}
+
+// A tokenizer.json with ChatML's turn tokens: the committed synthetic byte-level file (tests/fixtures/tokenizers,
+// [CLS] first by its post-processor) with <|im_start|> and <|im_end|> added as special tokens (the next
+// two ids), written to `folder`/tokenizer.json. Returns that path.
+inline std::string write_chatml_tokenizer_json(const std::string& folder) {
+  nlohmann::json t = nlohmann::json::parse(read_bytes(fixtures_dir() + "/tokenizers/synthetic-bytelevel.tokenizer.json"));
+  int64_t next = 0;
+  for (const auto& [piece, id] : t["model"]["vocab"].items()) next = std::max<int64_t>(next, id.get<int64_t>() + 1);
+  for (const auto& a : t["added_tokens"]) next = std::max<int64_t>(next, a["id"].get<int64_t>() + 1);
+  for (const char* content : {"<|im_start|>", "<|im_end|>"})
+    t["added_tokens"].push_back({{"id", next++}, {"content", content}, {"single_word", false}, {"lstrip", false},
+                                 {"rstrip", false}, {"normalized", false}, {"special", true}});
+  const std::string path = folder + "/tokenizer.json";
+  write_bytes(path, t.dump());
+  return path;
 }
 
 // Llama-like: identity normalizer, whitespace kept, split digits, whitespace-only pieces, unk/bos/eos 0/1/2,

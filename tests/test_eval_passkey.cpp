@@ -3,6 +3,7 @@
 // same answers as fresh prefills.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <sstream>
 
 #include "data/tokenizer.h"
@@ -64,6 +65,33 @@ TEST(EvalPasskey, SweepScoresAndReportsLikeTheReference) {
   c.interval = 100;  // n_garbage = int(375 // 1024 * 1024) = 0: the reference's randint(0, 0) would raise
   c.max_tokens = 100;
   EXPECT_THROW(run_passkey_command(c, out, log), Error);
+}
+
+// A Pythia-like folder (GPT-NeoX's tokenizer.json, no tokenizer.model): passkey finds the tokenizer through the
+// folder rule and the prompts are tokenizer(prompt) — no BOS for GPT-NeoX, whose post-processor adds none (its
+// bos_token <|endoftext|> exists but transformers does not add it).
+TEST(EvalPasskey, TokenizerJsonModelFolder) {
+  const std::string shipped = test::asset_path("tokenizers/gpt-neox/tokenizer.json");
+  if (shipped.empty()) GTEST_SKIP() << "tokenizers/gpt-neox not found in $LONGLORA_ASSETS or ../shared/assets";
+  test::TempDir dir;
+  std::filesystem::copy_file(shipped, dir.file("tokenizer.json"));
+  test::write_random_hf_folder(dir.path(), test::small_config(50304, 64), 8, 0.4);
+  PasskeyCommand c;
+  c.common.base_model = dir.path();
+  c.common.progress = false;
+  c.max_tokens = 400, c.interval = 300, c.num_tests = 2, c.prefill_chunk = 128;
+  std::ostringstream out, log;
+  const nlohmann::json j = run_passkey_command(c, out, log);
+  const Tokenizer tok = Tokenizer::load(dir.path());
+  ASSERT_EQ(tok.kind(), std::string("tokenizer.json"));
+  EXPECT_EQ(tok.encode_with_special_tokens("Hello world"), (std::vector<int32_t>{12092, 1533}));
+  ASSERT_EQ(j["points"].size(), 1u);
+  for (const auto& t : j["points"][0]["trials"]) {
+    const PasskeyPrompt pp = passkey_prompt(j["points"][0]["n_garbage_chars"], t["seed"].get<uint32_t>());
+    EXPECT_EQ(t["prompt_tokens"], tok.encode(pp.text, false, false).size());
+    EXPECT_EQ(t["answer_ids"].get<std::vector<int32_t>>(), tok.encode(pp.answer, false, false));
+    EXPECT_EQ(t["generated_ids"].size(), t["answer_ids"].size());
+  }
 }
 
 }  // namespace

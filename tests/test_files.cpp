@@ -90,7 +90,7 @@ TEST(RegularFilesOnly, FifoWeightsAndDataAreRefusedWithoutBlocking) {
 TEST(RegularFilesOnly, FifoDatasetsAreRefusedWithoutBlocking) {
   TempDir dir;
   const auto ignore = [](std::string&&) {};
-  for (const char* name : {"books.txt", "lines.txt", "records.jsonl", "long_alpaca.json"}) {
+  for (const char* name : {"books.txt", "lines.txt", "records.jsonl", "long_alpaca.json", "paper.pdf"}) {
     SCOPED_TRACE(name);
     const std::string fifo = make_fifo(dir, name);
     const ll::InputFormat format = ll::resolve_input_format("auto", fifo, std::string(name) == "lines.txt");

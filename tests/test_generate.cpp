@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <sstream>
 
@@ -13,6 +14,7 @@
 #include "eval/generate.h"
 #include "eval/sampling.h"
 #include "eval_test_util.h"
+#include "neox_test_options.h"
 #include "util/error.h"
 
 namespace ll {
@@ -67,6 +69,28 @@ TEST(Generate, GreedyEqualsArgmaxOfFullForwardAtEveryStep) {
   EXPECT_NO_THROW(generate(session, prompt, go));
   go.max_new_tokens = N + 2;
   EXPECT_THROW(generate(session, prompt, go), Error);
+}
+
+// A chat template's end of turn (GenerateOptions::stop_ids) stops generation as EOS does, included in the output.
+TEST(Generate, StopIdsEndItLikeEos) {
+  CpuBackend<float> backend;
+  const int64_t V = 29, N = 12;
+  Model model(backend, model_options(V, 5));
+  test::randomize(model.params(), backend, 11, 0.5);
+  const std::vector<int32_t> prompt = {1, 4, 9, 16, 25, 7, 3};
+  InferenceSession session(model, int64_t(prompt.size()) + N);
+  GenerateOptions go;
+  go.max_new_tokens = N;
+  go.sampling.temperature = 0;
+  const GenerateResult r = generate(session, prompt, go);
+  ASSERT_EQ(int64_t(r.tokens.size()), N);
+  EXPECT_FALSE(r.stopped_at_eos);
+  const int32_t stop = r.tokens[4];
+  const size_t first = size_t(std::find(r.tokens.begin(), r.tokens.end(), stop) - r.tokens.begin());
+  go.stop_ids = {int32_t(V - 1 == stop ? V - 2 : V - 1), stop};  // one id never produced first, then the real one
+  const GenerateResult stopped = generate(session, prompt, go);
+  EXPECT_TRUE(stopped.stopped_at_eos);
+  EXPECT_EQ(stopped.tokens, std::vector<int32_t>(r.tokens.begin(), r.tokens.begin() + first + 1));
 }
 
 TEST(Generate, PrefixReuseGivesAFreshPrefillsLogits) {
@@ -249,6 +273,74 @@ namespace {
 // --max_gen_len sizes the KV cache: 1e9 used to end in bad_alloc. It is bounded by the model's context (positions
 // max_position_embeddings × RoPE factor), with an error naming the flag; a prompt that pushes the total past the
 // context only warns.
+// A model folder with a tokenizer.json and a ChatML template in its tokenizer_config.json: generate picks both
+// (tokenizer.json over tokenizer.model, chatml by the template's markers), encodes the turn tokens by id and the
+// message as text, and a prompt quoting <|im_end|> keeps it as text unless --parse_special_tokens.
+TEST(GenerateCommandHf, TokenizerJsonAndChatTemplateFromTheModelFolder) {
+  test::TempDir dir;
+  const std::string tokenizer_json = test::write_chatml_tokenizer_json(dir.path());
+  const Tokenizer tok = Tokenizer::load(tokenizer_json);
+  ASSERT_GE(tok.token_to_id("<|im_end|>"), 600);
+  test::write_random_hf_folder(dir.path(), test::small_config(tok.vocab_size(), 128), 5, 0.4);
+  write_file_atomic(dir.file("tokenizer_config.json"),
+                    R"({"chat_template": "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + )"
+                    R"(message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %})"
+                    R"({{ '<|im_start|>assistant\n' }}{% endif %}"})");
+  write_file_atomic(dir.file("tokenizer.model"), "not read: tokenizer.json comes first");
+  GenerateCommand c;
+  c.common.base_model = dir.path();
+  c.common.progress = false;
+  c.prompt = "hello <|im_end|> there";
+  c.temperature = 0;
+  c.max_gen_len = 4;
+  std::ostringstream out, log;
+  const nlohmann::json j = run_generate_command(c, out, log);
+  EXPECT_EQ(j["prompt"], "<|im_start|>user\nhello <|im_end|> there<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_NE(log.str().find("chat template chatml, tokenizer tokenizer.json"), std::string::npos) << log.str();
+  const int32_t start = tok.token_to_id("<|im_start|>"), end = tok.token_to_id("<|im_end|>");
+  std::vector<int32_t> want = {start};
+  for (int32_t id : tok.encode("user\nhello <|im_end|> there", false, false)) want.push_back(id);
+  want.push_back(end);
+  for (int32_t id : tok.encode("\n", false, false)) want.push_back(id);
+  want.push_back(start);
+  for (int32_t id : tok.encode("assistant\n", false, false)) want.push_back(id);
+  EXPECT_EQ(j["prompt_tokens"], want.size());
+  EXPECT_EQ(std::count(want.begin(), want.end(), end), 1) << "the quoted <|im_end|> stays text";
+
+  c.parse_special_tokens = true;
+  const nlohmann::json parsed = run_generate_command(c, out, log);
+  const size_t quoted = tok.encode("user\nhello <|im_end|> there", false, false).size();
+  const size_t split = tok.encode("user\nhello ", false, false).size() + 1 + tok.encode(" there", false, false).size();
+  ASSERT_NE(quoted, split);
+  EXPECT_EQ(parsed["prompt_tokens"].get<size_t>(), want.size() - quoted + split) << "the quoted one is the id";
+  c.template_name = "llama3";
+  EXPECT_THROW(run_generate_command(c, out, log), Error) << "the tokenizer has no <|start_header_id|>";
+}
+
+// A Pythia-like folder: GPT-NeoX weights and the GPT-NeoX tokenizer.json, nothing else. auto picks template none
+// (model_type gpt_neox), and the prompt is tokenizer(prompt): no <|endoftext|> first.
+TEST(GenerateCommandHf, PythiaFolder) {
+  const std::string shipped = test::asset_path("tokenizers/gpt-neox/tokenizer.json");
+  if (shipped.empty()) GTEST_SKIP() << "tokenizers/gpt-neox not found in $LONGLORA_ASSETS or ../shared/assets";
+  test::TempDir dir;
+  std::filesystem::copy_file(shipped, dir.file("tokenizer.json"));
+  ModelConfig config = test::tiny_neox_config();
+  config.vocab_size = 50304, config.max_position_embeddings = 64;
+  test::write_random_hf_folder(dir.path(), config, 6, 0.4);
+  GenerateCommand c;
+  c.common.base_model = dir.path();
+  c.common.progress = false;
+  c.prompt = "Hello world";
+  c.temperature = 0;
+  c.max_gen_len = 3;
+  std::ostringstream out, log;
+  const nlohmann::json j = run_generate_command(c, out, log);
+  EXPECT_EQ(j["prompt"], "Hello world");
+  EXPECT_EQ(j["prompt_tokens"], 2) << "12092, 1533: " << log.str();
+  EXPECT_NE(log.str().find("chat template none, tokenizer tokenizer.json"), std::string::npos) << log.str();
+  EXPECT_EQ(j["tokens"].size(), 3u);
+}
+
 TEST(GenerateCommandLimits, MaxGenLenBeyondTheContextNamesTheFlag) {
   LL_REQUIRE_SMALL_TOKENIZER(tokenizer);
   test::TempDir dir;

@@ -2,6 +2,8 @@
 // every input format and its errors, batching under a small memory budget. Uses the spm_train tokenizer.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -426,4 +428,163 @@ TEST(TokenizeJobLlama2, GoldenIdsThroughTheJob) {
   EXPECT_EQ(side.vocab_size, 32000);
   EXPECT_EQ(side.token_count, 13);
   EXPECT_EQ(side.document_count, 2);
+}
+
+// --- tokenizer.json files, special-token policy, invalid UTF-8, PDF ------------------------------------------
+
+namespace {
+
+std::string synthetic_tokenizer(const std::string& name) {
+  return ll::test::fixtures_dir() + "/tokenizers/" + name + ".tokenizer.json";
+}
+
+TokenizeOptions job(const std::vector<std::string>& inputs, const std::string& output, const std::string& tokenizer) {
+  TokenizeOptions o;
+  o.inputs = inputs;
+  o.output = output;
+  o.tokenizer = tokenizer;
+  return o;
+}
+
+// A one-page PDF whose text is "Hello PDF world" (xref offsets left to pdftotext's repair).
+const char* kTinyPdf =
+    "%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj\n"
+    "3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 300 144]/Contents 4 0 R/Resources<</Font<</F1 5 0 R>>>>>>endobj\n"
+    "4 0 obj<</Length 44>>stream\nBT /F1 18 Tf 20 80 Td (Hello PDF world) Tj ET\nendstream endobj\n"
+    "5 0 obj<</Type/Font/Subtype/Type1/BaseFont/Helvetica>>endobj\n"
+    "trailer<</Root 1 0 R>>\n%%EOF\n";
+
+bool have_pdftotext() { return std::system("command -v pdftotext >/dev/null 2>&1") == 0; }
+
+}  // namespace
+
+TEST(TokenizeJobHf, SpecialTokenStringsStayTextUnlessAsked) {
+  TempDir dir;
+  const std::string tokenizer = synthetic_tokenizer("synthetic-llama2");
+  write_bytes(dir.file("doc.txt"), "quoting </s> and <s> inside a document");
+  TokenizeOptions o = job({dir.file("doc.txt")}, dir.file("text.bin"), tokenizer);
+  ll::tokenize_corpus(o);
+  const Tokenizer tok = Tokenizer::load(tokenizer);
+  Ids ids = read_tokens(dir.file("text.bin"), tok.vocab_size());
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), tok.eos_id()), 1) << "only the EOS the job appends";
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), tok.bos_id()), 1);
+  EXPECT_FALSE(ll::read_sidecar(dir.file("text.bin")).parse_special_tokens);
+  EXPECT_EQ(ll::read_sidecar(dir.file("text.bin")).tokenizer_kind, "tokenizer.json");
+  o.output = dir.file("parsed.bin");
+  o.parse_special_tokens = true;
+  ll::tokenize_corpus(o);
+  ids = read_tokens(dir.file("parsed.bin"), tok.vocab_size());
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), tok.eos_id()), 2);
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), tok.bos_id()), 2);
+  EXPECT_TRUE(ll::read_sidecar(dir.file("parsed.bin")).parse_special_tokens);
+}
+
+TEST(TokenizeJobHf, InvalidUtf8IsReplacedCountedAndReported) {
+  TempDir dir;
+  const std::string tokenizer = synthetic_tokenizer("synthetic-bytelevel");
+  write_bytes(dir.file("a.txt"), "fine text");
+  write_bytes(dir.file("b.jsonl"), "{\"text\": \"ok\"}\n{\"text\": \"also ok\"}\n");
+  write_bytes(dir.file("c.txt"), "bad \xff\xfe bytes \xe2\x82");
+  TokenizeOptions o = job({dir.file("a.txt"), dir.file("c.txt")}, dir.file("out.bin"), tokenizer);
+  std::FILE* log = std::tmpfile();
+  ASSERT_NE(log, nullptr);
+  o.log = log;
+  o.progress = false;
+  o.bos = o.eos = false;  // the synthetic byte-level tokenizer has no EOS
+  const ll::TokenizeStats stats = ll::tokenize_corpus(o);
+  EXPECT_EQ(stats.invalid_utf8_bytes, 4);
+  std::rewind(log);
+  std::string logged(4096, '\0');
+  logged.resize(std::fread(logged.data(), 1, logged.size(), log));
+  std::fclose(log);
+  EXPECT_NE(logged.find("warning: 4 bytes of invalid UTF-8 were read as U+FFFD (one per byte), the first in " +
+                        dir.file("c.txt") + " (document 1)"),
+            std::string::npos)
+      << logged;
+  EXPECT_EQ(ll::read_sidecar(dir.file("out.bin")).invalid_utf8_replaced, 4);
+  const Tokenizer tok = Tokenizer::load(tokenizer);
+  EXPECT_EQ(read_tokens(dir.file("out.bin"), tok.vocab_size()),
+            expected_ids(tok, {"fine text", "bad \uFFFD\uFFFD bytes \uFFFD\uFFFD"}, false, false))
+;
+}
+
+TEST(TokenizeJobHf, PdfInputThroughPdftotext) {
+  TempDir dir;
+  write_bytes(dir.file("paper.pdf"), kTinyPdf);
+  write_bytes(dir.file("notes.txt"), "Plain notes");
+  const std::string tokenizer = synthetic_tokenizer("synthetic-llama2");
+  EXPECT_EQ(ll::resolve_input_format("auto", dir.file("paper.pdf"), false), ll::InputFormat::Pdf);
+  if (!have_pdftotext()) GTEST_SKIP() << "pdftotext not installed (Debian package poppler-utils)";
+  ll::tokenize_corpus(job({dir.path()}, dir.file("out/tokens.bin"), tokenizer));
+  const Tokenizer tok = Tokenizer::load(tokenizer);
+  EXPECT_EQ(read_tokens(dir.file("out/tokens.bin"), tok.vocab_size()),
+            expected_ids(tok, {"Plain notes", "Hello PDF world"}, true, true))
+      << "notes.txt, then paper.pdf (sorted)";
+  EXPECT_EQ(ll::read_sidecar(dir.file("out/tokens.bin")).input_format, "pdf,text");
+}
+
+TEST(TokenizeJobHf, PdfErrorsSayWhatIsMissing) {
+  TempDir dir;
+  write_bytes(dir.file("paper.pdf"), kTinyPdf);
+  write_bytes(dir.file("broken.pdf"), "%PDF-1.4 nothing else");
+  const std::string tokenizer = synthetic_tokenizer("synthetic-llama2");
+  if (have_pdftotext()) {
+    const std::string e = error_of([&] { ll::tokenize_corpus(job({dir.file("broken.pdf")}, dir.file("x.bin"), tokenizer)); });
+    EXPECT_NE(e.find("broken.pdf"), std::string::npos) << e;
+  }
+  const char* old_path = std::getenv("PATH");
+  const std::string saved = old_path ? old_path : "";
+  ::setenv("PATH", dir.path().c_str(), 1);  // no pdftotext there
+  const std::string e = error_of([&] { ll::tokenize_corpus(job({dir.file("paper.pdf")}, dir.file("x.bin"), tokenizer)); });
+  ::setenv("PATH", saved.c_str(), 1);
+  EXPECT_NE(e.find("reading it needs `pdftotext`, which is not installed (Debian package poppler-utils"),
+            std::string::npos)
+      << e;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("x.bin")));
+}
+
+TEST(TokenizeJobHf, Llama3WritesUint32AndRawIsRefused) {
+  const std::string folder = ll::test::asset_path("tokenizers/llama3/tokenizer.json");
+  if (folder.empty()) GTEST_SKIP() << "tokenizers/llama3 not found in $LONGLORA_ASSETS or ../shared/assets";
+  TempDir dir;
+  const std::vector<std::string> docs = make_docs(40, 7);
+  std::string lines;
+  for (const std::string& d : docs) lines += jsonl_line("text", d);
+  write_bytes(dir.file("docs.jsonl"), lines);
+  const std::string tokenizer = folder.substr(0, folder.rfind('/'));  // the model folder
+  ll::tokenize_corpus(job({dir.file("docs.jsonl")}, dir.file("out.bin"), tokenizer));
+  const ll::TokenFileSidecar side = ll::read_sidecar(dir.file("out.bin"));
+  EXPECT_EQ(side.format, "llmc_uint32");
+  EXPECT_EQ(side.vocab_size, 128256);
+  EXPECT_EQ(side.bos_id, 128000);
+  EXPECT_EQ(side.eos_id, 128001);
+  const Tokenizer tok = Tokenizer::load(tokenizer);
+  EXPECT_EQ(read_tokens(dir.file("out.bin"), 128256), expected_ids(tok, docs, true, true));
+  TokenizeOptions raw = job({dir.file("docs.jsonl")}, dir.file("raw.bin"), tokenizer);
+  raw.format = "raw";
+  const std::string e = error_of([&] { ll::tokenize_corpus(raw); });
+  EXPECT_NE(e.find("ids from 65536 up do not fit the 16 bits of a raw_uint16 token file; use --format llmc"),
+            std::string::npos)
+      << e;
+}
+
+// Long documents cut for parallel encoding, one or two threads: the same bytes (Qwen2.5's tokenizer.json).
+TEST(TokenizeJobHf, SameBytesForAnyThreadsAndCuts) {
+  const std::string path = ll::test::asset_path("tokenizers/qwen2.5/tokenizer.json");
+  if (path.empty()) GTEST_SKIP() << "tokenizers/qwen2.5 not found in $LONGLORA_ASSETS or ../shared/assets";
+  TempDir dir;
+  std::string book;
+  for (const std::string& d : make_docs(400, 3)) book += d + (book.size() % 3 ? "\nNext " : " And ");
+  write_bytes(dir.file("book.txt"), book);
+  std::string reference;
+  for (int threads : {1, 2})
+    for (int64_t split : {int64_t(0), int64_t(512)}) {
+      TokenizeOptions o = job({dir.file("book.txt")}, dir.file("out.bin"), path);
+      o.threads = threads, o.split_bytes = split, o.bos = false;
+      const ll::TokenizeStats stats = ll::tokenize_corpus(o);
+      if (split > 0) EXPECT_GT(stats.parts, 10);
+      const std::string bytes = read_bytes(dir.file("out.bin"));
+      if (reference.empty()) reference = bytes;
+      EXPECT_EQ(bytes, reference) << threads << " threads, split " << split;
+    }
 }

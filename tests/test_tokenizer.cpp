@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
@@ -12,6 +13,7 @@
 #include "data/spm_model_info.h"
 #include "data/tokenizer.h"
 #include "data/tokenizer_path.h"
+#include "data/utf8.h"
 #include "test_data_util.h"
 #include "util/error.h"
 #include "util/md5.h"
@@ -217,6 +219,63 @@ TEST(TokenizerSmall, ModelFolderResolvesToTheTokenizerInside) {
   const Tokenizer tok = Tokenizer::load(dir.path());
   EXPECT_EQ(tok.path(), dir.file("tokenizer.model"));
   EXPECT_EQ(tok.vocab_size(), 400);
+}
+
+// A folder with both files uses tokenizer.json, as transformers does.
+TEST(TokenizerSmall, ModelFolderPrefersTokenizerJson) {
+  LL_REQUIRE_SMALL_TOKENIZER(path);
+  TempDir dir;
+  std::filesystem::copy_file(path, dir.file("tokenizer.model"));
+  std::filesystem::copy_file(ll::test::fixtures_dir() + "/tokenizers/synthetic-llama2.tokenizer.json",
+                             dir.file("tokenizer.json"));
+  EXPECT_EQ(ll::resolve_tokenizer_path(dir.path()), dir.file("tokenizer.json"));
+  EXPECT_EQ(ll::find_tokenizer_in(dir.path()), dir.file("tokenizer.json"));
+  const Tokenizer tok = Tokenizer::load(dir.path());
+  EXPECT_EQ(tok.kind(), std::string("tokenizer.json"));
+  EXPECT_EQ(Tokenizer::load(dir.file("tokenizer.model")).kind(), std::string("sentencepiece"));
+  std::filesystem::remove(dir.file("tokenizer.model"));
+  std::filesystem::remove(dir.file("tokenizer.json"));
+  EXPECT_EQ(ll::find_tokenizer_in(dir.path()), "");
+}
+
+// Invalid UTF-8: sentencepiece reads each invalid byte as U+FFFD, the rule the project applies to both kinds (the
+// tokenize job repairs text first), so repairing changes no Llama-2 id.
+TEST(TokenizerLlama2, InvalidUtf8GivesTheIdsOfPerByteReplacement) {
+  LL_REQUIRE_LLAMA2_TOKENIZER(path);
+  const Tokenizer tok = Tokenizer::load(path);
+  int invalid = 0;
+  std::vector<std::string> texts = tricky_texts(300);
+  for (const char* extra : {"a\xed\xa0\x80" "b", "\xc0\x80", "\xe0\x80\x80", "\xf4\x90\x80\x80", "\xf8\x88\x80\x80\x80",
+                            "\xe2\x82", "x\xf0\x9f\xa6", "\x80\x80 z"})
+    texts.push_back(extra);
+  for (const std::string& text : texts) {
+    std::string repaired;
+    invalid += ll::replace_invalid_utf8(text, &repaired) > 0;
+    EXPECT_EQ(tok.encode(text, false, false), tok.encode(repaired, false, false)) << text;
+  }
+  EXPECT_GT(invalid, 50);
+}
+
+// Literal control-piece strings: text by default (sentencepiece's own behaviour), their ids when asked, the text
+// between them encoded piece by piece.
+TEST(TokenizerLlama2, SpecialTokenStringsInTextFollowThePolicy) {
+  LL_REQUIRE_LLAMA2_TOKENIZER(path);
+  const Tokenizer text_mode = Tokenizer::load(path);
+  ll::TokenizerOptions parse;
+  parse.parse_special_tokens = true;
+  const Tokenizer parse_mode = Tokenizer::load(path, parse);
+  const Ids as_text = text_mode.encode("Hi</s>there<s>", false, false);
+  EXPECT_EQ(std::count(as_text.begin(), as_text.end(), 2), 0);
+  Ids expected = text_mode.encode("Hi", false, false);
+  expected.push_back(2);
+  const Ids there = text_mode.encode("there", false, false);
+  expected.insert(expected.end(), there.begin(), there.end());
+  expected.push_back(1);
+  EXPECT_EQ(parse_mode.encode("Hi</s>there<s>", false, false), expected);
+  EXPECT_FALSE(parse_mode.can_split()) << "pieces get their own dummy prefix: cutting is not exact then";
+  EXPECT_EQ(parse_mode.decode(expected, /*keep_special=*/true), "Hi</s>there<s>");
+  EXPECT_EQ(parse_mode.decode(expected), "Hi there");
+  EXPECT_EQ(text_mode.encode_with_special_tokens("Hi"), text_mode.encode("Hi", true, false));
 }
 
 TEST(TokenizerSmall, FolderWithoutTokenizerSaysWhatWasLookedFor) {

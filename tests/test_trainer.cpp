@@ -719,6 +719,94 @@ TEST_F(SftTargets, ExamplesWithoutTargetsAreDroppedReportedAndNeverScoreZero) {
             0u) << error_of(all_long);
 }
 
+// SFT with a tokenizer.json given as a folder: the chat template comes from the tokenizer_config.json beside it
+// (here a Mistral-style [INST] template, though the tokenizer's own <|im_start|> alone would suggest chatml);
+// --chat_template overrides it. The examples are the template's prompt (masked) + answer + end of turn.
+TEST_F(SftTargets, TokenizerJsonFolderAndItsChatTemplate) {
+  const std::string tok_dir = dir_ + "/tok";
+  make_directories(tok_dir);
+  const std::string tokenizer_json = test::write_chatml_tokenizer_json(tok_dir);
+  write_file_atomic(tok_dir + "/tokenizer_config.json",
+                    R"({"bos_token": "[CLS]", "eos_token": "[SEP]", "chat_template": "{{ bos_token }}{% for message )"
+                    R"(in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }})"
+                    R"({% else %}{{ message['content'] + eos_token + ' ' }}{% endif %}{% endfor %}"})");
+  const Tokenizer tok = Tokenizer::load(tokenizer_json);  // BOS and EOS from the config
+  std::string config = kTinyConfig;
+  config.replace(config.find("\"vocab_size\": 50"), 16, "\"vocab_size\": " + std::to_string(tok.vocab_size()));
+  write_file_atomic(dir_ + "/config_tok.json", config);
+  const std::string data = write_sft("chat.jsonl", 0, 4);
+  auto run = [&](const std::string& chat_template) {
+    TrainOptions o = sft_options("chat_" + chat_template, data, tok_dir);
+    o.model_config = dir_ + "/config_tok.json";
+    o.chat_template = chat_template;
+    o.max_steps = 2;
+    testing::internal::CaptureStderr();
+    const TrainResult r = run_training(o, {});
+    const std::string log = testing::internal::GetCapturedStderr();
+    EXPECT_EQ(r.steps, 2) << log;
+    EXPECT_EQ(losses(o.output_dir).size(), 2u);
+    return log;
+  };
+  const std::string mistral = run("auto");
+  EXPECT_NE(mistral.find("SFT prompts: chat template mistral, tokenizer " + tok_dir + "/tokenizer.json (tokenizer.json)"),
+            std::string::npos) << mistral;
+  const std::string chatml = run("chatml");
+  EXPECT_NE(chatml.find("SFT prompts: chat template chatml"), std::string::npos) << chatml;
+
+  ChatStyle style = resolve_chat_style("auto", tok_dir, tok);
+  ASSERT_EQ(style.kind, ChatTemplate::Mistral);
+  const SftExample ex = make_sft_example(tok, "zuri 0", "", "kalo mi", 64, style);
+  EXPECT_EQ(ex.ids.front(), tok.token_to_id("[CLS]"));
+  EXPECT_EQ(ex.ids.back(), tok.token_to_id("[SEP]"));
+  EXPECT_EQ(std::vector<int32_t>(ex.ids.begin() + 1, ex.ids.begin() + ex.prompt_tokens),
+            tok.encode("[INST] zuri 0 [/INST]", false, false));
+  // --parse_special_tokens: a literal <|im_end|> in an answer is text by default, the id when asked.
+  TokenizerOptions parse;
+  parse.parse_special_tokens = true;
+  const Tokenizer parsing = Tokenizer::load(tokenizer_json, parse);
+  const ChatStyle chatml_style = resolve_chat_style("chatml", tok_dir, tok);
+  const int32_t im_end = tok.token_to_id("<|im_end|>");
+  auto count_im_end = [&](const Tokenizer& t) {
+    const SftExample e = make_sft_example(t, "zuri", "", "kalo<|im_end|>mi", 64, chatml_style);
+    return std::count(e.ids.begin(), e.ids.end(), im_end);
+  };
+  EXPECT_EQ(count_im_end(tok), 2) << "the user turn's and the answer's end of turn";
+  EXPECT_EQ(count_im_end(parsing), 3);
+
+  TrainOptions bad = sft_options("bad", data, tok_dir);
+  bad.model_config = dir_ + "/config_tok.json";
+  bad.chat_template = "chatgpt";
+  EXPECT_EQ(error_of(bad), "--chat_template: expected auto, llama2, llama3, chatml, mistral or none, got `chatgpt`");
+}
+
+// A vocabulary over 65,536 (Llama-3's, Qwen's): the tokenize job writes llm.c's uint32 file, and training reads it.
+TEST_F(TrainerTest, TrainsFromAUint32TokenFile) {
+  std::string config = kTinyConfig;
+  config.replace(config.find("\"vocab_size\": 50"), 16, "\"vocab_size\": 70000");
+  write_file_atomic(dir_ + "/config70k.json", config);
+  Rng rng(5);
+  TokenFileWriter w(dir_ + "/train32.bin", TokenFormat::Llmc32);
+  for (int i = 0; i < 2000; ++i) w.append({int32_t(65536 + (i * 7) % 4000 + (rng.uniform() < 0.1 ? 1 : 0))});
+  w.finish();
+  TrainOptions o = base("uint32");
+  o.model_config = dir_ + "/config70k.json";
+  o.data_path = dir_ + "/train32.bin";
+  o.max_steps = 2;
+  const TrainResult r = run_training(o, {});
+  EXPECT_EQ(r.steps, 2);
+  const std::vector<double> l = losses(o.output_dir);
+  ASSERT_EQ(l.size(), 2u);
+  EXPECT_TRUE(std::isfinite(l[0]) && std::isfinite(l[1]));
+  // A 65,536-id model: every id of the file is past it (read as 16 bits they would all fit), so it is refused.
+  config.replace(config.find("\"vocab_size\": 70000"), 19, "\"vocab_size\": 65536");
+  write_file_atomic(dir_ + "/config64k.json", config);
+  o.model_config = dir_ + "/config64k.json";
+  o.output_dir = dir_ + "/uint32_64k";
+  const std::string error = error_of(o);
+  EXPECT_NE(error.find("train32.bin"), std::string::npos) << error;
+  EXPECT_NE(error.find("65536"), std::string::npos) << error;
+}
+
 // LongLoRA's SFT example with the real Llama-2 tokenizer: [INST]…[/INST] prompt, BOS + prompt masked.
 TEST(SftExamples, TemplateMaskingAndTruncationWithLlama2Tokenizer) {
   const std::string path = test::asset_path("llama2-tokenizer.model");

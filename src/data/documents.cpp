@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "data/pdf_text.h"
 #include "util/error.h"
 #include "util/files.h"
 
@@ -189,6 +190,8 @@ const char* input_format_name(InputFormat f) {
       return "jsonl";
     case InputFormat::AlpacaJson:
       return "alpaca_json";
+    case InputFormat::Pdf:
+      return "pdf";
   }
   return "?";
 }
@@ -198,6 +201,7 @@ InputFormat resolve_input_format(const std::string& name, const std::string& pat
   if (name == "auto") {
     f = ends_with(path, ".jsonl")  ? InputFormat::Jsonl
         : ends_with(path, ".json") ? InputFormat::AlpacaJson
+        : is_pdf_file(path)        ? InputFormat::Pdf
                                    : InputFormat::Text;
   } else if (name == "text") {
     f = InputFormat::Text;
@@ -207,8 +211,10 @@ InputFormat resolve_input_format(const std::string& name, const std::string& pat
     f = InputFormat::Jsonl;
   } else if (name == "alpaca_json") {
     f = InputFormat::AlpacaJson;
+  } else if (name == "pdf") {
+    f = InputFormat::Pdf;
   } else {
-    fail("unknown input format `", name, "`; expected auto, text, lines, jsonl or alpaca_json");
+    fail("unknown input format `", name, "`; expected auto, text, lines, jsonl, alpaca_json or pdf");
   }
   if (one_doc_per_line) {
     LL_CHECK(f == InputFormat::Text || f == InputFormat::Lines, "--one_doc_per_line applies to text files, but `", path,
@@ -248,6 +254,9 @@ void read_documents(const std::string& path, InputFormat format, const std::stri
       return;
     case InputFormat::AlpacaJson:
       read_sft_records(path, [&](SftRecord&& r) { emit(alpaca_document(r.instruction, r.input, r.output)); });
+      return;
+    case InputFormat::Pdf:
+      emit(pdf_to_text(path));
       return;
   }
 }

@@ -12,11 +12,13 @@ enum class InputFormat {
   Lines,       // one document per line ('\n'; a trailing '\r' is dropped)
   Jsonl,       // one JSON object per line; the document is the string field `text_field`
   AlpacaJson,  // LongAlpaca: {"instruction", "output"[, "input"]} objects in one JSON list (.jsonl: one per line)
+  Pdf,         // the whole PDF is one document, its text through pdftotext (data/pdf_text.h)
 };
 
-const char* input_format_name(InputFormat f);  // "text", "lines", "jsonl", "alpaca_json"
-// "auto" picks by extension: .jsonl → jsonl, .json → alpaca_json, anything else → text (lines when
-// one_doc_per_line). Explicit names are taken as given (text + one_doc_per_line → lines).
+const char* input_format_name(InputFormat f);  // "text", "lines", "jsonl", "alpaca_json", "pdf"
+// "auto" picks by extension: .jsonl → jsonl, .json → alpaca_json, .pdf (or a file starting with "%PDF-") → pdf,
+// anything else → text (lines when one_doc_per_line). Explicit names are taken as given (text + one_doc_per_line
+// → lines).
 InputFormat resolve_input_format(const std::string& name, const std::string& path, bool one_doc_per_line);
 
 // One LongAlpaca example. `input` is "" when the record has none (absent or null).

@@ -62,7 +62,8 @@ TokenFormat parse_token_format(const std::string& name, int64_t vocab_size) {
   if (name == "llmc_uint16") return TokenFormat::Llmc16;
   if (name == "llmc_uint32") return TokenFormat::Llmc32;
   if (name == "llmc") return vocab_size <= 65536 ? TokenFormat::Llmc16 : TokenFormat::Llmc32;
-  fail("unknown token file format `", name, "`; expected raw, llmc, raw_uint16, llmc_uint16 or llmc_uint32");
+  if (name == "auto") return vocab_size <= 65536 ? TokenFormat::Raw16 : TokenFormat::Llmc32;
+  fail("unknown token file format `", name, "`; expected auto, raw, llmc, raw_uint16, llmc_uint16 or llmc_uint32");
 }
 
 // ---------------------------------------------------------------------------------------------- writer
@@ -271,7 +272,10 @@ void write_sidecar(const std::string& token_file, const TokenFileSidecar& s) {
                             " (special tokens inserted by id, never as text)");
   j["tokenizer_path"] = s.tokenizer_path;
   j["tokenizer_md5"] = s.tokenizer_md5;
+  j["tokenizer_kind"] = s.tokenizer_kind;
   j["vocab_size"] = s.vocab_size;
+  j["special_tokens_in_text"] = s.parse_special_tokens ? "parsed into their ids" : "text";
+  j["invalid_utf8_replaced"] = s.invalid_utf8_replaced;
   j["input_format"] = s.input_format;
   j["text_field"] = s.text_field;
   j["inputs"] = s.inputs;
@@ -298,6 +302,9 @@ TokenFileSidecar read_sidecar(const std::string& token_file) {
     s.input_format = j.value("input_format", std::string());
     s.text_field = j.value("text_field", std::string());
     s.inputs = j.value("inputs", std::vector<std::string>());
+    s.tokenizer_kind = j.value("tokenizer_kind", std::string());
+    s.parse_special_tokens = j.value("special_tokens_in_text", std::string("text")) != "text";
+    s.invalid_utf8_replaced = j.value("invalid_utf8_replaced", int64_t(0));
   } catch (const nlohmann::json::exception& e) {
     fail("token file sidecar `", path, "` is invalid: ", e.what());
   }

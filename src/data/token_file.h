@@ -19,8 +19,9 @@ constexpr size_t kLlmcHeaderBytes = 256 * sizeof(int32_t);
 
 // "raw_uint16", "llmc_uint16", "llmc_uint32" (the spelling used in sidecars).
 const char* token_format_name(TokenFormat format);
-// Accepts the names above, "raw", and "llmc" (uint16 when every id of a `vocab_size` vocabulary fits in
-// 16 bits, i.e. vocab_size <= 65536, else uint32). Throws for anything else.
+// Accepts the names above, "raw", "llmc" (uint16 when every id of a `vocab_size` vocabulary fits in 16 bits, i.e.
+// vocab_size <= 65536, else uint32) and "auto" (raw uint16 when they fit, else llmc uint32). Throws for anything
+// else.
 TokenFormat parse_token_format(const std::string& name, int64_t vocab_size);
 
 // Streaming writer: tokens go to "<path>.tmp.<pid>"; finish() fills in the header, fsyncs and renames over
@@ -97,6 +98,9 @@ struct TokenFileSidecar {
   int64_t vocab_size = 0;
   std::string input_format, text_field;
   std::vector<std::string> inputs;
+  std::string tokenizer_kind;           // "sentencepiece" or "tokenizer.json" ("" in older sidecars)
+  bool parse_special_tokens = false;    // literal special-token strings in the text were turned into their ids
+  int64_t invalid_utf8_replaced = 0;    // invalid UTF-8 bytes read as U+FFFD
 };
 
 std::string sidecar_path(const std::string& token_file);                             // token_file + ".json"

@@ -18,6 +18,7 @@
 #include "data/documents.h"
 #include "data/token_file.h"
 #include "data/tokenizer.h"
+#include "data/utf8.h"
 #include "util/error.h"
 #include "util/files.h"
 
@@ -117,7 +118,7 @@ class Progress {
   static std::string line(const TokenizeStats& s, double t) {
     const double dt = std::max(t, 1e-9);
     char rates[96];
-    std::snprintf(rates, sizeof rates, "%.1f MB/s, %.1f s", double(s.text_bytes) / dt / 1e6, t);
+    std::snprintf(rates, sizeof rates, "%.1f MB/s, %.2f s", double(s.text_bytes) / dt / 1e6, t);
     return str_cat(s.documents, " documents, ", human(double(s.tokens)), " tokens, ", human(double(s.tokens) / dt),
                    " tokens/s, ", rates);
   }
@@ -127,22 +128,40 @@ class Progress {
   double last_ = 0;
 };
 
+// What the reader thread saw besides the documents (read after it is joined).
+struct ReaderCounts {
+  int64_t empty_documents = 0;
+  int64_t invalid_utf8_bytes = 0;
+  std::string first_invalid;  // "file (document N)"
+};
+
 // The reader thread: whole documents into batches of about batch_bytes, handed over in input order.
-// Empty documents are skipped and counted. Errors (and cancellation) end the queue.
+// Empty documents are skipped and counted; invalid UTF-8 bytes become U+FFFD (counted). Errors (and cancellation)
+// end the queue.
 void read_batches(const std::vector<std::string>& files, const std::vector<InputFormat>& formats,
-                  const TokenizeOptions& o, BatchQueue& queue, int64_t* empty_documents) {
+                  const TokenizeOptions& o, BatchQueue& queue, ReaderCounts* counts) {
   try {
     Batch batch;
-    for (size_t i = 0; i < files.size(); ++i)
+    std::string repaired;
+    for (size_t i = 0; i < files.size(); ++i) {
+      int64_t in_file = 0;
       read_documents(files[i], formats[i], o.text_field, [&](std::string&& doc) {
+        ++in_file;
         if (doc.empty()) {
-          ++*empty_documents;
+          ++counts->empty_documents;
           return;
+        }
+        if (!is_valid_utf8(doc)) {
+          const size_t n = replace_invalid_utf8(doc, &repaired);
+          if (counts->invalid_utf8_bytes == 0) counts->first_invalid = str_cat(files[i], " (document ", in_file, ")");
+          counts->invalid_utf8_bytes += int64_t(n);
+          doc.swap(repaired);
         }
         batch.bytes += int64_t(doc.size());
         batch.docs.push_back(std::move(doc));
         if (batch.bytes >= o.batch_bytes) queue.push(std::exchange(batch, Batch{}));
       });
+    }
     if (!batch.docs.empty()) queue.push(std::move(batch));
     queue.close(nullptr);
   } catch (const Cancelled&) {
@@ -164,6 +183,9 @@ TokenFileSidecar describe(const TokenizeOptions& o, const Tokenizer& tok, TokenF
   side.bos_id = tok.bos_id(), side.eos_id = tok.eos_id();
   side.tokenizer_path = fs::absolute(tok.path()).lexically_normal().string();  // the file, also when given a folder
   side.tokenizer_md5 = tok.md5();
+  side.tokenizer_kind = tok.kind();
+  side.parse_special_tokens = o.parse_special_tokens;
+  side.invalid_utf8_replaced = stats.invalid_utf8_bytes;
   side.vocab_size = tok.vocab_size();
   for (const std::string& name : format_names) side.input_format += (side.input_format.empty() ? "" : ",") + name;
   side.text_field = format_names.count("jsonl") ? o.text_field : "";
@@ -197,7 +219,8 @@ std::vector<std::string> expand_inputs(const std::vector<std::string>& inputs) {
 
 TokenizeStats tokenize_corpus(const TokenizeOptions& o) {
   LL_CHECK(!o.output.empty(), "no output file given");
-  LL_CHECK(!o.tokenizer.empty(), "no tokenizer given (a sentencepiece tokenizer.model, e.g. Llama-2's)");
+  LL_CHECK(!o.tokenizer.empty(), "no tokenizer given (a tokenizer.json, or a sentencepiece tokenizer.model such as "
+                                 "Llama-2's, or a model folder holding one)");
   LL_CHECK(o.batch_bytes > 0, "the batch size must be positive, got ", o.batch_bytes, " bytes");
   const std::vector<std::string> files = expand_inputs(o.inputs);
   std::vector<InputFormat> formats;
@@ -208,12 +231,15 @@ TokenizeStats tokenize_corpus(const TokenizeOptions& o) {
     formats.push_back(resolve_input_format(o.input_format, f, o.one_doc_per_line));
     format_names.insert(input_format_name(formats.back()));
   }
-  const Tokenizer tok = Tokenizer::load(o.tokenizer);
+  TokenizerOptions tok_options;
+  tok_options.parse_special_tokens = o.parse_special_tokens;
+  const Tokenizer tok = Tokenizer::load(o.tokenizer, tok_options);
   const TokenFormat format = parse_token_format(o.format, tok.vocab_size());
-  LL_CHECK(format != TokenFormat::Raw16 || tok.vocab_size() <= 65536, "tokenizer `", o.tokenizer, "` has ",
-           tok.vocab_size(), " pieces, too many for raw uint16 token files; use --format llmc");
-  LL_CHECK(!o.bos || tok.bos_id() >= 0, "tokenizer `", o.tokenizer, "` has no BOS piece; pass --bos false");
-  LL_CHECK(!o.eos || tok.eos_id() >= 0, "tokenizer `", o.tokenizer, "` has no EOS piece; pass --eos false");
+  LL_CHECK(format == TokenFormat::Llmc32 || tok.vocab_size() <= 65536, "tokenizer `", o.tokenizer, "` has ",
+           tok.vocab_size(), " ids, and ids from 65536 up do not fit the 16 bits of a ", token_format_name(format),
+           " token file; use --format llmc (llm.c's uint32 file) or auto");
+  LL_CHECK(!o.bos || tok.bos_id() >= 0, "tokenizer `", o.tokenizer, "` has no BOS token; pass --bos false");
+  LL_CHECK(!o.eos || tok.eos_id() >= 0, "tokenizer `", o.tokenizer, "` has no EOS token; pass --eos false");
   const int threads = o.threads > 0 ? int(o.threads) : int(std::max(1u, std::thread::hardware_concurrency()));
   if (const fs::path parent = fs::path(o.output).parent_path(); !parent.empty()) make_directories(parent.string());
 
@@ -222,20 +248,22 @@ TokenizeStats tokenize_corpus(const TokenizeOptions& o) {
   TokenFileWriter writer(o.output, format);
 
   BatchQueue queue;
-  int64_t empty_documents = 0;  // the reader's; read after join
-  std::thread reader([&] { read_batches(files, formats, o, queue, &empty_documents); });
+  ReaderCounts counts;  // the reader's; read after join
+  std::thread reader([&] { read_batches(files, formats, o, queue, &counts); });
 
   try {
     const int32_t bos = tok.bos_id(), eos = tok.eos_id();
     Batch batch;
     std::vector<std::string_view> parts;  // every document's parts, in order
     std::vector<size_t> first_part;       // document d is parts [first_part[d], first_part[d + 1])
+    std::vector<char> is_first;           // parts[i] begins its document
     std::vector<std::vector<int32_t>> ids;
     std::vector<std::string> errors;
     while (queue.pop(&batch)) {
       const int64_t n = int64_t(batch.docs.size());
       parts.clear();
       first_part.clear();
+      is_first.clear();
       for (const std::string& doc : batch.docs) {
         first_part.push_back(parts.size());
         if (o.split_bytes > 0) {
@@ -243,6 +271,8 @@ TokenizeStats tokenize_corpus(const TokenizeOptions& o) {
         } else {
           parts.push_back(doc);
         }
+        is_first.resize(parts.size(), 0);
+        is_first[first_part.back()] = 1;
       }
       first_part.push_back(parts.size());
       const int64_t m = int64_t(parts.size());
@@ -251,7 +281,7 @@ TokenizeStats tokenize_corpus(const TokenizeOptions& o) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
       for (int64_t i = 0; i < m; ++i) {
         try {  // exceptions must not leave an OpenMP region
-          tok.encode_append(parts[size_t(i)], &ids[size_t(i)]);
+          tok.encode_part(parts[size_t(i)], is_first[size_t(i)] != 0, &ids[size_t(i)]);
         } catch (const std::exception& e) {
           errors[size_t(i)] = e.what();
         }
@@ -280,9 +310,13 @@ TokenizeStats tokenize_corpus(const TokenizeOptions& o) {
     throw;  // `writer` removes its temporary file
   }
   reader.join();
-  stats.empty_documents = empty_documents;
+  stats.empty_documents = counts.empty_documents;
+  stats.invalid_utf8_bytes = counts.invalid_utf8_bytes;
   LL_CHECK(stats.documents > 0, "the corpus is empty: no non-empty document in ", files.size(), " input file(s)",
-           empty_documents ? str_cat(" (", empty_documents, " empty documents skipped)") : std::string());
+           counts.empty_documents ? str_cat(" (", counts.empty_documents, " empty documents skipped)") : std::string());
+  if (stats.invalid_utf8_bytes > 0 && o.log)
+    std::fprintf(o.log, "tokenize: warning: %lld bytes of invalid UTF-8 were read as U+FFFD (one per byte), the first "
+                 "in %s\n", (long long)stats.invalid_utf8_bytes, counts.first_invalid.c_str());
 
   // Drop a stale sidecar first so the new token file is never paired with an old description.
   ::unlink(sidecar_path(o.output).c_str());

@@ -6,13 +6,13 @@
 namespace ll {
 
 namespace {
-const char* const kTokenizerFiles[] = {"tokenizer.model"};  // looked for in this order inside a folder
+const char* const kTokenizerFiles[] = {"tokenizer.json", "tokenizer.model"};  // looked for in this order
 }  // namespace
 
 std::string resolve_tokenizer_path(const std::string& flag_value) {
   if (!path_exists(flag_value))
-    fail("tokenizer `", flag_value, "` does not exist (expected a sentencepiece tokenizer.model file, or a model "
-         "folder holding one)");
+    fail("tokenizer `", flag_value, "` does not exist (expected a tokenizer.json or a sentencepiece tokenizer.model "
+         "file, or a model folder holding one)");
   if (!is_directory(flag_value)) return flag_value;
   std::string looked_for;
   for (const char* name : kTokenizerFiles) {
@@ -22,6 +22,16 @@ std::string resolve_tokenizer_path(const std::string& flag_value) {
   }
   fail("tokenizer `", flag_value, "` is a folder without a tokenizer in it (looked for ", looked_for,
        "); give the tokenizer file or a model folder that holds one");
+}
+
+bool is_tokenizer_json(const std::string& path) {
+  return path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
+}
+
+std::string find_tokenizer_in(const std::string& folder) {
+  for (const char* name : kTokenizerFiles)
+    if (path_exists(folder + "/" + name)) return folder + "/" + name;
+  return "";
 }
 
 }  // namespace ll

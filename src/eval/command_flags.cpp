@@ -47,7 +47,9 @@ void add_perplexity_flags(Flags& f, PerplexityCommand& c) {
 
 void add_passkey_flags(Flags& f, PasskeyCommand& c) {
   add_common(f, c.common, "training context for the RoPE factor rule (<= 0: not given)");
-  f.add("tokenizer", &c.tokenizer, "sentencepiece tokenizer.model, or a model folder holding one (default: <base_model>/tokenizer.model)");
+  f.add("tokenizer", &c.tokenizer,
+        "tokenizer.json (Hugging Face) or sentencepiece tokenizer.model, or a model folder holding one "
+        "(tokenizer.json preferred; default: the one in <base_model>)");
   f.add("max_tokens", &c.max_tokens, "longest prompt to aim for, in tokens (sets the number of lengths)").at_least(1);
   f.add("interval", &c.interval, "token step between lengths").at_least(1);
   f.add("num_tests", &c.num_tests, "trials per length (seeds 0..num_tests-1)").at_least(1);
@@ -59,11 +61,18 @@ void add_passkey_flags(Flags& f, PasskeyCommand& c) {
 
 void add_generate_flags(Flags& f, GenerateCommand& c) {
   add_common(f, c.common, "training context for the RoPE factor rule (<= 0: not given)");
-  f.add("tokenizer", &c.tokenizer, "sentencepiece tokenizer.model, or a model folder holding one (default: <base_model>/tokenizer.model)");
+  f.add("tokenizer", &c.tokenizer,
+        "tokenizer.json (Hugging Face) or sentencepiece tokenizer.model, or a model folder holding one "
+        "(tokenizer.json preferred; default: the one in <base_model>)");
   f.add("prompt", &c.prompt, "instruction text (instead of --material/--question)");
   f.add("material", &c.material, "text file with the material (a book, a paper)");
   f.add("question", &c.question, "question about the material");
-  f.add("template", &c.template_name, "llama2 (\"[INST]...[/INST]\", inference.py) or none (text as is)");
+  f.add("chat_template", &c.template_name,
+        "auto (from the model folder's tokenizer_config.json / config.json; llama2 for Llama-2), llama2 "
+        "(\"[INST]...[/INST]\", inference.py), llama3, chatml, mistral, or none (text as is)");
+  f.add("template", &c.template_name, "the former name of --chat_template");
+  f.add("parse_special_tokens", &c.parse_special_tokens,
+        "literal special-token strings in --prompt / --material become their ids (default: they are text)");
   f.add("max_gen_len", &c.max_gen_len, "most tokens to generate").at_least(1);
   f.add("temperature", &c.temperature, "sampling temperature (0: greedy)").at_least(0);
   f.add("top_p", &c.top_p, "nucleus sampling mass").above(0).at_most(1);

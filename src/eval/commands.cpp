@@ -5,7 +5,10 @@
 #include <memory>
 
 #include "data/token_file.h"
+#include "data/chat_template.h"
+#include "data/pdf_text.h"
 #include "data/tokenizer.h"
+#include "data/tokenizer_path.h"
 #include "eval/command_flags.h"
 #include "eval/eval_model.h"
 #include "eval/generate.h"
@@ -42,16 +45,22 @@ void finish_json(nlohmann::json& j, const EvalCommon& c, const EvalModel& m, con
   if (!c.json.empty()) write_file_atomic(c.json, j.dump(2) + "\n");
 }
 
-// --tokenizer, else <base_model>/tokenizer.model.
-Tokenizer load_tokenizer(const std::string& flag, const std::string& base_model, const char* command) {
+// --tokenizer, else the tokenizer in <base_model> (tokenizer.json, else tokenizer.model).
+Tokenizer load_tokenizer(const std::string& flag, const std::string& base_model, const char* command,
+                         const TokenizerOptions& options = {}) {
   std::string path = flag;
   if (path.empty()) {
-    path = base_model + "/tokenizer.model";
-    LL_CHECK(path_exists(path), command, ": no tokenizer: `", path,
-             "` does not exist; pass --tokenizer PATH (a sentencepiece tokenizer.model, e.g. Llama-2's)");
+    path = find_tokenizer_in(base_model);
+    LL_CHECK(!path.empty(), command, ": no tokenizer: `", base_model, "` holds neither tokenizer.json nor "
+             "tokenizer.model; pass --tokenizer PATH (a tokenizer.json, or a sentencepiece tokenizer.model)");
   }
   LL_CHECK(path_exists(path), command, ": --tokenizer `", path, "` does not exist");
-  return Tokenizer::load(path);
+  return Tokenizer::load(path, options);
+}
+
+// --material: a text file, or a PDF (through pdftotext).
+std::string read_material(const std::string& path) {
+  return is_pdf_file(path) ? pdf_to_text(path) : read_text_file(path);
 }
 
 void check_tokenizer_fits(const Tokenizer& tok, const EvalModel& m) {
@@ -196,19 +205,25 @@ nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out,
            "give either --prompt TEXT or --material FILE with --question TEXT");
   LL_CHECK(c.prompt.empty() || (c.material.empty() && c.question.empty()),
            "--prompt cannot be combined with --material/--question");
-  LL_CHECK(c.template_name == "llama2" || c.template_name == "none", "--template: expected llama2 or none, got `",
-           c.template_name, "`");
+  if (c.template_name != "auto") parse_chat_template(c.template_name);
   std::string instruction = c.prompt;
   if (c.prompt.empty()) {
     LL_CHECK(!c.material.empty() && !c.question.empty(), "--material and --question go together");
     LL_CHECK(path_exists(c.material), "--material `", c.material, "` does not exist");
-    instruction = read_text_file(c.material) + "\n" + c.question;  // inference.py: material + "\n%s" % question
+    // inference.py: material + "\n%s" % question; a PDF is read through pdftotext.
+    instruction = read_material(c.material) + "\n" + c.question;
   }
-  const std::string text = c.template_name == "llama2" ? longalpaca_prompt(instruction) : instruction;
-  const Tokenizer tok = load_tokenizer(c.tokenizer, c.common.base_model, "generate");
+  TokenizerOptions tok_options;
+  tok_options.parse_special_tokens = c.parse_special_tokens;
+  const Tokenizer tok = load_tokenizer(c.tokenizer, c.common.base_model, "generate", tok_options);
+  const ChatStyle style = resolve_chat_style(c.template_name, c.common.base_model, tok);
+  const std::vector<ChatSegment> segments = render_chat(style, {{"user", instruction}}, /*add_generation_prompt=*/true);
+  // The prompt as text, BOS (added by id) left out as before chat templates: "[INST]...[/INST]" for Llama-2.
+  const bool leading_bos = !segments.empty() && segments[0].special && segments[0].text == style.bos_token;
+  const std::string text = chat_text(std::vector<ChatSegment>(segments.begin() + (leading_bos ? 1 : 0), segments.end()));
   EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0), log);
   check_tokenizer_fits(tok, m);
-  const std::vector<int32_t> ids = tok.encode(text, true, false);
+  const std::vector<int32_t> ids = encode_chat(tok, segments, c.parse_special_tokens);
   // The KV cache holds the prompt and every generated token: bound the request by the positions the model knows.
   const int64_t context = int64_t(double(m.config.max_position_embeddings) * m.rope.factor);
   if (c.max_gen_len > context)
@@ -218,7 +233,8 @@ nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out,
   if (int64_t(ids.size()) + c.max_gen_len > context)
     log << "warning: the prompt (" << ids.size() << " tokens) and --max_gen_len " << c.max_gen_len
         << " together exceed the model's context of " << context << " tokens; positions past it were never trained\n";
-  log << "prompt: " << ids.size() << " tokens; generating up to " << c.max_gen_len << " ("
+  log << "prompt: " << ids.size() << " tokens (chat template " << chat_template_name(style.kind) << ", tokenizer "
+      << tok.kind() << "); generating up to " << c.max_gen_len << " ("
       << (c.temperature == 0 ? std::string("greedy") : str_cat("temperature ", c.temperature, ", top_p ", c.top_p,
                                                                ", seed ", c.seed))
       << ")\n"
@@ -228,6 +244,8 @@ nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out,
   go.max_new_tokens = c.max_gen_len;
   go.sampling = {c.temperature, c.top_p, uint64_t(c.seed)};
   go.eos_id = tok.eos_id();
+  // Instruct models end their turn with the template's end-of-turn token (<|eot_id|>, <|im_end|>), not EOS.
+  if (const int32_t end = end_of_turn_id(style, tok); end >= 0 && end != go.eos_id) go.stop_ids.push_back(end);
   InferenceSession session(*m.model, int64_t(ids.size()) + c.max_gen_len);
   TextStream stream(tok);
   std::string generated;

@@ -31,7 +31,7 @@ struct PerplexityCommand {
 
 struct PasskeyCommand {
   EvalCommon common;
-  std::string tokenizer;  // "" = <base_model>/tokenizer.model
+  std::string tokenizer;  // "" = the one in <base_model> (tokenizer.json, else tokenizer.model)
   int64_t max_tokens = 32000, interval = 1000, num_tests = 10, prefill_chunk = 1024;
   bool reuse_prefix = true;
 };
@@ -40,7 +40,10 @@ struct GenerateCommand {
   EvalCommon common;
   std::string tokenizer;
   std::string prompt, material, question;
-  std::string template_name = "llama2";  // llama2: "[INST]{instruction}[/INST]" (inference.py); none: as is
+  // Chat template (data/chat_template.h): auto (from the model folder; LongLoRA's llama2 for Llama-2), llama2
+  // ("[INST]{instruction}[/INST]", inference.py), llama3, chatml, mistral, none (text as is, after BOS).
+  std::string template_name = "auto";
+  bool parse_special_tokens = false;  // literal special-token strings in the prompt / material become their ids
   int64_t max_gen_len = 512, prefill_chunk = 1024, seed = 0;
   double temperature = 0.6, top_p = 0.9;
 };

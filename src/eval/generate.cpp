@@ -49,7 +49,7 @@ GenerateResult generate(InferenceSession& session, const std::vector<int32_t>& p
     const int32_t next = sampler.next(logits);
     r.tokens.push_back(next);
     if (on_token) on_token(next);
-    if (o.eos_id >= 0 && next == o.eos_id) {
+    if ((o.eos_id >= 0 && next == o.eos_id) || std::find(o.stop_ids.begin(), o.stop_ids.end(), next) != o.stop_ids.end()) {
       r.stopped_at_eos = true;
       break;
     }

@@ -40,6 +40,7 @@ struct GenerateOptions {
   int64_t max_new_tokens = 512;
   SamplingOptions sampling;
   int32_t eos_id = -1;  // stop after producing it (≥ 0); it is included in the result
+  std::vector<int32_t> stop_ids;  // more ids that stop it the same way (a chat template's end of turn)
   bool reuse_prefix = false;
 };
 

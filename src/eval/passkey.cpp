@@ -84,7 +84,7 @@ std::vector<Item> tokenized_prompts(const Tokenizer& tok, int64_t n_garbage, int
   for (int64_t seed = 0; seed < num_tests; ++seed) {
     Item it;
     it.prompt = passkey_prompt(n_garbage, uint32_t(seed));
-    it.ids = tok.encode(it.prompt.text, true, false);        // tokenizer(prompt): BOS + text
+    it.ids = tok.encode_with_special_tokens(it.prompt.text);  // tokenizer(prompt): BOS + text for Llama
     it.answer = tok.encode(it.prompt.answer, false, false);  // tokenizer(answer).input_ids[:, 1:]
     for (int32_t id : it.ids)
       LL_CHECK(id < vocab, "passkey: tokenizer `", tok.path(), "` produced id ", id, " but the model's vocabulary is ",

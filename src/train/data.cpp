@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "data/chat_template.h"
 #include "data/documents.h"
 #include "data/tokenizer.h"
 #include "util/error.h"
@@ -76,25 +77,31 @@ void PretrainSource::next(HostBatch& out) {
 }
 
 SftExample make_sft_example(const Tokenizer& tok, const std::string& instruction, const std::string& input,
-                            const std::string& output, int64_t max_len) {
-  const std::string prompt = alpaca_prompt(instruction, input);
-  const std::string full = prompt + output;
+                            const std::string& output, int64_t max_len, const ChatStyle& style) {
+  ChatExample chat = chat_sft_example(style, tok, instruction, input, output);
   SftExample ex;
-  ex.ids = tok.encode(full, /*add_bos=*/true, /*add_eos=*/true);
+  ex.ids = std::move(chat.full);
   if (int64_t(ex.ids.size()) > max_len) ex.ids.resize(max_len);
-  ex.prompt_tokens = std::min<int64_t>(int64_t(tok.encode(prompt, true, false).size()), int64_t(ex.ids.size()));
+  ex.prompt_tokens = std::min<int64_t>(int64_t(chat.prompt.size()), int64_t(ex.ids.size()));
   return ex;
 }
 
+SftExample make_sft_example(const Tokenizer& tok, const std::string& instruction, const std::string& input,
+                            const std::string& output, int64_t max_len) {
+  ChatStyle style;  // llama2: LongLoRA's, which needs only BOS and EOS by id
+  return make_sft_example(tok, instruction, input, output, max_len, style);
+}
+
 SftSource::SftSource(const std::string& path, const Tokenizer& tok, int64_t max_len, int64_t batch, uint64_t seed,
-                     std::FILE* log)
+                     std::FILE* log, const ChatStyle* style)
     : BatchSource(seed) {
+  const ChatStyle llama2;
   LL_CHECK(batch == 1, "SFT data: rows are not padded, so --per_device_train_batch_size must be 1 (got ", batch,
            "); use --gradient_accumulation_steps for larger batches");
   int64_t read = 0;
   read_sft_records(path, [&](SftRecord&& r) {
     ++read;
-    SftExample ex = make_sft_example(tok, r.instruction, r.input, r.output, max_len);
+    SftExample ex = make_sft_example(tok, r.instruction, r.input, r.output, max_len, style ? *style : llama2);
     // Row position l is scored when l + 1 >= prompt_tokens and l + 1 < length (see next()).
     if (ex.prompt_tokens < int64_t(ex.ids.size())) examples_.push_back(std::move(ex));
   });

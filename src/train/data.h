@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "data/chat_template.h"
 #include "data/token_file.h"
 
 namespace ll {
@@ -73,10 +74,14 @@ struct SftExample {
   int64_t prompt_tokens = 0;
 };
 
-// Builds LongLoRA's SFT example: BOS + encode(prompt + output) + EOS, truncated to max_len; labels of the first
-// min(len(BOS + encode(prompt)), max_len) tokens are masked. The prompt template is data/documents.h's.
+// Builds an SFT example in a chat template (data/chat_template.h): the prompt (the user turn, generation prompt
+// included) + the output + the end-of-turn token, truncated to max_len; labels of the first
+// min(len(prompt ids), max_len) tokens are masked. With llama2 (the default) this is LongLoRA's exactly:
+// BOS + encode(prompt + output) + EOS with data/documents.h's prompt.
 SftExample make_sft_example(const Tokenizer& tok, const std::string& instruction, const std::string& input,
-                            const std::string& output, int64_t max_len);
+                            const std::string& output, int64_t max_len, const ChatStyle& style);
+SftExample make_sft_example(const Tokenizer& tok, const std::string& instruction, const std::string& input,
+                            const std::string& output, int64_t max_len);  // llama2 (LongLoRA's)
 
 class SftSource final : public BatchSource {
  public:
@@ -86,7 +91,7 @@ class SftSource final : public BatchSource {
   // when given), since a row without targets would count as loss 0 in the mean of micro-batch means. Throws
   // naming the file when no example is left.
   SftSource(const std::string& path, const Tokenizer& tok, int64_t max_len, int64_t batch, uint64_t seed,
-            std::FILE* log = nullptr);
+            std::FILE* log = nullptr, const ChatStyle* style = nullptr);  // style: llama2 when null
   void next(HostBatch& out) override;
   int64_t rows_per_epoch() const override { return int64_t(examples_.size()); }
   const std::vector<SftExample>& examples() const { return examples_; }

@@ -3,8 +3,11 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 
 #include "cuda/device_info.h"
+#include "data/chat_template.h"
+#include "data/tokenizer_path.h"
 #include "io/hf_checkpoint.h"
 #include "model/param_select.h"
 #include "model/registry.h"
@@ -21,8 +24,7 @@ namespace {
 
 std::string tokenizer_path(const TrainOptions& o) {
   if (!o.tokenizer.empty()) return o.tokenizer;
-  if (!o.model_name_or_path.empty() && path_exists(o.model_name_or_path + "/tokenizer.model"))
-    return o.model_name_or_path + "/tokenizer.model";
+  if (!o.model_name_or_path.empty() && is_directory(o.model_name_or_path)) return find_tokenizer_in(o.model_name_or_path);
   return "";
 }
 
@@ -94,10 +96,13 @@ void open_run(TrainingSession& s, Comm* world) {
   agree_on_failure(*world, [&] {
     if (s.lead) s.output_lock = prepare_output_dir(o);
   });
+  TokenizerOptions tok_options;
+  tok_options.parse_special_tokens = o.parse_special_tokens;
   if (const std::string tp = tokenizer_path(o); !tp.empty())
-    s.tokenizer = std::make_unique<Tokenizer>(Tokenizer::load(tp));
+    s.tokenizer = std::make_unique<Tokenizer>(Tokenizer::load(tp, tok_options));
   LL_CHECK(o.sft_data_path.empty() || s.tokenizer, "--sft_data_path needs a tokenizer: pass --tokenizer or a model "
-                                                   "folder with tokenizer.model");
+                                                   "folder with tokenizer.json or tokenizer.model");
+  if (o.chat_template != "auto") parse_chat_template(o.chat_template);  // a bad value fails before the model loads
   s.plan = plan_model(o, s.tokenizer.get());
   if (o.device == "cuda" && world->size() > 1) {
     const int device = choose_local_device(world->local_rank(), world->local_size(), int(probe_cuda().devices.size()));
@@ -202,9 +207,18 @@ void open_data(TrainingSession& s) {
     s.source = std::make_unique<PretrainSource>(s.token_file, o.model_max_length, o.per_device_train_batch_size,
                                                 uint64_t(o.seed));
   } else {
+    // auto: the model folder's tokenizer_config.json / config.json, else the tokenizer_config.json beside the
+    // tokenizer (a --model_config run with --tokenizer pointing at a model's tokenizer).
+    const std::string chat_folder = !o.model_name_or_path.empty()
+                                        ? o.model_name_or_path
+                                        : std::filesystem::path(s.tokenizer->path()).parent_path().string();
+    const ChatStyle style = resolve_chat_style(o.chat_template, chat_folder, *s.tokenizer);
+    if (s.lead)
+      std::fprintf(stderr, "SFT prompts: chat template %s, tokenizer %s (%s)\n", chat_template_name(style.kind),
+                   s.tokenizer->path().c_str(), s.tokenizer->kind());
     s.source = std::make_unique<SftSource>(o.sft_data_path, *s.tokenizer, o.model_max_length,
                                            o.per_device_train_batch_size, uint64_t(o.seed),
-                                           s.lead ? stderr : nullptr);
+                                           s.lead ? stderr : nullptr, &style);
   }
   s.source->set_data_parallel(comm.rank(), comm.size());
   s.rows_per_step = o.per_device_train_batch_size * o.gradient_accumulation_steps * comm.size();

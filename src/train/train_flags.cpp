@@ -6,9 +6,17 @@ void add_train_flags(Flags& flags, TrainOptions& o) {
   flags.add("model_name_or_path", &o.model_name_or_path, "Hugging Face Llama folder (config.json, *.safetensors)");
   flags.add("model_config", &o.model_config,
             "instead of a folder: preset (demo, llama2-7b, llama2-13b, llama2-70b) or config.json; random init");
-  flags.add("tokenizer", &o.tokenizer, "sentencepiece tokenizer.model, or a model folder holding one (default: <model_name_or_path>/tokenizer.model)");
+  flags.add("tokenizer", &o.tokenizer,
+            "tokenizer.json (Hugging Face) or sentencepiece tokenizer.model, or a model folder holding one "
+            "(tokenizer.json preferred; default: the one in <model_name_or_path>)");
   flags.add("data_path", &o.data_path, "pretraining token file (.bin from scripts/tokenize_dataset)");
   flags.add("sft_data_path", &o.sft_data_path, "LongAlpaca .json list or .jsonl (instruction, output[, input])");
+  flags.add("chat_template", &o.chat_template,
+            "SFT prompt format: auto (from the model folder's tokenizer_config.json / config.json; LongLoRA's "
+            "llama2 otherwise), llama2 (LongLoRA's [INST]...[/INST]), llama3, chatml, mistral, none");
+  flags.add("parse_special_tokens", &o.parse_special_tokens,
+            "SFT text: literal special-token strings (\"</s>\", \"<|im_end|>\") become their ids; default false: "
+            "they are text");
   flags.add("output_dir", &o.output_dir,
             "where training_args.json, metrics.jsonl, checkpoints and exports go (not inside the model folder; "
             "one run at a time)");

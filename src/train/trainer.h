@@ -14,9 +14,11 @@ struct TrainOptions {
   // model and data
   std::string model_name_or_path;  // HF folder, or
   std::string model_config;        // preset name (demo, llama2-7b, llama2-13b, llama2-70b) or config.json, random init
-  std::string tokenizer;           // tokenizer.model (default: <model_name_or_path>/tokenizer.model)
+  std::string tokenizer;           // tokenizer.json or .model (default: the one in model_name_or_path)
   std::string data_path;           // pretraining token file (.bin), or
   std::string sft_data_path;       // LongAlpaca .json / .jsonl
+  std::string chat_template = "auto";  // SFT prompt format (data/chat_template.h); auto: from the model (or tokenizer) folder
+  bool parse_special_tokens = false;   // SFT text: literal special-token strings become their ids
   std::string output_dir = "output";
   int64_t model_max_length = 8192;
   bool add_pad_token = true;  // LongLoRA adds [PAD] = id V (mean-initialised) to HF models; ignored for random init
