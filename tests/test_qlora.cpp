@@ -1,0 +1,236 @@
+// QLoRA end to end on the CPU: a tiny Llama pretrained, loaded with --load_in_4bit (quantized on load), its perplexity
+// equal to the dense model's on the dequantized weights, then LongLoRA on the 4-bit base (PI + S2-Attn + LoRA+) lowering
+// the long-context perplexity — the seed's scenario in miniature. Also the flag errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "core/backend.h"
+#include "core/quantize.h"
+#include "core/tensor_host.h"
+#include "data/token_file.h"
+#include "eval/perplexity.h"
+#include "io/hf_checkpoint.h"
+#include "io/hf_config.h"
+#include "io/peft.h"
+#include "model/model.h"
+#include "model/param_select.h"
+#include "mpi/comm.h"
+#include "mpi/zero3.h"
+#include "test_data_util.h"
+#include "test_util.h"
+#include "train/trainer.h"
+#include "util/files.h"
+
+namespace ll {
+namespace {
+
+// Hidden 64, so the linears hold whole blocks of 64 per row; max_position_embeddings 16: the short context.
+const char* kConfig = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+  "intermediate_size": 96, "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 2,
+  "vocab_size": 40, "rms_norm_eps": 1e-5, "max_position_embeddings": 16, "rope_theta": 10000.0})";
+
+constexpr int64_t kShort = 16, kLong = 64;
+
+class QloraTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(::testing::TempDir() + "/qlora_suite");
+    std::filesystem::remove_all(*dir_);
+    make_directories(*dir_);
+    write_file_atomic(*dir_ + "/config.json", kConfig);
+    // A learnable stream: a few repeating phrases with noise; the validation file is the same process.
+    for (const char* name : {"train.bin", "val.bin"}) {
+      Rng rng(std::string(name) == "train.bin" ? 3 : 4);
+      TokenFileWriter w(*dir_ + "/" + name, TokenFormat::Raw16);
+      for (int i = 0; i < 6000; ++i) {
+        const int phrase = (i / 12) % 3;
+        w.append({int32_t(rng.uniform() < 0.9 ? (i * (5 + phrase)) % 40 : rng.below(40))});
+      }
+      w.finish();
+    }
+    // Pretraining at the short context, all weights trained.
+    TrainOptions pre;
+    pre.model_config = *dir_ + "/config.json";
+    pre.data_path = *dir_ + "/train.bin";
+    pre.output_dir = *dir_ + "/pretrain";
+    pre.model_max_length = kShort;
+    pre.use_s2attn = false;
+    pre.low_rank_training = false;
+    pre.learning_rate = 1e-2;
+    pre.warmup_steps = 5;
+    pre.per_device_train_batch_size = 8;
+    pre.max_steps = 80;
+    pre.save_steps = 0;
+    pre.lr_scheduler_type = "cosine";
+    pre.gradient_checkpointing = "false";
+    run_training(pre, {});
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+  static std::string base_dir() { return *dir_ + "/pretrain/model"; }
+
+  // Perplexity at `context` with RoPE factor `factor` of the pretrained folder, 4-bit or dense, with an adapter.
+  static PerplexityResult perplexity(bool four_bit, double factor, int64_t context, const std::string& adapter = "",
+                                     bool dequantize_dense = false) {
+    std::unique_ptr<Backend> backend = create_backend("cpu");
+    ModelOptions mo;
+    mo.config = read_hf_config(base_dir()).model;
+    mo.config.rope_scaling_factor = factor;
+    mo.config.load_in_4bit = four_bit;
+    mo.config.base_weight_format = DType::NF4DQ;
+    mo.batch = 2;
+    mo.seq_len = context;
+    if (!adapter.empty()) mo.lora = read_adapter_config(adapter, mo.config).lora;
+    Model model(*backend, mo);
+    load_hf_weights(base_dir(), model.params(), *backend);
+    if (!adapter.empty()) load_adapter(adapter, model.params(), *backend);
+    if (dequantize_dense) {  // the dense model with every linear replaced by its NF4 round trip
+      model.params().write_all([&](Param& p) {
+        if (p.role != ParamRole::Linear) return;
+        std::vector<double> v = download_f64(*backend, p.value);
+        const std::vector<float> f(v.begin(), v.end());
+        std::vector<uint8_t> q(storage_bytes(DType::NF4DQ, p.numel()));
+        quantize_4bit(DType::NF4DQ, f.data(), p.numel(), q.data());
+        std::vector<float> d(f.size());
+        dequantize_4bit(DType::NF4DQ, q.data(), p.numel(), 0, p.numel(), d.data());
+        upload_f64(*backend, p.value, std::vector<double>(d.begin(), d.end()));
+      });
+    }
+    const TokenFile val(*dir_ + "/val.bin", 40);
+    PerplexityOptions po;
+    po.sliding_window = context;
+    po.max_windows = 24;
+    return evaluate_perplexity(model, val, po);
+  }
+
+  static std::string* dir_;
+};
+std::string* QloraTest::dir_ = nullptr;
+
+TEST_F(QloraTest, FourBitPerplexityEqualsTheDenseForwardOnDequantizedWeights) {
+  const PerplexityResult four = perplexity(true, 1.0, kShort);
+  const PerplexityResult dense = perplexity(false, 1.0, kShort, "", /*dequantize_dense=*/true);
+  const PerplexityResult original = perplexity(false, 1.0, kShort);
+  EXPECT_EQ(four.loss, dense.loss);
+  EXPECT_EQ(four.accuracy, dense.accuracy);
+  // Quantization changes the model, a little.
+  EXPECT_NE(four.loss, original.loss);
+  EXPECT_NEAR(four.loss, original.loss, 0.1 * original.loss);
+}
+
+TEST_F(QloraTest, LongLoraOnAFourBitBaseImprovesLongContextPerplexity) {
+  const double factor = double(kLong / kShort);
+  const PerplexityResult before = perplexity(true, factor, kLong);
+  TrainOptions ext;
+  ext.model_name_or_path = base_dir();
+  ext.tokenizer = "";
+  ext.data_path = *dir_ + "/train.bin";
+  ext.output_dir = *dir_ + "/qlora";
+  ext.overwrite_output_dir = true;
+  ext.add_pad_token = false;
+  ext.model_max_length = kLong;  // factor ceil(64 / 16) = 4 by LongLoRA's rule
+  ext.use_s2attn = true;
+  ext.low_rank_training = true;
+  ext.quant.load_in_4bit = true;
+  ext.quant.bnb_4bit_quant_type = "nf4";
+  ext.quant.bnb_4bit_use_double_quant = true;
+  ext.quant.bnb_4bit_compute_dtype = "bfloat16";
+  ext.lora_r = 8;
+  ext.lora_target = "q_proj,k_proj,v_proj,o_proj";
+  ext.trainable_params = "embed,norm";
+  ext.learning_rate = 5e-3;
+  ext.warmup_steps = 3;
+  ext.per_device_train_batch_size = 2;
+  ext.max_steps = 30;
+  ext.save_steps = 0;
+  ext.gradient_checkpointing = "true";
+  run_training(ext, {});
+  const PerplexityResult after = perplexity(true, factor, kLong, ext.output_dir);
+  EXPECT_LT(after.perplexity, before.perplexity) << "before " << before.perplexity << ", after " << after.perplexity;
+}
+
+TEST_F(QloraTest, FullFineTuningOfAFourBitBaseIsRefusedNamingTheFlag) {
+  TrainOptions o;
+  o.model_name_or_path = base_dir();
+  o.data_path = *dir_ + "/train.bin";
+  o.output_dir = *dir_ + "/refused";
+  o.add_pad_token = false;
+  o.model_max_length = kShort;
+  o.low_rank_training = false;
+  o.quant.load_in_4bit = true;
+  o.max_steps = 1;
+  try {
+    run_training(o, {});
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--low_rank_training false"), std::string::npos) << e.what();
+  }
+  o.low_rank_training = true;
+  o.quant.bnb_4bit_quant_type = "int4";
+  try {
+    run_training(o, {});
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--bnb_4bit_quant_type"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(QloraTest, MemoryPlanCountsFourBitBytes) {
+  std::unique_ptr<Backend> backend = create_backend("cpu");
+  ModelOptions mo;
+  mo.config = read_hf_config(base_dir()).model;
+  mo.batch = 1;
+  mo.seq_len = kShort;
+  mo.lora.rank = 4;
+  mo.lora.targets = {"q_proj"};
+  const MemoryPlan dense = Model::plan_memory(*backend, mo);
+  mo.config.load_in_4bit = true;
+  const MemoryPlan four = Model::plan_memory(*backend, mo);
+  // Linears: 2 layers × (4 attention + 3 MLP) matrices; 4-bit with double quantization is ~4.1 bits instead of 32.
+  const int64_t linear = 2 * (64 * 64 + 2 * 32 * 64 + 64 * 64 + 3 * 64 * 96);
+  EXPECT_LT(four.frozen_weights, dense.frozen_weights - size_t(linear) * 4 * 3 / 4);
+  EXPECT_EQ(four.trainable_weights, dense.trainable_weights);
+  // The model built from the same options allocates what the plan says.
+  Model model(*backend, mo);
+  EXPECT_EQ(model.params().frozen_bytes(), four.frozen_weights);
+}
+
+// ZeRO-3 shards a 4-bit weight as its raw bytes and gathers it whole: one rank's sharded model computes what the
+// replicated one does (loss and adapter gradients bit for bit).
+TEST(QloraZero3, ShardedFourBitBaseMatchesTheReplicatedModel) {
+  std::unique_ptr<Backend> backend = create_backend("cpu");
+  ModelOptions o;
+  o.config = parse_hf_config(nlohmann::json::parse(kConfig), "config").model;
+  o.config.load_in_4bit = true;
+  o.config.base_weight_format = DType::NF4DQ;
+  o.batch = 2;
+  o.seq_len = 16;
+  o.lora.rank = 4;
+  o.lora.targets = parse_lora_targets("q_proj,v_proj", o.config);
+  o.trainable = TrainableConfig::parse("embed,norm");
+  std::vector<int32_t> tokens(32), targets(32);
+  for (int i = 0; i < 32; ++i) tokens[size_t(i)] = (i * 7) % 40, targets[size_t(i)] = (i * 7 + 7) % 40;
+
+  Model replicated(*backend, o);
+  replicated.init_random(5);
+  const LossResult a = replicated.forward_backward(tokens.data(), targets.data());
+
+  ModelOptions z = o;
+  z.external_param_storage = true;
+  Model sharded(*backend, z);
+  std::unique_ptr<Comm> local = make_local_comm();
+  Zero3Storage storage(*backend, sharded.params(), *local);
+  sharded.init_random(5);
+  const LossResult b = sharded.forward_backward(tokens.data(), targets.data());
+  EXPECT_EQ(a.loss_sum, b.loss_sum);
+  int four_bit = 0;
+  for (const Param& p : sharded.params().all()) four_bit += is_quantized(p.value.dtype) ? 1 : 0;
+  EXPECT_EQ(four_bit, 2 * 7);
+}
+
+}  // namespace
+}  // namespace ll
