@@ -109,6 +109,9 @@ void merge_adapter_folder(const MergeOptions& o, std::ostream& log) {
   config.vocab_size = merged_vocab(o, base.model.vocab_size, adapter_embedding_rows(o.peft_model, base.model),
                                    record ? record->vocab_size : 0);
   config.rope_scaling_factor = merged_rope_factor(o, base.model, record, log);
+  // A 4-bit base (a bitsandbytes folder) merges into dense weights: its linears are dequantized on load, the adapter
+  // added, and the folder written dense (as PEFT's merge_and_unload of a 4-bit model followed by dequantize()).
+  config.load_in_4bit = false;
   const DType dtype = output_dtype(o.dtype, base.info.torch_dtype);
 
   std::unique_ptr<Backend> backend = create_backend(o.backend);
