@@ -145,12 +145,31 @@ TEST_F(QloraTest, LongLoraOnAFourBitBaseImprovesLongContextPerplexity) {
   ext.learning_rate = 5e-3;
   ext.warmup_steps = 3;
   ext.per_device_train_batch_size = 2;
-  ext.max_steps = 30;
+  ext.max_steps = 60;
   ext.save_steps = 0;
   ext.gradient_checkpointing = "true";
+  ext.save_merged = true;
   run_training(ext, {});
   const PerplexityResult after = perplexity(true, factor, kLong, ext.output_dir);
   EXPECT_LT(after.perplexity, before.perplexity) << "before " << before.perplexity << ", after " << after.perplexity;
+  std::printf("4-bit base, perplexity at %lld tokens (PI factor %g): before %.4f, after QLoRA %.4f\n",
+              (long long)kLong, factor, before.perplexity, after.perplexity);
+
+  // --save_merged on a 4-bit base: a dense folder (dequantized base + s·B·A) computing what base + adapter computes.
+  const std::string merged = ext.output_dir + "/merged";
+  EXPECT_FALSE(read_hf_config(merged).model.load_in_4bit);
+  std::unique_ptr<Backend> backend = create_backend("cpu");
+  ModelOptions mo;
+  mo.config = read_hf_config(merged).model;
+  mo.batch = 2;
+  mo.seq_len = kLong;
+  Model model(*backend, mo);
+  load_hf_weights(merged, model.params(), *backend);
+  const TokenFile val(*dir_ + "/val.bin", 40);
+  PerplexityOptions po;
+  po.sliding_window = kLong;
+  po.max_windows = 24;
+  EXPECT_NEAR(evaluate_perplexity(model, val, po).perplexity, after.perplexity, 1e-3 * after.perplexity);
 }
 
 TEST_F(QloraTest, FullFineTuningOfAFourBitBaseIsRefusedNamingTheFlag) {
