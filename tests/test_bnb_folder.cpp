@@ -3,6 +3,8 @@
 // reads back bit-identically; merging onto a 4-bit base writes a dense folder; missing parts are named.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
 
@@ -115,6 +117,51 @@ TEST(BnbFolder, AFolderWeWriteReadsBackAsQuantizeOnLoad) {
     }
     EXPECT_EQ(quantized, 2 * 7);
   }
+}
+
+// tests/fixtures/hf_tiny_bnb_nf4 was written by transformers + bitsandbytes (scripts/make_bnb_fixture.py): it loads,
+// and its values are what quantize-on-load computes from hf_tiny — codes and absmax codes bit for bit; the offset
+// (mean of the absmax: torch sums in float, core/quantize.h in double) within an ulp or two, and so the nested absmax
+// (max |absmax − offset|) within a few ulps.
+TEST(BnbFolder, ReadsAFolderTransformersWrote) {
+  const std::string theirs = test::fixtures_dir() + "/hf_tiny_bnb_nf4";
+  const HfConfig written = read_hf_config(theirs);
+  ASSERT_TRUE(written.model.load_in_4bit);
+  ASSERT_EQ(written.model.base_weight_format, DType::NF4DQ);
+  ModelConfig dense_config = read_hf_config(test::fixtures_dir() + "/hf_tiny").model;
+  dense_config.load_in_4bit = true;
+  const auto from_folder = load_bytes(theirs, written.model);
+  const auto on_load = load_bytes(test::fixtures_dir() + "/hf_tiny", dense_config);
+  int quantized = 0;
+  for (const auto& [name, mine] : on_load) {
+    const std::vector<uint8_t>& other = from_folder.at(name);
+    if (name.find("_proj") == std::string::npos) {
+      EXPECT_EQ(other, mine) << name;  // dense f32 in both
+      continue;
+    }
+    ++quantized;
+    // Every linear of hf_tiny has 32·32, 32·64 or 64·32 elements; find the count whose layout has this size.
+    int64_t n = 0;
+    for (int64_t c : {32 * 32, 32 * 64, 16 * 32})
+      if (storage_bytes(DType::NF4DQ, c) == mine.size()) n = c;
+    ASSERT_GT(n, 0) << name;
+    const QuantLayout l = quant_layout(DType::NF4DQ, n);
+    EXPECT_EQ(std::vector<uint8_t>(other.begin(), other.begin() + l.nested),
+              std::vector<uint8_t>(mine.begin(), mine.begin() + l.nested))
+        << name << ": codes and absmax codes";
+    for (int64_t k = 0; k < l.nested_blocks; ++k) {
+      float a, b;
+      std::memcpy(&a, other.data() + l.nested + 4 * k, 4);
+      std::memcpy(&b, mine.data() + l.nested + 4 * k, 4);
+      EXPECT_NEAR(a, b, 8 * std::nextafter(b, 2 * b) - 8 * b) << name << ": nested absmax";
+    }
+    // The offset is mean(absmax): torch sums in float, core/quantize.h in double; they may differ in the last bit.
+    float a, b;
+    std::memcpy(&a, other.data() + l.offset, 4);
+    std::memcpy(&b, mine.data() + l.offset, 4);
+    EXPECT_NEAR(a, b, 2 * (std::nextafter(b, 2 * b) - b)) << name << ": offset";
+  }
+  EXPECT_EQ(quantized, 2 * 7);
 }
 
 TEST(BnbFolder, ADenseModelDequantizesAFourBitFolder) {
