@@ -197,7 +197,8 @@ TEST(BnbFolder, MissingOrInconsistentPartsAreNamed) {
       for (const std::string& name : f.names()) {
         if (name == drop) continue;
         const SafetensorsEntry& e = f.entry(name);
-        keep.emplace_back(static_cast<const unsigned char*>(e.data), static_cast<const unsigned char*>(e.data) + e.nbytes);
+        const auto* bytes = static_cast<const unsigned char*>(e.data);
+        keep.emplace_back(bytes, bytes + e.nbytes);
         items.push_back({name, e.dtype, e.shape, nullptr});
       }
     }

@@ -189,7 +189,8 @@ TEST(QuantFormat, DequantizationIsCodeTimesBlockAbsmax) {
       // The error of 4-bit codes: at most half the widest gap of the code book (NF4 ~0.14, FP4 ~0.17) of the block's
       // true absmax, plus the error of the stored absmax itself (double quantization).
       float truth = 0;
-      for (int64_t j = i / 64 * 64; j < std::min(n, i / 64 * 64 + 64); ++j) truth = std::max(truth, std::fabs(w[size_t(j)]));
+      for (int64_t j = i / 64 * 64; j < std::min(n, i / 64 * 64 + 64); ++j)
+        truth = std::max(truth, std::fabs(w[size_t(j)]));
       EXPECT_NEAR(all[size_t(i)], w[size_t(i)], 0.17f * truth + std::fabs(a - truth) + 1e-6f);
     }
   }

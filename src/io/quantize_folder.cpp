@@ -36,7 +36,7 @@ void quantize_hf_folder(const QuantizeFolderOptions& o, std::ostream& log) {
   QuantOptions q = o.quant;
   q.load_in_4bit = true;
   apply_quant_options(q, /*low_rank_training=*/true, config);
-  const DType dtype = compute_dtype(q.bnb_4bit_compute_dtype);
+  const DType dtype = compute_dtype(q.bnb_4bit_compute_dtype);  // the dense tensors' dtype in the folder
 
   std::unique_ptr<Backend> backend = create_backend("cpu");
   ParamStore params(*backend, config, LoraConfig{}, TrainableConfig{});
