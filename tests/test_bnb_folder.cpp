@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/quantize.h"
+#include "eval_test_util.h"
 #include "core/tensor_host.h"
 #include "io/bnb_weights.h"
 #include "io/hf_checkpoint.h"
@@ -275,6 +276,34 @@ TEST(BnbFolder, MergingOntoAFourBitBaseWritesADenseFolder) {
       for (int64_t k = 0; k < 2; ++k) delta += b_values[size_t(o * 2 + k)] * a_values[size_t(k * 32 + i)];
       EXPECT_NEAR(got[o * 32 + i], w[size_t(o * 32 + i)] + 2.0 * delta, 1e-5) << o << "," << i;
     }
+}
+
+// build/quantize as a user runs it (the command line), then build/eval on the folder; a bad flag is named.
+TEST(BnbFolder, QuantizeBinaryWritesAFolderEvalReads) {
+  const std::string quantize = test::sibling_binary("quantize"), eval = test::sibling_binary("eval");
+  if (quantize.empty() || eval.empty()) GTEST_SKIP() << "no quantize / eval binary next to the test binary (make all)";
+  const test::TempDir dir;
+  std::string output;
+  const std::string out = dir.path() + "/q";
+  EXPECT_EQ(test::run_command(quantize + " --model_name_or_path " + test::fixtures_dir() + "/hf_tiny --output_dir " +
+                                  out + " --bnb_4bit_quant_type nf4 --bnb_4bit_use_double_quant true",
+                              &output),
+            0)
+      << output;
+  EXPECT_TRUE(read_hf_config(out).model.load_in_4bit);
+  std::vector<int32_t> tokens(600);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t(i * 7 % 37);
+  test::write_tokens(dir.path() + "/tokens.bin", tokens);
+  EXPECT_EQ(test::run_command(eval + " perplexity --base_model " + out + " --data_path " + dir.path() +
+                                  "/tokens.bin --seq_len 8 --progress false",
+                              &output),
+            0)
+      << output;
+  EXPECT_EQ(test::run_command(quantize + " --model_name_or_path " + test::fixtures_dir() + "/hf_tiny --output_dir " +
+                                  dir.path() + "/bad --bnb_4bit_quant_type int4",
+                              &output),
+            1);
+  EXPECT_NE(output.find("--bnb_4bit_quant_type"), std::string::npos) << output;
 }
 
 TEST(BnbFolder, QuantizationConfigIsReadAndUnsupportedOnesAreRefused) {
