@@ -172,6 +172,40 @@ TEST_F(QloraTest, LongLoraOnAFourBitBaseImprovesLongContextPerplexity) {
   EXPECT_NEAR(evaluate_perplexity(model, val, po).perplexity, after.perplexity, 1e-3 * after.perplexity);
 }
 
+// A QLoRA run interrupted and resumed continues bit-identically (the 4-bit base is quantized again on load, the same).
+TEST_F(QloraTest, ResumeContinuesBitIdentically) {
+  auto options = [&](const std::string& out) {
+    TrainOptions o;
+    o.model_name_or_path = base_dir();
+    o.data_path = *dir_ + "/train.bin";
+    o.output_dir = *dir_ + "/" + out;
+    o.overwrite_output_dir = true;
+    o.add_pad_token = false;
+    o.model_max_length = 32;
+    o.quant.load_in_4bit = true;
+    o.quant.bnb_4bit_quant_type = "nf4";
+    o.quant.bnb_4bit_use_double_quant = true;
+    o.lora_r = 4;
+    o.lora_dropout = 0.1;
+    o.learning_rate = 5e-3;
+    o.per_device_train_batch_size = 2;
+    o.max_steps = 6;
+    o.save_steps = 0;
+    return o;
+  };
+  run_training(options("resume_straight"), {});
+  TrainOptions first = options("resume_split");
+  first.interrupt_at_step = 3;
+  EXPECT_TRUE(run_training(first, {}).interrupted);
+  TrainOptions second = options("resume_split");
+  second.overwrite_output_dir = false;
+  second.resume_from_checkpoint = "auto";
+  EXPECT_EQ(run_training(second, {}).steps, 6);
+  for (const char* file : {"/checkpoint-6/trainable.safetensors", "/checkpoint-6/optimizer.safetensors"})
+    EXPECT_EQ(read_text_file(*dir_ + "/resume_straight" + file), read_text_file(*dir_ + "/resume_split" + file))
+        << file;
+}
+
 TEST_F(QloraTest, FullFineTuningOfAFourBitBaseIsRefusedNamingTheFlag) {
   TrainOptions o;
   o.model_name_or_path = base_dir();
