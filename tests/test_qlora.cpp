@@ -252,6 +252,42 @@ TEST_F(QloraTest, MemoryPlanCountsFourBitBytes) {
   EXPECT_EQ(model.params().frozen_bytes(), four.frozen_weights);
 }
 
+// The rule reads only the architecture's roles: every Linear is 4-bit; the output head (tied or not), embeddings and
+// norms stay in the compute dtype; adapters stay dense and train.
+TEST(QloraWeightFormat, OnlyLinearsAreQuantizedTiedOrNot) {
+  std::unique_ptr<Backend> backend = create_backend("cpu");
+  for (bool tied : {false, true}) {
+    ModelConfig c = parse_hf_config(nlohmann::json::parse(kConfig), "config").model;
+    c.tie_word_embeddings = tied;
+    c.load_in_4bit = true;
+    c.base_weight_format = DType::FP4;
+    LoraConfig lora;
+    lora.rank = 2;
+    lora.targets = parse_lora_targets("q_proj,down_proj", c);
+    ParamStore params(*backend, c, lora, TrainableConfig::parse("embed,norm"));
+    int quantized = 0;
+    for (const Param& p : params.all()) {
+      EXPECT_EQ(is_quantized(p.value.dtype), p.role == ParamRole::Linear) << p.name;
+      if (is_quantized(p.value.dtype)) {
+        EXPECT_EQ(p.value.dtype, DType::FP4) << p.name;
+        EXPECT_FALSE(p.trainable) << p.name;
+        ++quantized;
+      }
+    }
+    EXPECT_EQ(quantized, 2 * 7);
+    EXPECT_EQ(params.lm_head().value.dtype, DType::F32);
+  }
+  // A linear chosen to train fully cannot be 4-bit: the error names it.
+  ModelConfig c = parse_hf_config(nlohmann::json::parse(kConfig), "config").model;
+  c.load_in_4bit = true;
+  try {
+    ParamStore params(*backend, c, LoraConfig{}, TrainableConfig::parse("q_proj"));
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("q_proj.weight"), std::string::npos) << e.what();
+  }
+}
+
 // ZeRO-3 shards a 4-bit weight as its raw bytes and gathers it whole: one rank's sharded model computes what the
 // replicated one does (loss and adapter gradients bit for bit).
 TEST(QloraZero3, ShardedFourBitBaseMatchesTheReplicatedModel) {
