@@ -25,6 +25,7 @@
 #include "cuda/op_checks.h"
 #include "cuda/optimizer.cuh"
 #include "cuda/qkv.cuh"
+#include "cuda/quant_4bit.cuh"
 #include "cuda/rmsnorm.cuh"
 #include "cuda/rope.cuh"
 #include "cuda/vec8.cuh"
@@ -51,6 +52,10 @@ struct CudaBackend::Impl {
   void* gemm_workspace = nullptr;
   void* scratch = nullptr;
   size_t scratch_bytes = 0;
+  // The bf16 workspace a 4-bit weight is dequantized into before its product (cuda/quant_4bit.cuh): grows to the
+  // largest 4-bit weight once, then is reused by every linear and LoRA call.
+  void* dequant = nullptr;
+  size_t dequant_bytes = 0;
   int64_t scratch_reallocations = 0;
   double* host_result = nullptr;  // pinned, for sum_squares
   std::unordered_map<void*, size_t> allocations;
@@ -77,6 +82,7 @@ struct CudaBackend::Impl {
     gemm.reset();
     if (gemm_workspace) cudaFree(gemm_workspace);
     if (scratch) cudaFree(scratch);
+    if (dequant) cudaFree(dequant);
     if (host_result) cudaFreeHost(host_result);
     for (auto& [ptr, bytes] : allocations) cudaFree(ptr);
     for (auto& [ptr, bytes] : host_allocations) cudaFreeHost(ptr);
@@ -106,6 +112,25 @@ struct CudaBackend::Impl {
     scratch_bytes = want;
     ++scratch_reallocations;
     return scratch;
+  }
+
+  // The dequantization workspace of at least `bytes` (grows like the scratch block, after draining the stream).
+  void* get_dequant(size_t bytes) {
+    if (bytes <= dequant_bytes) return dequant;
+    LL_CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (dequant) LL_CUDA_CHECK(cudaFree(dequant));
+    dequant = nullptr;
+    dequant_bytes = 0;
+    const size_t want = align_up(bytes, kScratchGranularity);
+    const cudaError_t st = cudaMalloc(&dequant, want);
+    if (st != cudaSuccess) {
+      cudaGetLastError();
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      fail(device_allocation_failure(want, free_b, total_b, in_use, name, "the 4-bit weights' bf16 workspace"));
+    }
+    dequant_bytes = want;
+    return dequant;
   }
 };
 
@@ -339,9 +364,24 @@ void CudaBackend::layernorm_backward(Tensor dx, Tensor dw, Tensor db, const Tens
 }
 
 // ---- linear and LoRA -------------------------------------------------------------------------------------------------
+// A dense weight as is; a 4-bit one dequantized (one launch) into the reusable bf16 workspace, then the same
+// cuBLASLt products read it (Unsloth's approach; the backward dequantizes again rather than keep a copy).
+const void* CudaBackend::dense_weight(const Tensor& w) {
+  if (!is_quantized(w.dtype)) return w.data;
+  bf16* out = static_cast<bf16*>(impl_->get_dequant(size_t(w.numel()) * sizeof(bf16)));
+  cuda::launch_dequantize_4bit(out, static_cast<const uint8_t*>(w.data), w.dtype, w.numel(), impl_->stream);
+  return out;
+}
+
 void CudaBackend::linear_forward(Tensor y, const Tensor& x, const Tensor& w, bool accumulate) {
   const auto d = op_checks::linear_forward(kContext, y, x, w);
-  impl_->gemm->gemm(false, true, d.rows, d.out, d.in, 1.f, dev<bf16>(x), d.in, dev<bf16>(w), d.in,
+  if (is_quantized(w.dtype) && d.rows == 1) {  // batch-1 decoding: the fused dequantizing matrix-vector product
+    cuda::launch_gemv_4bit(dev<bf16>(y), dev<bf16>(x), static_cast<const uint8_t*>(w.data), w.dtype, d.out, d.in,
+                           accumulate, impl_->stream);
+    return;
+  }
+  const bf16* wd = static_cast<const bf16*>(dense_weight(w));
+  impl_->gemm->gemm(false, true, d.rows, d.out, d.in, 1.f, dev<bf16>(x), d.in, wd, d.in,
                     accumulate ? 1.f : 0.f, y.data, DType::BF16, d.out, impl_->stream);
 }
 
@@ -350,7 +390,8 @@ void CudaBackend::linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const 
   const auto d = op_checks::linear_backward(kContext, dx, dw, dy, x, w);
   auto& g = *impl_->gemm;
   if (!dx.empty())  // dx[T,K] (+)= dy[T,N]·W[N,K]
-    g.gemm(false, false, d.rows, d.in, d.out, 1.f, dev<bf16>(dy), d.out, dev<bf16>(w), d.in, accumulate_dx ? 1.f : 0.f,
+    g.gemm(false, false, d.rows, d.in, d.out, 1.f, dev<bf16>(dy), d.out, static_cast<const bf16*>(dense_weight(w)),
+           d.in, accumulate_dx ? 1.f : 0.f,
            dx.data, DType::BF16, d.in, impl_->stream);
   if (!dw.empty())  // dW[N,K] += dyᵀ·x (f32)
     g.gemm(true, false, d.out, d.in, d.rows, 1.f, dev<bf16>(dy), d.out, dev<bf16>(x), d.in, 1.f, dw.data, DType::F32,
@@ -404,9 +445,10 @@ void CudaBackend::bias_backward(Tensor db, const Tensor& dy) {
 void CudaBackend::lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& x_lora, const Tensor& w,
                                const Tensor& a, const Tensor& b, double scale) {
   const auto d = op_checks::lora_forward(kContext, y, xa, x, x_lora, w, a, b);
+  const bf16* wd = static_cast<const bf16*>(dense_weight(w));
   auto& g = *impl_->gemm;
   cudaStream_t s = impl_->stream;
-  g.gemm(false, true, d.rows, d.out, d.in, 1.f, dev<bf16>(x), d.in, dev<bf16>(w), d.in, 0.f, y.data, DType::BF16,
+  g.gemm(false, true, d.rows, d.out, d.in, 1.f, dev<bf16>(x), d.in, wd, d.in, 0.f, y.data, DType::BF16,
          d.out, s);
   if (use_lora_kernels(d.rows, d.in, d.out, d.rank, {x_lora.data, y.data})) {
     // xa[t,j] = Σ_k x_lora[t,k]·A[j,k];  y[t,n] += s·Σ_j xa[t,j]·B[n,j]
@@ -426,6 +468,7 @@ void CudaBackend::lora_backward(Tensor dx, Tensor dx_lora, Tensor dw, Tensor da,
                                 const Tensor& dy, const Tensor& x, const Tensor& x_lora, const Tensor& xa,
                                 const Tensor& w, const Tensor& a, const Tensor& b, double scale, bool accumulate_dx) {
   const auto d = op_checks::lora_backward(kContext, dx, dx_lora, dw, da, db, dxa, dy, x, x_lora, xa, w, a, b);
+  const bf16* wd = dx.empty() ? nullptr : static_cast<const bf16*>(dense_weight(w));  // only dx reads the base weight
   auto& g = *impl_->gemm;
   cudaStream_t s = impl_->stream;
   const float sc = float(scale);
@@ -444,7 +487,7 @@ void CudaBackend::lora_backward(Tensor dx, Tensor dx_lora, Tensor dw, Tensor da,
     cuda::launch_lora_reduce_rows(dev<float>(da), d.in, 1, dev<bf16>(dxa), dev<bf16>(x_lora), d.rows, d.in, d.rank,
                                   1.f, partial, s);
     if (!dx.empty())
-      g.gemm(false, false, d.rows, d.in, d.out, 1.f, dev<bf16>(dy), d.out, dev<bf16>(w), d.in,
+      g.gemm(false, false, d.rows, d.in, d.out, 1.f, dev<bf16>(dy), d.out, wd, d.in,
              accumulate_dx ? 1.f : 0.f, dx.data, DType::BF16, d.in, s);
     // dx += dxa·A, or dx_lora = dxa·A  (V(k,j) = A[j,k]: strides (1, K))
     cuda::launch_lora_up(dev<bf16>(dx_adapter), dev<bf16>(dxa), d.rows, d.in, d.rank, dev<bf16>(a), 1, d.in, 1.f,
@@ -462,7 +505,7 @@ void CudaBackend::lora_backward(Tensor dx, Tensor dx_lora, Tensor dw, Tensor da,
   g.gemm(true, false, d.rank, d.in, d.rows, 1.f, dev<bf16>(dxa), d.rank, dev<bf16>(x_lora), d.in, 1.f, da.data,
          DType::F32, d.in, s);
   if (!dx.empty())
-    g.gemm(false, false, d.rows, d.in, d.out, 1.f, dev<bf16>(dy), d.out, dev<bf16>(w), d.in, accumulate_dx ? 1.f : 0.f,
+    g.gemm(false, false, d.rows, d.in, d.out, 1.f, dev<bf16>(dy), d.out, wd, d.in, accumulate_dx ? 1.f : 0.f,
            dx.data, DType::BF16, d.in, s);
   if (dx_lora.empty())
     g.gemm(false, false, d.rows, d.in, d.rank, 1.f, dev<bf16>(dxa), d.rank, dev<bf16>(a), d.in, 1.f, dx.data,

@@ -134,6 +134,9 @@ class CudaBackend final : public Backend {
   mutable std::optional<cuda_plan::AttentionWgmma> default_wgmma_;  // LONGLORA_ATTENTION_WGMMA, resolved once
   bool use_lora_kernels(int64_t rows, int64_t in, int64_t out, int64_t rank,
                         std::initializer_list<const void*> vec16) const;
+  // A linear layer's weight as bf16: its own memory, or a 4-bit weight dequantized into the backend's workspace
+  // (valid until the next call that dequantizes).
+  const void* dense_weight(const Tensor& w);
 };
 
 }  // namespace ll

@@ -32,7 +32,11 @@ Zero3Storage::Layout Zero3Storage::plan_layout(ParamStore& params, const DTypePo
     for (Param* p : gr.frozen) {
       gr.frozen_elems = round_up(gr.frozen_elems);
       gr.offset.push_back(gr.trainable_elems + gr.frozen_elems);
-      gr.frozen_elems += p->numel();
+      // A 4-bit weight (core/dtype.h) is sharded as its raw storage, counted in weight-dtype elements: the gather
+      // reassembles the bytes exactly before any op reads them.
+      gr.frozen_elems += is_quantized(p->value.dtype)
+                             ? int64_t((p->value.nbytes() + dtype_size(dt.weight) - 1) / dtype_size(dt.weight))
+                             : p->numel();
     }
     gr.t_counts = even_split(gr.trainable_elems, n);
     gr.f_counts = even_split(gr.frozen_elems, n);

@@ -144,6 +144,8 @@ bench e2e_pythia_8k 120 e2e --model pythia-1.4b --seq_len 8192
 bench e2e_pythia_32k 240 e2e --model pythia-1.4b --seq_len 32768
 bench lora 60 lora
 bench memory 60 memory
+bench e2e_qlora 150 e2e --load_in_4bit true  # QLoRA: NF4 (double-quantized) base, dequantized per product
+bench decode_4bit 60 decode  # batch-1 products: bf16 weights against the fused 4-bit matrix-vector kernel
 
 if [ "$mode" = full ]; then
   bench gemm 60 gemm

@@ -18,6 +18,11 @@
 //                          lora_forward / lora_backward (dx, frozen W) and the base linear_forward / linear_backward
 //                          alone, with the hand-written kernels and with cuBLASLt: ms per call, the LoRA overhead
 //                          (lora − base) and its effective bandwidth over the thin products' minimal bytes
+//   bench_cuda decode      batch-1 decoding's products at Llama-2-7B shapes (one token: x [1, K] · Wᵀ): bf16 weights
+//                          against 4-bit ones (--bnb_4bit_quant_type, --bnb_4bit_use_double_quant; the fused
+//                          dequantizing matrix-vector kernel): ms per call, weight GB/s, and the linears' tokens/s of a
+//                          32-layer model
+//   e2e --load_in_4bit true: the same step on a 4-bit (QLoRA) base: every linear dequantized into the bf16 workspace
 //
 // Timing: wall clock around backend.synchronize(), after warm-up iterations. Without a usable GPU it says so and
 // exits 0 (nothing to measure).
@@ -40,6 +45,7 @@
 #include "model/param_select.h"
 #include "model/registry.h"
 #include "core/profiling_backend.h"
+#include "core/quantize.h"
 #include "core/tensor_host.h"
 #include "train/memory_check.h"
 #include "optim/adamw.h"
@@ -71,6 +77,10 @@ struct Options {
   int64_t checkpoint_layers = -1;  // layers recomputed in backward (the first ones); -1: all or none per checkpointing
   bool offload_checkpoints = false;  // the checkpointed layers' inputs in pinned host memory (ModelOptions)
   std::string attention_wgmma = "";  // attention passes on wgmma at Dh 128 (LONGLORA_ATTENTION_WGMMA's values; "": it)
+  // e2e, decode: the 4-bit base (QLoRA)
+  bool load_in_4bit = false;
+  std::string quant_type = "nf4";
+  bool double_quant = true;
 };
 
 #ifdef LONGLORA_WITH_CUDA
@@ -192,6 +202,8 @@ ModelOptions e2e_model(const Options& o, int64_t seq_len) {
                                                                         : "q_proj,k_proj,v_proj,o_proj",
                                       m.config);
   m.trainable = TrainableConfig::parse("embed,norm");
+  m.config.load_in_4bit = o.load_in_4bit;
+  m.config.base_weight_format = quant_format(o.quant_type, o.double_quant, "--bnb_4bit_quant_type");
   return m;
 }
 
@@ -443,6 +455,41 @@ double median_ms(Backend& be, const std::function<void()>& f) {
   return ms[ms.size() / 2];
 }
 
+// Batch-1 decoding's linears: y[1, N] = x[1, K]·Wᵀ with a bf16 weight and with a 4-bit one (the fused kernel).
+nlohmann::json bench_decode(CudaBackend& be, const Options& o) {
+  const DType format = quant_format(o.quant_type, o.double_quant, "--bnb_4bit_quant_type");
+  struct Shape {
+    const char* what;
+    int64_t n, k, per_layer;
+  };
+  const Shape shapes[] = {{"q/k/v/o 4096x4096", 4096, 4096, 4}, {"gate/up 11008x4096", 11008, 4096, 2},
+                          {"down 4096x11008", 4096, 11008, 1}};
+  std::printf("%-20s %10s %10s %12s %12s\n", "weight", "bf16 ms", "4-bit ms", "bf16 GB/s", "4-bit GB/s");
+  nlohmann::json rows = nlohmann::json::array();
+  double token_bf16 = 0, token_4bit = 0;
+  for (const Shape& s : shapes) {
+    DeviceTensor x(be, DType::BF16, {1, s.k}, 1), y(be, DType::BF16, {1, s.n}, 2), w(be, DType::BF16, {s.n, s.k}, 3);
+    const Tensor shape4(nullptr, format, Device::CUDA, {s.n, s.k});
+    Tensor w4(be.allocate(shape4.nbytes()), format, Device::CUDA, {s.n, s.k});
+    upload_f64(be, w4, download_f64(be, w.t));  // the same values, quantized on the host
+    const double ms16 = median_ms(be, [&] { be.linear_forward(y.t, x.t, w.t, false); });
+    const double ms4 = median_ms(be, [&] { be.linear_forward(y.t, x.t, w4, false); });
+    const double bytes16 = double(w.t.nbytes()), bytes4 = double(w4.nbytes());
+    be.release(w4.data);
+    std::printf("%-20s %10.4f %10.4f %12.0f %12.0f\n", s.what, ms16, ms4, bytes16 / ms16 / 1e6, bytes4 / ms4 / 1e6);
+    token_bf16 += double(s.per_layer) * ms16;
+    token_4bit += double(s.per_layer) * ms4;
+    rows.push_back({{"weight", s.what}, {"ms_bf16", ms16}, {"ms_4bit", ms4}, {"bytes_bf16", bytes16},
+                    {"bytes_4bit", bytes4}});
+  }
+  const double layers = 32;
+  std::printf("linears of a 32-layer 7B model per token: bf16 %.3f ms (%.1f tokens/s), %s %.3f ms (%.1f tokens/s)\n",
+              layers * token_bf16, 1000 / (layers * token_bf16), dtype_name(format), layers * token_4bit,
+              1000 / (layers * token_4bit));
+  return {{"rows", rows}, {"format", dtype_name(format)}, {"ms_per_token_linears_bf16", layers * token_bf16},
+          {"ms_per_token_linears_4bit", layers * token_4bit}};
+}
+
 nlohmann::json bench_lora(CudaBackend& be, const Options& o) {
   const int64_t T = 8192, K = 4096, N = 4096, r = o.lora_r;
   const double scale = 2.0;
@@ -498,13 +545,13 @@ nlohmann::json bench_lora(CudaBackend& be, const Options& o) {
 
 int run(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
-    std::printf("usage: bench_cuda attention|gemm|e2e|memory|lora [flags]   (bench_cuda MODE --help lists the flags)\n");
+    std::printf("usage: bench_cuda attention|gemm|e2e|memory|lora|decode [flags]   (bench_cuda MODE --help lists the flags)\n");
     return argc < 2 ? 2 : 0;
   }
   const std::string mode = argv[1];
-  LL_CHECK(mode == "attention" || mode == "gemm" || mode == "e2e" || mode == "memory" || mode == "lora",
-           "bench_cuda: unknown mode `", mode,
-           "`; expected attention, gemm, e2e, memory or lora");
+  LL_CHECK(mode == "attention" || mode == "gemm" || mode == "e2e" || mode == "memory" || mode == "lora" ||
+               mode == "decode",
+           "bench_cuda: unknown mode `", mode, "`; expected attention, gemm, e2e, memory, lora or decode");
   Options o;
   Flags flags("bench_cuda " + mode, "CUDA backend benchmark; prints a table, writes JSON with --json");
   flags.add("json", &o.json, "write the results here (JSON)");
@@ -527,6 +574,9 @@ int run(int argc, char** argv) {
             "attention, e2e: attention passes at head dim 128 on the wgmma kernels: auto, none or a list of fwd,dq,dkdv "
             "(default: LONGLORA_ATTENTION_WGMMA, else auto)");
   flags.add("max_context", &o.max_context, "e2e: also search the longest context that fits");
+  flags.add("load_in_4bit", &o.load_in_4bit, "e2e: a 4-bit (QLoRA) base: every linear but the output head");
+  flags.add("bnb_4bit_quant_type", &o.quant_type, "e2e, decode: nf4 or fp4");
+  flags.add("bnb_4bit_use_double_quant", &o.double_quant, "e2e, decode: double-quantized absmax");
   flags.add("profile", &o.profile, "e2e: after the timed steps, time one more step op by op (table + JSON \"profile\")");
   if (!flags.parse(argc, argv, 2)) return 0;
   ModelConfig preset;  // --model is checked here, with or without a GPU
@@ -551,6 +601,7 @@ int run(int argc, char** argv) {
                            : mode == "gemm"    ? bench_gemm(be, o)
                            : mode == "memory"  ? bench_memory(be, o)
                            : mode == "lora"    ? bench_lora(be, o)
+                           : mode == "decode"  ? bench_decode(be, o)
                                                : bench_e2e(be, o);
   if (!o.json.empty()) {
     const nlohmann::json doc = {{"benchmark", mode}, {"device", be.device_description()}, {"flags", flags.values()},

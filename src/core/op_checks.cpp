@@ -146,10 +146,21 @@ RowsCols layernorm_backward(const Context& ctx, const Tensor& dx, const Tensor& 
 }
 
 // ---- linear and LoRA ------------------------------------------------------------------------------------------------
+namespace {
+// A linear layer's weight: the compute dtype, or a frozen 4-bit format (core/dtype.h) of the same logical shape.
+void expect_linear_weight(const Context& ctx, const Tensor& w, const LinearDims& d, const char* op) {
+  expect_shape(ctx, w, is_quantized(w.dtype) ? w.dtype : ctx.dtypes.weight, {d.out, d.in}, op, "w");
+}
+void expect_no_quantized_grad(const Tensor& dw, const Tensor& w, const char* op) {
+  LL_ASSERT(dw.empty() || !is_quantized(w.dtype), op, ": w is a frozen ", dtype_name(w.dtype),
+            " weight, which has no gradient; dw must be empty");
+}
+}  // namespace
+
 LinearDims linear_forward(const Context& ctx, const Tensor& y, const Tensor& x, const Tensor& w) {
   const char* op = "linear_forward";
   const LinearDims d{x.rows(), x.cols(), w.rows()};
-  expect_shape(ctx, w, ctx.dtypes.weight, {d.out, d.in}, op, "w");
+  expect_linear_weight(ctx, w, d, op);
   expect_matrix(ctx, y, ctx.dtypes.act, d.rows, d.out, op, "y");
   expect_matrix(ctx, x, ctx.dtypes.act, d.rows, d.in, op, "x");
   return d;
@@ -160,7 +171,8 @@ LinearDims linear_backward(const Context& ctx, const Tensor& dx, const Tensor& d
   const char* op = "linear_backward";
   const DTypePolicy& p = ctx.dtypes;
   const LinearDims d{x.rows(), x.cols(), w.rows()};
-  expect_shape(ctx, w, p.weight, {d.out, d.in}, op, "w");
+  expect_linear_weight(ctx, w, d, op);
+  expect_no_quantized_grad(dw, w, op);
   expect_matrix(ctx, x, p.act, d.rows, d.in, op, "x");
   expect_matrix(ctx, dy, p.act, d.rows, d.out, op, "dy");
   if (!dx.empty()) expect_matrix(ctx, dx, p.act, d.rows, d.in, op, "dx");
@@ -187,7 +199,7 @@ LoraDims lora_forward(const Context& ctx, const Tensor& y, const Tensor& xa, con
   const char* op = "lora_forward";
   const DTypePolicy& p = ctx.dtypes;
   const LoraDims d{x.rows(), x.cols(), w.rows(), a.rows()};
-  expect_shape(ctx, w, p.weight, {d.out, d.in}, op, "w");
+  expect_linear_weight(ctx, w, {d.rows, d.in, d.out}, op);
   expect_shape(ctx, a, p.weight, {d.rank, d.in}, op, "a");
   expect_shape(ctx, b, p.weight, {d.out, d.rank}, op, "b");
   expect_matrix(ctx, x, p.act, d.rows, d.in, op, "x");
@@ -203,7 +215,8 @@ LoraDims lora_backward(const Context& ctx, const Tensor& dx, const Tensor& dx_lo
   const char* op = "lora_backward";
   const DTypePolicy& p = ctx.dtypes;
   const LoraDims d{x.rows(), x.cols(), w.rows(), a.rows()};
-  expect_shape(ctx, w, p.weight, {d.out, d.in}, op, "w");
+  expect_linear_weight(ctx, w, {d.rows, d.in, d.out}, op);
+  expect_no_quantized_grad(dw, w, op);
   expect_shape(ctx, a, p.weight, {d.rank, d.in}, op, "a");
   expect_shape(ctx, b, p.weight, {d.out, d.rank}, op, "b");
   expect_shape(ctx, da, p.grad, {d.rank, d.in}, op, "da");

@@ -7,34 +7,12 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "util/error.h"
 
 namespace ll {
 
-enum class DType : uint8_t { F32, F64, BF16, F16, I32 };
 enum class Device : uint8_t { CPU, CUDA };
-
-inline size_t dtype_size(DType t) {
-  switch (t) {
-    case DType::F32: return 4;
-    case DType::F64: return 8;
-    case DType::BF16: return 2;
-    case DType::F16: return 2;
-    case DType::I32: return 4;
-  }
-  return 0;
-}
-
-inline const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::F32: return "f32";
-    case DType::F64: return "f64";
-    case DType::BF16: return "bf16";
-    case DType::F16: return "f16";
-    case DType::I32: return "i32";
-  }
-  return "?";
-}
 
 inline const char* device_name(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
 
@@ -76,7 +54,8 @@ struct Tensor {
     for (int i = 0; i < ndim; ++i) n *= shape[i];
     return ndim == 0 ? 0 : n;
   }
-  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
+  // Bytes of storage: numel × element size, or a block-quantized format's layout (core/dtype.h).
+  size_t nbytes() const { return storage_bytes(dtype, numel()); }
   // Rows = product of all dimensions but the last; cols = the last dimension.
   int64_t cols() const { return ndim == 0 ? 0 : shape[ndim - 1]; }
   int64_t rows() const { return cols() == 0 ? 0 : numel() / cols(); }

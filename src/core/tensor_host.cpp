@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/quantize.h"
+
 namespace ll {
 
 uint16_t f32_to_bf16(float x) {
@@ -56,7 +58,7 @@ float f16_to_f32(uint16_t h) {
 }
 
 void convert_values(const void* src, DType src_type, void* dst, DType dst_type, size_t count) {
-  LL_ASSERT(src_type != DType::I32 && dst_type != DType::I32, "convert_values: ", dtype_name(src_type), " -> ",
+  LL_ASSERT(is_dense_float(src_type) && is_dense_float(dst_type), "convert_values: ", dtype_name(src_type), " -> ",
            dtype_name(dst_type), " is not a floating-point conversion");
   if (src_type == dst_type) {
     std::memcpy(dst, src, count * dtype_size(src_type));
@@ -74,14 +76,14 @@ void convert_values(const void* src, DType src_type, void* dst, DType dst_type, 
       case DType::F32: std::memcpy(&f, in, 4), v = f; break;
       case DType::BF16: std::memcpy(&h, in, 2), v = bf16_to_f32(h); break;
       case DType::F16: std::memcpy(&h, in, 2), v = f16_to_f32(h); break;
-      case DType::I32: break;
+      default: break;  // not reached (checked above)
     }
     switch (dst_type) {
       case DType::F64: std::memcpy(out, &v, 8); break;
       case DType::F32: f = float(v), std::memcpy(out, &f, 4); break;
       case DType::BF16: h = f32_to_bf16(float(v)), std::memcpy(out, &h, 2); break;
       case DType::F16: h = f32_to_f16(float(v)), std::memcpy(out, &h, 2); break;
-      case DType::I32: break;
+      default: break;  // not reached (checked above)
     }
   }
 }
@@ -125,21 +127,26 @@ size_t find_nonfinite(const void* data, DType type, size_t count) {
     case DType::F32: return find_nonfinite_bits<uint32_t, 0x7F800000u>(bytes, count);
     case DType::BF16: return find_nonfinite_bits<uint16_t, 0x7F80u>(bytes, count);
     case DType::F16: return find_nonfinite_bits<uint16_t, 0x7C00u>(bytes, count);
-    case DType::I32: return count;
+    default: return count;  // integers, bytes, and 4-bit codes (their statistics are checked when read)
   }
-  return count;
 }
 
 void upload_f64(Backend& backend, Tensor dst, const double* values) {
   const int64_t n = dst.numel();
   std::vector<unsigned char> staging(dst.nbytes());
+  if (is_quantized(dst.dtype)) {  // the values rounded to float, then quantized (core/quantize.h)
+    const std::vector<float> f(values, values + n);
+    quantize_4bit(dst.dtype, f.data(), n, staging.data());
+    backend.copy_from_host(dst, staging.data());
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     switch (dst.dtype) {
       case DType::F64: reinterpret_cast<double*>(staging.data())[i] = values[i]; break;
       case DType::F32: reinterpret_cast<float*>(staging.data())[i] = float(values[i]); break;
       case DType::BF16: reinterpret_cast<uint16_t*>(staging.data())[i] = f32_to_bf16(float(values[i])); break;
       case DType::F16: reinterpret_cast<uint16_t*>(staging.data())[i] = f32_to_f16(float(values[i])); break;
-      case DType::I32: fail("upload_f64: destination is an i32 tensor ", dst.shape_str(), "; use upload_i32");
+      default: fail("upload_f64: destination is a ", dtype_name(dst.dtype), " tensor ", dst.shape_str());
     }
   }
   backend.copy_from_host(dst, staging.data());
@@ -154,6 +161,12 @@ std::vector<double> download_f64(Backend& backend, const Tensor& src) {
   std::vector<unsigned char> staging(src.nbytes());
   backend.copy_to_host(staging.data(), src);
   std::vector<double> out(src.numel());
+  if (is_quantized(src.dtype)) {  // dequantized as float (core/quantize.h)
+    std::vector<float> f(out.size());
+    dequantize_4bit(src.dtype, staging.data(), src.numel(), 0, src.numel(), f.data());
+    std::copy(f.begin(), f.end(), out.begin());
+    return out;
+  }
   for (int64_t i = 0; i < src.numel(); ++i) {
     switch (src.dtype) {
       case DType::F64: out[i] = reinterpret_cast<const double*>(staging.data())[i]; break;
@@ -161,6 +174,8 @@ std::vector<double> download_f64(Backend& backend, const Tensor& src) {
       case DType::BF16: out[i] = bf16_to_f32(reinterpret_cast<const uint16_t*>(staging.data())[i]); break;
       case DType::F16: out[i] = f16_to_f32(reinterpret_cast<const uint16_t*>(staging.data())[i]); break;
       case DType::I32: out[i] = reinterpret_cast<const int32_t*>(staging.data())[i]; break;
+      case DType::U8: out[i] = staging[size_t(i)]; break;
+      default: break;  // not reached (quantized above)
     }
   }
   return out;

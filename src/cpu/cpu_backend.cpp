@@ -3,9 +3,11 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "cpu/kernels.h"
 #include "core/op_checks.h"
+#include "core/quantize.h"
 #include "core/tensor_host.h"
 
 namespace ll {
@@ -107,19 +109,36 @@ void CpuBackend<T>::layernorm_backward(Tensor dx, Tensor dw, Tensor db, const Te
 }
 
 // ---- linear and LoRA ----------------------------------------------------------------------------------------
+// The reference for 4-bit weights: dequantize (bitsandbytes' float rule, core/quantize.h), then the dense product.
+template <typename T>
+const T* CpuBackend<T>::dense_weight(const Tensor& w) {
+  if (!is_quantized(w.dtype)) return w.ptr<T>();
+  const int64_t n = w.numel();
+  dequantized_.resize(size_t(n));
+  if constexpr (std::is_same_v<T, float>) {
+    dequantize_4bit(w.dtype, w.data, n, 0, n, dequantized_.data());
+  } else {
+    std::vector<float> f(static_cast<size_t>(n));
+    dequantize_4bit(w.dtype, w.data, n, 0, n, f.data());
+    std::copy(f.begin(), f.end(), dequantized_.begin());
+  }
+  return dequantized_.data();
+}
 template <typename T>
 void CpuBackend<T>::linear_forward(Tensor y, const Tensor& x, const Tensor& w, bool accumulate) {
   const auto d = op_checks::linear_forward(host_context(*this), y, x, w);
+  const T* wd = dense_weight(w);
   const int64_t rows = d.rows, k = d.in, n = d.out;
-  cpu::gemm<T>(false, true, rows, n, k, T(1), x.ptr<T>(), k, w.ptr<T>(), k, accumulate ? T(1) : T(0), y.ptr<T>(), n);
+  cpu::gemm<T>(false, true, rows, n, k, T(1), x.ptr<T>(), k, wd, k, accumulate ? T(1) : T(0), y.ptr<T>(), n);
 }
 template <typename T>
 void CpuBackend<T>::linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const Tensor& x, const Tensor& w,
                                     bool accumulate_dx) {
   const auto d = op_checks::linear_backward(host_context(*this), dx, dw, dy, x, w);
+  const T* wd = dense_weight(w);
   const int64_t rows = d.rows, k = d.in, n = d.out;
   if (!dx.empty())
-    cpu::gemm<T>(false, false, rows, k, n, T(1), dy.ptr<T>(), n, w.ptr<T>(), k, accumulate_dx ? T(1) : T(0),
+    cpu::gemm<T>(false, false, rows, k, n, T(1), dy.ptr<T>(), n, wd, k, accumulate_dx ? T(1) : T(0),
                  dx.ptr<T>(), k);
   if (!dw.empty())
     cpu::gemm<T>(true, false, n, k, rows, T(1), dy.ptr<T>(), n, x.ptr<T>(), k, T(1), dw.ptr<T>(), k);
@@ -138,8 +157,9 @@ template <typename T>
 void CpuBackend<T>::lora_forward(Tensor y, Tensor xa, const Tensor& x, const Tensor& x_lora, const Tensor& w,
                                  const Tensor& a, const Tensor& b, double scale) {
   const auto d = op_checks::lora_forward(host_context(*this), y, xa, x, x_lora, w, a, b);
+  const T* wd = dense_weight(w);
   const int64_t rows = d.rows, k = d.in, n = d.out, r = d.rank;
-  cpu::gemm<T>(false, true, rows, n, k, T(1), x.ptr<T>(), k, w.ptr<T>(), k, T(0), y.ptr<T>(), n);
+  cpu::gemm<T>(false, true, rows, n, k, T(1), x.ptr<T>(), k, wd, k, T(0), y.ptr<T>(), n);
   cpu::gemm<T>(false, true, rows, r, k, T(1), x_lora.ptr<T>(), k, a.ptr<T>(), k, T(0), xa.ptr<T>(), r);
   cpu::gemm<T>(false, true, rows, n, r, T(scale), xa.ptr<T>(), r, b.ptr<T>(), r, T(1), y.ptr<T>(), n);
 }
@@ -149,13 +169,14 @@ void CpuBackend<T>::lora_backward(Tensor dx, Tensor dx_lora, Tensor dw, Tensor d
                                   const Tensor& w, const Tensor& a, const Tensor& b, double scale, bool accumulate_dx) {
   const auto d =
       op_checks::lora_backward(host_context(*this), dx, dx_lora, dw, da, db, dxa, dy, x, x_lora, xa, w, a, b);
+  const T* wd = dense_weight(w);
   const int64_t rows = d.rows, k = d.in, n = d.out, r = d.rank;
   // dB += s·dyᵀ·xa;  dxa = s·dy·B;  dA += dxaᵀ·x_lora
   cpu::gemm<T>(true, false, n, r, rows, T(scale), dy.ptr<T>(), n, xa.ptr<T>(), r, T(1), db.ptr<T>(), r);
   cpu::gemm<T>(false, false, rows, r, n, T(scale), dy.ptr<T>(), n, b.ptr<T>(), r, T(0), dxa.ptr<T>(), r);
   cpu::gemm<T>(true, false, r, k, rows, T(1), dxa.ptr<T>(), r, x_lora.ptr<T>(), k, T(1), da.ptr<T>(), k);
   if (!dx.empty())
-    cpu::gemm<T>(false, false, rows, k, n, T(1), dy.ptr<T>(), n, w.ptr<T>(), k, accumulate_dx ? T(1) : T(0),
+    cpu::gemm<T>(false, false, rows, k, n, T(1), dy.ptr<T>(), n, wd, k, accumulate_dx ? T(1) : T(0),
                  dx.ptr<T>(), k);
   if (dx_lora.empty())
     cpu::gemm<T>(false, false, rows, k, r, T(1), dxa.ptr<T>(), r, a.ptr<T>(), k, T(1), dx.ptr<T>(), k);

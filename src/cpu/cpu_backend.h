@@ -1,5 +1,7 @@
 // The CPU reference backend: fp32 (name "cpu"), or fp64 ("cpu-f64", used by gradient checks).
 #pragma once
+#include <vector>
+
 #include "core/backend.h"
 
 namespace ll {
@@ -59,6 +61,12 @@ class CpuBackend : public Backend {
   void scale(Tensor x, double s) override;
   void adamw_step(Tensor param, Tensor master, const Tensor& grad, Tensor m, Tensor v,
                   const AdamWStep& step) override;
+
+ private:
+  // A linear layer's weight as T values: its own data when dense; a 4-bit weight (core/dtype.h) dequantized into
+  // `dequantized_`, reused by every call (valid until the next call that dequantizes).
+  const T* dense_weight(const Tensor& w);
+  std::vector<T> dequantized_;
 };
 
 extern template class CpuBackend<float>;

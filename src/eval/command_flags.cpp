@@ -23,6 +23,7 @@ void add_common(Flags& f, EvalCommon& c, const char* context_help) {
   f.add("progress", &c.progress, "progress bar with ETA on stderr");
   f.add("flash_attn", &c.flash_attn, "accepted for LongLoRA command lines; ignored (always full causal attention)");
   f.add("cache_dir", &c.cache_dir, "accepted for LongLoRA command lines; ignored (models are local folders)");
+  add_quant_flags(f, c.quant);
 }
 
 template <typename Command>

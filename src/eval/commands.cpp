@@ -33,6 +33,7 @@ EvalModelOptions model_options(const EvalCommon& c, int64_t batch, int64_t seq_l
   m.add_pad_token = c.add_pad_token;
   m.batch = batch;
   m.seq_len = seq_len;
+  m.quant = c.quant;
   return m;
 }
 

@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/quant_options.h"
+
 namespace ll {
 
 // Flags every subcommand has.
@@ -20,6 +22,7 @@ struct EvalCommon {
   bool progress = true;             // progress bar on stderr
   bool flash_attn = true;           // accepted for LongLoRA command lines; ignored (always full causal attention)
   std::string cache_dir;            // accepted for LongLoRA command lines; ignored (models are local folders)
+  QuantOptions quant;               // --load_in_4bit and the bnb_4bit_* flags
 };
 
 struct PerplexityCommand {

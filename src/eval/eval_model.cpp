@@ -97,6 +97,7 @@ EvalModel load_eval_model(const EvalModelOptions& o, std::ostream& log) {
   m.rope = choose_eval_rope_factor(o.rope_scaling_factor, o.context_size, o.default_context,
                                    hf.model.max_position_embeddings, hf.model.rope_scaling_factor, record);
   m.config.rope_scaling_factor = m.rope.factor;
+  apply_quant_options(o.quant, /*low_rank_training=*/true, m.config);  // evaluation trains nothing
 
   m.backend = create_backend(o.device);
   mo.config = m.config;

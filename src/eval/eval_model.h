@@ -28,6 +28,7 @@
 #include "io/peft.h"
 #include "model/config.h"
 #include "model/model.h"
+#include "model/quant_options.h"
 
 namespace ll {
 
@@ -56,6 +57,7 @@ struct EvalModelOptions {
   std::string add_pad_token = "auto";
   int64_t batch = 1;    // planned batch
   int64_t seq_len = 0;  // planned length: the window (perplexity) or the prefill chunk (KV-cache inference)
+  QuantOptions quant;   // --load_in_4bit and the bnb_4bit_* flags
 };
 
 struct EvalModel {

@@ -5,9 +5,11 @@
 #include <limits>
 #include <map>
 
+#include "io/bnb_weights.h"
 #include "io/param_io.h"
 #include "model/param_select.h"
 #include "model/registry.h"
+#include "model/weight_format.h"
 #include "util/error.h"
 #include "util/host_memory.h"
 
@@ -18,6 +20,7 @@ namespace {
 // Parameter counts in long double: the sizes are untrusted, and their products may not fit 64 bits.
 struct ParameterCount {
   long double embedding = 0, lm_head = 0, per_layer = 0, layers = 0, lora = 0;
+  long double linear = 0;  // of `layers`: the Linear weights (4-bit under load_in_4bit)
   long double total() const { return embedding + lm_head + layers + lora; }
 };
 
@@ -39,6 +42,7 @@ ParameterCount count_parameters(const ModelConfig& c, const LoraConfig& lora) {
   for (const ParamSpec& s : table) {
     if (!s.tied_to.empty()) continue;
     if (s.layer >= 0) n.per_layer += elements(s.shape);
+    if (s.layer >= 0 && quantized_role(s.role)) n.linear += N * elements(s.shape);
     else if (s.role == ParamRole::Embedding) n.embedding += elements(s.shape);
     else if (s.role == ParamRole::OutputHead) n.lm_head += elements(s.shape);
     else outer_rest += elements(s.shape);
@@ -103,7 +107,10 @@ void check_config_size(const ModelConfig& c, const std::string& where) {
 
 void check_config_matches_weights(const ModelConfig& c, const HfWeightFiles& w, const std::string& where) {
   std::map<std::string, FolderTensor> tensors;
-  for (const auto& [name, file] : w.where) tensors[name] = FolderTensor{file->entry(name).shape, file->path()};
+  for (const auto& [name, file] : w.where) {
+    if (is_bnb_companion(name)) continue;  // the parts of a 4-bit weight: it is compared by its logical shape
+    tensors[name] = FolderTensor{bnb_logical_shape(w, name), file->path()};
+  }
   architecture_for(c.model_type).check_folder_shapes(c, tensors, where);
 }
 
@@ -115,7 +122,12 @@ void check_weights_fit_memory(const ModelConfig& c, const LoraConfig& lora, cons
   if (memory == 0) return;
   const ParameterCount n = count_parameters(c, lora);
   const DType dtype = backend.dtypes().weight;
-  const long double bytes = n.total() * dtype_size(dtype);
+  long double bytes = n.total() * dtype_size(dtype);
+  if (c.load_in_4bit) {  // a 4-bit base: its linears take the format's bytes (model/weight_format.h)
+    constexpr int64_t kSample = int64_t(1) << 20;
+    const long double per_element = (long double)storage_bytes(c.base_weight_format, kSample) / kSample;
+    bytes -= n.linear * ((long double)dtype_size(dtype) - per_element);
+  }
   if (bytes <= (long double)memory) return;
   fail(where, ": the model's weights alone need ", bytes_text(bytes), " as ", dtype_name(dtype), " (",
        count_text(n.total()), " parameters; ", dominant_part(c, lora, n), "), but the ", backend.name(),

@@ -9,10 +9,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/bnb_weights.h"
 #include "io/hf_weight_files.h"
 #include "io/json_util.h"
 #include "io/param_io.h"
 #include "io/safetensors.h"
+#include "core/quantize.h"
 #include "core/tensor_host.h"
 #include "util/error.h"
 #include "util/files.h"
@@ -38,7 +40,8 @@ bool ignorable(const std::string& name, ParamStore& params) {
 
 // LongLoRA's [PAD] row: the file holds rows [0, V); row V of the parameter becomes their mean (computed in double).
 void load_padded(Backend& backend, Param& p, const SafetensorsEntry& e, const std::string& file) {
-  LL_CHECK(e.dtype != DType::I32, file, ": tensor `", e.name, "` is I32; weights must be BF16, F16, F32 or F64");
+  LL_CHECK(is_dense_float(e.dtype), file, ": tensor `", e.name, "` is ", safetensors_dtype_name(e.dtype),
+           "; weights must be BF16, F16, F32 or F64");
   const int64_t rows = e.shape[0], cols = e.shape[1];
   const size_t in_row = size_t(cols) * dtype_size(e.dtype), out_row = size_t(cols) * dtype_size(p.value.dtype);
   std::vector<unsigned char> staging(p.value.nbytes());
@@ -105,6 +108,8 @@ HfLoadReport load_hf_weights(const std::string& dir, ParamStore& params, Backend
   }
   for (const auto& [name, file] : src.where) {
     if (needed.count(name)) continue;
+    // The parts of a bitsandbytes 4-bit weight are read with it (io/bnb_weights.h).
+    if (is_bnb_companion(name) && needed.count(name.substr(0, name.find(".weight.") + 7))) continue;
     if (ignorable(name, params)) {
       report.ignored.push_back(name);
     } else {
@@ -125,7 +130,24 @@ HfLoadReport load_hf_weights(const std::string& dir, ParamStore& params, Backend
     const SafetensorsEntry& e = file.entry(p.name);
     const bool vocab_row = p.role == ParamRole::Embedding || p.role == ParamRole::OutputHead;
     const bool one_short = vocab_row && e.shape.size() == 2 && e.shape[0] + 1 == p.shape[0] && e.shape[1] == p.shape[1];
-    if (one_short && options.add_pad_token) {
+    const TensorLookup lookup = [&](const std::string& name) -> const SafetensorsEntry* {
+      const auto it = src.where.find(name);
+      return it == src.where.end() ? nullptr : &it->second->entry(name);
+    };
+    const DType stored = e.dtype == DType::U8 ? bnb_stored_format(lookup, p.name, file.path()) : DType::F32;
+    if (is_quantized(stored)) {  // a bitsandbytes 4-bit weight: kept 4-bit, or dequantized for a dense model
+      const DType format = is_quantized(p.value.dtype) ? p.value.dtype : stored;
+      const std::vector<uint8_t> bytes = read_bnb_weight(lookup, p.name, format, p.shape, file.path());
+      if (is_quantized(p.value.dtype)) {
+        backend.copy_from_host(p.value, bytes.data());
+      } else {
+        std::vector<float> values(static_cast<size_t>(p.numel()));
+        dequantize_4bit(format, bytes.data(), p.numel(), 0, p.numel(), values.data());
+        std::vector<unsigned char> staging(p.value.nbytes());
+        convert_values(values.data(), DType::F32, staging.data(), p.value.dtype, values.size());
+        backend.copy_from_host(p.value, staging.data());
+      }
+    } else if (one_short && options.add_pad_token) {
       load_padded(backend, p, e, file.path());
       report.padded = true;
     } else {
@@ -156,7 +178,8 @@ HfSaveReport save_hf_folder(const std::string& dir, ParamStore& params, Backend&
   uint64_t shard_bytes = 0;
   HfSaveReport report;
   for (Param* p : tensors) {
-    const uint64_t bytes = uint64_t(p->numel()) * out_elem;
+    const bool four_bit = options.keep_4bit && is_quantized(p->value.dtype);
+    const uint64_t bytes = four_bit ? uint64_t(p->value.nbytes()) : uint64_t(p->numel()) * out_elem;
     if (options.max_shard_bytes > 0 && !shards.back().empty() && shard_bytes + bytes > options.max_shard_bytes) {
       shards.emplace_back();
       shard_bytes = 0;
@@ -170,8 +193,18 @@ HfSaveReport save_hf_folder(const std::string& dir, ParamStore& params, Backend&
   Json weight_map = Json::object();
   for (size_t s = 0; s < shards.size(); ++s) {
     const std::string name = sharded ? hf_shard_name(int(s + 1), int(shards.size())) : kSingleFile;
-    write_params(dir + "/" + name, shards[s], backend, options.dtype);
-    for (const Param* p : shards[s]) weight_map[p->name] = name;
+    std::vector<Param*> dense;
+    for (Param* p : shards[s])
+      if (!(options.keep_4bit && is_quantized(p->value.dtype))) dense.push_back(p);
+    HostTensors host = host_copies(dense, backend, options.dtype, dir + "/" + name);
+    for (Param* p : shards[s]) {
+      if (!(options.keep_4bit && is_quantized(p->value.dtype))) continue;
+      std::vector<uint8_t> raw(p->value.nbytes());
+      backend.copy_to_host(raw.data(), p->value);
+      append_bnb_weight(p->name, p->value.dtype, p->shape, raw.data(), torch_dtype_name(options.dtype), host);
+    }
+    write_safetensors(dir + "/" + name, host.items);
+    for (const SafetensorsWriteItem& item : host.items) weight_map[item.name] = name;
     report.weight_files.push_back(name);
   }
   if (sharded) {
@@ -188,7 +221,11 @@ HfSaveReport save_hf_folder(const std::string& dir, ParamStore& params, Backend&
     }
   }
   remove_stale_weights(dir, report.weight_files);
-  write_hf_config(dir + "/config.json", config, options.dtype, options.info);
+  Json config_json = hf_config_json(config, options.dtype, options.info);
+  if (options.keep_4bit && config.load_in_4bit)
+    config_json["quantization_config"] =
+        bnb_quantization_config(config.base_weight_format, torch_dtype_name(options.dtype), {});
+  write_file_atomic(dir + "/config.json", config_json.dump(2) + "\n");
   return report;
 }
 

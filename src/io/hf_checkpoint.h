@@ -42,6 +42,9 @@ struct HfSaveOptions {
   uint64_t max_shard_bytes = 0;
   std::string copy_tokenizer_from;  // folder whose tokenizer files and generation_config.json are copied ("" = none)
   HfConfigInfo info;                // special token ids carried into config.json
+  // 4-bit weights (a --load_in_4bit store): true writes them in the bitsandbytes layout with config.json's
+  // quantization_config (io/bnb_weights.h; build/quantize); false writes every weight dense, dequantized.
+  bool keep_4bit = false;
 };
 
 struct HfSaveReport {

@@ -1,5 +1,6 @@
 #include "io/hf_config.h"
 
+#include "io/bnb_weights.h"
 #include "io/config_checks.h"
 #include "io/hf_weight_files.h"
 #include "io/json_util.h"
@@ -48,6 +49,7 @@ HfConfig parse_fields(const Json& j, const std::string& where) {
   out.info.has_rope_scaling = r.has("rope_scaling") || r.has("rope_parameters");
   out.info.torch_dtype = r.get_string("torch_dtype");
   if (out.info.torch_dtype.empty()) out.info.torch_dtype = r.get_string("dtype");
+  if (const Json* qc = r.field("quantization_config")) parse_bnb_quantization_config(*qc, c, where);
   for (const char* key : {"bos_token_id", "eos_token_id", "pad_token_id"})
     if (const Json* v = r.field(key)) out.info.special_token_ids[key] = *v;
   try {
@@ -83,7 +85,7 @@ const char* torch_dtype_name(DType t) {
     case DType::F16: return "float16";
     case DType::F32: return "float32";
     case DType::F64: return "float64";
-    case DType::I32: break;
+    default: break;
   }
   fail("torch_dtype: ", dtype_name(t), " is not a weight dtype");
 }

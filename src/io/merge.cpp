@@ -22,6 +22,8 @@ int merge_lora(ParamStore& params, Backend& backend, const LoraConfig& lora) {
     Param* a = group.lora_a[size_t(p.slot)];
     Param* b = group.lora_b[size_t(p.slot)];
     if (a == nullptr) continue;
+    LL_CHECK(!is_quantized(p.value.dtype), "merge_lora: `", p.name, "` is ", dtype_name(p.value.dtype),
+             "; an adapter is merged into a dense copy of a 4-bit base (dense_merged_copy)");
     const int64_t out = p.shape[0], in = p.shape[1], r = a->shape[0];
     std::vector<double> w = download_f64(backend, p.value);
     const std::vector<double> av = download_f64(backend, a->value), bv = download_f64(backend, b->value);
@@ -40,6 +42,16 @@ int merge_lora(ParamStore& params, Backend& backend, const LoraConfig& lora) {
     ++merged;
   }
   return merged;
+}
+
+std::unique_ptr<ParamStore> dense_merged_copy(ParamStore& params, Backend& backend, const ModelConfig& config,
+                                              const LoraConfig& lora, Backend& host) {
+  ModelConfig dense = config;
+  dense.load_in_4bit = false;
+  auto out = std::make_unique<ParamStore>(host, dense, lora, TrainableConfig{});
+  for (Param& p : out->all()) upload_f64(host, p.value, download_f64(backend, params.get(p.name).value));
+  merge_lora(*out, host, lora);
+  return out;
 }
 
 namespace {
@@ -109,6 +121,9 @@ void merge_adapter_folder(const MergeOptions& o, std::ostream& log) {
   config.vocab_size = merged_vocab(o, base.model.vocab_size, adapter_embedding_rows(o.peft_model, base.model),
                                    record ? record->vocab_size : 0);
   config.rope_scaling_factor = merged_rope_factor(o, base.model, record, log);
+  // A 4-bit base (a bitsandbytes folder) merges into dense weights: its linears are dequantized on load, the adapter
+  // added, and the folder written dense (as PEFT's merge_and_unload of a 4-bit model followed by dequantize()).
+  config.load_in_4bit = false;
   const DType dtype = output_dtype(o.dtype, base.info.torch_dtype);
 
   std::unique_ptr<Backend> backend = create_backend(o.backend);

@@ -2,6 +2,7 @@
 // base HF folder + PEFT adapter folder → a complete HF folder that transformers loads without PEFT.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <ostream>
 #include <string>
 
@@ -15,6 +16,12 @@ namespace ll {
 // the weight dtype; then B ← 0, so the store still computes the same function and save_hf_folder accepts it.
 // Returns the number of projections merged.
 int merge_lora(ParamStore& params, Backend& backend, const LoraConfig& lora);
+
+// A store on `host` holding `params` dense (a 4-bit base dequantized) with the adapters merged: what a merged export
+// of a 4-bit base writes, since merge_lora cannot fold an adapter into 4-bit storage (a 4-bit weight is refused there).
+// `config` is the store's model configuration; `params` must be readable.
+std::unique_ptr<ParamStore> dense_merged_copy(ParamStore& params, Backend& backend, const ModelConfig& config,
+                                              const LoraConfig& lora, Backend& host);
 
 struct MergeOptions {
   std::string base_model;  // HF folder (config.json + safetensors)

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/quantize.h"
 #include "core/tensor_host.h"
 #include "util/error.h"
 
@@ -51,7 +52,7 @@ void check_finite_values(const void* data, DType type, const std::vector<int64_t
 
 void convert_checked(const void* src, DType src_type, void* dst, DType dst_type, const std::vector<int64_t>& shape,
                      const std::string& context, const std::string& name, const std::string& advice) {
-  LL_CHECK(src_type != DType::I32 && dst_type != DType::I32, "convert_checked: `", name, "` is not floating point");
+  LL_CHECK(is_dense_float(src_type) && is_dense_float(dst_type), "convert_checked: `", name, "` is not floating point");
   constexpr size_t kBlock = size_t(1) << 15;  // elements: a block stays in cache between conversion and check
   const size_t n = element_count(shape), in_size = dtype_size(src_type), out_size = dtype_size(dst_type);
   const size_t blocks = (n + kBlock - 1) / kBlock;
@@ -80,7 +81,16 @@ void load_entry(Backend& backend, Param& p, const SafetensorsEntry& e, const std
   if (e.shape != p.shape)
     fail(file, ": tensor `", e.name, "` has shape ", shape_text(e.shape), " but the model's `", p.name, "` is ",
          shape_text(p.shape), hint);
-  LL_CHECK(e.dtype != DType::I32, file, ": tensor `", e.name, "` is I32; weights must be BF16, F16, F32 or F64");
+  LL_CHECK(is_dense_float(e.dtype), file, ": tensor `", e.name, "` is ", safetensors_dtype_name(e.dtype),
+           "; weights must be BF16, F16, F32 or F64");
+  if (is_quantized(p.value.dtype)) {  // quantize on load (a 4-bit base): checked as f32, then bitsandbytes' rule
+    std::vector<float> values(static_cast<size_t>(p.numel()));
+    convert_checked(e.data, e.dtype, values.data(), DType::F32, e.shape, file, e.name, kNonFiniteInFile);
+    std::vector<unsigned char> packed(p.value.nbytes());
+    quantize_4bit(p.value.dtype, values.data(), p.numel(), packed.data());
+    backend.copy_from_host(p.value, packed.data());
+    return;
+  }
   std::vector<unsigned char> staging(p.value.nbytes());
   convert_checked(e.data, e.dtype, staging.data(), p.value.dtype, e.shape, file, e.name, kNonFiniteInFile);
   backend.copy_from_host(p.value, staging.data());
@@ -95,8 +105,15 @@ HostTensors host_copies(const std::vector<Param*>& params, Backend& backend, DTy
   for (Param* p : sorted) {
     std::vector<unsigned char> raw(p->value.nbytes());
     backend.copy_to_host(raw.data(), p->value);
+    DType raw_type = p->value.dtype;
+    if (is_quantized(raw_type)) {  // a 4-bit base weight is written dense: its dequantized values
+      std::vector<unsigned char> dense(size_t(p->numel()) * sizeof(float));
+      dequantize_4bit(raw_type, raw.data(), p->numel(), 0, p->numel(), reinterpret_cast<float*>(dense.data()));
+      raw.swap(dense);
+      raw_type = DType::F32;
+    }
     out.buffers.emplace_back(size_t(p->numel()) * dtype_size(dtype));
-    convert_checked(raw.data(), p->value.dtype, out.buffers.back().data(), dtype, p->shape, destination, p->name,
+    convert_checked(raw.data(), raw_type, out.buffers.back().data(), dtype, p->shape, destination, p->name,
                     "refusing to write non-finite weights (the training run diverged: lower --learning_rate)");
     out.items.push_back({prefix + p->name, dtype, p->shape, out.buffers.back().data()});
   }

@@ -26,13 +26,14 @@ constexpr uint64_t kMaxHeaderBytes = 100000000;  // the reference reader's MAX_H
 constexpr int kMaxJsonDepth = 16;                // header object → tensor object → shape array is 3 levels
 constexpr size_t kMaxWriteDims = 8;
 constexpr const char* kMetadataKey = "__metadata__";
-constexpr const char* kSupportedDtypes = "F32, F64, BF16, F16, I32";
+constexpr const char* kSupportedDtypes = "F32, F64, BF16, F16, I32, U8";
 
 std::string errno_text() { return std::strerror(errno); }
 
 bool parse_dtype(const std::string& s, DType* out) {
   static const std::pair<const char*, DType> kTable[] = {
-      {"F32", DType::F32}, {"F64", DType::F64}, {"BF16", DType::BF16}, {"F16", DType::F16}, {"I32", DType::I32}};
+      {"F32", DType::F32}, {"F64", DType::F64}, {"BF16", DType::BF16}, {"F16", DType::F16}, {"I32", DType::I32},
+      {"U8", DType::U8}};
   for (const auto& [name, t] : kTable) {
     if (s == name) {
       *out = t;
@@ -339,6 +340,8 @@ const char* safetensors_dtype_name(DType t) {
     case DType::BF16: return "BF16";
     case DType::F16: return "F16";
     case DType::I32: return "I32";
+    case DType::U8: return "U8";
+    default: break;  // 4-bit formats are stored as their U8 parts (io/bnb_weights.h)
   }
   return "?";
 }

@@ -20,6 +20,8 @@ const char* storage_class(DType t) {
     case DType::BF16: return "BFloat16Storage";
     case DType::F16: return "HalfStorage";
     case DType::I32: return "IntStorage";
+    case DType::U8: return "ByteStorage";
+    default: break;
   }
   return "?";
 }

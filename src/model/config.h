@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/attention_mask.h"
+#include "core/dtype.h"
 
 namespace ll {
 
@@ -29,6 +30,11 @@ struct ModelConfig {
   // Family switches (read by the definitions that have them).
   bool parallel_residual = false;  // x + attn(norm1(x)) + mlp(norm2(x)) instead of two sequential residual steps
   std::string hidden_act = "silu";
+  // QLoRA (bitsandbytes' load_in_4bit): every frozen Linear of the table is stored in `base_weight_format` (a 4-bit
+  // format of core/dtype.h) — never the output head, embeddings, norms or biases (model/weight_format.h). Set by
+  // --load_in_4bit or by a bitsandbytes folder's quantization_config.
+  bool load_in_4bit = false;
+  DType base_weight_format = DType::NF4DQ;
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }  // Dh
   int64_t q_dim() const { return num_attention_heads * head_dim(); }

@@ -118,7 +118,7 @@ MemoryPlan Model::plan_memory(Backend& backend, const ModelOptions& options) {
   const ParamStore shapes(backend, o.config, o.lora, o.trainable, /*external_storage=*/true);
   Arena frozen(backend, "frozen weights"), trainable(backend, "trainable weights"), grads(backend, "gradients");
   for (const Param& p : shapes.all()) {
-    (p.trainable ? trainable : frozen).reserve(dt.weight, p.shape);
+    (p.trainable ? trainable : frozen).reserve(p.value.dtype, p.shape);  // a 4-bit base: its format's bytes
     if (p.trainable) grads.reserve(dt.grad, p.shape);
   }
   Arena acts(backend, "activations");

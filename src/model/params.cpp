@@ -2,6 +2,7 @@
 
 #include "model/param_select.h"
 #include "model/registry.h"
+#include "model/weight_format.h"
 
 namespace ll {
 
@@ -67,16 +68,17 @@ ParamStore::ParamStore(Backend& backend, const ModelConfig& c, const LoraConfig&
 
   // Plan, commit, then hand out views (or, under external storage, shapes only).
   const DTypePolicy dt = backend.dtypes();
+  auto value_dtype = [&](const Param& p) { return weight_storage_dtype(c, p.role, p.trainable, dt.weight, p.name); };
   if (external_) {
     for (Param& p : params_) {
-      p.value = Tensor(nullptr, dt.weight, backend.device(), p.shape);
+      p.value = Tensor(nullptr, value_dtype(p), backend.device(), p.shape);
       if (p.trainable) p.grad = Tensor(nullptr, dt.grad, backend.device(), p.shape);
     }
   } else {
     std::vector<Arena::Handle> value_handle(params_.size()), grad_handle(params_.size());
     for (size_t i = 0; i < params_.size(); ++i) {
       Param& p = params_[i];
-      value_handle[i] = (p.trainable ? trainable_ : frozen_).reserve(dt.weight, p.shape);
+      value_handle[i] = (p.trainable ? trainable_ : frozen_).reserve(value_dtype(p), p.shape);
       if (p.trainable) grad_handle[i] = grads_.reserve(dt.grad, p.shape);
     }
     frozen_.commit();

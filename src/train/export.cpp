@@ -35,14 +35,25 @@ void export_trained_model(TrainingSession& s) {
   if (o.save_merged && o.low_rank_training) {
     model.params().with_readable(/*trainable_only=*/false, [&] {
       if (!lead) return;
-      merge_lora(model.params(), be, mo.lora);
+      // A 4-bit base cannot take the adapter in place: a dense copy on the host (its linears dequantized) does.
+      std::unique_ptr<Backend> host;
+      std::unique_ptr<ParamStore> dense;
+      if (mo.config.load_in_4bit) {
+        host = create_backend("cpu");
+        dense = dense_merged_copy(model.params(), be, plan.config, mo.lora, *host);
+      } else {
+        merge_lora(model.params(), be, mo.lora);
+      }
       HfSaveOptions so;
       so.dtype = plan.info.torch_dtype == "bfloat16" ? DType::BF16
                  : plan.info.torch_dtype == "float16" ? DType::F16
                                                       : DType::F32;
       so.copy_tokenizer_from = plan.hf_dir;
       so.info = plan.info;
-      save_hf_folder(o.output_dir + "/merged", model.params(), be, plan.config, so);
+      if (dense)
+        save_hf_folder(o.output_dir + "/merged", *dense, *host, plan.config, so);
+      else
+        save_hf_folder(o.output_dir + "/merged", model.params(), be, plan.config, so);
     });
   }
   s.comm->barrier();

@@ -127,6 +127,7 @@ void plan_model_options(TrainingSession& s) {
   Comm& comm = *s.comm;
   ModelOptions& mo = s.model_options;
   mo.config = s.plan.config;
+  apply_quant_options(o.quant, o.low_rank_training, mo.config);
   mo.batch = o.per_device_train_batch_size;
   mo.seq_len = o.model_max_length;
   const GradientCheckpointing ckpt =

@@ -29,6 +29,7 @@ void add_train_flags(Flags& flags, TrainOptions& o) {
             "linear RoPE factor; 0 = LongLoRA's rule ceil(L / (max_position_embeddings × existing factor))")
       .at_least(0);
   flags.add("low_rank_training", &o.low_rank_training, "LoRA (true) or full fine-tuning (false)");
+  add_quant_flags(flags, o.quant);
   flags.add("lora_r", &o.lora_r, "LoRA rank").at_least(1);
   flags.add("lora_alpha", &o.lora_alpha, "LoRA alpha (scale = alpha / r)");
   flags.add("lora_dropout", &o.lora_dropout, "dropout on the LoRA adapter input").at_least(0).below(1);

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "model/quant_options.h"
+
 namespace ll {
 
 struct TrainOptions {
@@ -29,6 +31,7 @@ struct TrainOptions {
   double rope_scaling_factor = 0;  // 0: LongLoRA's ceil rule from model_max_length
   // what trains
   bool low_rank_training = true;
+  QuantOptions quant;  // --load_in_4bit and the bnb_4bit_* flags (QLoRA)
   int64_t lora_r = 8;
   double lora_alpha = 16, lora_dropout = 0;
   std::string lora_target;  // empty: the architecture's LongLoRA default (Llama q,k,v,o_proj; GPT-NeoX query_key_value,dense)

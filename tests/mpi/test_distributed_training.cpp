@@ -99,6 +99,26 @@ TEST_P(DistributedTraining, MatchesTheSingleRankRunWithTheSameGlobalBatch) {
   g_comm->barrier();
 }
 
+// QLoRA: a 4-bit (NF4, double-quantized) base sharded by ZeRO-3 as raw bytes, or replicated, trains as on one rank.
+TEST_P(DistributedTraining, FourBitBaseMatchesTheSingleRankRun) {
+  const int n = g_comm->size();
+  auto four_bit = [](TrainOptions o) {
+    o.quant.load_in_4bit = true;
+    o.quant.bnb_4bit_quant_type = "nf4";
+    o.quant.bnb_4bit_use_double_quant = true;
+    return o;
+  };
+  run_training(four_bit(options("ranks_4bit", 2)), {}, g_comm);
+  if (g_comm->rank() == 0) {
+    std::unique_ptr<Comm> local = make_local_comm();
+    TrainOptions single = four_bit(options("single_4bit", 2 * n));
+    single.zero_stage = 0;
+    run_training(single, {}, local.get());
+    expect_run_matches(dir_ + "/ranks_4bit", dir_ + "/single_4bit", 10, 1e-5, 1e-5);
+  }
+  g_comm->barrier();
+}
+
 TEST_P(DistributedTraining, CheckpointFromNRanksResumesOnOneRankExactly) {
   const int n = g_comm->size();
   TrainOptions interrupted = options("interrupted", 2);
