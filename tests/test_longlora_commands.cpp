@@ -236,6 +236,21 @@ TEST_F(LongLoraCommands, SupervisedFineTuneThenMergeEvaluateAndChat) {
   EXPECT_NE(gen.output.find("--flash_attn True: ignored; "), std::string::npos) << gen.output;
 }
 
+// supervised-fine-tune-qlora.py: the same command; the script's fixed BitsAndBytesConfig (nf4, double quantization,
+// bf16 compute) written as our flags in place of the script name.
+TEST_F(LongLoraCommands, SupervisedFineTuneQloraIsFourBitNf4) {
+  const CommandResult r = run(replace_all(kSupervisedFineTune, "train  \\\n",
+                                          "train --load_in_4bit true --bnb_4bit_quant_type nf4 "
+                                          "--bnb_4bit_use_double_quant true --bnb_4bit_compute_dtype bfloat16 \\\n"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const nlohmann::json args = json_file("path_to_saving_sft/training_args.json");
+  EXPECT_EQ(args["load_in_4bit"], true);
+  EXPECT_EQ(args["bnb_4bit_quant_type"], "nf4");
+  EXPECT_EQ(args["sft_data_path"], "LongAlpaca-16k-length.json");
+  EXPECT_TRUE(exists("path_to_saving_sft/adapter_model.safetensors"));
+  EXPECT_TRUE(exists("path_to_saving_sft/trainable_params.bin"));
+}
+
 // What cannot be honoured stops the run at start-up, naming the flag or the config file and key.
 TEST_F(LongLoraCommands, ValuesThatCannotBeHonouredAreErrorsSayingSo) {
   write_file_atomic(dir_.file("ds_configs/broken.json"), "{\"zero_optimization\": {\"stage\": 2,}");
