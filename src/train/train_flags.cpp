@@ -9,7 +9,9 @@ void add_train_flags(Flags& flags, TrainOptions& o) {
   flags.add("tokenizer", &o.tokenizer,
             "tokenizer.json (Hugging Face) or sentencepiece tokenizer.model, or a model folder holding one "
             "(tokenizer.json preferred; default: the one in <model_name_or_path>)");
-  flags.add("data_path", &o.data_path, "pretraining token file (.bin from scripts/tokenize_dataset)");
+  flags.add("data_path", &o.data_path,
+            "pretraining token file (.bin from scripts/tokenize_dataset); a .json/.jsonl path means supervised "
+            "fine-tuning (read as --sft_data_path, as LongLoRA's supervised-fine-tune.py)");
   flags.add("sft_data_path", &o.sft_data_path, "LongAlpaca .json list or .jsonl (instruction, output[, input])");
   flags.add("chat_template", &o.chat_template,
             "SFT prompt format: auto (from the model folder's tokenizer_config.json / config.json; LongLoRA's "
