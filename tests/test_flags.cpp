@@ -91,6 +91,28 @@ TEST(Flags, ConfigFileSuppliesFlagsAndTheCommandLineWins) {
   EXPECT_NE(error_of([&] { Parsed().parse({"--config", path}); }).find("invalid JSON"), std::string::npos);
 }
 
+// LongLoRA's vocabulary that a binary accepts without effect: with a value or bare (argparse's store_true), one
+// note each, listed in --help, not in the resolved values; booleans take Python's True/False.
+TEST(Flags, IgnoredFlagsTakeAValueOrNoneAndLeaveOneNoteEach) {
+  Parsed p;
+  p.flags.add_ignored("tf32", "TF32 is never used");
+  p.flags.add_ignored("use_flash_attn", "always our kernel");
+  ASSERT_TRUE(p.parse({"--tf32", "True", "--use_flash_attn", "--use_s2attn", "False", "--max_steps", "3"}));
+  EXPECT_FALSE(p.s2);
+  EXPECT_EQ(p.steps, 3);
+  ASSERT_EQ(p.flags.notes().size(), 2u);
+  EXPECT_EQ(p.flags.notes()[0], "--tf32 True: ignored; TF32 is never used");
+  EXPECT_EQ(p.flags.notes()[1], "--use_flash_attn: ignored; always our kernel");
+  EXPECT_TRUE(p.flags.was_set("tf32"));
+  EXPECT_FALSE(p.flags.values().contains("tf32"));
+  EXPECT_NE(p.flags.help().find("--tf32 (accepted for LongLoRA command lines, ignored: TF32 is never used)"),
+            std::string::npos);
+  Parsed q;
+  q.flags.add_ignored("cache_dir", "local folders");
+  ASSERT_TRUE(q.parse({"--cache_dir=./cache"}));
+  EXPECT_EQ(q.flags.notes().at(0), "--cache_dir ./cache: ignored; local folders");
+}
+
 TEST(Flags, HelpListsEveryFlagWithItsDefault) {
   Parsed p;
   const std::string h = p.flags.help();

@@ -1,5 +1,7 @@
 // AdamW, gradient clipping and learning-rate schedules against hand computations.
 #include <gtest/gtest.h>
+
+#include <cmath>
 #include <omp.h>
 
 #include <cstring>
@@ -136,6 +138,26 @@ TEST(Schedules, HuggingFaceDefinitions) {
   EXPECT_DOUBLE_EQ(lr_at(c, 10), 1e-5);  // LongLoRA: lr 2e-5, 20 warmup steps
   EXPECT_EQ(parse_lr_schedule("cosine"), LrSchedule::Cosine);
   EXPECT_THROW(parse_lr_schedule("cosine_with_restarts"), Error);
+}
+
+// DeepSpeed's WarmupDecayLR (ds_configs/stage3.json's scheduler): log warmup over max(2, W) steps, then HF's linear
+// decay; WarmupLR: the same warmup, then constant.
+TEST(Schedules, DeepSpeedWarmupDecayAndWarmup) {
+  ScheduleConfig c{LrSchedule::Linear, 1.0, 20, 100, WarmupShape::DeepSpeedLog};
+  EXPECT_EQ(lr_at(c, 0), 0.0);  // log(1)
+  EXPECT_DOUBLE_EQ(lr_at(c, 1), std::log(2.0) / std::log(20.0));
+  EXPECT_DOUBLE_EQ(lr_at(c, 19), 1.0);  // log(20) / log(20)
+  EXPECT_DOUBLE_EQ(lr_at(c, 20), 1.0);
+  EXPECT_DOUBLE_EQ(lr_at(c, 60), 0.5);  // (100 − 60) / (100 − 20)
+  c.warmup_steps = 0;                   // DeepSpeed warms up over 2 steps at least
+  EXPECT_EQ(lr_at(c, 0), 0.0);
+  EXPECT_DOUBLE_EQ(lr_at(c, 1), 1.0);
+  c.warmup = WarmupShape::DeepSpeedLinear;
+  EXPECT_DOUBLE_EQ(lr_at(c, 1), 0.5);
+  c.kind = LrSchedule::ConstantWithWarmup, c.warmup = WarmupShape::DeepSpeedLog, c.warmup_steps = 20;
+  EXPECT_DOUBLE_EQ(lr_at(c, 99), 1.0);
+  EXPECT_EQ(parse_warmup_shape("deepspeed_log"), WarmupShape::DeepSpeedLog);
+  EXPECT_THROW(parse_warmup_shape("cosine"), Error);
 }
 
 }  // namespace

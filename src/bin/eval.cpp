@@ -8,6 +8,7 @@
 
 #include "eval/command_flags.h"
 #include "eval/commands.h"
+#include "io/model_folder.h"
 #include "util/error.h"
 #include "util/flags.h"
 
@@ -24,6 +25,14 @@ const char kUsage[] =
     "  generate     LongAlpaca's inference.py prompt \"[INST]{material}\\n{question}[/INST]\", streamed, with\n"
     "               temperature / top-p sampling (temperature 0: greedy)\n";
 
+// After parsing: the ignored flags' lines, and a run's output folder as --base_model resolved to its model.
+void prepare(const ll::Flags& f, ll::EvalCommon& c) {
+  for (const std::string& note : f.notes()) std::fprintf(stderr, "%s\n", note.c_str());
+  std::string note;
+  c.base_model = ll::resolve_model_folder(c.base_model, "--base_model", &note);
+  if (!note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
+}
+
 int run(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
@@ -37,6 +46,7 @@ int run(int argc, char** argv) {
                 "(last start dropped), all seq_len - 1 next tokens scored with full causal attention.");
     ll::add_perplexity_flags(f, c);
     if (!f.parse(argc, argv, 2)) return 0;
+    prepare(f, c.common);
     ll::run_perplexity_command(c, std::cout, std::cerr, f.values());
   } else if (command == "passkey") {
     ll::PasskeyCommand c;
@@ -45,6 +55,7 @@ int run(int argc, char** argv) {
                 "n_garbage = int(3.75*(i+1)*interval // 1024 * 1024) filler characters, seeds 0..num_tests-1.");
     ll::add_passkey_flags(f, c);
     if (!f.parse(argc, argv, 2)) return 0;
+    prepare(f, c.common);
     ll::run_passkey_command(c, std::cout, std::cerr, f.values());
   } else if (command == "generate") {
     ll::GenerateCommand c;
@@ -53,6 +64,7 @@ int run(int argc, char** argv) {
                 "\"[INST]{material}\\n{question}[/INST]\" (or \"[INST]{prompt}[/INST]\"); stops at EOS.");
     ll::add_generate_flags(f, c);
     if (!f.parse(argc, argv, 2)) return 0;
+    prepare(f, c.common);
     ll::run_generate_command(c, std::cout, std::cerr, f.values());
   } else {
     std::string hint;

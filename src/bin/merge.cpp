@@ -6,6 +6,7 @@
 #include <string>
 
 #include "io/merge.h"
+#include "io/model_folder.h"
 #include "util/error.h"
 #include "util/flags.h"
 
@@ -34,9 +35,15 @@ int main(int argc, char** argv) {
             "training context length; the factor is LongLoRA's ceil(context / (max_position_embeddings × base factor))")
       .at_least(0);
   flags.add("backend", &o.backend, "backend holding the model while merging (cpu: fp32 in host memory)");
+  // merge_lora_weights_and_save_hf_model.py's flags are the ones above, plus:
+  flags.add_ignored("cache_dir", "models are read from local folders; nothing is downloaded or cached");
   try {
     if (!flags.parse(argc, argv)) return 0;
     o.max_shard_bytes = uint64_t(shard_mb) * 1000000ull;
+    for (const std::string& note : flags.notes()) std::fprintf(stderr, "%s\n", note.c_str());
+    std::string note;
+    o.base_model = ll::resolve_model_folder(o.base_model, "--base_model", &note);
+    if (!note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
     ll::merge_adapter_folder(o, std::cout);
   } catch (const std::exception& e) {
     std::string message = ll::exception_message(e);

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "mpi/comm.h"
+#include "train/longlora_flags.h"
 #include "train/demo.h"
 #include "train/train_flags.h"
 #include "train/trainer.h"
@@ -21,7 +22,11 @@ int main(int argc, char** argv) {
                     "LongLoRA fine-tuning: position interpolation + S2-Attn + LoRA/LoRA+ or full fine-tuning.\n"
                     "Run without flags for the embedded CPU demo.");
     ll::add_train_flags(flags, o);
+    ll::LongLoraScriptFlags script;  // LongLoRA's / Hugging Face's vocabulary, mapped or ignored
+    ll::add_longlora_script_flags(flags, script);
     if (!flags.parse(argc, argv)) return 0;
+    for (const std::string& note : ll::apply_longlora_script_flags(script, flags, o))
+      if (comm->rank() == 0) std::fprintf(stderr, "%s\n", note.c_str());
     const ll::TrainResult r = ll::run_training(o, flags.values(), comm.get());
     if (comm->rank() == 0)
       std::printf("%s after %lld steps; last loss %.4f; outputs in %s\n", r.interrupted ? "interrupted" : "finished",

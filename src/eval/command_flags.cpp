@@ -4,6 +4,21 @@ namespace ll {
 
 namespace {
 
+// LongLoRA's eval.py, eval_distributed.py, passkey_retrivial.py and inference.py flags that have no effect here,
+// accepted with one printed line saying why (Flags::add_ignored). The other flags of those scripts are ours, with
+// their meaning.
+struct IgnoredFlag {
+  const char* name;
+  const char* why;
+};
+const IgnoredFlag kIgnoredEverywhere[] = {
+    {"flash_attn", "attention is always this engine's own fused kernel (full causal attention when evaluating)"},
+    {"cache_dir", "models are read from local folders; nothing is downloaded or cached"},
+};
+const IgnoredFlag kIgnoredPerplexity[] = {
+    {"progress_bar_fresh_rate", "eval_distributed.py's refresh rate; the --progress bar redraws itself"},
+};
+
 // Flags every command shares; `context_help` says what --context_size falls back to.
 void add_common(Flags& f, EvalCommon& c, const char* context_help) {
   f.add("base_model", &c.base_model, "Hugging Face Llama folder (config.json + safetensors)");
@@ -21,8 +36,7 @@ void add_common(Flags& f, EvalCommon& c, const char* context_help) {
   f.add("device", &c.device, "backend: cpu (fp32), cpu-f64, or cuda (when built with the CUDA backend)");
   f.add("json", &c.json, "write the results as JSON to this file (atomically)");
   f.add("progress", &c.progress, "progress bar with ETA on stderr");
-  f.add("flash_attn", &c.flash_attn, "accepted for LongLoRA command lines; ignored (always full causal attention)");
-  f.add("cache_dir", &c.cache_dir, "accepted for LongLoRA command lines; ignored (models are local folders)");
+  for (const IgnoredFlag& i : kIgnoredEverywhere) f.add_ignored(i.name, i.why);
   add_quant_flags(f, c.quant);
 }
 
@@ -44,6 +58,7 @@ void add_perplexity_flags(Flags& f, PerplexityCommand& c) {
   f.add("sliding_window", &c.sliding_window, "stride between window starts").at_least(1);
   f.add("max_windows", &c.max_windows, "evaluate only the first K windows (0: all); reported as partial").at_least(0);
   f.add("drop_last", &c.drop_last, "drop the last window start like eval.py (false: eval_distributed.py)");
+  for (const IgnoredFlag& i : kIgnoredPerplexity) f.add_ignored(i.name, i.why);
 }
 
 void add_passkey_flags(Flags& f, PasskeyCommand& c) {

@@ -20,8 +20,6 @@ struct EvalCommon {
   double rope_scaling_factor = 0;   // > 0 overrides the rule
   std::string add_pad_token = "auto";
   bool progress = true;             // progress bar on stderr
-  bool flash_attn = true;           // accepted for LongLoRA command lines; ignored (always full causal attention)
-  std::string cache_dir;            // accepted for LongLoRA command lines; ignored (models are local folders)
   QuantOptions quant;               // --load_in_4bit and the bnb_4bit_* flags
 };
 

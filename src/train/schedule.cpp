@@ -25,10 +25,22 @@ const char* lr_schedule_name(LrSchedule s) {
   return "?";
 }
 
+WarmupShape parse_warmup_shape(const std::string& name) {
+  if (name == "linear") return WarmupShape::Linear;
+  if (name == "deepspeed_log") return WarmupShape::DeepSpeedLog;
+  if (name == "deepspeed_linear") return WarmupShape::DeepSpeedLinear;
+  fail("--lr_warmup_type: unknown warmup `", name, "`; expected linear, deepspeed_log or deepspeed_linear");
+}
+
 double lr_factor(const ScheduleConfig& c, int64_t step) {
-  const double s = double(step), w = double(c.warmup_steps), n = double(c.total_steps);
+  const bool deepspeed = c.warmup != WarmupShape::Linear;
+  const int64_t warmup = deepspeed ? std::max<int64_t>(2, c.warmup_steps) : c.warmup_steps;
+  const double s = double(step), w = double(warmup), n = double(c.total_steps);
   if (c.kind == LrSchedule::Constant) return 1.0;
-  if (step < c.warmup_steps) return s / std::max(1.0, w);
+  if (step < warmup) {
+    if (c.warmup == WarmupShape::DeepSpeedLog) return std::log(s + 1.0) / std::log(w);
+    return s / std::max(1.0, w);
+  }
   switch (c.kind) {
     case LrSchedule::ConstantWithWarmup: return 1.0;
     case LrSchedule::Linear: return std::max(0.0, (n - s) / std::max(1.0, n - w));

@@ -78,6 +78,9 @@ void check_options(const TrainOptions& o) {
   LL_CHECK(o.s2_variant == "leakfree" || o.s2_variant == "roll", "--s2_variant: expected leakfree or roll, got `",
            o.s2_variant, "`");
   parse_gradient_checkpointing(o.gradient_checkpointing, -1);
+  LL_CHECK(o.save_strategy == "steps" || o.save_strategy == "epoch" || o.save_strategy == "no",
+           "--save_strategy: expected steps, epoch or no, got `", o.save_strategy, "`");
+  parse_warmup_shape(o.lr_warmup_type);
 }
 
 // Ranks agree on the flags, the output folder is prepared (rank 0), and the backend (with the NCCL communicator
@@ -227,7 +230,12 @@ void open_data(TrainingSession& s) {
                                   : std::max<int64_t>(1, int64_t(std::ceil(o.num_train_epochs *
                                                                            double(s.source->rows_per_epoch()) /
                                                                            double(s.rows_per_step))));
-  s.schedule = ScheduleConfig{parse_lr_schedule(o.lr_scheduler_type), o.learning_rate, o.warmup_steps, s.total_steps};
+  s.schedule = ScheduleConfig{parse_lr_schedule(o.lr_scheduler_type), o.learning_rate, o.warmup_steps, s.total_steps,
+                              parse_warmup_shape(o.lr_warmup_type)};
+  // save_strategy epoch: Hugging Face's optimizer steps per epoch, the batches of an epoch over the accumulation.
+  if (o.save_strategy == "epoch")
+    s.options.save_steps = std::max<int64_t>(1, s.source->rows_per_epoch() / s.rows_per_step);
+  if (o.save_strategy == "no") s.options.save_steps = 0;
 }
 
 // --resume_from_checkpoint: weights, moments, step and data position from a checkpoint (auto: the latest one).

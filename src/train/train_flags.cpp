@@ -9,7 +9,9 @@ void add_train_flags(Flags& flags, TrainOptions& o) {
   flags.add("tokenizer", &o.tokenizer,
             "tokenizer.json (Hugging Face) or sentencepiece tokenizer.model, or a model folder holding one "
             "(tokenizer.json preferred; default: the one in <model_name_or_path>)");
-  flags.add("data_path", &o.data_path, "pretraining token file (.bin from scripts/tokenize_dataset)");
+  flags.add("data_path", &o.data_path,
+            "pretraining token file (.bin from scripts/tokenize_dataset); a .json/.jsonl path means supervised "
+            "fine-tuning (read as --sft_data_path, as LongLoRA's supervised-fine-tune.py)");
   flags.add("sft_data_path", &o.sft_data_path, "LongAlpaca .json list or .jsonl (instruction, output[, input])");
   flags.add("chat_template", &o.chat_template,
             "SFT prompt format: auto (from the model folder's tokenizer_config.json / config.json; LongLoRA's "
@@ -48,12 +50,18 @@ void add_train_flags(Flags& flags, TrainOptions& o) {
   flags.add("max_grad_norm", &o.max_grad_norm, "global gradient-norm clipping (0: off)").at_least(0);
   flags.add("warmup_steps", &o.warmup_steps, "linear warmup steps").at_least(0);
   flags.add("lr_scheduler_type", &o.lr_scheduler_type, "constant_with_warmup, cosine, linear or constant");
+  flags.add("lr_warmup_type", &o.lr_warmup_type,
+            "warmup shape: linear (Hugging Face), deepspeed_log or deepspeed_linear (DeepSpeed's WarmupLR / "
+            "WarmupDecayLR over max(2, warmup_steps) steps; set by a --deepspeed config's scheduler)");
   flags.add("per_device_train_batch_size", &o.per_device_train_batch_size, "sequences per micro-batch").at_least(1);
   flags.add("gradient_accumulation_steps", &o.gradient_accumulation_steps, "micro-batches per optimizer step")
       .at_least(1);
   flags.add("max_steps", &o.max_steps, "optimizer steps (> 0 overrides num_train_epochs)");
   flags.add("num_train_epochs", &o.num_train_epochs, "passes over the data when max_steps <= 0").at_least(0);
   flags.add("save_steps", &o.save_steps, "checkpoint every N steps (and at the end)").at_least(0);
+  flags.add("save_strategy", &o.save_strategy,
+            "when checkpoints are saved: steps (every --save_steps and at the end), epoch (every epoch's end and at "
+            "the end), no (never; SIGINT/SIGTERM still saves one); the export is written either way");
   flags.add("save_total_limit", &o.save_total_limit, "keep the last N checkpoints (0: all)").at_least(0);
   flags.add("logging_steps", &o.logging_steps, "write metrics every N steps").at_least(1);
   flags.add("seed", &o.seed, "seed for initialisation, data order and dropout");

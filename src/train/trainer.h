@@ -41,11 +41,15 @@ struct TrainOptions {
   double max_grad_norm = 1.0;
   int64_t warmup_steps = 0;
   std::string lr_scheduler_type = "constant_with_warmup";
+  std::string lr_warmup_type = "linear";  // linear (Hugging Face), deepspeed_log or deepspeed_linear (schedule.h)
   int64_t per_device_train_batch_size = 1, gradient_accumulation_steps = 1;
   int64_t max_steps = -1;  // > 0 overrides num_train_epochs
   double num_train_epochs = 1;
   // bookkeeping
   int64_t save_steps = 500, save_total_limit = 2, logging_steps = 1, seed = 42;
+  // Hugging Face's save_strategy: steps (every save_steps, and at the end), epoch (at the end of every epoch and
+  // of the run), no (no checkpoint; a SIGINT/SIGTERM still saves one to resume from). The export is always written.
+  std::string save_strategy = "steps";
   // true | false | auto | N: how many decoder layers (the first ones) are checkpointed — keep only their input and
   // are recomputed in backward (ModelOptions::checkpoint_layers) — true: all, false: none, N: N of them
   // (0..num_hidden_layers). auto: on a GPU, the fewest whose plan

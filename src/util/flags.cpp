@@ -57,6 +57,10 @@ void Flags::add(const std::string& name, bool* target, const std::string& help) 
   add_flag(name, Kind::Bool, target, help, *target ? "true" : "false");
 }
 
+void Flags::add_ignored(const std::string& name, const std::string& why) {
+  add_flag(name, Kind::Ignored, nullptr, why, "ignored");
+}
+
 Flags::Range& Flags::Range::at_least(double lo) {
   Flag& f = flags_->flags_[index_];
   f.has_lo = true, f.lo_open = false, f.lo = lo;
@@ -136,6 +140,9 @@ void Flags::assign(Flag& f, const std::string& value, const std::string& where) 
   const std::string ctx = where + "--" + f.name;
   switch (f.kind) {
     case Kind::String: *static_cast<std::string*>(f.target) = value; break;
+    case Kind::Ignored:
+      notes_.push_back(str_cat("--", f.name, value.empty() ? "" : " " + value, ": ignored; ", f.help));
+      break;
     case Kind::Int: {
       errno = 0;
       char* end = nullptr;
@@ -232,8 +239,8 @@ bool Flags::parse(int argc, char** argv, int first) {
     }
     if (!has_value) {
       const bool next_is_value = i + 1 < argc && std::string(argv[i + 1]).rfind("--", 0) != 0;
-      if (f->kind == Kind::Bool && !next_is_value) {
-        value = "true";
+      if ((f->kind == Kind::Bool || f->kind == Kind::Ignored) && !next_is_value) {
+        value = f->kind == Kind::Bool ? "true" : "";
       } else {
         LL_CHECK(next_is_value, program_, ": flag --", name, " needs a value");
         value = argv[++i];
@@ -255,6 +262,10 @@ std::string Flags::help() const {
   std::ostringstream os;
   os << "usage: " << program_ << " [--flag value ...]\n" << summary_ << "\n\nflags (default in brackets):\n";
   for (const Flag& f : flags_) {
+    if (f.kind == Kind::Ignored) {
+      os << "  --" << f.name << " (accepted for LongLoRA command lines, ignored: " << f.help << ")\n";
+      continue;
+    }
     os << "  --" << f.name << " [" << f.default_text << "]\n      " << f.help;
     if (f.has_lo || f.has_hi) os << " (" << requirement(f) << ")";
     os << "\n";
@@ -271,6 +282,7 @@ nlohmann::json Flags::values() const {
       case Kind::Int: j[f.name] = *static_cast<const int64_t*>(f.target); break;
       case Kind::Double: j[f.name] = *static_cast<const double*>(f.target); break;
       case Kind::Bool: j[f.name] = *static_cast<const bool*>(f.target); break;
+      case Kind::Ignored: break;
     }
   }
   return j;

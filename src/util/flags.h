@@ -39,8 +39,15 @@ class Flags {
   Range add(const std::string& name, int64_t* target, const std::string& help);
   // Number flags refuse NaN and ±inf whatever their range.
   Range add(const std::string& name, double* target, const std::string& help);
-  // Booleans accept true/false/1/0/yes/no; a bare `--name` (no value) means true.
+  // Booleans accept true/false/1/0/yes/no (any case: Python's True/False); a bare `--name` (no value, argparse's
+  // store_true) means true.
   void add(const std::string& name, bool* target, const std::string& help);
+  // A flag of another program's vocabulary (LongLoRA's scripts, Hugging Face's TrainingArguments) that this binary
+  // accepts and ignores: given with a value or bare, it adds the line "--name value: ignored; <why>" to notes().
+  // Each binary keeps these in one table, beside the flags it maps.
+  void add_ignored(const std::string& name, const std::string& why);
+  // One line per ignored flag given (command line, then --config), for the binary to print once (rank 0).
+  const std::vector<std::string>& notes() const { return notes_; }
 
   // Parses argv[first..argc). Returns false when --help was requested (the help text is printed to stdout).
   // Throws ll::Error for an unknown flag (with a suggestion), a missing or malformed value, or a bad config file.
@@ -59,7 +66,7 @@ class Flags {
   std::string suggest(const std::string& name) const;
 
  private:
-  enum class Kind { String, Int, Double, Bool };
+  enum class Kind { String, Int, Double, Bool, Ignored };
   struct Flag {
     std::string name, help, default_text;
     Kind kind;
@@ -78,6 +85,7 @@ class Flags {
 
   std::string program_, summary_;
   std::vector<Flag> flags_;
+  std::vector<std::string> notes_;
 };
 
 }  // namespace ll

@@ -56,6 +56,29 @@ else
        "--learning_rate and both values, before any training)"
   failed=$((failed + 1))
 fi
+# LongLoRA's fine-tuning command (torchrun --nproc_per_node=N fine-tune.py → mpirun -np N build/train, the demo
+# model, --max_steps 2): the ZeRO stage of each ds_configs file on 2 ranks, LongLoRA's notes printed once (rank 0).
+train_path=$(realpath "$train")
+mkdir -p "$work/ds_configs" && cp "$(dirname "$0")/../fixtures/ds_configs/"stage[23].json "$work/ds_configs/"
+for stage in 2 3; do
+  out=$(cd "$work" && timeout 300 mpirun --oversubscribe --bind-to none -np 2 "$train_path" \
+        --model_config demo --data_path tokens.bin --bf16 True --output_dir "ft$stage" --cache_dir path_to_cache \
+        --model_max_length 64 --use_flash_attn True --low_rank_training False --num_train_epochs 1 \
+        --per_device_train_batch_size 1 --per_device_eval_batch_size 2 --gradient_accumulation_steps 8 \
+        --evaluation_strategy "no" --save_strategy "steps" --save_steps 1000 --save_total_limit 2 \
+        --learning_rate 2e-5 --weight_decay 0.0 --warmup_steps 20 --lr_scheduler_type "constant_with_warmup" \
+        --logging_steps 1 --deepspeed "ds_configs/stage$stage.json" --tf32 True --max_steps 2 2>&1)
+  rc=$?
+  if [ "$rc" -eq 0 ] && echo "$out" | grep -q "on 2 ranks (mpi, ZeRO stage $stage" &&
+     [ "$(echo "$out" | grep -c -- "--tf32 True: ignored")" -eq 1 ] && [ -e "$work/ft$stage/model/config.json" ]; then
+    echo "[       OK ] LongLoraCommands.FineTuneOn2RanksWithStage$stage"; passed=$((passed + 1))
+  else
+    echo "$out" | tail -20
+    echo "[  FAILED  ] LongLoraCommands.FineTuneOn2RanksWithStage$stage (exit $rc; expected ZeRO stage $stage on 2" \
+         "ranks, one note per ignored flag, the full model exported)"
+    failed=$((failed + 1))
+  fi
+done
 rm -rf "$work"
 
 echo "[  PASSED  ] $passed tests."
