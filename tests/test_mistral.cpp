@@ -147,6 +147,20 @@ TEST(MistralFolder, TransformersSavedFolderGivesItsLogitsAndDecodesWithTheWindow
     EXPECT_LT(test::rel_error(decoder.append_tokens(ids.data() + i, 1), row(full, i, V)), 1e-12) << "position " << i;
 }
 
+TEST(MistralConfig, PresetsAreMistralsShapes) {
+  ModelConfig c;
+  ASSERT_TRUE(model_preset("mistral-7b", &c));
+  EXPECT_EQ(c.model_type, "mistral");
+  EXPECT_EQ(c.sliding_window, 4096);
+  EXPECT_EQ(c.num_key_value_heads, 8);
+  EXPECT_NO_THROW(c.validate());
+  // Mistral-7B-v0.1's published parameter count.
+  EXPECT_NE(describe_model(c).find("parameters: 7241732096 "), std::string::npos) << describe_model(c);
+  ASSERT_TRUE(model_preset("mistral-demo", &c));
+  EXPECT_EQ(c.sliding_window, 16);
+  EXPECT_LT(c.sliding_window, c.max_position_embeddings) << "the demo's window must mask";
+}
+
 // ---- config.json ---------------------------------------------------------------------------------------------------
 nlohmann::json tiny_mistral_json() {
   return nlohmann::json::parse(R"({"architectures": ["MistralForCausalLM"], "model_type": "mistral",
