@@ -83,6 +83,7 @@ TEST(MistralEndToEnd, SftWithTheMistralTemplateUnderS2AndTheWindow) {
   EXPECT_EQ(r.steps, 2) << log;
   EXPECT_TRUE(std::isfinite(r.last_loss) && r.last_loss > 1.0) << log;  // ~ln(32000) untrained
   EXPECT_NE(log.find("chat template mistral"), std::string::npos) << log;
+  EXPECT_NE(log.find("attention S2 (leak-free) + sliding window 8 |"), std::string::npos) << log;
 }
 
 TEST(MistralEndToEnd, GenerateAndPasskeyDecodePastTheWindow) {
