@@ -29,22 +29,25 @@ LL_HOST_DEVICE inline QueryRanges attending_queries(const AttentionMask& m, int6
                                                     int64_t seq_len, int64_t kv_len, int64_t key) {
   const int64_t q_offset = kv_len - seq_len;
   QueryRanges r{key - q_offset < 0 ? 0 : key - q_offset, seq_len - 1, 0, 0};
-  if (m.kind == MaskKind::Causal) return r;
-  // S2 kinds (seq_len == kv_len): queries from `key` to the end of key's segment.
-  const int64_t shift = s2_shift(m, head, num_heads);
-  int64_t seg_end;
-  if (key < shift) {
-    seg_end = shift;
-  } else {
-    seg_end = shift + (key - shift) / m.group * m.group + m.group;
+  if (m.kind != MaskKind::Causal) {
+    // S2 kinds (seq_len == kv_len): queries from `key` to the end of key's segment.
+    const int64_t shift = s2_shift(m, head, num_heads);
+    int64_t seg_end;
+    if (key < shift) {
+      seg_end = shift;
+    } else {
+      seg_end = shift + (key - shift) / m.group * m.group + m.group;
+    }
+    if (seg_end > seq_len) seg_end = seq_len;
+    r.lo = key;
+    r.hi = seg_end - 1;
+    if (m.kind == MaskKind::S2Roll && shift > 0 && key >= kv_len - shift && m.window <= 0) {
+      r.wrap_lo = 0;
+      r.wrap_hi = shift;
+    }
   }
-  if (seg_end > seq_len) seg_end = seq_len;
-  r.lo = key;
-  r.hi = seg_end - 1;
-  if (m.kind == MaskKind::S2Roll && shift > 0 && key >= kv_len - shift) {
-    r.wrap_lo = 0;
-    r.wrap_hi = shift;
-  }
+  // Sliding window: only queries at absolute positions below key + W see the key.
+  if (m.window > 0 && r.hi > key + m.window - 1 - q_offset) r.hi = key + m.window - 1 - q_offset;
   return r;
 }
 
@@ -210,7 +213,7 @@ inline bool attention_path_supports(AttentionPath p, int64_t seq_len, int64_t he
     case AttentionPath::TensorCore: return tensor_core_head_dim(head_dim);
     case AttentionPath::Generic: return head_dim >= 1 && head_dim <= kMaxHeadDim;
     case AttentionPath::Decode:
-      return !backward && m.kind == MaskKind::Causal && seq_len <= kDecodeMaxQueries && head_dim % 32 == 0 &&
+      return !backward && m.kind == MaskKind::Causal && m.window <= 0 && seq_len <= kDecodeMaxQueries && head_dim % 32 == 0 &&
              head_dim <= kMaxHeadDim;
   }
   return false;

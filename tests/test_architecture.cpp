@@ -49,13 +49,15 @@ std::vector<std::string> names(const ParamStore& store) {
 TEST(ArchitectureRegistry, FindsLlamaAndNamesTheSupportedOnes) {
   EXPECT_STREQ(architecture_for("llama").model_type(), "llama");
   EXPECT_EQ(architecture_for_class("LlamaForCausalLM"), &architecture_for("llama"));
-  EXPECT_EQ(architecture_for_class("MistralForCausalLM"), nullptr);
-  const std::string msg = error_of([] { architecture_for("mistral"); });
-  EXPECT_NE(msg.find("\"mistral\""), std::string::npos) << msg;
+  EXPECT_EQ(architecture_for_class("MistralForCausalLM"), &architecture_for("mistral"));
+  EXPECT_EQ(architecture_for_class("FalconForCausalLM"), nullptr);
+  const std::string msg = error_of([] { architecture_for("falcon"); });
+  EXPECT_NE(msg.find("\"falcon\""), std::string::npos) << msg;
   EXPECT_NE(msg.find("llama (LlamaForCausalLM)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("mistral (MistralForCausalLM)"), std::string::npos) << msg;
   ModelConfig c = tiny_llama();
-  c.model_type = "mistral";
-  EXPECT_NE(error_of([&] { c.validate(); }).find("\"mistral\""), std::string::npos);
+  c.model_type = "falcon";
+  EXPECT_NE(error_of([&] { c.validate(); }).find("\"falcon\""), std::string::npos);
   EXPECT_NE(error_of([] { register_architecture(architecture_for("llama")); }).find("registered already"),
             std::string::npos);
 }

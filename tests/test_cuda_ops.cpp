@@ -1025,6 +1025,17 @@ std::vector<AttnCase> attention_cases() {
       {2, 5, 777, 4, 4, 64, causal, P::Decode, "decode 5 rows, batch 2"},
       {1, 8, 2050, 2, 1, 256, causal, P::Decode, "decode 8 rows, Dh 256"},
       {1, 3, 300, 2, 2, 32, causal, P::Decode, "decode Dh 32"},
+      // Sliding windows (Mistral): tiles before the window skipped, partial tiles masked; with S2 and GQA; decoding
+      // against a long cache (the tensor-core path: the split-KV kernel has no window).
+      {1, 1000, 1000, 4, 2, 128, causal.windowed(200), P::TensorCore, "tc window 200 of 1000, GQA 2"},
+      {2, 300, 300, 4, 2, 64, causal.windowed(64), P::TensorCore, "tc window 64 (tile-aligned), Dh 64"},
+      {1, 513, 513, 8, 2, 128, causal.windowed(1), P::TensorCore, "tc window 1 (self only), GQA 4"},
+      {1, 1024, 1024, 8, 2, 128, AttentionMask::s2(256, false).windowed(100), P::TensorCore, "tc S2 G=256 + window 100"},
+      {1, 512, 512, 4, 2, 128, AttentionMask::s2(128, true).windowed(300), P::TensorCore,
+       "tc S2 roll + window wider than G (no wrap)"},
+      {1, 3, 1000, 4, 2, 128, causal.windowed(130), P::TensorCore, "tc decoding 3 rows, 1000 keys, window 130"},
+      {1, 37, 300, 4, 2, 64, causal.windowed(50), P::TensorCore, "tc 37 rows of 300 keys, window 50"},
+      {1, 45, 60, 4, 2, 96, causal.windowed(9), P::Generic, "generic Dh 96, window 9, Lk > L"},
   };
 }
 

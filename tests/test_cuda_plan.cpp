@@ -41,11 +41,22 @@ std::vector<MaskCase> mask_cases() {
         c.push_back({AttentionMask::s2(G, false), 4, L, L});
         if (L % G == 0 && G % 2 == 0) c.push_back({AttentionMask::s2(G, true), 4, L, L});
       }
+  // Sliding windows (Mistral): alone (also decoding against a longer cache) and on top of both S2 kinds.
+  for (int64_t L : {1, 5, 33, 100})
+    for (int64_t extra : {0, 7, 70})
+      for (int64_t W : {1, 3, 16, 40}) c.push_back({AttentionMask::causal().windowed(W), 2, L, L + extra});
+  for (int64_t L : {16, 48, 130})
+    for (int64_t G : {4, 8, 16})
+      for (int64_t W : {1, 3, 8, 21}) {
+        c.push_back({AttentionMask::s2(G, false).windowed(W), 4, L, L});
+        if (L % G == 0) c.push_back({AttentionMask::s2(G, true).windowed(W), 4, L, L});
+      }
   return c;
 }
 
 std::string describe(const MaskCase& c) {
   return std::string("kind ") + std::to_string(int(c.mask.kind)) + " G=" + std::to_string(c.mask.group) +
+         " W=" + std::to_string(c.mask.window) +
          " L=" + std::to_string(c.seq_len) + " Lk=" + std::to_string(c.kv_len);
 }
 
@@ -187,6 +198,10 @@ TEST(AttentionPlan, PathDispatch) {
   EXPECT_FALSE(attention_path_supports(AttentionPath::TensorCore, 16, 96, causal, false));
   EXPECT_FALSE(attention_path_supports(AttentionPath::Decode, 16, 128, causal, false));
   EXPECT_FALSE(attention_path_supports(AttentionPath::Decode, 1, 128, s2, false));
+  // The split-KV decode kernel has no window: windowed decoding runs the tensor-core kernels, which skip the tiles
+  // before the window.
+  EXPECT_EQ(choose_attention_path(1, 4096, 128, causal.windowed(1024), false), AttentionPath::TensorCore);
+  EXPECT_FALSE(attention_path_supports(AttentionPath::Decode, 1, 128, causal.windowed(1024), false));
   EXPECT_TRUE(attention_path_supports(AttentionPath::Generic, 16, 256, s2, true));
   EXPECT_FALSE(attention_path_supports(AttentionPath::Generic, 16, 257, s2, true));
   EXPECT_STREQ(attention_path_name(AttentionPath::TensorCore), "tensor-core");

@@ -107,7 +107,7 @@ TEST(HfConfig, ErrorsNameTheField) {
     const char* patch;
     const char* expected;
   } cases[] = {
-      {R"({"model_type": "mistral", "architectures": ["MistralForCausalLM"]})", "model_type"},
+      {R"({"model_type": "falcon", "architectures": ["FalconForCausalLM"]})", "model_type"},
       {R"({"rope_scaling": {"type": "dynamic", "factor": 2.0}})", "\"dynamic\""},
       {R"({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}})", "\"yarn\""},
       {R"({"rope_parameters": {"rope_type": "llama3", "factor": 8.0, "rope_theta": 500000.0}})", "\"llama3\""},

@@ -14,43 +14,15 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "model/param_select.h"
+#include "parity_fixture.h"
 #include "core/tensor_host.h"
 #include "test_util.h"
 
 namespace ll {
 namespace {
 
-std::vector<int32_t> ids_of(const SafetensorsFile& f, const std::string& name) {
-  const SafetensorsEntry& e = f.entry(name);
-  EXPECT_EQ(e.dtype, DType::I32) << name;
-  std::vector<int32_t> out(e.nbytes / 4);
-  std::memcpy(out.data(), e.data, e.nbytes);
-  return out;
-}
-
-// The model the fixture describes: its config.json as our loader reads a folder's, plus the case's training set-up.
-ModelOptions options_of(const SafetensorsFile& f) {
-  ModelOptions o;
-  o.config = parse_hf_config(nlohmann::json::parse(f.metadata().at("config")), "fixture config").model;
-  const std::vector<int64_t>& shape = f.entry("input_ids").shape;
-  o.batch = shape[0], o.seq_len = shape[1];
-  const nlohmann::json c = nlohmann::json::parse(f.metadata().at("case"));
-  if (c.empty()) return o;
-  const std::string attention = c.at("attention");
-  o.attention.use_s2 = attention != "full";
-  o.attention.variant = attention == "s2_roll" ? S2Variant::Roll : S2Variant::LeakFree;
-  if (o.attention.use_s2) o.attention.group_ratio = double(c.at("s2_group_size").get<int64_t>()) / double(o.seq_len);
-  o.lora.rank = c.at("lora_rank");
-  o.lora.alpha = c.at("lora_alpha");
-  std::string targets;
-  for (const auto& t : c.at("lora_targets")) targets += t.get<std::string>() + ",";
-  if (o.lora.enabled()) o.lora.targets = parse_lora_targets(targets, o.config);
-  for (const auto& t : c.at("trainable")) {
-    if (t == "all") o.trainable.all = true;
-    else o.trainable.names.push_back(t);
-  }
-  return o;
-}
+using test::ids_of;
+using test::options_of;
 
 struct NeoxCase {
   const char* name;

@@ -465,13 +465,21 @@ INSTANTIATE_TEST_SUITE_P(
                       AttnCase{1, 16, 4, 4, 8, AttentionMask::s2(4, false), "s2_mha"},
                       AttnCase{1, 10, 4, 2, 4, AttentionMask::s2(4, false), "s2_clipped_segments"},
                       AttnCase{2, 16, 4, 2, 4, AttentionMask::s2(4, true), "s2_roll_gqa"},
-                      AttnCase{1, 24, 8, 4, 2, AttentionMask::s2(6, true), "s2_roll_mqa_pairs"}),
+                      AttnCase{1, 24, 8, 4, 2, AttentionMask::s2(6, true), "s2_roll_mqa_pairs"},
+                      // Sliding windows (Mistral): alone with GQA, narrower and wider than the S2 groups, and with
+                      // the roll variant (whose wrap-around the window removes).
+                      AttnCase{2, 11, 4, 2, 4, AttentionMask::causal().windowed(3), "window3_gqa"},
+                      AttnCase{1, 9, 3, 3, 4, AttentionMask::causal().windowed(2), "window2_mha"},
+                      AttnCase{1, 16, 4, 2, 4, AttentionMask::s2(8, false).windowed(3), "s2_window_inside_groups"},
+                      AttnCase{1, 12, 4, 2, 4, AttentionMask::s2(3, false).windowed(5), "s2_window_wider_than_group"},
+                      AttnCase{2, 16, 4, 2, 4, AttentionMask::s2(8, true).windowed(5), "s2_roll_window"}),
     [](const auto& info) { return std::string(info.param.label); });
 
 TEST(AttentionForward, MatchesDenseSoftmaxWithExplicitMask) {
   // Dense reference: full L×L scores, the mask from attends(), softmax, weighted sum, GQA by index.
   const int64_t B = 2, L = 12, H = 4, Hkv = 2, Dh = 5;
-  for (const AttentionMask mask : {AttentionMask::causal(), AttentionMask::s2(4, false), AttentionMask::s2(4, true)}) {
+  for (const AttentionMask mask : {AttentionMask::causal(), AttentionMask::s2(4, false), AttentionMask::s2(4, true),
+                                   AttentionMask::causal().windowed(3), AttentionMask::s2(6, false).windowed(4)}) {
     Rng rng(7);
     Vec q = random_vector(rng, B * L * H * Dh), k = random_vector(rng, B * L * Hkv * Dh);
     Vec v = random_vector(rng, B * L * Hkv * Dh), out(B * L * H * Dh), lse(B * H * L);

@@ -141,6 +141,40 @@ TEST(S2Mask, CausalMaskIsPlainCausal) {
     for (int64_t j = 0; j < 9; ++j) EXPECT_EQ(attends(m, 3, 4, 9, i, j), j <= i);
 }
 
+// transformers' Mistral rule (masking_utils.sliding_window_overlay, and 4.46's `arange <= cache_position - W`
+// masked): query i sees key j iff j <= i and j > i - W — itself and the W - 1 keys before it.
+TEST(SlidingWindowMask, IsTransformersRuleItselfAndTheWMinusOneKeysBefore) {
+  for (int64_t W : {1, 2, 3, 5, 9, 100})
+    for (int64_t i = 0; i < 12; ++i)
+      for (int64_t j = 0; j < 12; ++j)
+        ASSERT_EQ(attends(AttentionMask::causal().windowed(W), 1, 4, 12, i, j), j <= i && j > i - W)
+            << "W=" << W << " i=" << i << " j=" << j;
+  EXPECT_EQ(keys_of(AttentionMask::causal().windowed(3), 0, 4, 16, 7), range(5, 7));
+  EXPECT_EQ(keys_of(AttentionMask::causal().windowed(0), 0, 4, 16, 7), range(0, 7)) << "0 is no window";
+}
+
+// With S2 the window applies to positions in the original sequence, inside each head's segment; the roll variant's
+// wrap-around keys lie after the query, so the window removes them and windowed roll equals windowed leak-free.
+TEST(SlidingWindowMask, ComposesWithS2AsTheIntersectionInOriginalPositions) {
+  const int64_t L = 16, H = 4;
+  for (int64_t W : {1, 3, 4, 6, 20})
+    for (bool roll : {false, true})
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t i = 0; i < L; ++i)
+          for (int64_t j = 0; j < L; ++j) {
+            const AttentionMask s2 = AttentionMask::s2(8, roll);
+            ASSERT_EQ(attends(s2.windowed(W), h, H, L, i, j),
+                      attends(AttentionMask::s2(8, false), h, H, L, i, j) && j > i - W)
+                << "W=" << W << " roll=" << roll << " h=" << h << " i=" << i << " j=" << j;
+          }
+  // Shifted head (segments [0,4) [4,12) [12,16)), W = 3: query 5 sees 4..5 (its segment starts at 4), query 11 sees
+  // 9..11; and the roll variant's query 1 no longer sees the wrap-around keys 12..15.
+  EXPECT_EQ(keys_of(AttentionMask::s2(8, false).windowed(3), 2, H, L, 5), range(4, 5));
+  EXPECT_EQ(keys_of(AttentionMask::s2(8, false).windowed(3), 2, H, L, 11), range(9, 11));
+  EXPECT_EQ(keys_of(AttentionMask::s2(8, true), 2, H, L, 1), join(range(0, 1), range(12, 15)));
+  EXPECT_EQ(keys_of(AttentionMask::s2(8, true).windowed(3), 2, H, L, 1), range(0, 1));
+}
+
 TEST(S2Config, GroupSizeRule) {
   EXPECT_EQ(s2_group_size(8192, 0.25), 2048);
   EXPECT_EQ(s2_group_size(16, 0.25), 4);

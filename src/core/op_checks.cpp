@@ -266,6 +266,7 @@ AttentionDims attention_shape(const Tensor& q, const Tensor& k, const AttentionM
            ") must be a multiple of KV heads (", s.kv_heads, ")");
   LL_CHECK(s.kv_len >= s.seq_len, op, ": ", s.kv_len, " keys for ", s.seq_len,
            " queries; queries are the last positions of the keys");
+  LL_CHECK(mask.window >= 0, op, ": the sliding window must be >= 0 (0 = none), got ", mask.window);
   if (mask.kind != MaskKind::Causal) {
     LL_CHECK(s.kv_len == s.seq_len, op, ": S2-Attn is a training mask; it needs as many queries as keys");
     LL_CHECK(mask.group >= 2, op, ": S2 group size must be >= 2, got ", mask.group);

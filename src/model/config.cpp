@@ -34,6 +34,8 @@ void ModelConfig::validate() const {
   LL_CHECK(rope_theta > 0, "model config: `rope_theta` must be > 0, got ", rope_theta);
   LL_CHECK(rope_scaling_factor >= 1.0, "model config: rope scaling `factor` must be >= 1 (linear interpolation), got ",
            rope_scaling_factor);
+  LL_CHECK(sliding_window >= 0, "model config: `sliding_window` must be a positive integer or null (none), got ",
+           sliding_window);
   architecture_for(model_type).validate(*this);
 }
 
@@ -74,7 +76,7 @@ int64_t s2_group_size(int64_t seq_len, double ratio) {
 }
 
 AttentionMask training_mask(const AttentionConfig& attention, const ModelConfig& config, int64_t seq_len) {
-  if (!attention.use_s2) return AttentionMask::causal();
+  if (!attention.use_s2) return AttentionMask::causal().windowed(config.sliding_window);
   const int64_t h = config.num_attention_heads, hkv = config.num_key_value_heads;
   LL_CHECK(h % 2 == 0, "S2-Attn: shifts half of the attention heads, so num_attention_heads must be even, got ", h);
   LL_CHECK(hkv % 2 == 0, "S2-Attn with GQA: the shifted query heads [", h / 2, ",", h,
@@ -96,7 +98,7 @@ AttentionMask training_mask(const AttentionConfig& attention, const ModelConfig&
   }
   LL_CHECK(!roll || group % 2 == 0, "S2-Attn roll variant: group size ", group,
            " must be even (the roll shifts by G/2)");
-  return AttentionMask::s2(group, roll);
+  return AttentionMask::s2(group, roll).windowed(config.sliding_window);
 }
 
 }  // namespace ll

@@ -27,6 +27,9 @@ struct ModelConfig {
   int64_t rotary_dims = 0;           // leading dimensions of each head that rotate; 0 = the whole head
   int64_t max_position_embeddings = 4096;
   bool tie_word_embeddings = false;
+  // Mistral's sliding-window attention: a query sees itself and the W - 1 keys before it (core/attention_mask.h),
+  // in training (with S2 where both apply), evaluation and decoding. 0 = none (config.json's null).
+  int64_t sliding_window = 0;
   // Family switches (read by the definitions that have them).
   bool parallel_residual = false;  // x + attn(norm1(x)) + mlp(norm2(x)) instead of two sequential residual steps
   std::string hidden_act = "silu";
@@ -90,9 +93,10 @@ struct AttentionConfig {
 
 // G = L·ratio; an error unless G ≥ 2 and L % G == 0.
 int64_t s2_group_size(int64_t seq_len, double ratio);
-// The mask a training step uses: causal, or S2 after checking the head layout (even H; with GQA the
+// The mask a training step uses (and evaluation and decoding, with use_s2 off): causal, or S2 after checking the head
+// layout (even H; with GQA the
 // shifted query heads [H/2, H) must map exactly onto KV heads [Hkv/2, Hkv), i.e. Hkv even). The group size
-// follows s2_group_size, or the SFT rule when attention.sft_rule is set.
+// follows s2_group_size, or the SFT rule when attention.sft_rule is set. The config's sliding window applies on top.
 AttentionMask training_mask(const AttentionConfig& attention, const ModelConfig& config, int64_t seq_len);
 
 }  // namespace ll

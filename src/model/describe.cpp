@@ -27,8 +27,11 @@ std::string describe_model(const ModelConfig& c) {
     << "\nattention_heads: " << c.num_attention_heads << " of " << c.head_dim() << " dims, " << c.num_key_value_heads
     << " key/value heads" << (c.num_key_value_heads < c.num_attention_heads ? " (grouped-query)" : "")
     << "\nrotary: " << rotary << " of " << c.head_dim() << " head dims, theta " << c.rope_theta
-    << ", linear scaling (position interpolation) factor " << c.rope_scaling_factor
-    << "\nmax_position_embeddings: " << c.max_position_embeddings
+    << ", linear scaling (position interpolation) factor " << c.rope_scaling_factor;
+  if (c.sliding_window > 0)
+    o << "\nsliding_window: " << c.sliding_window << " (a query sees itself and the " << c.sliding_window - 1
+      << " keys before it)";
+  o << "\nmax_position_embeddings: " << c.max_position_embeddings
     << "\nresidual: " << (c.parallel_residual ? "parallel (attention and MLP read the same input)" : "sequential")
     << "\nnorm_eps: " << c.norm_eps << "\nvocab_size: " << c.vocab_size
     << "\ntie_word_embeddings: " << (c.tie_word_embeddings ? "true" : "false") << "\n";

@@ -7,12 +7,14 @@ namespace ll {
 // Each family's definition (model/arch/<family>.cpp).
 const Architecture& llama_architecture();
 const Architecture& gpt_neox_architecture();
+const Architecture& mistral_architecture();  // Llama's definition with a sliding window (model/arch/llama.cpp)
 
 namespace {
 std::vector<const Architecture*>& registered() {
   static std::vector<const Architecture*> all = {
       &llama_architecture(),
       &gpt_neox_architecture(),
+      &mistral_architecture(),
   };
   return all;
 }

@@ -7,6 +7,9 @@
 //   xn2 = RMSNorm(x_mid; post_attention_layernorm) act = silu(gate_proj(xn2)) ⊙ up_proj(xn2)
 //   x_out = x_mid + down_proj(act)
 // Then the final RMSNorm (model.norm); the engine applies lm_head (or the tied embedding) and the loss.
+//
+// Mistral is this block with GQA and an optional sliding window (config.json's `sliding_window`, applied by the
+// attention mask): the same definition registered under model_type "mistral" (MistralForCausalLM).
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -29,18 +32,25 @@ enum Saved : int { kXn1, kRstd1, kQs, kKs, kVs, kAttn, kLse, kXMid, kXn2, kRstd2
 enum Scratch : int { kDGate, kDUp, kDAct, kDQ, kDK, kDV, kDAttn };
 
 ModelConfig llama_shape(int64_t d, int64_t f, int64_t h, int64_t hkv, int64_t layers, int64_t vocab, int64_t max_pos,
-                        double eps) {
+                        double eps, const char* model_type = "llama", int64_t sliding_window = 0) {
   ModelConfig c;
-  c.model_type = "llama";
+  c.model_type = model_type;
+  c.sliding_window = sliding_window;
   c.hidden_size = d, c.intermediate_size = f, c.num_attention_heads = h, c.num_key_value_heads = hkv;
   c.num_hidden_layers = layers, c.vocab_size = vocab, c.max_position_embeddings = max_pos, c.norm_eps = eps;
   return c;
 }
 
+// transformers' MistralConfig default when config.json has no `sliding_window` key (an explicit null is none).
+constexpr int64_t kMistralDefaultSlidingWindow = 4096;
+
 class Llama final : public Architecture {
  public:
-  const char* model_type() const override { return "llama"; }
-  std::vector<std::string> hf_architectures() const override { return {"LlamaForCausalLM"}; }
+  explicit Llama(bool mistral = false) : mistral_(mistral) {}
+  const char* model_type() const override { return mistral_ ? "mistral" : "llama"; }
+  std::vector<std::string> hf_architectures() const override {
+    return {mistral_ ? "MistralForCausalLM" : "LlamaForCausalLM"};
+  }
 
   void read_config(const ConfigReader& r, ModelConfig& c) const override {
     const std::string& where = r.where();
@@ -66,6 +76,23 @@ class Llama final : public Architecture {
         fail(where, ": `head_dim` is ", head_dim, " but hidden_size / num_attention_heads = ", c.hidden_size, " / ",
              c.num_attention_heads, "; this engine needs head_dim = hidden_size / num_attention_heads");
     }
+    if (mistral_) read_sliding_window(r, c);
+  }
+
+  static void read_sliding_window(const ConfigReader& r, ModelConfig& c) {
+    if (!r.json().contains("sliding_window")) {
+      c.sliding_window = kMistralDefaultSlidingWindow;
+      return;
+    }
+    if (!r.has("sliding_window")) {  // null: full causal attention
+      c.sliding_window = 0;
+      return;
+    }
+    c.sliding_window = r.get_int("sliding_window");
+    if (c.sliding_window < 1)
+      r.fail_field(str_cat("`sliding_window` is ", c.sliding_window,
+                           "; expected a positive number of keys (a query sees itself and the sliding_window - 1 "
+                           "keys before it) or null for none"));
   }
 
   nlohmann::json config_json(const ModelConfig& c) const override {
@@ -94,6 +121,13 @@ class Llama final : public Architecture {
     j["tie_word_embeddings"] = c.tie_word_embeddings;
     j["use_cache"] = true;
     j["vocab_size"] = c.vocab_size;
+    if (mistral_) {  // MistralConfig's fields: no biases switches nor pretraining_tp; the window (null = none)
+      j["architectures"] = {"MistralForCausalLM"};
+      j["model_type"] = "mistral";
+      for (const char* key : {"attention_bias", "mlp_bias", "pretraining_tp"}) j.erase(key);
+      if (c.rope_scaling_factor == 1.0) j.erase("rope_scaling");
+      j["sliding_window"] = c.sliding_window > 0 ? nlohmann::json(c.sliding_window) : nlohmann::json();
+    }
     return j;
   }
 
@@ -103,9 +137,17 @@ class Llama final : public Architecture {
     LL_CHECK(!c.parallel_residual, "model config: Llama's residual is sequential (no parallel residual)");
     LL_CHECK(c.rotary_dims == 0 || c.rotary_dims == c.head_dim(), "model config: Llama rotates the whole head (",
              c.head_dim(), " dimensions), got rotary dimensions ", c.rotary_dims);
+    LL_CHECK(mistral_ || c.sliding_window == 0, "model config: `sliding_window` ", c.sliding_window,
+             " is Mistral's (model_type \"mistral\"); Llama attends to every earlier position");
   }
 
   std::vector<std::pair<std::string, ModelConfig>> presets() const override {
+    if (mistral_)
+      return {
+          // The demo's size with a window shorter than its 64 positions.
+          {"mistral-demo", llama_shape(64, 176, 4, 2, 4, 512, 64, 1e-5, "mistral", 16)},
+          {"mistral-7b", llama_shape(4096, 14336, 32, 8, 32, 32000, 32768, 1e-5, "mistral", 4096)},
+      };
     return {
         // A tiny model that trains in minutes on two CPU cores (the embedded demo).
         {"demo", llama_shape(64, 176, 4, 2, 4, 512, 64, 1e-5)},
@@ -281,6 +323,9 @@ class Llama final : public Architecture {
     const Param& w = b.param(kFinalNorm);
     b.backend().rmsnorm_backward(b.d_resid(), w.grad, b.d_hidden(), b.input(), w.value, b.saved(0), false);
   }
+
+ private:
+  bool mistral_;
 };
 
 }  // namespace
@@ -288,6 +333,11 @@ class Llama final : public Architecture {
 const Architecture& llama_architecture() {
   static const Llama llama;
   return llama;
+}
+
+const Architecture& mistral_architecture() {
+  static const Llama mistral(true);
+  return mistral;
 }
 
 }  // namespace ll
