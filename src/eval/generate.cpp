@@ -53,6 +53,7 @@ GenerateResult generate(InferenceSession& session, const std::vector<int32_t>& p
       r.stopped_at_eos = true;
       break;
     }
+    if (o.should_stop && o.should_stop()) break;
     if (i + 1 < o.max_new_tokens) logits = session.append(next);
   }
   r.decode_seconds = std::chrono::duration<double>(clock::now() - t1).count();

@@ -42,6 +42,9 @@ struct GenerateOptions {
   int32_t eos_id = -1;  // stop after producing it (≥ 0); it is included in the result
   std::vector<int32_t> stop_ids;  // more ids that stop it the same way (a chat template's end of turn)
   bool reuse_prefix = false;
+  // Asked after each token has gone to on_token: true ends the generation there (a server's client went away, a
+  // stop string appeared in the text).
+  std::function<bool()> should_stop;
 };
 
 struct GenerateResult {
