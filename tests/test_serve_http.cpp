@@ -391,6 +391,42 @@ TEST_F(ServeHttp, ApiKeyIsCheckedExceptForThePageAndHealth) {
   EXPECT_EQ(s.terminate(), 0) << s.log();
 }
 
+// /health is 503 while the model loads; a model that cannot load ends the server with status 1 and the reason.
+TEST(ServeHttpStart, HealthIs503WhileLoadingAndALoadFailureExits1) {
+  if (serve_binary().empty()) GTEST_SKIP() << "build/serve is not built next to the test binary";
+  test::TempDir dir;
+  write_file_atomic(dir.file("config.json"), "{\"model_type\": \"llama\"}");
+  test::ServerProcess s(serve_binary(), {"--base_model", dir.path(), "--test_delay_ms", "1500"}, dir.file("serve.log"));
+  int port = 0;
+  const std::regex listening("listening on http://127\\.0\\.0\\.1:([0-9]+)");
+  wait_for([&] {
+    std::smatch m;
+    const std::string log = s.log();
+    if (std::regex_search(log, m, listening)) port = std::stoi(m[1]);
+    return port > 0;
+  }, "the listening line");
+  httplib::Client c("127.0.0.1", port);
+  auto health = c.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 503);
+  EXPECT_EQ(json::parse(health->body)["error"]["code"], "model_loading");
+  EXPECT_FALSE(health->get_header_value("Retry-After").empty());
+  EXPECT_EQ(post(port, "/v1/completions", json{{"prompt", "a"}}).status, 503);
+  EXPECT_EQ(s.wait_exit(60), 1);
+  EXPECT_NE(s.log().find("serve: error: no tokenizer"), std::string::npos) << s.log();
+}
+
+TEST(ServeHttpStart, BadFlagsAreRefusedBeforeListening) {
+  if (serve_binary().empty()) GTEST_SKIP() << "build/serve is not built next to the test binary";
+  std::string out;
+  EXPECT_EQ(test::run_command(serve_binary() + " --port 70000 --base_model x", &out), 1);
+  EXPECT_NE(out.find("--port"), std::string::npos) << out;
+  EXPECT_EQ(test::run_command(serve_binary() + " --port 0", &out), 1);
+  EXPECT_NE(out.find("--base_model is required"), std::string::npos) << out;
+  EXPECT_EQ(test::run_command(serve_binary() + " --base_model x --chat_template jinja", &out), 1);
+  EXPECT_NE(out.find("--chat_template"), std::string::npos) << out;
+}
+
 // With every token slowed down (--test_delay_ms), one generation runs while the test acts: a full queue answers
 // 503 with Retry-After, a client that leaves stops its generation, SIGTERM lets the running stream finish.
 TEST_F(ServeHttp, QueueLimitDisconnectAndSigterm) {

@@ -48,7 +48,7 @@ int run(int argc, char** argv) {
       .at_most(4096);
   f.add("max_body_bytes", &ho.max_body_bytes, "largest request body (more: 413)").at_least(1024);
   f.add("threads", &ho.threads, "connections served at once (0: max_queue + 8)").at_least(0).at_most(4096);
-  f.add("test_delay_ms", &eo.test_delay_ms, "for tests: pause this long after each generated token").at_least(0);
+  f.add("test_delay_ms", &eo.test_delay_ms, "for tests: pause this long before loading and after each generated token").at_least(0);
   if (!f.parse(argc, argv)) return 0;
   LL_CHECK(!eo.base_model.empty(), "--base_model is required (a Hugging Face model folder)");
   if (eo.chat_template != "auto") ll::parse_chat_template(eo.chat_template);

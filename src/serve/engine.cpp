@@ -76,6 +76,7 @@ Engine::~Engine() {
 void Engine::load(std::ostream& log) {
   // QLoRA (NF4 base weights) arrives with its own branch: this is where the loader will take the flag.
   LL_CHECK(!o_.load_in_4bit, "--load_in_4bit: 4-bit (NF4) loading is not in this build yet");
+  if (o_.test_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o_.test_delay_ms));
   std::string tok_path = o_.tokenizer;
   if (tok_path.empty()) {
     tok_path = find_tokenizer_in(o_.base_model);

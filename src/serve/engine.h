@@ -39,7 +39,8 @@ struct EngineOptions {
   int64_t prefill_chunk = 1024;
   int64_t max_queue = 8;  // requests waiting behind the running one; more → 503
   std::string model_name;  // "" = the base folder's name
-  int64_t test_delay_ms = 0;  // a pause after each token: lets tests hold a generation running (queue, disconnect)
+  // For tests: a pause before loading and after each token, to hold the server loading or a generation running.
+  int64_t test_delay_ms = 0;
 };
 
 // One request's generation, shared by the HTTP thread that owns the connection and the worker.
