@@ -149,11 +149,11 @@ test::ServerProcess* ServeHttp::server_ = nullptr;
 std::string ServeHttp::start_error_;
 
 json eval_generate(const std::string& model, const std::string& prompt, const std::string& template_name,
-                   int max_gen_len, const std::string& json_path) {
+                   int max_gen_len, const std::string& json_path, const std::string& extra_flags = "") {
   std::string out;
   const std::string cmd = test::eval_binary() + " generate --base_model '" + model + "' --prompt '" + prompt +
                           "' --chat_template " + template_name + " --temperature 0 --max_gen_len " +
-                          std::to_string(max_gen_len) + " --progress false --json '" + json_path + "'";
+                          std::to_string(max_gen_len) + " --progress false --json '" + json_path + "' " + extra_flags;
   EXPECT_EQ(test::run_command(cmd, &out), 0) << out;
   return json::parse(read_text_file(json_path));
 }
@@ -205,6 +205,34 @@ TEST_F(ServeHttp, GreedyCompletionsEqualEvalGenerate) {
   EXPECT_EQ(r.body["choices"][0]["message"]["content"], chat["text"]);
   EXPECT_EQ(r.body["usage"]["prompt_tokens"], chat["prompt_tokens"]);
   EXPECT_NE(plain["prompt_tokens"], chat["prompt_tokens"]) << "the chat went through the ChatML template";
+}
+
+// QLoRA's base: --load_in_4bit quantizes the dense folder on load (NF4, double-quantized) in the server as in
+// build/eval, so the greedy answers agree; /v1/models says which weights are served.
+TEST_F(ServeHttp, FourBitBaseAnswersAsEvalGenerate) {
+  if (test::eval_binary().empty()) GTEST_SKIP() << "build/eval is not built next to the test binary";
+  const std::string four_bit = "--load_in_4bit true --bnb_4bit_quant_type nf4 --bnb_4bit_use_double_quant true";
+  const json want = eval_generate(model_dir(), "hello world", "none", 12, dir_->file("nf4.json"), four_bit);
+  test::ServerProcess s(serve_binary(),
+                        {"--base_model", model_dir(), "--load_in_4bit", "--bnb_4bit_quant_type", "nf4",
+                         "--bnb_4bit_use_double_quant", "true", "--bnb_4bit_compute_dtype", "bfloat16"},
+                        dir_->file("serve_nf4.log"));
+  std::string why;
+  ASSERT_TRUE(s.wait_ready(&why)) << why;
+  httplib::Client c("127.0.0.1", s.port());
+  auto models = c.Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(json::parse(models->body)["data"][0]["meta"]["base_weights"], "nf4 (double-quantized)");
+  const Reply r = post(s.port(), "/v1/completions",
+                       json{{"prompt", "hello world"}, {"max_tokens", 12}, {"temperature", 0}});
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["choices"][0]["text"], want["text"]);
+  EXPECT_EQ(r.body["usage"]["completion_tokens"], want["tokens"].size());
+  EXPECT_EQ(s.terminate(), 0) << s.log();
+
+  auto dense = httplib::Client("127.0.0.1", port()).Get("/v1/models");
+  ASSERT_TRUE(dense);
+  EXPECT_EQ(json::parse(dense->body)["data"][0]["meta"]["base_weights"], "dense");
 }
 
 TEST_F(ServeHttp, StreamedAndUnstreamedAgree) {
@@ -425,6 +453,9 @@ TEST(ServeHttpStart, BadFlagsAreRefusedBeforeListening) {
   EXPECT_NE(out.find("--base_model is required"), std::string::npos) << out;
   EXPECT_EQ(test::run_command(serve_binary() + " --base_model x --chat_template jinja", &out), 1);
   EXPECT_NE(out.find("--chat_template"), std::string::npos) << out;
+  EXPECT_EQ(test::run_command(serve_binary() + " --base_model x --load_in_4bit --bnb_4bit_quant_type int4", &out), 1);
+  EXPECT_NE(out.find("--bnb_4bit_quant_type"), std::string::npos) << out;
+  EXPECT_EQ(out.find("listening"), std::string::npos) << out;
 }
 
 // With every token slowed down (--test_delay_ms), one generation runs while the test acts: a full queue answers

@@ -34,7 +34,7 @@ int run(int argc, char** argv) {
         "× RoPE factor)");
   f.add("rope_scaling_factor", &eo.rope_scaling_factor, "linear RoPE factor; 0 = build/eval's rules").at_least(0);
   f.add("add_pad_token", &eo.add_pad_token, "auto | true | false: LongLoRA's [PAD] row, as build/eval");
-  f.add("load_in_4bit", &eo.load_in_4bit, "4-bit (NF4) base weights, QLoRA's; not in this build yet");
+  ll::add_quant_flags(f, eo.quant);
   f.add("chat_template", &eo.chat_template, "auto | llama2 | llama3 | chatml | mistral | none (chat requests)");
   f.add("parse_special_tokens", &eo.parse_special_tokens,
         "special-token strings in prompts become their ids (else they stay text)");
@@ -52,6 +52,8 @@ int run(int argc, char** argv) {
   if (!f.parse(argc, argv)) return 0;
   LL_CHECK(!eo.base_model.empty(), "--base_model is required (a Hugging Face model folder)");
   if (eo.chat_template != "auto") ll::parse_chat_template(eo.chat_template);
+  ll::ModelConfig quant_probe;  // the --bnb_4bit_* values are checked before listening, not after the load
+  ll::apply_quant_options(eo.quant, /*low_rank_training=*/true, quant_probe);
 
   // SIGTERM / SIGINT go to one thread (sigwait); SIGPIPE (a client gone mid-write) is an error return, not a kill.
   sigset_t signals;

@@ -74,8 +74,6 @@ Engine::~Engine() {
 }
 
 void Engine::load(std::ostream& log) {
-  // QLoRA (NF4 base weights) arrives with its own branch: this is where the loader will take the flag.
-  LL_CHECK(!o_.load_in_4bit, "--load_in_4bit: 4-bit (NF4) loading is not in this build yet");
   if (o_.test_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o_.test_delay_ms));
   std::string tok_path = o_.tokenizer;
   if (tok_path.empty()) {
@@ -98,6 +96,7 @@ void Engine::load(std::ostream& log) {
   mo.add_pad_token = o_.add_pad_token;
   mo.batch = 1;
   mo.seq_len = o_.prefill_chunk;
+  mo.quant = o_.quant;
   model_ = std::make_unique<EvalModel>(load_eval_model(mo, log));
   LL_CHECK(tok_->vocab_size() <= model_->config.vocab_size, "tokenizer `", tok_->path(), "` has ",
            tok_->vocab_size(), " pieces but the model's vocabulary is ", model_->config.vocab_size, "; wrong --tokenizer?");
@@ -115,6 +114,9 @@ void Engine::load(std::ostream& log) {
 
 const char* Engine::chat_template() const { return chat_template_name(style_.kind); }
 int64_t Engine::vocab_size() const { return model_->config.vocab_size; }
+std::string Engine::base_weights() const {
+  return model_->config.load_in_4bit ? dtype_name(model_->config.base_weight_format) : "dense";
+}
 
 int64_t Engine::queued() const {
   std::lock_guard<std::mutex> lock(mu_);

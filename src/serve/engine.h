@@ -19,6 +19,7 @@
 
 #include "data/chat_template.h"
 #include "eval/sampling.h"
+#include "model/quant_options.h"
 #include "serve/openai_schema.h"
 
 namespace ll {
@@ -34,7 +35,7 @@ struct EngineOptions {
   int64_t context_size = -1;  // ≤ 0: max_position_embeddings × RoPE factor
   double rope_scaling_factor = 0;
   std::string add_pad_token = "auto";
-  bool load_in_4bit = false;  // hook for the QLoRA branch (NF4 base weights); refused until it lands
+  QuantOptions quant;  // --load_in_4bit and the bnb_4bit_* flags (QLoRA's 4-bit base), as build/eval takes them
   bool parse_special_tokens = false;
   int64_t prefill_chunk = 1024;
   int64_t max_queue = 8;  // requests waiting behind the running one; more → 503
@@ -97,6 +98,8 @@ class Engine {
   int64_t vocab_size() const;
   const std::string& model_name() const { return name_; }
   const char* chat_template() const;
+  // The linear weights' storage: "dense", or the 4-bit format (QLoRA's base, --load_in_4bit or a bitsandbytes folder).
+  std::string base_weights() const;
   int64_t queued() const;
   int64_t cancelled_count() const { return cancelled_count_; }
 

@@ -126,7 +126,8 @@ void HttpServer::routes() {
                                              {"meta",
                                               {{"context_size", engine_.context_size()},
                                                {"vocab_size", engine_.vocab_size()},
-                                               {"chat_template", engine_.chat_template()}}}}})}});
+                                               {"chat_template", engine_.chat_template()},
+                                               {"base_weights", engine_.base_weights()}}}}})}});
         }));
   s.Post("/tokenize", guarded([this, require_ready](const httplib::Request& req, httplib::Response& res) {
            require_ready();
