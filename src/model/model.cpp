@@ -376,6 +376,30 @@ std::vector<double> Model::append_tokens(const int32_t* tokens, int64_t count) {
   return last_logits;
 }
 
+void Model::evict_kv_cache(int64_t start, int64_t count) {
+  LL_CHECK(cache_capacity_ > 0, "evict_kv_cache: call enable_kv_cache first");
+  LL_CHECK(start >= 0 && count >= 0 && start + count <= cache_len_, "evict_kv_cache: positions [", start, ", ",
+           start + count, ") are not all cached (", cache_len_, " are)");
+  if (count == 0) return;
+  const ModelConfig& c = opts_.config;
+  const int64_t Hkv = c.num_key_value_heads, Dh = c.head_dim(), P = seq_len_;  // batch 1: P positions fit
+  std::vector<int32_t> pos(static_cast<size_t>(P), static_cast<int32_t>(count));
+  upload_i32(backend_, buf_.positions, pos.data());
+  for (size_t layer = 0; layer < k_cache_.size(); ++layer)
+    // Chunks of at most `count` rows: source and destination never overlap.
+    for (int64_t dst = start, n = 0; dst + count < cache_len_; dst += n) {
+      n = std::min({count, cache_len_ - (dst + count), P});
+      Tensor k = k_cache_[layer].slice_rows(dst, n);
+      backend_.copy(k, k_cache_[layer].slice_rows(dst + count, n));
+      backend_.copy(v_cache_[layer].slice_rows(dst, n), v_cache_[layer].slice_rows(dst + count, n));
+      // rope_backward rotates by the negative angle: R(p − count) = R(−count)·R(p).
+      backend_.rope_backward(k.view({n, Hkv, Dh}), buf_.positions.view({P, 1}).slice_rows(0, n).view({n}), rope_);
+    }
+  cache_len_ -= count;
+  for (int64_t t = 0; t < P; ++t) pos[size_t(t)] = int32_t(t);
+  upload_i32(backend_, buf_.positions, pos.data());
+}
+
 // Cross-entropy over row chunks: logits for C rows, loss (and dlogits in place), then straight back through
 // the LM head into d_xn (the gradient of the final norm's output) before the next chunk reuses the buffer.
 LossResult Model::head_loss(bool compute_grad, double loss_scale, int32_t* argmax) {
