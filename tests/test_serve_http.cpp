@@ -8,6 +8,8 @@
 #include "eval_test_util.h"
 #include "serve_test_util.h"
 #include "data/tokenizer.h"
+#include "eval/eval_model.h"
+#include "eval/generate.h"
 
 namespace ll {
 namespace {
@@ -233,6 +235,49 @@ TEST_F(ServeHttp, FourBitBaseAnswersAsEvalGenerate) {
   auto dense = httplib::Client("127.0.0.1", port()).Get("/v1/models");
   ASSERT_TRUE(dense);
   EXPECT_EQ(json::parse(dense->body)["data"][0]["meta"]["base_weights"], "dense");
+}
+
+// StreamingLLM in the server (a bare --enable_streaming): one conversation far past a 4 + 24 token window, each
+// request's prompt (token ids) extending the previous one, so each continues the cache after evictions; the
+// greedy answer equals the library's streaming session fed the same way. A prompt past the model's context is
+// accepted (the shared server without streaming refuses it).
+TEST_F(ServeHttp, StreamingLlmContinuesAConversationPastTheWindow) {
+  test::ServerProcess s(serve_binary(), {"--base_model", model_dir(), "--enable_streaming", "--recent_size", "24"},
+                        dir_->file("serve_streaming.log"));
+  std::string why;
+  ASSERT_TRUE(s.wait_ready(&why)) << why;
+  auto models = httplib::Client("127.0.0.1", s.port()).Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(json::parse(models->body)["data"][0]["meta"]["streaming"], json({{"start_size", 4}, {"recent_size", 24}}));
+
+  std::ostringstream log;
+  EvalModelOptions mo;
+  mo.base_model = model_dir();
+  mo.seq_len = 1024;
+  EvalModel local = load_eval_model(mo, log);
+  InferenceSession session(*local.model, StreamingWindow{4, 24});
+  const Tokenizer tok = Tokenizer::load(model_dir() + "/tokenizer.json");
+  Rng rng(5);
+  std::vector<int32_t> conversation;
+  for (int turn = 0; turn < 8; ++turn) {
+    const size_t before = conversation.size();
+    for (int i = 0; i < 7; ++i) conversation.push_back(int32_t(rng.uniform(40, 200)));
+    // max_tokens 1: the answer's only token is never fed, so the next prompt extends what the server holds.
+    const Reply r = post(s.port(), "/v1/completions",
+                         json{{"prompt", conversation}, {"max_tokens", 1}, {"temperature", 0}});
+    ASSERT_EQ(r.status, 200) << r.raw;
+    const std::vector<double> logits = session.prefill(conversation, /*reuse_prefix=*/true, /*reserve=*/1);
+    const int32_t want = int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    EXPECT_EQ(r.body["choices"][0]["text"], tok.decode({want})) << "turn " << turn;
+    EXPECT_EQ(r.body["usage"]["prompt_tokens_details"]["cached_tokens"], before) << "turn " << turn;
+  }
+  EXPECT_GT(session.evicted(), 24) << "the conversation went past the window";
+
+  std::vector<int32_t> long_prompt(300, 65);
+  const json body{{"prompt", long_prompt}, {"max_tokens", 2}, {"temperature", 0}};
+  EXPECT_EQ(post(s.port(), "/v1/completions", body).status, 200);
+  EXPECT_EQ(post(port(), "/v1/completions", body).status, 400);
+  EXPECT_EQ(s.terminate(), 0) << s.log();
 }
 
 TEST_F(ServeHttp, StreamedAndUnstreamedAgree) {

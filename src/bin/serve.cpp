@@ -12,6 +12,7 @@
 #include <iostream>
 #include <thread>
 
+#include "eval/command_flags.h"
 #include "serve/engine.h"
 #include "serve/http_server.h"
 #include "util/error.h"
@@ -35,6 +36,7 @@ int run(int argc, char** argv) {
   f.add("rope_scaling_factor", &eo.rope_scaling_factor, "linear RoPE factor; 0 = build/eval's rules").at_least(0);
   f.add("add_pad_token", &eo.add_pad_token, "auto | true | false: LongLoRA's [PAD] row, as build/eval");
   ll::add_quant_flags(f, eo.quant);
+  ll::add_streaming_flags(f, eo.streaming);
   f.add("chat_template", &eo.chat_template, "auto | llama2 | llama3 | chatml | mistral | none (chat requests)");
   f.add("parse_special_tokens", &eo.parse_special_tokens,
         "special-token strings in prompts become their ids (else they stay text)");

@@ -104,9 +104,14 @@ void Engine::load(std::ostream& log) {
   context_ = o_.context_size > 0
                  ? o_.context_size
                  : int64_t(double(model_->config.max_position_embeddings) * model_->rope.factor);
-  session_ = std::make_unique<InferenceSession>(*model_->model, context_);
+  const StreamingWindow window = o_.streaming.window();
+  session_ = window.enabled() ? std::make_unique<InferenceSession>(*model_->model, window)
+                              : std::make_unique<InferenceSession>(*model_->model, context_);
   log << "serving `" << name_ << "`: context " << context_ << " tokens, chat template " << chat_template_name(style_.kind)
-      << ", tokenizer " << tok_->kind() << ", queue " << o_.max_queue << "\n"
+      << ", tokenizer " << tok_->kind() << ", queue " << o_.max_queue
+      << (window.enabled() ? str_cat(", StreamingLLM cache: start ", window.start_size, " + recent ", window.recent_size)
+                           : std::string())
+      << "\n"
       << std::flush;
   thread_ = std::thread([this] { worker(); });
   ready_ = true;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "data/chat_template.h"
+#include "eval/commands.h"
 #include "eval/sampling.h"
 #include "model/quant_options.h"
 #include "serve/openai_schema.h"
@@ -36,6 +37,9 @@ struct EngineOptions {
   double rope_scaling_factor = 0;
   std::string add_pad_token = "auto";
   QuantOptions quant;  // --load_in_4bit and the bnb_4bit_* flags (QLoRA's 4-bit base), as build/eval takes them
+  // StreamingLLM: one endless conversation in a fixed cache of start_size + recent_size tokens. A request whose
+  // prompt extends everything fed so far continues it (after evicting room); any other starts over.
+  StreamingFlags streaming;
   bool parse_special_tokens = false;
   int64_t prefill_chunk = 1024;
   int64_t max_queue = 8;  // requests waiting behind the running one; more → 503
@@ -95,6 +99,9 @@ class Engine {
   std::vector<int32_t> tokenize(const std::string& text, bool add_special) const;
   std::string detokenize(const std::vector<int32_t>& ids) const;  // ApiError 400 for an id outside the vocabulary
   int64_t context_size() const { return context_; }
+  // The StreamingLLM window (enabled() false without --enable_streaming): prompts and completions are then not
+  // bounded by the context.
+  StreamingWindow streaming_window() const { return o_.streaming.window(); }
   int64_t vocab_size() const;
   const std::string& model_name() const { return name_; }
   const char* chat_template() const;

@@ -19,6 +19,11 @@ using nlohmann::json;
 
 namespace {
 
+json streaming_json(const StreamingWindow& w) {
+  if (!w.enabled()) return nullptr;
+  return {{"start_size", w.start_size}, {"recent_size", w.recent_size}};
+}
+
 // Generated text may hold bytes that are not UTF-8 (a byte-level piece cut off at max_tokens): U+FFFD, not a throw.
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -127,7 +132,8 @@ void HttpServer::routes() {
                                               {{"context_size", engine_.context_size()},
                                                {"vocab_size", engine_.vocab_size()},
                                                {"chat_template", engine_.chat_template()},
-                                               {"base_weights", engine_.base_weights()}}}}})}});
+                                               {"base_weights", engine_.base_weights()},
+                                               {"streaming", streaming_json(engine_.streaming_window())}}}}})}});
         }));
   s.Post("/tokenize", guarded([this, require_ready](const httplib::Request& req, httplib::Response& res) {
            require_ready();
@@ -163,14 +169,17 @@ void HttpServer::routes() {
       auto job = std::make_shared<Job>();
       job->prompt = engine_.prompt_ids(r);
       job->chat = chat;
-      const int64_t context = engine_.context_size(), used = int64_t(job->prompt.size());
+      const int64_t used = int64_t(job->prompt.size());
+      const StreamingWindow window = engine_.streaming_window();
+      // StreamingLLM bounds nothing: the cache evicts. Its default for chat is one window of new tokens.
+      const int64_t context = window.enabled() ? used + window.recent_size : engine_.context_size();
       if (used >= context)
         throw ApiError(400, "the prompt has " + std::to_string(used) + " tokens; the model's context is " +
                                 std::to_string(context) + " tokens (prompt and completion together)",
                        chat ? "messages" : "prompt", "context_length_exceeded");
       // OpenAI's defaults: 16 new tokens for a completion, the rest of the context for a chat.
       job->max_tokens = r.max_tokens ? *r.max_tokens : chat ? context - used : std::min<int64_t>(16, context - used);
-      if (used + job->max_tokens > context)
+      if (!window.enabled() && used + job->max_tokens > context)
         throw ApiError(400, "this model's context is " + std::to_string(context) + " tokens, but " +
                                 std::to_string(used + job->max_tokens) + " were requested (" + std::to_string(used) +
                                 " in the prompt, " + std::to_string(job->max_tokens) + " for the completion)",
