@@ -280,6 +280,41 @@ TEST_F(ServeHttp, StreamingLlmContinuesAConversationPastTheWindow) {
   EXPECT_EQ(s.terminate(), 0) << s.log();
 }
 
+// The official `openai` Python client against the server (with an API key): its greedy completion and chat answers
+// (whole and streamed) equal direct HTTP ones, a bad request is its BadRequestError (400), a wrong key its
+// AuthenticationError (401). Skips when the Python ($LL_PYTHON, else python3) has no `openai` package.
+TEST_F(ServeHttp, OpenAiPythonClient) {
+  const char* env = std::getenv("LL_PYTHON");
+  const std::string python = env && *env ? env : "python3";
+  std::string out;
+  if (test::run_command(python + " -c 'import openai'", &out) != 0)
+    GTEST_SKIP() << "`" << python << "` cannot import openai (pip install openai; or set LL_PYTHON to a Python "
+                 << "that has it): " << out;
+  test::ServerProcess s(serve_binary(), {"--base_model", model_dir(), "--api_key", "sk-test"},
+                        dir_->file("serve_openai.log"));
+  std::string why;
+  ASSERT_TRUE(s.wait_ready(&why)) << why;
+  const std::string script = test::fixtures_dir() + "/../openai_client_check.py";
+  const std::string result = dir_->file("openai.json");
+  ASSERT_EQ(test::run_command(python + " '" + script + "' http://127.0.0.1:" + std::to_string(s.port()) +
+                                  "/v1 sk-test '" + result + "'", &out), 0) << out;
+  const json got = json::parse(read_text_file(result));
+  const Reply c = post(port(), "/v1/completions", json{{"prompt", "hello world"}, {"max_tokens", 12}, {"temperature", 0}});
+  const Reply r = post(port(), "/v1/chat/completions",
+                       json{{"messages", {{{"role", "user"}, {"content", "hello world"}}}},
+                            {"max_tokens", 12},
+                            {"temperature", 0}});
+  ASSERT_EQ(c.status, 200);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(got["completion"], c.body["choices"][0]["text"]) << got.dump();
+  EXPECT_EQ(got["completion_tokens"], c.body["usage"]["completion_tokens"]);
+  EXPECT_EQ(got["chat"], r.body["choices"][0]["message"]["content"]);
+  EXPECT_EQ(got["chat_streamed"], got["chat"]);
+  EXPECT_EQ(got["bad_request"]["status"], 400) << got.dump();
+  EXPECT_EQ(got["unauthorized"], 401) << got.dump();
+  EXPECT_EQ(s.terminate(), 0) << s.log();
+}
+
 TEST_F(ServeHttp, StreamedAndUnstreamedAgree) {
   for (const bool chat : {true, false}) {
     json body = {{"max_tokens", 20}, {"temperature", 0.8}, {"top_p", 0.9}, {"seed", 5}};
