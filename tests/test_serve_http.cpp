@@ -3,6 +3,7 @@
 // with cpp-httplib's client. Greedy answers are compared with build/eval generate's.
 #ifdef LONGLORA_WITH_HTTPLIB
 #include <atomic>
+#include <filesystem>
 #include <thread>
 
 #include "eval_test_util.h"
@@ -312,6 +313,49 @@ TEST_F(ServeHttp, OpenAiPythonClient) {
   EXPECT_EQ(got["chat_streamed"], got["chat"]);
   EXPECT_EQ(got["bad_request"]["status"], 400) << got.dump();
   EXPECT_EQ(got["unauthorized"], 401) << got.dump();
+  EXPECT_EQ(s.terminate(), 0) << s.log();
+}
+
+// The page in a real browser (Debian's chromium, headless, driven by tests/browser_page_check.py over the DevTools
+// pipe): attach a text file, ask, the answer appears piece by piece and equals the greedy chat answer over HTTP.
+// The screenshot is kept in test_artifacts/ beside the test binary ($LL_TEST_ARTIFACTS overrides).
+TEST_F(ServeHttp, PageInHeadlessChromium) {
+  const char* env = std::getenv("LL_CHROMIUM");
+  std::string chromium = env && *env ? env : "", out;
+  if (chromium.empty() && test::run_command("command -v chromium", &out) == 0) chromium = out.substr(0, out.find('\n'));
+  if (chromium.empty()) GTEST_SKIP() << "no chromium (apt-get install chromium, or set LL_CHROMIUM)";
+  // Slowed tokens (60 ms each) so that the page shows the answer growing.
+  test::ServerProcess s(serve_binary(), {"--base_model", model_dir(), "--test_delay_ms", "60"},
+                        dir_->file("serve_page.log"));
+  std::string why;
+  ASSERT_TRUE(s.wait_ready(&why)) << why;
+  const std::string material = dir_->file("material.txt"), question = "What does the cache keep?";
+  write_file_atomic(material, "The cache keeps the first four tokens and the most recent ones.");
+  const char* artifacts_env = std::getenv("LL_TEST_ARTIFACTS");
+  const std::string artifacts = artifacts_env && *artifacts_env
+                                    ? artifacts_env
+                                    : test::sibling_binary("test_all").substr(0, test::sibling_binary("test_all").rfind('/')) +
+                                          "/test_artifacts";
+  std::filesystem::create_directories(artifacts);
+  const std::string screenshot = artifacts + "/serve_page.png", result = dir_->file("page.json");
+  std::remove(screenshot.c_str());
+  const std::string script = test::fixtures_dir() + "/../browser_page_check.py";
+  ASSERT_EQ(test::run_command("python3 '" + script + "' '" + chromium + "' http://127.0.0.1:" +
+                                  std::to_string(s.port()) + "/ '" + material + "' '" + question + "' '" + screenshot +
+                                  "' '" + result + "'", &out), 0) << out;
+  const json got = json::parse(read_text_file(result));
+  const Reply r = post(s.port(), "/v1/chat/completions",
+                       json{{"messages", {{{"role", "user"}, {"content", read_text_file(material) + "\n" + question}}}},
+                            {"max_tokens", 12},
+                            {"temperature", 0}});
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(got["answer"], r.body["choices"][0]["message"]["content"]) << got.dump();
+  EXPECT_GE(got["lengths_seen"].size(), 3u) << "the answer did not grow while streaming: " << got.dump();
+  EXPECT_NE(got["material_info"].get<std::string>().find("material.txt"), std::string::npos) << got.dump();
+  EXPECT_NE(got["speed"].get<std::string>().find("tokens/s"), std::string::npos) << got.dump();
+  EXPECT_NE(got["used"].get<std::string>().find("context used"), std::string::npos) << got.dump();
+  ASSERT_TRUE(path_exists(screenshot));
+  EXPECT_EQ(test::read_bytes(screenshot).substr(0, 4), "\x89PNG");
   EXPECT_EQ(s.terminate(), 0) << s.log();
 }
 
