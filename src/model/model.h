@@ -159,6 +159,7 @@ class Model {
   std::vector<int32_t> host_targets_;
   std::unique_ptr<Arena> cache_arena_;
   std::vector<Tensor> k_cache_, v_cache_;  // per layer [capacity, Hkv·Dh], keys after RoPE
+  Tensor cache_scratch_;                    // [capacity, Hkv·Dh]: evict_kv_cache moves rows through it
   int64_t cache_capacity_ = 0, cache_len_ = 0;
   bool cache_active_ = false;  // attention reads and extends the cache
   bool dropout_enabled_ = false;
