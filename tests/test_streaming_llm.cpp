@@ -10,33 +10,42 @@
 #include "eval/eval_model.h"
 #include "eval/streaming_chat.h"
 #include "eval_test_util.h"
+#include "neox_test_options.h"
 #include "util/error.h"
 #include "util/files.h"
 
 namespace ll {
 namespace {
 
-ModelOptions one_layer(int64_t seq_len, double rope_factor) {
+ModelOptions one_layer(ModelConfig config, int64_t seq_len) {
   ModelOptions o;
-  o.config = test::small_config(40, 256);
+  o.config = config;
   o.config.num_hidden_layers = 1;
-  o.config.rope_scaling_factor = rope_factor;
   o.batch = 1;
   o.seq_len = seq_len;
   return o;
 }
+ModelOptions one_layer(int64_t seq_len, double rope_factor) {
+  ModelConfig c = test::small_config(40, 256);
+  c.rope_scaling_factor = rope_factor;
+  return one_layer(c, seq_len);
+}
 
-std::vector<double> last_row(Model& full, const std::vector<int32_t>& ids) {
+std::vector<double> last_row(Model& full, const std::vector<int32_t>& ids, int64_t vocab) {
   full.set_seq_len(int64_t(ids.size()));
   const std::vector<double> all = full.logits(ids.data());
-  return std::vector<double>(all.end() - 40, all.end());
+  return std::vector<double>(all.end() - vocab, all.end());
 }
 
 TEST(StreamingLlm, EvictedCacheEqualsTheKeptTokensAtCachePositions) {
-  for (const double factor : {1.0, 2.0}) {
+  ModelConfig neox = test::tiny_neox_config(/*parallel=*/true, /*rotary_dims=*/2);  // partial: 2 of 4
+  neox.max_position_embeddings = 64;
+  for (const auto& [name, config] : {std::pair{"llama", one_layer(4, 1.0).config},
+                                     std::pair{"llama, RoPE factor 2", one_layer(4, 2.0).config},
+                                     std::pair{"gpt-neox, rotary 2 of 4", neox}}) {
     std::unique_ptr<Backend> backend = create_backend("cpu");
-    const int64_t start = 3, capacity = 14;
-    Model cached(*backend, one_layer(4, factor)), full(*backend, one_layer(capacity, factor));
+    const int64_t start = 3, capacity = 14, vocab = config.vocab_size;
+    Model cached(*backend, one_layer(config, 4)), full(*backend, one_layer(config, capacity));
     test::randomize(cached.params(), *backend, 7);
     test::randomize(full.params(), *backend, 7);
     cached.enable_kv_cache(capacity);
@@ -46,7 +55,7 @@ TEST(StreamingLlm, EvictedCacheEqualsTheKeptTokensAtCachePositions) {
     // Turns of 1..6 tokens (prompts and decode steps alike), evicting for room first as streaming-llm does.
     for (int turn = 0; turn < 25; ++turn) {
       std::vector<int32_t> add(size_t(1 + turn % 6));
-      for (int32_t& t : add) t = int32_t(rng.uniform(0, 40));
+      for (int32_t& t : add) t = int32_t(rng.uniform(0, double(vocab)));
       const int64_t over = int64_t(kept.size() + add.size()) - capacity;
       if (over > 0) {
         cached.evict_kv_cache(start, over);
@@ -56,10 +65,10 @@ TEST(StreamingLlm, EvictedCacheEqualsTheKeptTokensAtCachePositions) {
       const std::vector<double> got = cached.append_tokens(add.data(), int64_t(add.size()));
       kept.insert(kept.end(), add.begin(), add.end());
       ASSERT_EQ(cached.kv_cache_length(), int64_t(kept.size()));
-      const std::vector<double> want = last_row(full, kept);
+      const std::vector<double> want = last_row(full, kept, vocab);
       double worst = 0;
       for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::abs(got[i] - want[i]));
-      EXPECT_LT(worst, 2e-4) << "factor " << factor << ", turn " << turn << ", " << kept.size() << " cached";
+      EXPECT_LT(worst, 2e-4) << name << ", turn " << turn << ", " << kept.size() << " cached";
     }
     EXPECT_GE(evictions, 10);
   }
