@@ -283,8 +283,10 @@ TEST(StreamingFlags, BareEnableStreamingMeansTrueAndRangesAreChecked) {
   StreamingCommand c;
   Flags f("eval streaming", "");
   add_streaming_command_flags(f, c);
-  const char* argv[] = {"eval", "--enable_streaming", "--start_size", "2", "--model_name_or_path", "m"};
-  ASSERT_TRUE(f.parse(6, const_cast<char**>(argv), 1));
+  // LongLoRA's README line (its `----enable_streaming` typo aside), flash attention flag included.
+  const char* argv[] = {"eval", "--enable_streaming", "--start_size", "2", "--model_name_or_path", "m",
+                        "--use_flash_attn", "True"};
+  ASSERT_TRUE(f.parse(8, const_cast<char**>(argv), 1));
   EXPECT_TRUE(c.streaming.enable_streaming);
   EXPECT_EQ(c.streaming.start_size, 2);
   EXPECT_EQ(c.common.base_model, "m");

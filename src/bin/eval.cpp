@@ -76,6 +76,7 @@ int run(int argc, char** argv) {
                 "the KV cache keeps the first --start_size and the last --recent_size tokens (StreamingLLM).");
     ll::add_streaming_command_flags(f, c);
     if (!f.parse(argc, argv, 2)) return 0;
+    prepare(f, c.common);
     ll::run_streaming_command(c, std::cout, std::cerr, f.values());
   } else {
     std::string hint;

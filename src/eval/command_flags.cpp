@@ -114,6 +114,7 @@ void add_streaming_command_flags(Flags& f, StreamingCommand& c) {
         "tokenizer.json (Hugging Face) or sentencepiece tokenizer.model, or a model folder holding one "
         "(tokenizer.json preferred; default: the one in <base_model>)");
   f.add("test_filepath", &c.test_filepath, "JSON list of records; their `instruction` fields are the turns");
+  f.add_ignored("use_flash_attn", "attention is always this engine's own kernel (full causal attention)");
   f.add("max_gen_len", &c.max_gen_len, "most tokens to generate per turn").at_least(1);
   f.add("prefill_chunk", &c.prefill_chunk, "prompt tokens per forward pass while prefilling (bounds memory)")
       .at_least(1);
