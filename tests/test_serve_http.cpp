@@ -359,6 +359,25 @@ TEST_F(ServeHttp, PageInHeadlessChromium) {
   EXPECT_EQ(s.terminate(), 0) << s.log();
 }
 
+// demo.py's flags: --temperature / --top_p / --max_gen_len are the defaults of requests that leave them out,
+// --flash_attn is accepted (ignored, with a line saying so).
+TEST_F(ServeHttp, DemoPyFlagsAreRequestDefaults) {
+  if (test::eval_binary().empty()) GTEST_SKIP() << "build/eval is not built next to the test binary";
+  const json want = eval_generate(model_dir(), "hello world", "none", 5, dir_->file("demo_flags.json"));
+  test::ServerProcess s(serve_binary(),
+                        {"--base_model", model_dir(), "--temperature", "0", "--top_p", "0.9", "--max_gen_len", "5",
+                         "--flash_attn", "True"},
+                        dir_->file("serve_demo_flags.log"));
+  std::string why;
+  ASSERT_TRUE(s.wait_ready(&why)) << why;
+  const Reply r = post(s.port(), "/v1/completions", json{{"prompt", "hello world"}});
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["choices"][0]["text"], want["text"]) << "greedy, 5 tokens, as build/eval generate";
+  EXPECT_EQ(r.body["usage"]["completion_tokens"], want["tokens"].size());
+  EXPECT_NE(s.log().find("flash_attn"), std::string::npos) << s.log();
+  EXPECT_EQ(s.terminate(), 0) << s.log();
+}
+
 TEST_F(ServeHttp, StreamedAndUnstreamedAgree) {
   for (const bool chat : {true, false}) {
     json body = {{"max_tokens", 20}, {"temperature", 0.8}, {"top_p", 0.9}, {"seed", 5}};

@@ -49,9 +49,17 @@ int run(int argc, char** argv) {
       .at_least(0)
       .at_most(4096);
   f.add("max_body_bytes", &ho.max_body_bytes, "largest request body (more: 413)").at_least(1024);
+  f.add("max_gen_len", &ho.max_gen_len, "max_tokens of requests that give none (0: OpenAI's: 16 for completions, "
+        "the rest of the context for chat)").at_least(0);
+  f.add("temperature", &ho.sampling.temperature, "temperature of requests that give none (OpenAI's 1; demo.py: 0.6)")
+      .at_least(0)
+      .at_most(2);
+  f.add("top_p", &ho.sampling.top_p, "top_p of requests that give none (OpenAI's 1; demo.py: 0.9)").above(0).at_most(1);
+  f.add_ignored("flash_attn", "attention is always this engine's own kernel (full causal attention)");
   f.add("threads", &ho.threads, "connections served at once (0: max_queue + 8)").at_least(0).at_most(4096);
   f.add("test_delay_ms", &eo.test_delay_ms, "for tests: pause this long before loading and after each generated token").at_least(0);
   if (!f.parse(argc, argv)) return 0;
+  for (const std::string& note : f.notes()) std::fprintf(stderr, "%s\n", note.c_str());  // the ignored flags' lines
   LL_CHECK(!eo.base_model.empty(), "--base_model is required (a Hugging Face model folder)");
   if (eo.chat_template != "auto") ll::parse_chat_template(eo.chat_template);
   ll::ModelConfig quant_probe;  // the --bnb_4bit_* values are checked before listening, not after the load

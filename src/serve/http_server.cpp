@@ -165,7 +165,7 @@ void HttpServer::routes() {
     return guarded([this, require_ready, chat](const httplib::Request& req, httplib::Response& res) {
       require_ready();
       if (refusing_) throw ApiError(503, "the server is shutting down", "", "shutting_down");
-      const CompletionRequest r = parse_completion_request(parse_json_object(req.body), chat);
+      const CompletionRequest r = parse_completion_request(parse_json_object(req.body), chat, o_.sampling);
       auto job = std::make_shared<Job>();
       job->prompt = engine_.prompt_ids(r);
       job->chat = chat;
@@ -178,7 +178,10 @@ void HttpServer::routes() {
                                 std::to_string(context) + " tokens (prompt and completion together)",
                        chat ? "messages" : "prompt", "context_length_exceeded");
       // OpenAI's defaults: 16 new tokens for a completion, the rest of the context for a chat.
-      job->max_tokens = r.max_tokens ? *r.max_tokens : chat ? context - used : std::min<int64_t>(16, context - used);
+      job->max_tokens = r.max_tokens      ? *r.max_tokens
+                        : o_.max_gen_len > 0 ? std::min(o_.max_gen_len, context - used)
+                        : chat               ? context - used
+                                             : std::min<int64_t>(16, context - used);
       if (!window.enabled() && used + job->max_tokens > context)
         throw ApiError(400, "this model's context is " + std::to_string(context) + " tokens, but " +
                                 std::to_string(used + job->max_tokens) + " were requested (" + std::to_string(used) +

@@ -14,6 +14,8 @@
 #include <memory>
 #include <string>
 
+#include "serve/openai_schema.h"
+
 namespace httplib {
 class Server;
 }
@@ -28,6 +30,9 @@ struct HttpOptions {
   std::string api_key;  // "" = no check; else `Authorization: Bearer KEY` on every endpoint but / and /health
   int64_t max_body_bytes = 16 << 20;
   int64_t threads = 0;  // connections served at once; 0 = max_queue + 8
+  // demo.py's flags as the defaults of requests that leave them out (max_gen_len 0: OpenAI's max_tokens defaults).
+  SamplingDefaults sampling;
+  int64_t max_gen_len = 0;
 };
 
 class HttpServer {

@@ -69,7 +69,7 @@ json parse_json_object(const std::string& body) {
   return j;
 }
 
-CompletionRequest parse_completion_request(const json& body, bool chat) {
+CompletionRequest parse_completion_request(const json& body, bool chat, const SamplingDefaults& defaults) {
   CompletionRequest r;
   r.chat = chat;
   if (const json* m = field(body, "model"); m && !m->is_string()) bad("model", "`model` must be a string");
@@ -111,8 +111,8 @@ CompletionRequest parse_completion_request(const json& body, bool chat) {
   if (!r.max_tokens) r.max_tokens = integer(body, "max_completion_tokens");
   if (r.max_tokens && *r.max_tokens < 1)
     bad("max_tokens", "`max_tokens` must be at least 1, got " + std::to_string(*r.max_tokens));
-  r.temperature = number(body, "temperature", 1.0, 0, 2, false);
-  r.top_p = number(body, "top_p", 1.0, 0, 1, true);
+  r.temperature = number(body, "temperature", defaults.temperature, 0, 2, false);
+  r.top_p = number(body, "top_p", defaults.top_p, 0, 1, true);
   if (const auto seed = integer(body, "seed")) r.seed = uint64_t(*seed);
   if (const auto n = integer(body, "n"); n && *n != 1) bad("n", "`n` must be 1 (one choice per request)");
   if (const json* lp = field(body, "logprobs"); lp && !(lp->is_boolean() && !lp->get<bool>()))

@@ -33,7 +33,12 @@ struct CompletionRequest {
   bool cache_prompt = true;           // (llama.cpp's field) reuse the KV cache of the prefix shared with the last request
 };
 
-CompletionRequest parse_completion_request(const nlohmann::json& body, bool chat);
+// What a request that leaves temperature / top_p out gets: OpenAI's 1 and 1 unless build/serve was told otherwise
+// (--temperature, --top_p: demo.py's flags).
+struct SamplingDefaults {
+  double temperature = 1.0, top_p = 1.0;
+};
+CompletionRequest parse_completion_request(const nlohmann::json& body, bool chat, const SamplingDefaults& defaults = {});
 
 // What one generation produced, for the response.
 struct CompletionResult {
