@@ -98,6 +98,18 @@ ifeq ($(NCCL),1)
 $(BUILD)/obj/mpi/comm_nccl.o: CPPFLAGS += -I$(NCCL_HOME)/include -I$(CUDA_HOME)/include
 endif
 
+# cpp-httplib (Debian's libcpp-httplib-dev: a header and a shared library, built with OpenSSL, zlib and Brotli, whose
+# macros change its classes: the same three are defined here): build/serve's HTTP layer. Without it build/serve is not
+# built and the HTTP tests skip, saying so.
+HTTPLIB   ?= $(if $(wildcard $(DEPS)/usr/include/httplib.h),1,0)
+ifeq ($(HTTPLIB),1)
+  CPPFLAGS  += -DLONGLORA_WITH_HTTPLIB -DCPPHTTPLIB_OPENSSL_SUPPORT -DCPPHTTPLIB_ZLIB_SUPPORT -DCPPHTTPLIB_BROTLI_SUPPORT
+  LDLIBS    += -lcpp-httplib
+else
+  LIB_SRCS  := $(filter-out src/serve/http_server.cpp,$(LIB_SRCS))
+  BIN_SRCS  := $(filter-out src/bin/serve.cpp,$(BIN_SRCS))
+endif
+
 LIB_OBJS  := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o) $(CU_SRCS:%.cu=$(BUILD)/obj/%.o)
 BINS      := $(BIN_SRCS:src/bin/%.cpp=$(BUILD)/%)
 # Benchmarks of the CUDA backend (plain C++ over the Backend API; they report "unavailable" without a GPU).
@@ -149,11 +161,11 @@ demo: all
 test: all
 	scripts/run_tests.sh $(TEST_BIN)
 
-# The sanitizer build holds only what its tests run: the test binary and build/asan/eval (which
-# EvalPerplexity.BinaryWritesTheSameJson runs from beside the test binary).
+# The sanitizer build holds only what its tests run: the test binary, build/asan/eval (which
+# EvalPerplexity.BinaryWritesTheSameJson runs from beside the test binary) and build/asan/serve (the HTTP tests).
 ASAN_RUN := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
 asan-build:
-	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 MPI=0 build/asan/test_all build/asan/eval
+	$(MAKE) BUILD=build/asan SAN=1 CUDA=0 MPI=0 build/asan/test_all build/asan/eval $(if $(filter 1,$(HTTPLIB)),build/asan/serve)
 
 asan: asan-build
 	$(ASAN_RUN) scripts/run_tests.sh build/asan/test_all

@@ -23,7 +23,9 @@ const char kUsage[] =
     "  passkey      passkey_retrivial.py: LongLoRA's prompts (numpy seeds 0..num_tests-1), greedy decoding,\n"
     "               exact token match, accuracy per length (plot: scripts/plot_passkey.py)\n"
     "  generate     LongAlpaca's inference.py prompt \"[INST]{material}\\n{question}[/INST]\", streamed, with\n"
-    "               temperature / top-p sampling (temperature 0: greedy)\n";
+    "               temperature / top-p sampling (temperature 0: greedy); --enable_streaming: StreamingLLM\n"
+    "  streaming    run_streaming_llama_longalpaca.py: a JSON list of instructions answered in turn, greedy,\n"
+    "               in one conversation, with StreamingLLM's start + recent KV cache (--enable_streaming)\n";
 
 // After parsing: the ignored flags' lines, and a run's output folder as --base_model resolved to its model.
 void prepare(const ll::Flags& f, ll::EvalCommon& c) {
@@ -66,12 +68,22 @@ int run(int argc, char** argv) {
     if (!f.parse(argc, argv, 2)) return 0;
     prepare(f, c.common);
     ll::run_generate_command(c, std::cout, std::cerr, f.values());
+  } else if (command == "streaming") {
+    ll::StreamingCommand c;
+    ll::Flags f("eval streaming",
+                "LongLoRA's run_streaming_llama_longalpaca.py: the `instruction` of each record of --test_filepath\n"
+                "answered in turn, greedy, in one conversation (\"USER: ...\\n\\nASSISTANT: \"); with --enable_streaming\n"
+                "the KV cache keeps the first --start_size and the last --recent_size tokens (StreamingLLM).");
+    ll::add_streaming_command_flags(f, c);
+    if (!f.parse(argc, argv, 2)) return 0;
+    prepare(f, c.common);
+    ll::run_streaming_command(c, std::cout, std::cerr, f.values());
   } else {
     std::string hint;
-    for (const char* known : {"perplexity", "passkey", "generate"})
+    for (const char* known : {"perplexity", "passkey", "generate", "streaming"})
       if (command.size() >= 3 && std::string(known).compare(0, 3, command, 0, 3) == 0) hint = known;
     ll::fail("unknown command `", command, "`", hint.empty() ? "" : "; did you mean `" + hint + "`?",
-             " (commands: perplexity, passkey, generate; see eval --help)");
+             " (commands: perplexity, passkey, generate, streaming; see eval --help)");
   }
   return 0;
 }

@@ -95,10 +95,37 @@ void add_generate_flags(Flags& f, GenerateCommand& c) {
   f.add("seed", &c.seed, "sampling seed (deterministic RNG)").at_least(0);
   f.add("prefill_chunk", &c.prefill_chunk, "prompt tokens per forward pass while prefilling (bounds memory)")
       .at_least(1);
+  add_streaming_flags(f, c.streaming);
+}
+
+void add_streaming_flags(Flags& f, StreamingFlags& s) {
+  f.add("enable_streaming", &s.enable_streaming,
+        "StreamingLLM (attention sinks): a fixed KV cache of start_size + recent_size tokens; when full, the oldest "
+        "tokens after the first start_size are evicted and the keys re-rotated to their place in the cache");
+  f.add("start_size", &s.start_size, "with --enable_streaming: first tokens always kept (the attention sinks)")
+      .at_least(0);
+  f.add("recent_size", &s.recent_size, "with --enable_streaming: most recent tokens kept").at_least(1);
+}
+
+void add_streaming_command_flags(Flags& f, StreamingCommand& c) {
+  add_common(f, c.common, "training context for the RoPE factor rule (<= 0: not given)");
+  f.add("model_name_or_path", &c.common.base_model, "the same as --base_model (LongLoRA's name)");
+  f.add("tokenizer", &c.tokenizer,
+        "tokenizer.json (Hugging Face) or sentencepiece tokenizer.model, or a model folder holding one "
+        "(tokenizer.json preferred; default: the one in <base_model>)");
+  f.add("test_filepath", &c.test_filepath, "JSON list of records; their `instruction` fields are the turns");
+  f.add_ignored("use_flash_attn", "attention is always this engine's own kernel (full causal attention)");
+  f.add("max_gen_len", &c.max_gen_len, "most tokens to generate per turn").at_least(1);
+  f.add("prefill_chunk", &c.prefill_chunk, "prompt tokens per forward pass while prefilling (bounds memory)")
+      .at_least(1);
+  add_streaming_flags(f, c.streaming);
 }
 
 void check_command_ranges(const PerplexityCommand& c) { check_ranges(c, "eval perplexity", add_perplexity_flags); }
 void check_command_ranges(const PasskeyCommand& c) { check_ranges(c, "eval passkey", add_passkey_flags); }
 void check_command_ranges(const GenerateCommand& c) { check_ranges(c, "eval generate", add_generate_flags); }
+void check_command_ranges(const StreamingCommand& c) {
+  check_ranges(c, "eval streaming", add_streaming_command_flags);
+}
 
 }  // namespace ll

@@ -10,10 +10,14 @@ namespace ll {
 void add_perplexity_flags(Flags& flags, PerplexityCommand& c);
 void add_passkey_flags(Flags& flags, PasskeyCommand& c);
 void add_generate_flags(Flags& flags, GenerateCommand& c);
+void add_streaming_command_flags(Flags& flags, StreamingCommand& c);
+// --enable_streaming (a bare flag means true), --start_size, --recent_size: also build/serve's.
+void add_streaming_flags(Flags& flags, StreamingFlags& s);
 
 // Throw ll::Error naming the first option outside its flag's range (or NaN/inf), the value and the range.
 void check_command_ranges(const PerplexityCommand& c);
 void check_command_ranges(const PasskeyCommand& c);
 void check_command_ranges(const GenerateCommand& c);
+void check_command_ranges(const StreamingCommand& c);
 
 }  // namespace ll

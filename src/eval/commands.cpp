@@ -14,6 +14,7 @@
 #include "eval/generate.h"
 #include "eval/passkey.h"
 #include "eval/perplexity.h"
+#include "eval/streaming_chat.h"
 #include "eval/progress.h"
 #include "util/error.h"
 #include "util/files.h"
@@ -44,6 +45,13 @@ void finish_json(nlohmann::json& j, const EvalCommon& c, const EvalModel& m, con
   j["model"] = m.describe();
   if (!flags.is_null()) j["flags"] = flags;
   if (!c.json.empty()) write_file_atomic(c.json, j.dump(2) + "\n");
+}
+
+// StreamingLLM's window beyond the positions the model was trained on works, but is worth a word.
+void warn_if_window_exceeds(const StreamingWindow& w, int64_t context, std::ostream& log) {
+  if (w.start_size + w.recent_size > context)
+    log << "warning: --start_size " << w.start_size << " + --recent_size " << w.recent_size
+        << " exceed the model's context of " << context << " tokens; cache positions past it were never trained\n";
 }
 
 // --tokenizer, else the tokenizer in <base_model> (tokenizer.json, else tokenizer.model).
@@ -227,11 +235,14 @@ nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out,
   const std::vector<int32_t> ids = encode_chat(tok, segments, c.parse_special_tokens);
   // The KV cache holds the prompt and every generated token: bound the request by the positions the model knows.
   const int64_t context = int64_t(double(m.config.max_position_embeddings) * m.rope.factor);
-  if (c.max_gen_len > context)
+  const StreamingWindow window = c.streaming.window();
+  if (window.enabled()) {
+    warn_if_window_exceeds(window, context, log);
+  } else if (c.max_gen_len > context)
     fail("--max_gen_len ", c.max_gen_len, " is more than the model's context of ", context,
          " tokens (max_position_embeddings ", m.config.max_position_embeddings, " × RoPE factor ", m.rope.factor,
          "); generate at most ", context, " tokens, or extend the context (--context_size, --rope_scaling_factor)");
-  if (int64_t(ids.size()) + c.max_gen_len > context)
+  if (!window.enabled() && int64_t(ids.size()) + c.max_gen_len > context)
     log << "warning: the prompt (" << ids.size() << " tokens) and --max_gen_len " << c.max_gen_len
         << " together exceed the model's context of " << context << " tokens; positions past it were never trained\n";
   log << "prompt: " << ids.size() << " tokens (chat template " << chat_template_name(style.kind) << ", tokenizer "
@@ -247,7 +258,10 @@ nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out,
   go.eos_id = tok.eos_id();
   // Instruct models end their turn with the template's end-of-turn token (<|eot_id|>, <|im_end|>), not EOS.
   if (const int32_t end = end_of_turn_id(style, tok); end >= 0 && end != go.eos_id) go.stop_ids.push_back(end);
-  InferenceSession session(*m.model, int64_t(ids.size()) + c.max_gen_len);
+  std::unique_ptr<InferenceSession> session_owner =
+      window.enabled() ? std::make_unique<InferenceSession>(*m.model, window)
+                       : std::make_unique<InferenceSession>(*m.model, int64_t(ids.size()) + c.max_gen_len);
+  InferenceSession& session = *session_owner;
   TextStream stream(tok);
   std::string generated;
   const GenerateResult r = generate(session, ids, go, [&](int32_t id) {
@@ -275,6 +289,61 @@ nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out,
                       {"seed", c.seed},
                       {"prefill_seconds", r.prefill_seconds},
                       {"decode_seconds", r.decode_seconds}};
+  if (window.enabled()) j["evicted_tokens"] = session.evicted();
+  finish_json(j, c.common, m, flags);
+  return j;
+}
+
+nlohmann::json run_streaming_command(const StreamingCommand& c, std::ostream& out, std::ostream& log,
+                                     const nlohmann::json& flags) {
+  check_command_ranges(c);
+  LL_CHECK(!c.common.base_model.empty(), "--model_name_or_path (or --base_model) is required");
+  LL_CHECK(!c.test_filepath.empty(), "--test_filepath is required (a JSON list of records with `instruction`)");
+  const std::vector<std::string> instructions = read_streaming_instructions(c.test_filepath);
+  const Tokenizer tok = load_tokenizer(c.tokenizer, c.common.base_model, "streaming");
+  EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0), log);
+  check_tokenizer_fits(tok, m);
+  const int64_t context = int64_t(double(m.config.max_position_embeddings) * m.rope.factor);
+  const StreamingWindow window = c.streaming.window();
+  if (window.enabled()) warn_if_window_exceeds(window, context, log);
+  std::unique_ptr<InferenceSession> session =
+      window.enabled() ? std::make_unique<InferenceSession>(*m.model, window)
+                       : std::make_unique<InferenceSession>(*m.model, context);
+  log << instructions.size() << " turns, greedy, up to " << c.max_gen_len << " tokens each; KV cache "
+      << (window.enabled() ? str_cat("streaming: start ", window.start_size, " + recent ", window.recent_size)
+                           : str_cat(context, " tokens (no --enable_streaming: the conversation must fit)"))
+      << "\n" << std::flush;
+  nlohmann::json turns = nlohmann::json::array();
+  for (const std::string& instruction : instructions) {
+    const std::string prompt = streaming_turn_prompt(instruction);
+    out << "\n" << prompt << std::flush;
+    // run_streaming_llama: tokenizer(prompt) per turn, so each turn starts with BOS where the tokenizer adds one.
+    const std::vector<int32_t> ids = tok.encode(prompt, tok.bos_id() >= 0, false);
+    TextStream stream(tok);
+    std::string text;
+    const GenerateResult r = answer_turn(*session, ids, c.max_gen_len, tok.eos_id(), [&](int32_t id) {
+      const std::string piece = stream.push(id);
+      text += piece;
+      out << piece << std::flush;
+    });
+    const std::string rest = stream.flush();
+    text += rest;
+    out << rest << "\n" << std::flush;
+    turns.push_back({{"instruction", instruction},
+                     {"prompt_tokens", ids.size()},
+                     {"text", text},
+                     {"tokens", r.tokens},
+                     {"stopped_at_eos", r.stopped_at_eos},
+                     {"cached_tokens", session->model().kv_cache_length()},
+                     {"evicted_tokens", session->evicted()}});
+  }
+  nlohmann::json j = {{"command", "streaming"},
+                      {"test_filepath", c.test_filepath},
+                      {"enable_streaming", window.enabled()},
+                      {"start_size", c.streaming.start_size},
+                      {"recent_size", c.streaming.recent_size},
+                      {"fed_tokens", session->tokens().size()},
+                      {"turns", turns}};
   finish_json(j, c.common, m, flags);
   return j;
 }

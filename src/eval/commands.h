@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "eval/generate.h"
 #include "model/quant_options.h"
 
 namespace ll {
@@ -21,6 +22,13 @@ struct EvalCommon {
   std::string add_pad_token = "auto";
   bool progress = true;             // progress bar on stderr
   QuantOptions quant;               // --load_in_4bit and the bnb_4bit_* flags
+};
+
+// StreamingLLM (attention sinks) by LongLoRA's flag names: --enable_streaming --start_size 4 --recent_size 8192.
+struct StreamingFlags {
+  bool enable_streaming = false;
+  int64_t start_size = 4, recent_size = 8192;
+  StreamingWindow window() const { return {start_size, enable_streaming ? recent_size : 0}; }
 };
 
 struct PerplexityCommand {
@@ -47,6 +55,16 @@ struct GenerateCommand {
   bool parse_special_tokens = false;  // literal special-token strings in the prompt / material become their ids
   int64_t max_gen_len = 512, prefill_chunk = 1024, seed = 0;
   double temperature = 0.6, top_p = 0.9;
+  StreamingFlags streaming;  // generate past the window: a fixed cache of start_size + recent_size tokens
+};
+
+// run_streaming_llama_longalpaca.py: the `instruction` of every record of --test_filepath answered in turn, greedy,
+// in one conversation ("USER: {instruction}\n\nASSISTANT: ", BOS as the tokenizer adds it), printed as it streams.
+struct StreamingCommand {
+  EvalCommon common;
+  std::string tokenizer, test_filepath;
+  int64_t max_gen_len = 1000, prefill_chunk = 1024;
+  StreamingFlags streaming;  // without --enable_streaming the cache grows to the model's context
 };
 
 // `out` receives the report (generate: the generated text, streamed), `log` model loading and warnings.
@@ -57,6 +75,8 @@ nlohmann::json run_passkey_command(const PasskeyCommand& c, std::ostream& out, s
                                    const nlohmann::json& flags = nullptr);
 nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out, std::ostream& log,
                                     const nlohmann::json& flags = nullptr);
+nlohmann::json run_streaming_command(const StreamingCommand& c, std::ostream& out, std::ostream& log,
+                                     const nlohmann::json& flags = nullptr);
 
 // inference.py's prompt: "[INST]" + material + "\n" + question + "[/INST]" (or "[INST]" + prompt + "[/INST]").
 std::string longalpaca_prompt(const std::string& instruction);

@@ -13,27 +13,47 @@
 
 namespace ll {
 
-// A KV-cache conversation with one model: remembers which tokens the cache holds.
+// StreamingLLM's cache (attention sinks; --enable_streaming --start_size --recent_size): the cache holds
+// start_size + recent_size tokens; when more must come in, the oldest tokens after the first start_size go
+// (streaming-llm's StartRecentKVCache), and every cached key is rotated by its index in the cache
+// (Model::evict_kv_cache), queries by theirs — an endless conversation in a fixed cache.
+struct StreamingWindow {
+  int64_t start_size = 4, recent_size = 0;  // recent_size 0: off
+  bool enabled() const { return recent_size > 0; }
+};
+
+// A KV-cache conversation with one model: remembers which tokens it was fed (all of them, evicted ones included).
 class InferenceSession {
  public:
   // Enables the model's KV cache for `capacity` tokens (batch 1, full causal attention).
   InferenceSession(Model& model, int64_t capacity);
-  // Makes the cache hold exactly `prompt` and returns the logits after its last token. With `reuse_prefix`, the
-  // longest common prefix with what the cache already holds is kept and only the rest runs (the results then
-  // differ from a fresh prefill at rounding level: chunk boundaries move). Otherwise the cache starts empty.
-  std::vector<double> prefill(const std::vector<int32_t>& prompt, bool reuse_prefix = false);
-  // Appends one token (a decode step) and returns the logits after it.
+  // A streaming session: the cache holds start_size + recent_size tokens and evicts as above.
+  InferenceSession(Model& model, StreamingWindow window);
+  // Makes the conversation `prompt` and returns the logits after its last token. With `reuse_prefix`, the longest
+  // common prefix with the tokens already fed is kept and only the rest runs (the results then differ from a fresh
+  // prefill at rounding level: chunk boundaries move). Otherwise the cache starts empty. Streaming: a prompt that
+  // extends everything fed so far continues the conversation after evicting room for its new tokens plus
+  // `reserve` (the tokens to be generated), as streaming-llm's evict_for_space; one that does not, once tokens were
+  // evicted, starts over (fed in windows when it is longer than recent_size).
+  std::vector<double> prefill(const std::vector<int32_t>& prompt, bool reuse_prefix = false, int64_t reserve = 0);
+  // Appends one token (a decode step) and returns the logits after it (streaming: evicting one first when full).
   std::vector<double> append(int32_t token);
   const std::vector<int32_t>& tokens() const { return tokens_; }
   int64_t capacity() const { return capacity_; }
+  bool streaming() const { return window_.enabled(); }
+  int64_t evicted() const { return evicted_; }          // tokens fed but no longer cached
   int64_t last_reused() const { return reused_; }  // tokens the last prefill kept from the cache
   Model& model() { return model_; }
 
  private:
+  void make_room(int64_t coming);  // streaming-llm's evict_for_space (at most recent_size tokens' room)
+  std::vector<double> feed(const int32_t* ids, int64_t count);
+
   Model& model_;
   int64_t capacity_;
+  StreamingWindow window_;
   std::vector<int32_t> tokens_;
-  int64_t reused_ = 0;
+  int64_t reused_ = 0, evicted_ = 0;
 };
 
 struct GenerateOptions {
@@ -42,6 +62,9 @@ struct GenerateOptions {
   int32_t eos_id = -1;  // stop after producing it (≥ 0); it is included in the result
   std::vector<int32_t> stop_ids;  // more ids that stop it the same way (a chat template's end of turn)
   bool reuse_prefix = false;
+  // Asked after each token has gone to on_token: true ends the generation there (a server's client went away, a
+  // stop string appeared in the text).
+  std::function<bool()> should_stop;
 };
 
 struct GenerateResult {
@@ -52,7 +75,8 @@ struct GenerateResult {
 };
 
 // Prefills `prompt`, then samples up to max_new_tokens tokens (stopping at EOS), calling on_token for each as it
-// is chosen. The session's capacity must hold the prompt plus max_new_tokens − 1 (the last token is never fed).
+// is chosen. The session's capacity must hold the prompt plus max_new_tokens − 1 (the last token is never fed),
+// unless it is a streaming session.
 GenerateResult generate(InferenceSession& session, const std::vector<int32_t>& prompt, const GenerateOptions& options,
                         const std::function<void(int32_t)>& on_token = {});
 

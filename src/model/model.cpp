@@ -327,7 +327,10 @@ void Model::enable_kv_cache(int64_t max_tokens) {
     kh.push_back(cache_arena_->reserve(backend_.dtypes().act, {max_tokens, c.kv_dim()}));
     vh.push_back(cache_arena_->reserve(backend_.dtypes().act, {max_tokens, c.kv_dim()}));
   }
+  // One layer's rows for evict_kv_cache (StreamingLLM) to move through: 1 / (2 · layers) more.
+  const Arena::Handle scratch = cache_arena_->reserve(backend_.dtypes().act, {max_tokens, c.kv_dim()});
   cache_arena_->commit();
+  cache_scratch_ = cache_arena_->tensor(scratch);
   k_cache_.clear(), v_cache_.clear();
   for (size_t l = 0; l < kh.size(); ++l) {
     k_cache_.push_back(cache_arena_->tensor(kh[l]));
@@ -374,6 +377,40 @@ std::vector<double> Model::append_tokens(const int32_t* tokens, int64_t count) {
   for (int64_t t = 0; t < seq_len_; ++t) pos[t] = int32_t(t);
   upload_i32(backend_, b.positions, pos.data());
   return last_logits;
+}
+
+void Model::evict_kv_cache(int64_t start, int64_t count) {
+  LL_CHECK(cache_capacity_ > 0, "evict_kv_cache: call enable_kv_cache first");
+  LL_CHECK(start >= 0 && count >= 0 && start + count <= cache_len_, "evict_kv_cache: positions [", start, ", ",
+           start + count, ") are not all cached (", cache_len_, " are)");
+  const int64_t moved = cache_len_ - (start + count);
+  if (count == 0 || moved == 0) {
+    cache_len_ -= count;
+    return;
+  }
+  const ModelConfig& c = opts_.config;
+  // The planned length's positions buffer (batch 1), all set to `count`: rope_backward rotates by the negative
+  // angle, R(p − count) = R(−count)·R(p).
+  const int64_t Hkv = c.num_key_value_heads, Dh = c.head_dim(), P = opts_.seq_len;
+  Tensor positions = buf_full_.positions.view({P});
+  std::vector<int32_t> pos(static_cast<size_t>(P), static_cast<int32_t>(count));
+  upload_i32(backend_, positions, pos.data());
+  // The kept rows go through the scratch (source and destination overlap when moved > count).
+  Tensor scratch = cache_scratch_.slice_rows(0, moved);
+  for (size_t layer = 0; layer < k_cache_.size(); ++layer) {
+    backend_.copy(scratch, k_cache_[layer].slice_rows(start + count, moved));
+    for (int64_t row = 0; row < moved; row += P) {
+      const int64_t n = std::min(P, moved - row);
+      backend_.rope_backward(scratch.slice_rows(row, n).view({n, Hkv, Dh}),
+                             positions.view({P, 1}).slice_rows(0, n).view({n}), rope_);
+    }
+    backend_.copy(k_cache_[layer].slice_rows(start, moved), scratch);
+    backend_.copy(scratch, v_cache_[layer].slice_rows(start + count, moved));
+    backend_.copy(v_cache_[layer].slice_rows(start, moved), scratch);
+  }
+  cache_len_ -= count;
+  for (int64_t t = 0; t < P; ++t) pos[size_t(t)] = int32_t(t);  // what the other paths expect (batch 1: t mod L)
+  upload_i32(backend_, positions, pos.data());
 }
 
 // Cross-entropy over row chunks: logits for C rows, loss (and dlogits in place), then straight back through

@@ -107,6 +107,10 @@ class Model {
   // RoPE at their absolute positions, so a prefix stays valid). Used by the passkey harness to reuse common prefixes.
   void truncate_kv_cache(int64_t n) { cache_len_ = n < 0 ? 0 : n < cache_len_ ? n : cache_len_; }
   int64_t kv_cache_length() const { return cache_len_; }
+  // StreamingLLM's eviction: forgets cached positions [start, start + count); the later ones move down by count
+  // and their keys are rotated by −count positions (RoPE rotations compose), so every cached key is rotated by its
+  // index in the cache — what caching keys before RoPE and rotating them by cache position gives, up to rounding.
+  void evict_kv_cache(int64_t start, int64_t count);
 
   // Full logits [B·L, V] for tokens, copied to the host as doubles (tests and evaluation of small inputs).
   std::vector<double> logits(const int32_t* tokens);
@@ -155,6 +159,7 @@ class Model {
   std::vector<int32_t> host_targets_;
   std::unique_ptr<Arena> cache_arena_;
   std::vector<Tensor> k_cache_, v_cache_;  // per layer [capacity, Hkv·Dh], keys after RoPE
+  Tensor cache_scratch_;                    // [capacity, Hkv·Dh]: evict_kv_cache moves rows through it
   int64_t cache_capacity_ = 0, cache_len_ = 0;
   bool cache_active_ = false;  // attention reads and extends the cache
   bool dropout_enabled_ = false;
