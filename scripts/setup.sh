@@ -13,6 +13,7 @@ packages=(build-essential make libopenblas-openmp-dev nlohmann-json3-dev libgtes
           libpcre2-dev libutf8proc-dev  # tokenizer.json files: their regexes (PCRE2, JIT) and Unicode normalization
           poppler-utils                 # pdftotext: PDF input to the tokenize job and eval generate --material
           libcpp-httplib-dev            # build/serve's HTTP server (cpp-httplib)
+          chromium python3              # the web page's test in a real browser (headless Chromium, driven from Python)
           clang libclang-rt-14-dev     # clang + libFuzzer runtime: the safetensors fuzz target of `make check`
           libopenmpi-dev openmpi-bin)  # multi-rank support and its tests under mpirun
 sass_wheels=(nvidia-cuda-cuobjdump==13.5.37 nvidia-cuda-nvdisasm==13.5.37)
