@@ -527,7 +527,7 @@ void CudaBackend::dropout(Tensor out, const Tensor& x, double p, uint64_t seed) 
 namespace {
 cuda::RopeRates rope_rates(const RopeParams& p, int64_t rotary_dims) {
   cuda::RopeRates r{};
-  const std::vector<float> rates = cuda_plan::rope_angle_rates(p.theta, p.factor, rotary_dims);
+  const std::vector<float> rates = cuda_plan::rope_angle_rates(p.theta, p.factor, rotary_dims, p.llama3);
   for (size_t i = 0; i < rates.size(); ++i) r.rate[i] = rates[i];
   return r;
 }

@@ -58,10 +58,10 @@ int64_t elementwise_blocks(int64_t n, int threads, int64_t max_blocks) {
   return std::clamp<int64_t>((n + threads - 1) / threads, 1, max_blocks);
 }
 
-std::vector<float> rope_angle_rates(double theta, double factor, int64_t rotary_dims) {
-  std::vector<float> f(size_t(rotary_dims / 2));
-  for (int64_t i = 0; i < rotary_dims / 2; ++i)
-    f[i] = float(std::pow(theta, -2.0 * double(i) / double(rotary_dims)) / factor);
+std::vector<float> rope_angle_rates(double theta, double factor, int64_t rotary_dims, const RopeLlama3& llama3) {
+  const std::vector<double> inv_freq = rope_inv_freq(theta, rotary_dims, llama3);
+  std::vector<float> f(inv_freq.size());
+  for (size_t i = 0; i < f.size(); ++i) f[i] = float(inv_freq[i] / factor);
   return f;
 }
 

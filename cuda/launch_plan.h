@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "core/rope_frequencies.h"
+
 namespace ll::cuda_plan {
 
 // ---- RMSNorm dw: column sums over rows in two fixed passes ------------------------------------------------
@@ -54,10 +56,11 @@ AdamWArgs make_adamw_args(double lr, double beta1, double beta2, double eps, dou
 // Grid size for a grid-stride loop over n elements with `threads` per block (at least 1, at most max_blocks).
 int64_t elementwise_blocks(int64_t n, int threads, int64_t max_blocks = 65535);
 
-// RoPE angle rates θ^(−2i/R) / factor, i < R/2, R = the rotated dims of a head (the head dimension unless the rotary
-// is partial), computed in double and rounded to f32: the kernels form the angle as f32(position) · rate in f32
+// RoPE angle rates inv_freq[i] / factor, i < R/2, R = the rotated dims of a head (the head dimension unless the rotary
+// is partial), inv_freq = θ^(−2i/R) with Llama-3's per-frequency rule when `llama3` is set (rope_inv_freq, the CPU
+// rope's too), computed in double and rounded to f32: the kernels form the angle as f32(position) · rate in f32
 // (Hugging Face's precision) and take sincosf of it.
-std::vector<float> rope_angle_rates(double theta, double factor, int64_t rotary_dims);
+std::vector<float> rope_angle_rates(double theta, double factor, int64_t rotary_dims, const RopeLlama3& llama3 = {});
 
 // ---- attention kernel families --------------------------------------------------------------------------------
 // Which tensor-core attention passes at head dim 128 run the wgmma kernels (attention_wgmma.cu, sm_90a) instead of

@@ -1,7 +1,7 @@
 // RoPE with linear position interpolation (rotate_half layout), in place, over the first R = rotary_dims dims of each
 // head (R = Dh for Llama; GPT-NeoX's partial rotary leaves dims [R, Dh) untouched). Angles in f32: position · rate
-// with rate = θ^(−2i/R)/factor from cuda_plan::rope_angle_rates, sincosf once per (row, frequency) into shared
-// memory. When R/2 and Dh are multiples of 8 and x is 16-byte aligned, a thread rotates 8 frequencies of one head
+// with rate = inv_freq[i]/factor from cuda_plan::rope_angle_rates (θ^(−2i/R), or Llama-3's per-frequency rule),
+// sincosf once per (row, frequency) into shared memory. When R/2 and Dh are multiples of 8 and x is 16-byte aligned, a thread rotates 8 frequencies of one head
 // with 16-byte accesses (x[i..i+8) and x[i+R/2..)); otherwise a scalar kernel does; both give the same bits.
 #pragma once
 #include <cuda_runtime.h>

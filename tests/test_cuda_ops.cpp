@@ -986,6 +986,29 @@ TEST_F(CudaOps, PartialRopeMatchesTheCpuAndPassesTheRestThroughBitForBit) {
   }
 }
 
+TEST_F(CudaOps, Llama3RopeMatchesTheCpu) {
+  // Llama-3.1's per-frequency scaling (and LongLoRA's factor composed into it, as rope_params gives it) through the
+  // CUDA rate table: the vector path (Dh 128, Llama-3's head) and the scalar one (Dh 10), forward and backward.
+  const RopeLlama3 llama31{16.0, 1.0, 4.0, 8192};
+  for (auto [T, H, Dh] : {std::tuple<int64_t, int64_t, int64_t>{33, 4, 128}, {7, 3, 10}}) {
+    const std::vector<double> xd = test::random_vector(rng, T * H * Dh);
+    std::vector<int32_t> pv(static_cast<size_t>(T));
+    for (auto& p : pv) p = int32_t(rng.below(8192));  // f32 angles, as the other rope tests
+    const RopeParams rp{500000.0, 1.0, 0, llama31};
+    const std::string what = std::to_string(T) + "x" + std::to_string(H) + "x" + std::to_string(Dh);
+    Dev x(gpu(), DType::BF16, {T, H, Dh}), pos(gpu(), DType::I32, {T});
+    upload_i32(gpu(), pos.t, pv.data());
+    std::vector<float> xv = put(x.t, xd);
+    gpu().rope_forward(x.t, pos.t, rp);
+    cpu.rope_forward(test::view(xv, {T, H, Dh}), Tensor(pv.data(), DType::I32, Device::CPU, {T}), rp);
+    EXPECT_CLOSE(download_f64(gpu(), x.t), as_f64(xv), kBf16Tol, "llama3 rope forward " << what);
+    xv = as_f32(download_f64(gpu(), x.t));
+    gpu().rope_backward(x.t, pos.t, rp);
+    cpu.rope_backward(test::view(xv, {T, H, Dh}), Tensor(pv.data(), DType::I32, Device::CPU, {T}), rp);
+    EXPECT_CLOSE(download_f64(gpu(), x.t), as_f64(xv), kBf16Tol, "llama3 rope backward " << what);
+  }
+}
+
 // ---- attention ------------------------------------------------------------------------------------------------------------
 struct AttnCase {
   int64_t B, L, Lk, H, Hkv, Dh;

@@ -347,6 +347,13 @@ TEST(LaunchPlan, RopeRatesAndAdamWScalars) {
   const std::vector<float> partial = rope_angle_rates(10000.0, 1.0, 16);
   ASSERT_EQ(partial.size(), 8u);
   EXPECT_FLOAT_EQ(partial[1], float(std::pow(10000.0, -2.0 / 16.0)));
+  // Llama-3.1's per-frequency rule: the CUDA rope's table is the CPU rope's frequencies (rope_inv_freq) / factor.
+  const RopeLlama3 llama31{8.0, 1.0, 4.0, 8192};
+  const std::vector<float> l3 = rope_angle_rates(500000.0, 2.0, 128, llama31);
+  const std::vector<double> cpu_freq = rope_inv_freq(500000.0, 128, llama31);
+  ASSERT_EQ(l3.size(), cpu_freq.size());
+  for (size_t i = 0; i < l3.size(); ++i) EXPECT_EQ(l3[i], float(cpu_freq[i] / 2.0)) << i;
+  EXPECT_NE(l3.back(), rope_angle_rates(500000.0, 2.0, 128).back()) << "the lowest frequency is divided by 8";
   const AdamWArgs a = make_adamw_args(1e-3, 0.9, 0.95, 1e-8, 0.1, 3);
   EXPECT_FLOAT_EQ(a.lr_decay, float(1 - 1e-4));
   EXPECT_FLOAT_EQ(a.step_size, float(1e-3 / (1 - std::pow(0.9, 3))));

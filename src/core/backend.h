@@ -16,18 +16,21 @@
 #include <vector>
 
 #include "core/attention_mask.h"
+#include "core/rope_frequencies.h"
 #include "core/tensor.h"
 
 namespace ll {
 
 // RoPE with linear position interpolation, Hugging Face "rotate_half" layout, over the first R = rotary_dims dims of
 // each head (R = Dh when rotary_dims is 0, Llama's case; GPT-NeoX rotates R = Dh·rotary_pct). For position p and
-// frequency index i in [0, R/2): angle = (p / factor) · theta^(−2i/R);
+// frequency index i in [0, R/2): angle = (p / factor) · inv_freq[i], inv_freq = theta^(−2i/R) with Llama-3's
+// per-frequency rule applied when `llama3` is set (core/rope_frequencies.h);
 // x'[i] = x[i]·cos − x[i+R/2]·sin, x'[i+R/2] = x[i+R/2]·cos + x[i]·sin; dims [R, Dh) pass through unchanged.
 struct RopeParams {
   double theta = 10000.0;
   double factor = 1.0;       // linear position interpolation: positions are multiplied by 1/factor
   int64_t rotary_dims = 0;   // 0: the whole head; else even and in [2, Dh] (partial rotary, GPT-NeoX)
+  RopeLlama3 llama3 = {};    // Llama-3.1's per-frequency scaling; off by default
 };
 
 // One AdamW update with PyTorch's semantics (decoupled weight decay, bias correction):

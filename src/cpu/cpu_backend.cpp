@@ -196,13 +196,15 @@ void CpuBackend<T>::dropout(Tensor out, const Tensor& x, double p, uint64_t seed
 template <typename T>
 void CpuBackend<T>::rope_forward(Tensor x, const Tensor& positions, const RopeParams& p) {
   const auto d = op_checks::rope(host_context(*this), x, positions, p, "rope_forward");
-  cpu::rope_rotate(x.ptr<T>(), positions.ptr<int32_t>(), d.rows, d.heads, d.head_dim, d.rotary_dims, p.theta,
+  const std::vector<double> inv_freq = rope_inv_freq(p.theta, d.rotary_dims, p.llama3);
+  cpu::rope_rotate(x.ptr<T>(), positions.ptr<int32_t>(), d.rows, d.heads, d.head_dim, d.rotary_dims, inv_freq.data(),
                    p.factor, +1);
 }
 template <typename T>
 void CpuBackend<T>::rope_backward(Tensor dx, const Tensor& positions, const RopeParams& p) {
   const auto d = op_checks::rope(host_context(*this), dx, positions, p, "rope_backward");
-  cpu::rope_rotate(dx.ptr<T>(), positions.ptr<int32_t>(), d.rows, d.heads, d.head_dim, d.rotary_dims, p.theta,
+  const std::vector<double> inv_freq = rope_inv_freq(p.theta, d.rotary_dims, p.llama3);
+  cpu::rope_rotate(dx.ptr<T>(), positions.ptr<int32_t>(), d.rows, d.heads, d.head_dim, d.rotary_dims, inv_freq.data(),
                    p.factor, -1);
 }
 

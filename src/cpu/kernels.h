@@ -44,7 +44,7 @@ void bias_backward(T* db, const T* dy, int64_t rows, int64_t cols);
 // of each head rotate.
 template <typename T>
 void rope_rotate(T* x, const int32_t* positions, int64_t rows, int64_t heads, int64_t head_dim, int64_t rotary_dims,
-                 double theta, double factor, int sign);
+                 const double* inv_freq, double factor, int sign);  // inv_freq: rotary_dims/2 rates
 
 // Queries are the last seq_len positions of kv_len keys (seq_len == kv_len except when decoding from a cache):
 // query i sits at absolute position i + kv_len − seq_len.

@@ -1,5 +1,5 @@
 // Rotary position embedding with linear position interpolation, Hugging Face rotate_half layout, over the first
-// rotary_dims dims of each head (all of them for Llama; GPT-NeoX's partial rotary leaves the rest untouched).
+// rotary_dims dims of each head, at the frequencies core/rope_frequencies.h gives (all of them for Llama; GPT-NeoX's partial rotary leaves the rest untouched).
 // Angles are computed in double for every precision (the reference caches fp32/bf16 tables; the
 // difference is a documented tolerance, see docs/architecture.md).
 #include <cmath>
@@ -11,10 +11,8 @@ namespace ll::cpu {
 
 template <typename T>
 void rope_rotate(T* x, const int32_t* positions, int64_t rows, int64_t heads, int64_t head_dim, int64_t rotary_dims,
-                 double theta, double factor, int sign) {
+                 const double* inv_freq, double factor, int sign) {
   const int64_t half = rotary_dims / 2;  // pairs (i, i + half) inside the rotated slice
-  std::vector<double> inv_freq(half);
-  for (int64_t i = 0; i < half; ++i) inv_freq[i] = std::pow(theta, -2.0 * double(i) / double(rotary_dims));
 #pragma omp parallel
   {
     std::vector<T> cos_t(half), sin_t(half);
@@ -37,8 +35,8 @@ void rope_rotate(T* x, const int32_t* positions, int64_t rows, int64_t heads, in
   }
 }
 
-template void rope_rotate<float>(float*, const int32_t*, int64_t, int64_t, int64_t, int64_t, double, double, int);
-template void rope_rotate<double>(double*, const int32_t*, int64_t, int64_t, int64_t, int64_t, double, double,
-                                  int);
+template void rope_rotate<float>(float*, const int32_t*, int64_t, int64_t, int64_t, int64_t, const double*, double, int);
+template void rope_rotate<double>(double*, const int32_t*, int64_t, int64_t, int64_t, int64_t, const double*,
+                                  double, int);
 
 }  // namespace ll::cpu

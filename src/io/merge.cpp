@@ -150,8 +150,7 @@ void merge_adapter_folder(const MergeOptions& o, std::ostream& log) {
   const HfSaveReport saved = save_hf_folder(o.save_path, params, *backend, config, save);
   log << "wrote " << o.save_path << ": " << saved.weight_files.size() << " weight file(s), " << saved.total_bytes
       << " bytes of " << dtype_name(dtype) << ", config.json with rope_scaling "
-      << (config.rope_scaling_factor != 1.0 ? str_cat("{type: linear, factor: ", config.rope_scaling_factor, "}")
-                                             : std::string("null"))
+      << hf_config_json(config, dtype).value("rope_scaling", nlohmann::json()).dump()
       << ", vocab " << config.vocab_size << "\n";
   log << "copied from the base: " << (saved.copied.empty() ? std::string("nothing") : "");
   bool tokenizer = false;

@@ -18,6 +18,16 @@ const char* param_role_name(ParamRole role) {
   return "?";
 }
 
+RopeParams rope_params(const ModelConfig& c) {
+  RopeParams p{c.rope_theta, c.rope_scaling_factor, c.rotary_dims};
+  if (c.rope_llama3.enabled()) {
+    p.llama3 = c.rope_llama3;
+    p.llama3.factor *= c.rope_scaling_factor;
+    p.factor = 1.0;
+  }
+  return p;
+}
+
 std::string ParamSpec::module() const { return name.substr(0, name.rfind('.')); }
 
 void Architecture::check_folder_shapes(const ModelConfig& c, const std::map<std::string, FolderTensor>& tensors,

@@ -89,6 +89,10 @@ struct FolderTensor {
 
 class Block;
 
+// What the RoPE op computes for `c`: theta, rotary dims, and linear interpolation by rope_scaling_factor — or, for a
+// llama3 config, the llama3 rule with factor llama3.factor × rope_scaling_factor and no linear factor.
+RopeParams rope_params(const ModelConfig& c);
+
 class Architecture {
  public:
   virtual ~Architecture() = default;
@@ -124,9 +128,7 @@ class Architecture {
 
   // ---- activations and compute -------------------------------------------------------------------------------------
   virtual ActivationSchema activation_schema(const ModelConfig& c) const = 0;
-  virtual RopeParams rope(const ModelConfig& c) const {
-    return RopeParams{c.rope_theta, c.rope_scaling_factor, c.rotary_dims};
-  }
+  virtual RopeParams rope(const ModelConfig& c) const { return rope_params(c); }
   virtual AttentionMask attention_mask(const AttentionConfig& a, const ModelConfig& c, int64_t seq_len) const {
     return training_mask(a, c, seq_len);
   }

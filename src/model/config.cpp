@@ -36,6 +36,7 @@ void ModelConfig::validate() const {
            rope_scaling_factor);
   LL_CHECK(sliding_window >= 0, "model config: `sliding_window` must be a positive integer or null (none), got ",
            sliding_window);
+  if (rope_llama3.enabled()) check_rope_llama3(rope_llama3, "model config");
   architecture_for(model_type).validate(*this);
 }
 

@@ -7,6 +7,7 @@
 
 #include "core/attention_mask.h"
 #include "core/dtype.h"
+#include "core/rope_frequencies.h"
 
 namespace ll {
 
@@ -23,7 +24,12 @@ struct ModelConfig {
   int64_t vocab_size = 0;  // V
   double norm_eps = 1e-5;  // RMSNorm / LayerNorm epsilon (rms_norm_eps, layer_norm_eps)
   double rope_theta = 10000.0;
-  double rope_scaling_factor = 1.0;  // linear position interpolation factor (1 = none)
+  double rope_scaling_factor = 1.0;  // linear position interpolation factor (1 = none): LongLoRA's
+  // config.json's rope_type "llama3" (Llama-3.1 / 3.2). Read as is, such a config has rope_scaling_factor 1 (its
+  // max_position_embeddings is the extended length already, so LongLoRA's rule derives F from that alone). With F ≠ 1
+  // on top, the two compose as ONE llama3 rule of factor llama3.factor × F (rope_params in model/architecture.h): the
+  // config a merge writes, from which transformers computes the same frequencies (docs/architecture.md).
+  RopeLlama3 rope_llama3 = {};
   int64_t rotary_dims = 0;           // leading dimensions of each head that rotate; 0 = the whole head
   int64_t max_position_embeddings = 4096;
   bool tie_word_embeddings = false;
@@ -33,6 +39,7 @@ struct ModelConfig {
   // Family switches (read by the definitions that have them).
   bool parallel_residual = false;  // x + attn(norm1(x)) + mlp(norm2(x)) instead of two sequential residual steps
   std::string hidden_act = "silu";
+  bool qkv_bias = false;  // q/k/v projections carry biases, o_proj none (Qwen2)
   // QLoRA (bitsandbytes' load_in_4bit): every frozen Linear of the table is stored in `base_weight_format` (a 4-bit
   // format of core/dtype.h) — never the output head, embeddings, norms or biases (model/weight_format.h). Set by
   // --load_in_4bit or by a bitsandbytes folder's quantization_config.
@@ -40,6 +47,7 @@ struct ModelConfig {
   DType base_weight_format = DType::NF4DQ;
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }  // Dh
+
   int64_t q_dim() const { return num_attention_heads * head_dim(); }
   int64_t kv_dim() const { return num_key_value_heads * head_dim(); }
   // Throws ll::Error naming the field when the configuration is inconsistent: the checks every architecture needs,

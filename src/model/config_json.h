@@ -1,5 +1,5 @@
 // Reading config.json fields for an architecture's definition: typed getters whose errors name the file and the
-// field, and the RoPE scaling forms every family shares (rope_scaling / rope_parameters, linear or none).
+// field, and the RoPE scaling forms every family shares (rope_scaling / rope_parameters: linear, llama3 or none).
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -32,9 +32,11 @@ class ConfigReader {
   std::string where_;
 };
 
-// rope_theta (`theta_key`, default 10000) and the linear factor from rope_scaling and/or transformers 5's
-// rope_parameters: null, {"type"|"rope_type": "linear"|"default", "factor": F}, rope_parameters possibly carrying
-// rope_theta; the two must agree. Any other type (dynamic, yarn, llama3, longrope, …) is an error naming it.
+// rope_theta (`theta_key`, default 10000) and the scaling from rope_scaling and/or transformers 5's rope_parameters:
+// null, {"type"|"rope_type": "linear"|"default", "factor": F}, {"rope_type": "llama3", "factor", "low_freq_factor",
+// "high_freq_factor", "original_max_position_embeddings"} (into c.rope_llama3), rope_parameters possibly carrying
+// rope_theta; the two must agree. Any other type (dynamic, yarn, longrope, …) is an error naming it and the supported
+// ones.
 void read_rope_scaling(const ConfigReader& r, ModelConfig& c, const char* theta_key = "rope_theta");
 
 }  // namespace ll

@@ -8,6 +8,7 @@ namespace ll {
 const Architecture& llama_architecture();
 const Architecture& gpt_neox_architecture();
 const Architecture& mistral_architecture();  // Llama's definition with a sliding window (model/arch/llama.cpp)
+const Architecture& qwen2_architecture();
 
 namespace {
 std::vector<const Architecture*>& registered() {
@@ -15,6 +16,7 @@ std::vector<const Architecture*>& registered() {
       &llama_architecture(),
       &gpt_neox_architecture(),
       &mistral_architecture(),
+      &qwen2_architecture(),
   };
   return all;
 }

@@ -182,6 +182,8 @@ class GptNeoX final : public Architecture {
     LL_CHECK(c.num_key_value_heads == c.num_attention_heads, "model config: GPT-NeoX has no grouped-query attention: ",
              "num_key_value_heads (", c.num_key_value_heads, ") must equal num_attention_heads (",
              c.num_attention_heads, ")");
+    LL_CHECK(!c.rope_llama3.enabled(), "model config: rope_type \"llama3\" is for Llama-3 models; GPT-NeoX supports "
+             "\"default\" and \"linear\" RoPE scaling");
   }
 
   // LongLoRA's fine-tune.py for gpt-neox: the fused projection and the attention's output (`dense` as a PEFT suffix
