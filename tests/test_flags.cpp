@@ -113,6 +113,21 @@ TEST(Flags, IgnoredFlagsTakeAValueOrNoneAndLeaveOneNoteEach) {
   EXPECT_EQ(q.flags.notes().at(0), "--cache_dir ./cache: ignored; local folders");
 }
 
+// LongLoRA's README passes `----enable_streaming` (four dashes): the flag it means, with a note; still an error when
+// no flag has that name.
+TEST(Flags, ExtraLeadingDashesNameTheSameFlagWithANote) {
+  Parsed p;
+  ASSERT_TRUE(p.parse({"----use_s2attn", "false", "---max_steps=4"}));
+  EXPECT_FALSE(p.s2);
+  EXPECT_EQ(p.steps, 4);
+  ASSERT_EQ(p.flags.notes().size(), 2u);
+  EXPECT_EQ(p.flags.notes()[0], "----use_s2attn: read as --use_s2attn (extra leading dashes)");
+  EXPECT_EQ(p.flags.notes()[1], "---max_steps: read as --max_steps (extra leading dashes)");
+  Parsed q;
+  EXPECT_NE(error_of([&] { q.parse({"----no_such_flag", "1"}); }).find("unknown flag `----no_such_flag`"),
+            std::string::npos);
+}
+
 TEST(Flags, HelpListsEveryFlagWithItsDefault) {
   Parsed p;
   const std::string h = p.flags.help();

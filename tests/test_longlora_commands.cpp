@@ -312,4 +312,29 @@ TEST_F(LongLoraCommands, SaveStrategyNoAndEpoch) {
 }
 
 }  // namespace
+
+// README "Streaming Inference", verbatim — its four-dash `----enable_streaming` included (argparse itself would refuse
+// it; we read it as the flag with a note) — but for the script name and the model path the script defaults to
+// (Yukang/LongAlpaca-7B), and --max_gen_len 8 added (the script generates up to 1000 tokens a turn);
+// outputs_stream.json holds LongAlpaca-style records answered in turn in one conversation.
+TEST_F(LongLoraCommands, StreamingInferenceAnswersEachInstructionInOneConversation) {
+  nlohmann::json records = nlohmann::json::array();
+  for (const char* q : {"Who wins the race?", "Why does the fox run?", "Say it again."})
+    records.push_back({{"instruction", q}, {"output", "unused"}});
+  write_file_atomic(dir_.file("outputs_stream.json"), records.dump());
+  const CommandResult r = run("eval streaming --model_name_or_path Llama-2-7b-hf \\\n"
+                              "\t----enable_streaming \\\n"
+                              "\t--test_filepath outputs_stream.json \\\n"
+                              "\t--use_flash_attn True \\\n"
+                              "\t--recent_size 32768 --max_gen_len 8");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("----enable_streaming: read as --enable_streaming"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("--use_flash_attn True: ignored; "), std::string::npos) << r.output;
+  size_t turns = 0;
+  for (size_t at = r.output.find("ASSISTANT: "); at != std::string::npos; at = r.output.find("ASSISTANT: ", at + 1))
+    ++turns;
+  EXPECT_EQ(turns, 3u) << r.output;
+  EXPECT_NE(r.output.find("USER: Say it again."), std::string::npos) << r.output;
+}
+
 }  // namespace ll

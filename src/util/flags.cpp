@@ -232,6 +232,14 @@ bool Flags::parse(int argc, char** argv, int first) {
       continue;
     }
     Flag* f = find(name);
+    if (!f && name.rfind("-", 0) == 0) {
+      // LongLoRA's README writes `----enable_streaming`: extra leading dashes name the same flag, said once.
+      const size_t first_letter = name.find_first_not_of('-');
+      if (first_letter != std::string::npos && (f = find(name.substr(first_letter))) != nullptr) {
+        notes_.push_back(str_cat(arg.substr(0, arg.find('=')), ": read as --", f->name, " (extra leading dashes)"));
+        name = f->name;
+      }
+    }
     if (!f) {
       const std::string s = suggest(name);
       fail(program_, ": unknown flag `--", name, "`", s.empty() ? "" : "; did you mean `--" + s + "`?",
