@@ -1,5 +1,5 @@
-// Reading the parity fixtures of scripts/make_neox_fixtures.py and scripts/make_mistral_fixtures.py (the same
-// layout): their token tensors and the model options their metadata describe.
+// Reading the parity fixtures of scripts/make_{neox,mistral,family}_fixtures.py (the same layout): their token
+// tensors, the model options their metadata describe, and the logits of the HF folders saved beside them.
 #pragma once
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "model/model.h"
@@ -21,6 +22,24 @@ inline std::vector<int32_t> ids_of(const SafetensorsFile& f, const std::string& 
   std::vector<int32_t> out(e.nbytes / 4);
   std::memcpy(out.data(), e.data, e.nbytes);
   return out;
+}
+
+// A fixture's input_ids with the batch and sequence length of their shape.
+inline std::vector<int32_t> fixture_ids(const SafetensorsFile& f, int64_t& batch, int64_t& seq) {
+  const std::vector<int64_t>& shape = f.entry("input_ids").shape;
+  batch = shape[0], seq = shape[1];
+  return ids_of(f, "input_ids");
+}
+
+// The logits of the HF folder `dir` (its config.json and weights) on `ids`.
+inline std::vector<double> folder_logits(Backend& backend, const std::string& dir, const std::vector<int32_t>& ids,
+                                         int64_t batch, int64_t seq) {
+  ModelOptions o;
+  o.config = read_hf_config(dir).model;
+  o.batch = batch, o.seq_len = seq;
+  Model model(backend, o);
+  load_hf_weights(dir, model.params(), backend);
+  return model.logits(ids.data());
 }
 
 // The model the fixture describes: its config.json as our loader reads a folder's, plus the case's training set-up.

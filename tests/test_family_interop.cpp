@@ -19,6 +19,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "model/param_select.h"
+#include "parity_fixture.h"
 #include "util/files.h"
 #include "util/random.h"
 #include "util/sha256.h"
@@ -37,24 +38,6 @@ struct Family {
 constexpr Family kFamilies[] = {{"llama3", "llama3_tiny", "llama3_pi2_lora"}, {"qwen2", "qwen2_tiny", "qwen2_full"}};
 
 std::string folder_of(const Family& f) { return test::fixtures_dir() + "/" + f.folder; }
-
-std::vector<int32_t> fixture_ids(const SafetensorsFile& f, int64_t& batch, int64_t& seq) {
-  const SafetensorsEntry& e = f.entry("input_ids");
-  batch = e.shape[0], seq = e.shape[1];
-  std::vector<int32_t> ids(size_t(batch * seq));
-  std::memcpy(ids.data(), e.data, ids.size() * 4);
-  return ids;
-}
-
-std::vector<double> folder_logits(Backend& backend, const std::string& dir, const std::vector<int32_t>& ids,
-                                  int64_t batch, int64_t seq) {
-  ModelOptions o;
-  o.config = read_hf_config(dir).model;
-  o.batch = batch, o.seq_len = seq;
-  Model model(backend, o);
-  load_hf_weights(dir, model.params(), backend);
-  return model.logits(ids.data());
-}
 
 TEST(FamilyFolder, TransformersSavedFoldersLoadWithTheirWeightsAndLogits) {
   ASSERT_FALSE(test::fixtures_dir().empty()) << "tests/fixtures is committed; run from the repository root";
@@ -76,8 +59,8 @@ TEST(FamilyFolder, TransformersSavedFoldersLoadWithTheirWeightsAndLogits) {
   // qwen2_tiny is qwen2_full's model (tied, biases): its logits are the fixture's.
   const SafetensorsFile q(test::fixtures_dir() + "/family_qwen2_full.safetensors");
   int64_t batch = 0, seq = 0;
-  const std::vector<int32_t> ids = fixture_ids(q, batch, seq);
-  EXPECT_LT(test::rel_error(folder_logits(*backend, folder_of(kFamilies[1]), ids, batch, seq),
+  const std::vector<int32_t> ids = test::fixture_ids(q, batch, seq);
+  EXPECT_LT(test::rel_error(test::folder_logits(*backend, folder_of(kFamilies[1]), ids, batch, seq),
                             test::file_values(q.entry("logits"))),
             4e-6);  // transformers' float32 RoPE (tests/test_family_fixtures.cpp)
 }
@@ -90,7 +73,7 @@ HfConfig write_interop_case(const Family& f, const std::string& dir) {
   std::unique_ptr<Backend> backend = create_backend("cpu");
   const SafetensorsFile ref(test::fixtures_dir() + "/family_" + f.fixture + ".safetensors");
   int64_t batch = 0, seq = 0;
-  const std::vector<int32_t> ids = fixture_ids(ref, batch, seq);
+  const std::vector<int32_t> ids = test::fixture_ids(ref, batch, seq);
   ModelOptions o;
   o.config = read_hf_config(folder_of(f)).model;
   const int64_t model_max_length = 2 * o.config.max_position_embeddings;
@@ -125,7 +108,7 @@ HfConfig write_interop_case(const Family& f, const std::string& dir) {
   m.dtype = "f32";
   std::ostringstream log;
   merge_adapter_folder(m, log);
-  const std::vector<double> merged_logits = folder_logits(*backend, m.save_path, ids, batch, seq);
+  const std::vector<double> merged_logits = test::folder_logits(*backend, m.save_path, ids, batch, seq);
   EXPECT_LT(test::rel_error(merged_logits, lora_logits), 1e-5) << f.name;
 
   const std::vector<float> lf(lora_logits.begin(), lora_logits.end()), mf(merged_logits.begin(), merged_logits.end());

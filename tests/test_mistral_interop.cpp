@@ -32,16 +32,6 @@ std::string mistral_tiny_dir() {
   return dir.empty() ? "" : dir + "/mistral_tiny";
 }
 
-std::vector<double> folder_logits(Backend& backend, const std::string& dir, const std::vector<int32_t>& ids,
-                                  int64_t batch, int64_t seq) {
-  ModelOptions o;
-  o.config = read_hf_config(dir).model;
-  o.batch = batch, o.seq_len = seq;
-  Model model(backend, o);
-  load_hf_weights(dir, model.params(), backend);
-  return model.logits(ids.data());
-}
-
 // adapter/ (LoRA r 4 / alpha 8 on q,k,v,o_proj; embed_tokens and every RMSNorm trained by LongLoRA's embed,norm rule;
 // random "trained" values), merged/ (build/merge's pipeline)
 // and ours_logits.safetensors, deterministically from the committed mistral_tiny.
@@ -80,7 +70,7 @@ void write_interop_case(const std::string& dir) {
   m.dtype = "f32";
   std::ostringstream log;
   merge_adapter_folder(m, log);
-  const std::vector<double> merged_logits = folder_logits(*backend, m.save_path, ids, batch, seq);
+  const std::vector<double> merged_logits = test::folder_logits(*backend, m.save_path, ids, batch, seq);
   EXPECT_LT(test::rel_error(merged_logits, lora_logits), 1e-5);
   const HfConfig merged = read_hf_config(m.save_path);
   EXPECT_EQ(merged.model.model_type, "mistral");

@@ -23,6 +23,7 @@
 #include "model/model.h"
 #include "model/registry.h"
 #include "model/param_select.h"
+#include "parity_fixture.h"
 #include "util/files.h"
 #include "util/sha256.h"
 
@@ -37,36 +38,18 @@ std::string neox_tiny_dir() {
   return dir.empty() ? "" : dir + "/neox_tiny";
 }
 
-std::vector<int32_t> fixture_ids(const SafetensorsFile& f, int64_t& batch, int64_t& seq) {
-  const SafetensorsEntry& e = f.entry("input_ids");
-  batch = e.shape[0], seq = e.shape[1];
-  std::vector<int32_t> ids(size_t(batch * seq));
-  std::memcpy(ids.data(), e.data, ids.size() * 4);
-  return ids;
-}
-
-std::vector<double> folder_logits(Backend& backend, const std::string& dir, const std::vector<int32_t>& ids,
-                                  int64_t batch, int64_t seq) {
-  ModelOptions o;
-  o.config = read_hf_config(dir).model;
-  o.batch = batch, o.seq_len = seq;
-  Model model(backend, o);
-  load_hf_weights(dir, model.params(), backend);
-  return model.logits(ids.data());
-}
-
 TEST(NeoxFolder, TransformersSavedFolderGivesItsLogits) {
   ASSERT_FALSE(neox_tiny_dir().empty()) << "tests/fixtures/neox_tiny is committed; run from the repository root";
   const SafetensorsFile ref(test::fixtures_dir() + "/neox_par_q_pi2_full.safetensors");
   int64_t batch = 0, seq = 0;
-  const std::vector<int32_t> ids = fixture_ids(ref, batch, seq);
+  const std::vector<int32_t> ids = test::fixture_ids(ref, batch, seq);
   const HfConfig cfg = read_hf_config(neox_tiny_dir());
   EXPECT_EQ(cfg.model.model_type, "gpt_neox");
   EXPECT_EQ(cfg.model.rotary_dims, 2);  // rope_parameters.partial_rotary_factor 0.25 of Dh 8
   EXPECT_EQ(cfg.model.rope_scaling_factor, 2.0);
   EXPECT_TRUE(cfg.model.parallel_residual);
   std::unique_ptr<Backend> backend = create_backend("cpu-f64");
-  EXPECT_LT(test::rel_error(folder_logits(*backend, neox_tiny_dir(), ids, batch, seq),
+  EXPECT_LT(test::rel_error(test::folder_logits(*backend, neox_tiny_dir(), ids, batch, seq),
                             test::file_values(ref.entry("logits"))),
             2e-7);
 }
@@ -78,7 +61,7 @@ void write_interop_case(const std::string& dir) {
   std::unique_ptr<Backend> backend = create_backend("cpu");
   const SafetensorsFile ref(test::fixtures_dir() + "/neox_par_q_pi2_full.safetensors");
   int64_t batch = 0, seq = 0;
-  const std::vector<int32_t> ids = fixture_ids(ref, batch, seq);
+  const std::vector<int32_t> ids = test::fixture_ids(ref, batch, seq);
   ModelOptions o;
   o.config = read_hf_config(neox_tiny_dir()).model;
   o.config.rope_scaling_factor = kTrainRopeFactor;
@@ -110,7 +93,7 @@ void write_interop_case(const std::string& dir) {
   m.dtype = "f32";
   std::ostringstream log;
   merge_adapter_folder(m, log);
-  const std::vector<double> merged_logits = folder_logits(*backend, m.save_path, ids, batch, seq);
+  const std::vector<double> merged_logits = test::folder_logits(*backend, m.save_path, ids, batch, seq);
   EXPECT_LT(test::rel_error(merged_logits, lora_logits), 1e-5);
   const HfConfig merged = read_hf_config(m.save_path);
   EXPECT_EQ(merged.model.model_type, "gpt_neox");
