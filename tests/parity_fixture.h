@@ -5,14 +5,18 @@
 #include <nlohmann/json.hpp>
 
 #include <cstring>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "core/tensor_host.h"
+#include "hf_test_util.h"
 #include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "model/param_select.h"
+#include "test_util.h"
 
 namespace ll::test {
 
@@ -64,6 +68,42 @@ inline ModelOptions options_of(const SafetensorsFile& f) {
     else o.trainable.names.push_back(t);
   }
   return o;
+}
+
+// The check every transformers parity case makes: the model has the fixture's tensors (the file's names starting with
+// one of `weight_prefixes`) and its trainable set (the file's grad/ names: peft's LoRA modules and LongLoRA's
+// substring rule, or all); with the fixture's weights, its logits, loss and every trainable gradient are the
+// fixture's within `tolerance`.
+inline void expect_model_matches_fixture(Model& model, Backend& backend, const SafetensorsFile& file,
+                                         const std::vector<std::string>& weight_prefixes, double tolerance) {
+  std::set<std::string> file_params, file_grads, model_params, model_trainable;
+  for (const std::string& n : file.names()) {
+    if (n.rfind("grad/", 0) == 0) {
+      file_grads.insert(n.substr(5));
+      continue;
+    }
+    for (const std::string& prefix : weight_prefixes)
+      if (n.rfind(prefix, 0) == 0) file_params.insert(n);
+  }
+  for (const Param& p : model.params().all()) {
+    model_params.insert(p.name);
+    if (p.trainable) model_trainable.insert(p.name);
+  }
+  ASSERT_EQ(model_params, file_params);
+  ASSERT_EQ(model_trainable, file_grads);
+
+  for (Param& p : model.params().all()) upload_f64(backend, p.value, file_values(file.entry(p.name)));
+  const std::vector<int32_t> tokens = ids_of(file, "input_ids"), targets = ids_of(file, "targets");
+  EXPECT_LT(rel_error(model.logits(tokens.data()), file_values(file.entry("logits"))), tolerance) << "logits";
+  model.params().zero_grads();
+  const LossResult r = model.forward_backward(tokens.data(), targets.data());
+  const double ref_loss = file_values(file.entry("loss"))[0];
+  EXPECT_NEAR(r.mean(), ref_loss, tolerance * ref_loss) << "loss";
+  for (Param& p : model.params().all()) {
+    if (!p.trainable) continue;
+    EXPECT_LT(rel_error(download_f64(backend, p.grad), file_values(file.entry("grad/" + p.name))), tolerance)
+        << "gradient of " << p.name;
+  }
 }
 
 }  // namespace ll::test

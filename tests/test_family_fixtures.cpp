@@ -21,6 +21,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "model/param_select.h"
+#include "parity_fixture.h"
 #include "test_util.h"
 
 namespace ll {
@@ -43,40 +44,17 @@ SafetensorsFile fixture(const std::string& name) {
   return SafetensorsFile(dir + "/family_" + name + ".safetensors");
 }
 
-std::vector<int32_t> ids_of(const SafetensorsFile& f, const std::string& name) {
-  const SafetensorsEntry& e = f.entry(name);
-  EXPECT_EQ(e.dtype, DType::I32) << name;
-  std::vector<int32_t> out(e.nbytes / 4);
-  std::memcpy(out.data(), e.data, e.nbytes);
-  return out;
-}
+using test::ids_of;
 
-// The model the fixture describes: its config.json as our loader reads a folder's, LongLoRA's factor on top (derived
-// by LongLoRA's rule from the context it implies, as training does), and the case's LoRA / trainable / S2 set-up.
+// The model the fixture describes (test::options_of), with LongLoRA's factor on top: derived by LongLoRA's rule from
+// the context it implies, as training does.
 ModelOptions options_of(const SafetensorsFile& f) {
-  ModelOptions o;
-  o.config = parse_hf_config(Json::parse(f.metadata().at("config")), "fixture config").model;
-  const std::vector<int64_t>& shape = f.entry("input_ids").shape;
-  o.batch = shape[0], o.seq_len = shape[1];
-  const Json c = Json::parse(f.metadata().at("case"));
-  const double pi = c.at("rope_scaling_factor");
+  ModelOptions o = test::options_of(f);
+  const double pi = Json::parse(f.metadata().at("case")).at("rope_scaling_factor");
   const auto target_context = int64_t(double(o.config.max_position_embeddings) * pi);
   o.config.rope_scaling_factor =
       derive_rope_factor(target_context, o.config.max_position_embeddings, o.config.rope_scaling_factor);
   EXPECT_EQ(o.config.rope_scaling_factor, pi) << "LongLoRA's rule for model_max_length " << target_context;
-  const std::string attention = c.at("attention");
-  o.attention.use_s2 = attention != "full";
-  o.attention.variant = attention == "s2_roll" ? S2Variant::Roll : S2Variant::LeakFree;
-  if (o.attention.use_s2) o.attention.group_ratio = double(c.at("s2_group_size").get<int64_t>()) / double(o.seq_len);
-  o.lora.rank = c.at("lora_rank");
-  o.lora.alpha = c.at("lora_alpha");
-  std::string targets;
-  for (const auto& t : c.at("lora_targets")) targets += t.get<std::string>() + ",";
-  if (o.lora.enabled()) o.lora.targets = parse_lora_targets(targets, o.config);
-  for (const auto& t : c.at("trainable")) {
-    if (t == "all") o.trainable.all = true;
-    else o.trainable.names.push_back(t);
-  }
   return o;
 }
 
@@ -100,33 +78,7 @@ TEST_P(FamilyTransformersParity, LogitsLossAndEveryGradient) {
   Model model(*backend, o);
   EXPECT_EQ(model.mask().kind, !o.attention.use_s2 ? MaskKind::Causal : MaskKind::S2Roll);
 
-  // Same tensors both ways, and the same trainable set (peft's LoRA modules and LongLoRA's substring rule, or all).
-  std::set<std::string> file_params, file_grads, model_params, model_trainable;
-  for (const std::string& n : file.names()) {
-    if (n.rfind("grad/", 0) == 0) file_grads.insert(n.substr(5));
-    else if (n.rfind("model.", 0) == 0 || n.rfind("lm_head.", 0) == 0) file_params.insert(n);
-  }
-  for (const Param& p : model.params().all()) {
-    model_params.insert(p.name);
-    if (p.trainable) model_trainable.insert(p.name);
-  }
-  ASSERT_EQ(model_params, file_params);
-  ASSERT_EQ(model_trainable, file_grads);
-
-  load_fixture_weights(model, *backend, file);
-  const std::vector<int32_t> tokens = ids_of(file, "input_ids"), targets = ids_of(file, "targets");
-  EXPECT_LT(test::rel_error(model.logits(tokens.data()), test::file_values(file.entry("logits"))), c.tolerance)
-      << "logits";
-  model.params().zero_grads();
-  const LossResult r = model.forward_backward(tokens.data(), targets.data());
-  const double ref_loss = test::file_values(file.entry("loss"))[0];
-  EXPECT_NEAR(r.mean(), ref_loss, c.tolerance * ref_loss) << "loss";
-  for (Param& p : model.params().all()) {
-    if (!p.trainable) continue;
-    EXPECT_LT(test::rel_error(download_f64(*backend, p.grad), test::file_values(file.entry("grad/" + p.name))),
-              c.tolerance)
-        << "gradient of " << p.name;
-  }
+  test::expect_model_matches_fixture(model, *backend, file, {"model.", "lm_head."}, c.tolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -54,32 +54,7 @@ TEST_P(MistralTransformersParity, LogitsLossAndEveryGradient) {
   EXPECT_EQ(model.mask().kind, o.attention.use_s2 ? MaskKind::S2 : MaskKind::Causal);
   EXPECT_EQ(model.mask().window, o.config.sliding_window);
 
-  std::set<std::string> file_params, file_grads, model_params, model_trainable;
-  for (const std::string& n : file.names()) {
-    if (n.rfind("grad/", 0) == 0) file_grads.insert(n.substr(5));
-    else if (n.rfind("model.", 0) == 0 || n.rfind("lm_head.", 0) == 0) file_params.insert(n);
-  }
-  for (const Param& p : model.params().all()) {
-    model_params.insert(p.name);
-    if (p.trainable) model_trainable.insert(p.name);
-  }
-  ASSERT_EQ(model_params, file_params);
-  ASSERT_EQ(model_trainable, file_grads);
-
-  for (Param& p : model.params().all()) upload_f64(*backend, p.value, test::file_values(file.entry(p.name)));
-  const std::vector<int32_t> tokens = ids_of(file, "input_ids"), targets = ids_of(file, "targets");
-  EXPECT_LT(test::rel_error(model.logits(tokens.data()), test::file_values(file.entry("logits"))), c.tolerance)
-      << "logits";
-  model.params().zero_grads();
-  const LossResult r = model.forward_backward(tokens.data(), targets.data());
-  const double ref_loss = test::file_values(file.entry("loss"))[0];
-  EXPECT_NEAR(r.mean(), ref_loss, c.tolerance * ref_loss) << "loss";
-  for (Param& p : model.params().all()) {
-    if (!p.trainable) continue;
-    EXPECT_LT(test::rel_error(download_f64(*backend, p.grad), test::file_values(file.entry("grad/" + p.name))),
-              c.tolerance)
-        << "gradient of " << p.name;
-  }
+  test::expect_model_matches_fixture(model, *backend, file, {"model.", "lm_head."}, c.tolerance);
 }
 
 INSTANTIATE_TEST_SUITE_P(
