@@ -135,10 +135,9 @@ template <typename T>
 void CpuBackend<T>::linear_backward(Tensor dx, Tensor dw, const Tensor& dy, const Tensor& x, const Tensor& w,
                                     bool accumulate_dx) {
   const auto d = op_checks::linear_backward(host_context(*this), dx, dw, dy, x, w);
-  const T* wd = dense_weight(w);
   const int64_t rows = d.rows, k = d.in, n = d.out;
-  if (!dx.empty())
-    cpu::gemm<T>(false, false, rows, k, n, T(1), dy.ptr<T>(), n, wd, k, accumulate_dx ? T(1) : T(0),
+  if (!dx.empty())  // only dx reads the weight: a 4-bit one is dequantized for it alone
+    cpu::gemm<T>(false, false, rows, k, n, T(1), dy.ptr<T>(), n, dense_weight(w), k, accumulate_dx ? T(1) : T(0),
                  dx.ptr<T>(), k);
   if (!dw.empty())
     cpu::gemm<T>(true, false, n, k, rows, T(1), dy.ptr<T>(), n, x.ptr<T>(), k, T(1), dw.ptr<T>(), k);
@@ -169,14 +168,13 @@ void CpuBackend<T>::lora_backward(Tensor dx, Tensor dx_lora, Tensor dw, Tensor d
                                   const Tensor& w, const Tensor& a, const Tensor& b, double scale, bool accumulate_dx) {
   const auto d =
       op_checks::lora_backward(host_context(*this), dx, dx_lora, dw, da, db, dxa, dy, x, x_lora, xa, w, a, b);
-  const T* wd = dense_weight(w);
   const int64_t rows = d.rows, k = d.in, n = d.out, r = d.rank;
   // dB += s·dyᵀ·xa;  dxa = s·dy·B;  dA += dxaᵀ·x_lora
   cpu::gemm<T>(true, false, n, r, rows, T(scale), dy.ptr<T>(), n, xa.ptr<T>(), r, T(1), db.ptr<T>(), r);
   cpu::gemm<T>(false, false, rows, r, n, T(scale), dy.ptr<T>(), n, b.ptr<T>(), r, T(0), dxa.ptr<T>(), r);
   cpu::gemm<T>(true, false, r, k, rows, T(1), dxa.ptr<T>(), r, x_lora.ptr<T>(), k, T(1), da.ptr<T>(), k);
-  if (!dx.empty())
-    cpu::gemm<T>(false, false, rows, k, n, T(1), dy.ptr<T>(), n, wd, k, accumulate_dx ? T(1) : T(0),
+  if (!dx.empty())  // only dx reads the weight: a 4-bit one is dequantized for it alone
+    cpu::gemm<T>(false, false, rows, k, n, T(1), dy.ptr<T>(), n, dense_weight(w), k, accumulate_dx ? T(1) : T(0),
                  dx.ptr<T>(), k);
   if (dx_lora.empty())
     cpu::gemm<T>(false, false, rows, k, r, T(1), dxa.ptr<T>(), r, a.ptr<T>(), k, T(1), dx.ptr<T>(), k);
