@@ -234,7 +234,7 @@ nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out,
   check_tokenizer_fits(tok, m);
   const std::vector<int32_t> ids = encode_chat(tok, segments, c.parse_special_tokens);
   // The KV cache holds the prompt and every generated token: bound the request by the positions the model knows.
-  const int64_t context = int64_t(double(m.config.max_position_embeddings) * m.rope.factor);
+  const int64_t context = m.context();
   const StreamingWindow window = c.streaming.window();
   if (window.enabled()) {
     warn_if_window_exceeds(window, context, log);
@@ -258,9 +258,8 @@ nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out,
   go.eos_id = tok.eos_id();
   // Instruct models end their turn with the template's end-of-turn token (<|eot_id|>, <|im_end|>), not EOS.
   if (const int32_t end = end_of_turn_id(style, tok); end >= 0 && end != go.eos_id) go.stop_ids.push_back(end);
-  std::unique_ptr<InferenceSession> session_owner =
-      window.enabled() ? std::make_unique<InferenceSession>(*m.model, window)
-                       : std::make_unique<InferenceSession>(*m.model, int64_t(ids.size()) + c.max_gen_len);
+  const std::unique_ptr<InferenceSession> session_owner =
+      open_session(*m.model, int64_t(ids.size()) + c.max_gen_len, window);
   InferenceSession& session = *session_owner;
   TextStream stream(tok);
   std::string generated;
@@ -303,12 +302,10 @@ nlohmann::json run_streaming_command(const StreamingCommand& c, std::ostream& ou
   const Tokenizer tok = load_tokenizer(c.tokenizer, c.common.base_model, "streaming");
   EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0), log);
   check_tokenizer_fits(tok, m);
-  const int64_t context = int64_t(double(m.config.max_position_embeddings) * m.rope.factor);
+  const int64_t context = m.context();
   const StreamingWindow window = c.streaming.window();
   if (window.enabled()) warn_if_window_exceeds(window, context, log);
-  std::unique_ptr<InferenceSession> session =
-      window.enabled() ? std::make_unique<InferenceSession>(*m.model, window)
-                       : std::make_unique<InferenceSession>(*m.model, context);
+  const std::unique_ptr<InferenceSession> session = open_session(*m.model, context, window);
   log << instructions.size() << " turns, greedy, up to " << c.max_gen_len << " tokens each; KV cache "
       << (window.enabled() ? str_cat("streaming: start ", window.start_size, " + recent ", window.recent_size)
                            : str_cat(context, " tokens (no --enable_streaming: the conversation must fit)"))

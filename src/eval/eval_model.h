@@ -68,6 +68,8 @@ struct EvalModel {
   bool padded = false;  // a [PAD] row was appended to the base
   int64_t base_vocab = 0;
   nlohmann::json describe() const;  // for --json
+  // The positions the model attends over: the base's context stretched by the RoPE factor.
+  int64_t context() const { return int64_t(double(config.max_position_embeddings) * rope.factor); }
 };
 
 // Reads the folders, builds a full-causal-attention model with checkpointing (forward only: one shared set of

@@ -18,6 +18,11 @@ InferenceSession::InferenceSession(Model& model, StreamingWindow window)
   model_.enable_kv_cache(capacity_);
 }
 
+std::unique_ptr<InferenceSession> open_session(Model& model, int64_t capacity, StreamingWindow window) {
+  return window.enabled() ? std::make_unique<InferenceSession>(model, window)
+                          : std::make_unique<InferenceSession>(model, capacity);
+}
+
 void InferenceSession::make_room(int64_t coming) {
   if (!streaming()) return;
   const int64_t cached = model_.kv_cache_length(), over = cached + std::min(coming, window_.recent_size) - capacity_;

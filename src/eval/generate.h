@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,9 @@ class InferenceSession {
   std::vector<int32_t> tokens_;
   int64_t reused_ = 0, evicted_ = 0;
 };
+
+// The session a command opens: a streaming one when `window` is enabled, else one of `capacity` tokens.
+std::unique_ptr<InferenceSession> open_session(Model& model, int64_t capacity, StreamingWindow window);
 
 struct GenerateOptions {
   int64_t max_new_tokens = 512;

@@ -101,12 +101,9 @@ void Engine::load(std::ostream& log) {
   LL_CHECK(tok_->vocab_size() <= model_->config.vocab_size, "tokenizer `", tok_->path(), "` has ",
            tok_->vocab_size(), " pieces but the model's vocabulary is ", model_->config.vocab_size, "; wrong --tokenizer?");
   // The positions the model knows, as build/eval generate bounds them; --context_size when given.
-  context_ = o_.context_size > 0
-                 ? o_.context_size
-                 : int64_t(double(model_->config.max_position_embeddings) * model_->rope.factor);
+  context_ = o_.context_size > 0 ? o_.context_size : model_->context();
   const StreamingWindow window = o_.streaming.window();
-  session_ = window.enabled() ? std::make_unique<InferenceSession>(*model_->model, window)
-                              : std::make_unique<InferenceSession>(*model_->model, context_);
+  session_ = open_session(*model_->model, context_, window);
   log << "serving `" << name_ << "`: context " << context_ << " tokens, chat template " << chat_template_name(style_.kind)
       << ", tokenizer " << tok_->kind() << ", queue " << o_.max_queue
       << (window.enabled() ? str_cat(", StreamingLLM cache: start ", window.start_size, " + recent ", window.recent_size)

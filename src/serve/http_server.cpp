@@ -116,8 +116,8 @@ void HttpServer::routes() {
   };
 
   s.Get("/", [](const httplib::Request&, httplib::Response& res) { res.set_content(web_page(), "text/html; charset=utf-8"); });
-  s.Get("/health", guarded([this](const httplib::Request&, httplib::Response& res) {
-          if (!engine_.ready()) throw ApiError(503, "the model is loading", "", "model_loading");
+  s.Get("/health", guarded([this, require_ready](const httplib::Request&, httplib::Response& res) {
+          require_ready();
           send_json(res, 200, {{"status", "ok"}});
         }));
   s.Get("/v1/models", guarded([this, require_ready](const httplib::Request&, httplib::Response& res) {
