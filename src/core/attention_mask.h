@@ -21,11 +21,7 @@
 #pragma once
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define LL_HOST_DEVICE __host__ __device__
-#else
-#define LL_HOST_DEVICE
-#endif
+#include "core/host_device.h"
 
 namespace ll {
 

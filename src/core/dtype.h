@@ -9,13 +9,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core/host_device.h"
 #include "util/error.h"
-
-#if defined(__CUDACC__)
-#define LL_HOST_DEVICE __host__ __device__
-#else
-#define LL_HOST_DEVICE
-#endif
 
 namespace ll {
 

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/quantize.h"
+#include "core/tensor.h"
 #include "io/hf_weight_files.h"
 #include "util/error.h"
 
@@ -19,12 +20,6 @@ bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
 
-std::string shape_of(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 // The entry `name`, checked to be `dtype` with `count` elements.
 const SafetensorsEntry& part(const TensorLookup& lookup, const std::string& name, DType dtype, int64_t count,
                              const std::string& where) {
@@ -33,7 +28,7 @@ const SafetensorsEntry& part(const TensorLookup& lookup, const std::string& name
   int64_t n = 1;
   for (int64_t d : e->shape) n *= d;
   LL_CHECK(e->dtype == dtype && n == count, where, ": tensor `", name, "` is ", safetensors_dtype_name(e->dtype), " ",
-           shape_of(e->shape), "; expected ", safetensors_dtype_name(dtype), " with ", count, " elements");
+           shape_text(e->shape), "; expected ", safetensors_dtype_name(dtype), " with ", count, " elements");
   return *e;
 }
 
@@ -97,7 +92,7 @@ std::vector<uint8_t> read_bnb_weight(const TensorLookup& lookup, const std::stri
   LL_CHECK(field("blocksize") == kQuantBlock, where, ": `", state_name, "`: blocksize ", field("blocksize").dump(),
            "; this engine reads blocksize ", kQuantBlock, " (bitsandbytes' default for 4-bit weights)");
   LL_CHECK(field("shape") == Json(shape), where, ": `", state_name, "`: shape ", field("shape").dump(),
-           ", but the model's `", name, "` is ", shape_of(shape));
+           ", but the model's `", name, "` is ", shape_text(shape));
   const bool dq = state.contains("nested_offset");
   LL_CHECK(dq == is_double_quantized(format), where, ": `", name, "` is stored ",
            dq ? "with" : "without", " double quantization, but the model expects ", dtype_name(format),

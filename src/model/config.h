@@ -24,7 +24,7 @@ struct ModelConfig {
   int64_t vocab_size = 0;  // V
   double norm_eps = 1e-5;  // RMSNorm / LayerNorm epsilon (rms_norm_eps, layer_norm_eps)
   double rope_theta = 10000.0;
-  double rope_scaling_factor = 1.0;  // linear position interpolation factor (1 = none): LongLoRA's
+  double rope_scaling_factor = 1.0;  // linear position interpolation factor (1 = none): LongLoRA's PI
   // config.json's rope_type "llama3" (Llama-3.1 / 3.2). Read as is, such a config has rope_scaling_factor 1 (its
   // max_position_embeddings is the extended length already, so LongLoRA's rule derives F from that alone). With F ≠ 1
   // on top, the two compose as ONE llama3 rule of factor llama3.factor × F (rope_params in model/architecture.h): the

@@ -58,7 +58,6 @@ class Reader {
     error(section + ".enabled", "expected true, false or \"auto\", got " + e.dump());
   }
 
-  const std::string& path() const { return path_; }
   const Flags& flags() const { return flags_; }
 
  private:

@@ -50,10 +50,7 @@ void export_trained_model(TrainingSession& s) {
                                                       : DType::F32;
       so.copy_tokenizer_from = plan.hf_dir;
       so.info = plan.info;
-      if (dense)
-        save_hf_folder(o.output_dir + "/merged", *dense, *host, plan.config, so);
-      else
-        save_hf_folder(o.output_dir + "/merged", model.params(), be, plan.config, so);
+      save_hf_folder(o.output_dir + "/merged", dense ? *dense : model.params(), dense ? *host : be, plan.config, so);
     });
   }
   s.comm->barrier();

@@ -75,13 +75,11 @@ std::vector<std::string> apply_longlora_script_flags(const LongLoraScriptFlags& 
     LL_CHECK(o.device == "cpu" || bf16, "--bf16 false: the CUDA backend trains in bf16 (fp32 master weights); fp32 "
                                         "training runs on --device cpu");
   }
-  if (flags.was_set("evaluation_strategy") || flags.was_set("eval_strategy")) {
-    if (s.evaluation_strategy == "no")
-      notes.push_back("--evaluation_strategy no: ignored; training never evaluates (build/eval perplexity does)");
-  }
   if (s.evaluation_strategy != "no")
     fail("--evaluation_strategy ", s.evaluation_strategy,
          ": build/train has no evaluation set; use no (LongLoRA's value) and evaluate with build/eval perplexity");
+  if (flags.was_set("evaluation_strategy") || flags.was_set("eval_strategy"))
+    notes.push_back("--evaluation_strategy no: ignored; training never evaluates (build/eval perplexity does)");
   if (s.optim != "adamw_torch" && s.optim != "adamw_torch_fused" && s.optim != "adamw_hf")
     fail("--optim ", s.optim, ": only AdamW is implemented (adamw_torch, adamw_torch_fused or adamw_hf)");
   if (!s.model_type.empty()) {
