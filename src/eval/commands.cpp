@@ -17,8 +17,8 @@
 #include "eval/passkey.h"
 #include "eval/perplexity.h"
 #include "eval/streaming_chat.h"
-#include "mpi/comm.h"
 #include "eval/progress.h"
+#include "mpi/comm.h"
 #include "util/error.h"
 #include "util/files.h"
 
