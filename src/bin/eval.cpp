@@ -28,7 +28,9 @@ const char kUsage[] =
     "  generate     LongAlpaca's inference.py prompt \"[INST]{material}\\n{question}[/INST]\", streamed, with\n"
     "               temperature / top-p sampling (temperature 0: greedy); --enable_streaming: StreamingLLM\n"
     "  streaming    run_streaming_llama_longalpaca.py: a JSON list of instructions answered in turn, greedy,\n"
-    "               in one conversation, with StreamingLLM's start + recent KV cache (--enable_streaming)\n";
+    "               in one conversation, with StreamingLLM's start + recent KV cache (--enable_streaming)\n\n"
+    "mpirun -np N eval perplexity|passkey ... splits the windows / trials over N ranks (eval_distributed.py) and\n"
+    "gives exactly the one-rank results; rank 0 prints and writes --json.\n";
 
 // After parsing: the ignored flags' lines, and a run's output folder as --base_model resolved to its model (printed
 // by rank 0 alone). Under mpirun the ranks must have been given the same flags; a stuck collective ends them all.
