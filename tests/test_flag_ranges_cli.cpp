@@ -34,6 +34,8 @@ TEST(FlagRangesCli, EveryBinaryRefusesOutOfRangeNumbersNamingFlagValueAndRange) 
       {"eval", "perplexity --base_model a --data_path b --rope_scaling_factor inf",
        "eval perplexity: error: --rope_scaling_factor must be a finite number >= 0, got inf\n"},
       {"eval", "passkey --base_model a --num_tests 0", "eval passkey: error: --num_tests must be an integer >= 1, got 0\n"},
+      {"eval", "passkey --base_model a --comm_timeout_sec 0",
+       "eval passkey: error: --comm_timeout_sec must be a finite number > 0, got 0\n"},
       {"eval", "generate --base_model a --prompt hi --temperature inf",
        "eval generate: error: --temperature must be a finite number >= 0, got inf\n"},
       {"eval", "generate --base_model a --prompt hi --top_p 0",

@@ -4,11 +4,14 @@
 #include <cstring>
 #include <exception>
 #include <iostream>
+#include <memory>
 #include <string>
 
 #include "eval/command_flags.h"
 #include "eval/commands.h"
 #include "io/model_folder.h"
+#include "mpi/comm.h"
+#include "train/rank_agreement.h"
 #include "util/error.h"
 #include "util/flags.h"
 
@@ -25,17 +28,32 @@ const char kUsage[] =
     "  generate     LongAlpaca's inference.py prompt \"[INST]{material}\\n{question}[/INST]\", streamed, with\n"
     "               temperature / top-p sampling (temperature 0: greedy); --enable_streaming: StreamingLLM\n"
     "  streaming    run_streaming_llama_longalpaca.py: a JSON list of instructions answered in turn, greedy,\n"
-    "               in one conversation, with StreamingLLM's start + recent KV cache (--enable_streaming)\n";
+    "               in one conversation, with StreamingLLM's start + recent KV cache (--enable_streaming)\n\n"
+    "mpirun -np N eval perplexity|passkey ... splits the windows / trials over N ranks (eval_distributed.py) and\n"
+    "gives exactly the one-rank results; rank 0 prints and writes --json.\n";
 
-// After parsing: the ignored flags' lines, and a run's output folder as --base_model resolved to its model.
-void prepare(const ll::Flags& f, ll::EvalCommon& c) {
-  for (const std::string& note : f.notes()) std::fprintf(stderr, "%s\n", note.c_str());
+// After parsing: the ignored flags' lines, and a run's output folder as --base_model resolved to its model (printed
+// by rank 0 alone). Under mpirun the ranks must have been given the same flags; a stuck collective ends them all.
+void prepare(const ll::Flags& f, ll::EvalCommon& c, ll::Comm& comm) {
+  const bool lead = comm.rank() == 0;
+  if (lead)
+    for (const std::string& note : f.notes()) std::fprintf(stderr, "%s\n", note.c_str());
   std::string note;
   c.base_model = ll::resolve_model_folder(c.base_model, "--base_model", &note);
-  if (!note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
+  if (lead && !note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
+  comm.set_timeout(c.comm_timeout_sec);
+  ll::check_flags_agree(comm, f.values());
 }
 
-int run(int argc, char** argv) {
+// generate and streaming are one conversation each: nothing to split. Refused rather than run on rank 0 alone, so
+// that the other ranks do not sit on a GPU (and a launch meant for something else is noticed).
+void require_one_rank(const ll::Comm& comm, const std::string& command) {
+  LL_CHECK(comm.size() == 1, command, " runs on one rank (one conversation, nothing to split), but this launch "
+           "started ", comm.size(), " ranks; run it without mpirun, or with -np 1 (only perplexity and passkey split "
+           "their work over ranks)");
+}
+
+int run(int argc, char** argv, ll::Comm& comm) {
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
@@ -48,8 +66,8 @@ int run(int argc, char** argv) {
                 "(last start dropped), all seq_len - 1 next tokens scored with full causal attention.");
     ll::add_perplexity_flags(f, c);
     if (!f.parse(argc, argv, 2)) return 0;
-    prepare(f, c.common);
-    ll::run_perplexity_command(c, std::cout, std::cerr, f.values());
+    prepare(f, c.common, comm);
+    ll::run_perplexity_command(c, std::cout, std::cerr, f.values(), &comm);
   } else if (command == "passkey") {
     ll::PasskeyCommand c;
     ll::Flags f("eval passkey",
@@ -57,8 +75,8 @@ int run(int argc, char** argv) {
                 "n_garbage = int(3.75*(i+1)*interval // 1024 * 1024) filler characters, seeds 0..num_tests-1.");
     ll::add_passkey_flags(f, c);
     if (!f.parse(argc, argv, 2)) return 0;
-    prepare(f, c.common);
-    ll::run_passkey_command(c, std::cout, std::cerr, f.values());
+    prepare(f, c.common, comm);
+    ll::run_passkey_command(c, std::cout, std::cerr, f.values(), &comm);
   } else if (command == "generate") {
     ll::GenerateCommand c;
     ll::Flags f("eval generate",
@@ -66,7 +84,8 @@ int run(int argc, char** argv) {
                 "\"[INST]{material}\\n{question}[/INST]\" (or \"[INST]{prompt}[/INST]\"); stops at EOS.");
     ll::add_generate_flags(f, c);
     if (!f.parse(argc, argv, 2)) return 0;
-    prepare(f, c.common);
+    require_one_rank(comm, command);
+    prepare(f, c.common, comm);
     ll::run_generate_command(c, std::cout, std::cerr, f.values());
   } else if (command == "streaming") {
     ll::StreamingCommand c;
@@ -76,7 +95,8 @@ int run(int argc, char** argv) {
                 "the KV cache keeps the first --start_size and the last --recent_size tokens (StreamingLLM).");
     ll::add_streaming_command_flags(f, c);
     if (!f.parse(argc, argv, 2)) return 0;
-    prepare(f, c.common);
+    require_one_rank(comm, command);
+    prepare(f, c.common, comm);
     ll::run_streaming_command(c, std::cout, std::cerr, f.values());
   } else {
     std::string hint;
@@ -91,8 +111,10 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::unique_ptr<ll::Comm> comm;
   try {
-    return run(argc, argv);
+    comm = ll::make_world_comm();  // several ranks when started by mpirun / srun
+    return run(argc, argv, *comm);
   } catch (const std::exception& e) {
     // Flags' messages start with "eval <command>: "; keep that prefix in front of "error:".
     std::string message = ll::exception_message(e), prefix = "eval";
@@ -100,6 +122,8 @@ int main(int argc, char** argv) {
       prefix = message.substr(0, message.find(": "));
       message.erase(0, prefix.size() + 2);
     }
+    // With several ranks, one failure must end them all (peers would otherwise wait in a collective forever).
+    if (comm && comm->size() > 1) comm->abort(1, prefix + ": error: " + message);
     std::fprintf(stderr, "%s: error: %s\n", prefix.c_str(), message.c_str());
     return 1;
   }

@@ -48,10 +48,18 @@ void check_ranges(const Command& c, const char* program, void (*add)(Flags&, Com
   flags.check_values();
 }
 
+// Perplexity and passkey run under mpirun (several ranks split the work).
+void add_rank_flags(Flags& f, EvalCommon& c) {
+  f.add("comm_timeout_sec", &c.comm_timeout_sec,
+        "with several ranks (mpirun): a collective stuck this long (a peer died or hangs) ends every rank")
+      .above(0);
+}
+
 }  // namespace
 
 void add_perplexity_flags(Flags& f, PerplexityCommand& c) {
   add_common(f, c.common, "training context for the RoPE factor rule (<= 0: --seq_len, as eval.py defaults it)");
+  add_rank_flags(f, c.common);
   f.add("data_path", &c.data_path, "token file: raw uint16 (LongLoRA's pg19/*.bin) or llm.c-headered");
   f.add("seq_len", &c.seq_len, "evaluation window length").at_least(2);
   f.add("batch_size", &c.batch_size, "windows per forward pass").at_least(1);
@@ -63,6 +71,7 @@ void add_perplexity_flags(Flags& f, PerplexityCommand& c) {
 
 void add_passkey_flags(Flags& f, PasskeyCommand& c) {
   add_common(f, c.common, "training context for the RoPE factor rule (<= 0: not given)");
+  add_rank_flags(f, c.common);
   f.add("tokenizer", &c.tokenizer,
         "tokenizer.json (Hugging Face) or sentencepiece tokenizer.model, or a model folder holding one "
         "(tokenizer.json preferred; default: the one in <base_model>)");

@@ -1,9 +1,11 @@
 #include "eval/commands.h"
 
+#include <chrono>
 #include <cstdio>
 #include <iomanip>
 #include <memory>
 
+#include "cuda/device_info.h"
 #include "data/token_file.h"
 #include "data/chat_template.h"
 #include "data/pdf_text.h"
@@ -16,6 +18,7 @@
 #include "eval/perplexity.h"
 #include "eval/streaming_chat.h"
 #include "eval/progress.h"
+#include "mpi/comm.h"
 #include "util/error.h"
 #include "util/files.h"
 
@@ -23,8 +26,20 @@ namespace ll {
 
 namespace {
 
-EvalModelOptions model_options(const EvalCommon& c, int64_t batch, int64_t seq_len, int64_t default_context) {
+// Several ranks with --device cuda: each rank takes its local rank's GPU (choose_local_device); with more ranks on a
+// node than GPUs they share them round-robin, memory permitting (evaluation keeps no gradients or optimizer state,
+// and one-GPU machines are common). -1: the backend's default device.
+int rank_device(const std::string& device, const Comm* comm) {
+  if (device != "cuda" || !comm || comm->size() == 1) return -1;
+  const int visible = int(probe_cuda().devices.size());
+  if (visible >= 1 && comm->local_size() > visible) return comm->local_rank() % visible;
+  return choose_local_device(comm->local_rank(), comm->local_size(), visible);
+}
+
+EvalModelOptions model_options(const EvalCommon& c, int64_t batch, int64_t seq_len, int64_t default_context,
+                               const Comm* comm = nullptr) {
   EvalModelOptions m;
+  m.device_index = rank_device(c.device, comm);
   m.base_model = c.base_model;
   m.peft_model = c.peft_model;
   m.device = c.device;
@@ -38,13 +53,24 @@ EvalModelOptions model_options(const EvalCommon& c, int64_t batch, int64_t seq_l
   return m;
 }
 
-void finish_json(nlohmann::json& j, const EvalCommon& c, const EvalModel& m, const nlohmann::json& flags) {
+// `lead`: this rank writes the file (rank 0 of several; the results are the same on every rank).
+void finish_json(nlohmann::json& j, const EvalCommon& c, const EvalModel& m, const nlohmann::json& flags,
+                 bool lead = true) {
   j["base_model"] = c.base_model;
   j["peft_model"] = c.peft_model;
   j["device"] = c.device;
   j["model"] = m.describe();
   if (!flags.is_null()) j["flags"] = flags;
-  if (!c.json.empty()) write_file_atomic(c.json, j.dump(2) + "\n");
+  if (lead && !c.json.empty()) write_file_atomic(c.json, j.dump(2) + "\n");
+}
+
+bool is_lead(const Comm* comm) { return !comm || comm->rank() == 0; }
+int world_size(const Comm* comm) { return comm ? comm->size() : 1; }
+
+// Where ranks other than 0 send their report and log: nowhere (a stream without a buffer discards what it gets).
+std::ostream& discarded() {
+  static std::ostream stream(nullptr);
+  return stream;
 }
 
 // StreamingLLM's window beyond the positions the model was trained on works, but is worth a word.
@@ -81,14 +107,16 @@ void check_tokenizer_fits(const Tokenizer& tok, const EvalModel& m) {
 
 std::string longalpaca_prompt(const std::string& instruction) { return "[INST]" + instruction + "[/INST]"; }
 
-nlohmann::json run_perplexity_command(const PerplexityCommand& c, std::ostream& out, std::ostream& log,
-                                      const nlohmann::json& flags) {
+nlohmann::json run_perplexity_command(const PerplexityCommand& c, std::ostream& report, std::ostream& log_to,
+                                      const nlohmann::json& flags, Comm* comm) {
+  std::ostream& out = is_lead(comm) ? report : discarded();
+  std::ostream& log = is_lead(comm) ? log_to : discarded();
   check_command_ranges(c);
   LL_CHECK(!c.data_path.empty(), "--data_path is required (a token file: raw uint16 like LongLoRA's pg19/*.bin, or "
                                  "llm.c-headered)");
   LL_CHECK(path_exists(c.data_path), "--data_path `", c.data_path, "` does not exist");
   // eval.py: context_size defaults to seq_len.
-  EvalModel m = load_eval_model(model_options(c.common, c.batch_size, c.seq_len, c.seq_len), log);
+  EvalModel m = load_eval_model(model_options(c.common, c.batch_size, c.seq_len, c.seq_len, comm), log);
   const TokenFile data(c.data_path, m.config.vocab_size);
   log << "data: " << c.data_path << " (" << token_format_name(data.format()) << ", " << data.size() << " tokens)\n";
 
@@ -96,11 +124,13 @@ nlohmann::json run_perplexity_command(const PerplexityCommand& c, std::ostream& 
   po.sliding_window = c.sliding_window;
   po.max_windows = c.max_windows;
   po.drop_last = c.drop_last;
+  // Several ranks: rank 0's bar counts its own windows (the ranks do not talk until the end).
   std::unique_ptr<ProgressBar> bar;
-  if (c.common.progress) bar = std::make_unique<ProgressBar>("perplexity", "windows");
+  if (c.common.progress && is_lead(comm))
+    bar = std::make_unique<ProgressBar>(world_size(comm) > 1 ? "perplexity (rank 0)" : "perplexity", "windows");
   const PerplexityResult r = evaluate_perplexity(*m.model, data, po, [&](int64_t done, int64_t total) {
     if (bar) bar->update(done, total);
-  });
+  }, comm);
   if (bar) bar->finish();
 
   const bool cut = r.num_windows < r.total_windows;
@@ -114,7 +144,9 @@ nlohmann::json run_perplexity_command(const PerplexityCommand& c, std::ostream& 
   out << " | windows " << r.num_windows;
   if (cut) out << " of " << r.total_windows << " (--max_windows)";
   out << " × " << c.seq_len << " tokens, stride " << c.sliding_window << " | " << r.tokens_scored << " tokens scored | "
-      << std::setprecision(1) << r.tokens_per_sec << " tokens/s | " << r.seconds << " s\n";
+      << std::setprecision(1) << r.tokens_per_sec << " tokens/s | " << r.seconds << " s";
+  if (world_size(comm) > 1) out << " | " << world_size(comm) << " ranks";
+  out << "\n";
   out << std::defaultfloat;
 
   nlohmann::json j = {{"command", "perplexity"},
@@ -136,17 +168,20 @@ nlohmann::json run_perplexity_command(const PerplexityCommand& c, std::ostream& 
                       {"partial", cut},
                       {"tokens_scored", r.tokens_scored},
                       {"seconds", r.seconds},
-                      {"tokens_per_sec", r.tokens_per_sec}};
-  finish_json(j, c.common, m, flags);
+                      {"tokens_per_sec", r.tokens_per_sec},
+                      {"world_size", world_size(comm)}};
+  finish_json(j, c.common, m, flags, is_lead(comm));
   return j;
 }
 
-nlohmann::json run_passkey_command(const PasskeyCommand& c, std::ostream& out, std::ostream& log,
-                                   const nlohmann::json& flags) {
+nlohmann::json run_passkey_command(const PasskeyCommand& c, std::ostream& report, std::ostream& log_to,
+                                   const nlohmann::json& flags, Comm* comm) {
+  std::ostream& out = is_lead(comm) ? report : discarded();
+  std::ostream& log = is_lead(comm) ? log_to : discarded();
   check_command_ranges(c);
   const Tokenizer tok = load_tokenizer(c.tokenizer, c.common.base_model, "passkey");
   passkey_garbage_lengths(c.max_tokens, c.interval);  // flag errors before the model loads
-  EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0), log);
+  EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0, comm), log);
   check_tokenizer_fits(tok, m);
 
   PasskeyOptions po;
@@ -155,7 +190,8 @@ nlohmann::json run_passkey_command(const PasskeyCommand& c, std::ostream& out, s
   po.num_tests = c.num_tests;
   po.reuse_prefix = c.reuse_prefix;
   std::unique_ptr<ProgressBar> bar;
-  if (c.common.progress) bar = std::make_unique<ProgressBar>("passkey", "filler chars");
+  if (c.common.progress && is_lead(comm))
+    bar = std::make_unique<ProgressBar>(world_size(comm) > 1 ? "passkey (rank 0)" : "passkey", "filler chars");
   char line[160];
   std::snprintf(line, sizeof line, "%10s %14s %9s %8s  %s\n", "n_garbage", "prompt_tokens", "accuracy", "seconds",
                 "per seed (+ correct, - wrong)");
@@ -170,9 +206,10 @@ nlohmann::json run_passkey_command(const PasskeyCommand& c, std::ostream& out, s
                   p.accuracy, p.seconds, marks.c_str());
     out << line << std::flush;
   };
+  const auto started = std::chrono::steady_clock::now();
   const std::vector<PasskeyPoint> points = run_passkey(*m.model, tok, po, on_point, [&](int64_t done, int64_t total) {
     if (bar) bar->update(done, total);
-  });
+  }, comm);
   if (bar) bar->finish();
 
   nlohmann::json jp = nlohmann::json::array(), by_tokens = nlohmann::json::object();
@@ -193,7 +230,13 @@ nlohmann::json run_passkey_command(const PasskeyCommand& c, std::ostream& out, s
     seconds += p.seconds;
   }
   out << "prompt tokens per second (prefill + decode): " << std::fixed << std::setprecision(1)
-      << double(prompt_tokens) / std::max(seconds, 1e-9) << std::defaultfloat << "\n";
+      << double(prompt_tokens) / std::max(seconds, 1e-9);
+  if (world_size(comm) > 1) {  // `seconds` adds up the ranks' times
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    out << " per rank; " << double(prompt_tokens) / std::max(wall, 1e-9) << " on " << world_size(comm)
+        << " ranks in " << wall << " s";
+  }
+  out << std::defaultfloat << "\n";
   nlohmann::json j = {{"command", "passkey"},
                       {"tokenizer", tok.path()},
                       {"max_tokens", c.max_tokens},
@@ -202,8 +245,9 @@ nlohmann::json run_passkey_command(const PasskeyCommand& c, std::ostream& out, s
                       {"reuse_prefix", c.reuse_prefix},
                       {"points", jp},
                       {"accuracy_by_tokens", by_tokens},
-                      {"seconds", seconds}};
-  finish_json(j, c.common, m, flags);
+                      {"seconds", seconds},
+                      {"world_size", world_size(comm)}};
+  finish_json(j, c.common, m, flags, is_lead(comm));
   return j;
 }
 

@@ -12,6 +12,8 @@
 
 namespace ll {
 
+class Comm;
+
 // Flags every subcommand has.
 struct EvalCommon {
   std::string base_model, peft_model;
@@ -22,6 +24,7 @@ struct EvalCommon {
   std::string add_pad_token = "auto";
   bool progress = true;             // progress bar on stderr
   QuantOptions quant;               // --load_in_4bit and the bnb_4bit_* flags
+  double comm_timeout_sec = 600;    // perplexity, passkey under mpirun: a collective stuck this long ends every rank
 };
 
 // StreamingLLM (attention sinks) by LongLoRA's flag names: --enable_streaming --start_size 4 --recent_size 8192.
@@ -69,10 +72,13 @@ struct StreamingCommand {
 
 // `out` receives the report (generate: the generated text, streamed), `log` model loading and warnings.
 // `flags` (the resolved flag values) is recorded in the JSON.
+// Perplexity and passkey run on every rank of `comm` (null: one rank) and split the work (eval_distributed.py's
+// role): every rank returns the one-rank results with "world_size" added; rank 0 alone writes to out, log and
+// --json. With --device cuda each rank takes its local rank's GPU (shared round-robin when there are fewer).
 nlohmann::json run_perplexity_command(const PerplexityCommand& c, std::ostream& out, std::ostream& log,
-                                      const nlohmann::json& flags = nullptr);
+                                      const nlohmann::json& flags = nullptr, Comm* comm = nullptr);
 nlohmann::json run_passkey_command(const PasskeyCommand& c, std::ostream& out, std::ostream& log,
-                                   const nlohmann::json& flags = nullptr);
+                                   const nlohmann::json& flags = nullptr, Comm* comm = nullptr);
 nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out, std::ostream& log,
                                     const nlohmann::json& flags = nullptr);
 nlohmann::json run_streaming_command(const StreamingCommand& c, std::ostream& out, std::ostream& log,

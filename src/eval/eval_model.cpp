@@ -99,7 +99,7 @@ EvalModel load_eval_model(const EvalModelOptions& o, std::ostream& log) {
   m.config.rope_scaling_factor = m.rope.factor;
   apply_quant_options(o.quant, /*low_rank_training=*/true, m.config);  // evaluation trains nothing
 
-  m.backend = create_backend(o.device);
+  m.backend = create_backend(o.device, o.device_index);
   mo.config = m.config;
   mo.batch = o.batch;
   mo.seq_len = o.seq_len;

@@ -51,6 +51,7 @@ int64_t choose_eval_vocab(const std::string& mode, int64_t base_vocab, int64_t a
 struct EvalModelOptions {
   std::string base_model, peft_model;
   std::string device = "cpu";
+  int device_index = -1;           // cuda: the GPU (-1: the first usable one)
   double rope_scaling_factor = 0;  // > 0: rule 1
   int64_t context_size = 0;        // --context_size (≤ 0: not given)
   int64_t default_context = 0;     // rule 4's context when --context_size is not given

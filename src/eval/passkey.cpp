@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "eval/numpy_random.h"
+#include "mpi/comm.h"
 #include "util/error.h"
 
 namespace ll {
@@ -79,82 +80,158 @@ struct Item {
   std::vector<int32_t> ids, answer;
 };
 
-std::vector<Item> tokenized_prompts(const Tokenizer& tok, int64_t n_garbage, int64_t num_tests, int64_t vocab) {
-  std::vector<Item> items;
-  for (int64_t seed = 0; seed < num_tests; ++seed) {
-    Item it;
-    it.prompt = passkey_prompt(n_garbage, uint32_t(seed));
-    it.ids = tok.encode_with_special_tokens(it.prompt.text);  // tokenizer(prompt): BOS + text for Llama
-    it.answer = tok.encode(it.prompt.answer, false, false);  // tokenizer(answer).input_ids[:, 1:]
-    for (int32_t id : it.ids)
-      LL_CHECK(id < vocab, "passkey: tokenizer `", tok.path(), "` produced id ", id, " but the model's vocabulary is ",
-               vocab, "; wrong --tokenizer?");
-    items.push_back(std::move(it));
-  }
-  return items;
+Item tokenized_prompt(const Tokenizer& tok, int64_t n_garbage, int64_t seed, int64_t vocab) {
+  Item it;
+  it.prompt = passkey_prompt(n_garbage, uint32_t(seed));
+  it.ids = tok.encode_with_special_tokens(it.prompt.text);  // tokenizer(prompt): BOS + text for Llama
+  it.answer = tok.encode(it.prompt.answer, false, false);  // tokenizer(answer).input_ids[:, 1:]
+  for (int32_t id : it.ids)
+    LL_CHECK(id < vocab, "passkey: tokenizer `", tok.path(), "` produced id ", id, " but the model's vocabulary is ",
+             vocab, "; wrong --tokenizer?");
+  return it;
 }
 
-int64_t needed_capacity(const std::vector<Item>& items) {
-  int64_t n = 0;
-  for (const Item& it : items) n = std::max(n, int64_t(it.ids.size() + it.answer.size()));
-  return n;
+int64_t needed_tokens(const Item& it) { return int64_t(it.ids.size() + it.answer.size()); }
+
+// One trial of the sweep: its length (index into the lengths) and seed.
+struct ScheduledTrial {
+  size_t length = 0;
+  int64_t seed = 0;
+};
+
+// Contiguous ranges of `weights` for `parts` ranks with about equal sums: each item goes to the part its weight's
+// midpoint falls in (a monotone rule, so the parts are contiguous; parts beyond the items stay empty).
+std::vector<int64_t> split_by_weight(const std::vector<int64_t>& weights, int parts) {
+  int64_t total = 0;
+  for (int64_t w : weights) total += w;
+  std::vector<int64_t> counts(size_t(parts), 0);
+  int64_t before = 0;
+  for (int64_t w : weights) {
+    const int64_t part = std::min<int64_t>(parts - 1, (2 * before + w) * parts / std::max<int64_t>(2 * total, 1));
+    ++counts[size_t(part)];
+    before += w;
+  }
+  return counts;
+}
+
+// The outcomes of every rank's trials (prompt tokens, correct, generated ids) onto every rank, in schedule order,
+// and each length's seconds summed over the ranks. Ids and counts are exact as doubles.
+void gather_trials(Comm& comm, const std::vector<ScheduledTrial>& schedule, const std::vector<int64_t>& counts,
+                   std::vector<PasskeyPoint>& points, std::vector<double>& seconds) {
+  size_t most_ids = 0;
+  for (const PasskeyPoint& p : points)
+    for (const PasskeyTrial& t : p.trials) most_ids = std::max(most_ids, t.answer_ids.size());
+  const int64_t fields = 3 + int64_t(most_ids);  // prompt_tokens, correct, generated count, generated ids
+  std::vector<int64_t> field_counts;
+  for (int64_t c : counts) field_counts.push_back(c * fields);
+  std::vector<double> all(schedule.size() * size_t(fields), 0.0);
+  const size_t first = size_t(split_offset(counts, comm.rank()));
+  for (size_t j = first; j < first + size_t(counts[size_t(comm.rank())]); ++j) {
+    const PasskeyTrial& t = points[schedule[j].length].trials[size_t(schedule[j].seed)];
+    LL_ASSERT(t.generated.size() <= most_ids, "passkey: more generated ids than the longest answer");
+    double* f = all.data() + j * size_t(fields);
+    f[0] = double(t.prompt_tokens), f[1] = t.correct ? 1 : 0, f[2] = double(t.generated.size());
+    std::copy(t.generated.begin(), t.generated.end(), f + 3);
+  }
+  comm.all_gather_in_place(Tensor(all.data(), DType::F64, Device::CPU, {int64_t(all.size())}), field_counts);
+  comm.all_reduce_sum(Tensor(seconds.data(), DType::F64, Device::CPU, {int64_t(seconds.size())}));
+  for (size_t j = 0; j < schedule.size(); ++j) {
+    PasskeyTrial& t = points[schedule[j].length].trials[size_t(schedule[j].seed)];
+    const double* f = all.data() + j * size_t(fields);
+    t.prompt_tokens = int64_t(f[0]);
+    t.correct = f[1] != 0;
+    t.generated.assign(f + 3, f + 3 + int64_t(f[2]));
+  }
+}
+
+// A length's summary from its trials.
+void summarize_point(PasskeyPoint& pt, double seconds) {
+  int64_t total = 0, passed = 0;
+  for (const PasskeyTrial& t : pt.trials) total += t.prompt_tokens, passed += t.correct;
+  const int64_t n = int64_t(pt.trials.size());
+  pt.mean_prompt_tokens = double(total) / double(n);
+  pt.reference_tokens = total / n;
+  pt.accuracy = double(passed) / double(n);
+  pt.seconds = seconds;
 }
 
 }  // namespace
 
 std::vector<PasskeyPoint> run_passkey(Model& model, const Tokenizer& tok, const PasskeyOptions& o,
                                       const std::function<void(const PasskeyPoint&)>& on_point,
-                                      const std::function<void(int64_t, int64_t)>& progress) {
+                                      const std::function<void(int64_t, int64_t)>& progress, Comm* comm) {
   LL_CHECK(o.num_tests >= 1, "--num_tests must be >= 1, got ", o.num_tests);
   const std::vector<int64_t> lengths = passkey_garbage_lengths(o.max_tokens, o.interval);
   const int64_t vocab = model.options().config.vocab_size;
   for (int64_t n : lengths) passkey_prompt(n, 0);  // length errors before any work
   // The KV cache is sized for the longest length's prompts (+ answer); shorter lengths are tokenised lazily.
-  const std::vector<Item> longest = tokenized_prompts(tok, lengths.back(), o.num_tests, vocab);
-  const int64_t capacity = needed_capacity(longest);
+  std::vector<Item> longest;
+  int64_t capacity = 0;
+  for (int64_t seed = 0; seed < o.num_tests; ++seed) {
+    longest.push_back(tokenized_prompt(tok, lengths.back(), seed, vocab));
+    capacity = std::max(capacity, needed_tokens(longest.back()));
+  }
   InferenceSession session(model, capacity);
-  // Progress counts filler characters: known up front, and roughly proportional to the work.
-  int64_t total_chars = 0, done_chars = 0;
-  for (int64_t n : lengths) total_chars += n * o.num_tests;
 
-  std::vector<PasskeyPoint> points;
+  // Every trial's prompt facts (cheap: no prompt tokenisation), and the schedule one rank runs: length by length,
+  // longest filler prefix first, so that each next prompt's prefix is a prefix of the cached one.
+  std::vector<PasskeyPoint> points(lengths.size());
+  std::vector<ScheduledTrial> schedule;
+  std::vector<int64_t> weights;  // filler characters: known up front, and roughly proportional to the work
   for (size_t i = 0; i < lengths.size(); ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    std::vector<Item> current;
-    const std::vector<Item>& items =
-        i + 1 == lengths.size() ? longest : (current = tokenized_prompts(tok, lengths[i], o.num_tests, vocab));
-    LL_CHECK(needed_capacity(items) <= capacity, "passkey: a prompt of ", lengths[i], " filler characters has ",
-             needed_capacity(items), " tokens, more than the longest length's ", capacity);
-    PasskeyPoint pt;
+    PasskeyPoint& pt = points[i];
     pt.n_garbage = lengths[i];
-    pt.trials.resize(items.size());
-    // Longest filler prefix first: each next prompt's prefix is then a prefix of the cached one.
-    std::vector<size_t> order(items.size());
+    pt.trials.resize(size_t(o.num_tests));
+    for (int64_t seed = 0; seed < o.num_tests; ++seed) {
+      const PasskeyPrompt p = passkey_prompt(lengths[i], uint32_t(seed));
+      PasskeyTrial& tr = pt.trials[size_t(seed)];
+      tr.seed = seed;
+      tr.pass_key = p.pass_key;
+      tr.n_prefix = p.n_prefix;
+      tr.depth = p.depth;
+      tr.answer_ids = tok.encode(p.answer, false, false);
+    }
+    std::vector<int64_t> order(size_t(o.num_tests));
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(),
-                     [&](size_t a, size_t b) { return items[a].prompt.n_prefix > items[b].prompt.n_prefix; });
-    int64_t total = 0, passed = 0;
-    for (size_t k : order) {
-      const Item& it = items[k];
-      PasskeyTrial& tr = pt.trials[k];
-      tr.seed = int64_t(k);
-      tr.pass_key = it.prompt.pass_key;
-      tr.n_prefix = it.prompt.n_prefix;
-      tr.depth = it.prompt.depth;
-      tr.prompt_tokens = int64_t(it.ids.size());
-      tr.answer_ids = it.answer;
-      tr.correct = passkey_trial(session, it.ids, it.answer, &tr.generated, o.reuse_prefix);
-      total += tr.prompt_tokens;
-      passed += tr.correct;
-      done_chars += lengths[i];
-      if (progress) progress(done_chars, total_chars);
+                     [&](int64_t a, int64_t b) { return pt.trials[size_t(a)].n_prefix > pt.trials[size_t(b)].n_prefix; });
+    for (int64_t seed : order) schedule.push_back({i, seed}), weights.push_back(lengths[i]);
+  }
+
+  // Several ranks: each runs a contiguous range of the schedule (about equal filler characters) with its own KV
+  // cache; the outcomes are gathered and the points summarised as one rank does.
+  const int ranks = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
+  const std::vector<int64_t> counts = split_by_weight(weights, ranks);
+  const size_t first = size_t(split_offset(counts, rank)), end = first + size_t(counts[size_t(rank)]);
+  int64_t total_chars = 0, done_chars = 0;
+  for (size_t j = first; j < end; ++j) total_chars += weights[j];
+  std::vector<double> seconds(lengths.size(), 0.0);
+  for (size_t j = first; j < end; ++j) {
+    const size_t i = schedule[j].length;
+    const auto t0 = std::chrono::steady_clock::now();
+    Item current;
+    const Item& it = i + 1 == lengths.size() ? longest[size_t(schedule[j].seed)]
+                                             : (current = tokenized_prompt(tok, lengths[i], schedule[j].seed, vocab));
+    LL_CHECK(needed_tokens(it) <= capacity, "passkey: a prompt of ", lengths[i], " filler characters has ",
+             needed_tokens(it), " tokens, more than the longest length's ", capacity);
+    PasskeyTrial& tr = points[i].trials[size_t(schedule[j].seed)];
+    tr.prompt_tokens = int64_t(it.ids.size());
+    tr.correct = passkey_trial(session, it.ids, it.answer, &tr.generated, o.reuse_prefix);
+    seconds[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    done_chars += lengths[i];
+    if (progress) progress(done_chars, total_chars);
+    const bool last_of_length = j + 1 == schedule.size() || schedule[j + 1].length != i;
+    if (ranks == 1 && last_of_length) {  // one rank: each length is reported as soon as it is done
+      summarize_point(points[i], seconds[i]);
+      if (on_point) on_point(points[i]);
     }
-    pt.mean_prompt_tokens = double(total) / double(o.num_tests);
-    pt.reference_tokens = total / o.num_tests;
-    pt.accuracy = double(passed) / double(o.num_tests);
-    pt.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (on_point) on_point(pt);
-    points.push_back(std::move(pt));
+  }
+  if (ranks > 1) {
+    gather_trials(*comm, schedule, counts, points, seconds);
+    for (size_t i = 0; i < points.size(); ++i) {
+      summarize_point(points[i], seconds[i]);
+      if (on_point) on_point(points[i]);
+    }
   }
   return points;
 }

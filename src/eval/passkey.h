@@ -12,6 +12,8 @@
 
 namespace ll {
 
+class Comm;
+
 struct PasskeyPrompt {
   std::string text;    // "\n".join([task, filler[:n_prefix], key line, filler[:n_suffix], question])
   std::string answer;  // str(pass_key)
@@ -52,9 +54,16 @@ struct PasskeyOptions {
 };
 
 // Runs the whole sweep. The model must be planned for batch 1 (its seq_len is the prefill chunk).
-// `on_point` is called after each length; `progress(done, total)` counts filler characters (known up front).
+// `on_point` is called after each length (with several ranks: for every length, in order, once all are done);
+// `progress(done, total)` counts this rank's filler characters (known up front).
+// With `comm` of several ranks every rank calls this: one rank's schedule (length by length, longest filler prefix
+// first) is cut into contiguous ranges of about equal filler characters, each rank runs its range with its own KV
+// cache, and the outcomes are gathered, so every rank returns the one-rank points (`seconds`: summed over the
+// ranks). With --reuse_prefix a rank's first trial prefills its whole prompt where one rank reuses a cached
+// prefix: the same answers up to rounding, as --reuse_prefix itself; without it the ranks repeat one rank's work.
 std::vector<PasskeyPoint> run_passkey(Model& model, const Tokenizer& tokenizer, const PasskeyOptions& options,
                                       const std::function<void(const PasskeyPoint&)>& on_point = {},
-                                      const std::function<void(int64_t, int64_t)>& progress = {});
+                                      const std::function<void(int64_t, int64_t)>& progress = {},
+                                      Comm* comm = nullptr);
 
 }  // namespace ll

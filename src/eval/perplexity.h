@@ -13,6 +13,8 @@
 
 namespace ll {
 
+class Comm;
+
 struct PerplexityOptions {
   int64_t sliding_window = 256;
   int64_t max_windows = 0;   // > 0: evaluate only the first K windows (reported)
@@ -33,9 +35,20 @@ struct PerplexityResult {
 
 std::vector<int64_t> perplexity_window_starts(int64_t tokens, int64_t seq_len, int64_t stride, bool drop_last);
 
+// What one forward pass of `rows` windows contributes; the result combines these in batch order.
+struct PerplexityBatch {
+  double loss_sum = 0;
+  int64_t scored = 0, correct = 0, rows = 0;
+};
+
 // `model` must use full causal attention and be planned for (batch_size, seq_len). `progress(done, total)`
-// is called after every batch when given.
+// is called after every batch when given, counting this rank's windows.
+// With `comm` of several ranks (eval_distributed.py's role) every rank calls this: the batches (batch_size
+// consecutive windows each) are split into contiguous ranges as even as possible (ranks beyond the number of
+// batches idle), each rank scores its range, and the per-batch sums are gathered and combined in batch order, so
+// every rank returns exactly the one-rank result (`seconds`: this rank's wall time, the gather included).
 PerplexityResult evaluate_perplexity(Model& model, const TokenFile& data, const PerplexityOptions& options,
-                                     const std::function<void(int64_t, int64_t)>& progress = {});
+                                     const std::function<void(int64_t, int64_t)>& progress = {},
+                                     Comm* comm = nullptr);
 
 }  // namespace ll

@@ -79,6 +79,59 @@ for stage in 2 3; do
     failed=$((failed + 1))
   fi
 done
+# Multi-rank evaluation (eval_distributed.py's role) through the binary: perplexity on 2 and 3 ranks prints and
+# writes what one rank does (JSON equal but for timings and world_size; only rank 0 writes), a rank that fails
+# ends every rank naming it, and generate refuses several ranks.
+eval_bin=$(realpath "$(dirname "$bin")/eval")
+mkdir -p "$work/eval/a/model" "$work/eval/b"
+cp "$(dirname "$0")/../fixtures/hf_tiny/"* "$work/eval/a/model/"
+cp "$(dirname "$0")/../fixtures/ppl_tokens.bin" "$work/eval/a/"
+cp "$(dirname "$0")/../fixtures/ppl_tokens.bin" "$work/eval/b/"
+ppl_args=(perplexity --base_model model --data_path ppl_tokens.bin --seq_len 64 --sliding_window 100
+          --drop_last false --progress false --comm_timeout_sec 30)
+eval_case() {  # name, ok (0/1), failure explanation
+  if [ "$2" -eq 0 ]; then echo "[       OK ] EvalCommands.$1"; passed=$((passed + 1))
+  else echo "$out" | tail -20; echo "[  FAILED  ] EvalCommands.$1 ($3)"; failed=$((failed + 1)); fi
+}
+same_results() {  # two JSON files equal but for timings, world_size and the --json flag
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+def strip(j):
+    for k in ("seconds", "tokens_per_sec", "world_size"): j.pop(k, None)
+    j["flags"].pop("json")
+    return j
+a, b = (json.load(open(f)) for f in sys.argv[1:3])
+sys.exit(0 if strip(a) == strip(b) else 1)
+PY
+}
+one=$(cd "$work/eval/a" && timeout 120 "$eval_bin" "${ppl_args[@]}" --json one.json 2>/dev/null | head -2)
+for np in 2 3; do
+  out=$(cd "$work/eval/a" && timeout 120 mpirun --oversubscribe --bind-to none -np "$np" "$eval_bin" "${ppl_args[@]}" \
+        --json "ranks$np.json" 2>&1)
+  rc=$?
+  ok=1
+  if [ "$rc" -eq 0 ] && [ "$(echo "$out" | grep -A1 '^perplexity  ')" = "$one" ] && [ -n "$one" ] &&
+     same_results "$work/eval/a/ranks$np.json" "$work/eval/a/one.json" &&
+     grep -q "\"world_size\": $np" "$work/eval/a/ranks$np.json" && [ "$(echo "$out" | grep -c '^perplexity  ')" -eq 1 ]
+  then ok=0; fi
+  eval_case "PerplexityOn${np}RanksEqualsOneRank" "$ok" "exit $rc; expected rank 0 alone to print and write the \
+one-rank numbers with world_size $np"
+done
+start=$SECONDS
+out=$(timeout 120 mpirun --oversubscribe --bind-to none -np 2 -wdir "$work/eval/a" "$eval_bin" "${ppl_args[@]}" \
+      --json fail.json : -np 1 -wdir "$work/eval/b" "$eval_bin" "${ppl_args[@]}" --json fail.json 2>&1)
+rc=$? took=$((SECONDS - start))
+ok=1
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$took" -lt 60 ] && [ ! -e "$work/eval/a/fail.json" ] &&
+   echo "$out" | grep -q "rank 2 of 3 failed: eval: error: --base_model \`model\` is not a folder"; then ok=0; fi
+eval_case FailingRankEndsAllRanks "$ok" "exit $rc after ${took}s; expected a non-zero exit naming rank 2 and its \
+error within 60s, no JSON"
+out=$(cd "$work/eval/a" && timeout 120 mpirun --oversubscribe --bind-to none -np 2 "$eval_bin" generate \
+      --base_model model --prompt hello 2>&1)
+rc=$?
+ok=1
+if [ "$rc" -ne 0 ] && echo "$out" | grep -q "generate runs on one rank"; then ok=0; fi
+eval_case GenerateRefusesSeveralRanks "$ok" "exit $rc; expected an error saying generate runs on one rank"
 rm -rf "$work"
 
 echo "[  PASSED  ] $passed tests."
