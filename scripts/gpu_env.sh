@@ -19,8 +19,10 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # the lent mac
 # only libnccl.so.2), so the build links to a folder of symbolic links made below, after build/ is settled.
 nccl_wheel=
 if [ ! -f "${CUDA_HOME:-/usr/local/cuda}/include/nccl.h" ]; then
-  nvidia_dir=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])' 2>/dev/null)
-  header=$([ -n "$nvidia_dir" ] && find "$nvidia_dir" -name nccl.h -path '*include*' 2>/dev/null | head -1)
+  header=
+  for d in $(python3 -c 'import nvidia; print("\n".join(nvidia.__path__))' 2>/dev/null); do  # a namespace package
+    [ -n "$header" ] || header=$(find "$d" -name nccl.h -path '*include*' 2>/dev/null | head -1)
+  done
   [ -n "$header" ] && nccl_wheel=$(dirname "$(dirname "$header")")
 fi
 stamp="sm_$arch ${make_vars[*]:-system} mpi:$(command -v mpicxx >/dev/null && echo yes || echo no) nccl:${nccl_wheel:-cuda}"

@@ -2,8 +2,9 @@
 # Several ranks on one GPU, in one command (issue 20): ZeRO-0/2/3 with 2 and 4 CUDA ranks over the host-staged MPI
 # communicator (--comm mpi) against one GPU rank with the same global batch, LoRA+ and full fine-tuning, offloaded
 # checkpoints on and off; NCCL at world size 1; a failing, a hanging and a killed rank; `mpirun -np 2 build/eval
-# perplexity` against -np 1. Every check prints one PASS, FAIL or SKIP line; summary.txt (first) holds them all,
-# logs/ every run's output, ranks-check.tgz everything. About 3 minutes of GPU time after the build.
+# perplexity` against -np 1. Every check prints one PASS, FAIL or SKIP line. $OUT gets two files (the device tool
+# brings back few): summary.txt (the PASS/FAIL/SKIP lines first, then the timed log) and ranks-check.tgz (logs/ with
+# every run's output, runs/NAME/metrics.jsonl of every training run). About 3 minutes of GPU time after the build.
 #
 #   OUT=dir scripts/gpu_ranks_check.sh          (default OUT: gpu-ranks-out)
 #   DEVICE=cuda|cpu   cpu: CPU ranks on this machine, no GPU (exercises the script; NCCL checks skip)
@@ -32,10 +33,12 @@ device=${DEVICE:-cuda}
 comm=${COMM-mpi}
 checks=${CHECKS:-ranks offload repeat nccl faults eval}
 case "$device" in cuda|cpu) ;; *) echo "gpu_ranks_check.sh: DEVICE must be cuda or cpu, got $device" >&2; exit 2 ;; esac
-mkdir -p "$out/logs"
+mkdir -p "$out"
 : > "$out/summary.txt"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+logs=$work/logs
+mkdir -p "$logs"
 say() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$out/summary.txt"; }
 passed=0 failed=0 skipped=0
 result() {  # PASS|FAIL|SKIP, check name, detail
@@ -69,7 +72,7 @@ fi
 say "mpirun: $(command -v mpirun || echo none) $(mpirun --version 2>/dev/null | head -1)"
 if [ "${BUILD:-1}" != 0 ]; then
   start=$SECONDS
-  make -k -j"$(nproc)" "${make_args[@]}" build/train build/eval build/test_mpi > "$out/logs/build.log" 2>&1
+  make -k -j"$(nproc)" "${make_args[@]}" build/train build/eval build/test_mpi > "$logs/build.log" 2>&1
   say "build: exit $? after $((SECONDS - start)) s; built: $(ls build/train build/eval build/test_mpi 2>/dev/null | tr '\n' ' ')"
 fi
 command -v mpirun >/dev/null || say "no mpirun: every multi-rank check fails (carry .gpudeps with Open MPI)"
@@ -105,11 +108,11 @@ run() {
   local s=$SECONDS
   timeout "${RUN_TIMEOUT:-240}" "${launch[@]}" build/train "${common[@]}" --comm_timeout_sec 60 \
     --output_dir "$work/$name" "$@" \
-    > "$out/logs/$name.log" 2>&1
+    > "$logs/$name.log" 2>&1
   local rc=$?
   echo "$rc" > "$work/$name.rc"
   echo "exit $rc after $((SECONDS - s)) s: ${launch[*]} build/train ${common[*]} --output_dir $work/$name $*" \
-    >> "$out/logs/$name.log"
+    >> "$logs/$name.log"
 }
 spawn() {  # run, at most $jobs_at_once at a time
   while [ "$(jobs -rp | wc -l)" -ge "$jobs_at_once" ]; do wait -n; done
@@ -120,7 +123,7 @@ ran_ok() {  # NAME...: each run exited 0, or the reason it did not (for the chec
   for name in "$@"; do
     rc=$(cat "$work/$name.rc" 2>/dev/null || echo "none")
     [ "$rc" = 0 ] && continue
-    why="run $name exited $rc: $(grep -E 'error|rror:|failed' "$out/logs/$name.log" | head -1 | cut -c1-220) (logs/$name.log)"
+    why="run $name exited $rc: $(grep -E 'error|rror:|failed' "$logs/$name.log" | head -1 | cut -c1-220) (logs/$name.log)"
     return 1
   done
 }
@@ -188,7 +191,7 @@ if wanted nccl; then
     result SKIP "nccl: world size 1" "needs a GPU (DEVICE=cpu)"
   else
     started "NCCL at world size 1"
-    log="$out/logs/test_nccl_np1.log"
+    log="$logs/test_nccl_np1.log"
     timeout 300 mpirun --oversubscribe --bind-to none -np 1 build/test_mpi --gtest_color=no --gtest_filter='Nccl*' \
       > "$log" 2>&1
     rc=$?
@@ -209,7 +212,7 @@ if wanted nccl; then
     LONGLORA_FAIL_RANK=0 LONGLORA_FAIL_STEP=2 run nccl_abort_np1 1 --comm nccl --zero_stage 2 \
       --per_device_train_batch_size "$global"
     rc=$(cat "$work/nccl_abort_np1.rc") took=$((SECONDS - s0))
-    if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q "injected failure" "$out/logs/nccl_abort_np1.log" && [ "$took" -lt 60 ]; then
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q "injected failure" "$logs/nccl_abort_np1.log" && [ "$took" -lt 60 ]; then
       result PASS "nccl: a failing rank aborts the communicator (-np 1)" "exit $rc after ${took}s"
     else
       result FAIL "nccl: a failing rank aborts the communicator (-np 1)" \
@@ -228,9 +231,9 @@ if wanted faults; then
     local s=$SECONDS
     env "$@" LONGLORA_FAIL_STEP=2 timeout $((limit + 120)) mpirun --oversubscribe --bind-to none -np 2 build/train \
       "${common[@]}" --comm_timeout_sec "$limit" --output_dir "$work/$name" "${comm_flag[@]}" --zero_stage 2 \
-      --per_device_train_batch_size 2 > "$out/logs/$name.log" 2>&1
+      --per_device_train_batch_size 2 > "$logs/$name.log" 2>&1
     local rc=$? took=$((SECONDS - s))
-    if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q "$expect" "$out/logs/$name.log" && [ "$took" -le "$allowed" ]; then
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && grep -q "$expect" "$logs/$name.log" && [ "$took" -le "$allowed" ]; then
       result PASS "faults: $name" "exit $rc after ${took}s (--comm_timeout_sec $limit)"
     else
       result FAIL "faults: $name" "exit $rc after ${took}s; expected non-zero with \"$expect\" within ${allowed}s (logs/$name.log)"
@@ -240,17 +243,21 @@ if wanted faults; then
   # and the steps before it (30 s, generously) come on top.
   fault failing_rank "rank 1 of 2 failed" "$limit" LONGLORA_FAIL_RANK=1
   fault hanging_rank "did not complete within $limit s" $((limit + 30)) LONGLORA_HANG_RANK=1
-  # A rank killed (SIGKILL) while training: the job must end without waiting for anything.
-  name=killed_rank
-  timeout $((limit + 120)) mpirun --oversubscribe --bind-to none -np 2 build/train "${common[@]}" --max_steps 100000 \
-    --save_steps 0 --comm_timeout_sec "$limit" --output_dir "$work/$name" "${comm_flag[@]}" --zero_stage 2 \
-    --per_device_train_batch_size 2 > "$out/logs/$name.log" 2>&1 &
+  # A rank killed (SIGKILL) while training: the job must end without waiting for anything. Rank 1 is found by its
+  # environment (a marker of this run and Open MPI's rank variable): the GPU images have no pgrep.
+  name=killed_rank marker="LL_RANKS_CHECK_RUN=$$-$RANDOM"
+  env "$marker" timeout $((limit + 120)) mpirun --oversubscribe --bind-to none -np 2 build/train "${common[@]}" \
+    --max_steps 100000 --save_steps 0 --comm_timeout_sec "$limit" --output_dir "$work/$name" "${comm_flag[@]}" \
+    --zero_stage 2 --per_device_train_batch_size 2 > "$logs/$name.log" 2>&1 &
   launcher=$!
   victim=
-  for _ in $(seq 600); do  # up to 60 s for two logged steps, then find rank 1 among the launcher's descendants
+  for _ in $(seq 600); do  # up to 60 s for two logged steps
     if [ -f "$work/$name/metrics.jsonl" ] && [ "$(wc -l < "$work/$name/metrics.jsonl")" -ge 2 ]; then
-      for p in $(pgrep -P "$launcher") $(for c in $(pgrep -P "$launcher"); do pgrep -P "$c"; done); do
-        tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1' && victim=$p
+      for e in /proc/[0-9]*/environ; do
+        vars=$(tr '\0' '\n' 2>/dev/null < "$e") || continue  # processes come and go; some are not ours to read
+        if grep -qx "$marker" <<< "$vars" && grep -qx 'OMPI_COMM_WORLD_RANK=1' <<< "$vars"; then
+          victim=${e#/proc/}; victim=${victim%/environ}
+        fi
       done
       break
     fi
@@ -283,8 +290,8 @@ if wanted eval; then
   for np in 1 2; do
     timeout 300 mpirun --oversubscribe --bind-to none -np "$np" build/eval perplexity --device "$device" \
       --base_model "$model" --data_path "$work/tokens.bin" --seq_len "$seq" --sliding_window "$seq" --max_windows 24 \
-      --progress false --json "$work/ppl_np$np.json" > "$out/logs/eval_np$np.log" 2>&1
-    echo "exit $?" >> "$out/logs/eval_np$np.log"
+      --progress false --json "$work/ppl_np$np.json" > "$logs/eval_np$np.log" 2>&1
+    echo "exit $?" >> "$logs/eval_np$np.log"
   done
   line=$(python3 scripts/compare_runs.py eval "$work/ppl_np2.json" "$work/ppl_np1.json" --world_size 2)
   if [ $? -eq 0 ]; then result PASS "eval: mpirun -np 2 build/eval perplexity == -np 1" "$line"
@@ -295,5 +302,9 @@ fi
 say "$passed passed, $failed failed, $skipped skipped"
 { echo "PASS/FAIL/SKIP lines:"; grep -E '^(PASS|FAIL|SKIP) ' "$out/summary.txt"; echo; cat "$out/summary.txt"; } \
   > "$work/summary" && mv "$work/summary" "$out/summary.txt"
-tar -czf "$out/ranks-check.tgz" --exclude=ranks-check.tgz -C "$out" . 2>/dev/null
+mkdir -p "$work/runs"
+for m in "$work"/*/metrics.jsonl; do
+  [ -f "$m" ] && mkdir -p "$work/runs/$(basename "$(dirname "$m")")" && cp "$m" "$work/runs/$(basename "$(dirname "$m")")/"
+done
+tar -czf "$out/ranks-check.tgz" -C "$work" logs runs
 [ "$failed" -eq 0 ]

@@ -68,9 +68,10 @@ expect GpuRanksCheck.CpuRanksMatchOneRankBitIdenticalWhereTheyShould eval '[ "$r
   has "PASS repeat: 2 ranks ZeRO-3 full offload off twice, bit-identical" && has "11 passed, 0 failed, 0 skipped"'
 expect GpuRanksCheck.FaultsEndTheJob eval 'has "PASS faults: failing_rank" && has "PASS faults: hanging_rank" &&
   has "PASS faults: killed_rank"'
-expect GpuRanksCheck.SummaryListsTheResultsFirst eval '[ "$(head -1 "$dir/out/summary.txt")" = "PASS/FAIL/SKIP lines:" ] &&
-  [ "$(sed -n 2p "$dir/out/summary.txt" | cut -c1-5)" = "PASS " ] && [ -s "$dir/out/ranks-check.tgz" ] &&
-  [ -s "$dir/out/logs/np2_z3_full_on.log" ]'
+expect GpuRanksCheck.SummaryFirstAndEveryLogInTheArchive eval '[ "$(head -1 "$dir/out/summary.txt")" = "PASS/FAIL/SKIP lines:" ] &&
+  [ "$(sed -n 2p "$dir/out/summary.txt" | cut -c1-5)" = "PASS " ] && [ "$(ls "$dir/out" | tr "\n" " ")" = "ranks-check.tgz summary.txt " ] &&
+  tar -tzf "$dir/out/ranks-check.tgz" | grep -qx logs/np2_z3_full_on.log &&
+  tar -tzf "$dir/out/ranks-check.tgz" | grep -qx runs/single_full_off/metrics.jsonl'
 # A run that cannot start fails its check, naming the run and its error, and the script exits non-zero.
 check COMM=nonsense CHECKS=ranks RANKS=2 STAGES=0 MODES=lora OFFLOADS=off
 expect GpuRanksCheck.AFailedRunFailsItsCheck eval '[ "$rc" = 1 ] &&
