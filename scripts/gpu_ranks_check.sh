@@ -4,7 +4,8 @@
 # checkpoints on and off; NCCL at world size 1; a failing, a hanging and a killed rank; `mpirun -np 2 build/eval
 # perplexity` against -np 1. Every check prints one PASS, FAIL or SKIP line. $OUT gets two files (the device tool
 # brings back few): summary.txt (the PASS/FAIL/SKIP lines first, then the timed log) and ranks-check.tgz (logs/ with
-# every run's output, runs/NAME/metrics.jsonl of every training run). About 3 minutes of GPU time after the build.
+# every run's output, runs/NAME/metrics.jsonl of every training run). About 3 minutes of GPU time after the build
+# (estimated: not run on a GPU yet).
 #
 #   OUT=dir scripts/gpu_ranks_check.sh          (default OUT: gpu-ranks-out)
 #   DEVICE=cuda|cpu   cpu: CPU ranks on this machine, no GPU (exercises the script; NCCL checks skip)
@@ -33,6 +34,10 @@ device=${DEVICE:-cuda}
 comm=${COMM-mpi}
 checks=${CHECKS:-ranks offload repeat nccl faults eval}
 case "$device" in cuda|cpu) ;; *) echo "gpu_ranks_check.sh: DEVICE must be cuda or cpu, got $device" >&2; exit 2 ;; esac
+global=4  # rows per micro-batch over all ranks: each rank count must divide it (the same global batch as one rank)
+for n in ${RANKS:-2 4}; do
+  case $n in 1|2|4) ;; *) echo "gpu_ranks_check.sh: RANKS must be among 1, 2 and 4 (dividing the global batch of $global rows), got $n" >&2; exit 2 ;; esac
+done
 mkdir -p "$out"
 : > "$out/summary.txt"
 work=$(mktemp -d)
@@ -92,7 +97,7 @@ while len(out) < 40000:  # a learnable sequence with random restarts, uint16
     out.append(t)
 open(sys.argv[1], "wb").write(struct.pack(f"<{len(out)}H", *out))
 EOF
-steps=6 global=4
+steps=6
 common=(--device "$device" --model_config "$work/config.json" --data_path "$work/tokens.bin" --model_max_length "$seq"
         --max_steps "$steps" --save_steps "$steps" --learning_rate 5e-3 --warmup_steps 2 --lr_scheduler_type linear
         --weight_decay 0.01 --gradient_accumulation_steps 2 --bf16 true --gradient_checkpointing true --seed 7)
