@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/gpu_ranks_check.sh with CPU ranks (DEVICE=cpu, a subset of its matrix: about 30 s on two cores) and
+# scripts/gpu_ranks_check.sh with CPU ranks (DEVICE=cpu, a subset of its matrix: about 40 s on two cores) and
 # scripts/compare_runs.py on made-up runs: what agrees, what differs, what is missing. Needs build/train and mpirun;
 # without them it reports one skipped test. Arguments are ignored (run_tests.sh passes --gtest_color=no).
 set -u
@@ -62,12 +62,13 @@ if [ ! -x build/train ] || ! command -v mpirun >/dev/null; then
 fi
 check() { out=$(env DEVICE=cpu BUILD=0 OUT="$dir/out" "$@" scripts/gpu_ranks_check.sh 2>&1); rc=$?; }
 # COMM= : CPU ranks communicate over MPI whatever --comm says.
-check COMM= CHECKS="ranks offload repeat faults" RANKS=2 STAGES="0 3" MODES=full OFFLOADS="off on" FAULT_TIMEOUT=5
+check COMM= CHECKS="ranks offload repeat faults eval" RANKS=2 STAGES="0 3" MODES=full OFFLOADS="off on" FAULT_TIMEOUT=5
 expect GpuRanksCheck.CpuRanksMatchOneRankBitIdenticalWhereTheyShould eval '[ "$rc" = 0 ] &&
   has "PASS ranks: 2 ranks ZeRO-3 full offload on vs 1 rank" && has "PASS offload: 2 ranks ZeRO-0 full on == off" &&
-  has "PASS repeat: 2 ranks ZeRO-3 full offload off twice, bit-identical" && has "11 passed, 0 failed, 0 skipped"'
+  has "PASS repeat: 2 ranks ZeRO-3 full offload off twice, bit-identical" && has "12 passed, 0 failed, 0 skipped"'
 expect GpuRanksCheck.FaultsEndTheJob eval 'has "PASS faults: failing_rank" && has "PASS faults: hanging_rank" &&
   has "PASS faults: killed_rank"'
+expect GpuRanksCheck.EvalOnTwoRanksEqualsOneRank eval 'has "PASS eval: mpirun -np 2 build/eval perplexity == -np 1"'
 expect GpuRanksCheck.SummaryFirstAndEveryLogInTheArchive eval '[ "$(head -1 "$dir/out/summary.txt")" = "PASS/FAIL/SKIP lines:" ] &&
   [ "$(sed -n 2p "$dir/out/summary.txt" | cut -c1-5)" = "PASS " ] && [ "$(ls "$dir/out" | tr "\n" " ")" = "ranks-check.tgz summary.txt " ] &&
   tar -tzf "$dir/out/ranks-check.tgz" | grep -qx logs/np2_z3_full_on.log &&
