@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034,SC2154  # sets variables for the sourcing script, reads its `arch`
 # Sourced (not run) by scripts/gpu_check.sh and scripts/gpu_ranks_check.sh on a GPU machine, from the project root,
 # after `say` is defined and `arch` holds the card's SM version. Sets:
 #   make_vars  the make variables the build needs here: DEPS=/opt/deps when the Debian libraries came as .debs

@@ -28,7 +28,7 @@
 #   products and reductions in the same order (offloading only copies saved layer inputs to host memory and back;
 #   one rank's collectives are copies).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 out=${OUT:-gpu-ranks-out}
 device=${DEVICE:-cuda}
 comm=${COMM-mpi}
