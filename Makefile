@@ -191,7 +191,7 @@ sass: all
 # make -j2 check: the normal, sanitizer and fuzzer builds at once (make's -j slots are shared by the three), then every
 # test binary, CHECK_JOBS at a time (scripts/run_tests.sh; the summary line stays last): the multi-rank tests, the
 # fuzz run (FUZZ_SECONDS on one core), the sanitizer run in two shards, the normal run, the SASS check and the tests of
-# the scripts (test_gpu_ranks_check.sh: scripts/gpu_ranks_check.sh with CPU ranks, ~40 s), longest first so the two
+# the scripts (test_gpu_ranks_check.sh: scripts/gpu_ranks_check.sh with CPU ranks, ~45 s), longest first so the two
 # cores stay busy. The fuzz run and the SASS check count as one test each.
 CHECK_JOBS ?= 2
 CHECK_RUNS := $(if $(MPI_TEST_BIN),tests/mpi/run_mpi_tests.sh) tests/fuzz/run_fuzz.sh \
