@@ -52,6 +52,9 @@ result() {  # PASS|FAIL|SKIP, check name, detail
 }
 wanted() { [[ " $checks " == *" $1 "* ]]; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# Open MPI's shared-memory transport reads other ranks' memory with process_vm_readv (CMA), which containers and
+# sandboxes (the lent machines run under gVisor) often refuse mid-run; copy through the shared segment instead.
+export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
 
 # --- set-up: MPI (from .gpudeps when mpirun is absent), NCCL, the build ---
 commit=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
