@@ -191,12 +191,14 @@ sass: all
 # make -j2 check: the normal, sanitizer and fuzzer builds at once (make's -j slots are shared by the three), then every
 # test binary, CHECK_JOBS at a time (scripts/run_tests.sh; the summary line stays last): the multi-rank tests, the
 # fuzz run (FUZZ_SECONDS on one core), the sanitizer run in two shards, the normal run, the SASS check and the tests of
-# the scripts, longest first so the two cores stay busy. The fuzz run and the SASS check count as one test each.
+# the scripts (test_gpu_ranks_check.sh: scripts/gpu_ranks_check.sh with CPU ranks, ~45 s), longest first so the two
+# cores stay busy. The fuzz run and the SASS check count as one test each.
 CHECK_JOBS ?= 2
 CHECK_RUNS := $(if $(MPI_TEST_BIN),tests/mpi/run_mpi_tests.sh) tests/fuzz/run_fuzz.sh \
               "$(ASAN_RUN) GTEST_TOTAL_SHARDS=2 GTEST_SHARD_INDEX=0 build/asan/test_all" \
               "$(ASAN_RUN) GTEST_TOTAL_SHARDS=2 GTEST_SHARD_INDEX=1 build/asan/test_all" \
-              $(TEST_BIN) scripts/check_sass.sh tests/scripts/test_run_tests.sh tests/scripts/test_setup.sh
+              $(TEST_BIN) scripts/check_sass.sh tests/scripts/test_run_tests.sh tests/scripts/test_setup.sh \
+              tests/scripts/test_gpu_ranks_check.sh
 check-builds: all asan-build fuzz-build-if-possible
 check: check-builds
 	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} TEST_JOBS=$(CHECK_JOBS) FUZZ_SECONDS=$(FUZZ_SECONDS) $(SASS_ENV) \

@@ -19,7 +19,8 @@
 #   NCU=1: Nsight Compute counters of the attention kernels at 8k (forward, dQ, dK/dV; ncu --clock-control none)
 #
 # Without Debian packages on the machine (no apt there): carry .gpudeps/ (../shared/gpu/README.md: the .debs of
-# scripts/gpu_check.sh's list) — it is unpacked to /opt/deps and the build uses DEPS=/opt/deps.
+# scripts/gpu_check.sh's list) — it is unpacked to /opt/deps and the build uses DEPS=/opt/deps (scripts/gpu_env.sh,
+# shared with scripts/gpu_ranks_check.sh: also Open MPI from the .debs and NCCL from PyTorch's wheel).
 # COMMIT=<hash> names the commit when the tree travels without .git.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -37,31 +38,26 @@ arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -
 commit=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 say "card: $card | sm_$arch | nvcc: $(nvcc --version 2>/dev/null | tail -1) | commit $commit | mode $mode"
 
-deps=()
-if [ ! -f /usr/include/sentencepiece_processor.h ] && [ -d .gpudeps ]; then
-  eval "$(bash .gpudeps/unpack-debs.sh)"
-  deps=(DEPS=/opt/deps)
-  say "Debian libraries unpacked from .gpudeps into /opt/deps"
-fi
+. scripts/gpu_env.sh  # make_vars (DEPS, NCCL_HOME), stamp; unpacks .gpudeps when needed
 
 # BEFORE=dir: the source tree of an earlier commit (e.g. `git archive <commit> | tar -x -C dir`), whose bench_cuda is
 # built alongside and run right after ours on the same card, for before/after ratios.
 before_pid=
 if [ -n "${BEFORE:-}" ] && [ -f "$BEFORE/Makefile" ]; then
-  (cd "$BEFORE" && make -j"$(nproc)" CUDA_ARCH="$arch" "${deps[@]}" build/bench_cuda) > "$out/build_before.log" 2>&1 &
+  (cd "$BEFORE" && make -j"$(nproc)" CUDA_ARCH="$arch" "${make_vars[@]}" build/bench_cuda) > "$out/build_before.log" 2>&1 &
   before_pid=$!
 fi
 
 # A warm machine keeps build/ between calls; objects built with other flags or headers (another session's run without
 # DEPS, say) have failed to link against these (nlohmann's ABI namespace differs between versions), so start clean
 # unless build/ came from this same configuration.
-stamp="sm_$arch ${deps[*]:-system}"
 [ "$(cat build/.gpu_check_stamp 2>/dev/null)" = "$stamp" ] || rm -rf build
 mkdir -p build && echo "$stamp" > build/.gpu_check_stamp
+link_nccl_wheel
 
 start=$SECONDS
 # -k: whatever can be built is built (bench_cuda and train do not need GoogleTest).
-make -k -j"$(nproc)" CUDA_ARCH="$arch" "${deps[@]}" build/test_all build/bench_cuda build/train build/eval > "$out/build.log" 2>&1
+make -k -j"$(nproc)" CUDA_ARCH="$arch" "${make_vars[@]}" build/test_all build/bench_cuda build/train build/eval > "$out/build.log" 2>&1
 rc=$?
 say "build: exit $rc after $((SECONDS - start)) s; built: $(ls build/test_all build/bench_cuda build/train build/eval 2>/dev/null | tr '\n' ' ')"
 [ "$rc" -eq 0 ] || { grep -E 'error|Error' "$out/build.log" | head -20 | sed 's/^/    /' | tee -a "$out/summary.txt"; }
