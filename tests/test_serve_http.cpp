@@ -238,6 +238,35 @@ TEST_F(ServeHttp, FourBitBaseAnswersAsEvalGenerate) {
   EXPECT_EQ(json::parse(dense->body)["data"][0]["meta"]["base_weights"], "dense");
 }
 
+// A full fine-tuning run's output folder (build/train exports its model to output_dir/model) as --base_model: the
+// server loads that model and its tokenizer, as build/eval generate does, and answers as it does; a LoRA run's
+// folder is refused before listening, naming --peft_model.
+TEST_F(ServeHttp, FullFineTuningRunFolderIsItsModelAsInEvalGenerate) {
+  if (test::eval_binary().empty()) GTEST_SKIP() << "build/eval is not built next to the test binary";
+  test::TempDir run;
+  std::filesystem::create_directories(run.file("model"));
+  write_model(run.file("model"));
+  const json want = eval_generate(run.path(), "hello world", "none", 12, dir_->file("run.json"));
+  test::ServerProcess s(serve_binary(), {"--base_model", run.path()}, dir_->file("serve_run.log"));
+  std::string why;
+  ASSERT_TRUE(s.wait_ready(&why)) << why;
+  EXPECT_NE(s.log().find("a full fine-tuning run's output folder; its model is " + run.path() + "/model"),
+            std::string::npos) << s.log();
+  const Reply r = post(s.port(), "/v1/completions",
+                       json{{"prompt", "hello world"}, {"max_tokens", 12}, {"temperature", 0}});
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["choices"][0]["text"], want["text"]);
+  EXPECT_EQ(r.body["usage"]["completion_tokens"], want["tokens"].size());
+  EXPECT_EQ(s.terminate(), 0) << s.log();
+
+  test::TempDir lora_run;
+  write_file_atomic(lora_run.file("adapter_config.json"), "{}");
+  std::string out;
+  EXPECT_EQ(test::run_command(serve_binary() + " --port 0 --base_model " + lora_run.path(), &out), 1);
+  EXPECT_NE(out.find("is a LoRA adapter folder"), std::string::npos) << out;
+  EXPECT_EQ(out.find("listening"), std::string::npos) << out;
+}
+
 // StreamingLLM in the server (a bare --enable_streaming): one conversation far past a 4 + 24 token window, each
 // request's prompt (token ids) extending the previous one, so each continues the cache after evictions; the
 // greedy answer equals the library's streaming session fed the same way. A prompt past the model's context is
