@@ -35,6 +35,11 @@ void Job::wait_done() {
   cv_.wait(lock, [&] { return done_; });
 }
 
+bool Job::wait_done_for(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] { return done_; });
+}
+
 void Job::release(const std::string& text) {
   if (text.empty()) return;
   std::lock_guard<std::mutex> lock(mu_);

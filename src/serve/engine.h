@@ -60,6 +60,7 @@ class Job {
   // HTTP side. next() waits for released text or the end: returns false once finished and everything was taken.
   bool next(std::string* text);
   void wait_done();
+  bool wait_done_for(std::chrono::milliseconds timeout);  // true once finished
   void cancel() { cancelled_ = true; }
   bool cancelled() const { return cancelled_; }
   // After the end: the result, or the error that ended it ("" when none).

@@ -10,6 +10,7 @@
 #include "serve/api_error.h"
 #include "serve/engine.h"
 #include "serve/openai_schema.h"
+#include "serve/peer_socket.h"
 #include "serve/web_page.h"
 #include "util/error.h"
 
@@ -205,7 +206,10 @@ void HttpServer::routes() {
       id.model = engine_.model_name();
       id.created = unix_now();
       if (!r.stream) {
-        job->wait_done();
+        // Nothing is written before the end, so a client that leaves is noticed by watching its socket.
+        const int fd = find_connection_socket(req.remote_port, req.local_port);
+        while (!job->wait_done_for(std::chrono::milliseconds(50)))
+          if (fd >= 0 && !job->cancelled() && peer_closed(fd)) job->cancel();
         if (!job->error().empty()) throw ApiError(500, "generation failed: " + job->error());
         send_json(res, 200, completion_response(id, job->result()));
         return;
