@@ -16,6 +16,18 @@
 
 namespace ll::serve {
 
+namespace {
+
+// ApiError 400 naming the request's `field` for an id that `vocab` tokens do not cover.
+void check_in_vocabulary(const std::vector<int32_t>& ids, int64_t vocab, const std::string& field) {
+  for (int32_t id : ids)
+    if (id < 0 || id >= vocab)
+      throw ApiError(400, "`" + field + "`: token id " + std::to_string(id) + " is outside the vocabulary (" +
+                              std::to_string(vocab) + " tokens)", field);
+}
+
+}  // namespace
+
 void log_line(const std::string& line) {
   static std::mutex mu;
   std::lock_guard<std::mutex> lock(mu);
@@ -137,10 +149,7 @@ void Engine::drain() {
 std::vector<int32_t> Engine::prompt_ids(const CompletionRequest& r) const {
   std::lock_guard<std::mutex> lock(tok_mu_);
   if (r.prompt_is_ids) {
-    for (int32_t id : r.prompt_ids)
-      if (id >= model_->config.vocab_size)
-        throw ApiError(400, "`prompt` token id " + std::to_string(id) + " is outside the vocabulary (" +
-                                std::to_string(model_->config.vocab_size) + " tokens)", "prompt");
+    check_in_vocabulary(r.prompt_ids, model_->config.vocab_size, "prompt");
     return r.prompt_ids;
   }
   try {
@@ -163,10 +172,7 @@ std::vector<int32_t> Engine::tokenize(const std::string& text, bool add_special)
 
 std::string Engine::detokenize(const std::vector<int32_t>& ids) const {
   std::lock_guard<std::mutex> lock(tok_mu_);
-  for (int32_t id : ids)
-    if (id < 0 || id >= tok_->vocab_size())
-      throw ApiError(400, "`tokens`: id " + std::to_string(id) + " is outside the vocabulary (" +
-                              std::to_string(tok_->vocab_size()) + " tokens)", "tokens");
+  check_in_vocabulary(ids, tok_->vocab_size(), "tokens");
   return tok_->decode(ids);
 }
 

@@ -151,15 +151,8 @@ void HttpServer::routes() {
   s.Post("/detokenize", guarded([this, require_ready](const httplib::Request& req, httplib::Response& res) {
            require_ready();
            const json body = parse_json_object(req.body);
-           if (!body.contains("tokens") || !body["tokens"].is_array())
-             throw ApiError(400, "`tokens` must be an array of token ids", "tokens");
-           std::vector<int32_t> ids;
-           for (const json& id : body["tokens"]) {
-             if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-               throw ApiError(400, "`tokens` must hold non-negative integers, got " + id.dump(), "tokens");
-             ids.push_back(id.get<int32_t>());
-           }
-           send_json(res, 200, {{"content", engine_.detokenize(ids)}});
+           if (!body.contains("tokens")) throw ApiError(400, "`tokens` must be an array of token ids", "tokens");
+           send_json(res, 200, {{"content", engine_.detokenize(parse_token_ids(body["tokens"], "tokens"))}});
          }));
 
   auto completion = [this, require_ready](bool chat) {

@@ -21,6 +21,7 @@
 #include "model/config_json.h"
 #include "model/params.h"
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace ll {
 
@@ -226,8 +227,7 @@ void Llama::check_folder_shapes(const ModelConfig& c, const std::map<std::string
 }
 
 bool Llama::ignored_tensor(const std::string& name) const {
-  const std::string suffix = "rotary_emb.inv_freq";
-  return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return ends_with(name, "rotary_emb.inv_freq");
 }
 
 std::vector<ParamSpec> Llama::parameter_table(const ModelConfig& c) const {
