@@ -19,6 +19,7 @@
 #include "hf_test_util.h"
 #include "io/hf_config.h"
 #include "io/safetensors.h"
+#include "model/describe.h"
 #include "model/model.h"
 #include "model/param_select.h"
 #include "parity_fixture.h"
@@ -227,6 +228,24 @@ TEST(Llama3Rope, ReadsMetasConfigs) {
   const ModelConfig c5 = parse_hf_config(v5, "config.json").model;
   EXPECT_TRUE(c5.rope_llama3 == c.rope_llama3);
   EXPECT_EQ(c5.rope_theta, 500000.0);
+}
+
+// build/info (describe_model) shows the RoPE the engine rotates with: with LongLoRA's factor 2 on Meta's llama3
+// factor 8, the one composed llama3 rule of factor 16 (rope_params), not the raw config factor beside a linear 2.
+TEST(Llama3Rope, InfoShowsTheComposedRuleTheEngineUses) {
+  ModelConfig c = parse_hf_config(llama31_json(), "config.json").model;
+  EXPECT_NE(describe_model(c).find(", llama3 factor 8, low_freq_factor 1, high_freq_factor 4, "
+                                   "original_max_position_embeddings 8192\n"),
+            std::string::npos) << describe_model(c);
+  c.rope_scaling_factor = 2;
+  const std::string info = describe_model(c);
+  EXPECT_NE(info.find(", llama3 factor 16, low_freq_factor 1, high_freq_factor 4, original_max_position_embeddings "
+                      "8192 (config.json's factor 8 × linear factor 2)\n"),
+            std::string::npos) << info;
+  EXPECT_EQ(info.find("linear scaling"), std::string::npos) << info;
+  c.rope_llama3 = RopeLlama3{};
+  EXPECT_NE(describe_model(c).find(", linear scaling (position interpolation) factor 2\n"), std::string::npos)
+      << describe_model(c);
 }
 
 TEST(Llama3Rope, ErrorsNameTheFieldAndWhatIsSupported) {

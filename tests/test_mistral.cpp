@@ -182,6 +182,18 @@ TEST(MistralConfig, BadSlidingWindowsAreErrorsNamingTheFieldAndFile) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("sliding_window"), std::string::npos) << e.what();
   }
+  // Nor has Qwen2 (Llama's layer with q/k/v biases); a Mistral has no biases.
+  ModelConfig qwen2 = llama;
+  qwen2.model_type = "qwen2";
+  qwen2.qkv_bias = true;
+  EXPECT_THROW(qwen2.validate(), Error);
+  qwen2.sliding_window = 0;
+  EXPECT_NO_THROW(qwen2.validate());
+  ModelConfig mistral = llama;
+  mistral.model_type = "mistral";
+  EXPECT_NO_THROW(mistral.validate());
+  mistral.qkv_bias = true;
+  EXPECT_THROW(mistral.validate(), Error);
 }
 
 TEST(MistralConfig, WrittenConfigIsMistralsAndReadsBackTheSame) {

@@ -2,6 +2,11 @@
 // byte-level tokenizer.json with ChatML's turn tokens, so that nothing outside the repository is needed), driven
 // with cpp-httplib's client. Greedy answers are compared with build/eval generate's.
 #ifdef LONGLORA_WITH_HTTPLIB
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <filesystem>
 #include <thread>
@@ -236,6 +241,35 @@ TEST_F(ServeHttp, FourBitBaseAnswersAsEvalGenerate) {
   auto dense = httplib::Client("127.0.0.1", port()).Get("/v1/models");
   ASSERT_TRUE(dense);
   EXPECT_EQ(json::parse(dense->body)["data"][0]["meta"]["base_weights"], "dense");
+}
+
+// A full fine-tuning run's output folder (build/train exports its model to output_dir/model) as --base_model: the
+// server loads that model and its tokenizer, as build/eval generate does, and answers as it does; a LoRA run's
+// folder is refused before listening, naming --peft_model.
+TEST_F(ServeHttp, FullFineTuningRunFolderIsItsModelAsInEvalGenerate) {
+  if (test::eval_binary().empty()) GTEST_SKIP() << "build/eval is not built next to the test binary";
+  test::TempDir run;
+  std::filesystem::create_directories(run.file("model"));
+  write_model(run.file("model"));
+  const json want = eval_generate(run.path(), "hello world", "none", 12, dir_->file("run.json"));
+  test::ServerProcess s(serve_binary(), {"--base_model", run.path()}, dir_->file("serve_run.log"));
+  std::string why;
+  ASSERT_TRUE(s.wait_ready(&why)) << why;
+  EXPECT_NE(s.log().find("a full fine-tuning run's output folder; its model is " + run.path() + "/model"),
+            std::string::npos) << s.log();
+  const Reply r = post(s.port(), "/v1/completions",
+                       json{{"prompt", "hello world"}, {"max_tokens", 12}, {"temperature", 0}});
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["choices"][0]["text"], want["text"]);
+  EXPECT_EQ(r.body["usage"]["completion_tokens"], want["tokens"].size());
+  EXPECT_EQ(s.terminate(), 0) << s.log();
+
+  test::TempDir lora_run;
+  write_file_atomic(lora_run.file("adapter_config.json"), "{}");
+  std::string out;
+  EXPECT_EQ(test::run_command(serve_binary() + " --port 0 --base_model " + lora_run.path(), &out), 1);
+  EXPECT_NE(out.find("is a LoRA adapter folder"), std::string::npos) << out;
+  EXPECT_EQ(out.find("listening"), std::string::npos) << out;
 }
 
 // StreamingLLM in the server (a bare --enable_streaming): one conversation far past a 4 + 24 token window, each
@@ -646,6 +680,41 @@ TEST_F(ServeHttp, QueueLimitDisconnectAndSigterm) {
   EXPECT_TRUE(ds.done);
   EXPECT_EQ(ds.finish_reason, "length");
   EXPECT_NE(s.log().find("SIGTERM: finishing the requests in flight"), std::string::npos) << s.log();
+}
+
+// Issue 17: a client that leaves a non-streamed request (nothing is written to it until the end) stops its
+// generation too. A raw socket sends a 200-token request to a server slowed to 40 ms a token, then closes; the next
+// request is answered long before the 8 s the abandoned one would take, and the log says where it stopped.
+TEST_F(ServeHttp, NonStreamedClientThatLeavesStopsItsGeneration) {
+  test::TempDir dir;
+  test::ServerProcess s(serve_binary(), {"--base_model", model_dir(), "--test_delay_ms", "40"}, dir.file("serve.log"));
+  std::string why;
+  ASSERT_TRUE(s.wait_ready(&why)) << why;
+  const std::string body = json{{"prompt", "a long one"}, {"max_tokens", 200}, {"temperature", 0}}.dump();
+  const std::string request = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                              "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(s.port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::send(fd, request.data(), request.size(), 0), ssize_t(request.size()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // some tokens come out
+  ::close(fd);
+
+  const auto start = std::chrono::steady_clock::now();
+  const Reply next = post(s.port(), "/v1/completions", json{{"prompt", "next"}, {"max_tokens", 3}, {"temperature", 0}});
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(next.status, 200) << next.raw;
+  EXPECT_LT(seconds, 4.0) << "the abandoned generation ran on";
+  const std::regex went_away("a client went away: its generation stopped after ([0-9]+) of 200 tokens");
+  std::smatch m;
+  const std::string log = s.log();
+  ASSERT_TRUE(std::regex_search(log, m, went_away)) << log;
+  EXPECT_LT(std::stoi(m[1]), 100);
+  EXPECT_EQ(s.terminate(), 0) << s.log();
 }
 
 }  // namespace

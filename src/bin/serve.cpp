@@ -26,16 +26,10 @@ int run(int argc, char** argv) {
   ll::Flags f("serve",
               "An OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions, /v1/models, /health,\n"
               "/tokenize, /detokenize) with a web page at / (attach a text file, ask, the answer streams).");
-  f.add("base_model", &eo.base_model, "Hugging Face model folder (config.json + safetensors, tokenizer)");
-  f.add("peft_model", &eo.peft_model, "adapter folder written by build/train; applied without merging");
+  ll::add_model_flags(f, eo,
+                      "tokens the KV cache holds (prompt + completion) and the RoPE rule's context (<= 0: "
+                      "max_position_embeddings × RoPE factor)");
   f.add("tokenizer", &eo.tokenizer, "tokenizer.json or tokenizer.model (default: the one in <base_model>)");
-  f.add("device", &eo.device, "backend: cpu (fp32), cpu-f64, or cuda (when built with the CUDA backend)");
-  f.add("context_size", &eo.context_size,
-        "tokens the KV cache holds (prompt + completion) and the RoPE rule's context (<= 0: max_position_embeddings "
-        "× RoPE factor)");
-  f.add("rope_scaling_factor", &eo.rope_scaling_factor, "linear RoPE factor; 0 = build/eval's rules").at_least(0);
-  f.add("add_pad_token", &eo.add_pad_token, "auto | true | false: LongLoRA's [PAD] row, as build/eval");
-  ll::add_quant_flags(f, eo.quant);
   ll::add_streaming_flags(f, eo.streaming);
   f.add("chat_template", &eo.chat_template, "auto | llama2 | llama3 | chatml | mistral | none (chat requests)");
   f.add("parse_special_tokens", &eo.parse_special_tokens,
@@ -55,7 +49,6 @@ int run(int argc, char** argv) {
       .at_least(0)
       .at_most(2);
   f.add("top_p", &ho.sampling.top_p, "top_p of requests that give none (OpenAI's 1; demo.py: 0.9)").above(0).at_most(1);
-  f.add_ignored("flash_attn", "attention is always this engine's own kernel (full causal attention)");
   f.add("threads", &ho.threads, "connections served at once (0: max_queue + 8)").at_least(0).at_most(4096);
   f.add("test_delay_ms", &eo.test_delay_ms, "for tests: pause this long before loading and after each generated token").at_least(0);
   if (!f.parse(argc, argv)) return 0;

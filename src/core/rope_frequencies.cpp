@@ -6,6 +6,11 @@
 
 namespace ll {
 
+std::string describe_rope_llama3(const RopeLlama3& p) {
+  return str_cat("llama3 factor ", p.factor, ", low_freq_factor ", p.low_freq_factor, ", high_freq_factor ",
+                 p.high_freq_factor, ", original_max_position_embeddings ", p.original_max_position_embeddings);
+}
+
 void check_rope_llama3(const RopeLlama3& p, const std::string& where) {
   LL_CHECK(p.factor >= 1, where, ": llama3 RoPE `factor` must be >= 1, got ", p.factor);
   LL_CHECK(p.low_freq_factor > 0 && p.low_freq_factor < p.high_freq_factor, where,

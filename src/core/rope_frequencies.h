@@ -31,6 +31,9 @@ struct RopeLlama3 {
 // 0 < low_freq_factor < high_freq_factor, original_max_position_embeddings > 0).
 void check_rope_llama3(const RopeLlama3& p, const std::string& where);
 
+// "llama3 factor F, low_freq_factor a, high_freq_factor b, original_max_position_embeddings L" (errors, build/info).
+std::string describe_rope_llama3(const RopeLlama3& p);
+
 // inv_freq[i] for i in [0, rotary_dims/2), in double: theta^(−2i/R), then the Llama-3 rule when llama3 is enabled.
 std::vector<double> rope_inv_freq(double theta, int64_t rotary_dims, const RopeLlama3& llama3);
 

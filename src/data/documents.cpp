@@ -8,6 +8,7 @@
 #include "data/pdf_text.h"
 #include "util/error.h"
 #include "util/files.h"
+#include "util/strings.h"
 
 namespace ll {
 
@@ -21,10 +22,6 @@ const char* kLlama2System =
     "Please ensure that your responses are socially unbiased and positive in nature.\n\n"
     "If a question does not make any sense, or is not factually coherent, explain why instead of answering something "
     "not correct. If you don't know the answer to a question, please don't share false information.";
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 std::ifstream open_input(const std::string& path) {
   require_regular_file(path);  // a FIFO would block here, /dev/zero would be read forever

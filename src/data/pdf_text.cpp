@@ -14,6 +14,7 @@
 
 #include "util/error.h"
 #include "util/files.h"
+#include "util/strings.h"
 
 extern char** environ;
 
@@ -34,9 +35,7 @@ void drain(int fd, std::string* out) {
 }  // namespace
 
 bool is_pdf_file(const std::string& path) {
-  std::string lower = path.size() >= 4 ? path.substr(path.size() - 4) : "";
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  if (lower == ".pdf") return true;
+  if (ends_with(to_lower(path), ".pdf")) return true;
   // Only a regular file is sniffed: opening a FIFO would block, and the reader refuses anything else by name.
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;

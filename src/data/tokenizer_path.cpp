@@ -2,6 +2,7 @@
 
 #include "util/error.h"
 #include "util/files.h"
+#include "util/strings.h"
 
 namespace ll {
 
@@ -25,7 +26,7 @@ std::string resolve_tokenizer_path(const std::string& flag_value) {
 }
 
 bool is_tokenizer_json(const std::string& path) {
-  return path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
+  return ends_with(path, ".json");
 }
 
 std::string find_tokenizer_in(const std::string& folder) {

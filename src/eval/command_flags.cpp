@@ -11,8 +11,10 @@ struct IgnoredFlag {
   const char* name;
   const char* why;
 };
+// Why --flash_attn / --use_flash_attn change nothing (eval.py's, inference.py's, the streaming script's).
+const char kFlashAttnIgnored[] = "attention is always this engine's own fused kernel (full causal attention)";
 const IgnoredFlag kIgnoredEverywhere[] = {
-    {"flash_attn", "attention is always this engine's own fused kernel (full causal attention when evaluating)"},
+    {"flash_attn", kFlashAttnIgnored},
     {"cache_dir", "models are read from local folders; nothing is downloaded or cached"},
 };
 const IgnoredFlag kIgnoredPerplexity[] = {
@@ -21,23 +23,9 @@ const IgnoredFlag kIgnoredPerplexity[] = {
 
 // Flags every command shares; `context_help` says what --context_size falls back to.
 void add_common(Flags& f, EvalCommon& c, const char* context_help) {
-  f.add("base_model", &c.base_model, "Hugging Face Llama folder (config.json + safetensors)");
-  f.add("peft_model", &c.peft_model,
-        "adapter folder written by build/train (adapter_config.json, adapter_model.safetensors, optional "
-        "trainable_params.safetensors and longlora.json); applied without merging");
-  f.add("context_size", &c.context_size, context_help);
-  f.add("rope_scaling_factor", &c.rope_scaling_factor,
-        "linear RoPE factor; 0 = the rules: adapter's longlora.json (without --context_size), else the base "
-        "config's rope_scaling, else ceil(context / max_position_embeddings)")
-      .at_least(0);
-  f.add("add_pad_token", &c.add_pad_token,
-        "auto | true | false: append LongLoRA's [PAD] row (mean of the others); auto = when the adapter's "
-        "vocabulary is the base's + 1");
-  f.add("device", &c.device, "backend: cpu (fp32), cpu-f64, or cuda (when built with the CUDA backend)");
+  add_model_flags(f, c, context_help);
   f.add("json", &c.json, "write the results as JSON to this file (atomically)");
   f.add("progress", &c.progress, "progress bar with ETA on stderr");
-  for (const IgnoredFlag& i : kIgnoredEverywhere) f.add_ignored(i.name, i.why);
-  add_quant_flags(f, c.quant);
 }
 
 template <typename Command>
@@ -56,6 +44,25 @@ void add_rank_flags(Flags& f, EvalCommon& c) {
 }
 
 }  // namespace
+
+void add_model_flags(Flags& f, EvalModelFlags& m, const char* context_help) {
+  f.add("base_model", &m.base_model,
+        "Hugging Face model folder (config.json + safetensors), or a full fine-tuning run's output folder");
+  f.add("peft_model", &m.peft_model,
+        "adapter folder written by build/train (adapter_config.json, adapter_model.safetensors, optional "
+        "trainable_params.safetensors and longlora.json); applied without merging");
+  f.add("context_size", &m.context_size, context_help);
+  f.add("rope_scaling_factor", &m.rope_scaling_factor,
+        "linear RoPE factor; 0 = the rules: adapter's longlora.json (without --context_size), else the base "
+        "config's rope_scaling, else ceil(context / max_position_embeddings)")
+      .at_least(0);
+  f.add("add_pad_token", &m.add_pad_token,
+        "auto | true | false: append LongLoRA's [PAD] row (mean of the others); auto = when the adapter's "
+        "vocabulary is the base's + 1");
+  f.add("device", &m.device, "backend: cpu (fp32), cpu-f64, or cuda (when built with the CUDA backend)");
+  for (const IgnoredFlag& i : kIgnoredEverywhere) f.add_ignored(i.name, i.why);
+  add_quant_flags(f, m.quant);
+}
 
 void add_perplexity_flags(Flags& f, PerplexityCommand& c) {
   add_common(f, c.common, "training context for the RoPE factor rule (<= 0: --seq_len, as eval.py defaults it)");
@@ -123,7 +130,7 @@ void add_streaming_command_flags(Flags& f, StreamingCommand& c) {
         "tokenizer.json (Hugging Face) or sentencepiece tokenizer.model, or a model folder holding one "
         "(tokenizer.json preferred; default: the one in <base_model>)");
   f.add("test_filepath", &c.test_filepath, "JSON list of records; their `instruction` fields are the turns");
-  f.add_ignored("use_flash_attn", "attention is always this engine's own kernel (full causal attention)");
+  f.add_ignored("use_flash_attn", kFlashAttnIgnored);
   f.add("max_gen_len", &c.max_gen_len, "most tokens to generate per turn").at_least(1);
   f.add("prefill_chunk", &c.prefill_chunk, "prompt tokens per forward pass while prefilling (bounds memory)")
       .at_least(1);

@@ -7,6 +7,9 @@
 
 namespace ll {
 
+// The model's flags (eval/eval_model.h's EvalModelFlags): every subcommand's and build/serve's; `context_help` says
+// what --context_size means for the command.
+void add_model_flags(Flags& flags, EvalModelFlags& m, const char* context_help);
 void add_perplexity_flags(Flags& flags, PerplexityCommand& c);
 void add_passkey_flags(Flags& flags, PasskeyCommand& c);
 void add_generate_flags(Flags& flags, GenerateCommand& c);

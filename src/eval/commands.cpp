@@ -10,10 +10,10 @@
 #include "data/chat_template.h"
 #include "data/pdf_text.h"
 #include "data/tokenizer.h"
-#include "data/tokenizer_path.h"
 #include "eval/command_flags.h"
 #include "eval/eval_model.h"
 #include "eval/generate.h"
+#include "eval/model_tokenizer.h"
 #include "eval/passkey.h"
 #include "eval/perplexity.h"
 #include "eval/streaming_chat.h"
@@ -36,20 +36,11 @@ int rank_device(const std::string& device, const Comm* comm) {
   return choose_local_device(comm->local_rank(), comm->local_size(), visible);
 }
 
+// The model's options for this rank: eval_model_options, with the GPU of this rank (rank_device).
 EvalModelOptions model_options(const EvalCommon& c, int64_t batch, int64_t seq_len, int64_t default_context,
                                const Comm* comm = nullptr) {
-  EvalModelOptions m;
+  EvalModelOptions m = eval_model_options(c, batch, seq_len, default_context);
   m.device_index = rank_device(c.device, comm);
-  m.base_model = c.base_model;
-  m.peft_model = c.peft_model;
-  m.device = c.device;
-  m.rope_scaling_factor = c.rope_scaling_factor;
-  m.context_size = c.context_size;
-  m.default_context = default_context;
-  m.add_pad_token = c.add_pad_token;
-  m.batch = batch;
-  m.seq_len = seq_len;
-  m.quant = c.quant;
   return m;
 }
 
@@ -80,27 +71,9 @@ void warn_if_window_exceeds(const StreamingWindow& w, int64_t context, std::ostr
         << " exceed the model's context of " << context << " tokens; cache positions past it were never trained\n";
 }
 
-// --tokenizer, else the tokenizer in <base_model> (tokenizer.json, else tokenizer.model).
-Tokenizer load_tokenizer(const std::string& flag, const std::string& base_model, const char* command,
-                         const TokenizerOptions& options = {}) {
-  std::string path = flag;
-  if (path.empty()) {
-    path = find_tokenizer_in(base_model);
-    LL_CHECK(!path.empty(), command, ": no tokenizer: `", base_model, "` holds neither tokenizer.json nor "
-             "tokenizer.model; pass --tokenizer PATH (a tokenizer.json, or a sentencepiece tokenizer.model)");
-  }
-  LL_CHECK(path_exists(path), command, ": --tokenizer `", path, "` does not exist");
-  return Tokenizer::load(path, options);
-}
-
 // --material: a text file, or a PDF (through pdftotext).
 std::string read_material(const std::string& path) {
   return is_pdf_file(path) ? pdf_to_text(path) : read_text_file(path);
-}
-
-void check_tokenizer_fits(const Tokenizer& tok, const EvalModel& m) {
-  LL_CHECK(tok.vocab_size() <= m.config.vocab_size, "tokenizer `", tok.path(), "` has ", tok.vocab_size(),
-           " pieces but the model's vocabulary is ", m.config.vocab_size, "; wrong --tokenizer?");
 }
 
 }  // namespace
@@ -179,7 +152,7 @@ nlohmann::json run_passkey_command(const PasskeyCommand& c, std::ostream& report
   std::ostream& out = is_lead(comm) ? report : discarded();
   std::ostream& log = is_lead(comm) ? log_to : discarded();
   check_command_ranges(c);
-  const Tokenizer tok = load_tokenizer(c.tokenizer, c.common.base_model, "passkey");
+  const Tokenizer tok = load_model_tokenizer(c.tokenizer, c.common.base_model, "passkey");
   passkey_garbage_lengths(c.max_tokens, c.interval);  // flag errors before the model loads
   EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0, comm), log);
   check_tokenizer_fits(tok, m);
@@ -268,13 +241,13 @@ nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out,
   }
   TokenizerOptions tok_options;
   tok_options.parse_special_tokens = c.parse_special_tokens;
-  const Tokenizer tok = load_tokenizer(c.tokenizer, c.common.base_model, "generate", tok_options);
+  const Tokenizer tok = load_model_tokenizer(c.tokenizer, c.common.base_model, "generate", tok_options);
   const ChatStyle style = resolve_chat_style(c.template_name, c.common.base_model, tok);
   const std::vector<ChatSegment> segments = render_chat(style, {{"user", instruction}}, /*add_generation_prompt=*/true);
   // The prompt as text, BOS (added by id) left out as before chat templates: "[INST]...[/INST]" for Llama-2.
   const bool leading_bos = !segments.empty() && segments[0].special && segments[0].text == style.bos_token;
   const std::string text = chat_text(std::vector<ChatSegment>(segments.begin() + (leading_bos ? 1 : 0), segments.end()));
-  EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0), log);
+  EvalModel m = load_eval_model(eval_model_options(c.common, 1, c.prefill_chunk, 0), log);
   check_tokenizer_fits(tok, m);
   const std::vector<int32_t> ids = encode_chat(tok, segments, c.parse_special_tokens);
   // The KV cache holds the prompt and every generated token: bound the request by the positions the model knows.
@@ -343,8 +316,8 @@ nlohmann::json run_streaming_command(const StreamingCommand& c, std::ostream& ou
   LL_CHECK(!c.common.base_model.empty(), "--model_name_or_path (or --base_model) is required");
   LL_CHECK(!c.test_filepath.empty(), "--test_filepath is required (a JSON list of records with `instruction`)");
   const std::vector<std::string> instructions = read_streaming_instructions(c.test_filepath);
-  const Tokenizer tok = load_tokenizer(c.tokenizer, c.common.base_model, "streaming");
-  EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0), log);
+  const Tokenizer tok = load_model_tokenizer(c.tokenizer, c.common.base_model, "streaming");
+  EvalModel m = load_eval_model(eval_model_options(c.common, 1, c.prefill_chunk, 0), log);
   check_tokenizer_fits(tok, m);
   const int64_t context = m.context();
   const StreamingWindow window = c.streaming.window();

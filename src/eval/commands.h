@@ -7,24 +7,19 @@
 
 #include <nlohmann/json.hpp>
 
+#include "eval/eval_model.h"
 #include "eval/generate.h"
-#include "model/quant_options.h"
 
 namespace ll {
 
 class Comm;
 
-// Flags every subcommand has.
-struct EvalCommon {
-  std::string base_model, peft_model;
-  std::string device = "cpu";
-  std::string json;                 // results file ("" = none)
-  int64_t context_size = -1;        // training context for the RoPE rule (≤ 0: not given)
-  double rope_scaling_factor = 0;   // > 0 overrides the rule
-  std::string add_pad_token = "auto";
-  bool progress = true;             // progress bar on stderr
-  QuantOptions quant;               // --load_in_4bit and the bnb_4bit_* flags
-  double comm_timeout_sec = 600;    // perplexity, passkey under mpirun: a collective stuck this long ends every rank
+// Flags every subcommand has: the model's (shared with build/serve), the results file, the progress bar, and the
+// multi-rank timeout.
+struct EvalCommon : EvalModelFlags {
+  std::string json;               // results file ("" = none)
+  bool progress = true;           // progress bar on stderr
+  double comm_timeout_sec = 600;  // perplexity, passkey under mpirun: a collective stuck this long ends every rank
 };
 
 // StreamingLLM (attention sinks) by LongLoRA's flag names: --enable_streaming --start_size 4 --recent_size 8192.

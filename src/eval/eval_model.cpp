@@ -76,6 +76,16 @@ nlohmann::json EvalModel::describe() const {
           {"max_position_embeddings", config.max_position_embeddings}};
 }
 
+EvalModelOptions eval_model_options(const EvalModelFlags& flags, int64_t batch, int64_t seq_len,
+                                    int64_t default_context) {
+  EvalModelOptions o;
+  static_cast<EvalModelFlags&>(o) = flags;
+  o.batch = batch;
+  o.seq_len = seq_len;
+  o.default_context = default_context;
+  return o;
+}
+
 EvalModel load_eval_model(const EvalModelOptions& o, std::ostream& log) {
   LL_CHECK(!o.base_model.empty(), "--base_model is required (a Hugging Face model folder)");
   LL_CHECK(is_directory(o.base_model), "--base_model `", o.base_model, "` is not a folder");

@@ -48,18 +48,26 @@ RopeChoice choose_eval_rope_factor(double explicit_factor, int64_t context_flag,
 int64_t choose_eval_vocab(const std::string& mode, int64_t base_vocab, int64_t adapter_rows, int64_t recorded_vocab,
                           const std::string& peft_dir);
 
-struct EvalModelOptions {
+// The flags that choose and build the model: every build/eval subcommand's and build/serve's (one set, so that the
+// two load a model the same way).
+struct EvalModelFlags {
   std::string base_model, peft_model;
   std::string device = "cpu";
-  int device_index = -1;           // cuda: the GPU (-1: the first usable one)
-  double rope_scaling_factor = 0;  // > 0: rule 1
-  int64_t context_size = 0;        // --context_size (≤ 0: not given)
-  int64_t default_context = 0;     // rule 4's context when --context_size is not given
+  int64_t context_size = -1;        // --context_size (≤ 0: not given)
+  double rope_scaling_factor = 0;   // > 0: rule 1
   std::string add_pad_token = "auto";
+  QuantOptions quant;               // --load_in_4bit and the bnb_4bit_* flags
+};
+
+struct EvalModelOptions : EvalModelFlags {
+  int device_index = -1;        // cuda: the GPU (-1: the first usable one)
+  int64_t default_context = 0;  // rule 4's context when --context_size is not given
   int64_t batch = 1;    // planned batch
   int64_t seq_len = 0;  // planned length: the window (perplexity) or the prefill chunk (KV-cache inference)
-  QuantOptions quant;   // --load_in_4bit and the bnb_4bit_* flags
 };
+
+EvalModelOptions eval_model_options(const EvalModelFlags& flags, int64_t batch, int64_t seq_len,
+                                    int64_t default_context = 0);
 
 struct EvalModel {
   std::unique_ptr<Backend> backend;

@@ -6,6 +6,7 @@
 #include "core/tensor.h"
 #include "io/hf_weight_files.h"
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace ll {
 
@@ -15,10 +16,6 @@ using Json = nlohmann::json;
 
 const char* const kSuffixes[] = {".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map",
                                  ".quant_state.bitsandbytes__nf4", ".quant_state.bitsandbytes__fp4"};
-
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
 
 // The entry `name`, checked to be `dtype` with `count` elements.
 const SafetensorsEntry& part(const TensorLookup& lookup, const std::string& name, DType dtype, int64_t count,
@@ -32,6 +29,16 @@ const SafetensorsEntry& part(const TensorLookup& lookup, const std::string& name
   return *e;
 }
 
+// The quant_state tensor `state_name` (bitsandbytes' UTF-8 JSON, in U8) parsed; errors start with `where`.
+Json quant_state(const SafetensorsEntry& s, const std::string& state_name, const std::string& where) {
+  LL_CHECK(s.dtype == DType::U8, where, ": tensor `", state_name, "` must be U8 (UTF-8 JSON)");
+  try {
+    return Json::parse(std::string(static_cast<const char*>(s.data), s.nbytes));
+  } catch (const std::exception& e) {
+    fail(where, ": tensor `", state_name, "` is not bitsandbytes' quant_state JSON: ", e.what());
+  }
+}
+
 }  // namespace
 
 std::vector<int64_t> bnb_logical_shape(const HfWeightFiles& files, const std::string& name) {
@@ -41,12 +48,11 @@ std::vector<int64_t> bnb_logical_shape(const HfWeightFiles& files, const std::st
     const std::string state_name = name + ".quant_state.bitsandbytes__" + type;
     const auto it = files.where.find(state_name);
     if (it == files.where.end()) continue;
-    const SafetensorsEntry& s = it->second->entry(state_name);
+    const Json state = quant_state(it->second->entry(state_name), state_name, it->second->path());
     try {
-      const Json state = Json::parse(std::string(static_cast<const char*>(s.data), s.nbytes));
       return state.at("shape").get<std::vector<int64_t>>();
     } catch (const std::exception& ex) {
-      fail(it->second->path(), ": tensor `", state_name, "` is not bitsandbytes' quant_state JSON with a `shape`: ",
+      fail(it->second->path(), ": tensor `", state_name, "`: the quant_state has no list of integers `shape`: ",
            ex.what());
     }
   }
@@ -76,13 +82,7 @@ std::vector<uint8_t> read_bnb_weight(const TensorLookup& lookup, const std::stri
              "--bnb_4bit_quant_type)");
     fail(where, ": the 4-bit weight needs tensor `", state_name, "`, which the folder does not have");
   }
-  LL_CHECK(state_entry->dtype == DType::U8, where, ": tensor `", state_name, "` must be U8 (UTF-8 JSON)");
-  Json state;
-  try {
-    state = Json::parse(std::string(static_cast<const char*>(state_entry->data), state_entry->nbytes));
-  } catch (const std::exception& e) {
-    fail(where, ": tensor `", state_name, "` is not JSON: ", e.what());
-  }
+  const Json state = quant_state(*state_entry, state_name, where);
   auto field = [&](const char* key) -> const Json& {
     LL_CHECK(state.is_object() && state.contains(key), where, ": `", state_name, "` has no field `", key, "`");
     return state.at(key);
@@ -129,12 +129,7 @@ DType bnb_stored_format(const TensorLookup& lookup, const std::string& name, con
     const std::string state_name = name + ".quant_state.bitsandbytes__" + type;
     const SafetensorsEntry* s = lookup(state_name);
     if (s == nullptr) continue;
-    Json state;
-    try {
-      state = Json::parse(std::string(static_cast<const char*>(s->data), s->nbytes));
-    } catch (const std::exception& e) {
-      fail(where, ": tensor `", state_name, "` is not JSON: ", e.what());
-    }
+    const Json state = quant_state(*s, state_name, where);
     return quant_format(type, state.is_object() && state.contains("nested_offset"), where + ": `" + state_name + "`");
   }
   return DType::F32;

@@ -18,6 +18,7 @@
 #include "core/tensor_host.h"
 #include "util/error.h"
 #include "util/files.h"
+#include "util/strings.h"
 
 namespace ll {
 namespace {
@@ -79,8 +80,8 @@ void remove_stale_weights(const std::string& dir, const std::vector<std::string>
   const std::set<std::string> keep(written.begin(), written.end());
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string name = e.path().filename().string();
-    const bool shard = name.rfind("model-", 0) == 0 && name.size() > 12 &&
-                       name.compare(name.size() - 12, 12, ".safetensors") == 0 && name.find("-of-") != std::string::npos;
+    const bool shard =
+        name.rfind("model-", 0) == 0 && ends_with(name, ".safetensors") && name.find("-of-") != std::string::npos;
     if ((shard || name == kSingleFile) && !keep.count(name)) remove_if_present(e.path().string());
   }
   if (written.size() == 1 && written[0] == kSingleFile) remove_if_present(dir + "/" + kIndexFile);

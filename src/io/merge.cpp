@@ -11,6 +11,7 @@
 #include "core/tensor_host.h"
 #include "util/error.h"
 #include "util/files.h"
+#include "core/dtype_names.h"
 
 namespace ll {
 
@@ -57,10 +58,7 @@ std::unique_ptr<ParamStore> dense_merged_copy(ParamStore& params, Backend& backe
 namespace {
 
 DType output_dtype(const std::string& flag, const std::string& base_torch_dtype) {
-  const std::string v = flag == "auto" ? base_torch_dtype : flag;
-  if (v == "bf16" || v == "bfloat16") return DType::BF16;
-  if (v == "f16" || v == "fp16" || v == "float16") return DType::F16;
-  if (v == "f32" || v == "fp32" || v == "float32") return DType::F32;
+  if (const std::optional<DType> t = float_dtype_named(flag == "auto" ? base_torch_dtype : flag)) return *t;
   LL_CHECK(flag == "auto", "--dtype: expected bf16, f16, f32 or auto, got \"", flag, "\"");
   return DType::BF16;  // the base names no (or an unusual) dtype
 }

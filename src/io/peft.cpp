@@ -24,6 +24,7 @@
 #include "model/registry.h"
 #include "util/error.h"
 #include "util/files.h"
+#include "util/strings.h"
 
 namespace ll {
 namespace {
@@ -38,10 +39,6 @@ constexpr const char* kRecordFile = "longlora.json";
 constexpr const char* kPeftPrefix = "base_model.model.";  // PeftModel → LoraModel → the *ForCausalLM
 
 const Json* field(const Json& j, const char* key) { return json_field(j, key); }
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 // target_modules → canonical target names (model/param_select.h), matched the way PEFT matches module names: a list
 // of names (equal to, or a dotted suffix of, a module name) or a regex full-matched against module names.

@@ -11,17 +11,6 @@
 
 namespace ll {
 
-namespace {
-
-DType compute_dtype(const std::string& name) {
-  if (name == "bfloat16" || name == "bf16") return DType::BF16;
-  if (name == "float16" || name == "fp16") return DType::F16;
-  if (name == "float32" || name == "fp32") return DType::F32;
-  fail("--bnb_4bit_compute_dtype: `", name, "` is not a compute dtype; expected bfloat16, float16 or float32");
-}
-
-}  // namespace
-
 void quantize_hf_folder(const QuantizeFolderOptions& o, std::ostream& log) {
   LL_CHECK(!o.model_name_or_path.empty() && !o.output_dir.empty(),
            "--model_name_or_path and --output_dir are both required");
@@ -36,7 +25,7 @@ void quantize_hf_folder(const QuantizeFolderOptions& o, std::ostream& log) {
   QuantOptions q = o.quant;
   q.load_in_4bit = true;
   apply_quant_options(q, /*low_rank_training=*/true, config);
-  const DType dtype = compute_dtype(q.bnb_4bit_compute_dtype);  // the dense tensors' dtype in the folder
+  const DType dtype = compute_dtype(q);  // the dense tensors' dtype in the folder
 
   std::unique_ptr<Backend> backend = create_backend("cpu");
   ParamStore params(*backend, config, LoraConfig{}, TrainableConfig{});

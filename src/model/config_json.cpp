@@ -63,10 +63,7 @@ constexpr const char* kSupportedRopeTypes =
     "per-frequency scaling)";
 
 std::string describe(const RopeSpec& s) {
-  if (s.llama3.enabled())
-    return str_cat("llama3 factor ", s.llama3.factor, ", low_freq_factor ", s.llama3.low_freq_factor,
-                   ", high_freq_factor ", s.llama3.high_freq_factor, ", original_max_position_embeddings ",
-                   s.llama3.original_max_position_embeddings);
+  if (s.llama3.enabled()) return describe_rope_llama3(s.llama3);
   return str_cat("linear factor ", s.factor);
 }
 

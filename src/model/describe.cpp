@@ -26,13 +26,16 @@ std::string describe_model(const ModelConfig& c) {
     << "\nintermediate_size: " << c.intermediate_size << " (" << c.hidden_act << ")"
     << "\nattention_heads: " << c.num_attention_heads << " of " << c.head_dim() << " dims, " << c.num_key_value_heads
     << " key/value heads" << (c.num_key_value_heads < c.num_attention_heads ? " (grouped-query)" : "")
-    << "\nrotary: " << rotary << " of " << c.head_dim() << " head dims, theta " << c.rope_theta
-    << ", linear scaling (position interpolation) factor " << c.rope_scaling_factor
-    << (c.rope_llama3.enabled()
-            ? str_cat(", llama3 scaling factor ", c.rope_llama3.factor, " (low_freq_factor ", c.rope_llama3.low_freq_factor,
-                      ", high_freq_factor ", c.rope_llama3.high_freq_factor, ", original_max_position_embeddings ",
-                      c.rope_llama3.original_max_position_embeddings, ")")
-            : std::string());
+    << "\nrotary: " << rotary << " of " << c.head_dim() << " head dims, theta " << c.rope_theta;
+  // What the engine rotates with: a llama3 config and LongLoRA's linear factor compose into one llama3 rule.
+  const RopeParams rope = rope_params(c);
+  if (rope.llama3.enabled()) {
+    o << ", " << describe_rope_llama3(rope.llama3);
+    if (c.rope_scaling_factor != 1.0)
+      o << " (config.json's factor " << c.rope_llama3.factor << " × linear factor " << c.rope_scaling_factor << ")";
+  } else {
+    o << ", linear scaling (position interpolation) factor " << rope.factor;
+  }
   if (c.sliding_window > 0)
     o << "\nsliding_window: " << c.sliding_window << " (a query sees itself and the " << c.sliding_window - 1
       << " keys before it)";

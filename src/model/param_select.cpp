@@ -4,14 +4,11 @@
 
 #include "model/registry.h"
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace ll {
 
 namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 bool adaptable(const ParamSpec& s) { return s.role == ParamRole::Linear && s.layer >= 0; }
 

@@ -3,6 +3,7 @@
 #include "core/quantize.h"
 #include "util/error.h"
 #include "util/flags.h"
+#include "core/dtype_names.h"
 
 namespace ll {
 
@@ -19,10 +20,15 @@ void add_quant_flags(Flags& flags, QuantOptions& q) {
             "(CUDA bf16, CPU f32)");
 }
 
+DType compute_dtype(const QuantOptions& q) {
+  const std::optional<DType> t = float_dtype_named(q.bnb_4bit_compute_dtype);
+  LL_CHECK(t.has_value(), "--bnb_4bit_compute_dtype: `", q.bnb_4bit_compute_dtype,
+           "` is not a compute dtype; expected bfloat16, float16 or float32");
+  return *t;
+}
+
 void apply_quant_options(const QuantOptions& q, bool low_rank_training, ModelConfig& config) {
-  const std::string& cd = q.bnb_4bit_compute_dtype;
-  LL_CHECK(cd == "bfloat16" || cd == "float16" || cd == "float32" || cd == "bf16" || cd == "fp16" || cd == "fp32",
-           "--bnb_4bit_compute_dtype: `", cd, "` is not a compute dtype; expected bfloat16, float16 or float32");
+  compute_dtype(q);  // validated here, used by the folder writer (build/quantize)
   const DType format = quant_format(q.bnb_4bit_quant_type, q.bnb_4bit_use_double_quant, "--bnb_4bit_quant_type");
   if (q.load_in_4bit) {
     LL_CHECK(!config.load_in_4bit || config.base_weight_format == format, "--load_in_4bit: the model folder is "

@@ -20,6 +20,9 @@ struct QuantOptions {
 
 void add_quant_flags(Flags& flags, QuantOptions& q);
 
+// --bnb_4bit_compute_dtype as a dtype (throws naming the flag for any other value).
+DType compute_dtype(const QuantOptions& q);
+
 // Sets config.load_in_4bit / base_weight_format from the flags (nothing when --load_in_4bit is false; a folder that is
 // already 4-bit keeps its own quantization_config, which the flags must then agree with). Errors name the flag:
 // an unknown quant type or compute dtype; `low_rank_training` false with a 4-bit base (its linears cannot train).

@@ -7,7 +7,7 @@ namespace ll {
 // Each family's definition (model/arch/<family>.cpp).
 const Architecture& llama_architecture();
 const Architecture& gpt_neox_architecture();
-const Architecture& mistral_architecture();  // Llama's definition with a sliding window (model/arch/llama.cpp)
+const Architecture& mistral_architecture();
 const Architecture& qwen2_architecture();
 
 namespace {

@@ -5,15 +5,28 @@
 #include <iostream>
 
 #include "data/tokenizer.h"
-#include "data/tokenizer_path.h"
 #include "eval/eval_model.h"
 #include "eval/generate.h"
+#include "eval/model_tokenizer.h"
+#include "io/model_folder.h"
 #include "serve/api_error.h"
 #include "serve/stop_strings.h"
 #include "util/error.h"
 #include "util/files.h"
 
 namespace ll::serve {
+
+namespace {
+
+// ApiError 400 naming the request's `field` for an id that `vocab` tokens do not cover.
+void check_in_vocabulary(const std::vector<int32_t>& ids, int64_t vocab, const std::string& field) {
+  for (int32_t id : ids)
+    if (id < 0 || id >= vocab)
+      throw ApiError(400, "`" + field + "`: token id " + std::to_string(id) + " is outside the vocabulary (" +
+                              std::to_string(vocab) + " tokens)", field);
+}
+
+}  // namespace
 
 void log_line(const std::string& line) {
   static std::mutex mu;
@@ -32,6 +45,11 @@ bool Job::next(std::string* text) {
 void Job::wait_done() {
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return done_; });
+}
+
+bool Job::wait_done_for(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] { return done_; });
 }
 
 void Job::release(const std::string& text) {
@@ -60,6 +78,7 @@ Engine::Engine(EngineOptions options) : o_(std::move(options)) {
     if (!o_.peft_model.empty())
       name_ += "+" + std::filesystem::path(o_.peft_model).lexically_normal().parent_path().filename().string();
   }
+  o_.base_model = resolve_model_folder(o_.base_model, "--base_model", &folder_note_);
 }
 
 Engine::~Engine() {
@@ -75,31 +94,13 @@ Engine::~Engine() {
 
 void Engine::load(std::ostream& log) {
   if (o_.test_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o_.test_delay_ms));
-  std::string tok_path = o_.tokenizer;
-  if (tok_path.empty()) {
-    tok_path = find_tokenizer_in(o_.base_model);
-    LL_CHECK(!tok_path.empty(), "no tokenizer: `", o_.base_model, "` holds neither tokenizer.json nor tokenizer.model; "
-             "pass --tokenizer PATH");
-  }
-  LL_CHECK(path_exists(tok_path), "--tokenizer `", tok_path, "` does not exist");
+  if (!folder_note_.empty()) log << folder_note_ << "\n";
   TokenizerOptions to;
   to.parse_special_tokens = o_.parse_special_tokens;
-  tok_ = std::make_unique<Tokenizer>(Tokenizer::load(tok_path, to));
+  tok_ = std::make_unique<Tokenizer>(load_model_tokenizer(o_.tokenizer, o_.base_model, "", to));
   style_ = resolve_chat_style(o_.chat_template, o_.base_model, *tok_);
-
-  EvalModelOptions mo;
-  mo.base_model = o_.base_model;
-  mo.peft_model = o_.peft_model;
-  mo.device = o_.device;
-  mo.rope_scaling_factor = o_.rope_scaling_factor;
-  mo.context_size = o_.context_size;
-  mo.add_pad_token = o_.add_pad_token;
-  mo.batch = 1;
-  mo.seq_len = o_.prefill_chunk;
-  mo.quant = o_.quant;
-  model_ = std::make_unique<EvalModel>(load_eval_model(mo, log));
-  LL_CHECK(tok_->vocab_size() <= model_->config.vocab_size, "tokenizer `", tok_->path(), "` has ",
-           tok_->vocab_size(), " pieces but the model's vocabulary is ", model_->config.vocab_size, "; wrong --tokenizer?");
+  model_ = std::make_unique<EvalModel>(load_eval_model(eval_model_options(o_, 1, o_.prefill_chunk), log));
+  check_tokenizer_fits(*tok_, *model_);
   // The positions the model knows, as build/eval generate bounds them; --context_size when given.
   context_ = o_.context_size > 0 ? o_.context_size : model_->context();
   const StreamingWindow window = o_.streaming.window();
@@ -148,10 +149,7 @@ void Engine::drain() {
 std::vector<int32_t> Engine::prompt_ids(const CompletionRequest& r) const {
   std::lock_guard<std::mutex> lock(tok_mu_);
   if (r.prompt_is_ids) {
-    for (int32_t id : r.prompt_ids)
-      if (id >= model_->config.vocab_size)
-        throw ApiError(400, "`prompt` token id " + std::to_string(id) + " is outside the vocabulary (" +
-                                std::to_string(model_->config.vocab_size) + " tokens)", "prompt");
+    check_in_vocabulary(r.prompt_ids, model_->config.vocab_size, "prompt");
     return r.prompt_ids;
   }
   try {
@@ -174,10 +172,7 @@ std::vector<int32_t> Engine::tokenize(const std::string& text, bool add_special)
 
 std::string Engine::detokenize(const std::vector<int32_t>& ids) const {
   std::lock_guard<std::mutex> lock(tok_mu_);
-  for (int32_t id : ids)
-    if (id < 0 || id >= tok_->vocab_size())
-      throw ApiError(400, "`tokens`: id " + std::to_string(id) + " is outside the vocabulary (" +
-                              std::to_string(tok_->vocab_size()) + " tokens)", "tokens");
+  check_in_vocabulary(ids, tok_->vocab_size(), "tokens");
   return tok_->decode(ids);
 }
 

@@ -19,6 +19,7 @@
 
 #include "data/chat_template.h"
 #include "eval/commands.h"
+#include "eval/eval_model.h"
 #include "eval/sampling.h"
 #include "model/quant_options.h"
 #include "serve/openai_schema.h"
@@ -31,12 +32,11 @@ class InferenceSession;
 
 namespace ll::serve {
 
-struct EngineOptions {
-  std::string base_model, peft_model, device = "cpu", tokenizer, chat_template = "auto";
-  int64_t context_size = -1;  // ≤ 0: max_position_embeddings × RoPE factor
-  double rope_scaling_factor = 0;
-  std::string add_pad_token = "auto";
-  QuantOptions quant;  // --load_in_4bit and the bnb_4bit_* flags (QLoRA's 4-bit base), as build/eval takes them
+// The model's flags are build/eval's (EvalModelFlags: folder, adapter, device, context, RoPE factor, [PAD] row, 4-bit
+// base), and the model is loaded as build/eval loads it. A full fine-tuning run's output folder as base_model is its
+// exported model (io/model_folder.h), as in build/eval.
+struct EngineOptions : EvalModelFlags {
+  std::string tokenizer, chat_template = "auto";
   // StreamingLLM: one endless conversation in a fixed cache of start_size + recent_size tokens. A request whose
   // prompt extends everything fed so far continues it (after evicting room); any other starts over.
   StreamingFlags streaming;
@@ -60,6 +60,7 @@ class Job {
   // HTTP side. next() waits for released text or the end: returns false once finished and everything was taken.
   bool next(std::string* text);
   void wait_done();
+  bool wait_done_for(std::chrono::milliseconds timeout);  // true once finished
   void cancel() { cancelled_ = true; }
   bool cancelled() const { return cancelled_; }
   // After the end: the result, or the error that ended it ("" when none).
@@ -82,6 +83,7 @@ class Job {
 
 class Engine {
  public:
+  // Resolves a run's output folder as base_model (throws ll::Error for a LoRA run's folder).
   explicit Engine(EngineOptions options);
   ~Engine();
   // Loads the tokenizer and model (blocking; throws ll::Error), then starts the worker.
@@ -116,6 +118,7 @@ class Engine {
 
   EngineOptions o_;
   std::string name_;
+  std::string folder_note_;  // set when base_model was a run's output folder
   std::unique_ptr<Tokenizer> tok_;
   mutable std::mutex tok_mu_;  // the tokenizer is used from the HTTP threads and the worker
   ChatStyle style_;

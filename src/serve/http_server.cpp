@@ -10,6 +10,7 @@
 #include "serve/api_error.h"
 #include "serve/engine.h"
 #include "serve/openai_schema.h"
+#include "serve/peer_socket.h"
 #include "serve/web_page.h"
 #include "util/error.h"
 
@@ -150,15 +151,8 @@ void HttpServer::routes() {
   s.Post("/detokenize", guarded([this, require_ready](const httplib::Request& req, httplib::Response& res) {
            require_ready();
            const json body = parse_json_object(req.body);
-           if (!body.contains("tokens") || !body["tokens"].is_array())
-             throw ApiError(400, "`tokens` must be an array of token ids", "tokens");
-           std::vector<int32_t> ids;
-           for (const json& id : body["tokens"]) {
-             if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX)
-               throw ApiError(400, "`tokens` must hold non-negative integers, got " + id.dump(), "tokens");
-             ids.push_back(id.get<int32_t>());
-           }
-           send_json(res, 200, {{"content", engine_.detokenize(ids)}});
+           if (!body.contains("tokens")) throw ApiError(400, "`tokens` must be an array of token ids", "tokens");
+           send_json(res, 200, {{"content", engine_.detokenize(parse_token_ids(body["tokens"], "tokens"))}});
          }));
 
   auto completion = [this, require_ready](bool chat) {
@@ -205,7 +199,10 @@ void HttpServer::routes() {
       id.model = engine_.model_name();
       id.created = unix_now();
       if (!r.stream) {
-        job->wait_done();
+        // Nothing is written before the end, so a client that leaves is noticed by watching its socket.
+        const int fd = find_connection_socket(req.remote_port, req.local_port);
+        while (!job->wait_done_for(std::chrono::milliseconds(50)))
+          if (fd >= 0 && !job->cancelled() && peer_closed(fd)) job->cancel();
         if (!job->error().empty()) throw ApiError(500, "generation failed: " + job->error());
         send_json(res, 200, completion_response(id, job->result()));
         return;

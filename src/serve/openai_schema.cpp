@@ -69,6 +69,17 @@ json parse_json_object(const std::string& body) {
   return j;
 }
 
+std::vector<int32_t> parse_token_ids(const json& list, const std::string& field) {
+  if (!list.is_array()) bad(field, "`" + field + "` must be an array of token ids");
+  std::vector<int32_t> ids;
+  for (const json& id : list) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > std::numeric_limits<int32_t>::max())
+      bad(field, "`" + field + "` as token ids must hold non-negative integers only, got " + id.dump());
+    ids.push_back(id.get<int32_t>());
+  }
+  return ids;
+}
+
 CompletionRequest parse_completion_request(const json& body, bool chat, const SamplingDefaults& defaults) {
   CompletionRequest r;
   r.chat = chat;
@@ -97,11 +108,7 @@ CompletionRequest parse_completion_request(const json& body, bool chat, const Sa
       r.prompt = (*p)[0].get<std::string>();
     } else if (p->is_array() && !p->empty() && (*p)[0].is_number_integer()) {
       r.prompt_is_ids = true;
-      for (const json& id : *p) {
-        if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > std::numeric_limits<int32_t>::max())
-          bad("prompt", "`prompt` as token ids must hold non-negative integers only, got " + id.dump());
-        r.prompt_ids.push_back(id.get<int32_t>());
-      }
+      r.prompt_ids = parse_token_ids(*p, "prompt");
     } else {
       bad("prompt", "`prompt` must be a string, a list of one string, or a list of token ids (one prompt per request)");
     }

@@ -17,6 +17,10 @@ namespace ll::serve {
 // The body as a JSON object; ApiError 400 for invalid JSON or another JSON type.
 nlohmann::json parse_json_object(const std::string& body);
 
+// A JSON list of token ids (`field` of the request): ApiError 400 naming it for anything but integers in
+// [0, INT32_MAX]. Whether they are in the vocabulary is the Engine's check.
+std::vector<int32_t> parse_token_ids(const nlohmann::json& list, const std::string& field);
+
 struct CompletionRequest {
   bool chat = false;
   std::string prompt;                 // /v1/completions: the text

@@ -10,6 +10,7 @@
 #include "io/param_io.h"
 #include "io/safetensors.h"
 #include "util/files.h"
+#include "util/strings.h"
 
 namespace fs = std::filesystem;
 
@@ -39,10 +40,6 @@ void restore(Backend& backend, const SafetensorsFile& file, const std::string& n
 
 constexpr const char* kPrefix = "checkpoint-";
 constexpr const char* kInFlightSuffixes[] = {".tmp", ".deleting"};  // a save under way, a deletion under way
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 // The step `digits` names in the form save_checkpoint writes (std::to_string of an int64 >= 0); -1 otherwise.
 int64_t parse_step(const std::string& digits) {

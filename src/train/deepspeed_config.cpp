@@ -9,17 +9,13 @@
 #include "util/error.h"
 #include "util/files.h"
 #include "util/flags.h"
+#include "util/strings.h"
 
 namespace ll {
 
 namespace {
 
 using json = nlohmann::json;
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  return s;
-}
 
 class Reader {
  public:
@@ -118,7 +114,7 @@ void apply_optimizer(const Reader& r, const json& j, const TrainOptions& o) {
   if (!j.contains("optimizer")) return;
   const json& opt = r.object(j, "optimizer");
   const std::string type = opt.contains("type") && opt["type"].is_string() ? opt["type"].get<std::string>() : "";
-  if (lower(type) != "adamw" && lower(type) != "adam")
+  if (to_lower(type) != "adamw" && to_lower(type) != "adam")
     r.error("optimizer.type", "`" + type + "`: only AdamW is implemented (AdamW, or Adam with its default adam_w_mode)");
   if (!opt.contains("params")) return;
   const json& p = opt["params"];

@@ -3,6 +3,7 @@
 #include "io/merge.h"
 #include "io/peft.h"
 #include "train/session.h"
+#include "core/dtype_names.h"
 
 namespace ll {
 
@@ -45,9 +46,7 @@ void export_trained_model(TrainingSession& s) {
         merge_lora(model.params(), be, mo.lora);
       }
       HfSaveOptions so;
-      so.dtype = plan.info.torch_dtype == "bfloat16" ? DType::BF16
-                 : plan.info.torch_dtype == "float16" ? DType::F16
-                                                      : DType::F32;
+      so.dtype = float_dtype_named(plan.info.torch_dtype).value_or(DType::F32);
       so.copy_tokenizer_from = plan.hf_dir;
       so.info = plan.info;
       save_hf_folder(o.output_dir + "/merged", dense ? *dense : model.params(), dense ? *host : be, plan.config, so);

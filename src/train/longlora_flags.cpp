@@ -6,6 +6,7 @@
 #include "train/deepspeed_config.h"
 #include "util/error.h"
 #include "util/flags.h"
+#include "util/strings.h"
 
 namespace ll {
 
@@ -23,12 +24,9 @@ const IgnoredFlag kIgnored[] = {
     {"per_device_eval_batch_size", "no evaluation runs during training (evaluate with build/eval perplexity)"},
 };
 
-bool ends_with_json(std::string path) {
-  std::transform(path.begin(), path.end(), path.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  auto ends = [&](const std::string& tail) {
-    return path.size() >= tail.size() && path.compare(path.size() - tail.size(), tail.size(), tail) == 0;
-  };
-  return ends(".json") || ends(".jsonl");
+bool ends_with_json(const std::string& path) {
+  const std::string lower = to_lower(path);
+  return ends_with(lower, ".json") || ends_with(lower, ".jsonl");
 }
 
 }  // namespace

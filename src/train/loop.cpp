@@ -201,7 +201,7 @@ TrainResult run_training_loop(TrainingSession& s) {
     }
   }
   if (tty) std::fprintf(stderr, "\n");
-  if (o.save_strategy != "no" && last_saved != state.global_step) save();
+  if (parse_save_strategy(o.save_strategy) != SaveStrategy::No && last_saved != state.global_step) save();
   report_profile();
   result.steps = state.global_step;
   return result;

@@ -16,6 +16,7 @@
 #include "train/session.h"
 #include "train/train_flags.h"
 #include "util/files.h"
+#include "util/strings.h"
 
 namespace ll {
 
@@ -78,8 +79,7 @@ void check_options(const TrainOptions& o) {
   LL_CHECK(o.s2_variant == "leakfree" || o.s2_variant == "roll", "--s2_variant: expected leakfree or roll, got `",
            o.s2_variant, "`");
   parse_gradient_checkpointing(o.gradient_checkpointing, -1);
-  LL_CHECK(o.save_strategy == "steps" || o.save_strategy == "epoch" || o.save_strategy == "no",
-           "--save_strategy: expected steps, epoch or no, got `", o.save_strategy, "`");
+  parse_save_strategy(o.save_strategy);
   parse_warmup_shape(o.lr_warmup_type);
 }
 
@@ -233,9 +233,10 @@ void open_data(TrainingSession& s) {
   s.schedule = ScheduleConfig{parse_lr_schedule(o.lr_scheduler_type), o.learning_rate, o.warmup_steps, s.total_steps,
                               parse_warmup_shape(o.lr_warmup_type)};
   // save_strategy epoch: Hugging Face's optimizer steps per epoch, the batches of an epoch over the accumulation.
-  if (o.save_strategy == "epoch")
+  const SaveStrategy save = parse_save_strategy(o.save_strategy);
+  if (save == SaveStrategy::Epoch)
     s.options.save_steps = std::max<int64_t>(1, s.source->rows_per_epoch() / s.rows_per_step);
-  if (o.save_strategy == "no") s.options.save_steps = 0;
+  if (save == SaveStrategy::No) s.options.save_steps = 0;
 }
 
 // --resume_from_checkpoint: weights, moments, step and data position from a checkpoint (auto: the latest one).
@@ -295,9 +296,15 @@ void print_start_up(const TrainingSession& s) {
 
 }  // namespace
 
+SaveStrategy parse_save_strategy(const std::string& value) {
+  if (value == "steps") return SaveStrategy::Steps;
+  if (value == "epoch") return SaveStrategy::Epoch;
+  if (value == "no") return SaveStrategy::No;
+  fail("--save_strategy: expected steps, epoch or no, got `", value, "`");
+}
+
 GradientCheckpointing parse_gradient_checkpointing(const std::string& value, int64_t num_hidden_layers) {
-  std::string v = value;
-  std::transform(v.begin(), v.end(), v.begin(), [](unsigned char ch) { return char(std::tolower(ch)); });
+  const std::string v = to_lower(value);
   const int64_t n = num_hidden_layers;
   const std::string range = n >= 0 ? str_cat("0 to ", n) : std::string("0 to num_hidden_layers");
   GradientCheckpointing g;

@@ -94,6 +94,10 @@ struct GradientCheckpointing {
 };
 GradientCheckpointing parse_gradient_checkpointing(const std::string& value, int64_t num_hidden_layers);
 
+// --save_strategy parsed (TrainOptions::save_strategy); throws ll::Error naming the flag for anything else.
+enum class SaveStrategy { Steps, Epoch, No };
+SaveStrategy parse_save_strategy(const std::string& value);
+
 class Comm;
 
 // Runs the whole job; throws ll::Error with context on bad input. `flags` (the resolved flags, the same on every

@@ -10,6 +10,7 @@
 
 #include "util/error.h"
 #include "util/files.h"
+#include "util/strings.h"
 
 namespace ll {
 
@@ -160,8 +161,7 @@ void Flags::assign(Flag& f, const std::string& value, const std::string& where) 
       break;
     }
     case Kind::Bool: {
-      std::string v = value;
-      std::transform(v.begin(), v.end(), v.begin(), ::tolower);
+      const std::string v = to_lower(value);
       if (v == "true" || v == "1" || v == "yes") *static_cast<bool*>(f.target) = true;
       else if (v == "false" || v == "0" || v == "no") *static_cast<bool*>(f.target) = false;
       else fail(ctx, ": expected true or false, got `", value, "`");

@@ -20,6 +20,7 @@
 #include "model/config_json.h"
 #include "model/params.h"
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace ll {
 
@@ -201,10 +202,8 @@ class GptNeoX final : public Architecture {
 
   // Buffers older checkpoints saved with the weights: the causal mask, its fill value, the rotary frequencies.
   bool ignored_tensor(const std::string& name) const override {
-    for (const char* suffix : {".attention.bias", ".attention.masked_bias", ".rotary_emb.inv_freq"}) {
-      const size_t n = std::char_traits<char>::length(suffix);
-      if (name.size() >= n && name.compare(name.size() - n, n, suffix) == 0) return true;
-    }
+    for (const char* suffix : {".attention.bias", ".attention.masked_bias", ".rotary_emb.inv_freq"})
+      if (ends_with(name, suffix)) return true;
     return false;
   }
 

@@ -1,5 +1,6 @@
 // Llama (Llama-2, Llama-3.x and the checkpoints shaped like them): the definition the engine runs. Qwen2
-// (model/arch/qwen2.cpp) is this layer with q/k/v biases (ModelConfig::qkv_bias).
+// (model/arch/qwen2.cpp) is this layer with q/k/v biases (ModelConfig::qkv_bias), Mistral (model/arch/mistral.cpp)
+// with a sliding window.
 //
 // One decoder layer, T = B·L rows:
 //   xn1 = RMSNorm(x; input_layernorm)              q,k,v = proj(xn1) (+ bias)  (LoRA where configured)
@@ -9,8 +10,8 @@
 //   x_out = x_mid + down_proj(act)
 // Then the final RMSNorm (model.norm); the engine applies lm_head (or the tied embedding) and the loss.
 //
-// Mistral is this block with GQA and an optional sliding window (config.json's `sliding_window`, applied by the
-// attention mask): the same definition registered under model_type "mistral" (MistralForCausalLM).
+// Mistral (model/arch/mistral.cpp) is this block with GQA and an optional sliding window (ModelConfig::sliding_window,
+// applied by the attention mask).
 #include <cmath>
 #include <set>
 #include <tuple>
@@ -21,6 +22,7 @@
 #include "model/config_json.h"
 #include "model/params.h"
 #include "util/error.h"
+#include "util/strings.h"
 
 namespace ll {
 
@@ -51,25 +53,6 @@ nlohmann::json rope_scaling_json(const ModelConfig& c) {
                                       : nlohmann::json();
 }
 
-// transformers' MistralConfig default when config.json has no `sliding_window` key (an explicit null is none).
-constexpr int64_t kMistralDefaultSlidingWindow = 4096;
-
-void read_sliding_window(const ConfigReader& r, ModelConfig& c) {
-  if (!r.json().contains("sliding_window")) {
-    c.sliding_window = kMistralDefaultSlidingWindow;
-    return;
-  }
-  if (!r.has("sliding_window")) {  // null: full causal attention
-    c.sliding_window = 0;
-    return;
-  }
-  c.sliding_window = r.get_int("sliding_window");
-  if (c.sliding_window < 1)
-    r.fail_field(str_cat("`sliding_window` is ", c.sliding_window,
-                         "; expected a positive number of keys (a query sees itself and the sliding_window - 1 "
-                         "keys before it) or null for none"));
-}
-
 }  // namespace
 
 ModelConfig llama_shape(int64_t d, int64_t f, int64_t h, int64_t hkv, int64_t layers, int64_t vocab, int64_t max_pos,
@@ -82,10 +65,8 @@ ModelConfig llama_shape(int64_t d, int64_t f, int64_t h, int64_t hkv, int64_t la
   return c;
 }
 
-const char* Llama::model_type() const { return mistral_ ? "mistral" : "llama"; }
-std::vector<std::string> Llama::hf_architectures() const {
-  return {mistral_ ? "MistralForCausalLM" : "LlamaForCausalLM"};
-}
+const char* Llama::model_type() const { return "llama"; }
+std::vector<std::string> Llama::hf_architectures() const { return {"LlamaForCausalLM"}; }
 
 void Llama::read_config(const ConfigReader& r, ModelConfig& c) const {
   const std::string& where = r.where();
@@ -111,7 +92,6 @@ void Llama::read_config(const ConfigReader& r, ModelConfig& c) const {
       fail(where, ": `head_dim` is ", head_dim, " but hidden_size / num_attention_heads = ", c.hidden_size, " / ",
            c.num_attention_heads, "; this engine needs head_dim = hidden_size / num_attention_heads");
   }
-  if (mistral_) read_sliding_window(r, c);
 }
 
 nlohmann::json Llama::config_json(const ModelConfig& c) const {
@@ -139,13 +119,6 @@ nlohmann::json Llama::config_json(const ModelConfig& c) const {
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   j["use_cache"] = true;
   j["vocab_size"] = c.vocab_size;
-  if (mistral_) {  // MistralConfig's fields: no biases switches nor pretraining_tp; the window (null = none)
-    j["architectures"] = {"MistralForCausalLM"};
-    j["model_type"] = "mistral";
-    for (const char* key : {"attention_bias", "mlp_bias", "pretraining_tp"}) j.erase(key);
-    if (c.rope_scaling_factor == 1.0 && !c.rope_llama3.enabled()) j.erase("rope_scaling");
-    j["sliding_window"] = c.sliding_window > 0 ? nlohmann::json(c.sliding_window) : nlohmann::json();
-  }
   return j;
 }
 
@@ -154,23 +127,17 @@ void Llama::validate(const ModelConfig& c) const {
   LL_CHECK(!c.qkv_bias, "model config: Llama has no q/k/v biases (model_type qwen2 has them)");
 }
 
-void Llama::validate_layer(const ModelConfig& c) const {
+void Llama::validate_layer(const ModelConfig& c, bool sliding_window) const {
   LL_CHECK(c.hidden_act == "silu", "model config: Llama's MLP is SwiGLU (`hidden_act` \"silu\"), got \"",
            c.hidden_act, "\"");
   LL_CHECK(!c.parallel_residual, "model config: Llama's residual is sequential (no parallel residual)");
   LL_CHECK(c.rotary_dims == 0 || c.rotary_dims == c.head_dim(), "model config: Llama rotates the whole head (",
            c.head_dim(), " dimensions), got rotary dimensions ", c.rotary_dims);
-  LL_CHECK(mistral_ || c.sliding_window == 0, "model config: `sliding_window` ", c.sliding_window,
+  LL_CHECK(sliding_window || c.sliding_window == 0, "model config: `sliding_window` ", c.sliding_window,
            " is Mistral's (model_type \"mistral\"); ", model_type(), " attends to every earlier position");
 }
 
 std::vector<std::pair<std::string, ModelConfig>> Llama::presets() const {
-  if (mistral_)
-    return {
-        // The demo's size with a window shorter than its 64 positions.
-        {"mistral-demo", llama_shape(64, 176, 4, 2, 4, 512, 64, 1e-5, "mistral", 16)},
-        {"mistral-7b", llama_shape(4096, 14336, 32, 8, 32, 32000, 32768, 1e-5, "mistral", 4096)},
-    };
   return {
       // A tiny model that trains in minutes on two CPU cores (the embedded demo).
       {"demo", llama_shape(64, 176, 4, 2, 4, 512, 64, 1e-5)},
@@ -226,8 +193,7 @@ void Llama::check_folder_shapes(const ModelConfig& c, const std::map<std::string
 }
 
 bool Llama::ignored_tensor(const std::string& name) const {
-  const std::string suffix = "rotary_emb.inv_freq";
-  return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return ends_with(name, "rotary_emb.inv_freq");
 }
 
 std::vector<ParamSpec> Llama::parameter_table(const ModelConfig& c) const {
@@ -355,11 +321,6 @@ void Llama::final_norm_backward(Block& b) const {
 const Architecture& llama_architecture() {
   static const Llama llama;
   return llama;
-}
-
-const Architecture& mistral_architecture() {
-  static const Llama mistral(true);
-  return mistral;
 }
 
 }  // namespace ll

@@ -1,7 +1,7 @@
 // The Llama definition (model/arch/llama.cpp), visible to the families that are Llama's layer with different names
-// and config.json fields (Qwen2: model/arch/qwen2.cpp). A derived family overrides only its names, config.json
-// reading/writing, validation and presets; the parameter table, activation schema and block are Llama's, with the
-// family switches of ModelConfig the table reads (qkv_bias).
+// and config.json fields (Qwen2: model/arch/qwen2.cpp; Mistral: model/arch/mistral.cpp). A derived family overrides
+// only its names, config.json reading/writing, validation and presets; the parameter table, activation schema and
+// block are Llama's, with the family switches of ModelConfig the table and the mask read (qkv_bias, sliding_window).
 #pragma once
 #include "model/architecture.h"
 
@@ -9,7 +9,6 @@ namespace ll {
 
 class Llama : public Architecture {
  public:
-  explicit Llama(bool mistral = false) : mistral_(mistral) {}  // mistral: model_type "mistral", sliding_window read
   const char* model_type() const override;
   std::vector<std::string> hf_architectures() const override;
   void read_config(const ConfigReader& r, ModelConfig& c) const override;
@@ -29,11 +28,9 @@ class Llama : public Architecture {
   void final_norm_backward(Block& b) const override;
 
  protected:
-  // Validation shared by every Llama-shaped family (validate adds Llama's own: no biases).
-  void validate_layer(const ModelConfig& c) const;
-
- private:
-  bool mistral_;
+  // Validation shared by every Llama-shaped family (validate adds Llama's own: no biases); `sliding_window`: the
+  // family has one (Mistral), else ModelConfig::sliding_window must be 0.
+  void validate_layer(const ModelConfig& c, bool sliding_window = false) const;
 };
 
 // A Llama-shaped config of these sizes (no biases, rope_theta 10000, untied).
