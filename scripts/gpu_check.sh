@@ -148,6 +148,12 @@ bench e2e_mma 60 e2e --attention_wgmma none  # the 7B step with the mma.sync ker
 # issue 14's step benchmark beside the Llama-7B figures above (head dim 128: the wgmma attention kernels apply)
 bench e2e_pythia_8k 120 e2e --model pythia-1.4b --seq_len 8192
 bench e2e_pythia_32k 240 e2e --model pythia-1.4b --seq_len 32768
+# Issue 19's step benchmarks at the released shapes (random weights): Llama-3.1-8B (128k vocabulary: the chunked
+# loss matters; GQA 8) and Qwen2.5-7B (q/k/v biases, GQA 4, 152k vocabulary), 8k and 32k, recomputing every layer
+bench e2e_llama3_8k 150 e2e --model llama3.1-8b --seq_len 8192
+bench e2e_llama3_32k 300 e2e --model llama3.1-8b --seq_len 32768
+bench e2e_qwen25_8k 150 e2e --model qwen2.5-7b --seq_len 8192
+bench e2e_qwen25_32k 300 e2e --model qwen2.5-7b --seq_len 32768
 bench lora 60 lora
 bench memory 60 memory
 bench e2e_qlora 150 e2e --load_in_4bit true  # QLoRA: NF4 (double-quantized) base, dequantized per product

@@ -75,6 +75,38 @@ TEST(ArchitectureRegistry, PresetsComeFromTheDefinitions) {
   EXPECT_NE(std::find(all.begin(), all.end(), "llama2-70b"), all.end());
 }
 
+// The released models' sizes: a preset's parameter table holds exactly the parameters of the published checkpoint
+// (the counts Hugging Face's model pages give), and every preset validates.
+TEST(ArchitectureRegistry, PresetsOfReleasedModelsHaveTheirParameterCounts) {
+  const std::vector<std::pair<std::string, int64_t>> released = {
+      {"llama2-7b", 6738415616},   {"llama3.1-8b", 8030261248}, {"llama3.2-1b", 1235814400},
+      {"qwen2.5-7b", 7615616512},  {"qwen2.5-0.5b", 494032768}, {"mistral-7b", 7241732096},
+  };
+  for (const auto& [name, expected] : released) {
+    ModelConfig c;
+    ASSERT_TRUE(model_preset(name, &c)) << name;
+    int64_t total = 0;
+    for (const ParamSpec& p : architecture_for(c.model_type).parameter_table(c)) {
+      if (!p.tied_to.empty()) continue;  // a tied output head is the embedding's storage
+      int64_t n = 1;
+      for (int64_t d : p.shape) n *= d;
+      total += n;
+    }
+    EXPECT_EQ(total, expected) << name;
+  }
+  for (const std::string& name : model_preset_names()) {
+    ModelConfig c;
+    ASSERT_TRUE(model_preset(name, &c));
+    EXPECT_NO_THROW(c.validate()) << name;
+  }
+  ModelConfig c;
+  ASSERT_TRUE(model_preset("llama3.1-8b", &c));
+  EXPECT_EQ(c.rope_llama3.factor, 8.0);
+  EXPECT_EQ(c.rope_theta, 500000.0);
+  ASSERT_TRUE(model_preset("qwen2.5-0.5b", &c));
+  EXPECT_TRUE(c.qkv_bias && c.tie_word_embeddings);
+}
+
 TEST(LlamaDefinition, RejectsSwitchesItDoesNotImplement) {
   ModelConfig c = tiny_llama();
   c.hidden_act = "gelu";

@@ -65,6 +65,14 @@ ModelConfig llama_shape(int64_t d, int64_t f, int64_t h, int64_t hkv, int64_t la
   return c;
 }
 
+ModelConfig llama3_shape(int64_t d, int64_t f, int64_t h, int64_t hkv, int64_t layers, double rope_factor, bool tied) {
+  ModelConfig c = llama_shape(d, f, h, hkv, layers, 128256, 131072, 1e-5);
+  c.rope_theta = 500000.0;
+  c.rope_llama3.factor = rope_factor;  // low 1, high 4, original 8192: RopeLlama3's defaults are Llama-3.1's
+  c.tie_word_embeddings = tied;
+  return c;
+}
+
 const char* Llama::model_type() const { return "llama"; }
 std::vector<std::string> Llama::hf_architectures() const { return {"LlamaForCausalLM"}; }
 
@@ -144,6 +152,10 @@ std::vector<std::pair<std::string, ModelConfig>> Llama::presets() const {
       {"llama2-7b", llama_shape(4096, 11008, 32, 32, 32, 32000, 4096, 1e-5)},
       {"llama2-13b", llama_shape(5120, 13824, 40, 40, 40, 32000, 4096, 1e-5)},
       {"llama2-70b", llama_shape(8192, 28672, 64, 8, 80, 32000, 4096, 1e-5)},
+      // Llama-3.1 / 3.2 as released: 128k vocabulary, GQA, rope_theta 5e5 and the llama3 rope rule (the step
+      // benchmarks of issue 19 use these shapes; weights always come from a folder).
+      {"llama3.1-8b", llama3_shape(4096, 14336, 32, 8, 32, 8.0, false)},
+      {"llama3.2-1b", llama3_shape(2048, 8192, 32, 8, 16, 32.0, true)},
   };
 }
 

@@ -36,5 +36,7 @@ class Llama : public Architecture {
 // A Llama-shaped config of these sizes (no biases, rope_theta 10000, untied).
 ModelConfig llama_shape(int64_t d, int64_t f, int64_t h, int64_t hkv, int64_t layers, int64_t vocab, int64_t max_pos,
                         double eps, const char* model_type = "llama", int64_t sliding_window = 0);
+// Llama-3.1/3.2's shape: vocabulary 128256, 131072 positions, rope_theta 5e5, the llama3 rope rule of `rope_factor`.
+ModelConfig llama3_shape(int64_t d, int64_t f, int64_t h, int64_t hkv, int64_t layers, double rope_factor, bool tied);
 
 }  // namespace ll

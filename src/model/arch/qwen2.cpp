@@ -49,8 +49,18 @@ class Qwen2 final : public Llama {
     LL_CHECK(c.qkv_bias, "model config: Qwen2's q/k/v projections carry biases (qkv_bias must be set)");
   }
 
-  // No built-in shapes: a Qwen2 model comes from its folder.
-  std::vector<std::pair<std::string, ModelConfig>> presets() const override { return {}; }
+  // Qwen2.5 as released (its step benchmark of issue 19); weights always come from a folder.
+  std::vector<std::pair<std::string, ModelConfig>> presets() const override {
+    const auto qwen = [](int64_t d, int64_t f, int64_t h, int64_t hkv, int64_t layers, int64_t vocab, bool tied) {
+      ModelConfig c = llama_shape(d, f, h, hkv, layers, vocab, 32768, 1e-6, "qwen2");
+      c.rope_theta = 1e6;
+      c.qkv_bias = true;
+      c.tie_word_embeddings = tied;
+      return c;
+    };
+    return {{"qwen2.5-7b", qwen(3584, 18944, 28, 4, 28, 152064, false)},
+            {"qwen2.5-0.5b", qwen(896, 4864, 14, 2, 24, 151936, true)}};
+  }
 };
 
 }  // namespace
