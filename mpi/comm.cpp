@@ -4,6 +4,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <set>
+
+#include <unistd.h>
 
 #include "util/error.h"
 
@@ -84,6 +88,24 @@ DeviceCommChoice choose_device_comm(const std::string& flag, bool nccl_built, in
                                local_rank, " % ", visible_devices);
   }
   return c;
+}
+
+int distinct_gpus_on_node(Comm& world, const std::string& gpu_id) {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  const uint64_t mine[2] = {std::hash<std::string>{}(host), std::hash<std::string>{}(gpu_id)};
+  const int n = world.size();
+  std::vector<int32_t> all(size_t(n) * 4);  // per rank: host hash, GPU hash (two int32 words each)
+  std::memcpy(&all[size_t(world.rank()) * 4], mine, sizeof mine);
+  world.all_gather_in_place(Tensor(all.data(), DType::I32, Device::CPU, {int64_t(n) * 4}),
+                            std::vector<int64_t>(size_t(n), 4));
+  std::set<uint64_t> gpus;
+  for (int r = 0; r < n; ++r) {
+    uint64_t theirs[2];
+    std::memcpy(theirs, &all[size_t(r) * 4], sizeof theirs);
+    if (theirs[0] == mine[0]) gpus.insert(theirs[1]);
+  }
+  return int(gpus.size());
 }
 
 namespace {

@@ -123,6 +123,9 @@ struct DeviceCommChoice {
 // having bound them). Throws naming --comm on a value other than auto, nccl or mpi.
 DeviceCommChoice choose_device_comm(const std::string& flag, bool nccl_built, int local_rank, int local_size,
                                     int visible_devices, int distinct_gpus = -1);
+// Collective over `world`: how many different GPUs the ranks on this rank's host hold, `gpu_id` naming this rank's
+// (its PCI address: the same in every process that sees that GPU).
+int distinct_gpus_on_node(Comm& world, const std::string& gpu_id);
 // --comm on CPU ranks: auto and mpi mean MpiComm; nccl is refused (it moves device buffers only).
 void check_cpu_comm_flag(const std::string& flag);
 

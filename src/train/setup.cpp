@@ -112,8 +112,19 @@ void open_run(TrainingSession& s, Comm* world) {
   if (o.chat_template != "auto") parse_chat_template(o.chat_template);  // a bad value fails before the model loads
   s.plan = plan_model(o, s.tokenizer.get());
   if (o.device == "cuda" && world->size() > 1) {
-    const DeviceCommChoice choice = choose_device_comm(o.comm, built_with_nccl(), world->local_rank(),
-                                                       world->local_size(), int(probe_cuda().devices.size()));
+    // Each rank seeing one GPU: the launcher bound one per rank, or they all see the same one (compared by PCI
+    // address). auto's choice must be every rank's: one rank that cannot use NCCL sends every rank through MPI.
+    const CudaProbe probe = probe_cuda();
+    const int visible = int(probe.devices.size());
+    const int gpus = distinct_gpus_on_node(*world, visible > 0 ? probe.devices[0].pci_id : "");  // collective
+    const int distinct = visible == 1 ? gpus : -1;
+    DeviceCommChoice choice = choose_device_comm(o.comm, built_with_nccl(), world->local_rank(),
+                                                 world->local_size(), visible, distinct);
+    if (o.comm == "auto" && world->all_reduce_max(choice.nccl ? 0.0 : 1.0) > 0 && choice.nccl) {
+      choice = choose_device_comm("mpi", built_with_nccl(), world->local_rank(), world->local_size(), visible,
+                                  distinct);
+      choice.why = "MPI through host staging (--comm auto: ranks on another node cannot use NCCL)";
+    }
     s.backend = create_backend("cuda", choice.device);
     s.device_comm = choice.nccl ? make_nccl_comm(*world, *s.backend, choice.device)
                                 : make_staged_comm(*world, make_cuda_stager(*s.backend, choice.device),
