@@ -87,10 +87,10 @@ void check_options(const TrainOptions& o) {
   parse_warmup_shape(o.lr_warmup_type);
 }
 
-// Ranks agree on the flags, the output folder is prepared (rank 0), and the backend (with the NCCL communicator
-// between GPU ranks) is created. Several ranks on GPUs: each rank takes the GPU of its local rank (before the backend
-// is created, which makes it the current device), and device buffers travel over NCCL, ordered against the backend's
-// compute stream.
+// Ranks agree on the flags, the output folder is prepared (rank 0), and the backend (with the device communicator
+// between GPU ranks) is created. Several ranks on GPUs: --comm picks NCCL or StagedComm and each rank's GPU
+// (choose_device_comm; before the backend is created, which makes it the current device); device buffers travel
+// over it, ordered against the backend's compute stream.
 void open_run(TrainingSession& s, Comm* world) {
   const TrainOptions& o = s.options;
   if (!world) s.own_world = make_local_comm(), world = s.own_world.get();
