@@ -92,6 +92,11 @@ class CudaStager final : public Stager {
   }
   void wait_host(int index) override {
     Slot& s = slots_.at(size_t(index));
+    if (s.out_pending) {  // no copy in since the copies out: the host's MPI must not overwrite what they still read
+      LL_CUDA_CHECK(cudaEventRecord(s.out, h2d_));
+      LL_CUDA_CHECK(cudaEventSynchronize(s.out));
+      s.out_pending = false;
+    }
     if (!s.in_pending) return;
     LL_CUDA_CHECK(cudaEventRecord(s.in, d2h_));
     LL_CUDA_CHECK(cudaEventSynchronize(s.in));

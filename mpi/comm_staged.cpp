@@ -42,9 +42,14 @@ constexpr int kSlots = 3;  // MPI on one chunk, the next chunk's copy in, the pr
 
 size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
+// memcpy. Lazy: every copy runs at the latest moment the CUDA stager's ordering allows — a copy in when the host
+// waits for its slot (after the copies out of that slot enqueued before it), a copy out when its slot is refilled
+// or at end() — so a pipeline that reads a slot before waiting for it, or overwrites a slot whose copy out is still
+// pending, computes wrong values on CPU ranks as it would on a GPU.
 class HostStager final : public Stager {
  public:
-  std::string name() const override { return "host"; }
+  explicit HostStager(bool lazy) : lazy_(lazy) {}
+  std::string name() const override { return lazy_ ? "host (lazy)" : "host"; }
   bool stages(const Tensor&) const override { return true; }
   void allocate(int count, size_t bytes) override {
     slots_.assign(size_t(count), std::vector<char>(bytes));
@@ -53,16 +58,46 @@ class HostStager final : public Stager {
   uint64_t mark() override { return 0; }
   void begin(uint64_t) override {}
   void to_host(int index, size_t offset, const void* src, size_t bytes) override {
-    std::memcpy(slot(index) + offset, src, bytes);
+    if (!lazy_) return void(std::memcpy(slot(index) + offset, src, bytes));
+    drain_out(index);  // the copies out of this slot enqueued so far come first (the CUDA stager orders them so)
+    in_.push_back({index, offset, const_cast<char*>(static_cast<const char*>(src)), bytes});
   }
-  void wait_host(int) override {}
+  void wait_host(int index) override {
+    drain_out(index);
+    for (size_t i = in_.size(); i-- > 0;)
+      if (in_[i].slot == index) {
+        for (size_t k = 0; k <= i; ++k) std::memcpy(slot(in_[k].slot) + in_[k].offset, in_[k].buffer, in_[k].bytes);
+        in_.erase(in_.begin(), in_.begin() + std::ptrdiff_t(i + 1));
+        return;
+      }
+  }
   void to_device(void* dst, int index, size_t offset, size_t bytes) override {
-    std::memcpy(dst, slot(index) + offset, bytes);
+    if (!lazy_) return void(std::memcpy(dst, slot(index) + offset, bytes));
+    out_.push_back({index, offset, static_cast<char*>(dst), bytes});
   }
-  void end() override {}
+  void end() override {
+    for (int s = 0; s < int(slots_.size()); ++s) wait_host(s);
+    run_out(out_.size());
+  }
 
  private:
+  struct Copy {
+    int slot;
+    size_t offset;
+    char* buffer;
+    size_t bytes;
+  };
+  void drain_out(int index) {  // every copy out up to the last one out of slot `index`, in order
+    for (size_t i = out_.size(); i-- > 0;)
+      if (out_[i].slot == index) return run_out(i + 1);
+  }
+  void run_out(size_t count) {  // the first `count` copies out, in order
+    for (size_t k = 0; k < count; ++k) std::memcpy(out_[k].buffer, slot(out_[k].slot) + out_[k].offset, out_[k].bytes);
+    out_.erase(out_.begin(), out_.begin() + std::ptrdiff_t(count));
+  }
+  bool lazy_;
   std::vector<std::vector<char>> slots_;
+  std::vector<Copy> in_, out_;  // lazy: enqueued and not yet run, in stream order
 };
 
 // One copy between a rank's buffer and a staging slot.
@@ -295,7 +330,7 @@ class StagedComm final : public Comm {
 
 }  // namespace
 
-std::unique_ptr<Stager> make_host_stager() { return std::make_unique<HostStager>(); }
+std::unique_ptr<Stager> make_host_stager(bool lazy) { return std::make_unique<HostStager>(lazy); }
 
 std::unique_ptr<Comm> make_staged_comm(Comm& host, std::unique_ptr<Stager> stager, int64_t chunk_bytes) {
   return std::make_unique<StagedComm>(host, std::move(stager), chunk_bytes);

@@ -5,8 +5,9 @@
 //
 // Ordering, as the CUDA stager implements it: copies into a slot (to_host) wait for the copies out of that slot
 // enqueued before (to_device), so StagedComm can reuse a slot as soon as it has enqueued its copies out; the host
-// reads a slot only after wait_host; everything is ordered after a mark taken on the compute stream (begin), and the
-// compute stream waits for every copy at end().
+// reads or writes a slot (MPI) only after wait_host, which also waits for the slot's earlier copies out (a rank that
+// only receives into a slot copies nothing in first); everything is ordered after a mark taken on the compute stream
+// (begin), and the compute stream waits for every copy at end().
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -35,7 +36,8 @@ class Stager {
   virtual void begin(uint64_t mark) = 0;
   // Enqueues a copy of `bytes` from the rank's buffer `src` into slot `index` at `offset`.
   virtual void to_host(int index, size_t offset, const void* src, size_t bytes) = 0;
-  // Blocks the host until every to_host copy into slot `index` has landed.
+  // Blocks the host until every to_host copy into slot `index` has landed and every to_device copy out of it has
+  // read it: the host may then read and write the slot.
   virtual void wait_host(int index) = 0;
   // Enqueues a copy of `bytes` from slot `index` at `offset` into the rank's buffer `dst`.
   virtual void to_device(void* dst, int index, size_t offset, size_t bytes) = 0;
@@ -43,8 +45,9 @@ class Stager {
   virtual void end() = 0;
 };
 
-// memcpy on the calling thread; staging in ordinary host memory.
-std::unique_ptr<Stager> make_host_stager();
+// memcpy on the calling thread; staging in ordinary host memory. `lazy`: each copy runs as late as the CUDA
+// stager's ordering allows (the tests' way to check StagedComm's slot handling on CPU ranks).
+std::unique_ptr<Stager> make_host_stager(bool lazy = false);
 // The CUDA stager for `backend` (the CUDA backend of `device`); throws naming the reason in a build without CUDA.
 std::unique_ptr<Stager> make_cuda_stager(Backend& backend, int device);
 

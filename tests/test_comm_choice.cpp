@@ -2,6 +2,8 @@
 // StagedComm's chunking with the host stager at world size 1 (the multi-rank cases are in tests/mpi/).
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "mpi/comm.h"

@@ -137,7 +137,7 @@ void open_run(TrainingSession& s, Comm* world) {
     // staged path's chunking, pipelining and fault handling under build/train, without a GPU).
     const char* stage_host = std::getenv("LONGLORA_COMM_STAGE_HOST");
     if (world->size() > 1 && stage_host && std::string(stage_host) == "1") {
-      s.device_comm = make_staged_comm(*world, make_host_stager(), o.comm_chunk_bytes);
+      s.device_comm = make_staged_comm(*world, make_host_stager(/*lazy=*/true), o.comm_chunk_bytes);
       s.comm_why = "MPI through host staging of host buffers (LONGLORA_COMM_STAGE_HOST=1)";
     } else if (world->size() > 1) {
       s.comm_why = "MPI on host buffers";

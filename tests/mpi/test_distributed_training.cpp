@@ -195,12 +195,13 @@ TEST_P(DistributedTraining, DeferredCollectivesAndSmallBucketsMatchTheSingleRank
   g_comm->barrier();
 }
 
-// The communicator as a parameter: the same ranks over StagedComm with the host stager (chunks of 60 bytes: every
+// The communicator as a parameter: the same ranks over StagedComm with the lazy host stager (each copy as late as a
+// GPU's copy streams may run it; chunks of 60 bytes: every
 // bucket, layer gather and gradient reduction cut into many pipelined chunks, most not dividing it) train exactly
 // like MpiComm — the losses and the final weights bit for bit. The bucket size is fixed: StagedComm reports itself
 // asynchronous, which would otherwise pick another ZeRO-2 bucket plan.
 TEST_P(DistributedTraining, HostStagedCommTrainsBitForBitLikeMpiComm) {
-  std::unique_ptr<Comm> staged_comm = make_staged_comm(*g_comm, make_host_stager(), 60);
+  std::unique_ptr<Comm> staged_comm = make_staged_comm(*g_comm, make_host_stager(/*lazy=*/true), 60);
   for (Comm* comm : {g_comm, staged_comm.get()}) {
     TrainOptions o = options(comm == g_comm ? "over_mpi" : "over_staged", 2);
     o.reduce_bucket_size = 97;

@@ -1,5 +1,5 @@
-// StagedComm with the host stager on CPU ranks: every collective gives, bit for bit, what MpiComm gives on the
-// same inputs, whatever the chunk (1 byte → one element per chunk, a size that divides nothing, the whole buffer,
+// StagedComm with the host stager (eager and lazy copies) on CPU ranks: every collective gives, bit for bit, what
+// MpiComm gives on the same inputs, whatever the chunk (1 byte → one element per chunk, a size that divides nothing, the whole buffer,
 // the 8 MiB default), with even and uneven splits and ranks whose range is empty; several collectives in flight,
 // waited out of order. The values are multiples of 1/4 with small magnitudes, so every sum is exact in any order:
 // what is compared is which elements move where, not MPI's summation order.
@@ -17,7 +17,10 @@ namespace {
 
 using test::g_comm;
 
-std::unique_ptr<Comm> staged(int64_t chunk_bytes) { return make_staged_comm(*g_comm, make_host_stager(), chunk_bytes); }
+// Eager copies, or lazy ones (each copy as late as the CUDA stager's ordering allows: mpi/stager.h).
+std::unique_ptr<Comm> staged(int64_t chunk_bytes, bool lazy) {
+  return make_staged_comm(*g_comm, make_host_stager(lazy), chunk_bytes);
+}
 
 // Rank- and element-dependent values, exactly representable in bf16.
 std::vector<double> values(int64_t n, int salt) {
@@ -55,32 +58,32 @@ const int64_t kChunks[] = {1, 3, 28, 8 * 4, int64_t(8) << 20};  // 1 element; di
 
 TEST(StagedComm, AllReduceAndBroadcastMatchMpiCommBitForBit) {
   const int n = g_comm->size();
-  for (const int64_t chunk : kChunks) {
-    std::unique_ptr<Comm> c = staged(chunk);
+  for (const int64_t chunk : kChunks) for (const bool lazy : {false, true}) {
+    std::unique_ptr<Comm> c = staged(chunk, lazy);
     for (const DType dtype : {DType::F32, DType::F64}) {
       for (const int64_t len : {int64_t(1), int64_t(8), int64_t(37)}) {  // 8 f32: the 32-byte chunk is the buffer
         std::vector<char> a = buffer(dtype, values(len, 1)), b = a;
         c->all_reduce_sum(view(a, dtype, len));
         g_comm->all_reduce_sum(view(b, dtype, len));
-        EXPECT_EQ(a, b) << "chunk " << chunk << ", " << dtype_name(dtype) << ", " << len << " elements";
+        EXPECT_EQ(a, b) << "chunk " << chunk << (lazy ? " lazy, " : ", ") << dtype_name(dtype) << ", " << len << " elements";
       }
     }
     for (const DType dtype : {DType::F32, DType::BF16, DType::I32}) {
       std::vector<char> a = buffer(dtype, values(29, 2)), b = a;
       c->broadcast(view(a, dtype, 29), n - 1);
       g_comm->broadcast(view(b, dtype, 29), n - 1);
-      EXPECT_EQ(a, b) << "chunk " << chunk << ", " << dtype_name(dtype);
+      EXPECT_EQ(a, b) << "chunk " << chunk << (lazy ? " lazy, " : ", ") << dtype_name(dtype);
     }
   }
 }
 
 TEST(StagedComm, ReduceScatterAndAllGatherMatchMpiCommWithEveryChunkAndSplit) {
   const int r = g_comm->rank();
-  for (const int64_t chunk : kChunks) {
-    std::unique_ptr<Comm> c = staged(chunk);
+  for (const int64_t chunk : kChunks) for (const bool lazy : {false, true}) {
+    std::unique_ptr<Comm> c = staged(chunk, lazy);
     for (const std::vector<int64_t>& counts : splits()) {
       const int64_t total = sum(counts), mine = counts[size_t(r)];
-      const std::string what = "chunk " + std::to_string(chunk) + ", " + std::to_string(total) + " elements";
+      const std::string what = "chunk " + std::to_string(chunk) + (lazy ? " lazy, " : ", ") + std::to_string(total) + " elements";
       for (const DType dtype : {DType::F32, DType::F64}) {
         std::vector<char> full = buffer(dtype, values(total, 3));
         std::vector<char> a(std::max<int64_t>(mine, 1) * dtype_size(dtype), 'x'), b = a;
@@ -107,7 +110,7 @@ TEST(StagedComm, ReduceScatterAndAllGatherMatchMpiCommWithEveryChunkAndSplit) {
 // is MpiComm's, and every request is waited exactly once (a second wait is an error).
 TEST(StagedComm, SeveralRequestsInFlightWaitedOutOfOrder) {
   const int n = g_comm->size(), r = g_comm->rank();
-  std::unique_ptr<Comm> c = staged(12);
+  std::unique_ptr<Comm> c = staged(12, true);
   const std::vector<int64_t> counts = even_split(10 * n + 3, n);
   const int64_t total = sum(counts), mine = counts[size_t(r)];
   std::vector<char> reduced = buffer(DType::F32, values(21, 5)), reduced_ref = reduced;
