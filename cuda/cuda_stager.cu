@@ -1,6 +1,6 @@
 // The CUDA stager of StagedComm (mpi/stager.h): pinned staging slots, device→host copies on one copy stream and
-// host→device copies on another (so the two directions overlap on the GPU's two copy engines while the host runs MPI),
-// ordered against the backend's compute stream with events.
+// host→device copies on another (the two directions overlap on the GPU's two copy engines while the host runs
+// MPI), ordered against the backend's compute stream with events.
 #include <cuda_runtime.h>
 
 #include <map>

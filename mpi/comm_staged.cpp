@@ -197,10 +197,13 @@ class StagedComm final : public Comm {
       return rounds(full, counts, [&](const std::vector<int64_t>& piece, const std::vector<int64_t>& from,
                                       const std::vector<size_t>& packed, int64_t total, Chunk& c) {
         const int r = rank();
-        for (int q = 0; q < size(); ++q)
-          if (piece[size_t(q)] > 0) c.in.push_back({at(full, from[size_t(q)]), packed[size_t(q)], size_t(piece[size_t(q)]) * es});
+        for (int q = 0; q < size(); ++q) {
+          const size_t i = size_t(q);
+          if (piece[i] > 0) c.in.push_back({at(full, from[i]), packed[i], size_t(piece[i]) * es});
+        }
         const int64_t mine = piece[size_t(r)];
-        if (mine > 0) c.out.push_back({at(shard, from[size_t(r)] - split_offset(counts, r)), full_cap_, size_t(mine) * es});
+        const int64_t into_shard = from[size_t(r)] - split_offset(counts, r);
+        if (mine > 0) c.out.push_back({at(shard, into_shard), full_cap_, size_t(mine) * es});
         c.run = [this, dtype = full.dtype, piece, total, mine](char* slot) {
           host_.reduce_scatter_sum(Tensor(slot + full_cap_, dtype, Device::CPU, {mine}),
                                    Tensor(slot, dtype, Device::CPU, {total}), piece);

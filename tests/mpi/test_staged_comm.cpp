@@ -1,11 +1,12 @@
 // StagedComm with the host stager (eager and lazy copies) on CPU ranks: every collective gives, bit for bit, what
-// MpiComm gives on the same inputs, whatever the chunk (1 byte → one element per chunk, a size that divides nothing, the whole buffer,
-// the 8 MiB default), with even and uneven splits and ranks whose range is empty; several collectives in flight,
-// waited out of order. The values are multiples of 1/4 with small magnitudes, so every sum is exact in any order:
-// what is compared is which elements move where, not MPI's summation order.
+// MpiComm gives on the same inputs, whatever the chunk (1 byte → one element per chunk, a size that divides nothing,
+// the whole buffer, the 8 MiB default), with even and uneven splits and ranks whose range is empty; several
+// collectives in flight, waited out of order. The values are multiples of 1/4 with small magnitudes, so every sum
+// is exact in any order: what is compared is which elements move where, not MPI's summation order.
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "core/tensor_host.h"
@@ -54,36 +55,48 @@ int64_t sum(const std::vector<int64_t>& c) {
   return s;
 }
 
-const int64_t kChunks[] = {1, 3, 28, 8 * 4, int64_t(8) << 20};  // 1 element; dividing nothing; ...; the default
+// Chunks of 1 byte (one element), 3 and 28 bytes (dividing nothing), 32 (8 f32: a whole buffer below) and the
+// default, each with eager and lazy copies.
+struct Staging {
+  int64_t chunk;
+  bool lazy;
+  std::string label() const { return "chunk " + std::to_string(chunk) + (lazy ? " lazy, " : ", "); }
+};
+std::vector<Staging> stagings() {
+  std::vector<Staging> out;
+  for (const int64_t chunk : {int64_t(1), int64_t(3), int64_t(28), int64_t(32), kDefaultCommChunkBytes})
+    for (const bool lazy : {false, true}) out.push_back({chunk, lazy});
+  return out;
+}
 
 TEST(StagedComm, AllReduceAndBroadcastMatchMpiCommBitForBit) {
   const int n = g_comm->size();
-  for (const int64_t chunk : kChunks) for (const bool lazy : {false, true}) {
-    std::unique_ptr<Comm> c = staged(chunk, lazy);
+  for (const Staging& st : stagings()) {
+    std::unique_ptr<Comm> c = staged(st.chunk, st.lazy);
     for (const DType dtype : {DType::F32, DType::F64}) {
       for (const int64_t len : {int64_t(1), int64_t(8), int64_t(37)}) {  // 8 f32: the 32-byte chunk is the buffer
         std::vector<char> a = buffer(dtype, values(len, 1)), b = a;
         c->all_reduce_sum(view(a, dtype, len));
         g_comm->all_reduce_sum(view(b, dtype, len));
-        EXPECT_EQ(a, b) << "chunk " << chunk << (lazy ? " lazy, " : ", ") << dtype_name(dtype) << ", " << len << " elements";
+        EXPECT_EQ(a, b) << st.label() << dtype_name(dtype) << ", " << len << " elements";
       }
     }
     for (const DType dtype : {DType::F32, DType::BF16, DType::I32}) {
       std::vector<char> a = buffer(dtype, values(29, 2)), b = a;
       c->broadcast(view(a, dtype, 29), n - 1);
       g_comm->broadcast(view(b, dtype, 29), n - 1);
-      EXPECT_EQ(a, b) << "chunk " << chunk << (lazy ? " lazy, " : ", ") << dtype_name(dtype);
+      EXPECT_EQ(a, b) << st.label() << dtype_name(dtype);
     }
   }
 }
 
 TEST(StagedComm, ReduceScatterAndAllGatherMatchMpiCommWithEveryChunkAndSplit) {
   const int r = g_comm->rank();
-  for (const int64_t chunk : kChunks) for (const bool lazy : {false, true}) {
-    std::unique_ptr<Comm> c = staged(chunk, lazy);
+  for (const Staging& st : stagings()) {
+    std::unique_ptr<Comm> c = staged(st.chunk, st.lazy);
     for (const std::vector<int64_t>& counts : splits()) {
       const int64_t total = sum(counts), mine = counts[size_t(r)];
-      const std::string what = "chunk " + std::to_string(chunk) + (lazy ? " lazy, " : ", ") + std::to_string(total) + " elements";
+      const std::string what = st.label() + std::to_string(total) + " elements";
       for (const DType dtype : {DType::F32, DType::F64}) {
         std::vector<char> full = buffer(dtype, values(total, 3));
         std::vector<char> a(std::max<int64_t>(mine, 1) * dtype_size(dtype), 'x'), b = a;
@@ -119,7 +132,8 @@ TEST(StagedComm, SeveralRequestsInFlightWaitedOutOfOrder) {
   std::vector<char> gathered = buffer(DType::BF16, values(total, 7)), gathered_ref = gathered;
 
   const CommRequest a = c->start_all_reduce_sum(view(reduced, DType::F32, 21));
-  const CommRequest b = c->start_reduce_scatter_sum(view(shard, DType::F32, mine), view(full, DType::F32, total), counts);
+  const CommRequest b =
+      c->start_reduce_scatter_sum(view(shard, DType::F32, mine), view(full, DType::F32, total), counts);
   EXPECT_EQ(c->all_reduce_sum(double(r + 1)), double(n * (n + 1) / 2));
   const CommRequest g = c->start_all_gather_in_place(view(gathered, DType::BF16, total), counts);
   c->wait(g);
