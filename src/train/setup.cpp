@@ -111,7 +111,9 @@ void open_run(TrainingSession& s, Comm* world) {
                                                    "folder with tokenizer.json or tokenizer.model");
   if (o.chat_template != "auto") parse_chat_template(o.chat_template);  // a bad value fails before the model loads
   s.plan = plan_model(o, s.tokenizer.get());
-  if (o.device == "cuda" && world->size() > 1) {
+  // One rank needs no communicator; an explicit --comm nccl|mpi still makes it (NCCL's and the staged path's
+  // checks at world size 1, on one GPU).
+  if (o.device == "cuda" && (world->size() > 1 || o.comm != "auto")) {
     // Each rank seeing one GPU: the launcher bound one per rank, or they all see the same one (compared by PCI
     // address). auto's choice must be every rank's: one rank that cannot use NCCL sends every rank through MPI.
     const CudaProbe probe = probe_cuda();

@@ -84,7 +84,8 @@ void add_train_flags(Flags& flags, TrainOptions& o) {
   flags.add("comm", &o.comm,
             "with several --device cuda ranks, what moves device buffers: nccl (one GPU per rank), mpi (MPI through "
             "pinned host staging, chunked and pipelined; ranks may share a GPU: local rank % visible GPUs) or auto "
-            "(nccl when built and every rank has its own GPU, else mpi). --device cpu: auto and mpi mean MPI");
+            "(nccl when built and every rank has its own GPU, else mpi; one rank: none, unless nccl or mpi is named). "
+            "--device cpu: auto and mpi mean MPI");
   flags.add("comm_chunk_bytes", &o.comm_chunk_bytes,
             "--comm mpi on GPU ranks: bytes per staged chunk (device→host copy, MPI and host→device copy of "
             "consecutive chunks overlap)").at_least(1);
