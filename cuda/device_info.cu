@@ -1,5 +1,7 @@
 #include "cuda/device_info.h"
 
+#include <cstdio>
+
 #include <cuda_runtime.h>
 
 #include <string>
@@ -45,7 +47,10 @@ CudaProbe probe_cuda() {
   for (int i = 0; i < count; ++i) {
     cudaDeviceProp prop{};
     if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) continue;
-    probe.devices.push_back({i, prop.name, prop.major, prop.minor, prop.multiProcessorCount, prop.totalGlobalMem});
+    char pci[32];
+    std::snprintf(pci, sizeof pci, "%04x:%02x:%02x", prop.pciDomainID, prop.pciBusID, prop.pciDeviceID);
+    probe.devices.push_back(
+        {i, prop.name, prop.major, prop.minor, prop.multiProcessorCount, prop.totalGlobalMem, pci});
   }
   if (probe.devices.empty()) probe.error = "no CUDA GPU is visible: the CUDA runtime reports no devices";
   return probe;

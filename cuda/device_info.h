@@ -13,6 +13,7 @@ struct CudaDeviceInfo {
   int compute_major = 0, compute_minor = 0;
   int multiprocessors = 0;
   size_t total_memory = 0;  // bytes
+  std::string pci_id;       // domain:bus:device, the same for every process that sees this GPU (--comm auto)
 };
 
 struct CudaProbe {

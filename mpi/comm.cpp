@@ -4,6 +4,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <set>
+
+#include <unistd.h>
 
 #include "util/error.h"
 
@@ -32,6 +36,76 @@ int choose_local_device(int local_rank, int local_size, int visible_devices) {
            visible_devices, " CUDA devices: start at most ", visible_devices, " ranks per node (one GPU each), or "
            "give every rank its own GPU through CUDA_VISIBLE_DEVICES");
   return local_rank;
+}
+
+namespace {
+
+void check_comm_value(const std::string& flag) {
+  LL_CHECK(flag == "auto" || flag == "nccl" || flag == "mpi", "--comm: expected auto, nccl or mpi, got `", flag, "`");
+}
+
+}  // namespace
+
+void check_cpu_comm_flag(const std::string& flag) {
+  check_comm_value(flag);
+  LL_CHECK(flag != "nccl", "--comm nccl: NCCL moves device buffers, and --device cpu ranks have none; use --comm "
+                           "auto or mpi (MPI on host buffers), or --device cuda");
+}
+
+DeviceCommChoice choose_device_comm(const std::string& flag, bool nccl_built, int local_rank, int local_size,
+                                    int visible_devices, int distinct_gpus) {
+  check_comm_value(flag);
+  LL_CHECK(local_size >= 1 && local_rank >= 0 && local_rank < local_size, "choose_device_comm: local rank ",
+           local_rank, " of ", local_size);
+  LL_CHECK(visible_devices >= 1, "rank ", local_rank, " of the ", local_size, " ranks on this node sees no CUDA "
+           "device (check CUDA_VISIBLE_DEVICES and the launcher's GPU binding)");
+  // One GPU per rank: the node shows at least as many as it runs ranks (rank r takes GPU r), or each rank sees one
+  // that the launcher bound to it (unless the ranks were found to hold the same one).
+  const bool own = visible_devices >= local_size ||
+                   (visible_devices == 1 && (distinct_gpus < 0 || distinct_gpus >= local_size));
+  const std::string sharing = str_cat(local_size, " ranks on this node share ",
+                                      visible_devices == 1 && distinct_gpus > 0 ? distinct_gpus : visible_devices,
+                                      " GPU", visible_devices == 1 && distinct_gpus <= 1 ? "" : "s");
+  DeviceCommChoice c;
+  c.device = visible_devices == 1 ? 0 : own ? local_rank : local_rank % visible_devices;
+  if (flag == "nccl") {
+    LL_CHECK(nccl_built, "--comm nccl: this build has no NCCL (it needs nvcc, mpicxx and $(CUDA_HOME)/include/nccl.h "
+                         "when compiled; see the Makefile's NCCL setting); use --comm mpi or auto (device buffers "
+                         "over MPI through host staging)");
+    LL_CHECK(own, "--comm nccl: ", sharing, ", and NCCL needs one GPU per rank; use --comm mpi or auto (ranks "
+                  "share GPUs over MPI through host staging), or start at most ", visible_devices,
+                  " ranks per node");
+    c.nccl = true;
+    c.why = "NCCL, one GPU per rank (--comm nccl)";
+  } else if (flag == "auto" && nccl_built && own) {
+    c.nccl = true;
+    c.why = "NCCL, one GPU per rank (--comm auto)";
+  } else {
+    c.why = flag == "mpi" ? std::string("MPI through host staging (--comm mpi)")
+            : !nccl_built ? std::string("MPI through host staging (--comm auto: this build has no NCCL)")
+                          : str_cat("MPI through host staging (--comm auto: ", sharing, ")");
+    if (!own) c.why += str_cat("; ", sharing, ": local rank ", local_rank, " takes GPU ", c.device, " = ",
+                               local_rank, " % ", visible_devices);
+  }
+  return c;
+}
+
+int distinct_gpus_on_node(Comm& world, const std::string& gpu_id) {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  const uint64_t mine[2] = {std::hash<std::string>{}(host), std::hash<std::string>{}(gpu_id)};
+  const int n = world.size();
+  std::vector<int32_t> all(size_t(n) * 4);  // per rank: host hash, GPU hash (two int32 words each)
+  std::memcpy(&all[size_t(world.rank()) * 4], mine, sizeof mine);
+  world.all_gather_in_place(Tensor(all.data(), DType::I32, Device::CPU, {int64_t(n) * 4}),
+                            std::vector<int64_t>(size_t(n), 4));
+  std::set<uint64_t> gpus;
+  for (int r = 0; r < n; ++r) {
+    uint64_t theirs[2];
+    std::memcpy(theirs, &all[size_t(r) * 4], sizeof theirs);
+    if (theirs[0] == mine[0]) gpus.insert(theirs[1]);
+  }
+  return int(gpus.size());
 }
 
 namespace {
@@ -72,7 +146,7 @@ std::unique_ptr<Comm> make_local_comm() { return std::make_unique<LocalComm>(); 
 #ifndef LONGLORA_WITH_NCCL
 bool built_with_nccl() { return false; }
 std::unique_ptr<Comm> make_nccl_comm(Comm&, Backend&, int) {
-  fail("several ranks with --device cuda need NCCL, and this build has none (it needs nvcc, mpicxx and "
+  fail("NCCL (--comm nccl) was asked for, and this build has none (it needs nvcc, mpicxx and "
        "$(CUDA_HOME)/include/nccl.h when compiled; see the Makefile's NCCL setting)");
 }
 #endif

@@ -1,8 +1,10 @@
-// Collective communication between training ranks. One small interface, three implementations:
-//   LocalComm — one process (every collective is the identity); always available;
-//   MpiComm   — MPI on host buffers (the CPU backend, and the multi-rank tests), built when mpicxx is found;
-//   NcclComm  — NCCL on device buffers (CUDA backend), scalars and host buffers through MPI; built with CUDA + MPI
-//               + NCCL (mpi/comm_nccl.cpp, make_nccl_comm).
+// Collective communication between training ranks. One small interface, four implementations:
+//   LocalComm  — one process (every collective is the identity); always available;
+//   MpiComm    — MPI on host buffers (the CPU backend, and the multi-rank tests), built when mpicxx is found;
+//   NcclComm   — NCCL on device buffers (CUDA backend), scalars and host buffers through MPI; built with CUDA + MPI
+//                + NCCL (mpi/comm_nccl.cpp, make_nccl_comm);
+//   StagedComm — device buffers over MPI, chunk by chunk through pinned host staging (mpi/comm_staged.cpp,
+//                make_staged_comm): GPU ranks without NCCL, or several ranks sharing one GPU (--comm mpi).
 // Every rank issues the same sequence of collectives (the ZeRO schedule is deterministic).
 //
 // Blocking and asynchronous forms. The blocking calls return when the result may be used by what this rank does
@@ -99,5 +101,32 @@ bool built_with_nccl();
 // must be the CUDA backend of `device` (its compute stream orders the collectives). Throws when the build has no
 // NCCL.
 std::unique_ptr<Comm> make_nccl_comm(Comm& host, Backend& backend, int device);
+
+class Stager;  // mpi/stager.h
+// --comm_chunk_bytes' default: the staging granularity of StagedComm.
+constexpr int64_t kDefaultCommChunkBytes = int64_t(8) << 20;
+// StagedComm over the ranks of `host` (an MpiComm that outlives the result; it carries every MPI call, the scalars,
+// barriers, abort and the watchdog): each collective on a tensor the stager stages moves through host staging in
+// chunks of at most `chunk_bytes` (the last may be shorter), pipelined (mpi/comm_staged.cpp says how).
+std::unique_ptr<Comm> make_staged_comm(Comm& host, std::unique_ptr<Stager> stager, int64_t chunk_bytes);
+
+// --comm: which communicator moves device buffers between GPU ranks.
+struct DeviceCommChoice {
+  bool nccl = false;  // NcclComm; otherwise StagedComm over MPI
+  int device = 0;     // this rank's GPU
+  std::string why;    // for the start-up line
+};
+// auto: NCCL when the build has it and every rank of the node has its own GPU, else the staged MPI comm; nccl:
+// NCCL, an error naming --comm when the build has none or ranks would share a GPU; mpi: the staged comm, ranks
+// sharing GPUs when the node has fewer than ranks (local_rank % visible_devices). `distinct_gpus`: how many
+// different GPUs the node's ranks hold when each sees one device (−1: unknown, taken as one per rank, the launcher
+// having bound them). Throws naming --comm on a value other than auto, nccl or mpi.
+DeviceCommChoice choose_device_comm(const std::string& flag, bool nccl_built, int local_rank, int local_size,
+                                    int visible_devices, int distinct_gpus = -1);
+// Collective over `world`: how many different GPUs the ranks on this rank's host hold, `gpu_id` naming this rank's
+// (its PCI address: the same in every process that sees that GPU).
+int distinct_gpus_on_node(Comm& world, const std::string& gpu_id);
+// --comm on CPU ranks: auto and mpi mean MpiComm; nccl is refused (it moves device buffers only).
+void check_cpu_comm_flag(const std::string& flag);
 
 }  // namespace ll

@@ -122,7 +122,7 @@ class NcclComm final : public Comm {
       comm_ = comm;
       LL_CHECK(rc == ncclSuccess, "NCCL: ncclCommInitRank on rank ", host.rank(), " of ", host.size(), " (device ",
                device, ") failed: ", ncclGetErrorString(rc), " — two ranks on one GPU? (each rank needs its own; "
-               "see CUDA_VISIBLE_DEVICES), or set NCCL_DEBUG=INFO for the transport setup");
+               "see CUDA_VISIBLE_DEVICES; --comm mpi lets ranks share one), or set NCCL_DEBUG=INFO for the transport setup");
     } catch (...) {
       shutdown(/*abort_comm=*/true);
       throw;

@@ -489,6 +489,9 @@ TEST_F(TrainerTest, NumericOptionsOutOfRangeAreRefusedBeforeAnythingIsWritten) {
       {[](TrainOptions& o) { o.logging_steps = 0; }, "--logging_steps must be an integer >= 1, got 0"},
       {[](TrainOptions& o) { o.warmup_steps = -5; }, "--warmup_steps must be an integer >= 0, got -5"},
       {[](TrainOptions& o) { o.reduce_bucket_size = -1; }, "--reduce_bucket_size must be an integer >= 0, got -1"},
+      {[](TrainOptions& o) { o.comm_chunk_bytes = 0; }, "--comm_chunk_bytes must be an integer >= 1, got 0"},
+      {[](TrainOptions& o) { o.comm = "gloo"; }, "--comm: expected auto, nccl or mpi, got `gloo`"},
+      {[](TrainOptions& o) { o.comm = "nccl"; }, "--comm nccl: NCCL moves device buffers, and --device cpu ranks"},
   };
   for (const auto& [set, expected] : cases) {
     TrainOptions o = base("ranges");

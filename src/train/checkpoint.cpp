@@ -100,6 +100,7 @@ std::string save_checkpoint(const std::string& output_dir, ParamStore& params, D
                               {"data_index", state.data.index},
                               {"nonfinite_streak", state.nonfinite_streak},
                               {"world_size", comm.size()},
+                              {"comm", comm.name()},
                               {"zero_stage", optimizer.stage()},
                               {"flags", state.flags}};
     write_file_atomic(tmp_dir + "/" + kState, j.dump(2) + "\n");  // last: its presence marks completeness

@@ -49,7 +49,8 @@ struct TrainingSession {
   std::unique_ptr<Tokenizer> tokenizer;      // when the run has one (SFT needs it; [PAD] rule)
   ModelPlan plan;
   std::unique_ptr<Backend> backend;
-  std::unique_ptr<Comm> device_comm;         // NCCL between GPU ranks (device buffers), or none
+  std::unique_ptr<Comm> device_comm;         // NCCL or StagedComm between GPU ranks (device buffers), or none
+  std::string comm_why;                      // several ranks: which communicator --comm chose, and why
   std::unique_ptr<ProfilingBackend> profiler;  // --profile_ops
   Backend* be = nullptr;                     // what the run computes on: the profiler or the backend
   Comm* comm = nullptr;                      // what gradients travel over: device_comm or world

@@ -3,6 +3,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "cuda/device_info.h"
@@ -11,6 +12,7 @@
 #include "io/hf_checkpoint.h"
 #include "model/param_select.h"
 #include "model/registry.h"
+#include "mpi/stager.h"
 #include "train/memory_check.h"
 #include "train/rank_agreement.h"
 #include "train/session.h"
@@ -71,6 +73,8 @@ TrainableConfig parse_trainable(const std::string& list, bool full, const ModelC
 void check_options(const TrainOptions& o) {
   check_train_option_ranges(o);  // every numeric option within its flag's range (train/train_flags.cpp)
   LL_CHECK(o.device == "cpu" || o.device == "cuda", "--device: expected cpu or cuda, got `", o.device, "`");
+  if (o.device == "cpu") check_cpu_comm_flag(o.comm);
+  else choose_device_comm(o.comm, built_with_nccl(), 0, 1, 1);  // the spelling, and nccl in a build without it
   LL_CHECK(o.zero_stage == 0 || o.zero_stage == 2 || o.zero_stage == 3, "--zero_stage: expected 0, 2 or 3, got ",
            o.zero_stage);
   LL_CHECK(o.data_path.empty() != o.sft_data_path.empty(),
@@ -83,10 +87,10 @@ void check_options(const TrainOptions& o) {
   parse_warmup_shape(o.lr_warmup_type);
 }
 
-// Ranks agree on the flags, the output folder is prepared (rank 0), and the backend (with the NCCL communicator
-// between GPU ranks) is created. Several ranks on GPUs: each rank takes the GPU of its local rank (before the backend
-// is created, which makes it the current device), and device buffers travel over NCCL, ordered against the backend's
-// compute stream.
+// Ranks agree on the flags, the output folder is prepared (rank 0), and the backend (with the device communicator
+// between GPU ranks) is created. Several ranks on GPUs: --comm picks NCCL or StagedComm and each rank's GPU
+// (choose_device_comm; before the backend is created, which makes it the current device); device buffers travel
+// over it, ordered against the backend's compute stream.
 void open_run(TrainingSession& s, Comm* world) {
   const TrainOptions& o = s.options;
   if (!world) s.own_world = make_local_comm(), world = s.own_world.get();
@@ -107,13 +111,39 @@ void open_run(TrainingSession& s, Comm* world) {
                                                    "folder with tokenizer.json or tokenizer.model");
   if (o.chat_template != "auto") parse_chat_template(o.chat_template);  // a bad value fails before the model loads
   s.plan = plan_model(o, s.tokenizer.get());
-  if (o.device == "cuda" && world->size() > 1) {
-    const int device = choose_local_device(world->local_rank(), world->local_size(), int(probe_cuda().devices.size()));
-    s.backend = create_backend("cuda", device);
-    s.device_comm = make_nccl_comm(*world, *s.backend, device);
+  // One rank needs no communicator; an explicit --comm nccl|mpi still makes it (NCCL's and the staged path's
+  // checks at world size 1, on one GPU).
+  if (o.device == "cuda" && (world->size() > 1 || o.comm != "auto")) {
+    // Each rank seeing one GPU: the launcher bound one per rank, or they all see the same one (compared by PCI
+    // address). auto's choice must be every rank's: one rank that cannot use NCCL sends every rank through MPI.
+    const CudaProbe probe = probe_cuda();
+    const int visible = int(probe.devices.size());
+    const int gpus = distinct_gpus_on_node(*world, visible > 0 ? probe.devices[0].pci_id : "");  // collective
+    const int distinct = visible == 1 ? gpus : -1;
+    DeviceCommChoice choice = choose_device_comm(o.comm, built_with_nccl(), world->local_rank(),
+                                                 world->local_size(), visible, distinct);
+    if (o.comm == "auto" && world->all_reduce_max(choice.nccl ? 0.0 : 1.0) > 0 && choice.nccl) {
+      choice = choose_device_comm("mpi", built_with_nccl(), world->local_rank(), world->local_size(), visible,
+                                  distinct);
+      choice.why = "MPI through host staging (--comm auto: ranks on another node cannot use NCCL)";
+    }
+    s.backend = create_backend("cuda", choice.device);
+    s.device_comm = choice.nccl ? make_nccl_comm(*world, *s.backend, choice.device)
+                                : make_staged_comm(*world, make_cuda_stager(*s.backend, choice.device),
+                                                   o.comm_chunk_bytes);
     s.device_comm->set_timeout(o.comm_timeout_sec);
+    s.comm_why = choice.why;
   } else {
     s.backend = create_backend(o.device);
+    // Tests: LONGLORA_COMM_STAGE_HOST=1 sends CPU ranks' collectives through StagedComm with the host stager (the
+    // staged path's chunking, pipelining and fault handling under build/train, without a GPU).
+    const char* stage_host = std::getenv("LONGLORA_COMM_STAGE_HOST");
+    if (world->size() > 1 && stage_host && std::string(stage_host) == "1") {
+      s.device_comm = make_staged_comm(*world, make_host_stager(/*lazy=*/true), o.comm_chunk_bytes);
+      s.comm_why = "MPI through host staging of host buffers (LONGLORA_COMM_STAGE_HOST=1)";
+    } else if (world->size() > 1) {
+      s.comm_why = "MPI on host buffers";
+    }
   }
   s.comm = s.device_comm ? s.device_comm.get() : world;
   // --profile_ops: everything runs through a ProfilingBackend, enabled only for the training loop (it synchronises
@@ -292,6 +322,7 @@ void print_start_up(const TrainingSession& s) {
                o.zero_stage == 2 ? str_cat(", ", s.optimizer->num_buckets(), " gradient bucket",
                                            s.optimizer->num_buckets() == 1 ? "" : "s").c_str()
                                  : "");
+  if (!s.comm_why.empty()) std::fprintf(stderr, "communicator: %s (%s)\n", comm.name().c_str(), s.comm_why.c_str());
 }
 
 }  // namespace

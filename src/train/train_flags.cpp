@@ -81,6 +81,14 @@ void add_train_flags(Flags& flags, TrainOptions& o) {
   flags.add("zero_stage", &o.zero_stage, "ZeRO stage under mpirun: 0 (replicated), 2 (sharded optimizer state), 3 (sharded parameters too)");
   flags.add("comm_timeout_sec", &o.comm_timeout_sec,
             "with several ranks: a collective stuck this long (a peer died or hangs) ends every rank").above(0);
+  flags.add("comm", &o.comm,
+            "with several --device cuda ranks, what moves device buffers: nccl (one GPU per rank), mpi (MPI through "
+            "pinned host staging, chunked and pipelined; ranks may share a GPU: local rank % visible GPUs) or auto "
+            "(nccl when built and every rank has its own GPU, else mpi; one rank: none, unless nccl or mpi is named). "
+            "--device cpu: auto and mpi mean MPI");
+  flags.add("comm_chunk_bytes", &o.comm_chunk_bytes,
+            "--comm mpi on GPU ranks: bytes per staged chunk (device→host copy, MPI and host→device copy of "
+            "consecutive chunks overlap)").at_least(1);
   flags.add("reduce_bucket_size", &o.reduce_bucket_size,
             "ZeRO-2: gradient elements per reduce-scatter bucket, started during the last micro-batch's backward "
             "(0: auto — one bucket on CPU ranks, 2^24 with NCCL)").at_least(0);

@@ -23,12 +23,13 @@ passed=0 failed=0
 train=${TRAIN_BIN:-$(dirname "$bin")/train}
 work=$(mktemp -d)
 for i in $(seq 3000); do printf '\x05\x00\x07\x00'; done > "$work/tokens.bin"
+fault_flags=()  # extra flags of the fault cases
 fault_case() {  # name, expected message, extra env...
   local name=$1 expect=$2; shift 2
   local start=$SECONDS
   out=$(env "$@" LONGLORA_FAIL_STEP=2 timeout 120 mpirun --oversubscribe --bind-to none -np 2 "$train" \
         --model_config demo --data_path "$work/tokens.bin" --model_max_length 64 --max_steps 6 --save_steps 0 \
-        --output_dir "$work/$name" --comm_timeout_sec 5 2>&1)
+        --output_dir "$work/$name" --comm_timeout_sec 5 "${fault_flags[@]}" 2>&1)
   local rc=$? took=$((SECONDS - start))
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && echo "$out" | grep -q "$expect" && [ "$took" -lt 60 ]; then
     echo "[       OK ] Faults.$name (exit $rc after ${took}s)"; passed=$((passed + 1))
@@ -40,6 +41,28 @@ fault_case() {  # name, expected message, extra env...
 }
 fault_case FailingRankEndsAllRanks "rank 1 of 2 failed: train: error: injected failure" LONGLORA_FAIL_RANK=1
 fault_case HangingRankEndsAllRanks "did not complete within 5 s" LONGLORA_HANG_RANK=1
+# The same through StagedComm (host stager, 256-byte chunks): a peer failing or hanging mid-collective leaves the
+# other rank inside a chunk's MPI call, which MpiComm's watchdog ends.
+fault_flags=(--comm mpi --comm_chunk_bytes 256)
+fault_case StagedFailingRankEndsAllRanks "rank 1 of 2 failed: train: error: injected failure" LONGLORA_FAIL_RANK=1 \
+  LONGLORA_COMM_STAGE_HOST=1
+fault_case StagedHangingRankEndsAllRanks "did not complete within 5 s" LONGLORA_HANG_RANK=1 LONGLORA_COMM_STAGE_HOST=1
+fault_flags=()
+# --comm: a value other than auto/nccl/mpi, and nccl on CPU ranks, stop every rank before training, naming the flag.
+for bad in "gloo|--comm: expected auto, nccl or mpi, got \`gloo\`" "nccl|--comm nccl: NCCL moves device buffers"; do
+  value=${bad%%|*} expect=${bad#*|}
+  out=$(timeout 120 mpirun --oversubscribe --bind-to none -np 2 "$train" --model_config demo \
+        --data_path "$work/tokens.bin" --model_max_length 64 --max_steps 2 --output_dir "$work/comm_$value" \
+        --comm "$value" 2>&1)
+  rc=$?
+  if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && echo "$out" | grep -qF -- "$expect" && [ ! -e "$work/comm_$value/metrics.jsonl" ]; then
+    echo "[       OK ] Faults.CommFlag_$value (exit $rc)"; passed=$((passed + 1))
+  else
+    echo "$out" | tail -20
+    echo "[  FAILED  ] Faults.CommFlag_$value (exit $rc; expected a non-zero exit naming --comm, before training)"
+    failed=$((failed + 1))
+  fi
+done
 # Ranks started with different flags (an MPMD launch) stop before training, every rank naming the first difference.
 start=$SECONDS
 args=(--model_config demo --data_path "$work/tokens.bin" --model_max_length 64 --max_steps 6 --save_steps 0

@@ -1,6 +1,8 @@
 // Collectives on CPU ranks: sums, uneven reduce-scatter / all-gather splits, broadcast.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
 #include <vector>
 
 #include "mpi_test_env.h"
@@ -47,6 +49,15 @@ TEST(Comm, BroadcastFromTheLastRank) {
   std::vector<int32_t> v = {r, r, r};
   g_comm->broadcast(Tensor(v.data(), DType::I32, Device::CPU, {3}), n - 1);
   for (int32_t x : v) EXPECT_EQ(x, n - 1);
+}
+
+// --comm auto tells ranks bound to their own GPU from ranks sharing one by the GPUs' PCI addresses (all the test's
+// ranks run on one host).
+TEST(Comm, DistinctGpusOnNodeCountsTheDifferentIdsOfTheHostsRanks) {
+  const int r = g_comm->rank(), n = g_comm->size();
+  EXPECT_EQ(distinct_gpus_on_node(*g_comm, "0000:17:00"), 1);
+  EXPECT_EQ(distinct_gpus_on_node(*g_comm, "0000:" + std::to_string(r % 2) + ":00"), std::min(n, 2));
+  EXPECT_EQ(distinct_gpus_on_node(*g_comm, std::to_string(r)), n);
 }
 
 TEST(Comm, EvenSplitCoversEverything) {

@@ -1,7 +1,8 @@
 // NCCL on GPU ranks (mpirun -np N, one GPU per rank): the collectives of NcclComm on device buffers, their ordering
-// against the backend's compute stream, and 10 steps of ZeRO-0/2/3 training on N GPUs against one GPU with the
-// same global batch. Every test skips, on every rank alike, printing the reason, unless the build has NCCL and
-// each of at least two ranks has its own GPU.
+// against the backend's compute stream, the abort path, and 10 steps of ZeRO-0/2/3 training on N GPUs against one
+// GPU with the same global batch. Every test skips, on every rank alike, printing the reason, unless the build has
+// NCCL and each rank has its own GPU; the collectives and the abort path run from one rank (one GPU), training
+// needs two.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -29,11 +30,11 @@ using test::g_comm;
 using test::expect_run_matches;
 
 // Collective: the same answer on every rank (a reason when some rank cannot run GPU tests).
-std::string gpu_ranks_missing() {
+std::string gpu_ranks_missing(int min_ranks) {
   std::string why;
   const CudaProbe probe = probe_cuda();
   if (!built_with_nccl()) why = "this build has no NCCL (needs nvcc, mpicxx and nccl.h at build time)";
-  else if (g_comm->size() < 2) why = "needs at least 2 ranks (mpirun -np 2 or more)";
+  else if (g_comm->size() < min_ranks) why = "needs at least 2 ranks (mpirun -np 2 or more)";
   else if (probe.devices.empty()) why = "no CUDA device: " + probe.error;
   else if (probe.devices.size() != 1 && int(probe.devices.size()) < g_comm->local_size())
     why = std::to_string(g_comm->local_size()) + " ranks on this node but " + std::to_string(probe.devices.size()) +
@@ -43,15 +44,15 @@ std::string gpu_ranks_missing() {
   return why;
 }
 
-#define SKIP_WITHOUT_GPU_RANKS()                                  \
-  do {                                                            \
-    const std::string ll_why_ = gpu_ranks_missing();              \
+#define SKIP_WITHOUT_GPU_RANKS(min_ranks)                           \
+  do {                                                               \
+    const std::string ll_why_ = gpu_ranks_missing(min_ranks);        \
     if (!ll_why_.empty()) GTEST_SKIP() << "NCCL tests: " << ll_why_; \
   } while (0)
 
 struct Gpu {
   Gpu() {
-    const int device = choose_local_device(g_comm->local_rank(), g_comm->local_size(), int(probe_cuda().devices.size()));
+    device = choose_local_device(g_comm->local_rank(), g_comm->local_size(), int(probe_cuda().devices.size()));
     backend = create_backend("cuda", device);
     comm = make_nccl_comm(*g_comm, *backend, device);
     comm->set_timeout(120);
@@ -65,10 +66,11 @@ struct Gpu {
   std::unique_ptr<Backend> backend;
   std::vector<std::shared_ptr<void>> keep;  // released before the backend (declared after it)
   std::unique_ptr<Comm> comm;
+  int device = 0;
 };
 
 TEST(Nccl, AllReduceReduceScatterAllGatherBroadcastOnDeviceBuffers) {
-  SKIP_WITHOUT_GPU_RANKS();
+  SKIP_WITHOUT_GPU_RANKS(1);
   Gpu gpu;
   Backend& be = *gpu.backend;
   Comm& c = *gpu.comm;
@@ -132,6 +134,39 @@ TEST(Nccl, AllReduceReduceScatterAllGatherBroadcastOnDeviceBuffers) {
   c.barrier();
 }
 
+// An exception unwinding past the communicator with a collective started and not waited for takes the abort path
+// (ncclCommAbort: the destructor neither hangs nor throws, the compute stream drains); the backend still computes,
+// and a new communicator over the same ranks works. Every rank throws alike (a rank-local error ends the job
+// through MPI_Abort instead, which the fault cases of run_mpi_tests.sh check on CPU ranks).
+TEST(Nccl, UnwindingWithACollectiveInFlightAbortsTheCommunicator) {
+  SKIP_WITHOUT_GPU_RANKS(1);
+  Gpu gpu;
+  Backend& be = *gpu.backend;
+  const int n = g_comm->size();
+  Tensor v = gpu.tensor(DType::F32, 1 << 20);
+  upload_f64(be, v, std::vector<double>(size_t(1) << 20, 1.0));
+  std::string caught;
+  try {
+    std::unique_ptr<Comm> doomed = std::move(gpu.comm);
+    doomed->start_all_reduce_sum(v);
+    fail("injected while a collective is in flight");
+  } catch (const Error& e) {
+    caught = e.what();
+  }
+  EXPECT_EQ(caught, "injected while a collective is in flight");
+  be.scale(v, 1.0);  // the compute stream still runs (what v holds after the aborted reduction is unspecified)
+  const double first = download_f64(be, v)[0];
+  if (n == 1) {
+    EXPECT_EQ(first, 1.0);  // one rank: the all-reduce is the identity, run or not
+  }
+  std::unique_ptr<Comm> fresh = make_nccl_comm(*g_comm, be, gpu.device);
+  fresh->set_timeout(120);
+  Tensor w = gpu.tensor(DType::F32, 4);
+  upload_f64(be, w, {1.0, 2.0, 3.0, 4.0});
+  fresh->all_reduce_sum(w);
+  EXPECT_EQ(download_f64(be, w), (std::vector<double>{1.0 * n, 2.0 * n, 3.0 * n, 4.0 * n}));
+}
+
 const char* kGpuConfig = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 128,
   "intermediate_size": 256, "num_attention_heads": 2, "num_key_value_heads": 2, "num_hidden_layers": 2,
   "vocab_size": 64, "rms_norm_eps": 1e-5, "max_position_embeddings": 32, "rope_theta": 10000.0})";
@@ -178,7 +213,7 @@ class NcclTraining : public ::testing::TestWithParam<int> {
 // bf16 activations: N GPUs and one GPU multiply matrices of different row counts (other cuBLASLt algorithms) and
 // sum gradients in another order, so the runs agree to bf16-level tolerances, not bit for bit.
 TEST_P(NcclTraining, TenStepsOnNGpusMatchOneGpuWithTheSameGlobalBatch) {
-  SKIP_WITHOUT_GPU_RANKS();
+  SKIP_WITHOUT_GPU_RANKS(2);
   const int n = g_comm->size();
   run_training(options("ranks", 2), {}, g_comm);
   if (g_comm->rank() == 0) {
@@ -193,7 +228,7 @@ TEST_P(NcclTraining, TenStepsOnNGpusMatchOneGpuWithTheSameGlobalBatch) {
 
 // The f32 masters are checkpointed: interrupting and resuming on the same GPUs continues the same run.
 TEST_P(NcclTraining, ResumeOnTheSameGpusContinuesTheRun) {
-  SKIP_WITHOUT_GPU_RANKS();
+  SKIP_WITHOUT_GPU_RANKS(2);
   TrainOptions interrupted = options("interrupted", 2);
   interrupted.interrupt_at_step = 4;
   EXPECT_TRUE(run_training(interrupted, {}, g_comm).interrupted);
