@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CPU comparison of issue 21: build/bench_cpu_train --case peft (ours) and scripts/bench_hf_baseline.py --device
 # cpu (PyTorch + transformers + PEFT, same model, recipe and thread count), interleaved over --repeats rounds (ours,
-# torch, ours, torch, ...) so that load from other processes hits both sides alike; prints every round and the median
-# ratio with its range, with and without checkpointing.
+# torch, ours, torch, ...) so that load from other processes hits both sides alike; prints every round, the median
+# ratio with its range, and the ratio of the best rounds (each side's highest tokens/s: the least disturbed run), with
+# and without checkpointing.
 #   scripts/bench_cpu_vs_peft.sh [--repeats N] [--steps N] [--threads N] [--python PY] [--before BIN] [--out DIR]
 # --before BIN also runs an older bench_cpu_train build in every round (a before/after table from one run).
 # Results: DIR/round<i>_{ours,before,torch_ckpt,torch_nockpt}.json (default DIR: a new temporary folder).
@@ -33,7 +34,8 @@ for i in $(seq 1 "$repeats"); do
   for ck in ckpt nockpt; do
     flag=(); [ $ck = ckpt ] || flag=(--no_checkpointing)
     "$python" scripts/bench_hf_baseline.py --device cpu --threads "$threads" --steps "$steps" "${flag[@]}" \
-      --ours "$out/round${i}_ours.json" --json "$out/round${i}_torch_${ck}.json" 2>/dev/null | tail -1
+      --ours "$out/round${i}_ours.json" --json "$out/round${i}_torch_${ck}.json" 2>/dev/null | tail -1 |
+      sed "s/^/round $i, $ck: /"
   done
 done
 "$python" - "$out" "$repeats" <<'PY'
@@ -44,8 +46,9 @@ def load(i, what):
         return json.load(open(f"{out}/round{i}_{what}.json"))
     except FileNotFoundError:
         return None
-print(f"\n| checkpointing | ours before tokens/s | ours tokens/s | torch tokens/s | ours / torch (median, range) | "
-      f"ours / before |\n|---|---|---|---|---|---|")
+print("\nmedian (and best) over the rounds:\n")
+print(f"| checkpointing | ours before tokens/s | ours tokens/s | torch tokens/s | ours / torch: median (range) | "
+      f"best ours / best torch | ours / before: median (best / best) |\n|---|---|---|---|---|---|---|")
 for ck in (False, True):
     row = lambda j: next(r for r in j["rows"] if r["checkpointing"] == ck)["tokens_per_sec"]
     ours = [row(load(i, "ours")) for i in range(1, repeats + 1)]
@@ -53,9 +56,10 @@ for ck in (False, True):
     ratios = [o / t for o, t in zip(ours, torch)]
     before = [row(j) for j in (load(i, "before") for i in range(1, repeats + 1)) if j]
     med = statistics.median
-    b = f"{med(before):.0f}" if before else "-"
-    speedup = f"{med([o / x for o, x in zip(ours, before)]):.2f}×" if before else "-"
-    print(f"| {'yes' if ck else 'no'} | {b} | {med(ours):.0f} | {med(torch):.0f} | "
-          f"{med(ratios):.2f}× ({min(ratios):.2f}-{max(ratios):.2f}) | {speedup} |")
+    b = f"{med(before):.0f} ({max(before):.0f})" if before else "-"
+    speedup = (f"{med([o / x for o, x in zip(ours, before)]):.2f}× ({max(ours) / max(before):.2f}×)"
+               if before else "-")
+    print(f"| {'yes' if ck else 'no'} | {b} | {med(ours):.0f} ({max(ours):.0f}) | {med(torch):.0f} ({max(torch):.0f}) | "
+          f"{med(ratios):.2f}× ({min(ratios):.2f}-{max(ratios):.2f}) | {max(ours) / max(torch):.2f}× | {speedup} |")
 print(f"\n{repeats} interleaved rounds; JSON in {out}")
 PY
