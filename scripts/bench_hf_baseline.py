@@ -10,6 +10,11 @@ Prints tokens/s and peak memory, writes JSON (--json), and, given --ours FILE (t
 prints our tokens/s over the baseline's.
 
 Needs torch, transformers and peft on a CUDA machine (docs/gpu-log.md has what it measured on the cards we had).
+
+--device cpu: the CPU comparison (issue 21) with `build/bench_cpu_train --case peft --json FILE`: the model of that case
+(4 layers, hidden 512, MLP 1408, 4/2 heads, vocab 512; --ours FILE checks the shape against the one in FILE), fp32, no
+autocast, SDPA without a forced backend, --threads torch threads (default 2: run ours with OMP_NUM_THREADS=2), and
+the ratio against the row of FILE with the same checkpointing. scripts/bench_cpu_vs_peft.sh runs both interleaved.
 """
 import argparse
 import json
@@ -39,7 +44,10 @@ def s2_attention(module, query, key, value, attention_mask, scaling=None, dropou
         return x.reshape(bsz, heads, n, group, dim).permute(0, 2, 1, 3, 4).reshape(bsz * n, heads, group, dim)
 
     q, k, v = (fold(shift(t)) for t in (query, key, value))
-    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+    if q.is_cuda:
+        with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling)
+    else:  # the CPU picks its own (flash-attention-style) kernel
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling)
     n = seq // group
     o = o.reshape(bsz, n, heads, group, dim).permute(0, 2, 1, 3, 4).reshape(bsz, heads, seq, dim)
@@ -57,8 +65,33 @@ def main():
     ap.add_argument("--no_checkpointing", action="store_true",
                     help="keep every activation (no layer recomputation); may not fit")
     ap.add_argument("--json", default="")
-    ap.add_argument("--ours", default="", help="e2e JSON from build/bench_cuda to compare with")
+    ap.add_argument("--ours", default="", help="e2e JSON from build/bench_cuda (cuda) or build/bench_cpu_train "
+                    "--case peft (cpu) to compare with")
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                    help="cpu: fp32, the small model of bench_cpu_train --case peft, --threads threads")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads on --device cpu")
     a = ap.parse_args()
+    cpu = a.device == "cpu"
+    # The model: Llama-2-7B's shape on CUDA; on the CPU the model of bench_cpu_train --case peft.
+    shape = dict(layers=a.layers, hidden_size=4096, intermediate_size=11008, heads=32, kv_heads=32, vocab_size=32000,
+                 max_position_embeddings=4096)
+    if cpu:
+        shape = dict(layers=4, hidden_size=512, intermediate_size=1408, heads=4, kv_heads=2, vocab_size=512,
+                     max_position_embeddings=64)
+        if a.seq_len == 8192:  # the CUDA default: use the CPU case's length
+            a.seq_len = 1024
+    ours_rows = None
+    if a.ours:
+        ours_json = json.load(open(a.ours))
+        if cpu:
+            if ours_json.get("model") != shape:
+                raise SystemExit(f"--ours {a.ours}: model {ours_json.get('model')} is not the baseline's {shape} "
+                                 "(expected the JSON of build/bench_cpu_train --case peft)")
+            ours_rows = [r for r in ours_json["rows"] if r["checkpointing"] == (not a.no_checkpointing)
+                         and r["seq_len"] == a.seq_len and r["s2"] == (not a.no_s2)]
+            if not ours_rows:
+                raise SystemExit(f"--ours {a.ours}: no row with seq_len {a.seq_len}, s2 {not a.no_s2}, "
+                                 f"checkpointing {not a.no_checkpointing}")
 
     import torch
     from peft import LoraConfig, get_peft_model
@@ -66,15 +99,22 @@ def main():
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     ALL_ATTENTION_FUNCTIONS["longlora_s2"] = s2_attention
-    factor = max(1.0, float(-(-a.seq_len // 4096)))  # LongLoRA's ceil(target / original)
-    cfg = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
-                      num_hidden_layers=a.layers, vocab_size=32000, max_position_embeddings=4096,
+    if cpu:
+        torch.set_num_threads(a.threads)
+    dtype = torch.float32 if cpu else torch.bfloat16
+    max_pos = shape["max_position_embeddings"]
+    # LongLoRA's ceil(target / original) on CUDA; bench_cpu_train's L / max_pos on the CPU (a cost-free difference)
+    factor = a.seq_len / max_pos if cpu else max(1.0, float(-(-a.seq_len // max_pos)))
+    cfg = LlamaConfig(hidden_size=shape["hidden_size"], intermediate_size=shape["intermediate_size"],
+                      num_attention_heads=shape["heads"], num_key_value_heads=shape["kv_heads"],
+                      num_hidden_layers=shape["layers"], vocab_size=shape["vocab_size"],
+                      max_position_embeddings=max_pos,
                       rope_scaling={"type": "linear", "factor": factor} if factor > 1 else None,
-                      torch_dtype=torch.bfloat16,
+                      torch_dtype=dtype,
                       attn_implementation="sdpa" if a.no_s2 else "longlora_s2")
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    with torch.device(a.device):
+        model = LlamaForCausalLM(cfg).to(dtype)
     if not a.no_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
@@ -89,26 +129,44 @@ def main():
     for p in params:
         p.data = p.data.float()
     opt = torch.optim.AdamW(params, lr=2e-5, weight_decay=0.0, fused=True)
-    tokens = torch.randint(0, 32000, (1, a.seq_len), device="cuda")
+    tokens = torch.randint(0, shape["vocab_size"], (1, a.seq_len), device=a.device)
 
     def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(a.device, dtype=torch.bfloat16, enabled=not cpu):
             loss = model(input_ids=tokens, labels=tokens).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    sync = torch.cuda.synchronize if not cpu else (lambda: None)
     for _ in range(a.warmup):
         step()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    sync()
+    if not cpu:
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(a.steps):
         step()
-    torch.cuda.synchronize()
+    sync()
     sec = (time.perf_counter() - t0) / a.steps
     tps = a.seq_len / sec
+    if cpu:
+        print(f"HF+PEFT baseline on the CPU, {a.threads} threads ({'causal SDPA' if a.no_s2 else 'S2 via SDPA'}, "
+              f"{'no ' if a.no_checkpointing else ''}checkpointing), seq {a.seq_len}, {shape}: {sec:.3f} s/step, "
+              f"{tps:.0f} tokens/s")
+        out = {"benchmark": "hf_baseline", "device": "cpu", "threads": a.threads, "model": shape,
+               "seq_len": a.seq_len, "s2": not a.no_s2, "checkpointing": not a.no_checkpointing,
+               "step_seconds": sec, "tokens_per_second": tps, "torch": torch.__version__}
+        if ours_rows:
+            ours = ours_rows[0]["tokens_per_sec"]
+            out["ours_tokens_per_second"] = ours
+            out["speedup"] = ours / tps
+            print(f"ours {ours:.0f} tokens/s = {ours / tps:.2f}x the baseline")
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(out, f, indent=2)
+        return
     peak = torch.cuda.max_memory_allocated() / 2**30
     print(f"HF+PEFT baseline ({'causal SDPA' if a.no_s2 else 'S2 via SDPA flash'}, "
           f"{'no ' if a.no_checkpointing else ''}checkpointing), seq {a.seq_len}, "
@@ -118,7 +176,7 @@ def main():
            "layers": a.layers, "s2": not a.no_s2, "checkpointing": not a.no_checkpointing, "step_seconds": sec, "tokens_per_second": tps,
            "peak_allocated_gib": peak, "torch": torch.__version__}
     if a.ours:
-        results = json.load(open(a.ours))["results"]
+        results = ours_json["results"]
         ours = results["tokens_per_second"]
         out["ours_tokens_per_second"] = ours
         out["speedup"] = ours / tps

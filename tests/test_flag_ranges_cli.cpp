@@ -53,5 +53,13 @@ TEST(FlagRangesCli, EveryBinaryRefusesOutOfRangeNumbersNamingFlagValueAndRange) 
   }
 }
 
+TEST(FlagRangesCli, BenchCpuTrainRefusesAnUnknownCaseNamingTheChoices) {
+  const std::string bin = test::sibling_binary("bench_cpu_train");
+  if (bin.empty()) GTEST_SKIP() << "no bench_cpu_train binary next to the test binary (build with `make all`)";
+  std::string output;
+  EXPECT_EQ(test::run_command(bin + " --case peft2", &output), 1) << output;
+  EXPECT_EQ(output, "bench_cpu_train: error: --case: expected `table` or `peft`, got `peft2`\n");
+}
+
 }  // namespace
 }  // namespace ll

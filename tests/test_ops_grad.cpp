@@ -410,6 +410,36 @@ TEST(RopeForward, RotaryDimsEqualToTheHeadIsTheDefaultBitForBit) {
   EXPECT_EQ(a, b);
 }
 
+TEST(RopeForward, ReusedAngleTableFollowsEveryChangeOfPositionsAndParameters) {
+  // CpuBackend keeps the last cos/sin table: a backend that has rotated other positions, factors, thetas or rotary
+  // widths before must give what a fresh backend gives, bit for bit.
+  const int64_t T = 7, H = 2, Dh = 8;
+  Rng rng(23);
+  std::vector<float> x0(T * H * Dh);
+  for (float& v : x0) v = float(rng.normal());
+  std::vector<int32_t> pos(T), shifted(T), shorter(T - 2);
+  for (int64_t t = 0; t < T; ++t) pos[t] = int32_t(t), shifted[t] = int32_t(t + 3);
+  for (int64_t t = 0; t < T - 2; ++t) shorter[t] = int32_t(t);
+  const RopeParams params[] = {{1e4, 1.0}, {1e4, 2.0}, {5e5, 2.0}, {5e5, 2.0, 4}};
+  CpuBackend<float> reused;
+  for (std::vector<int32_t>* p : {&pos, &shifted, &shorter, &pos})
+    for (const RopeParams& rp : params)
+      for (bool backward : {false, true}) {
+        const int64_t rows = int64_t(p->size());
+        std::vector<float> a(x0.begin(), x0.begin() + rows * H * Dh), b = a;
+        CpuBackend<float> fresh;
+        if (backward) {
+          reused.rope_backward(view(a, {rows, H, Dh}), view(*p, {rows}), rp);
+          fresh.rope_backward(view(b, {rows, H, Dh}), view(*p, {rows}), rp);
+        } else {
+          reused.rope_forward(view(a, {rows, H, Dh}), view(*p, {rows}), rp);
+          fresh.rope_forward(view(b, {rows, H, Dh}), view(*p, {rows}), rp);
+        }
+        ASSERT_EQ(a, b) << "rows " << rows << ", theta " << rp.theta << ", factor " << rp.factor << ", rotary "
+                        << rp.rotary_dims << (backward ? ", backward" : ", forward");
+      }
+}
+
 TEST(RopeErrors, RotaryDimsMustBeEvenAndWithinTheHead) {
   Vec x(2 * 8);
   std::vector<int32_t> pos = {0, 1};

@@ -1,6 +1,7 @@
 // CpuBackend: validates every op's arguments at the API boundary, then calls the reference kernels.
 #include "cpu/cpu_backend.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -192,18 +193,35 @@ void CpuBackend<T>::dropout(Tensor out, const Tensor& x, double p, uint64_t seed
 
 // ---- RoPE ------------------------------------------------------------------------------------------------------
 template <typename T>
+const typename CpuBackend<T>::RopeCache& CpuBackend<T>::rope_cache(const Tensor& positions, const RopeParams& p,
+                                                                   int64_t rows, int64_t rotary_dims) {
+  std::vector<double> inv_freq = rope_inv_freq(p.theta, rotary_dims, p.llama3);
+  const int32_t* pos = positions.ptr<int32_t>();
+  RopeCache& c = rope_cache_;
+  const bool hit = c.factor == p.factor && c.inv_freq == inv_freq && c.positions.size() == size_t(rows) &&
+                   std::equal(pos, pos + rows, c.positions.begin());
+  if (!hit) {
+    c.positions.assign(pos, pos + rows);
+    c.inv_freq = std::move(inv_freq);
+    c.factor = p.factor;
+    const int64_t half = rotary_dims / 2;
+    c.cos_t.resize(size_t(rows * half));
+    c.sin_t.resize(size_t(rows * half));
+    cpu::rope_table(c.cos_t.data(), c.sin_t.data(), pos, rows, half, c.inv_freq.data(), p.factor);
+  }
+  return c;
+}
+template <typename T>
 void CpuBackend<T>::rope_forward(Tensor x, const Tensor& positions, const RopeParams& p) {
   const auto d = op_checks::rope(host_context(*this), x, positions, p, "rope_forward");
-  const std::vector<double> inv_freq = rope_inv_freq(p.theta, d.rotary_dims, p.llama3);
-  cpu::rope_rotate(x.ptr<T>(), positions.ptr<int32_t>(), d.rows, d.heads, d.head_dim, d.rotary_dims, inv_freq.data(),
-                   p.factor, +1);
+  const RopeCache& c = rope_cache(positions, p, d.rows, d.rotary_dims);
+  cpu::rope_rotate(x.ptr<T>(), c.cos_t.data(), c.sin_t.data(), d.rows, d.heads, d.head_dim, d.rotary_dims, +1);
 }
 template <typename T>
 void CpuBackend<T>::rope_backward(Tensor dx, const Tensor& positions, const RopeParams& p) {
   const auto d = op_checks::rope(host_context(*this), dx, positions, p, "rope_backward");
-  const std::vector<double> inv_freq = rope_inv_freq(p.theta, d.rotary_dims, p.llama3);
-  cpu::rope_rotate(dx.ptr<T>(), positions.ptr<int32_t>(), d.rows, d.heads, d.head_dim, d.rotary_dims, inv_freq.data(),
-                   p.factor, -1);
+  const RopeCache& c = rope_cache(positions, p, d.rows, d.rotary_dims);
+  cpu::rope_rotate(dx.ptr<T>(), c.cos_t.data(), c.sin_t.data(), d.rows, d.heads, d.head_dim, d.rotary_dims, -1);
 }
 
 // ---- attention -------------------------------------------------------------------------------------------------

@@ -67,6 +67,16 @@ class CpuBackend : public Backend {
   // `dequantized_`, reused by every call (valid until the next call that dequantizes).
   const T* dense_weight(const Tensor& w);
   std::vector<T> dequantized_;
+  // RoPE's cos/sin table for the last positions and parameters (rope_table), reused while they repeat: a training
+  // step rotates q and k of every layer, forward and backward, at the same positions.
+  struct RopeCache {
+    std::vector<int32_t> positions;
+    std::vector<double> inv_freq;
+    double factor = 0;
+    std::vector<T> cos_t, sin_t;
+  };
+  const RopeCache& rope_cache(const Tensor& positions, const RopeParams& p, int64_t rows, int64_t rotary_dims);
+  RopeCache rope_cache_;
 };
 
 extern template class CpuBackend<float>;

@@ -40,11 +40,15 @@ void add_bias(T* y, const T* b, int64_t rows, int64_t cols);
 template <typename T>
 void bias_backward(T* db, const T* dy, int64_t rows, int64_t cols);
 
-// sign = +1 applies the rotation, −1 its transpose (the backward). Only the first rotary_dims (even, <= head_dim)
-// of each head rotate.
+// RoPE in two steps: rope_table fills cos/sin [rows, rotary_dims/2] of the angles positions[t] / factor ·
+// inv_freq[i] (in double, rounded to T); rope_rotate rotates the first rotary_dims (even, <= head_dim) of each head
+// by them: sign = +1 applies the rotation, −1 its transpose (the backward).
 template <typename T>
-void rope_rotate(T* x, const int32_t* positions, int64_t rows, int64_t heads, int64_t head_dim, int64_t rotary_dims,
-                 const double* inv_freq, double factor, int sign);  // inv_freq: rotary_dims/2 rates
+void rope_table(T* cos_t, T* sin_t, const int32_t* positions, int64_t rows, int64_t half, const double* inv_freq,
+                double factor);
+template <typename T>
+void rope_rotate(T* x, const T* cos_t, const T* sin_t, int64_t rows, int64_t heads, int64_t head_dim,
+                 int64_t rotary_dims, int sign);
 
 // Queries are the last seq_len positions of kv_len keys (seq_len == kv_len except when decoding from a cache):
 // query i sits at absolute position i + kv_len − seq_len.
