@@ -14,7 +14,7 @@
 #include "model/registry.h"
 #include "mpi/stager.h"
 #include "train/memory_check.h"
-#include "train/rank_agreement.h"
+#include "mpi/rank_agreement.h"
 #include "train/session.h"
 #include "train/train_flags.h"
 #include "util/files.h"
