@@ -26,6 +26,20 @@ int64_t split_offset(const std::vector<int64_t>& counts, int index) {
   return off;
 }
 
+void check_split(const Tensor& full, const std::vector<int64_t>& counts, int ranks, const char* op) {
+  LL_CHECK(int(counts.size()) == ranks, op, ": split has ", counts.size(), " ranges for ", ranks, " ranks");
+  int64_t total = 0;
+  for (int64_t c : counts) {
+    LL_CHECK(c >= 0, op, ": negative count in the split");
+    total += c;
+  }
+  LL_CHECK(total == full.numel(), op, ": split covers ", total, " of ", full.numel(), " elements");
+}
+
+char* element_ptr(const Tensor& t, int64_t element) {
+  return static_cast<char*>(t.data) + element * int64_t(dtype_size(t.dtype));
+}
+
 int choose_local_device(int local_rank, int local_size, int visible_devices) {
   LL_CHECK(local_size >= 1 && local_rank >= 0 && local_rank < local_size, "choose_local_device: local rank ",
            local_rank, " of ", local_size);

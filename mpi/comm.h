@@ -85,6 +85,10 @@ class Comm {
 std::vector<int64_t> even_split(int64_t n, int parts);
 // Start offset of range `index` of a split.
 int64_t split_offset(const std::vector<int64_t>& counts, int index);
+// Throws naming `op` unless `counts` is a split of `full` over `ranks`: one non-negative count per rank, Σ = numel.
+void check_split(const Tensor& full, const std::vector<int64_t>& counts, int ranks, const char* op);
+// The address of element `element` of `t` (host or device memory: byte arithmetic only).
+char* element_ptr(const Tensor& t, int64_t element);
 
 // The GPU of a rank: local_rank when the node's ranks see at least local_size devices; device 0 when each rank
 // sees exactly one (the launcher gave every rank its own GPU through CUDA_VISIBLE_DEVICES). Throws, naming the
