@@ -80,31 +80,34 @@ class CudaStager final : public Stager {
     marks_.erase(it);
   }
 
+  // Each slot's events are recorded right after its own copies (the last record covers all of them, in stream
+  // order), never later: a record at wait time would also capture the copies StagedComm queued since for the next
+  // chunks, and the host would wait for those too, losing the pipeline's overlap.
   void to_host(int index, size_t offset, const void* src, size_t bytes) override {
     Slot& s = slots_.at(size_t(index));
     if (s.out_pending) {  // the slot's copies out read it before this copy overwrites it
-      LL_CUDA_CHECK(cudaEventRecord(s.out, h2d_));
       LL_CUDA_CHECK(cudaStreamWaitEvent(d2h_, s.out, 0));
       s.out_pending = false;
     }
     LL_CUDA_CHECK(cudaMemcpyAsync(slot(index) + offset, src, bytes, cudaMemcpyDeviceToHost, d2h_));
+    LL_CUDA_CHECK(cudaEventRecord(s.in, d2h_));
     s.in_pending = true;
   }
   void wait_host(int index) override {
     Slot& s = slots_.at(size_t(index));
     if (s.out_pending) {  // no copy in since the copies out: the host's MPI must not overwrite what they still read
-      LL_CUDA_CHECK(cudaEventRecord(s.out, h2d_));
       LL_CUDA_CHECK(cudaEventSynchronize(s.out));
       s.out_pending = false;
     }
     if (!s.in_pending) return;
-    LL_CUDA_CHECK(cudaEventRecord(s.in, d2h_));
     LL_CUDA_CHECK(cudaEventSynchronize(s.in));
     s.in_pending = false;
   }
   void to_device(void* dst, int index, size_t offset, size_t bytes) override {
+    Slot& s = slots_.at(size_t(index));
     LL_CUDA_CHECK(cudaMemcpyAsync(dst, slot(index) + offset, bytes, cudaMemcpyHostToDevice, h2d_));
-    slots_.at(size_t(index)).out_pending = true;
+    LL_CUDA_CHECK(cudaEventRecord(s.out, h2d_));
+    s.out_pending = true;
   }
   void end() override {
     // The copies in were waited for by the host; the compute stream still waits for both streams (cheap), so a

@@ -26,55 +26,51 @@ int64_t split_offset(const std::vector<int64_t>& counts, int index) {
   return off;
 }
 
+void check_split(const Tensor& full, const std::vector<int64_t>& counts, int ranks, const char* op) {
+  LL_CHECK(int(counts.size()) == ranks, op, ": split has ", counts.size(), " ranges for ", ranks, " ranks");
+  int64_t total = 0;
+  for (int64_t c : counts) {
+    LL_CHECK(c >= 0, op, ": negative count in the split");
+    total += c;
+  }
+  LL_CHECK(total == full.numel(), op, ": split covers ", total, " of ", full.numel(), " elements");
+}
+
+char* element_ptr(const Tensor& t, int64_t element) {
+  return static_cast<char*>(t.data) + element * int64_t(dtype_size(t.dtype));
+}
+
 int choose_local_device(int local_rank, int local_size, int visible_devices) {
   LL_CHECK(local_size >= 1 && local_rank >= 0 && local_rank < local_size, "choose_local_device: local rank ",
            local_rank, " of ", local_size);
   LL_CHECK(visible_devices >= 1, "rank ", local_rank, " of the ", local_size, " ranks on this node sees no CUDA "
            "device (check CUDA_VISIBLE_DEVICES and the launcher's GPU binding)");
-  if (visible_devices == 1) return 0;  // one GPU per rank, chosen by the launcher (or a single-rank node)
-  LL_CHECK(local_rank < visible_devices, "this node runs ", local_size, " ranks but they see only ",
-           visible_devices, " CUDA devices: start at most ", visible_devices, " ranks per node (one GPU each), or "
-           "give every rank its own GPU through CUDA_VISIBLE_DEVICES");
-  return local_rank;
+  return local_rank % visible_devices;
 }
 
-namespace {
-
-void check_comm_value(const std::string& flag) {
+void check_comm_flag(const std::string& flag, const std::string& device, bool nccl_built) {
   LL_CHECK(flag == "auto" || flag == "nccl" || flag == "mpi", "--comm: expected auto, nccl or mpi, got `", flag, "`");
-}
-
-}  // namespace
-
-void check_cpu_comm_flag(const std::string& flag) {
-  check_comm_value(flag);
-  LL_CHECK(flag != "nccl", "--comm nccl: NCCL moves device buffers, and --device cpu ranks have none; use --comm "
-                           "auto or mpi (MPI on host buffers), or --device cuda");
+  if (flag != "nccl") return;
+  LL_CHECK(device != "cpu", "--comm nccl: NCCL moves device buffers, and --device cpu ranks have none; use --comm "
+                            "auto or mpi (MPI on host buffers), or --device cuda");
+  LL_CHECK(nccl_built, "--comm nccl: this build has no NCCL (it needs nvcc, mpicxx and $(CUDA_HOME)/include/nccl.h "
+                       "when compiled; see the Makefile's NCCL setting); use --comm mpi or auto (device buffers over "
+                       "MPI through host staging)");
 }
 
 DeviceCommChoice choose_device_comm(const std::string& flag, bool nccl_built, int local_rank, int local_size,
                                     int visible_devices, int distinct_gpus) {
-  check_comm_value(flag);
-  LL_CHECK(local_size >= 1 && local_rank >= 0 && local_rank < local_size, "choose_device_comm: local rank ",
-           local_rank, " of ", local_size);
-  LL_CHECK(visible_devices >= 1, "rank ", local_rank, " of the ", local_size, " ranks on this node sees no CUDA "
-           "device (check CUDA_VISIBLE_DEVICES and the launcher's GPU binding)");
-  // One GPU per rank: the node shows at least as many as it runs ranks (rank r takes GPU r), or each rank sees one
-  // that the launcher bound to it (unless the ranks were found to hold the same one).
-  const bool own = visible_devices >= local_size ||
-                   (visible_devices == 1 && (distinct_gpus < 0 || distinct_gpus >= local_size));
-  const std::string sharing = str_cat(local_size, " ranks on this node share ",
-                                      visible_devices == 1 && distinct_gpus > 0 ? distinct_gpus : visible_devices,
-                                      " GPU", visible_devices == 1 && distinct_gpus <= 1 ? "" : "s");
+  check_comm_flag(flag, "cuda", nccl_built);
   DeviceCommChoice c;
-  c.device = visible_devices == 1 ? 0 : own ? local_rank : local_rank % visible_devices;
+  c.device = choose_local_device(local_rank, local_size, visible_devices);
+  LL_CHECK(distinct_gpus >= 1 && distinct_gpus <= local_size, "choose_device_comm: ", distinct_gpus,
+           " distinct GPUs for ", local_size, " ranks on this node");
+  const bool own = distinct_gpus == local_size;  // no two ranks of the node on the same GPU
+  const std::string sharing =
+      str_cat(local_size, " ranks on this node share ", distinct_gpus, " GPU", distinct_gpus == 1 ? "" : "s");
   if (flag == "nccl") {
-    LL_CHECK(nccl_built, "--comm nccl: this build has no NCCL (it needs nvcc, mpicxx and $(CUDA_HOME)/include/nccl.h "
-                         "when compiled; see the Makefile's NCCL setting); use --comm mpi or auto (device buffers "
-                         "over MPI through host staging)");
     LL_CHECK(own, "--comm nccl: ", sharing, ", and NCCL needs one GPU per rank; use --comm mpi or auto (ranks "
-                  "share GPUs over MPI through host staging), or start at most ", visible_devices,
-                  " ranks per node");
+                  "share GPUs over MPI through host staging), or start at most ", distinct_gpus, " ranks per node");
     c.nccl = true;
     c.why = "NCCL, one GPU per rank (--comm nccl)";
   } else if (flag == "auto" && nccl_built && own) {

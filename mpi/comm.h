@@ -85,10 +85,15 @@ class Comm {
 std::vector<int64_t> even_split(int64_t n, int parts);
 // Start offset of range `index` of a split.
 int64_t split_offset(const std::vector<int64_t>& counts, int index);
+// Throws naming `op` unless `counts` is a split of `full` over `ranks`: one non-negative count per rank, Σ = numel.
+void check_split(const Tensor& full, const std::vector<int64_t>& counts, int ranks, const char* op);
+// The address of element `element` of `t` (host or device memory: byte arithmetic only).
+char* element_ptr(const Tensor& t, int64_t element);
 
-// The GPU of a rank: local_rank when the node's ranks see at least local_size devices; device 0 when each rank
-// sees exactly one (the launcher gave every rank its own GPU through CUDA_VISIBLE_DEVICES). Throws, naming the
-// numbers and what to change, when the node has fewer visible GPUs than ranks.
+// The GPU of a rank: local_rank % visible_devices. Rank r of the node takes GPU r when it sees at least as many
+// as the node runs ranks, device 0 when it sees one (the launcher bound one to it, or the ranks share it), and with
+// fewer GPUs than ranks they share them round-robin (NCCL refuses that: choose_device_comm). Throws, naming the
+// numbers and what to check, when the rank sees no GPU.
 int choose_local_device(int local_rank, int local_size, int visible_devices);
 
 std::unique_ptr<Comm> make_local_comm();
@@ -117,16 +122,17 @@ struct DeviceCommChoice {
   std::string why;    // for the start-up line
 };
 // auto: NCCL when the build has it and every rank of the node has its own GPU, else the staged MPI comm; nccl:
-// NCCL, an error naming --comm when the build has none or ranks would share a GPU; mpi: the staged comm, ranks
-// sharing GPUs when the node has fewer than ranks (local_rank % visible_devices). `distinct_gpus`: how many
-// different GPUs the node's ranks hold when each sees one device (−1: unknown, taken as one per rank, the launcher
-// having bound them). Throws naming --comm on a value other than auto, nccl or mpi.
+// NCCL, an error naming --comm when the build has none or ranks would share a GPU; mpi: the staged comm. The device
+// is choose_local_device's. `distinct_gpus`: how many different GPUs the node's ranks hold (distinct_gpus_on_node
+// over the chosen devices' PCI addresses): every rank has its own exactly when it equals local_size. Throws naming
+// --comm on a value other than auto, nccl or mpi.
 DeviceCommChoice choose_device_comm(const std::string& flag, bool nccl_built, int local_rank, int local_size,
-                                    int visible_devices, int distinct_gpus = -1);
+                                    int visible_devices, int distinct_gpus);
 // Collective over `world`: how many different GPUs the ranks on this rank's host hold, `gpu_id` naming this rank's
 // (its PCI address: the same in every process that sees that GPU).
 int distinct_gpus_on_node(Comm& world, const std::string& gpu_id);
-// --comm on CPU ranks: auto and mpi mean MpiComm; nccl is refused (it moves device buffers only).
-void check_cpu_comm_flag(const std::string& flag);
+// --comm's value for ranks on `device` (cpu or cuda), before anything runs: auto, nccl or mpi; nccl is refused on
+// CPU ranks (NCCL moves device buffers only; auto and mpi mean MpiComm there) and in a build without NCCL.
+void check_comm_flag(const std::string& flag, const std::string& device, bool nccl_built);
 
 }  // namespace ll

@@ -79,10 +79,6 @@ bool all_equal(const std::vector<int64_t>& counts) {
   return true;
 }
 
-char* elem_ptr(const Tensor& t, int64_t offset) {
-  return static_cast<char*>(t.data) + offset * int64_t(dtype_size(t.dtype));
-}
-
 // Runs `calls` (NCCL calls that throw on failure) between ncclGroupStart and ncclGroupEnd. A failing call still
 // closes the group before the error propagates: the group is this thread's state, and left open, every later NCCL
 // call of the thread (the ncclCommAbort of the unwinding path included) would be queued into a group that is never
@@ -191,7 +187,7 @@ class NcclComm final : public Comm {
 
   CommRequest start_reduce_scatter_sum(Tensor shard, const Tensor& full, const std::vector<int64_t>& counts) override {
     check_device(full, "reduce_scatter_sum");
-    check_split(full, counts, "reduce_scatter_sum");
+    check_split(full, counts, size(), "reduce_scatter_sum");
     const int r = rank();
     LL_CHECK(shard.numel() == counts[size_t(r)] && shard.dtype == full.dtype &&
                  (shard.numel() == 0 || shard.device == Device::CUDA),
@@ -210,8 +206,8 @@ class NcclComm final : public Comm {
       nccl_group(nc, [&] {
         for (int q = 0; q < size(); ++q) {
           if (counts[size_t(q)] == 0) continue;
-          LL_NCCL_CHECK(nc, ncclReduce(elem_ptr(full, split_offset(counts, q)), q == r ? shard.data : nullptr,
-                                          size_t(counts[size_t(q)]), type, ncclSum, q, nc, stream_));
+          LL_NCCL_CHECK(nc, ncclReduce(element_ptr(full, split_offset(counts, q)), q == r ? shard.data : nullptr,
+                                       size_t(counts[size_t(q)]), type, ncclSum, q, nc, stream_));
         }
       });
     });
@@ -219,21 +215,21 @@ class NcclComm final : public Comm {
 
   CommRequest start_all_gather_in_place(Tensor full, const std::vector<int64_t>& counts) override {
     check_device(full, "all_gather_in_place");
-    check_split(full, counts, "all_gather_in_place");
+    check_split(full, counts, size(), "all_gather_in_place");
     const ncclDataType_t type = nccl_type(full.dtype);
     return launch("all_gather_in_place", [&] {
       const ncclComm_t nc = comm_;
       if (all_equal(counts)) {
         if (counts[0] == 0) return;
         // In place: this rank's send buffer is its own range of the receive buffer.
-        LL_NCCL_CHECK(nc, ncclAllGather(elem_ptr(full, int64_t(rank()) * counts[0]), full.data, size_t(counts[0]),
-                                           type, nc, stream_));
+        LL_NCCL_CHECK(nc, ncclAllGather(element_ptr(full, int64_t(rank()) * counts[0]), full.data,
+                                        size_t(counts[0]), type, nc, stream_));
         return;
       }
       nccl_group(nc, [&] {
         for (int q = 0; q < size(); ++q) {
           if (counts[size_t(q)] == 0) continue;
-          char* range = elem_ptr(full, split_offset(counts, q));
+          char* range = element_ptr(full, split_offset(counts, q));
           LL_NCCL_CHECK(nc, ncclBroadcast(range, range, size_t(counts[size_t(q)]), type, q, nc, stream_));
         }
       });
@@ -262,15 +258,6 @@ class NcclComm final : public Comm {
   void check_device(const Tensor& t, const char* op) const {
     LL_CHECK(t.numel() == 0 || t.device == Device::CUDA, op, ": NCCL needs device buffers (got a ",
              t.device == Device::CPU ? "host" : "non-CUDA", " tensor)");
-  }
-  void check_split(const Tensor& full, const std::vector<int64_t>& counts, const char* op) const {
-    LL_CHECK(int(counts.size()) == size(), op, ": split has ", counts.size(), " ranges for ", size(), " ranks");
-    int64_t total = 0;
-    for (int64_t c : counts) {
-      LL_CHECK(c >= 0, op, ": negative count in the split");
-      total += c;
-    }
-    LL_CHECK(total == full.numel(), op, ": split covers ", total, " of ", full.numel(), " elements");
   }
 
   cudaEvent_t take_event() {  // callers hold mu_

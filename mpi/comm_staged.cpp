@@ -112,10 +112,6 @@ struct Chunk {
   std::function<void(char* slot)> run;
 };
 
-char* at(const Tensor& t, int64_t element) {
-  return static_cast<char*>(t.data) + element * int64_t(dtype_size(t.dtype));
-}
-
 class StagedComm final : public Comm {
  public:
   StagedComm(Comm& host, std::unique_ptr<Stager> stager, int64_t chunk_bytes)
@@ -150,7 +146,7 @@ class StagedComm final : public Comm {
     wait(queue([this, t, root] {
       std::vector<Chunk> chunks;
       for_ranges(t.numel(), t.dtype, [&](int64_t begin, int64_t count) {
-        const Piece p{at(t, begin), 0, size_t(count) * dtype_size(t.dtype)};
+        const Piece p{element_ptr(t, begin), 0, size_t(count) * dtype_size(t.dtype)};
         Chunk c;
         (rank() == root ? c.in : c.out).push_back(p);
         c.run = [this, t, count, root](char* slot) {
@@ -175,7 +171,7 @@ class StagedComm final : public Comm {
     return queue([this, t] {
       std::vector<Chunk> chunks;
       for_ranges(t.numel(), t.dtype, [&](int64_t begin, int64_t count) {
-        const Piece p{at(t, begin), 0, size_t(count) * dtype_size(t.dtype)};
+        const Piece p{element_ptr(t, begin), 0, size_t(count) * dtype_size(t.dtype)};
         chunks.push_back({{p}, {p}, [this, t, count](char* slot) {
                             host_.all_reduce_sum(Tensor(slot, t.dtype, Device::CPU, {count}));
                           }});
@@ -186,7 +182,7 @@ class StagedComm final : public Comm {
 
   CommRequest start_reduce_scatter_sum(Tensor shard, const Tensor& full, const std::vector<int64_t>& counts) override {
     if (!stager_->stages(full)) return host_.reduce_scatter_sum(shard, full, counts), CommRequest{};
-    check_split(full, counts, "reduce_scatter_sum");
+    check_split(full, counts, size(), "reduce_scatter_sum");
     LL_CHECK(shard.numel() == counts[size_t(rank())] && shard.dtype == full.dtype, "reduce_scatter_sum: shard of ",
              shard.numel(), " ", dtype_name(shard.dtype), " elements does not match this rank's ",
              counts[size_t(rank())], " ", dtype_name(full.dtype), " elements");
@@ -199,11 +195,11 @@ class StagedComm final : public Comm {
         const int r = rank();
         for (int q = 0; q < size(); ++q) {
           const size_t i = size_t(q);
-          if (piece[i] > 0) c.in.push_back({at(full, from[i]), packed[i], size_t(piece[i]) * es});
+          if (piece[i] > 0) c.in.push_back({element_ptr(full, from[i]), packed[i], size_t(piece[i]) * es});
         }
         const int64_t mine = piece[size_t(r)];
         const int64_t into_shard = from[size_t(r)] - split_offset(counts, r);
-        if (mine > 0) c.out.push_back({at(shard, into_shard), full_cap_, size_t(mine) * es});
+        if (mine > 0) c.out.push_back({element_ptr(shard, into_shard), full_cap_, size_t(mine) * es});
         c.run = [this, dtype = full.dtype, piece, total, mine](char* slot) {
           host_.reduce_scatter_sum(Tensor(slot + full_cap_, dtype, Device::CPU, {mine}),
                                    Tensor(slot, dtype, Device::CPU, {total}), piece);
@@ -214,14 +210,14 @@ class StagedComm final : public Comm {
 
   CommRequest start_all_gather_in_place(Tensor full, const std::vector<int64_t>& counts) override {
     if (!stager_->stages(full)) return host_.all_gather_in_place(full, counts), CommRequest{};
-    check_split(full, counts, "all_gather_in_place");
+    check_split(full, counts, size(), "all_gather_in_place");
     return queue([this, full, counts] {
       const size_t es = dtype_size(full.dtype);
       return rounds(full, counts, [&](const std::vector<int64_t>& piece, const std::vector<int64_t>& from,
                                       const std::vector<size_t>& packed, int64_t total, Chunk& c) {
         for (int q = 0; q < size(); ++q) {
           if (piece[size_t(q)] == 0) continue;
-          const Piece p{at(full, from[size_t(q)]), packed[size_t(q)], size_t(piece[size_t(q)]) * es};
+          const Piece p{element_ptr(full, from[size_t(q)]), packed[size_t(q)], size_t(piece[size_t(q)]) * es};
           (q == rank() ? c.in : c.out).push_back(p);
         }
         c.run = [this, dtype = full.dtype, piece, total](char* slot) {
@@ -312,15 +308,6 @@ class StagedComm final : public Comm {
   }
   int slot_of(size_t k) const { return int((next_slot_ + k) % kSlots); }
 
-  void check_split(const Tensor& full, const std::vector<int64_t>& counts, const char* op) const {
-    LL_CHECK(int(counts.size()) == size(), op, ": split has ", counts.size(), " ranges for ", size(), " ranks");
-    int64_t total = 0;
-    for (int64_t c : counts) {
-      LL_CHECK(c >= 0, op, ": negative count in the split");
-      total += c;
-    }
-    LL_CHECK(total == full.numel(), op, ": split covers ", total, " of ", full.numel(), " elements");
-  }
 
   Comm& host_;
   std::unique_ptr<Stager> stager_;

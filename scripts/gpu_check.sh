@@ -33,12 +33,9 @@ section_tail() { tail -n "$2" "$1" | sed 's/^/    /' | tee -a "$out/summary.txt"
 
 command -v nvidia-smi >/dev/null || { say "no nvidia-smi: not a GPU machine"; exit 2; }
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1
-card=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)
-arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
+. scripts/gpu_env.sh  # card, arch, make_vars (DEPS, NCCL_HOME), stamp, settle_build; unpacks .gpudeps when needed
 commit=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 say "card: $card | sm_$arch | nvcc: $(nvcc --version 2>/dev/null | tail -1) | commit $commit | mode $mode"
-
-. scripts/gpu_env.sh  # make_vars (DEPS, NCCL_HOME), stamp; unpacks .gpudeps when needed
 
 # BEFORE=dir: the source tree of an earlier commit (e.g. `git archive <commit> | tar -x -C dir`), whose bench_cuda is
 # built alongside and run right after ours on the same card, for before/after ratios.
@@ -48,11 +45,7 @@ if [ -n "${BEFORE:-}" ] && [ -f "$BEFORE/Makefile" ]; then
   before_pid=$!
 fi
 
-# A warm machine keeps build/ between calls; objects built with other flags or headers (another session's run without
-# DEPS, say) have failed to link against these (nlohmann's ABI namespace differs between versions), so start clean
-# unless build/ came from this same configuration.
-[ "$(cat build/.gpu_check_stamp 2>/dev/null)" = "$stamp" ] || rm -rf build
-mkdir -p build && echo "$stamp" > build/.gpu_check_stamp
+settle_build  # clean unless build/ came from this same configuration
 link_nccl_wheel
 
 start=$SECONDS
@@ -64,7 +57,7 @@ rc=$?
 if [ "$rc" -ne 0 ] && [ ! -x build/test_all ] && command -v mpicxx >/dev/null; then
   say "build with MPI/NCCL failed (exit $rc; build.log); rebuilding without them (MPI=0) into a clean build/"
   mv "$out/build.log" "$out/build_mpi.log"
-  rm -rf build && mkdir -p build && echo "$stamp MPI=0" > build/.gpu_check_stamp
+  settle_build MPI=0  # the stamp says MPI=0: always a clean build/ here
   make_vars+=(MPI=0)
   make -k -j"$(nproc)" CUDA_ARCH="$arch" "${make_vars[@]}" build/test_all build/bench_cuda build/train build/eval > "$out/build.log" 2>&1
   rc=$?

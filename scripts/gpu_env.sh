@@ -1,6 +1,8 @@
-# shellcheck shell=bash disable=SC2034,SC2154  # sets variables for the sourcing script, reads its `arch`
-# Sourced (not run) by scripts/gpu_check.sh and scripts/gpu_ranks_check.sh on a GPU machine, from the project root,
-# after `say` is defined and `arch` holds the card's SM version. Sets:
+# shellcheck shell=bash disable=SC2034  # sets variables for the sourcing script
+# Sourced (not run) by scripts/gpu_check.sh and scripts/gpu_ranks_check.sh on a GPU machine (nvidia-smi found), from
+# the project root, after `say` is defined. Sets:
+#   card       the first GPU's name, driver and memory (nvidia-smi), for the summary's first line
+#   arch       its SM version (90 for sm_90): the build's CUDA_ARCH
 #   make_vars  the make variables the build needs here: DEPS=/opt/deps when the Debian libraries came as .debs
 #              (no sentencepiece header on the machine), NCCL_HOME when nccl.h is not under CUDA_HOME but the
 #              NCCL wheel (nvidia-nccl-cu13, PyTorch's) is importable
@@ -8,6 +10,8 @@
 #              clean when it does not (objects built with other flags or headers have failed to link)
 # and unpacks .gpudeps (../shared/gpu/unpack-debs.sh: the libraries and Open MPI) into /opt/deps when the
 # sentencepiece header or mpirun is missing, exporting the environment it prints (PATH gets mpicxx/mpirun).
+card=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)
+arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
 make_vars=()
 if { [ ! -f /usr/include/sentencepiece_processor.h ] || ! command -v mpirun >/dev/null; } && [ -d .gpudeps ]; then
   eval "$(bash .gpudeps/unpack-debs.sh)"
@@ -27,6 +31,16 @@ if [ ! -f "${CUDA_HOME:-/usr/local/cuda}/include/nccl.h" ]; then
   [ -n "$header" ] && nccl_wheel=$(dirname "$(dirname "$header")")
 fi
 stamp="sm_$arch ${make_vars[*]:-system} mpi:$(command -v mpicxx >/dev/null && echo yes || echo no) nccl:${nccl_wheel:-cuda}"
+
+# build/ as the build wants it: kept when it was built for this configuration (`stamp`, then the optional note,
+# e.g. MPI=0), else removed — a warm machine keeps build/ between calls, and objects built with other flags or
+# headers (another session's run without DEPS, say) have failed to link against these (nlohmann's ABI namespace
+# differs between versions). Then records what it is built for.
+settle_build() {  # [note]
+  local want="$stamp${1:+ $1}"
+  [ "$(cat build/.gpu_check_stamp 2>/dev/null)" = "$want" ] || rm -rf build
+  mkdir -p build && echo "$want" > build/.gpu_check_stamp
+}
 
 # Call after build/ is settled (it may have been removed for a stale stamp).
 link_nccl_wheel() {

@@ -60,15 +60,10 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy
 commit=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 if [ "$device" = cuda ]; then
   command -v nvidia-smi >/dev/null || { say "no nvidia-smi: not a GPU machine (DEVICE=cpu runs CPU ranks)"; exit 2; }
-  card=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)
-  arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
+  . scripts/gpu_env.sh  # card, arch, make_vars, stamp, settle_build
   say "card: $card | sm_$arch | commit $commit | DEVICE=cuda COMM=${comm:-none}"
-  . scripts/gpu_env.sh
   make_args=(CUDA_ARCH="$arch")
-  if [ "${BUILD:-1}" != 0 ]; then
-    [ "$(cat build/.gpu_check_stamp 2>/dev/null)" = "$stamp" ] || rm -rf build
-    mkdir -p build && echo "$stamp" > build/.gpu_check_stamp
-  fi
+  [ "${BUILD:-1}" = 0 ] || settle_build ""  # no note: the build gpu_check.sh makes too
   link_nccl_wheel
   make_args+=("${make_vars[@]}")
   jobs_at_once=${JOBS:-3}

@@ -18,7 +18,7 @@
 #include "mpi/comm.h"
 #include "train/checkpoint.h"
 #include "train/metrics_log.h"
-#include "train/rank_agreement.h"
+#include "mpi/rank_agreement.h"
 #include "train/run_dir.h"
 #include "train/trainer.h"
 #include "util/error.h"

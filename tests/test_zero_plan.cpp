@@ -24,17 +24,18 @@ void expect_error(F&& f, const std::string& needle) {
   }
 }
 
-TEST(ChooseLocalDevice, OneGpuPerLocalRank) {
+TEST(ChooseLocalDevice, LocalRankModuloVisibleDevices) {
   EXPECT_EQ(choose_local_device(0, 1, 1), 0);
   EXPECT_EQ(choose_local_device(3, 8, 8), 3);
   EXPECT_EQ(choose_local_device(1, 2, 4), 1);  // more GPUs than ranks: the first ones
-  // Every rank sees exactly one GPU: the launcher bound them (CUDA_VISIBLE_DEVICES per rank).
+  // Every rank sees exactly one GPU: the launcher bound them (CUDA_VISIBLE_DEVICES per rank), or they share it.
   EXPECT_EQ(choose_local_device(5, 8, 1), 0);
+  // Fewer GPUs than ranks: shared round-robin (train's --comm mpi, eval), never an error here.
+  for (int r = 0; r < 8; ++r) EXPECT_EQ(choose_local_device(r, 8, 3), r % 3) << r;
 }
 
-TEST(ChooseLocalDevice, TooFewGpusOrNoneIsAnErrorNamingTheNumbers) {
-  expect_error([] { choose_local_device(5, 8, 4); }, "8 ranks but they see only 4 CUDA devices");
-  expect_error([] { choose_local_device(0, 2, 0); }, "sees no CUDA device");
+TEST(ChooseLocalDevice, NoGpuOrABadLocalRankIsAnErrorNamingTheNumbers) {
+  expect_error([] { choose_local_device(0, 2, 0); }, "rank 0 of the 2 ranks on this node sees no CUDA device");
   expect_error([] { choose_local_device(2, 2, 2); }, "local rank 2 of 2");
 }
 

@@ -11,7 +11,7 @@
 #include "eval/commands.h"
 #include "io/model_folder.h"
 #include "mpi/comm.h"
-#include "train/rank_agreement.h"
+#include "mpi/rank_agreement.h"
 #include "util/error.h"
 #include "util/flags.h"
 

@@ -26,21 +26,15 @@ namespace ll {
 
 namespace {
 
-// Several ranks with --device cuda: each rank takes its local rank's GPU (choose_local_device); with more ranks on a
-// node than GPUs they share them round-robin, memory permitting (evaluation keeps no gradients or optimizer state,
-// and one-GPU machines are common). -1: the backend's default device.
-int rank_device(const std::string& device, const Comm* comm) {
-  if (device != "cuda" || !comm || comm->size() == 1) return -1;
-  const int visible = int(probe_cuda().devices.size());
-  if (visible >= 1 && comm->local_size() > visible) return comm->local_rank() % visible;
-  return choose_local_device(comm->local_rank(), comm->local_size(), visible);
-}
-
-// The model's options for this rank: eval_model_options, with the GPU of this rank (rank_device).
+// The model's options for this rank: eval_model_options, and with several ranks on --device cuda the rank's GPU
+// (choose_local_device: with more ranks on a node than GPUs they share them round-robin, memory permitting —
+// evaluation keeps no gradients or optimizer state, and one-GPU machines are common). Otherwise the backend's
+// default device.
 EvalModelOptions model_options(const EvalCommon& c, int64_t batch, int64_t seq_len, int64_t default_context,
                                const Comm* comm = nullptr) {
   EvalModelOptions m = eval_model_options(c, batch, seq_len, default_context);
-  m.device_index = rank_device(c.device, comm);
+  if (c.device == "cuda" && comm && comm->size() > 1)
+    m.device_index = choose_local_device(comm->local_rank(), comm->local_size(), int(probe_cuda().devices.size()));
   return m;
 }
 
@@ -247,7 +241,7 @@ nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out,
   // The prompt as text, BOS (added by id) left out as before chat templates: "[INST]...[/INST]" for Llama-2.
   const bool leading_bos = !segments.empty() && segments[0].special && segments[0].text == style.bos_token;
   const std::string text = chat_text(std::vector<ChatSegment>(segments.begin() + (leading_bos ? 1 : 0), segments.end()));
-  EvalModel m = load_eval_model(eval_model_options(c.common, 1, c.prefill_chunk, 0), log);
+  EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0), log);
   check_tokenizer_fits(tok, m);
   const std::vector<int32_t> ids = encode_chat(tok, segments, c.parse_special_tokens);
   // The KV cache holds the prompt and every generated token: bound the request by the positions the model knows.
@@ -317,7 +311,7 @@ nlohmann::json run_streaming_command(const StreamingCommand& c, std::ostream& ou
   LL_CHECK(!c.test_filepath.empty(), "--test_filepath is required (a JSON list of records with `instruction`)");
   const std::vector<std::string> instructions = read_streaming_instructions(c.test_filepath);
   const Tokenizer tok = load_model_tokenizer(c.tokenizer, c.common.base_model, "streaming");
-  EvalModel m = load_eval_model(eval_model_options(c.common, 1, c.prefill_chunk, 0), log);
+  EvalModel m = load_eval_model(model_options(c.common, 1, c.prefill_chunk, 0), log);
   check_tokenizer_fits(tok, m);
   const int64_t context = m.context();
   const StreamingWindow window = c.streaming.window();

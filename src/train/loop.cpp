@@ -10,7 +10,7 @@
 
 #include "core/dropout_mask.h"
 #include "train/metrics_log.h"
-#include "train/rank_agreement.h"
+#include "mpi/rank_agreement.h"
 #include "train/session.h"
 #include "util/files.h"
 

@@ -14,7 +14,7 @@
 #include "model/registry.h"
 #include "mpi/stager.h"
 #include "train/memory_check.h"
-#include "train/rank_agreement.h"
+#include "mpi/rank_agreement.h"
 #include "train/session.h"
 #include "train/train_flags.h"
 #include "util/files.h"
@@ -73,8 +73,7 @@ TrainableConfig parse_trainable(const std::string& list, bool full, const ModelC
 void check_options(const TrainOptions& o) {
   check_train_option_ranges(o);  // every numeric option within its flag's range (train/train_flags.cpp)
   LL_CHECK(o.device == "cpu" || o.device == "cuda", "--device: expected cpu or cuda, got `", o.device, "`");
-  if (o.device == "cpu") check_cpu_comm_flag(o.comm);
-  else choose_device_comm(o.comm, built_with_nccl(), 0, 1, 1);  // the spelling, and nccl in a build without it
+  check_comm_flag(o.comm, o.device, built_with_nccl());
   LL_CHECK(o.zero_stage == 0 || o.zero_stage == 2 || o.zero_stage == 3, "--zero_stage: expected 0, 2 or 3, got ",
            o.zero_stage);
   LL_CHECK(o.data_path.empty() != o.sft_data_path.empty(),
@@ -114,17 +113,18 @@ void open_run(TrainingSession& s, Comm* world) {
   // One rank needs no communicator; an explicit --comm nccl|mpi still makes it (NCCL's and the staged path's
   // checks at world size 1, on one GPU).
   if (o.device == "cuda" && (world->size() > 1 || o.comm != "auto")) {
-    // Each rank seeing one GPU: the launcher bound one per rank, or they all see the same one (compared by PCI
-    // address). auto's choice must be every rank's: one rank that cannot use NCCL sends every rank through MPI.
+    // The rank's GPU first (every rank stops with the message when one sees none), then how many different GPUs
+    // the node's ranks hold (compared by PCI address): they share some when fewer than the ranks. auto's choice
+    // must be every rank's: one rank that cannot use NCCL sends every rank through MPI.
     const CudaProbe probe = probe_cuda();
     const int visible = int(probe.devices.size());
-    const int gpus = distinct_gpus_on_node(*world, visible > 0 ? probe.devices[0].pci_id : "");  // collective
-    const int distinct = visible == 1 ? gpus : -1;
+    int device = 0;
+    agree_on_failure(*world, [&] { device = choose_local_device(world->local_rank(), world->local_size(), visible); });
+    const int distinct = distinct_gpus_on_node(*world, probe.devices[size_t(device)].pci_id);  // collective
     DeviceCommChoice choice = choose_device_comm(o.comm, built_with_nccl(), world->local_rank(),
                                                  world->local_size(), visible, distinct);
     if (o.comm == "auto" && world->all_reduce_max(choice.nccl ? 0.0 : 1.0) > 0 && choice.nccl) {
-      choice = choose_device_comm("mpi", built_with_nccl(), world->local_rank(), world->local_size(), visible,
-                                  distinct);
+      choice.nccl = false;
       choice.why = "MPI through host staging (--comm auto: ranks on another node cannot use NCCL)";
     }
     s.backend = create_backend("cuda", choice.device);

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/quant_options.h"
+#include "mpi/comm.h"
 
 namespace ll {
 
@@ -70,7 +71,7 @@ struct TrainOptions {
   // GPU ranks: auto | nccl | mpi (NCCL, or device buffers over MPI through host staging; mpi/comm.h
   // choose_device_comm). CPU ranks: auto and mpi mean MPI on host buffers.
   std::string comm = "auto";
-  int64_t comm_chunk_bytes = int64_t(8) << 20;  // the staged comm's chunk (kDefaultCommChunkBytes)
+  int64_t comm_chunk_bytes = kDefaultCommChunkBytes;  // the staged comm's chunk
   int64_t reduce_bucket_size = 0;  // ZeRO-2 gradient elements per reduce-scatter bucket; 0: auto (one bucket on
                                    // CPU ranks, 2^24 with NCCL)
   bool save_merged = false;

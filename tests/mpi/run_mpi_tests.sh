@@ -103,8 +103,8 @@ for stage in 2 3; do
   fi
 done
 # Multi-rank evaluation (eval_distributed.py's role) through the binary: perplexity on 2 and 3 ranks prints and
-# writes what one rank does (JSON equal but for timings and world_size; only rank 0 writes), a rank that fails
-# ends every rank naming it, and generate refuses several ranks.
+# writes what one rank does (the JSON's results equal: scripts/compare_runs.py eval; only rank 0 writes), a rank
+# that fails ends every rank naming it, and generate refuses several ranks.
 eval_bin=$(realpath "$(dirname "$bin")/eval")
 mkdir -p "$work/eval/a/model" "$work/eval/b"
 cp "$(dirname "$0")/../fixtures/hf_tiny/"* "$work/eval/a/model/"
@@ -116,17 +116,7 @@ eval_case() {  # name, ok (0/1), failure explanation
   if [ "$2" -eq 0 ]; then echo "[       OK ] EvalCommands.$1"; passed=$((passed + 1))
   else echo "$out" | tail -20; echo "[  FAILED  ] EvalCommands.$1 ($3)"; failed=$((failed + 1)); fi
 }
-same_results() {  # two JSON files equal but for timings, world_size and the --json flag
-  python3 - "$1" "$2" <<'PY'
-import json, sys
-def strip(j):
-    for k in ("seconds", "tokens_per_sec", "world_size"): j.pop(k, None)
-    j["flags"].pop("json")
-    return j
-a, b = (json.load(open(f)) for f in sys.argv[1:3])
-sys.exit(0 if strip(a) == strip(b) else 1)
-PY
-}
+compare_runs=$(realpath "$(dirname "$0")/../../scripts/compare_runs.py")  # eval RUN REF --world_size N
 one=$(cd "$work/eval/a" && timeout 120 "$eval_bin" "${ppl_args[@]}" --json one.json 2>/dev/null | head -2)
 for np in 2 3; do
   out=$(cd "$work/eval/a" && timeout 120 mpirun --oversubscribe --bind-to none -np "$np" "$eval_bin" "${ppl_args[@]}" \
@@ -134,8 +124,8 @@ for np in 2 3; do
   rc=$?
   ok=1
   if [ "$rc" -eq 0 ] && [ "$(echo "$out" | grep -A1 '^perplexity  ')" = "$one" ] && [ -n "$one" ] &&
-     same_results "$work/eval/a/ranks$np.json" "$work/eval/a/one.json" &&
-     grep -q "\"world_size\": $np" "$work/eval/a/ranks$np.json" && [ "$(echo "$out" | grep -c '^perplexity  ')" -eq 1 ]
+     python3 "$compare_runs" eval "$work/eval/a/ranks$np.json" "$work/eval/a/one.json" --world_size "$np" \
+       >/dev/null && [ "$(echo "$out" | grep -c '^perplexity  ')" -eq 1 ]
   then ok=0; fi
   eval_case "PerplexityOn${np}RanksEqualsOneRank" "$ok" "exit $rc; expected rank 0 alone to print and write the \
 one-rank numbers with world_size $np"

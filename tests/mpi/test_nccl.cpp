@@ -34,7 +34,8 @@ std::string gpu_ranks_missing(int min_ranks) {
   std::string why;
   const CudaProbe probe = probe_cuda();
   if (!built_with_nccl()) why = "this build has no NCCL (needs nvcc, mpicxx and nccl.h at build time)";
-  else if (g_comm->size() < min_ranks) why = "needs at least 2 ranks (mpirun -np 2 or more)";
+  else if (g_comm->size() < min_ranks)
+    why = str_cat("needs at least ", min_ranks, " ranks (mpirun -np ", min_ranks, " or more)");
   else if (probe.devices.empty()) why = "no CUDA device: " + probe.error;
   else if (probe.devices.size() != 1 && int(probe.devices.size()) < g_comm->local_size())
     why = std::to_string(g_comm->local_size()) + " ranks on this node but " + std::to_string(probe.devices.size()) +

@@ -3,7 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "mpi_test_env.h"
-#include "train/rank_agreement.h"
+#include "mpi/rank_agreement.h"
 #include "util/error.h"
 
 namespace ll {

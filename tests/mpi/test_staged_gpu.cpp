@@ -28,9 +28,8 @@ TEST(StagedCommOnGpu, DeviceCollectivesMatchMpiCommOnHostCopies) {
   const std::string why = no_gpu();
   if (!why.empty()) GTEST_SKIP() << "staged GPU tests: " << why;
   const int r = g_comm->rank(), n = g_comm->size();
-  const DeviceCommChoice choice = choose_device_comm("mpi", built_with_nccl(), g_comm->local_rank(),
-                                                     g_comm->local_size(), int(probe_cuda().devices.size()));
-  std::unique_ptr<Backend> be = create_backend("cuda", choice.device);
+  const int device = choose_local_device(g_comm->local_rank(), g_comm->local_size(), int(probe_cuda().devices.size()));
+  std::unique_ptr<Backend> be = create_backend("cuda", device);
   std::vector<std::shared_ptr<void>> keep;
   auto tensor = [&](DType dtype, int64_t count) {
     keep.push_back(std::shared_ptr<void>(be->allocate(size_t(std::max<int64_t>(count, 1)) * dtype_size(dtype)),
@@ -44,7 +43,7 @@ TEST(StagedCommOnGpu, DeviceCollectivesMatchMpiCommOnHostCopies) {
   };
   auto host = [](std::vector<double>& v) { return Tensor(v.data(), DType::F64, Device::CPU, {int64_t(v.size())}); };
   for (const int64_t chunk : {int64_t(1), int64_t(300), kDefaultCommChunkBytes}) {
-    std::unique_ptr<Comm> c = make_staged_comm(*g_comm, make_cuda_stager(*be, choice.device), chunk);
+    std::unique_ptr<Comm> c = make_staged_comm(*g_comm, make_cuda_stager(*be, device), chunk);
     c->set_timeout(120);
     // all-reduce of values the compute stream writes just before (upload, then a scale by 1 on the stream)
     Tensor a = tensor(DType::F32, 1000);

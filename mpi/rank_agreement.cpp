@@ -1,4 +1,4 @@
-#include "train/rank_agreement.h"
+#include "mpi/rank_agreement.h"
 
 #include <cstring>
 #include <exception>
