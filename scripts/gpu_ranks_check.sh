@@ -10,7 +10,7 @@
 #   OUT=dir scripts/gpu_ranks_check.sh          (default OUT: gpu-ranks-out)
 #   DEVICE=cuda|cpu   cpu: CPU ranks on this machine, no GPU (exercises the script; NCCL checks skip)
 #   COMM=mpi          the --comm value of the multi-rank runs; COMM= (empty) passes no --comm flag
-#   CHECKS="ranks offload repeat nccl faults eval"   the groups to run (default all)
+#   CHECKS="stager ranks offload repeat nccl faults eval"   the groups to run (default all)
 #   RANKS="2 4" STAGES="0 2 3" MODES="lora full" OFFLOADS="off on"   the training matrix
 #   JOBS (runs at once; default 3 on cuda, 1 on cpu), BUILD=0 (use build/ as it is), RUN_TIMEOUT (s, default 240),
 #   FAULT_TIMEOUT (the faults' --comm_timeout_sec, default 20)
@@ -32,7 +32,7 @@ cd "$(dirname "$0")/.." || exit 2
 out=${OUT:-gpu-ranks-out}
 device=${DEVICE:-cuda}
 comm=${COMM-mpi}
-checks=${CHECKS:-ranks offload repeat nccl faults eval}
+checks=${CHECKS:-stager ranks offload repeat nccl faults eval}
 case "$device" in cuda|cpu) ;; *) echo "gpu_ranks_check.sh: DEVICE must be cuda or cpu, got $device" >&2; exit 2 ;; esac
 global=4  # rows per micro-batch over all ranks: each rank count must divide it (the same global batch as one rank)
 for n in ${RANKS:-2 4}; do
@@ -186,6 +186,27 @@ if wanted ranks || wanted offload || wanted repeat; then
   done
   wanted repeat && compare "repeat: $rep_n ranks ZeRO-$rep_s $rep_m offload $rep_o twice, bit-identical" \
     "${rep}_again" "$rep" --exact
+fi
+
+# --- the CUDA stager: StagedComm's device collectives against MpiComm on host copies, ranks sharing the GPU ---
+if wanted stager; then
+  if [ "$device" != cuda ]; then
+    result SKIP "stager: StagedCommOnGpu" "needs a GPU (DEVICE=cpu; the host stager is in build/test_mpi's StagedComm*)"
+  else
+    for n in 2 4; do
+      log="$logs/test_staged_gpu_np$n.log"
+      timeout 300 mpirun --oversubscribe --bind-to none -np "$n" build/test_mpi --gtest_color=no \
+        --gtest_filter='StagedCommOnGpu*' > "$log" 2>&1
+      rc=$?
+      ran=$(grep -oE '^\[  PASSED  \] [0-9]+' "$log" | head -1 | grep -oE '[0-9]+$')
+      if [ "$rc" -eq 0 ] && [ "${ran:-0}" -gt 0 ] && ! grep -q '^\[  SKIPPED \] [A-Za-z]' "$log"; then
+        result PASS "stager: mpirun -np $n build/test_mpi --gtest_filter='StagedCommOnGpu*'" "$ran tests passed"
+      else
+        result FAIL "stager: mpirun -np $n build/test_mpi --gtest_filter='StagedCommOnGpu*'" \
+          "exit $rc, ${ran:-0} passed: $(grep -m1 -E 'Failure|rror|SKIPPED \]' "$log") (logs/test_staged_gpu_np$n.log)"
+      fi
+    done
+  fi
 fi
 
 # --- NCCL at world size 1: every collective (test_nccl), training equal to no communicator, the abort path ---
