@@ -42,11 +42,6 @@ bool Job::next(std::string* text) {
   return !text->empty() || !done_;
 }
 
-void Job::wait_done() {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return done_; });
-}
-
 bool Job::wait_done_for(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   return cv_.wait_for(lock, timeout, [&] { return done_; });
