@@ -314,7 +314,7 @@ TEST(Qwen2Config, ReadsWritesAndRefusesSlidingWindows) {
   // A Llama config cannot carry Qwen2's biases (its writer has no field for them).
   ModelConfig llama = h.model;
   llama.model_type = "llama";
-  EXPECT_NE(error_of([&] { llama.validate(); }).find("Llama has no q/k/v biases"), std::string::npos);
+  EXPECT_NE(error_of([&] { llama.validate(); }).find("model_type \"llama\" has no q/k/v biases"), std::string::npos);
 }
 
 TEST(Llama3Vocabulary, ChunkedLossOver128kTokensEqualsTheFullSoftmax) {

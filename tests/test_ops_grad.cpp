@@ -411,8 +411,8 @@ TEST(RopeForward, RotaryDimsEqualToTheHeadIsTheDefaultBitForBit) {
 }
 
 TEST(RopeForward, ReusedAngleTableFollowsEveryChangeOfPositionsAndParameters) {
-  // CpuBackend keeps the last cos/sin table: a backend that has rotated other positions, factors, thetas or rotary
-  // widths before must give what a fresh backend gives, bit for bit.
+  // CpuBackend keeps the last cos/sin table: a backend that has rotated other positions, factors, thetas, rotary
+  // widths or Llama-3 frequency rules before must give what a fresh backend gives, bit for bit.
   const int64_t T = 7, H = 2, Dh = 8;
   Rng rng(23);
   std::vector<float> x0(T * H * Dh);
@@ -420,7 +420,16 @@ TEST(RopeForward, ReusedAngleTableFollowsEveryChangeOfPositionsAndParameters) {
   std::vector<int32_t> pos(T), shifted(T), shorter(T - 2);
   for (int64_t t = 0; t < T; ++t) pos[t] = int32_t(t), shifted[t] = int32_t(t + 3);
   for (int64_t t = 0; t < T - 2; ++t) shorter[t] = int32_t(t);
-  const RopeParams params[] = {{1e4, 1.0}, {1e4, 2.0}, {5e5, 2.0}, {5e5, 2.0, 4}};
+  const RopeParams params[] = {{1e4, 1.0},
+                               {1e4, 2.0},
+                               {5e5, 2.0},
+                               {5e5, 2.0, 4},
+                               {5e5, 2.0, 0, {8.0, 1, 4, 16}},
+                               {5e5, 2.0, 0, {4.0, 1, 4, 16}},
+                               {5e5, 2.0, 0, {4.0, 2, 4, 16}},
+                               {5e5, 2.0, 0, {4.0, 2, 8, 16}},
+                               {5e5, 2.0, 0, {4.0, 2, 8, 32}},
+                               {5e5, 2.0}};
   CpuBackend<float> reused;
   for (std::vector<int32_t>* p : {&pos, &shifted, &shorter, &pos})
     for (const RopeParams& rp : params)
@@ -436,7 +445,8 @@ TEST(RopeForward, ReusedAngleTableFollowsEveryChangeOfPositionsAndParameters) {
           fresh.rope_forward(view(b, {rows, H, Dh}), view(*p, {rows}), rp);
         }
         ASSERT_EQ(a, b) << "rows " << rows << ", theta " << rp.theta << ", factor " << rp.factor << ", rotary "
-                        << rp.rotary_dims << (backward ? ", backward" : ", forward");
+                        << rp.rotary_dims << ", " << describe_rope_llama3(rp.llama3)
+                        << (backward ? ", backward" : ", forward");
       }
 }
 

@@ -38,9 +38,7 @@ void prepare(const ll::Flags& f, ll::EvalCommon& c, ll::Comm& comm) {
   const bool lead = comm.rank() == 0;
   if (lead)
     for (const std::string& note : f.notes()) std::fprintf(stderr, "%s\n", note.c_str());
-  std::string note;
-  c.base_model = ll::resolve_model_folder(c.base_model, "--base_model", &note);
-  if (lead && !note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
+  c.base_model = ll::resolve_base_model(c.base_model, lead ? &std::cerr : nullptr);
   comm.set_timeout(c.comm_timeout_sec);
   ll::check_flags_agree(comm, f.values());
 }

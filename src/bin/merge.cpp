@@ -41,9 +41,7 @@ int main(int argc, char** argv) {
     if (!flags.parse(argc, argv)) return 0;
     o.max_shard_bytes = uint64_t(shard_mb) * 1000000ull;
     for (const std::string& note : flags.notes()) std::fprintf(stderr, "%s\n", note.c_str());
-    std::string note;
-    o.base_model = ll::resolve_model_folder(o.base_model, "--base_model", &note);
-    if (!note.empty()) std::fprintf(stderr, "%s\n", note.c_str());
+    o.base_model = ll::resolve_base_model(o.base_model, &std::cerr);
     ll::merge_adapter_folder(o, std::cout);
   } catch (const std::exception& e) {
     std::string message = ll::exception_message(e);

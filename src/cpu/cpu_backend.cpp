@@ -195,19 +195,21 @@ void CpuBackend<T>::dropout(Tensor out, const Tensor& x, double p, uint64_t seed
 template <typename T>
 const typename CpuBackend<T>::RopeCache& CpuBackend<T>::rope_cache(const Tensor& positions, const RopeParams& p,
                                                                    int64_t rows, int64_t rotary_dims) {
-  std::vector<double> inv_freq = rope_inv_freq(p.theta, rotary_dims, p.llama3);
   const int32_t* pos = positions.ptr<int32_t>();
   RopeCache& c = rope_cache_;
-  const bool hit = c.factor == p.factor && c.inv_freq == inv_freq && c.positions.size() == size_t(rows) &&
+  const bool hit = c.filled && c.theta == p.theta && c.factor == p.factor && c.rotary_dims == rotary_dims &&
+                   c.llama3 == p.llama3 && c.positions.size() == size_t(rows) &&
                    std::equal(pos, pos + rows, c.positions.begin());
   if (!hit) {
-    c.positions.assign(pos, pos + rows);
-    c.inv_freq = std::move(inv_freq);
-    c.factor = p.factor;
+    c.filled = false;  // stays so if the table throws
+    const std::vector<double> inv_freq = rope_inv_freq(p.theta, rotary_dims, p.llama3);
     const int64_t half = rotary_dims / 2;
     c.cos_t.resize(size_t(rows * half));
     c.sin_t.resize(size_t(rows * half));
-    cpu::rope_table(c.cos_t.data(), c.sin_t.data(), pos, rows, half, c.inv_freq.data(), p.factor);
+    cpu::rope_table(c.cos_t.data(), c.sin_t.data(), pos, rows, half, inv_freq.data(), p.factor);
+    c.positions.assign(pos, pos + rows);
+    c.theta = p.theta, c.factor = p.factor, c.rotary_dims = rotary_dims, c.llama3 = p.llama3;
+    c.filled = true;
   }
   return c;
 }

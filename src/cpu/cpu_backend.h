@@ -68,11 +68,14 @@ class CpuBackend : public Backend {
   const T* dense_weight(const Tensor& w);
   std::vector<T> dequantized_;
   // RoPE's cos/sin table for the last positions and parameters (rope_table), reused while they repeat: a training
-  // step rotates q and k of every layer, forward and backward, at the same positions.
+  // step rotates q and k of every layer, forward and backward, at the same positions. Keyed on the parameters
+  // themselves, so that a hit computes no frequencies.
   struct RopeCache {
+    bool filled = false;
     std::vector<int32_t> positions;
-    std::vector<double> inv_freq;
-    double factor = 0;
+    double theta = 0, factor = 0;
+    int64_t rotary_dims = 0;  // resolved (never 0)
+    RopeLlama3 llama3;
     std::vector<T> cos_t, sin_t;
   };
   const RopeCache& rope_cache(const Tensor& positions, const RopeParams& p, int64_t rows, int64_t rotary_dims);

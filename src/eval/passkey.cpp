@@ -30,9 +30,9 @@ const std::string& filler_text() {
   return text;
 }
 
-}  // namespace
-
-PasskeyPrompt passkey_prompt(int64_t n_garbage, uint32_t seed) {
+// A prompt's facts without its text (cheap): the sweep draws every trial's up front, builds a text only where a
+// rank runs the trial.
+PasskeyPrompt prompt_facts(int64_t n_garbage, uint32_t seed) {
   const std::string& filler = filler_text();
   LL_CHECK(n_garbage >= 1 && n_garbage <= int64_t(filler.size()), "passkey: n_garbage = ", n_garbage,
            " characters is outside [1, ", filler.size(),
@@ -45,10 +45,21 @@ PasskeyPrompt passkey_prompt(int64_t n_garbage, uint32_t seed) {
   p.pass_key = rs.randint(1, 50000);
   p.depth = double(p.n_prefix) / double(n_garbage);
   p.answer = std::to_string(p.pass_key);
-  const std::string key_line =
-      "The pass key is " + p.answer + ". Remember it. " + p.answer + " is the pass key.";
-  p.text = std::string(kTask) + "\n" + filler.substr(0, size_t(p.n_prefix)) + "\n" + key_line + "\n" +
-           filler.substr(0, size_t(n_garbage - p.n_prefix)) + "\n" + kQuestion;
+  return p;
+}
+
+std::string prompt_text(const PasskeyPrompt& p) {
+  const std::string& filler = filler_text();
+  const std::string key_line = "The pass key is " + p.answer + ". Remember it. " + p.answer + " is the pass key.";
+  return std::string(kTask) + "\n" + filler.substr(0, size_t(p.n_prefix)) + "\n" + key_line + "\n" +
+         filler.substr(0, size_t(p.n_garbage - p.n_prefix)) + "\n" + kQuestion;
+}
+
+}  // namespace
+
+PasskeyPrompt passkey_prompt(int64_t n_garbage, uint32_t seed) {
+  PasskeyPrompt p = prompt_facts(n_garbage, seed);
+  p.text = prompt_text(p);
   return p;
 }
 
@@ -75,23 +86,18 @@ bool passkey_trial(InferenceSession& session, const std::vector<int32_t>& prompt
 
 namespace {
 
-struct Item {
-  PasskeyPrompt prompt;
-  std::vector<int32_t> ids, answer;
-};
-
-Item tokenized_prompt(const Tokenizer& tok, int64_t n_garbage, int64_t seed, int64_t vocab) {
-  Item it;
-  it.prompt = passkey_prompt(n_garbage, uint32_t(seed));
-  it.ids = tok.encode_with_special_tokens(it.prompt.text);  // tokenizer(prompt): BOS + text for Llama
-  it.answer = tok.encode(it.prompt.answer, false, false);  // tokenizer(answer).input_ids[:, 1:]
-  for (int32_t id : it.ids)
+// A prompt's ids: tokenizer(prompt), BOS + text for Llama.
+std::vector<int32_t> prompt_ids(const Tokenizer& tok, const PasskeyPrompt& facts, int64_t vocab) {
+  std::vector<int32_t> ids = tok.encode_with_special_tokens(prompt_text(facts));
+  for (int32_t id : ids)
     LL_CHECK(id < vocab, "passkey: tokenizer `", tok.path(), "` produced id ", id, " but the model's vocabulary is ",
              vocab, "; wrong --tokenizer?");
-  return it;
+  return ids;
 }
 
-int64_t needed_tokens(const Item& it) { return int64_t(it.ids.size() + it.answer.size()); }
+int64_t needed_tokens(const std::vector<int32_t>& ids, const PasskeyTrial& tr) {
+  return int64_t(ids.size() + tr.answer_ids.size());
+}
 
 // One trial of the sweep: its length (index into the lengths) and seed.
 struct ScheduledTrial {
@@ -163,19 +169,12 @@ std::vector<PasskeyPoint> run_passkey(Model& model, const Tokenizer& tok, const 
   LL_CHECK(o.num_tests >= 1, "--num_tests must be >= 1, got ", o.num_tests);
   const std::vector<int64_t> lengths = passkey_garbage_lengths(o.max_tokens, o.interval);
   const int64_t vocab = model.options().config.vocab_size;
-  for (int64_t n : lengths) passkey_prompt(n, 0);  // length errors before any work
-  // The KV cache is sized for the longest length's prompts (+ answer); shorter lengths are tokenised lazily.
-  std::vector<Item> longest;
-  int64_t capacity = 0;
-  for (int64_t seed = 0; seed < o.num_tests; ++seed) {
-    longest.push_back(tokenized_prompt(tok, lengths.back(), seed, vocab));
-    capacity = std::max(capacity, needed_tokens(longest.back()));
-  }
-  InferenceSession session(model, capacity);
+  for (int64_t n : lengths) prompt_facts(n, 0);  // length errors before any work
 
-  // Every trial's prompt facts (cheap: no prompt tokenisation), and the schedule one rank runs: length by length,
-  // longest filler prefix first, so that each next prompt's prefix is a prefix of the cached one.
+  // Every trial's prompt facts (cheap: no prompt text or tokenisation), and the schedule one rank runs: length by
+  // length, longest filler prefix first, so that each next prompt's prefix is a prefix of the cached one.
   std::vector<PasskeyPoint> points(lengths.size());
+  std::vector<std::vector<PasskeyPrompt>> facts(lengths.size());
   std::vector<ScheduledTrial> schedule;
   std::vector<int64_t> weights;  // filler characters: known up front, and roughly proportional to the work
   for (size_t i = 0; i < lengths.size(); ++i) {
@@ -183,13 +182,13 @@ std::vector<PasskeyPoint> run_passkey(Model& model, const Tokenizer& tok, const 
     pt.n_garbage = lengths[i];
     pt.trials.resize(size_t(o.num_tests));
     for (int64_t seed = 0; seed < o.num_tests; ++seed) {
-      const PasskeyPrompt p = passkey_prompt(lengths[i], uint32_t(seed));
+      const PasskeyPrompt& p = facts[i].emplace_back(prompt_facts(lengths[i], uint32_t(seed)));
       PasskeyTrial& tr = pt.trials[size_t(seed)];
       tr.seed = seed;
       tr.pass_key = p.pass_key;
       tr.n_prefix = p.n_prefix;
       tr.depth = p.depth;
-      tr.answer_ids = tok.encode(p.answer, false, false);
+      tr.answer_ids = tok.encode(p.answer, false, false);  // tokenizer(answer).input_ids[:, 1:]
     }
     std::vector<int64_t> order(size_t(o.num_tests));
     std::iota(order.begin(), order.end(), 0);
@@ -197,6 +196,15 @@ std::vector<PasskeyPoint> run_passkey(Model& model, const Tokenizer& tok, const 
                      [&](int64_t a, int64_t b) { return pt.trials[size_t(a)].n_prefix > pt.trials[size_t(b)].n_prefix; });
     for (int64_t seed : order) schedule.push_back({i, seed}), weights.push_back(lengths[i]);
   }
+
+  // The KV cache is sized for the longest length's prompts (+ answer); shorter lengths are tokenised lazily.
+  std::vector<std::vector<int32_t>> longest;
+  int64_t capacity = 0;
+  for (int64_t seed = 0; seed < o.num_tests; ++seed) {
+    longest.push_back(prompt_ids(tok, facts.back()[size_t(seed)], vocab));
+    capacity = std::max(capacity, needed_tokens(longest.back(), points.back().trials[size_t(seed)]));
+  }
+  InferenceSession session(model, capacity);
 
   // Several ranks: each runs a contiguous range of the schedule (about equal filler characters) with its own KV
   // cache; the outcomes are gathered and the points summarised as one rank does.
@@ -209,14 +217,15 @@ std::vector<PasskeyPoint> run_passkey(Model& model, const Tokenizer& tok, const 
   for (size_t j = first; j < end; ++j) {
     const size_t i = schedule[j].length;
     const auto t0 = std::chrono::steady_clock::now();
-    Item current;
-    const Item& it = i + 1 == lengths.size() ? longest[size_t(schedule[j].seed)]
-                                             : (current = tokenized_prompt(tok, lengths[i], schedule[j].seed, vocab));
-    LL_CHECK(needed_tokens(it) <= capacity, "passkey: a prompt of ", lengths[i], " filler characters has ",
-             needed_tokens(it), " tokens, more than the longest length's ", capacity);
-    PasskeyTrial& tr = points[i].trials[size_t(schedule[j].seed)];
-    tr.prompt_tokens = int64_t(it.ids.size());
-    tr.correct = passkey_trial(session, it.ids, it.answer, &tr.generated, o.reuse_prefix);
+    const size_t seed = size_t(schedule[j].seed);
+    std::vector<int32_t> current;
+    const std::vector<int32_t>& ids =
+        i + 1 == lengths.size() ? longest[seed] : (current = prompt_ids(tok, facts[i][seed], vocab));
+    PasskeyTrial& tr = points[i].trials[seed];
+    LL_CHECK(needed_tokens(ids, tr) <= capacity, "passkey: a prompt of ", lengths[i], " filler characters has ",
+             needed_tokens(ids, tr), " tokens, more than the longest length's ", capacity);
+    tr.prompt_tokens = int64_t(ids.size());
+    tr.correct = passkey_trial(session, ids, tr.answer_ids, &tr.generated, o.reuse_prefix);
     seconds[i] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     done_chars += lengths[i];
     if (progress) progress(done_chars, total_chars);

@@ -1,5 +1,7 @@
 #include "io/model_folder.h"
 
+#include <ostream>
+
 #include "util/error.h"
 #include "util/files.h"
 
@@ -16,6 +18,13 @@ std::string resolve_model_folder(const std::string& path, const char* flag, std:
            "` is a LoRA adapter folder (a LoRA run's output), not a model: pass it as --peft_model, with ", flag,
            " the base model it was trained from");
   return path;
+}
+
+std::string resolve_base_model(const std::string& path, std::ostream* note_to) {
+  std::string note;
+  std::string resolved = resolve_model_folder(path, "--base_model", &note);
+  if (note_to && !note.empty()) *note_to << note << "\n" << std::flush;
+  return resolved;
 }
 
 }  // namespace ll

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <sstream>
 
 #include "data/tokenizer.h"
 #include "eval/eval_model.h"
@@ -42,11 +43,6 @@ bool Job::next(std::string* text) {
   return !text->empty() || !done_;
 }
 
-void Job::wait_done() {
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [&] { return done_; });
-}
-
 bool Job::wait_done_for(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   return cv_.wait_for(lock, timeout, [&] { return done_; });
@@ -78,7 +74,9 @@ Engine::Engine(EngineOptions options) : o_(std::move(options)) {
     if (!o_.peft_model.empty())
       name_ += "+" + std::filesystem::path(o_.peft_model).lexically_normal().parent_path().filename().string();
   }
-  o_.base_model = resolve_model_folder(o_.base_model, "--base_model", &folder_note_);
+  std::ostringstream note;  // printed by load(), to its log
+  o_.base_model = resolve_base_model(o_.base_model, &note);
+  folder_note_ = note.str();
 }
 
 Engine::~Engine() {
@@ -94,7 +92,7 @@ Engine::~Engine() {
 
 void Engine::load(std::ostream& log) {
   if (o_.test_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(o_.test_delay_ms));
-  if (!folder_note_.empty()) log << folder_note_ << "\n";
+  log << folder_note_;
   TokenizerOptions to;
   to.parse_special_tokens = o_.parse_special_tokens;
   tok_ = std::make_unique<Tokenizer>(load_model_tokenizer(o_.tokenizer, o_.base_model, "", to));

@@ -59,7 +59,6 @@ class Job {
 
   // HTTP side. next() waits for released text or the end: returns false once finished and everything was taken.
   bool next(std::string* text);
-  void wait_done();
   bool wait_done_for(std::chrono::milliseconds timeout);  // true once finished
   void cancel() { cancelled_ = true; }
   bool cancelled() const { return cancelled_; }

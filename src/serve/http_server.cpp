@@ -200,9 +200,10 @@ void HttpServer::routes() {
       id.created = unix_now();
       if (!r.stream) {
         // Nothing is written before the end, so a client that leaves is noticed by watching its socket.
-        const int fd = find_connection_socket(req.remote_port, req.local_port);
+        const Endpoint remote{req.remote_addr, req.remote_port}, local{req.local_addr, req.local_port};
+        const int fd = find_connection_socket(remote, local);
         while (!job->wait_done_for(std::chrono::milliseconds(50)))
-          if (fd >= 0 && !job->cancelled() && peer_closed(fd)) job->cancel();
+          if (fd >= 0 && !job->cancelled() && connection_gone(fd, remote, local)) job->cancel();
         if (!job->error().empty()) throw ApiError(500, "generation failed: " + job->error());
         send_json(res, 200, completion_response(id, job->result()));
         return;

@@ -132,16 +132,17 @@ nlohmann::json Llama::config_json(const ModelConfig& c) const {
 
 void Llama::validate(const ModelConfig& c) const {
   validate_layer(c);
-  LL_CHECK(!c.qkv_bias, "model config: Llama has no q/k/v biases (model_type qwen2 has them)");
+  LL_CHECK(!c.qkv_bias, "model config: model_type \"", model_type(),
+           "\" has no q/k/v biases (model_type \"qwen2\" has them)");
 }
 
-void Llama::validate_layer(const ModelConfig& c, bool sliding_window) const {
+void Llama::validate_layer(const ModelConfig& c) const {
   LL_CHECK(c.hidden_act == "silu", "model config: Llama's MLP is SwiGLU (`hidden_act` \"silu\"), got \"",
            c.hidden_act, "\"");
   LL_CHECK(!c.parallel_residual, "model config: Llama's residual is sequential (no parallel residual)");
   LL_CHECK(c.rotary_dims == 0 || c.rotary_dims == c.head_dim(), "model config: Llama rotates the whole head (",
            c.head_dim(), " dimensions), got rotary dimensions ", c.rotary_dims);
-  LL_CHECK(sliding_window || c.sliding_window == 0, "model config: `sliding_window` ", c.sliding_window,
+  LL_CHECK(may_have_sliding_window() || c.sliding_window == 0, "model config: `sliding_window` ", c.sliding_window,
            " is Mistral's (model_type \"mistral\"); ", model_type(), " attends to every earlier position");
 }
 

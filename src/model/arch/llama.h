@@ -28,9 +28,10 @@ class Llama : public Architecture {
   void final_norm_backward(Block& b) const override;
 
  protected:
-  // Validation shared by every Llama-shaped family (validate adds Llama's own: no biases); `sliding_window`: the
-  // family has one (Mistral), else ModelConfig::sliding_window must be 0.
-  void validate_layer(const ModelConfig& c, bool sliding_window = false) const;
+  // Whether the family may have a sliding window (Mistral); else ModelConfig::sliding_window must be 0.
+  virtual bool may_have_sliding_window() const { return false; }
+  // Validation shared by every Llama-shaped family (validate adds Llama's own: no biases).
+  void validate_layer(const ModelConfig& c) const;
 };
 
 // A Llama-shaped config of these sizes (no biases, rope_theta 10000, untied).

@@ -52,11 +52,6 @@ class Mistral final : public Llama {
     return j;
   }
 
-  void validate(const ModelConfig& c) const override {
-    validate_layer(c, /*sliding_window=*/true);
-    LL_CHECK(!c.qkv_bias, "model config: Mistral has no q/k/v biases (model_type qwen2 has them)");
-  }
-
   std::vector<std::pair<std::string, ModelConfig>> presets() const override {
     return {
         // The demo's size with a window shorter than its 64 positions.
@@ -64,6 +59,10 @@ class Mistral final : public Llama {
         {"mistral-7b", llama_shape(4096, 14336, 32, 8, 32, 32000, 32768, 1e-5, "mistral", 4096)},
     };
   }
+
+ private:
+  // Llama's checks (validate: no q/k/v biases) apply, the window allowed.
+  bool may_have_sliding_window() const override { return true; }
 };
 
 }  // namespace
