@@ -13,6 +13,7 @@
 #include "model/param_select.h"
 #include "model/registry.h"
 #include "mpi/stager.h"
+#include "train/deepspeed_config.h"
 #include "train/memory_check.h"
 #include "mpi/rank_agreement.h"
 #include "train/session.h"
@@ -97,6 +98,7 @@ void open_run(TrainingSession& s, Comm* world) {
   world->set_timeout(o.comm_timeout_sec);
   s.lead = world->rank() == 0;
   check_flags_agree(*world, s.flags);
+  check_deepspeed_train_batch_size(o, world->size());  // DeepSpeed's batch rule needs the world size
   // The output folder (run_dir.h): checked, locked for the whole run, cleared or repaired by rank 0; a refusal
   // stops every rank with rank 0's message.
   agree_on_failure(*world, [&] {
