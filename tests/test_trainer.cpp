@@ -562,6 +562,32 @@ TEST_F(TrainerTest, PartialCheckpointingTrainsBitIdenticallyAndSaysWhatItRecompu
   EXPECT_EQ(runs["auto"], runs["false"]);
 }
 
+// The start-up line names the RoPE rule the run trains with: for a Llama-3.1 config (rope_scaling llama3) trained
+// past its length, LongLoRA's linear factor composes into the llama3 factor, as build/info says.
+TEST_F(TrainerTest, StartUpLineNamesTheComposedLlama3Rope) {
+  nlohmann::json config = nlohmann::json::parse(kTinyConfig);
+  config["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                            {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 16}};
+  write_file_atomic(dir_ + "/llama3.json", config.dump());
+  TrainOptions o = base("llama3");
+  o.model_config = dir_ + "/llama3.json";
+  o.max_steps = 1;
+  ::testing::internal::CaptureStderr();
+  run_training(o, {});
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("| RoPE llama3 factor 16, low_freq_factor 1, high_freq_factor 4, original_max_position_embeddings "
+                     "16 (config.json's factor 8 × linear factor 2) |"),
+            std::string::npos)
+      << err;
+  // A plain Llama config: the linear (position interpolation) factor.
+  TrainOptions plain = base("plain");
+  plain.max_steps = 1;
+  ::testing::internal::CaptureStderr();
+  run_training(plain, {});
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("| RoPE linear scaling (position interpolation) factor 2 |"),
+            std::string::npos);
+}
+
 TEST_F(TrainerTest, OffloadedCheckpointsTrainBitIdenticallyAndCheckHostMemory) {
   // Four layers, so that checkpointing all of them offloads the inputs of two (the last two stay in device slots).
   std::string cfg = kTinyConfig;

@@ -10,6 +10,7 @@
 #include "data/chat_template.h"
 #include "data/tokenizer_path.h"
 #include "io/hf_checkpoint.h"
+#include "model/describe.h"
 #include "model/param_select.h"
 #include "model/registry.h"
 #include "mpi/stager.h"
@@ -300,12 +301,11 @@ void print_start_up(const TrainingSession& s) {
   std::string attention = o.use_s2attn ? (o.s2_variant == "roll" ? "S2 (roll)" : "S2 (leak-free)") : "full causal";
   if (c.sliding_window > 0) attention += str_cat(" + sliding window ", c.sliding_window);
   std::fprintf(stderr,
-               "model: %s, %lld layers, hidden %lld, heads %lld/%lld, vocab %lld | RoPE factor %g | attention %s | "
+               "model: %s, %lld layers, hidden %lld, heads %lld/%lld, vocab %lld | RoPE %s | attention %s | "
                "%lld trainable of %lld parameters\n",
                c.model_type.c_str(), (long long)c.num_hidden_layers, (long long)c.hidden_size,
                (long long)c.num_attention_heads, (long long)c.num_key_value_heads, (long long)c.vocab_size,
-               c.rope_scaling_factor,
-               attention.c_str(),
+               describe_rope(c).c_str(), attention.c_str(),
                (long long)s.model->params().count(true), (long long)s.model->params().count(false));
   std::fprintf(stderr, "memory plan per rank (MiB): frozen %.1f, trainable %.1f, gradients %.1f, optimizer %.1f, "
                "activations %.1f%s%s\n",
