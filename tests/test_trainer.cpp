@@ -588,6 +588,36 @@ TEST_F(TrainerTest, StartUpLineNamesTheComposedLlama3Rope) {
             std::string::npos);
 }
 
+// --num_train_epochs: full steps (the last batch of an epoch wraps into the next), and a note with the Hugging Face
+// Trainer's count where its short end-of-epoch steps make it differ (train/epoch_steps.h).
+TEST_F(TrainerTest, EpochRunsSayWhereTheTrainersStepCountDiffers) {
+  TokenFileWriter w(dir_ + "/ten_rows.bin", TokenFormat::Raw16);
+  for (int i = 0; i < 320; ++i) w.append({int32_t((i * 7) % 50)});  // 10 rows of 32 tokens
+  w.finish();
+  TrainOptions o = base("epochs");
+  o.data_path = dir_ + "/ten_rows.bin";
+  o.max_steps = -1;
+  o.num_train_epochs = 3;
+  o.gradient_accumulation_steps = 2;  // 4 rows per step: 7.5 steps, 8; the Trainer: 3 per epoch (2 + 2 + 1 batches)
+  ::testing::internal::CaptureStderr();
+  run_training(o, {});
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(losses(o.output_dir).size(), 8u);
+  EXPECT_NE(err.find("--num_train_epochs 3: 8 steps of 4 full rows (an epoch's last batch wraps into the next); the "
+                     "Hugging Face Trainer would run 9 (3 per epoch, the last one short)"),
+            std::string::npos)
+      << err;
+  // One epoch of whole steps: the counts agree, no note.
+  TrainOptions whole = base("whole");
+  whole.data_path = o.data_path;
+  whole.max_steps = -1;
+  whole.num_train_epochs = 1;
+  ::testing::internal::CaptureStderr();
+  run_training(whole, {});
+  EXPECT_EQ(::testing::internal::GetCapturedStderr().find("the Hugging Face Trainer would run"), std::string::npos);
+  EXPECT_EQ(losses(whole.output_dir).size(), 5u);
+}
+
 TEST_F(TrainerTest, OffloadedCheckpointsTrainBitIdenticallyAndCheckHostMemory) {
   // Four layers, so that checkpointing all of them offloads the inputs of two (the last two stay in device slots).
   std::string cfg = kTinyConfig;

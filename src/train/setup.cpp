@@ -15,6 +15,7 @@
 #include "model/registry.h"
 #include "mpi/stager.h"
 #include "train/deepspeed_config.h"
+#include "train/epoch_steps.h"
 #include "train/memory_check.h"
 #include "mpi/rank_agreement.h"
 #include "train/session.h"
@@ -260,9 +261,19 @@ void open_data(TrainingSession& s) {
   s.source->set_data_parallel(comm.rank(), comm.size());
   s.rows_per_step = o.per_device_train_batch_size * o.gradient_accumulation_steps * comm.size();
   s.total_steps = o.max_steps > 0 ? o.max_steps
-                                  : std::max<int64_t>(1, int64_t(std::ceil(o.num_train_epochs *
-                                                                           double(s.source->rows_per_epoch()) /
-                                                                           double(s.rows_per_step))));
+                                  : steps_for_epochs(o.num_train_epochs, s.source->rows_per_epoch(), s.rows_per_step);
+  if (o.max_steps <= 0 && s.lead) {  // full steps where the Trainer ends each epoch short (train/epoch_steps.h)
+    const int64_t hf = hf_trainer_steps_for_epochs(o.num_train_epochs, s.source->rows_per_epoch(),
+                                                   o.per_device_train_batch_size, o.gradient_accumulation_steps,
+                                                   comm.size());
+    if (hf != s.total_steps)
+      std::fprintf(stderr, "--num_train_epochs %g: %lld steps of %lld full rows (an epoch's last batch wraps into the "
+                   "next); the Hugging Face Trainer would run %lld (%lld per epoch, the last one short)\n",
+                   o.num_train_epochs, (long long)s.total_steps, (long long)s.rows_per_step, (long long)hf,
+                   (long long)hf_trainer_steps_for_epochs(1, s.source->rows_per_epoch(),
+                                                          o.per_device_train_batch_size,
+                                                          o.gradient_accumulation_steps, comm.size()));
+  }
   s.schedule = ScheduleConfig{parse_lr_schedule(o.lr_scheduler_type), o.learning_rate, o.warmup_steps, s.total_steps,
                               parse_warmup_shape(o.lr_warmup_type)};
   // save_strategy epoch: Hugging Face's optimizer steps per epoch, the batches of an epoch over the accumulation.
