@@ -356,7 +356,7 @@ nlohmann::json run_streaming_command(const StreamingCommand& c, std::ostream& ou
                       {"enable_streaming", window.enabled()},
                       {"start_size", c.streaming.start_size},
                       {"recent_size", c.streaming.recent_size},
-                      {"fed_tokens", session->tokens().size()},
+                      {"fed_tokens", session->fed()},
                       {"turns", turns}};
   finish_json(j, c.common, m, flags);
   return j;
