@@ -6,12 +6,14 @@
 #include <cmath>
 #include <sstream>
 
+#include "eval/command_flags.h"
 #include "eval/commands.h"
 #include "eval/eval_model.h"
 #include "eval/perplexity.h"
 #include "eval_test_util.h"
 #include "io/merge.h"
 #include "util/error.h"
+#include "util/flags.h"
 
 namespace ll {
 namespace {
@@ -161,6 +163,41 @@ TEST(EvalPerplexity, ClearErrorsForBadInput) {
 }
 
 // Independent: hf_tiny + [PAD] + adapter merged into the weights, windows scored one at a time through logits().
+// --sliding_window is LongLoRA eval.py's stride between evaluation windows, not Mistral's attention window
+// (config.json's sliding_window): the help and the JSON say so, and passing it for a windowed model prints a note.
+TEST(EvalPerplexity, SlidingWindowIsTheStrideNotTheModelsAttentionWindow) {
+  PerplexityCommand p;
+  Flags flags("eval perplexity", "");
+  add_perplexity_flags(flags, p);
+  EXPECT_NE(flags.help().find("the STRIDE between evaluation windows"), std::string::npos) << flags.help();
+  test::TempDir dir;
+  p.common.base_model = test::fixtures_dir() + "/mistral_tiny";  // sliding_window 5
+  p.common.progress = false;
+  p.data_path = dir.file("tokens.bin");
+  test::write_tokens(p.data_path, std::vector<int32_t>(40, 3));
+  p.seq_len = 16;
+  p.sliding_window = 8;
+  p.sliding_window_given = true;
+  std::ostringstream out, log;
+  const nlohmann::json j = run_perplexity_command(p, out, log);
+  const std::string note = "--sliding_window 8 is the stride between evaluation windows (LongLoRA eval.py's flag); "
+                           "this mistral model's attention window (sliding_window 5) comes from its config.json";
+  EXPECT_NE(log.str().find(note), std::string::npos) << log.str();
+  EXPECT_EQ(j["window_stride"], 8);
+  EXPECT_EQ(j["attention_sliding_window"], 5);
+  // Left at its default: no note. A model without an attention window: no note, no attention_sliding_window.
+  p.sliding_window_given = false;
+  std::ostringstream quiet;
+  run_perplexity_command(p, out, quiet);
+  EXPECT_EQ(quiet.str().find("is the stride between evaluation windows"), std::string::npos) << quiet.str();
+  p.sliding_window_given = true;
+  p.common.base_model = test::fixtures_dir() + "/hf_tiny";
+  std::ostringstream llama;
+  const nlohmann::json l = run_perplexity_command(p, out, llama);
+  EXPECT_EQ(llama.str().find("is the stride between evaluation windows"), std::string::npos) << llama.str();
+  EXPECT_FALSE(l.contains("attention_sliding_window"));
+}
+
 TEST(EvalPerplexity, AdapterWithoutMergingEqualsMergedWeights) {
   test::TempDir adapter;
   const std::string tiny = test::fixtures_dir() + "/hf_tiny";

@@ -257,6 +257,7 @@ TEST_F(LongLoraCommands, ValuesThatCannotBeHonouredAreErrorsSayingSo) {
   write_file_atomic(dir_.file("ds_configs/stage1.json"), "{\"zero_optimization\": {\"stage\": 1}}");
   write_file_atomic(dir_.file("ds_configs/adam8.json"), "{\"optimizer\": {\"type\": \"OneBitAdam\"}}");
   write_file_atomic(dir_.file("ds_configs/lr.json"), "{\"optimizer\": {\"type\": \"AdamW\", \"params\": {\"lr\": 1e-4}}}");
+  write_file_atomic(dir_.file("ds_configs/batch8.json"), "{\"train_batch_size\": 8}");
   const std::string base = "train --model_name_or_path Llama-2-7b-hf --data_path train.bin --output_dir out ";
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"--deepspeed ds_configs/missing.json", "--deepspeed: "},
@@ -269,6 +270,9 @@ TEST_F(LongLoraCommands, ValuesThatCannotBeHonouredAreErrorsSayingSo) {
        "zero_optimization.offload_optimizer.device: cpu offload of the optimizer state from the GPU is not "
        "implemented"},
       {"--deepspeed ds_configs/stage2.json --zero_stage 3", "zero_optimization.stage: 2 disagrees with --zero_stage 3"},
+      {"--deepspeed ds_configs/batch8.json --gradient_accumulation_steps 4",
+       "--deepspeed `ds_configs/batch8.json`: train_batch_size: 8 is not micro batch 1 × gradient accumulation 4 × "
+       "world size 1 = 4"},
       {"--evaluation_strategy steps", "--evaluation_strategy steps: build/train has no evaluation set"},
       {"--bf16 False --device cuda", "--bf16 false: the CUDA backend trains in bf16"},
       {"--optim adafactor", "--optim adafactor: only AdamW is implemented"},

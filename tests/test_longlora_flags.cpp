@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "test_data_util.h"
+#include "train/deepspeed_config.h"
 #include "train/longlora_flags.h"
 #include "train/train_flags.h"
 #include "util/error.h"
@@ -95,6 +96,32 @@ TEST(LongLoraFlags, DeepSpeedConfigSettings) {
   // The config's stage agrees with an explicit --zero_stage; no zero_optimization keeps the flag's.
   const std::string empty = config("empty.json", "{}");
   EXPECT_EQ(Parsed({"--deepspeed", empty, "--zero_stage", "3"}).o.zero_stage, 3);
+}
+
+// DeepSpeed's train_batch_size must be micro batch × accumulation × world size (or "auto"); the world size is known
+// only at set-up, where check_deepspeed_train_batch_size runs.
+TEST(LongLoraFlags, DeepSpeedTrainBatchSizeIsMicroTimesAccumulationTimesWorld) {
+  test::TempDir dir;
+  write_file_atomic(dir.file("b8.json"), R"({"train_batch_size": 8, "train_micro_batch_size_per_gpu": "auto"})");
+  const Parsed p({"--deepspeed", dir.file("b8.json"), "--gradient_accumulation_steps", "4"});
+  EXPECT_NO_THROW(check_deepspeed_train_batch_size(p.o, 2));  // 1 × 4 × 2
+  std::string message;
+  try {
+    check_deepspeed_train_batch_size(p.o, 1);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("--deepspeed `" + dir.file("b8.json") + "`: train_batch_size: 8 is not micro batch 1 × "
+                         "gradient accumulation 4 × world size 1 = 4"),
+            std::string::npos)
+      << message;
+  write_file_atomic(dir.file("auto.json"), R"({"train_batch_size": "auto"})");
+  EXPECT_NO_THROW(check_deepspeed_train_batch_size(Parsed({"--deepspeed", dir.file("auto.json")}).o, 3));
+  EXPECT_NO_THROW(check_deepspeed_train_batch_size(Parsed({}).o, 5));  // no --deepspeed: nothing to check
+  write_file_atomic(dir.file("half.json"), R"({"train_batch_size": 2.5})");
+  EXPECT_NE(error_of({"--deepspeed", dir.file("half.json")}).find("train_batch_size: expected a positive integer or "
+                                                                   "\"auto\", got 2.5"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -48,7 +48,7 @@ TEST(StreamingLlm, EvictedCacheEqualsTheKeptTokensAtCachePositions) {
     Model cached(*backend, one_layer(config, 4)), full(*backend, one_layer(config, capacity));
     test::randomize(cached.params(), *backend, 7);
     test::randomize(full.params(), *backend, 7);
-    cached.enable_kv_cache(capacity);
+    cached.enable_kv_cache(capacity, /*evictable=*/true);
     std::vector<int32_t> kept;
     Rng rng(3);
     int evictions = 0;
@@ -78,13 +78,80 @@ TEST(StreamingLlm, EvictionOutsideTheCacheIsRefused) {
   std::unique_ptr<Backend> backend = create_backend("cpu");
   Model m(*backend, one_layer(4, 1.0));
   EXPECT_THROW(m.evict_kv_cache(0, 1), Error);  // no cache yet
-  m.enable_kv_cache(8);
+  m.enable_kv_cache(8, /*evictable=*/true);
   const std::vector<int32_t> ids = {1, 2, 3, 4, 5};
   m.append_tokens(ids.data(), 5);
   EXPECT_THROW(m.evict_kv_cache(3, 3), Error);
   EXPECT_THROW(m.evict_kv_cache(-1, 1), Error);
   m.evict_kv_cache(1, 4);
   EXPECT_EQ(m.kv_cache_length(), 1);
+}
+
+// Only a cache that may evict reserves the rows eviction moves through: a plain KV cache is its keys and values.
+TEST(StreamingLlm, OnlyAnEvictableCacheReservesEvictionScratch) {
+  std::unique_ptr<Backend> backend = create_backend("cpu");
+  const ModelOptions o = one_layer(4, 1.0);
+  const size_t rows = size_t(16 * o.config.kv_dim()) * dtype_size(backend->dtypes().act);
+  const size_t one = (rows + 255) / 256 * 256;  // the arena's alignment
+  Model plain(*backend, o), evictable(*backend, o);
+  plain.enable_kv_cache(16);
+  evictable.enable_kv_cache(16, /*evictable=*/true);
+  EXPECT_EQ(plain.kv_cache_bytes(), 2 * one);      // one layer's keys and values
+  EXPECT_EQ(evictable.kv_cache_bytes(), 3 * one);  // and the scratch
+  const std::vector<int32_t> ids = {1, 2, 3, 4, 5};
+  plain.append_tokens(ids.data(), 5);
+  std::string message;
+  try {
+    plain.evict_kv_cache(1, 2);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("evict_kv_cache: this KV cache was enabled without eviction"), std::string::npos) << message;
+  // A session: streaming reserves the scratch, a plain one does not.
+  Model session_model(*backend, o);
+  { InferenceSession s(session_model, 16); }
+  EXPECT_EQ(session_model.kv_cache_bytes(), 2 * one);
+  { InferenceSession s(session_model, StreamingWindow{2, 14}); }
+  EXPECT_EQ(session_model.kv_cache_bytes(), 3 * one);
+}
+
+// An endless chat: the session remembers only what its cache holds (plus a count and a fingerprint of the rest, for
+// prefix reuse), however many turns go past the window; a full-conversation prompt still continues it.
+TEST(StreamingLlm, EndlessChatKeepsTheSessionsTokenRecordBounded) {
+  std::unique_ptr<Backend> backend = create_backend("cpu");
+  Model m(*backend, one_layer(4, 1.0));
+  test::randomize(m.params(), *backend, 5);
+  const StreamingWindow window{2, 10};
+  InferenceSession session(m, window);
+  std::vector<int32_t> conversation;  // the test's own record of everything fed
+  int64_t fed = 0;
+  for (int turn = 0; turn < 60; ++turn) {
+    const std::vector<int32_t> ids = {int32_t(3 + turn % 30), int32_t(4 + turn % 20), 5};
+    const GenerateResult r = answer_turn(session, ids, 3, -1);
+    fed += int64_t(ids.size() + r.tokens.size() - 1);  // the last generated token is never fed
+    conversation.insert(conversation.end(), ids.begin(), ids.end());
+    conversation.insert(conversation.end(), r.tokens.begin(), r.tokens.end() - 1);
+    ASSERT_LE(int64_t(session.tokens().size()), window.start_size + window.recent_size) << "turn " << turn;
+    ASSERT_EQ(int64_t(session.tokens().size()), m.kv_cache_length()) << "turn " << turn;
+    ASSERT_EQ(session.fed(), fed) << "turn " << turn;
+  }
+  EXPECT_GT(session.evicted(), 10 * window.recent_size);
+  // The cached record is the first start_size tokens and the most recent ones.
+  std::vector<int32_t> cached(conversation.begin(), conversation.begin() + window.start_size);
+  cached.insert(cached.end(), conversation.end() - (m.kv_cache_length() - window.start_size), conversation.end());
+  EXPECT_EQ(session.tokens(), cached);
+  // A prompt that repeats the whole conversation and adds to it (a chat server's request) continues the cache;
+  // one that changed an evicted token starts over.
+  std::vector<int32_t> more = conversation;
+  more.push_back(7);
+  session.prefill(more, /*reuse_prefix=*/true, 1);
+  EXPECT_EQ(session.last_reused(), int64_t(conversation.size()));
+  std::vector<int32_t> changed = more;
+  changed[5] += 1;
+  changed.push_back(8);
+  session.prefill(changed, /*reuse_prefix=*/true, 1);
+  EXPECT_EQ(session.last_reused(), 0);
+  EXPECT_LE(int64_t(session.tokens().size()), window.start_size + window.recent_size);
 }
 
 // ---- Against the independent reference: scripts/make_streaming_fixture.py (a numpy port of streaming-llm's

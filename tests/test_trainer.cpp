@@ -562,6 +562,62 @@ TEST_F(TrainerTest, PartialCheckpointingTrainsBitIdenticallyAndSaysWhatItRecompu
   EXPECT_EQ(runs["auto"], runs["false"]);
 }
 
+// The start-up line names the RoPE rule the run trains with: for a Llama-3.1 config (rope_scaling llama3) trained
+// past its length, LongLoRA's linear factor composes into the llama3 factor, as build/info says.
+TEST_F(TrainerTest, StartUpLineNamesTheComposedLlama3Rope) {
+  nlohmann::json config = nlohmann::json::parse(kTinyConfig);
+  config["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                            {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 16}};
+  write_file_atomic(dir_ + "/llama3.json", config.dump());
+  TrainOptions o = base("llama3");
+  o.model_config = dir_ + "/llama3.json";
+  o.max_steps = 1;
+  ::testing::internal::CaptureStderr();
+  run_training(o, {});
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("| RoPE llama3 factor 16, low_freq_factor 1, high_freq_factor 4, original_max_position_embeddings "
+                     "16 (config.json's factor 8 × linear factor 2) |"),
+            std::string::npos)
+      << err;
+  // A plain Llama config: the linear (position interpolation) factor.
+  TrainOptions plain = base("plain");
+  plain.max_steps = 1;
+  ::testing::internal::CaptureStderr();
+  run_training(plain, {});
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("| RoPE linear scaling (position interpolation) factor 2 |"),
+            std::string::npos);
+}
+
+// --num_train_epochs: full steps (the last batch of an epoch wraps into the next), and a note with the Hugging Face
+// Trainer's count where its short end-of-epoch steps make it differ (train/epoch_steps.h).
+TEST_F(TrainerTest, EpochRunsSayWhereTheTrainersStepCountDiffers) {
+  TokenFileWriter w(dir_ + "/ten_rows.bin", TokenFormat::Raw16);
+  for (int i = 0; i < 320; ++i) w.append({int32_t((i * 7) % 50)});  // 10 rows of 32 tokens
+  w.finish();
+  TrainOptions o = base("epochs");
+  o.data_path = dir_ + "/ten_rows.bin";
+  o.max_steps = -1;
+  o.num_train_epochs = 3;
+  o.gradient_accumulation_steps = 2;  // 4 rows per step: 7.5 steps, 8; the Trainer: 3 per epoch (2 + 2 + 1 batches)
+  ::testing::internal::CaptureStderr();
+  run_training(o, {});
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(losses(o.output_dir).size(), 8u);
+  EXPECT_NE(err.find("--num_train_epochs 3: 8 steps of 4 full rows (an epoch's last batch wraps into the next); the "
+                     "Hugging Face Trainer would run 9 (3 per epoch, the last one short)"),
+            std::string::npos)
+      << err;
+  // One epoch of whole steps: the counts agree, no note.
+  TrainOptions whole = base("whole");
+  whole.data_path = o.data_path;
+  whole.max_steps = -1;
+  whole.num_train_epochs = 1;
+  ::testing::internal::CaptureStderr();
+  run_training(whole, {});
+  EXPECT_EQ(::testing::internal::GetCapturedStderr().find("the Hugging Face Trainer would run"), std::string::npos);
+  EXPECT_EQ(losses(whole.output_dir).size(), 5u);
+}
+
 TEST_F(TrainerTest, OffloadedCheckpointsTrainBitIdenticallyAndCheckHostMemory) {
   // Four layers, so that checkpointing all of them offloads the inputs of two (the last two stay in device slots).
   std::string cfg = kTinyConfig;

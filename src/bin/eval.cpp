@@ -64,6 +64,7 @@ int run(int argc, char** argv, ll::Comm& comm) {
                 "(last start dropped), all seq_len - 1 next tokens scored with full causal attention.");
     ll::add_perplexity_flags(f, c);
     if (!f.parse(argc, argv, 2)) return 0;
+    c.sliding_window_given = f.was_set("sliding_window");
     prepare(f, c.common, comm);
     ll::run_perplexity_command(c, std::cout, std::cerr, f.values(), &comm);
   } else if (command == "passkey") {

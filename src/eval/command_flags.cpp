@@ -70,7 +70,9 @@ void add_perplexity_flags(Flags& f, PerplexityCommand& c) {
   f.add("data_path", &c.data_path, "token file: raw uint16 (LongLoRA's pg19/*.bin) or llm.c-headered");
   f.add("seq_len", &c.seq_len, "evaluation window length").at_least(2);
   f.add("batch_size", &c.batch_size, "windows per forward pass").at_least(1);
-  f.add("sliding_window", &c.sliding_window, "stride between window starts").at_least(1);
+  f.add("sliding_window", &c.sliding_window,
+        "the STRIDE between evaluation windows (window starts every N tokens; LongLoRA eval.py's name), not the "
+        "model's attention window, which a Mistral model's config.json sets").at_least(1);
   f.add("max_windows", &c.max_windows, "evaluate only the first K windows (0: all); reported as partial").at_least(0);
   f.add("drop_last", &c.drop_last, "drop the last window start like eval.py (false: eval_distributed.py)");
   for (const IgnoredFlag& i : kIgnoredPerplexity) f.add_ignored(i.name, i.why);

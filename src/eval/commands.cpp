@@ -86,6 +86,10 @@ nlohmann::json run_perplexity_command(const PerplexityCommand& c, std::ostream& 
   EvalModel m = load_eval_model(model_options(c.common, c.batch_size, c.seq_len, c.seq_len, comm), log);
   const TokenFile data(c.data_path, m.config.vocab_size);
   log << "data: " << c.data_path << " (" << token_format_name(data.format()) << ", " << data.size() << " tokens)\n";
+  if (c.sliding_window_given && m.config.sliding_window > 0)
+    log << "--sliding_window " << c.sliding_window << " is the stride between evaluation windows (LongLoRA eval.py's "
+        << "flag); this " << m.config.model_type << " model's attention window (sliding_window "
+        << m.config.sliding_window << ") comes from its config.json\n";
 
   PerplexityOptions po;
   po.sliding_window = c.sliding_window;
@@ -137,6 +141,8 @@ nlohmann::json run_perplexity_command(const PerplexityCommand& c, std::ostream& 
                       {"seconds", r.seconds},
                       {"tokens_per_sec", r.tokens_per_sec},
                       {"world_size", world_size(comm)}};
+  j["window_stride"] = c.sliding_window;  // what --sliding_window is, in plain words
+  if (m.config.sliding_window > 0) j["attention_sliding_window"] = m.config.sliding_window;
   finish_json(j, c.common, m, flags, is_lead(comm));
   return j;
 }
@@ -350,7 +356,7 @@ nlohmann::json run_streaming_command(const StreamingCommand& c, std::ostream& ou
                       {"enable_streaming", window.enabled()},
                       {"start_size", c.streaming.start_size},
                       {"recent_size", c.streaming.recent_size},
-                      {"fed_tokens", session->tokens().size()},
+                      {"fed_tokens", session->fed()},
                       {"turns", turns}};
   finish_json(j, c.common, m, flags);
   return j;

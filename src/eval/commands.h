@@ -32,8 +32,11 @@ struct StreamingFlags {
 struct PerplexityCommand {
   EvalCommon common;
   std::string data_path;
+  // sliding_window: LongLoRA eval.py's name for the STRIDE between window starts (not a model's attention window,
+  // which config.json's sliding_window sets); sliding_window_given: passed by the user (a note for such models).
   int64_t seq_len = 2048, batch_size = 1, sliding_window = 256, max_windows = 0;
   bool drop_last = true;
+  bool sliding_window_given = false;
 };
 
 struct PasskeyCommand {

@@ -23,7 +23,9 @@ struct StreamingWindow {
   bool enabled() const { return recent_size > 0; }
 };
 
-// A KV-cache conversation with one model: remembers which tokens it was fed (all of them, evicted ones included).
+// A KV-cache conversation with one model. It remembers the tokens its cache holds (streaming: the start_size sinks
+// and the recent ones; an endless chat stays bounded) and, for prefix reuse past evictions, how many tokens it was
+// fed and a fingerprint of them all.
 class InferenceSession {
  public:
   // Enables the model's KV cache for `capacity` tokens (batch 1, full causal attention).
@@ -37,9 +39,13 @@ class InferenceSession {
   // `reserve` (the tokens to be generated), as streaming-llm's evict_for_space; one that does not, once tokens were
   // evicted, starts over (fed in windows when it is longer than recent_size).
   std::vector<double> prefill(const std::vector<int32_t>& prompt, bool reuse_prefix = false, int64_t reserve = 0);
+  // Continues the conversation with `ids` after everything fed so far (a chat turn), as prefill(everything fed +
+  // ids, true, reserve) does without the caller holding the whole conversation.
+  std::vector<double> extend(const std::vector<int32_t>& ids, int64_t reserve = 0);
   // Appends one token (a decode step) and returns the logits after it (streaming: evicting one first when full).
   std::vector<double> append(int32_t token);
-  const std::vector<int32_t>& tokens() const { return tokens_; }
+  const std::vector<int32_t>& tokens() const { return tokens_; }  // what the cache holds, in cache order
+  int64_t fed() const { return fed_; }  // tokens fed since the conversation (re)started, evicted ones included
   int64_t capacity() const { return capacity_; }
   bool streaming() const { return window_.enabled(); }
   int64_t evicted() const { return evicted_; }          // tokens fed but no longer cached
@@ -49,11 +55,16 @@ class InferenceSession {
  private:
   void make_room(int64_t coming);  // streaming-llm's evict_for_space (at most recent_size tokens' room)
   std::vector<double> feed(const int32_t* ids, int64_t count);
+  void record(const int32_t* ids, int64_t count);  // tokens_, fed_ and the fingerprint, before feeding them
+  // After evictions: does `prompt` start with everything fed (the fingerprint and the cached tokens agree)?
+  bool extends_history(const std::vector<int32_t>& prompt) const;
 
   Model& model_;
   int64_t capacity_;
   StreamingWindow window_;
-  std::vector<int32_t> tokens_;
+  std::vector<int32_t> tokens_;  // the cached tokens (and, while a feed runs, the ones about to be)
+  int64_t fed_ = 0;
+  uint64_t fingerprint_;  // of the fed_ tokens (FNV-1a over their ids)
   int64_t reused_ = 0, evicted_ = 0;
 };
 
@@ -66,6 +77,8 @@ struct GenerateOptions {
   int32_t eos_id = -1;  // stop after producing it (≥ 0); it is included in the result
   std::vector<int32_t> stop_ids;  // more ids that stop it the same way (a chat template's end of turn)
   bool reuse_prefix = false;
+  // The prompt continues everything the session was fed (a chat turn): session.extend instead of prefill.
+  bool continue_session = false;
   // Asked after each token has gone to on_token: true ends the generation there (a server's client went away, a
   // stop string appeared in the text).
   std::function<bool()> should_stop;
@@ -79,8 +92,8 @@ struct GenerateResult {
 };
 
 // Prefills `prompt`, then samples up to max_new_tokens tokens (stopping at EOS), calling on_token for each as it
-// is chosen. The session's capacity must hold the prompt plus max_new_tokens − 1 (the last token is never fed),
-// unless it is a streaming session.
+// is chosen. The session's capacity must hold the prompt (with continue_session, plus what was fed) plus
+// max_new_tokens − 1 (the last token is never fed), unless it is a streaming session.
 GenerateResult generate(InferenceSession& session, const std::vector<int32_t>& prompt, const GenerateOptions& options,
                         const std::function<void(int32_t)>& on_token = {});
 

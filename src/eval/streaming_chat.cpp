@@ -30,14 +30,12 @@ std::vector<std::string> read_streaming_instructions(const std::string& path) {
 GenerateResult answer_turn(InferenceSession& session, const std::vector<int32_t>& ids, int64_t max_gen_len,
                            int32_t eos_id, const std::function<void(int32_t)>& on_token) {
   LL_CHECK(!ids.empty(), "streaming chat: an empty turn");
-  std::vector<int32_t> conversation = session.tokens();
-  conversation.insert(conversation.end(), ids.begin(), ids.end());
   GenerateOptions go;
   go.max_new_tokens = max_gen_len;
   go.sampling.temperature = 0;
   go.eos_id = eos_id;
-  go.reuse_prefix = true;  // everything fed so far stays: only the turn's ids run
-  GenerateResult r = generate(session, conversation, go, on_token);
+  go.continue_session = true;  // everything fed so far stays: only the turn's ids run
+  GenerateResult r = generate(session, ids, go, on_token);
   r.prompt_tokens = int64_t(ids.size());
   return r;
 }

@@ -7,6 +7,16 @@
 
 namespace ll {
 
+std::string describe_rope(const ModelConfig& c) {
+  // What the engine rotates with: a llama3 config and LongLoRA's linear factor compose into one llama3 rule.
+  const RopeParams rope = rope_params(c);
+  if (!rope.llama3.enabled()) return str_cat("linear scaling (position interpolation) factor ", rope.factor);
+  std::string s = describe_rope_llama3(rope.llama3);
+  if (c.rope_scaling_factor != 1.0)
+    s += str_cat(" (config.json's factor ", c.rope_llama3.factor, " × linear factor ", c.rope_scaling_factor, ")");
+  return s;
+}
+
 std::string describe_model(const ModelConfig& c) {
   const Architecture& arch = architecture_for(c.model_type);
   int64_t params = 0;  // stored tensors only: a tied head is the embedding
@@ -27,15 +37,7 @@ std::string describe_model(const ModelConfig& c) {
     << "\nattention_heads: " << c.num_attention_heads << " of " << c.head_dim() << " dims, " << c.num_key_value_heads
     << " key/value heads" << (c.num_key_value_heads < c.num_attention_heads ? " (grouped-query)" : "")
     << "\nrotary: " << rotary << " of " << c.head_dim() << " head dims, theta " << c.rope_theta;
-  // What the engine rotates with: a llama3 config and LongLoRA's linear factor compose into one llama3 rule.
-  const RopeParams rope = rope_params(c);
-  if (rope.llama3.enabled()) {
-    o << ", " << describe_rope_llama3(rope.llama3);
-    if (c.rope_scaling_factor != 1.0)
-      o << " (config.json's factor " << c.rope_llama3.factor << " × linear factor " << c.rope_scaling_factor << ")";
-  } else {
-    o << ", linear scaling (position interpolation) factor " << rope.factor;
-  }
+  o << ", " << describe_rope(c);
   if (c.sliding_window > 0)
     o << "\nsliding_window: " << c.sliding_window << " (a query sees itself and the " << c.sliding_window - 1
       << " keys before it)";

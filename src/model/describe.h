@@ -10,4 +10,8 @@ namespace ll {
 // One "key: value" line per fact (e.g. "model_type: gpt_neox (GPTNeoXForCausalLM)", "rotary: 2 of 8 head dims").
 std::string describe_model(const ModelConfig& c);
 
+// The RoPE rule the engine rotates with: "linear scaling (position interpolation) factor F", or for a llama3 config
+// the composed rule, "llama3 factor F·f, ... (config.json's factor F × linear factor f)" (build/info, build/train).
+std::string describe_rope(const ModelConfig& c);
+
 }  // namespace ll

@@ -316,7 +316,9 @@ void Model::forward_layers(bool save_inputs) {
 }
 
 // ---- inference with a KV cache ---------------------------------------------------------------------------------
-void Model::enable_kv_cache(int64_t max_tokens) {
+size_t Model::kv_cache_bytes() const { return cache_arena_ ? cache_arena_->bytes() : 0; }
+
+void Model::enable_kv_cache(int64_t max_tokens, bool evictable) {
   LL_CHECK(opts_.batch == 1, "KV cache: inference runs one sequence at a time; build the model with batch 1");
   LL_CHECK(!opts_.attention.use_s2, "KV cache: inference uses full causal attention; build the model with S2 off");
   LL_CHECK(max_tokens >= 1, "KV cache: capacity must be positive, got ", max_tokens);
@@ -327,10 +329,11 @@ void Model::enable_kv_cache(int64_t max_tokens) {
     kh.push_back(cache_arena_->reserve(backend_.dtypes().act, {max_tokens, c.kv_dim()}));
     vh.push_back(cache_arena_->reserve(backend_.dtypes().act, {max_tokens, c.kv_dim()}));
   }
-  // One layer's rows for evict_kv_cache (StreamingLLM) to move through: 1 / (2 · layers) more.
-  const Arena::Handle scratch = cache_arena_->reserve(backend_.dtypes().act, {max_tokens, c.kv_dim()});
+  // One layer's rows for evict_kv_cache (StreamingLLM) to move through: 1 / (2 · layers) more, only when evictable.
+  Arena::Handle scratch;
+  if (evictable) scratch = cache_arena_->reserve(backend_.dtypes().act, {max_tokens, c.kv_dim()});
   cache_arena_->commit();
-  cache_scratch_ = cache_arena_->tensor(scratch);
+  cache_scratch_ = evictable ? cache_arena_->tensor(scratch) : Tensor();
   k_cache_.clear(), v_cache_.clear();
   for (size_t l = 0; l < kh.size(); ++l) {
     k_cache_.push_back(cache_arena_->tensor(kh[l]));
@@ -383,6 +386,8 @@ void Model::evict_kv_cache(int64_t start, int64_t count) {
   LL_CHECK(cache_capacity_ > 0, "evict_kv_cache: call enable_kv_cache first");
   LL_CHECK(start >= 0 && count >= 0 && start + count <= cache_len_, "evict_kv_cache: positions [", start, ", ",
            start + count, ") are not all cached (", cache_len_, " are)");
+  LL_CHECK(cache_scratch_.data != nullptr, "evict_kv_cache: this KV cache was enabled without eviction room; "
+                                           "enable_kv_cache(max_tokens, /*evictable=*/true) reserves it");
   const int64_t moved = cache_len_ - (start + count);
   if (count == 0 || moved == 0) {
     cache_len_ -= count;

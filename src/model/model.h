@@ -99,8 +99,10 @@ class Model {
   // Inference with a KV cache (batch 1, full causal attention): enable_kv_cache plans a cache of max_tokens
   // positions per layer (KV heads only, GQA-native); append_tokens runs the new tokens through the model in
   // chunks of at most options().seq_len (bounded prefill memory; 1 token = a decode step), caches their keys
-  // and values, and returns the logits of the last one. reset_kv_cache forgets the cached tokens.
-  void enable_kv_cache(int64_t max_tokens);
+  // and values, and returns the logits of the last one. reset_kv_cache forgets the cached tokens. `evictable`
+  // also reserves the rows evict_kv_cache moves through (one layer's keys: StreamingLLM sessions only).
+  void enable_kv_cache(int64_t max_tokens, bool evictable = false);
+  size_t kv_cache_bytes() const;  // what the cache allocated (0 before enable_kv_cache)
   std::vector<double> append_tokens(const int32_t* tokens, int64_t count);
   void reset_kv_cache() { cache_len_ = 0; }
   // Keeps the first min(n, length) cached tokens: a prompt sharing them continues from there (keys are cached after
@@ -110,6 +112,7 @@ class Model {
   // StreamingLLM's eviction: forgets cached positions [start, start + count); the later ones move down by count
   // and their keys are rotated by −count positions (RoPE rotations compose), so every cached key is rotated by its
   // index in the cache — what caching keys before RoPE and rotating them by cache position gives, up to rounding.
+  // Needs a cache enabled with evictable = true.
   void evict_kv_cache(int64_t start, int64_t count);
 
   // Full logits [B·L, V] for tokens, copied to the host as doubles (tests and evaluation of small inputs).
@@ -159,7 +162,7 @@ class Model {
   std::vector<int32_t> host_targets_;
   std::unique_ptr<Arena> cache_arena_;
   std::vector<Tensor> k_cache_, v_cache_;  // per layer [capacity, Hkv·Dh], keys after RoPE
-  Tensor cache_scratch_;                    // [capacity, Hkv·Dh]: evict_kv_cache moves rows through it
+  Tensor cache_scratch_;                    // [capacity, Hkv·Dh] when evictable: evict_kv_cache moves rows through it
   int64_t cache_capacity_ = 0, cache_len_ = 0;
   bool cache_active_ = false;  // attention reads and extends the cache
   bool dropout_enabled_ = false;

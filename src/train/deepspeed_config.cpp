@@ -192,6 +192,16 @@ DeepSpeedSettings apply_deepspeed_config(const std::string& path, const Flags& f
   r.auto_or_equal(j, "gradient_accumulation_steps", "", double(o.gradient_accumulation_steps),
                   "gradient_accumulation_steps");
   r.auto_or_equal(j, "gradient_clipping", "", o.max_grad_norm, "max_grad_norm");
+  o.deepspeed_config = path;
+  o.deepspeed_train_batch_size = 0;
+  if (j.contains("train_batch_size") && !(j["train_batch_size"].is_string() &&
+                                          j["train_batch_size"].get<std::string>() == "auto")) {
+    const json& b = j["train_batch_size"];
+    const double v = b.is_number() ? b.get<double>() : -1;
+    if (!(v >= 1 && v <= 9e15 && v == std::floor(v)))
+      r.error("train_batch_size", "expected a positive integer or \"auto\", got " + b.dump());
+    o.deepspeed_train_batch_size = int64_t(v);
+  }
   std::string summary;
   apply_zero(r, j, o, &summary);
   if (summary.empty()) summary = str_cat("ZeRO stage ", o.zero_stage);
@@ -199,6 +209,15 @@ DeepSpeedSettings apply_deepspeed_config(const std::string& path, const Flags& f
   apply_scheduler(r, j, o, &summary);
   notes->push_back(str_cat("--deepspeed ", path, ": ", summary));
   return s;
+}
+
+void check_deepspeed_train_batch_size(const TrainOptions& o, int64_t world_size) {
+  if (o.deepspeed_train_batch_size <= 0) return;
+  const int64_t product = o.per_device_train_batch_size * o.gradient_accumulation_steps * world_size;
+  LL_CHECK(o.deepspeed_train_batch_size == product, "--deepspeed `", o.deepspeed_config, "`: train_batch_size: ",
+           o.deepspeed_train_batch_size, " is not micro batch ", o.per_device_train_batch_size,
+           " × gradient accumulation ", o.gradient_accumulation_steps, " × world size ", world_size, " = ", product,
+           ", as DeepSpeed requires; set it to \"auto\" or to ", product);
 }
 
 }  // namespace ll

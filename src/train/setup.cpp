@@ -10,9 +10,12 @@
 #include "data/chat_template.h"
 #include "data/tokenizer_path.h"
 #include "io/hf_checkpoint.h"
+#include "model/describe.h"
 #include "model/param_select.h"
 #include "model/registry.h"
 #include "mpi/stager.h"
+#include "train/deepspeed_config.h"
+#include "train/epoch_steps.h"
 #include "train/memory_check.h"
 #include "mpi/rank_agreement.h"
 #include "train/session.h"
@@ -97,6 +100,7 @@ void open_run(TrainingSession& s, Comm* world) {
   world->set_timeout(o.comm_timeout_sec);
   s.lead = world->rank() == 0;
   check_flags_agree(*world, s.flags);
+  check_deepspeed_train_batch_size(o, world->size());  // DeepSpeed's batch rule needs the world size
   // The output folder (run_dir.h): checked, locked for the whole run, cleared or repaired by rank 0; a refusal
   // stops every rank with rank 0's message.
   agree_on_failure(*world, [&] {
@@ -257,9 +261,19 @@ void open_data(TrainingSession& s) {
   s.source->set_data_parallel(comm.rank(), comm.size());
   s.rows_per_step = o.per_device_train_batch_size * o.gradient_accumulation_steps * comm.size();
   s.total_steps = o.max_steps > 0 ? o.max_steps
-                                  : std::max<int64_t>(1, int64_t(std::ceil(o.num_train_epochs *
-                                                                           double(s.source->rows_per_epoch()) /
-                                                                           double(s.rows_per_step))));
+                                  : steps_for_epochs(o.num_train_epochs, s.source->rows_per_epoch(), s.rows_per_step);
+  if (o.max_steps <= 0 && s.lead) {  // full steps where the Trainer ends each epoch short (train/epoch_steps.h)
+    const int64_t hf = hf_trainer_steps_for_epochs(o.num_train_epochs, s.source->rows_per_epoch(),
+                                                   o.per_device_train_batch_size, o.gradient_accumulation_steps,
+                                                   comm.size());
+    if (hf != s.total_steps)
+      std::fprintf(stderr, "--num_train_epochs %g: %lld steps of %lld full rows (an epoch's last batch wraps into the "
+                   "next); the Hugging Face Trainer would run %lld (%lld per epoch, the last one short)\n",
+                   o.num_train_epochs, (long long)s.total_steps, (long long)s.rows_per_step, (long long)hf,
+                   (long long)hf_trainer_steps_for_epochs(1, s.source->rows_per_epoch(),
+                                                          o.per_device_train_batch_size,
+                                                          o.gradient_accumulation_steps, comm.size()));
+  }
   s.schedule = ScheduleConfig{parse_lr_schedule(o.lr_scheduler_type), o.learning_rate, o.warmup_steps, s.total_steps,
                               parse_warmup_shape(o.lr_warmup_type)};
   // save_strategy epoch: Hugging Face's optimizer steps per epoch, the batches of an epoch over the accumulation.
@@ -298,12 +312,11 @@ void print_start_up(const TrainingSession& s) {
   std::string attention = o.use_s2attn ? (o.s2_variant == "roll" ? "S2 (roll)" : "S2 (leak-free)") : "full causal";
   if (c.sliding_window > 0) attention += str_cat(" + sliding window ", c.sliding_window);
   std::fprintf(stderr,
-               "model: %s, %lld layers, hidden %lld, heads %lld/%lld, vocab %lld | RoPE factor %g | attention %s | "
+               "model: %s, %lld layers, hidden %lld, heads %lld/%lld, vocab %lld | RoPE %s | attention %s | "
                "%lld trainable of %lld parameters\n",
                c.model_type.c_str(), (long long)c.num_hidden_layers, (long long)c.hidden_size,
                (long long)c.num_attention_heads, (long long)c.num_key_value_heads, (long long)c.vocab_size,
-               c.rope_scaling_factor,
-               attention.c_str(),
+               describe_rope(c).c_str(), attention.c_str(),
                (long long)s.model->params().count(true), (long long)s.model->params().count(false));
   std::fprintf(stderr, "memory plan per rank (MiB): frozen %.1f, trainable %.1f, gradients %.1f, optimizer %.1f, "
                "activations %.1f%s%s\n",

@@ -77,6 +77,10 @@ struct TrainOptions {
   bool save_merged = false;
   bool profile_ops = false;  // time every backend op in the training loop: stderr table + output_dir/op_profile.json
   int64_t max_nonfinite_steps = 3;  // consecutive non-finite steps that stop the run
+  // Set by --deepspeed (train/deepspeed_config.h): the config's path and its train_batch_size (0: absent or "auto"),
+  // checked against micro batch × accumulation × world size once the world size is known.
+  std::string deepspeed_config;
+  int64_t deepspeed_train_batch_size = 0;
   int64_t interrupt_at_step = -1;   // tests: raise interrupt_signal after this step (no flag)
   int interrupt_signal = SIGINT;    // tests: the signal interrupt_at_step raises
   int64_t pretend_host_memory = 0;  // tests: available host memory in bytes for the offload check (no flag; 0: real)

@@ -63,6 +63,21 @@ for bad in "gloo|--comm: expected auto, nccl or mpi, got \`gloo\`" "nccl|--comm 
     failed=$((failed + 1))
   fi
 done
+# DeepSpeed's train_batch_size must be micro batch × accumulation × world size: 4 = 1 × 4 × 1 is wrong on 2 ranks.
+echo '{"train_batch_size": 4}' > "$work/batch4.json"
+out=$(timeout 120 mpirun --oversubscribe --bind-to none -np 2 "$train" --model_config demo \
+      --data_path "$work/tokens.bin" --model_max_length 64 --max_steps 2 --output_dir "$work/batch4" \
+      --gradient_accumulation_steps 4 --deepspeed "$work/batch4.json" 2>&1)
+rc=$?
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ ! -e "$work/batch4/metrics.jsonl" ] && echo "$out" | grep -qF -- \
+   "train_batch_size: 4 is not micro batch 1 × gradient accumulation 4 × world size 2 = 8"; then
+  echo "[       OK ] Faults.DeepSpeedTrainBatchSizeOn2Ranks (exit $rc)"; passed=$((passed + 1))
+else
+  echo "$out" | tail -20
+  echo "[  FAILED  ] Faults.DeepSpeedTrainBatchSizeOn2Ranks (exit $rc; expected a non-zero exit naming" \
+       "train_batch_size, its three factors and the world size 2, before training)"
+  failed=$((failed + 1))
+fi
 # Ranks started with different flags (an MPMD launch) stop before training, every rank naming the first difference.
 start=$SECONDS
 args=(--model_config demo --data_path "$work/tokens.bin" --model_max_length 64 --max_steps 6 --save_steps 0
