@@ -22,14 +22,7 @@
 namespace ll {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 ModelConfig tiny_llama(int layers = 2) {
   ModelConfig c;

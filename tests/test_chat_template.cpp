@@ -16,6 +16,7 @@
 #include "test_data_util.h"
 #include "train/data.h"
 #include "util/error.h"
+#include "test_util.h"
 
 using ll::ChatMessage;
 using ll::ChatSegment;
@@ -28,14 +29,7 @@ using Json = nlohmann::json;
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ll::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using ll::test::error_of;
 
 std::string shipped(const std::string& family) { return ll::test::asset_path("tokenizers/" + family + "/tokenizer.json"); }
 std::string synthetic(const std::string& name) {

@@ -9,18 +9,12 @@
 #include "mpi/comm.h"
 #include "mpi/stager.h"
 #include "util/error.h"
+#include "test_util.h"
 
 namespace ll {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(ChooseDeviceComm, AutoTakesNcclOnlyWhenBuiltAndEveryRankHasItsOwnGpu) {
   // built, 4 ranks on 4 GPUs: NCCL, rank r on GPU r

@@ -27,14 +27,7 @@ namespace {
 
 using test::TempDir;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 void expect_phrases(const std::string& message, std::initializer_list<std::string> phrases) {
   for (const std::string& p : phrases)

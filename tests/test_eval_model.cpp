@@ -11,14 +11,7 @@
 namespace ll {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 double factor(double explicit_factor, int64_t context_flag, int64_t default_context, double base_factor,
               std::optional<LongLoraRecord> record = std::nullopt, size_t* warnings = nullptr) {

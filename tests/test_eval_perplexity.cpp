@@ -24,14 +24,7 @@ nlohmann::json reference() {
   return nlohmann::json::parse(in);
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 PerplexityCommand command_for(const nlohmann::json& c, const std::string& base) {
   PerplexityCommand p;

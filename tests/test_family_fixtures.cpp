@@ -30,14 +30,7 @@ namespace {
 
 using Json = nlohmann::json;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 SafetensorsFile fixture(const std::string& name) {
   const std::string dir = test::fixtures_dir();

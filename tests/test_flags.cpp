@@ -10,6 +10,7 @@
 #include "util/error.h"
 #include "util/files.h"
 #include "util/flags.h"
+#include "test_util.h"
 
 namespace ll {
 namespace {
@@ -33,14 +34,7 @@ struct Parsed {
   }
 };
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(Flags, ParsesBothSpellingsAndTypes) {
   Parsed p;

@@ -24,14 +24,7 @@ namespace {
 using Json = nlohmann::json;
 using Names = std::vector<std::string>;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 // ---- registry and presets ------------------------------------------------------------------------------------------
 

@@ -34,14 +34,7 @@ Json llama2_json() {
     "rope_scaling": null, "hidden_act": "silu", "pretraining_tp": 1})");
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 // ---- config.json ----------------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@
 #include "data/utf8.h"
 #include "test_data_util.h"
 #include "util/error.h"
+#include "test_util.h"
 
 using ll::Tokenizer;
 using ll::test::TempDir;
@@ -62,14 +63,7 @@ std::string tokenizer_asset(const std::string& family) {
   GTEST_SKIP() << "tokenizers/" << family << "/tokenizer.json not found in $LONGLORA_ASSETS or ../shared/assets " \
                   "(shared assets are not part of the project); ids not checked against tokenizers"
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ll::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using ll::test::error_of;
 
 class HfTokenizerFamily : public ::testing::TestWithParam<const char*> {};
 

@@ -34,14 +34,7 @@ namespace {
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 LoraConfig lora_config(const std::string& targets, int64_t rank = 4, double alpha = 8) {
   LoraConfig l;

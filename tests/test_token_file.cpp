@@ -19,6 +19,7 @@
 #include "test_data_util.h"
 #include "train/data.h"
 #include "util/error.h"
+#include "test_util.h"
 
 using ll::TokenFile;
 using ll::TokenFileWriter;
@@ -30,14 +31,7 @@ using Ids = std::vector<int32_t>;
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ll::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using ll::test::error_of;
 
 std::string u16s(const std::vector<uint16_t>& v) {
   return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 2);

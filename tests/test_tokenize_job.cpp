@@ -17,6 +17,7 @@
 #include "data/tokenizer.h"
 #include "test_data_util.h"
 #include "util/error.h"
+#include "test_util.h"
 
 using ll::TokenizeOptions;
 using ll::Tokenizer;
@@ -27,14 +28,7 @@ using Ids = std::vector<int32_t>;
 
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ll::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using ll::test::error_of;
 
 // Deterministic documents of varying length, with spaces, digits, newlines and non-ASCII text.
 std::vector<std::string> make_docs(int count, uint64_t seed) {

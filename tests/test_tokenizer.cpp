@@ -17,6 +17,7 @@
 #include "test_data_util.h"
 #include "util/error.h"
 #include "util/md5.h"
+#include "test_util.h"
 
 using ll::Tokenizer;
 using ll::test::TempDir;
@@ -68,14 +69,7 @@ void expect_split_is_exact(const Tokenizer& tok, const std::vector<std::string>&
   EXPECT_GT(cuts, int64_t(texts.size()));  // the property was exercised
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ll::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using ll::test::error_of;
 
 }  // namespace
 

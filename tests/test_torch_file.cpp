@@ -29,14 +29,7 @@ namespace fs = std::filesystem;
 using Json = nlohmann::json;
 using namespace std::string_literals;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 TEST(Crc32, KnownVectorsAndRunningUpdates) {
   EXPECT_EQ(crc32_update(0, "", 0), 0u);

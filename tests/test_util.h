@@ -11,9 +11,20 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "util/error.h"
 #include "util/random.h"
 
 namespace ll::test {
+
+// The message of the ll::Error that `f` throws; "" when it throws none (so a search for any expected text fails).
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 // tests/fixtures, found from the repository root (where `make test` runs) or next to this source file.
 inline std::string fixtures_dir() {
