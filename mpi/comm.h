@@ -18,6 +18,7 @@
 // the worst case of asynchronous completion).
 #pragma once
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -79,6 +80,31 @@ class Comm {
   // Whether start_* return before the collective completes (NCCL): the ZeRO code then buckets and prefetches by
   // default. Host implementations return false.
   virtual bool asynchronous() const { return false; }
+};
+
+// The base of the device communicators (NCCL, staged): device buffers are theirs; the ranks, scalar reductions,
+// barrier, abort and the watchdog limit belong to the host (MPI) communicator they are built over, which must
+// outlive them. Both are asynchronous (start_* returns before the collective completes).
+class HostBackedComm : public Comm {
+ public:
+  explicit HostBackedComm(Comm& host) : host_(host) {}
+  int rank() const override { return host_.rank(); }
+  int size() const override { return host_.size(); }
+  int local_rank() const override { return host_.local_rank(); }
+  int local_size() const override { return host_.local_size(); }
+  bool asynchronous() const override { return true; }
+  double all_reduce_sum(double v) override { return host_.all_reduce_sum(v); }
+  double all_reduce_max(double v) override { return host_.all_reduce_max(v); }
+  using Comm::all_reduce_sum;
+  void barrier() override { host_.barrier(); }
+  [[noreturn]] void abort(int code, const std::string& message) override {
+    host_.abort(code, message);
+    std::_Exit(code);  // not reached: the compiler cannot see that a virtual call does not return
+  }
+  void set_timeout(double seconds) override { host_.set_timeout(seconds); }
+
+ protected:
+  Comm& host_;
 };
 
 // Splits n elements into `parts` contiguous ranges as evenly as possible (the first n % parts get one more).

@@ -95,9 +95,9 @@ void nccl_group(ncclComm_t comm, F&& calls) {
   LL_NCCL_CHECK(comm, ncclGroupEnd());
 }
 
-class NcclComm final : public Comm {
+class NcclComm final : public HostBackedComm {
  public:
-  NcclComm(Comm& host, cudaStream_t compute, int device) : host_(host), compute_(compute), device_(device) {
+  NcclComm(Comm& host, cudaStream_t compute, int device) : HostBackedComm(host), compute_(compute), device_(device) {
     LL_CHECK(compute != nullptr, "NCCL: the CUDA backend has no compute stream");
     LL_CUDA_CHECK(cudaSetDevice(device));
     int least = 0, greatest = 0;
@@ -134,19 +134,12 @@ class NcclComm final : public Comm {
     shutdown(unfinished);
   }
 
-  int rank() const override { return host_.rank(); }
-  int size() const override { return host_.size(); }
   std::string name() const override { return "nccl"; }
-  int local_rank() const override { return host_.local_rank(); }
-  int local_size() const override { return host_.local_size(); }
-  bool asynchronous() const override { return true; }
 
   void all_reduce_sum(Tensor t) override {
     if (t.device == Device::CPU) return host_.all_reduce_sum(t);
     wait(start_all_reduce_sum(t));
   }
-  double all_reduce_sum(double v) override { return host_.all_reduce_sum(v); }
-  double all_reduce_max(double v) override { return host_.all_reduce_max(v); }
   void reduce_scatter_sum(Tensor shard, const Tensor& full, const std::vector<int64_t>& counts) override {
     if (full.device == Device::CPU) return host_.reduce_scatter_sum(shard, full, counts);
     wait(start_reduce_scatter_sum(shard, full, counts));
@@ -164,14 +157,9 @@ class NcclComm final : public Comm {
       LL_NCCL_CHECK(nc, ncclBroadcast(t.data, t.data, size_t(t.numel()), nccl_type(t.dtype), root, nc, stream_));
     }));
   }
-  void barrier() override { host_.barrier(); }
-  [[noreturn]] void abort(int code, const std::string& message) override {
-    host_.abort(code, message);
-    std::_Exit(code);  // not reached
-  }
   void set_timeout(double seconds) override {
     timeout_s_ = seconds;
-    host_.set_timeout(seconds);
+    HostBackedComm::set_timeout(seconds);
   }
 
   CommRequest start_all_reduce_sum(Tensor t) override {
@@ -390,7 +378,6 @@ class NcclComm final : public Comm {
     cudaGetLastError();
   }
 
-  Comm& host_;
   cudaStream_t compute_ = nullptr, stream_ = nullptr;
   int device_ = 0;
   std::atomic<ncclComm_t> comm_{nullptr};

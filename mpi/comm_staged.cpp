@@ -112,10 +112,10 @@ struct Chunk {
   std::function<void(char* slot)> run;
 };
 
-class StagedComm final : public Comm {
+class StagedComm final : public HostBackedComm {
  public:
   StagedComm(Comm& host, std::unique_ptr<Stager> stager, int64_t chunk_bytes)
-      : host_(host), stager_(std::move(stager)), chunk_bytes_(size_t(chunk_bytes)) {
+      : HostBackedComm(host), stager_(std::move(stager)), chunk_bytes_(size_t(chunk_bytes)) {
     LL_CHECK(chunk_bytes >= 1, "--comm_chunk_bytes: expected at least 1 byte, got ", chunk_bytes);
     LL_CHECK(stager_ != nullptr, "StagedComm: no stager");
     // A round of a reduce-scatter / all-gather packs at most max(chunk, ranks) elements, then the rank's piece.
@@ -124,16 +124,9 @@ class StagedComm final : public Comm {
     stager_->allocate(kSlots, full_cap_ + round_up(std::max(chunk_bytes_ / n, size_t(8)), 64));
   }
 
-  int rank() const override { return host_.rank(); }
-  int size() const override { return host_.size(); }
   std::string name() const override { return "mpi-staged"; }
-  int local_rank() const override { return host_.local_rank(); }
-  int local_size() const override { return host_.local_size(); }
-  bool asynchronous() const override { return true; }
 
   void all_reduce_sum(Tensor t) override { wait(start_all_reduce_sum(t)); }
-  double all_reduce_sum(double v) override { return host_.all_reduce_sum(v); }
-  double all_reduce_max(double v) override { return host_.all_reduce_max(v); }
   void reduce_scatter_sum(Tensor shard, const Tensor& full, const std::vector<int64_t>& counts) override {
     wait(start_reduce_scatter_sum(shard, full, counts));
   }
@@ -157,12 +150,6 @@ class StagedComm final : public Comm {
       return chunks;
     }));
   }
-  void barrier() override { host_.barrier(); }
-  [[noreturn]] void abort(int code, const std::string& message) override {
-    host_.abort(code, message);
-    std::_Exit(code);  // not reached
-  }
-  void set_timeout(double seconds) override { host_.set_timeout(seconds); }
 
   CommRequest start_all_reduce_sum(Tensor t) override {
     if (!stager_->stages(t)) return host_.all_reduce_sum(t), CommRequest{};
@@ -309,7 +296,6 @@ class StagedComm final : public Comm {
   int slot_of(size_t k) const { return int((next_slot_ + k) % kSlots); }
 
 
-  Comm& host_;
   std::unique_ptr<Stager> stager_;
   size_t chunk_bytes_ = 0, full_cap_ = 0;
   std::map<uint64_t, Queued> queued_;
