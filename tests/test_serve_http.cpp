@@ -430,7 +430,9 @@ TEST_F(ServeHttp, StreamedAndUnstreamedAgree) {
     EXPECT_EQ(events.back(), "[DONE]");
     const Streamed s = join(events);
     EXPECT_TRUE(s.done);
-    EXPECT_GT(s.chunks, 2) << "the answer arrives in pieces";
+    // At least one text chunk and the finishing one. How many text chunks is timing: Job::next hands over all the
+    // text generated since the last write, so a fast CPU can finish 20 tokens before the first write.
+    EXPECT_GE(s.chunks, 2) << "a text chunk and the finishing chunk";
     EXPECT_EQ(s.text, chat ? whole.body["choices"][0]["message"]["content"] : whole.body["choices"][0]["text"]);
     EXPECT_EQ(s.finish_reason, whole.body["choices"][0]["finish_reason"]);
     EXPECT_EQ(s.usage["completion_tokens"], whole.body["usage"]["completion_tokens"]);
