@@ -30,7 +30,9 @@ CPPFLAGS  := -Isrc -I. -MMD -MP
 # both builds (a test file 1.6-3× faster than at -O2; the library's code and results do not change).
 OPT       := $(if $(filter 1,$(SAN)),-Og -g1,-O2 -g)
 TEST_OPT  := $(if $(filter 1,$(SAN)),-Og -g1,-Og -g)
-CXXFLAGS   = -std=c++17 $(OPT) -Wall -Wextra -fopenmp
+# -ffp-contract=off: no fused multiply-adds the source does not write, so the CPU kernels compiled per instruction
+# set (src/cpu/vector_math.h, LL_VECTOR_CLONES) give the same bits on AVX-512, AVX2 and baseline x86-64 machines.
+CXXFLAGS   = -std=c++17 $(OPT) -Wall -Wextra -fopenmp -ffp-contract=off
 LDFLAGS   := -fopenmp
 # OpenBLAS built on OpenMP shares our OpenMP thread pool; the pthread build's threads would fight libgomp's
 # spinning workers for the cores (measured: 80% of CPU time spent spinning). Fall back to the default build.

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "cpu/row_kernels.h"
 
 namespace ll::cpu {
 
@@ -128,20 +129,28 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v, const
           for (int64_t r = 0; r < rows; ++r) {
             T* row = S.data() + r * cols;
             mask_row(row, keys, attended_keys(mask, h, s.heads, s.kv_len, i0 + r + off));
-            const T mx = *std::max_element(row, row + cols);
-            double sum = 0;
-            for (int64_t c = 0; c < cols; ++c) {
-              row[c] = std::exp(row[c] - mx);  // exp(−inf) = 0 for masked keys
-              sum += double(row[c]);
+            const T mx = max_of(row, cols);
+            exp_minus(row, cols, mx);  // exp(−inf) = 0 for masked keys
+            LaneSums lanes;  // lanes keyed by key position: the sum does not depend on the block's key ranges
+            for (int g = 0, col = 0; g < 2; ++g) {
+              const int64_t n = keys.end[g] - keys.begin[g];
+              if (n <= 0) continue;
+              add_to_lanes(lanes, row + col, n, keys.begin[g]);
+              col += int(n);
             }
+            const double sum = lanes.total();
             inv_sum[r] = T(1.0 / sum);
             lse[(b * s.heads + h) * s.seq_len + i0 + r] = T(double(mx) + std::log(sum));
           }
           T* o0 = out + qo.at(b, i0, h);
           times_values(o0, qo.row_stride(), S.data(), v + kv.at(b, 0, hk), kv.row_stride(), keys, rows, dh, T(1),
                        false);
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t d = 0; d < dh; ++d) o0[r * qo.row_stride() + d] *= inv_sum[r];
+          for (int64_t r = 0; r < rows; ++r) {
+            T* o_row = o0 + r * qo.row_stride();
+            const T f = inv_sum[r];
+#pragma omp simd
+            for (int64_t d = 0; d < dh; ++d) o_row[d] *= f;
+          }
         }
   }
 }
@@ -184,11 +193,8 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
             for (int64_t r = 0; r < rows; ++r) {
               T* row = P.data() + r * cols;
               mask_row(row, keys, attended_keys(mask, h, s.heads, s.kv_len, i0 + r + off));
-              const T l = lse[(b * s.heads + h) * s.seq_len + i0 + r];
-              for (int64_t c = 0; c < cols; ++c) row[c] = std::exp(row[c] - l);
-              T d = 0;
-              for (int64_t e = 0; e < dh; ++e) d += do0[r * ldq + e] * o0[r * ldq + e];
-              D[r] = d;
+              exp_minus(row, cols, lse[(b * s.heads + h) * s.seq_len + i0 + r]);
+              D[r] = T(dot_in_double(do0 + r * ldq, o0 + r * ldq, dh));
             }
             transposed_into_keys(dv_head, ldkv, P.data(), do0, ldq, keys, rows, dh, T(1));  // dV += Pᵀ dO
             // dP = dO · V_keysᵀ
@@ -200,8 +206,13 @@ void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T*
                       dP.data() + col, cols);
               col += n;
             }
-            for (int64_t r = 0; r < rows; ++r)  // dS = P ⊙ (dP − D), stored over dP
-              for (int64_t c = 0; c < cols; ++c) dP[r * cols + c] = P[r * cols + c] * (dP[r * cols + c] - D[r]);
+            for (int64_t r = 0; r < rows; ++r) {  // dS = P ⊙ (dP − D), stored over dP
+              T* ds_row = dP.data() + r * cols;
+              const T* p_row = P.data() + r * cols;
+              const T d = D[r];
+#pragma omp simd
+              for (int64_t c = 0; c < cols; ++c) ds_row[c] = p_row[c] * (ds_row[c] - d);
+            }
             times_values(dq + qo.at(b, i0, h), ldq, dP.data(), k_head, ldkv, keys, rows, dh, scale, false);
             transposed_into_keys(dk_head, ldkv, dP.data(), q0, ldq, keys, rows, dh, scale);  // dK += scale dSᵀ Q
           }

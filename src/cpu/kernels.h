@@ -1,7 +1,7 @@
 // CPU reference kernels on raw pointers, templated on the scalar type (float for the production CPU backend,
 // double for the gradient-check backend). Shapes are validated by CpuBackend before these are called.
-// Every loop with a reduction runs the reduction sequentially inside one thread, so results do not
-// depend on the OpenMP thread count.
+// Every loop with a reduction runs the reduction inside one thread, sequentially or in row_kernels.h's eight fixed
+// lanes, so results depend neither on the OpenMP thread count nor on the machine's vector width.
 #pragma once
 #include <cstdint>
 

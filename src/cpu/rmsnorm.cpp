@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "cpu/kernels.h"
+#include "cpu/row_kernels.h"
 
 namespace ll::cpu {
 
@@ -11,11 +12,11 @@ void rmsnorm_forward(T* out, T* rstd, const T* x, const T* w, int64_t rows, int6
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < rows; ++t) {
     const T* xr = x + t * dim;
-    double sum_sq = 0;
-    for (int64_t d = 0; d < dim; ++d) sum_sq += double(xr[d]) * double(xr[d]);
+    const double sum_sq = dot_in_double(xr, xr, dim);
     const T r = T(1.0 / std::sqrt(sum_sq / double(dim) + eps));
     rstd[t] = r;
     T* yr = out + t * dim;
+#pragma omp simd
     for (int64_t d = 0; d < dim; ++d) yr[d] = xr[d] * r * w[d];
   }
 }
@@ -29,14 +30,16 @@ void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const
     for (int64_t t = 0; t < rows; ++t) {
       const T* xr = x + t * dim;
       const T* gr = dout + t * dim;
-      double dot = 0;
-      for (int64_t d = 0; d < dim; ++d) dot += double(gr[d]) * double(w[d]) * double(xr[d]);
+      const double dot = dot_in_double(gr, w, xr, dim);
       const T r = rstd[t];
       const T c = T(double(r) * double(r) * double(r) * dot / double(dim));
       T* dxr = dx + t * dim;
-      for (int64_t d = 0; d < dim; ++d) {
-        const T v = r * gr[d] * w[d] - c * xr[d];
-        dxr[d] = accumulate_dx ? dxr[d] + v : v;
+      if (accumulate_dx) {
+#pragma omp simd
+        for (int64_t d = 0; d < dim; ++d) dxr[d] = dxr[d] + (r * gr[d] * w[d] - c * xr[d]);
+      } else {
+#pragma omp simd
+        for (int64_t d = 0; d < dim; ++d) dxr[d] = r * gr[d] * w[d] - c * xr[d];
       }
     }
   }
@@ -50,7 +53,10 @@ void rmsnorm_backward(T* dx, T* dw, const T* dout, const T* x, const T* w, const
       double acc[kBlock] = {};
       for (int64_t t = 0; t < rows; ++t) {
         const double r = rstd[t];
-        for (int64_t d = d0; d < d1; ++d) acc[d - d0] += double(dout[t * dim + d]) * double(x[t * dim + d]) * r;
+        const T* dout_t = dout + t * dim;
+        const T* x_t = x + t * dim;
+#pragma omp simd
+        for (int64_t d = d0; d < d1; ++d) acc[d - d0] += double(dout_t[d]) * double(x_t[d]) * r;
       }
       for (int64_t d = d0; d < d1; ++d) dw[d] += T(acc[d - d0]);
     }
