@@ -10,12 +10,14 @@
 #include <limits>
 #include <vector>
 
+#include "cpu/kernels.h"
 #include "cpu/row_kernels.h"
 #include "cpu/vector_math.h"
 
 namespace {
 
 using ll::cpu::exp_f32;
+using AttentionMaskForTest = ll::AttentionMask;
 
 // Position of a float on the ordered line of floats: the distance between two is their ulp distance.
 int64_t float_order(float f) {
@@ -123,6 +125,30 @@ TEST(VectorMath, SumsUseEightFixedLanes) {
     float mx = x[0];
     for (float v : x) mx = std::max(mx, v);
     EXPECT_EQ(ll::cpu::max_of(x.data(), n), mx) << n;
+  }
+}
+
+// A query's attention output must not depend on which other queries share its block: the KV-cache path (a decode
+// step, a prefill after a reused prefix) computes the same bits as the full forward. (The softmax sum's lanes are
+// keyed by key position, so even its double rounding cannot depend on where the block's key range starts; masked
+// keys add exact zeros.)
+TEST(VectorMath, AttentionRowsDoNotDependOnTheirBlock) {
+  const int64_t L = 200, H = 4, Hkv = 2, Dh = 16;
+  std::vector<float> q(size_t(L * H * Dh)), k(size_t(L * Hkv * Dh)), v(k.size());
+  for (size_t i = 0; i < q.size(); ++i) q[i] = float(24.0 * std::sin(0.37 * double(i)));  // widely spread scores
+  for (size_t i = 0; i < k.size(); ++i) k[i] = float(std::cos(0.11 * double(i))), v[i] = float(std::sin(0.05 * double(i)));
+  for (const auto& mask : {AttentionMaskForTest::causal(), AttentionMaskForTest::causal().windowed(37)}) {
+    std::vector<float> full(q.size()), lse(size_t(H * L));
+    ll::cpu::attention_forward(full.data(), lse.data(), q.data(), k.data(), v.data(), {1, L, H, Hkv, Dh, L}, mask);
+    // The last `n` queries alone against all L keys, as a cached prefill (n > 1) or a decode step (n = 1) runs them.
+    for (int64_t n : {1, 3, 70, 133}) {
+      std::vector<float> part(size_t(n * H * Dh)), part_lse(size_t(H * n));
+      ll::cpu::attention_forward(part.data(), part_lse.data(), q.data() + (L - n) * H * Dh, k.data(), v.data(),
+                                 {1, n, H, Hkv, Dh, L}, mask);
+      for (int64_t i = 0; i < n * H * Dh; ++i)
+        ASSERT_EQ(float_order(part[size_t(i)]), float_order(full[size_t((L - n) * H * Dh + i)]))
+            << "window " << mask.window << ", last " << n << " queries, element " << i;
+    }
   }
 }
 
