@@ -26,6 +26,28 @@ namespace ll {
 
 namespace {
 
+// A generation's text, printed as its tokens arrive (generate, streaming) and kept for the JSON result.
+class EchoedText {
+ public:
+  EchoedText(const Tokenizer& tok, std::ostream& out) : stream_(tok), out_(out) {}
+  void push(int32_t id) { print(stream_.push(id)); }
+  // The text held back for an incomplete character, a newline; returns the whole text.
+  std::string finish() {
+    print(stream_.flush());
+    out_ << "\n" << std::flush;
+    return text_;
+  }
+
+ private:
+  void print(const std::string& piece) {
+    text_ += piece;
+    out_ << piece << std::flush;
+  }
+  TextStream stream_;
+  std::ostream& out_;
+  std::string text_;
+};
+
 // The model's options for this rank: eval_model_options, and with several ranks on --device cuda the rank's GPU
 // (choose_local_device: with more ranks on a node than GPUs they share them round-robin, memory permitting —
 // evaluation keeps no gradients or optimizer state, and one-GPU machines are common). Otherwise the backend's
@@ -278,16 +300,9 @@ nlohmann::json run_generate_command(const GenerateCommand& c, std::ostream& out,
   const std::unique_ptr<InferenceSession> session_owner =
       open_session(*m.model, int64_t(ids.size()) + c.max_gen_len, window);
   InferenceSession& session = *session_owner;
-  TextStream stream(tok);
-  std::string generated;
-  const GenerateResult r = generate(session, ids, go, [&](int32_t id) {
-    const std::string piece = stream.push(id);
-    generated += piece;
-    out << piece << std::flush;
-  });
-  const std::string rest = stream.flush();
-  generated += rest;
-  out << rest << "\n" << std::flush;
+  EchoedText echo(tok, out);
+  const GenerateResult r = generate(session, ids, go, [&](int32_t id) { echo.push(id); });
+  const std::string generated = echo.finish();
   const int64_t decoded = int64_t(r.tokens.size()) - 1;  // decode steps (the first token comes from the prefill)
   log << std::fixed << std::setprecision(1) << r.tokens.size() << " tokens" << (r.stopped_at_eos ? " (EOS)" : "")
       << " | prefill " << ids.size() << " tokens in " << r.prefill_seconds << " s ("
@@ -333,16 +348,10 @@ nlohmann::json run_streaming_command(const StreamingCommand& c, std::ostream& ou
     out << "\n" << prompt << std::flush;
     // run_streaming_llama: tokenizer(prompt) per turn, so each turn starts with BOS where the tokenizer adds one.
     const std::vector<int32_t> ids = tok.encode(prompt, tok.bos_id() >= 0, false);
-    TextStream stream(tok);
-    std::string text;
-    const GenerateResult r = answer_turn(*session, ids, c.max_gen_len, tok.eos_id(), [&](int32_t id) {
-      const std::string piece = stream.push(id);
-      text += piece;
-      out << piece << std::flush;
-    });
-    const std::string rest = stream.flush();
-    text += rest;
-    out << rest << "\n" << std::flush;
+    EchoedText echo(tok, out);
+    const GenerateResult r =
+        answer_turn(*session, ids, c.max_gen_len, tok.eos_id(), [&](int32_t id) { echo.push(id); });
+    const std::string text = echo.finish();
     turns.push_back({{"instruction", instruction},
                      {"prompt_tokens", ids.size()},
                      {"text", text},
