@@ -12,6 +12,7 @@
 
 #include "core/tensor_host.h"
 #include "hf_test_util.h"
+#include "interop_record.h"
 #include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
 #include "io/merge.h"
@@ -136,39 +137,19 @@ TEST(FamilyInterop, MergedConfigsCarryTheTrainingRope) {
 
 TEST(FamilyInterop, MatchesRecordedCheck) {
   ASSERT_FALSE(test::fixtures_dir().empty()) << "tests/fixtures is committed; run from the repository root";
-  const char* keep = std::getenv("LL_FAMILY_INTEROP_DIR");  // set by the rerun steps in make_family_fixtures.py
-  test::TempDir temp;
-  const std::string dir = keep && *keep ? keep : temp.path();
-  if (keep && *keep) {  // replace an earlier run's output, but never delete anything else
-    make_directories(dir);
-    for (const auto& e : fs::directory_iterator(dir)) {
-      const std::string name = e.path().filename().string();
-      ASSERT_TRUE(name == "llama3" || name == "qwen2")
-          << "LL_FAMILY_INTEROP_DIR=" << dir << " holds `" << name << "`; point it at a new or earlier-interop folder";
-    }
-  }
+  // LL_FAMILY_INTEROP_DIR: set by the rerun steps in scripts/make_family_fixtures.py
+  const test::InteropOutput output("LL_FAMILY_INTEROP_DIR", {"llama3", "qwen2"});
+  ASSERT_TRUE(output.usable());
+  std::vector<std::string> folders;
   for (const Family& f : kFamilies) {
-    fs::remove_all(dir + "/" + f.name);
-    write_interop_case(f, dir + "/" + f.name);
+    write_interop_case(f, output.dir() + "/" + f.name);
+    for (const char* sub : {"adapter", "merged"}) folders.push_back(std::string(f.name) + "/" + sub);
   }
   const std::string record_path = test::fixtures_dir() + "/family_interop.json";
-  if (keep && *keep && !fs::exists(record_path)) GTEST_SKIP() << "no record yet: run the --check-ours step";
+  if (output.kept() && !fs::exists(record_path)) GTEST_SKIP() << "no record yet: run the --check-ours step";
   const nlohmann::json record = nlohmann::json::parse(read_text_file(record_path));
-  for (const auto& [versions, check] : record.at("runs").items()) {
-    EXPECT_TRUE(check.at("passed").get<bool>()) << versions << ": the recorded check failed: " << check.dump(2);
-    std::set<std::string> ours, recorded;
-    for (const Family& f : kFamilies)
-      for (const char* sub : {"adapter", "merged"})
-        for (const auto& e : fs::directory_iterator(dir + "/" + f.name + "/" + sub))
-          ours.insert(std::string(f.name) + "/" + sub + "/" + e.path().filename().string());
-    for (const auto& [name, sha] : check.at("files").items()) {
-      recorded.insert(name);
-      EXPECT_EQ(sha256_file(dir + "/" + name), sha.get<std::string>())
-          << name << " differs from the file " << versions << " checked: the writers changed, so rerun the check "
-          << "(steps in scripts/make_family_fixtures.py)";
-    }
-    EXPECT_EQ(ours, recorded) << "the set of files written differs from the checked set; rerun the check";
-  }
+  for (const auto& [versions, check] : record.at("runs").items())
+    test::expect_files_match_record(check, output.dir(), folders, versions, "scripts/make_family_fixtures.py");
   EXPECT_GE(record.at("runs").size(), 1u);
 }
 

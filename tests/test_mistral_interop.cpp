@@ -11,6 +11,7 @@
 #include "core/tensor_host.h"
 #include "eval/commands.h"
 #include "hf_test_util.h"
+#include "interop_record.h"
 #include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
 #include "io/merge.h"
@@ -86,35 +87,14 @@ void write_interop_case(const std::string& dir) {
 
 TEST(MistralInterop, MatchesRecordedCheck) {
   ASSERT_FALSE(mistral_tiny_dir().empty()) << "tests/fixtures/mistral_tiny is committed; run from the repository root";
-  const char* keep = std::getenv("LL_MISTRAL_INTEROP_DIR");  // set by the rerun steps in make_mistral_fixtures.py
-  test::TempDir temp;
-  const std::string dir = keep && *keep ? keep : temp.path();
-  if (keep && *keep) {  // replace an earlier run's output, but never delete anything else
-    make_directories(dir);
-    for (const auto& e : fs::directory_iterator(dir)) {
-      const std::string name = e.path().filename().string();
-      ASSERT_TRUE(name == "adapter" || name == "merged" || name == "ours_logits.safetensors")
-          << "LL_MISTRAL_INTEROP_DIR=" << dir << " holds `" << name << "`; point it at a new or earlier-interop folder";
-    }
-    for (const char* name : {"adapter", "merged", "ours_logits.safetensors"}) fs::remove_all(dir + "/" + name);
-  }
-  write_interop_case(dir);
+  // LL_MISTRAL_INTEROP_DIR: set by the rerun steps in scripts/make_mistral_fixtures.py
+  const test::InteropOutput output("LL_MISTRAL_INTEROP_DIR", {"adapter", "merged", "ours_logits.safetensors"});
+  ASSERT_TRUE(output.usable());
+  write_interop_case(output.dir());
 
   const nlohmann::json record = nlohmann::json::parse(read_text_file(test::fixtures_dir() + "/mistral_interop.json"));
-  for (const auto& [versions, check] : record.at("runs").items()) {
-    EXPECT_TRUE(check.at("passed").get<bool>()) << versions << ": the recorded check failed: " << check.dump(2);
-    std::set<std::string> ours, recorded;
-    for (const char* sub : {"adapter", "merged"})
-      for (const auto& e : fs::directory_iterator(dir + "/" + sub))
-        ours.insert(std::string(sub) + "/" + e.path().filename().string());
-    for (const auto& [name, sha] : check.at("files").items()) {
-      recorded.insert(name);
-      EXPECT_EQ(sha256_file(dir + "/" + name), sha.get<std::string>())
-          << name << " differs from the file " << versions << " checked: the writers changed, so rerun the check "
-          << "(steps in scripts/make_mistral_fixtures.py)";
-    }
-    EXPECT_EQ(ours, recorded) << "the set of files written differs from the checked set; rerun the check";
-  }
+  for (const auto& [versions, check] : record.at("runs").items())
+    test::expect_files_match_record(check, output.dir(), {"adapter", "merged"}, versions, "scripts/make_mistral_fixtures.py");
   EXPECT_GE(record.at("runs").size(), 1u);
 }
 

@@ -11,6 +11,7 @@
 
 #include "core/tensor_host.h"
 #include "hf_test_util.h"
+#include "interop_record.h"
 #include "data/token_file.h"
 #include "eval/commands.h"
 #include "eval/perplexity.h"
@@ -110,35 +111,14 @@ void write_interop_case(const std::string& dir) {
 
 TEST(NeoxInterop, MatchesRecordedCheck) {
   ASSERT_FALSE(neox_tiny_dir().empty()) << "tests/fixtures/neox_tiny is committed; run from the repository root";
-  const char* keep = std::getenv("LL_NEOX_INTEROP_DIR");  // set by the rerun steps in scripts/make_neox_fixtures.py
-  test::TempDir temp;
-  const std::string dir = keep && *keep ? keep : temp.path();
-  if (keep && *keep) {  // replace an earlier run's output, but never delete anything else
-    make_directories(dir);
-    for (const auto& e : fs::directory_iterator(dir)) {
-      const std::string name = e.path().filename().string();
-      ASSERT_TRUE(name == "adapter" || name == "merged" || name == "ours_logits.safetensors")
-          << "LL_NEOX_INTEROP_DIR=" << dir << " holds `" << name << "`; point it at a new or earlier-interop folder";
-    }
-    for (const char* name : {"adapter", "merged", "ours_logits.safetensors"}) fs::remove_all(dir + "/" + name);
-  }
-  write_interop_case(dir);
+  // LL_NEOX_INTEROP_DIR: set by the rerun steps in scripts/make_neox_fixtures.py
+  const test::InteropOutput output("LL_NEOX_INTEROP_DIR", {"adapter", "merged", "ours_logits.safetensors"});
+  ASSERT_TRUE(output.usable());
+  write_interop_case(output.dir());
 
   const nlohmann::json record = nlohmann::json::parse(read_text_file(test::fixtures_dir() + "/neox_interop.json"));
-  for (const auto& [versions, check] : record.at("runs").items()) {
-    EXPECT_TRUE(check.at("passed").get<bool>()) << versions << ": the recorded check failed: " << check.dump(2);
-    std::set<std::string> ours, recorded;
-    for (const char* sub : {"adapter", "merged"})
-      for (const auto& e : fs::directory_iterator(dir + "/" + sub))
-        ours.insert(std::string(sub) + "/" + e.path().filename().string());
-    for (const auto& [name, sha] : check.at("files").items()) {
-      recorded.insert(name);
-      EXPECT_EQ(sha256_file(dir + "/" + name), sha.get<std::string>())
-          << name << " differs from the file " << versions << " checked: the writers changed, so rerun the check "
-          << "(steps in scripts/make_neox_fixtures.py)";
-    }
-    EXPECT_EQ(ours, recorded) << "the set of files written differs from the checked set; rerun the check";
-  }
+  for (const auto& [versions, check] : record.at("runs").items())
+    test::expect_files_match_record(check, output.dir(), {"adapter", "merged"}, versions, "scripts/make_neox_fixtures.py");
   EXPECT_GE(record.at("runs").size(), 1u);
 }
 

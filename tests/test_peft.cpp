@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "hf_test_util.h"
+#include "interop_record.h"
 #include "io/hf_checkpoint.h"
 #include "io/hf_config.h"
 #include "io/merge.h"
@@ -607,37 +608,20 @@ TEST(PeftInterop, Sha256KnownVectors) {  // the digest the interop record relies
 
 TEST(PeftInterop, MatchesRecordedCheck) {
   ASSERT_FALSE(test::hf_tiny_dir().empty()) << "tests/fixtures/hf_tiny is committed; run from the repository root";
-  const char* keep = std::getenv("LL_INTEROP_DIR");  // set by the rerun steps in scripts/make_hf_fixtures.py
-  test::TempDir temp;
-  const std::string dir = keep && *keep ? keep : temp.path();
-  if (keep && *keep) {  // replace an earlier run's output, but never delete anything else
-    make_directories(dir);
-    for (const auto& e : fs::directory_iterator(dir)) {
-      const std::string name = e.path().filename().string();
-      ASSERT_TRUE(name == "adapter" || name == "merged" || name == "ours_logits.safetensors")
-          << "LL_INTEROP_DIR=" << dir << " holds `" << name << "`; point it at a new or earlier-interop folder";
-    }
-    for (const char* name : {"adapter", "merged", "ours_logits.safetensors"}) fs::remove_all(dir + "/" + name);
-  }
-  write_interop_case(dir);
-  if (keep && *keep) std::printf("PeftInterop: wrote %s; now run scripts/make_hf_fixtures.py --check-ours %s\n", dir.c_str(), dir.c_str());
+  // LL_INTEROP_DIR: set by the rerun steps in scripts/make_hf_fixtures.py
+  const test::InteropOutput output("LL_INTEROP_DIR", {"adapter", "merged", "ours_logits.safetensors"});
+  ASSERT_TRUE(output.usable());
+  write_interop_case(output.dir());
+  if (output.kept())
+    std::printf("PeftInterop: wrote %s; now run scripts/make_hf_fixtures.py --check-ours %s\n", output.dir().c_str(),
+                output.dir().c_str());
 
   const Json record = Json::parse(read_text_file(test::fixtures_dir() + "/hf_interop.json"));
-  EXPECT_TRUE(record.at("passed").get<bool>()) << "the recorded transformers/peft check failed: " << record.dump(2);
   std::printf("PeftInterop: recorded max relative error %.3g (transformers %s, peft %s)\n",
               record.at("max_rel_err").get<double>(), record.at("transformers_version").get<std::string>().c_str(),
               record.at("peft_version").get<std::string>().c_str());
-  std::set<std::string> ours;
-  for (const char* sub : {"adapter", "merged"})
-    for (const auto& e : fs::directory_iterator(dir + "/" + sub)) ours.insert(std::string(sub) + "/" + e.path().filename().string());
-  std::set<std::string> recorded;
-  for (const auto& [name, sha] : record.at("files").items()) {
-    recorded.insert(name);
-    EXPECT_EQ(sha256_file(dir + "/" + name), sha.get<std::string>())
-        << name << " differs from the file transformers/peft checked: the writers changed, so rerun the check "
-        << "(steps in scripts/make_hf_fixtures.py)";
-  }
-  EXPECT_EQ(ours, recorded) << "the set of files written differs from the checked set; rerun the check";
+  test::expect_files_match_record(record, output.dir(), {"adapter", "merged"}, "transformers/peft",
+                                  "scripts/make_hf_fixtures.py");
 }
 
 }  // namespace
