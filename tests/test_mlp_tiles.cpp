@@ -10,16 +10,20 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "core/tensor_host.h"
 #include "cpu/cpu_backend.h"
+#include "cuda/op_checks.h"
 #include "model/model.h"
 #include "model/param_select.h"
 #include "model_test_options.h"
 #include "neox_test_options.h"
 #include "test_util.h"
+#include "train/memory_check.h"
 #include "train/train_flags.h"
 #include "util/error.h"
 #include "util/flags.h"
@@ -275,6 +279,57 @@ TEST(MlpTilesPlan, NegativeTileRowsAreRefused) {
   CpuBackend<float> be;
   const std::string e = test::error_of([&] { Model::plan_memory(be, with_tiles(llama_options(), -4)); });
   EXPECT_NE(e.find("mlp_tile_rows (rows per MLP tile; 0: off) must be >= 0, got -4"), std::string::npos) << e;
+}
+
+// The CPU backend planning with the CUDA backend's dtypes (bf16 activations and weights, f32 statistics and
+// gradients): Model::plan_memory allocates nothing, so the device plan can be computed here.
+class CudaDTypesPlanner final : public CpuBackend<float> {
+ public:
+  DTypePolicy dtypes() const override { return cuda_checks::policy(); }
+};
+
+// Llama-2-7B LoRA+S2 as bench_cuda's e2e case builds it (LoRA r 8, alpha 16 on q,k,v,o; embeddings and norms
+// trained; PI factor for the length; S2 ratio 1/4; batch 1), every layer checkpointed, their inputs offloaded.
+ModelOptions llama2_7b_lora_s2(int64_t seq_len, int64_t mlp_tile_rows) {
+  ModelOptions m;
+  m.config.hidden_size = 4096, m.config.intermediate_size = 11008, m.config.num_attention_heads = 32;
+  m.config.num_key_value_heads = 32, m.config.num_hidden_layers = 32, m.config.vocab_size = 32000;
+  m.config.max_position_embeddings = 4096;
+  m.config.rope_scaling_factor = derive_rope_factor(seq_len, m.config.max_position_embeddings, 1.0);
+  m.seq_len = seq_len;
+  m.checkpoint_layers = 32;
+  m.offload_checkpoints = true;
+  m.mlp_tile_rows = mlp_tile_rows;
+  m.attention.use_s2 = true;
+  m.lora.rank = 8;
+  m.lora.alpha = 16;
+  m.lora.targets = parse_lora_targets("q_proj,k_proj,v_proj,o_proj", m.config);
+  m.trainable = TrainableConfig::parse("embed,norm");
+  return m;
+}
+
+// Issue 21's number, predicted by the engine's planner (what bench_cuda --max_context and build/train's start-up
+// check compute on the GPU): the longest Llama-2-7B LoRA+S2 context whose plan fits a 78.1 GiB budget (an H100's
+// free memory less the headroom, as bench_cuda measured it). Without tiles the planner gives the 282,624 tokens the
+// H100 ran (docs/gpu-log.md); with --mlp_tile_rows 8192 it predicts more (docs/architecture.md quotes both).
+TEST(MlpTilesPlan, PredictsTheLongestLlama2_7bContextOnAnH100) {
+  CudaDTypesPlanner planner;
+  const size_t budget = size_t(78.1 * double(size_t(1) << 30));
+  constexpr int64_t kStep = 4096;
+  std::map<int64_t, int64_t> longest;
+  for (const int64_t tile : {int64_t(0), int64_t(8192), int64_t(4096)}) {
+    longest[tile] = longest_fitting_seq_len(planner, llama2_7b_lora_s2(kStep, tile), 0, 1, budget, kStep);
+    const DeviceMemoryNeeds n = plan_rank_memory(planner, llama2_7b_lora_s2(longest[tile], tile), 0, 1);
+    std::printf("Llama-2-7B LoRA+S2, offloaded checkpoints, --mlp_tile_rows %lld: longest context %lld tokens "
+                "(plan %.2f GiB: activations %.2f GiB; host %.2f GiB)\n",
+                (long long)tile, (long long)longest[tile], double(n.total()) / double(size_t(1) << 30),
+                double(n.activations) / double(size_t(1) << 30),
+                double(Model::plan_memory(planner, llama2_7b_lora_s2(longest[tile], tile)).host_staging) /
+                    double(size_t(1) << 30));
+  }
+  EXPECT_EQ(longest[0], 282624);  // what the H100 measured (one step ran, peak 77.54 GiB)
+  EXPECT_GT(longest[8192], longest[0]);
+  EXPECT_GE(longest[4096], longest[8192]);
 }
 
 // build/train --mlp_tile_rows: a count of tokens; anything else is an error naming the flag.
