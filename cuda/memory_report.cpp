@@ -54,9 +54,11 @@ std::string device_memory_shortfall(const DeviceMemoryNeeds& n, const DeviceMemo
   // Recomputation alone does not fit: offloading the checkpointed layers' inputs to host memory may.
   const std::vector<size_t>& off = s.offloaded_activations_by_checkpoint_layers;
   const std::vector<size_t>& off_host = s.offloaded_host_by_checkpoint_layers;
+  bool offload_fits = false;
   if (!s.offload_checkpoints && !recomputation_fits && off.size() == off_host.size())
     for (int64_t k = std::max<int64_t>(s.checkpoint_layers, 1); k < int64_t(off.size()); ++k)
       if (off[size_t(k)] <= room) {
+        offload_fits = true;
         const int64_t all = int64_t(off.size()) - 1;
         fits.push_back("--gradient_checkpointing " + (k == all ? std::string("true") : std::to_string(k)) +
                        " --offload_checkpoints true (" + std::to_string(k) + " of " + std::to_string(all) +
@@ -64,6 +66,14 @@ std::string device_memory_shortfall(const DeviceMemoryNeeds& n, const DeviceMemo
                        " on the device, " + format_gib(off_host[size_t(k)]) + " of host memory)");
         break;
       }
+  // Neither fits: the MLP over row tiles (with everything recomputed and offloaded) may.
+  if (s.mlp_tile_rows == 0 && s.tiled_mlp_rows > 0 && !recomputation_fits && !offload_fits &&
+      s.tiled_activations <= room)
+    fits.push_back("--gradient_checkpointing true --offload_checkpoints true --mlp_tile_rows " +
+                   std::to_string(s.tiled_mlp_rows) + " (every layer checkpointed, their inputs in host memory, the "
+                   "MLP over tiles of " + std::to_string(s.tiled_mlp_rows) + " tokens: activations " +
+                   format_gib(s.tiled_activations) + " on the device, " + format_gib(s.tiled_host) +
+                   " of host memory)");
   if (tokens > 0 && n.activations > 0) {
     // Largest token count at the same per-token activation cost.
     const double per_token = double(n.activations) / double(tokens);

@@ -35,6 +35,13 @@ struct DeviceMemorySettings {
   // unknown). When no recomputation count fits without the offload, the advice names the fewest k that fits with it.
   bool offload_checkpoints = false;
   std::vector<size_t> offloaded_activations_by_checkpoint_layers, offloaded_host_by_checkpoint_layers;
+  // Whether this plan runs the MLP over row tiles (--mlp_tile_rows > 0). When it does not and tiled_mlp_rows > 0:
+  // the device activation bytes and host bytes of the same run with every layer checkpointed, their inputs in host
+  // memory and the MLP over tiles of tiled_mlp_rows rows — the advice when neither recomputation nor the offload
+  // fits.
+  int64_t mlp_tile_rows = 0;
+  int64_t tiled_mlp_rows = 0;
+  size_t tiled_activations = 0, tiled_host = 0;
 };
 
 // "12.3 GiB" with one decimal.

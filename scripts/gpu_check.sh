@@ -218,6 +218,8 @@ fi
 if [ "$mode" = full ]; then  # last: one step at the longest context takes a minute or more
   bench e2e_max_context 240 e2e --max_context
   bench e2e_max_context_offload 240 e2e --max_context --offload_checkpoints true
+  # The MLP over row tiles as well: the plan predicts 483,328 tokens (282,624 without; docs/architecture.md).
+  bench e2e_max_context_mlp_tiles 420 e2e --max_context --offload_checkpoints true --mlp_tile_rows 8192
 fi
 # Everything in one archive as well (some transports bring back only a few files).
 tar -czf "$out/gpu-check.tgz" --exclude=gpu-check.tgz -C "$out" . 2>/dev/null

@@ -447,6 +447,21 @@ TEST(SecondArchitecture, ForwardTemporariesAndUnreadInputsShareOneBuffer) {
       << "act in two more sets, plus fc_out's x·Aᵀ [T, r] in each of the three";
 }
 
+// A definition that marks no MLP intermediates (TensorSpec::mlp_tile) has no MLP hooks: --mlp_tile_rows is refused
+// before anything is allocated, naming the option and the model type.
+TEST(SecondArchitecture, WithoutMlpHooksTheMlpTilesAreRefusedByName) {
+  CpuBackend<float> be;
+  ModelOptions o = toy_options();
+  o.mlp_tile_rows = 4;
+  const std::string e = test::error_of([&] { Model::plan_memory(be, o); });
+  EXPECT_NE(e.find("mlp_tile_rows 4: model_type \"seam_toy\" does not run its MLP over row tiles; set mlp_tile_rows "
+                   "to 0"),
+            std::string::npos)
+      << e;
+  o.mlp_tile_rows = 0;
+  EXPECT_EQ(test::error_of([&] { Model::plan_memory(be, o); }), "");
+}
+
 TEST(SecondArchitecture, TheDefaultFolderCheckComparesTheTablesShapes) {
   const ModelOptions o = toy_options();
   std::map<std::string, FolderTensor> folder = {

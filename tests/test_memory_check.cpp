@@ -400,6 +400,41 @@ TEST(MemoryCheck, OffloadIsAdvisedWhenOnlyItFitsAndAutoPlansTheOffloadedLayout) 
   }
 }
 
+// When neither recomputation nor the offload fits, the advice adds the MLP over row tiles (with every layer
+// checkpointed and offloaded) when that fits; a run that tiles already, or that the offload alone fits, is not told.
+TEST(MemoryCheck, MlpTilesAreAdvisedWhenNeitherRecomputationNorOffloadFits) {
+  ModelOptions o = options(true, false);
+  o.config.num_hidden_layers = 4;
+  o.config.intermediate_size = 512;  // the MLP dominates the activations, as at Llama-2-7B's longest contexts
+  o.seq_len = kAdvisedMlpTileRows;   // batch 2: two tiles per micro-batch
+  CpuBackend<float> cpu;
+  ModelOptions tiled = o;
+  tiled.checkpoint_layers = 4;
+  tiled.offload_checkpoints = true;
+  tiled.mlp_tile_rows = kAdvisedMlpTileRows;
+  const MemoryPlan p = Model::plan_memory(cpu, tiled);
+  const size_t need = plan_rank_memory(cpu, tiled, 0, 1).total();
+  ModelOptions offloaded = tiled;
+  offloaded.mlp_tile_rows = 0;
+  const size_t need_offloaded = plan_rank_memory(cpu, offloaded, 0, 1).total();
+  ASSERT_LT(need, need_offloaded);  // tiling saves beyond recomputing and offloading everything
+  SmallDevice dev = device_with_budget(need);
+  const std::string msg = memory_check_error(dev, o);
+  EXPECT_NE(msg.find("would fit: --gradient_checkpointing true --offload_checkpoints true --mlp_tile_rows 8192 (every "
+                     "layer checkpointed, their inputs in host memory, the MLP over tiles of 8192 tokens: "
+                     "activations " + format_gib(p.activations) + " on the device, " + format_gib(p.host_staging) +
+                     " of host memory)"),
+            std::string::npos)
+      << msg;
+  EXPECT_NO_THROW(check_device_memory(dev, tiled, 0, 1));  // and the advice is right
+  SmallDevice smaller = device_with_budget(need - 1);
+  EXPECT_EQ(memory_check_error(smaller, tiled).find("--mlp_tile_rows"), std::string::npos);
+  SmallDevice offload_fits = device_with_budget(need_offloaded);
+  const std::string offload_msg = memory_check_error(offload_fits, o);
+  EXPECT_NE(offload_msg.find("--offload_checkpoints true"), std::string::npos) << offload_msg;
+  EXPECT_EQ(offload_msg.find("--mlp_tile_rows"), std::string::npos) << offload_msg;
+}
+
 // ---- GPT-NeoX: the same plan and decision over the second architecture's schema ------------------------------------
 
 // Tiny NeoX, 4 layers: LongLoRA's set-up (LoRA on query_key_value,dense + embed,norm) or full fine-tuning.

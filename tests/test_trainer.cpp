@@ -490,6 +490,7 @@ TEST_F(TrainerTest, NumericOptionsOutOfRangeAreRefusedBeforeAnythingIsWritten) {
       {[](TrainOptions& o) { o.warmup_steps = -5; }, "--warmup_steps must be an integer >= 0, got -5"},
       {[](TrainOptions& o) { o.reduce_bucket_size = -1; }, "--reduce_bucket_size must be an integer >= 0, got -1"},
       {[](TrainOptions& o) { o.comm_chunk_bytes = 0; }, "--comm_chunk_bytes must be an integer >= 1, got 0"},
+      {[](TrainOptions& o) { o.mlp_tile_rows = -1; }, "--mlp_tile_rows must be an integer >= 0, got -1"},
       {[](TrainOptions& o) { o.comm = "gloo"; }, "--comm: expected auto, nccl or mpi, got `gloo`"},
       {[](TrainOptions& o) { o.comm = "nccl"; }, "--comm nccl: NCCL moves device buffers, and --device cpu ranks"},
   };
@@ -674,6 +675,28 @@ TEST_F(TrainerTest, OffloadedCheckpointsTrainBitIdenticallyAndCheckHostMemory) {
   o.pretend_host_memory = 1;
   o.overwrite_output_dir = true;  // the folder holds the run just above
   EXPECT_EQ(error_of(o), "");
+}
+
+// --mlp_tile_rows: the run says so, plans less activation memory and trains as the untiled run does (the gradients
+// differ only in the order of their sums over rows, so the losses agree to rounding).
+TEST_F(TrainerTest, MlpTilesTrainLikeTheUntiledRunAndAreAnnounced) {
+  std::map<int64_t, std::vector<double>> runs;
+  for (const int64_t tile : {int64_t(0), int64_t(5)}) {
+    TrainOptions o = base("tiles_" + std::to_string(tile));
+    o.max_steps = 3;
+    o.lora_target = "q,k,v,o,gate,up,down";
+    o.mlp_tile_rows = tile;
+    ::testing::internal::CaptureStderr();
+    run_training(o, {});
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(err.find("--mlp_tile_rows 5: every layer's MLP runs over row tiles, its intermediates recomputed in "
+                       "backward") != std::string::npos,
+              tile > 0)
+        << err;
+    runs[tile] = losses(o.output_dir);
+    ASSERT_EQ(runs[tile].size(), 3u);
+  }
+  for (size_t i = 0; i < 3; ++i) EXPECT_NEAR(runs[5][i], runs[0][i], 1e-5 * runs[0][i]) << "step " << i;
 }
 
 TEST(OffloadFlags, HostMemoryCheckAndFlagValues) {

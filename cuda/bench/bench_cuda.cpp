@@ -76,6 +76,7 @@ struct Options {
   bool checkpointing = true, s2 = true, max_context = false, profile = false;
   int64_t checkpoint_layers = -1;  // layers recomputed in backward (the first ones); -1: all or none per checkpointing
   bool offload_checkpoints = false;  // the checkpointed layers' inputs in pinned host memory (ModelOptions)
+  int64_t mlp_tile_rows = 0;         // the MLP over row tiles of this many tokens (ModelOptions; 0: off)
   std::string attention_wgmma = "";  // attention passes on wgmma at Dh 128 (LONGLORA_ATTENTION_WGMMA's values; "": it)
   // e2e, decode: the 4-bit base (QLoRA)
   bool load_in_4bit = false;
@@ -195,6 +196,7 @@ ModelOptions e2e_model(const Options& o, int64_t seq_len) {
   m.checkpoint_layers =
       o.checkpoint_layers >= 0 ? o.checkpoint_layers : o.checkpointing ? m.config.num_hidden_layers : 0;
   m.offload_checkpoints = o.offload_checkpoints;
+  m.mlp_tile_rows = o.mlp_tile_rows;
   m.attention.use_s2 = o.s2;
   m.lora.rank = o.lora_r;
   m.lora.alpha = 16;
@@ -278,11 +280,12 @@ nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
   const double mfu = peak > 0 ? model_fpt * tokens_per_s / (peak * 1e12) : 0;
   const double hfu = peak > 0 ? hw_fpt * tokens_per_s / (peak * 1e12) : 0;
   std::printf("%s-shaped (%s) LoRA r=%lld (%s) + embed/norm, %s, seq %lld, batch %lld, checkpointing %lld of "
-              "%lld layers%s\n",
+              "%lld layers%s%s\n",
               o.model.c_str(), mo.config.model_type.c_str(), (long long)o.lora_r,
               str_join(mo.lora.targets, ",").c_str(), o.s2 ? "S2 ratio 1/4" : "full causal", (long long)o.seq_len,
               (long long)o.batch, (long long)recomputed, (long long)mo.config.num_hidden_layers,
-              o.offload_checkpoints ? ", their inputs offloaded to host memory" : "");
+              o.offload_checkpoints ? ", their inputs offloaded to host memory" : "",
+              o.mlp_tile_rows > 0 ? str_cat(", MLP over tiles of ", o.mlp_tile_rows, " tokens").c_str() : "");
   std::printf("  step %.3f s   %.0f tokens/s\n", r.seconds, tokens_per_s);
   std::printf("  LoRA-MFU %.1f%%  = (4·N + 3·attn_fwd) · tok/s / peak, N = %.3fB matmul params, %.1f GFLOP/token\n",
               100 * mfu, perf::matmul_params(mo.config) / 1e9, model_fpt / 1e9);
@@ -299,6 +302,7 @@ nlohmann::json bench_e2e(CudaBackend& be, const Options& o) {
        {"layers", mo.config.num_hidden_layers}, {"lora_r", o.lora_r}, {"s2", o.s2},
        {"checkpointing", recomputed > 0}, {"checkpoint_layers", recomputed},
        {"offload_checkpoints", o.offload_checkpoints && recomputed > 0}, {"host_staging_bytes", r.plan.host_staging},
+       {"mlp_tile_rows", o.mlp_tile_rows},
        {"step_seconds", r.seconds},
        {"tokens_per_second", tokens_per_s},
        {"model_gflop_per_token", model_fpt / 1e9}, {"hardware_gflop_per_token", hw_fpt / 1e9},
@@ -569,6 +573,9 @@ int run(int argc, char** argv) {
       .at_least(-1);
   flags.add("offload_checkpoints", &o.offload_checkpoints,
             "e2e: keep the checkpointed layers' inputs in pinned host memory (copies overlap compute)");
+  flags.add("mlp_tile_rows", &o.mlp_tile_rows,
+            "e2e: run every layer's MLP over row tiles of N tokens, recomputed in backward (0: off)")
+      .at_least(0);
   flags.add("s2", &o.s2, "e2e: S2-Attn (ratio 1/4)");
   flags.add("attention_wgmma", &o.attention_wgmma,
             "attention, e2e: attention passes at head dim 128 on the wgmma kernels: auto, none or a list of fwd,dq,dkdv "

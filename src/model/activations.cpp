@@ -18,6 +18,10 @@ int64_t activation_set(const ModelOptions& o, int64_t layer) {
 
 bool offloading(const ModelOptions& o) { return o.offload_checkpoints && o.checkpoint_layers > 0; }
 
+int64_t mlp_tile_buffer_rows(const ModelOptions& o) {
+  return o.mlp_tile_rows > 0 ? std::min(o.mlp_tile_rows, o.batch * o.seq_len) : 0;
+}
+
 int64_t offloaded_inputs(const ModelOptions& o) {
   return offloading(o) ? std::max<int64_t>(0, o.checkpoint_layers - 2) : 0;
 }
@@ -49,20 +53,23 @@ ActivationPlan::ActivationPlan(Arena& A, const ModelOptions& o, const ParamStore
   const int64_t B = o.batch, L = o.seq_len, T = B * L, D = c.hidden_size;
   const int64_t H = c.num_attention_heads, V = c.vocab_size, r = o.lora.rank;
   const int64_t C = std::min(o.ce_chunk_rows, T);
+  const int64_t tile = mlp_tile_buffer_rows(o);  // 0: the MLP is not tiled
   ActivationLayout& lay = *layout_;
   auto reserve = [&](const TensorSpec& s) {
     const DType dtype = s.cls == ActClass::Act ? dt.act : dt.stat;
     if (s.lse) return A.reserve(dtype, {B, H, L});
-    return s.cols > 0 ? A.reserve(dtype, {T, s.cols}) : A.reserve(dtype, {T});
+    const int64_t rows = tile > 0 && s.mlp_tile ? tile : T;
+    return s.cols > 0 ? A.reserve(dtype, {rows, s.cols}) : A.reserve(dtype, {rows});
   };
 
   const size_t n_sets = size_t(activation_set_count(o));
-  // Saved tensors backward will not read: one buffer for every set (when there are several).
+  // Saved tensors backward will not read, and the MLP tile buffers (recomputed in backward): one buffer for every
+  // set (when there are several).
   std::vector<Arena::Handle> shared(schema.saved.size());
   for (size_t i = 0; i < schema.saved.size(); ++i) {
     const TensorSpec& s = schema.saved[i];
     const bool read = s.read_in_backward && (s.only_input_of < 0 || linear_input_read(params, s.only_input_of));
-    if (!read && n_sets > 1) shared[i] = reserve(s);
+    if ((!read && n_sets > 1) || (tile > 0 && s.mlp_tile)) shared[i] = reserve(s);
   }
   const GroupSlots& layer0 = params.slots(0);
   lay.saved.resize(n_sets);
@@ -157,7 +164,9 @@ void view_for_length(const ActivationSchema& schema, int64_t B, int64_t H, int64
                      const std::vector<ActivationSet>& full_sets, const StepBuffers& f,
                      std::vector<ActivationSet>* sets, StepBuffers* b) {
   const int64_t T = B * L;
+  // An MLP tile buffer keeps its rows (at most T of them are used).
   auto view = [&](const TensorSpec& spec, const Tensor& src) {
+    if (spec.mlp_tile) return leading(src, std::min(T, src.dim(0)));
     return spec.lse ? Tensor(src.data, src.dtype, src.device, {B, H, L}) : leading(src, T);
   };
   for (size_t set = 0; set < sets->size(); ++set) {

@@ -3,7 +3,8 @@
 //
 // Layer sets: with checkpoint_layers = k > 0 the first k layers share one set (recomputed in backward), then every
 // other layer has its own. A saved tensor that backward will not read (TensorSpec::read_in_backward false, or
-// only_input_of a linear that neither trains nor carries an adapter) is one buffer shared by all sets.
+// only_input_of a linear that neither trains nor carries an adapter) is one buffer shared by all sets; so is each
+// MLP intermediate (TensorSpec::mlp_tile) with mlp_tile_rows = N > 0, then only N rows (recomputed in backward).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -46,6 +47,9 @@ int64_t activation_set(const ModelOptions& o, int64_t layer);
 // layer l + 2 < k), i.e. for layers 0..k−3.
 bool offloading(const ModelOptions& o);
 int64_t offloaded_inputs(const ModelOptions& o);
+
+// With mlp_tile_rows = N > 0: the rows of an MLP tile buffer, min(N, B·L); 0 when the MLP is not tiled.
+int64_t mlp_tile_buffer_rows(const ModelOptions& o);
 
 struct ActivationLayout;
 

@@ -4,6 +4,24 @@
 
 namespace ll {
 
+bool has_mlp_tiles(const ActivationSchema& schema) {
+  for (const auto* list : {&schema.saved, &schema.scratch})
+    for (const TensorSpec& s : *list)
+      if (s.mlp_tile) return true;
+  return false;
+}
+
+// A definition that marks no mlp_tile tensor never calls Block::mlp_forward / mlp_backward.
+void Architecture::mlp_intermediates(Block&) const {
+  fail("model_type \"", model_type(), "\" does not express its MLP as row tiles (Architecture::mlp_intermediates)");
+}
+void Architecture::mlp_output(Block&) const {
+  fail("model_type \"", model_type(), "\" does not express its MLP as row tiles (Architecture::mlp_output)");
+}
+void Architecture::mlp_backward(Block&) const {
+  fail("model_type \"", model_type(), "\" does not express its MLP as row tiles (Architecture::mlp_backward)");
+}
+
 const char* param_role_name(ParamRole role) {
   switch (role) {
     case ParamRole::Embedding: return "embedding";

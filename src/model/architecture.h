@@ -62,6 +62,10 @@ struct TensorSpec {
   int only_input_of = -1;
   // Scratch: tensors of different phases (≥ 0) are never live together and share memory; −1: memory of its own.
   int phase = -1;
+  // A row-local MLP intermediate (saved or scratch), written by Architecture::mlp_intermediates or read and written
+  // only by Architecture::mlp_backward. With ModelOptions::mlp_tile_rows = N > 0 it holds one tile (N rows), one
+  // buffer for every layer: the MLP runs tile by tile and backward recomputes it (Block::mlp_forward/mlp_backward).
+  bool mlp_tile = false;
 
   static TensorSpec matrix(std::string name, int64_t cols) { return make(std::move(name), ActClass::Act, cols, false); }
   static TensorSpec row_stat(std::string name) { return make(std::move(name), ActClass::Stat, 0, false); }
@@ -143,7 +147,23 @@ class Architecture {
   virtual void final_norm_forward(Block& b) const = 0;
   // b.d_hidden() holds ∂loss/∂output; writes (overwrites) ∂loss/∂input into b.d_resid().
   virtual void final_norm_backward(Block& b) const = 0;
+
+  // ---- the MLP as a row-local piece (optional) ------------------------------------------------------------------
+  // A definition whose schema marks its MLP intermediates mlp_tile calls b.mlp_forward() / b.mlp_backward() from
+  // forward / backward, and the engine runs these hooks over the layer's rows at once, or over row tiles of at most
+  // ModelOptions::mlp_tile_rows rows. In a tile Block input(), output(), d_resid(), d_hidden(), positions() and the
+  // [T, cols] / [T] saved and scratch tensors are the tile's rows; the mlp_tile ones are the tile buffers.
+  // The mlp_tile tensors from the MLP's input (which must be a saved tensor or input(): backward recomputes them).
+  virtual void mlp_intermediates(Block& t) const;
+  // The tile's rows of what the MLP's result goes into (e.g. output() = residual + down(act)).
+  virtual void mlp_output(Block& t) const;
+  // d_resid() holds ∂loss/∂(MLP result) rows; writes (overwrites) ∂loss/∂(MLP input) rows into d_hidden(), the
+  // mlp_tile scratch being free; parameter gradients accumulate.
+  virtual void mlp_backward(Block& t) const;
 };
+
+// Whether `schema` marks MLP intermediates (the definition implements the MLP hooks: ModelOptions::mlp_tile_rows).
+bool has_mlp_tiles(const ActivationSchema& schema);
 
 class Model;
 struct ActivationSet;
@@ -156,16 +176,17 @@ class Block {
   int layer() const { return layer_; }
   int64_t batch() const { return batch_; }
   int64_t seq_len() const { return seq_len_; }
-  int64_t rows() const { return batch_ * seq_len_; }  // T
+  int64_t rows() const { return rows_; }  // T; in an MLP tile, the tile's rows
+  int64_t first_row() const { return row0_; }  // in an MLP tile: its first row within the layer; else 0
   const Tensor& input() const { return input_; }      // [T, D]
   const Tensor& output() const { return output_; }    // [T, D] (forward)
   const Tensor& d_resid() const { return d_resid_; }  // [T, D] (backward)
   const Tensor& d_hidden() const { return d_hidden_; }  // [T, D] (backward)
   // The group's parameter in `slot` (the tied tensor for a tied output head).
   const Param& param(int slot) const;
-  const Tensor& saved(int i) const { return saved_[i]; }
-  const Tensor& scratch(int i) const { return scratch_[i]; }
-  const Tensor& positions() const { return *positions_; }  // [T] i32
+  const Tensor& saved(int i) const { return tile_ ? tile_saved_[size_t(i)] : saved_[i]; }
+  const Tensor& scratch(int i) const { return tile_ ? tile_scratch_[size_t(i)] : scratch_[i]; }
+  const Tensor& positions() const { return tile_ ? tile_positions_ : *positions_; }  // [T] i32
   const RopeParams& rope() const { return *rope_; }
 
   // y = x·Wᵀ (+ s·(dropout(x)·Aᵀ)·Bᵀ when the slot carries an adapter) (+ bias when the table gives it one).
@@ -177,6 +198,11 @@ class Block {
   void attention(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v) const;
   void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& d_out, const Tensor& q,
                           const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse) const;
+  // The definition's MLP hooks over this layer's rows: at once (mlp_tile_rows 0), or tile by tile — forward:
+  // mlp_intermediates then mlp_output per tile; backward: per tile, mlp_intermediates again (the intermediates were
+  // not kept) then mlp_backward. Parameter gradients accumulate over the tiles.
+  void mlp_forward() const;
+  void mlp_backward() const;
 
  private:
   friend class Model;
@@ -185,8 +211,11 @@ class Block {
   Backend* backend_ = nullptr;
   const ModelConfig* config_ = nullptr;
   int layer_ = kOuterGroup;
-  int64_t batch_ = 0, seq_len_ = 0;
+  int64_t batch_ = 0, seq_len_ = 0, rows_ = 0, row0_ = 0;
   Tensor input_, output_, d_resid_, d_hidden_;
+  bool tile_ = false;  // an MLP tile: the tile_ views below stand for saved_, scratch_ and positions_
+  std::vector<Tensor> tile_saved_, tile_scratch_;
+  Tensor tile_positions_;
   const Tensor* saved_ = nullptr;
   const Tensor* scratch_ = nullptr;
   const Tensor* positions_ = nullptr;

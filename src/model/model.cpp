@@ -31,8 +31,14 @@ void check_model_options(const ModelOptions& o) {
   LL_CHECK(o.checkpoint_layers >= 0 && o.checkpoint_layers <= o.config.num_hidden_layers,
            "model: checkpoint_layers (layers checkpointed: recomputed in backward) must be in [0, ",
            o.config.num_hidden_layers, "], got ", o.checkpoint_layers);
+  LL_CHECK(o.mlp_tile_rows >= 0, "model: mlp_tile_rows (rows per MLP tile; 0: off) must be >= 0, got ",
+           o.mlp_tile_rows);
+  const Architecture& arch = architecture_for(o.config.model_type);
+  LL_CHECK(o.mlp_tile_rows == 0 || has_mlp_tiles(arch.activation_schema(o.config)), "model: mlp_tile_rows ",
+           o.mlp_tile_rows, ": model_type \"", o.config.model_type,
+           "\" does not run its MLP over row tiles; set mlp_tile_rows to 0");
   // Reject a bad configuration before allocating.
-  architecture_for(o.config.model_type).attention_mask(o.attention, o.config, o.seq_len);
+  arch.attention_mask(o.attention, o.config, o.seq_len);
 }
 }  // namespace
 
@@ -147,15 +153,22 @@ void Model::set_lora_dropout(bool enabled, uint64_t seed) {
 }
 
 // PEFT gives every adapted module its own dropout: one independent mask per (layer, linear).
-uint64_t Model::dropout_seed(int layer, int slot) const {
+uint64_t Model::dropout_seed(int layer, int slot, int64_t first_row) const {
   const GroupSlots& g = params_->slots(layer);
   const uint64_t linear = uint64_t(g.linear_index[size_t(slot)]);
-  return mix64(dropout_seed_ ^ mix64(uint64_t(layer) * uint64_t(g.linears) + linear + 1));
+  const uint64_t seed = mix64(dropout_seed_ ^ mix64(uint64_t(layer) * uint64_t(g.linears) + linear + 1));
+  // The mask's element index restarts in every MLP tile: each tile past the first draws from its own seed.
+  return first_row == 0 ? seed : mix64(seed ^ mix64(uint64_t(first_row)));
 }
 
-// The first rows·cols elements of a [T, widest] scratch buffer, seen as [T, cols].
-Tensor Model::scratch_view(const Tensor& buffer, int64_t cols) const {
-  return Tensor(buffer.data, buffer.dtype, buffer.device, {buffer.dim(0), cols});
+// The first rows·cols elements of a [T, widest] scratch buffer, seen as [rows, cols].
+Tensor Model::scratch_view(const Tensor& buffer, int64_t rows, int64_t cols) const {
+  return Tensor(buffer.data, buffer.dtype, buffer.device, {rows, cols});
+}
+
+Tensor Model::lora_xa(const Block& b, int slot) const {
+  const Tensor& xa = b.set_->lora_xa[size_t(slot)];
+  return b.tile_ ? xa.slice_rows(b.row0_, b.rows_) : xa;
 }
 
 void Model::init_random(uint64_t seed, double init_std) {
@@ -198,6 +211,7 @@ Block Model::block(int layer, ActivationSet* set, const Tensor& input, const Ten
   b.layer_ = layer;
   b.batch_ = opts_.batch;
   b.seq_len_ = seq_len_;
+  b.rows_ = opts_.batch * seq_len_;
   b.input_ = input;
   b.output_ = output;
   b.d_resid_ = buf_.d_resid;
@@ -232,6 +246,68 @@ void Block::attention_backward(const Tensor& dq, const Tensor& dk, const Tensor&
                                v.view({B, L, Hkv, Dh}), out.view({B, L, H, Dh}), lse, model_->mask_);
 }
 
+void Block::mlp_forward() const { model_->mlp_forward(*this); }
+void Block::mlp_backward() const { model_->mlp_backward(*this); }
+
+// ---- the MLP over row tiles ------------------------------------------------------------------------------------
+namespace {
+// Rows [start, start + count) of a [T, cols] or [T] tensor (empty stays empty).
+Tensor row_range(const Tensor& t, int64_t start, int64_t count) {
+  if (t.empty()) return t;
+  if (t.ndim == 1)
+    return Tensor(static_cast<char*>(t.data) + size_t(start) * dtype_size(t.dtype), t.dtype, t.device, {count});
+  return t.slice_rows(start, count);
+}
+}  // namespace
+
+Block Model::mlp_tile(const Block& b, int64_t start, int64_t rows) const {
+  Block t = b;
+  t.tile_ = true;
+  t.row0_ = start, t.rows_ = rows;
+  t.input_ = row_range(b.input_, start, rows), t.output_ = row_range(b.output_, start, rows);
+  t.d_resid_ = row_range(b.d_resid_, start, rows), t.d_hidden_ = row_range(b.d_hidden_, start, rows);
+  t.tile_positions_ = row_range(*b.positions_, start, rows);
+  // The mlp_tile buffers hold one tile from their first row; the attention's log-sum-exp is not row-indexed.
+  auto view = [&](const TensorSpec& spec, const Tensor& full) {
+    if (spec.mlp_tile) return full.slice_rows(0, rows);
+    return spec.lse ? full : row_range(full, start, rows);
+  };
+  t.tile_saved_.clear(), t.tile_scratch_.clear();
+  for (size_t i = 0; i < schema_.saved.size(); ++i) t.tile_saved_.push_back(view(schema_.saved[i], b.saved_[i]));
+  for (size_t i = 0; i < schema_.scratch.size(); ++i)
+    t.tile_scratch_.push_back(view(schema_.scratch[i], b.scratch_[i]));
+  return t;
+}
+
+void Model::mlp_forward(const Block& b) {
+  const int64_t T = b.rows(), N = opts_.mlp_tile_rows;
+  if (N == 0) {
+    Block whole = b;
+    arch_->mlp_intermediates(whole);
+    arch_->mlp_output(whole);
+    return;
+  }
+  for (int64_t start = 0; start < T; start += N) {
+    Block t = mlp_tile(b, start, std::min(N, T - start));
+    arch_->mlp_intermediates(t);
+    arch_->mlp_output(t);
+  }
+}
+
+void Model::mlp_backward(const Block& b) {
+  const int64_t T = b.rows(), N = opts_.mlp_tile_rows;
+  if (N == 0) {
+    Block whole = b;
+    arch_->mlp_backward(whole);
+    return;
+  }
+  for (int64_t start = 0; start < T; start += N) {
+    Block t = mlp_tile(b, start, std::min(N, T - start));
+    arch_->mlp_intermediates(t);  // not kept by the forward: the tile buffers were reused by every tile since
+    arch_->mlp_backward(t);
+  }
+}
+
 // ---- forward ------------------------------------------------------------------------------------------------
 void Model::upload_batch(const int32_t* tokens, const int32_t* targets) {
   const int64_t T = opts_.batch * seq_len_, V = opts_.config.vocab_size;
@@ -255,10 +331,10 @@ void Model::project_forward(const Block& b, int slot, const Tensor& y, const Ten
   if (a) {
     Tensor x_lora = x;
     if (dropout_on()) {
-      x_lora = scratch_view(buf_.x_lora, x.cols());
-      backend_.dropout(x_lora, x, opts_.lora.dropout, dropout_seed(b.layer(), slot));
+      x_lora = scratch_view(buf_.x_lora, x.rows(), x.cols());
+      backend_.dropout(x_lora, x, opts_.lora.dropout, dropout_seed(b.layer(), slot, b.first_row()));
     }
-    backend_.lora_forward(y, b.set_->lora_xa[size_t(slot)], x, x_lora, w.value, a->value,
+    backend_.lora_forward(y, lora_xa(b, slot), x, x_lora, w.value, a->value,
                           g.lora_b[size_t(slot)]->value, opts_.lora.scale());
   } else
     backend_.linear_forward(y, x, w.value, false);
@@ -478,19 +554,21 @@ void Model::project_backward(const Block& b, int slot, const Tensor& dx, const T
   const Param& w = *g.param[size_t(slot)];
   const Param* a = g.lora_a[size_t(slot)];
   const Param* bm = g.lora_b[size_t(slot)];
+  // LoRA's [T, r] scratch, the tile's rows in an MLP tile.
+  const Tensor d_xa = a && b.tile_ ? buf_.d_xa.slice_rows(0, b.rows_) : buf_.d_xa;
   if (a && dropout_on()) {
     // Regenerate the dropped adapter input (same seed, same mask), route its gradient through the same mask.
-    const uint64_t seed = dropout_seed(b.layer(), slot);
-    Tensor x_lora = scratch_view(buf_.x_lora, x.cols()), dx_lora = scratch_view(buf_.dx_lora, x.cols());
+    const uint64_t seed = dropout_seed(b.layer(), slot, b.first_row());
+    Tensor x_lora = scratch_view(buf_.x_lora, x.rows(), x.cols());
+    Tensor dx_lora = scratch_view(buf_.dx_lora, x.rows(), x.cols());
     backend_.dropout(x_lora, x, opts_.lora.dropout, seed);
-    backend_.lora_backward(dx, dx_lora, w.grad, a->grad, bm->grad, buf_.d_xa, dy, x, x_lora,
-                           b.set_->lora_xa[size_t(slot)], w.value, a->value, bm->value, opts_.lora.scale(),
-                           accumulate_dx);
+    backend_.lora_backward(dx, dx_lora, w.grad, a->grad, bm->grad, d_xa, dy, x, x_lora, lora_xa(b, slot), w.value,
+                           a->value, bm->value, opts_.lora.scale(), accumulate_dx);
     backend_.dropout(dx_lora, dx_lora, opts_.lora.dropout, seed);
     backend_.add(dx, dx, dx_lora);
   } else if (a) {
-    backend_.lora_backward(dx, Tensor(), w.grad, a->grad, bm->grad, buf_.d_xa, dy, x, x, b.set_->lora_xa[size_t(slot)],
-                           w.value, a->value, bm->value, opts_.lora.scale(), accumulate_dx);
+    backend_.lora_backward(dx, Tensor(), w.grad, a->grad, bm->grad, d_xa, dy, x, x, lora_xa(b, slot), w.value,
+                           a->value, bm->value, opts_.lora.scale(), accumulate_dx);
   } else
     backend_.linear_backward(dx, w.grad, dy, x, w.value, accumulate_dx);
   if (const Param* bias = g.bias[size_t(slot)]) backend_.bias_backward(bias->grad, dy);

@@ -40,6 +40,13 @@ struct ModelOptions {
   // max(0, k−2) × B·L × hidden × activation size (MemoryPlan::host_staging). Results are bit-identical.
   bool offload_checkpoints = false;
   int64_t ce_chunk_rows = 0;   // rows of logits per cross-entropy chunk (0: sized to ~32 MiB)
+  // Sequence-tiled MLP (0: off). N > 0: every layer's MLP runs over row tiles of at most N rows (N ≥ B·L: one tile)
+  // into tile buffers shared by all layers; its intermediates ([T, intermediate] each: Llama's gate, up, act and
+  // their gradients) are not kept: backward recomputes each tile's from the saved MLP input before its backward.
+  // Activation memory O(N·F) instead of O(layers·T·F); the price is the MLP's up-projections once more in backward.
+  // Needs a definition with MLP hooks (Architecture::mlp_intermediates). Results equal the untiled ones up to the
+  // order of the weight-gradient sums; LoRA dropout draws each tile's mask from its own seed.
+  int64_t mlp_tile_rows = 0;
   bool external_param_storage = false;  // parameters get memory from a ParamStorage (ZeRO-3), not the store
 };
 
@@ -135,11 +142,19 @@ class Model {
                         bool accumulate_dx);
   void attention_forward(const Block& b, const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                          const Tensor& v);
+  // The MLP hooks over the layer's rows, at once or by tiles (Block::mlp_forward / mlp_backward).
+  void mlp_forward(const Block& b);
+  void mlp_backward(const Block& b);
+  // Layer block `b` seen for rows [start, start + rows): the tile Block the MLP hooks run on.
+  Block mlp_tile(const Block& b, int64_t start, int64_t rows) const;
+  // The saved LoRA input x·Aᵀ of `slot` for the block's rows.
+  Tensor lora_xa(const Block& b, int slot) const;
   LossResult head_loss(bool compute_grad, double loss_scale, int32_t* argmax = nullptr);
   ActivationSet& acts_for(int layer);
   bool dropout_on() const { return dropout_enabled_ && opts_.lora.dropout > 0; }
-  uint64_t dropout_seed(int layer, int slot) const;
-  Tensor scratch_view(const Tensor& buffer, int64_t cols) const;
+  // PEFT's per-module dropout seed; an MLP tile's (first_row > 0) mixes in its first row.
+  uint64_t dropout_seed(int layer, int slot, int64_t first_row) const;
+  Tensor scratch_view(const Tensor& buffer, int64_t rows, int64_t cols) const;
 
   Backend& backend_;
   ModelOptions opts_;

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "model/params.h"
+#include "model/registry.h"
 #include "mpi/zero3.h"
 #include "util/error.h"
 
@@ -157,6 +158,7 @@ DeviceMemoryNeeds check_device_memory(Backend& backend, const ModelOptions& opti
   settings.seq_len = options.seq_len;
   settings.checkpoint_layers = options.checkpoint_layers;
   settings.offload_checkpoints = options.offload_checkpoints && options.checkpoint_layers > 0;
+  settings.mlp_tile_rows = options.mlp_tile_rows;
   // What the backend already holds is part of the run (workspace) and of the memory it may use.
   const size_t usable = state.free_bytes + state.in_use_bytes;
   std::string shortfall = device_memory_shortfall(needs, settings, usable, state.total_bytes, state.device);
@@ -174,6 +176,18 @@ DeviceMemoryNeeds check_device_memory(Backend& backend, const ModelOptions& opti
         settings.offloaded_activations_by_checkpoint_layers.push_back(p.activations);
         settings.offloaded_host_by_checkpoint_layers.push_back(p.host_staging);
       }
+    }
+    // And with the MLP over row tiles too (only worth it when a tile is shorter than the micro-batch).
+    if (options.mlp_tile_rows == 0 && options.batch * options.seq_len > kAdvisedMlpTileRows &&
+        has_mlp_tiles(architecture_for(options.config.model_type).activation_schema(options.config))) {
+      ModelOptions tiled = options;
+      tiled.checkpoint_layers = options.config.num_hidden_layers;
+      tiled.offload_checkpoints = true;
+      tiled.mlp_tile_rows = kAdvisedMlpTileRows;
+      const MemoryPlan p = Model::plan_memory(backend, tiled);
+      settings.tiled_mlp_rows = kAdvisedMlpTileRows;
+      settings.tiled_activations = p.activations;
+      settings.tiled_host = p.host_staging;
     }
     shortfall = device_memory_shortfall(needs, settings, usable, state.total_bytes, state.device);
   }

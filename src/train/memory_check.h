@@ -50,6 +50,10 @@ void check_host_memory(size_t host_bytes, int ranks_on_host, size_t available_by
 void check_host_backend_memory(Backend& backend, const ModelOptions& options, int zero_stage, int ranks,
                                int ranks_on_host, size_t available_bytes);
 
+// The MLP tile the memory advice names (--mlp_tile_rows) when nothing else fits a run of more tokens than this: the
+// MLP's tile buffers then take 8192 × intermediate_size × 3 elements (Llama-2-7B, bf16: 0.5 GiB).
+constexpr int64_t kAdvisedMlpTileRows = 8192;
+
 // Device backends: throws ll::Error with device_memory_shortfall's message when the plan does not fit the free
 // memory (what the backend already holds counts as workspace and as free). Host backends: no check. Returns the
 // plan (for printing).

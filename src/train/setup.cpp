@@ -171,6 +171,7 @@ void plan_model_options(TrainingSession& s) {
       parse_gradient_checkpointing(o.gradient_checkpointing, mo.config.num_hidden_layers);
   mo.checkpoint_layers = ckpt.layers;
   mo.offload_checkpoints = o.offload_checkpoints;
+  mo.mlp_tile_rows = o.mlp_tile_rows;
   LL_CHECK(!o.offload_checkpoints || ckpt.automatic || ckpt.layers > 0,
            "--offload_checkpoints true moves the saved inputs of checkpointed layers to host memory, but "
            "--gradient_checkpointing ", o.gradient_checkpointing,
@@ -207,6 +208,9 @@ void plan_model_options(TrainingSession& s) {
                               " stay in device slots")
                     : std::string("; --offload_checkpoints: nothing checkpointed, nothing offloaded");
   }
+  if (mo.mlp_tile_rows > 0)
+    ckpt_why += str_cat("; --mlp_tile_rows ", mo.mlp_tile_rows,
+                        ": every layer's MLP runs over row tiles, its intermediates recomputed in backward");
   if (s.lead)
     std::fprintf(stderr, "gradient checkpointing: %lld of %lld layers checkpointed (%s)\n",
                  (long long)mo.checkpoint_layers, (long long)mo.config.num_hidden_layers, ckpt_why.c_str());

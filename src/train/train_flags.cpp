@@ -73,6 +73,11 @@ void add_train_flags(Flags& flags, TrainOptions& o) {
             "true: keep the saved inputs of the checkpointed layers in (pinned) host memory, copied out in the "
             "forward and back in the backward while the GPU computes (all but the last two; needs checkpointed "
             "layers; the start-up check counts the host memory)");
+  flags.add("mlp_tile_rows", &o.mlp_tile_rows,
+            "N > 0: run every layer's MLP over tiles of at most N tokens (all layers share the tile buffers; backward "
+            "recomputes the MLP's up-projections per tile): the MLP's activation memory is N × intermediate_size "
+            "instead of tokens × intermediate_size per layer; 0: off")
+      .at_least(0);
   flags.add("resume_from_checkpoint", &o.resume_from_checkpoint, "a checkpoint directory, or auto (latest in output_dir)");
   flags.add("overwrite_output_dir", &o.overwrite_output_dir,
             "a fresh run into an output_dir holding another run: delete that run's checkpoints, metrics and "

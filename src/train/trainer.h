@@ -61,6 +61,9 @@ struct TrainOptions {
   // checkpointed layers (an error with --gradient_checkpointing false or 0); with auto, the decision plans the
   // offloaded layout (auto never turns the offload on by itself).
   bool offload_checkpoints = false;
+  // Run every layer's MLP over row tiles of at most this many tokens, recomputing its intermediates in backward
+  // (ModelOptions::mlp_tile_rows; 0: off). Bounds the MLP's activation memory for the longest contexts.
+  int64_t mlp_tile_rows = 0;
   std::string resume_from_checkpoint;  // "", a checkpoint directory, or "auto"
   // A fresh run (no resume) into an output_dir that holds another run is refused; true removes that run's files
   // first (checkpoints, metrics, training_args.json, exports; never other files). src/train/run_dir.h.

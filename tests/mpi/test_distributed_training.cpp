@@ -234,6 +234,22 @@ TEST_P(DistributedTraining, OffloadedCheckpointsMatchTheRunWithout) {
   g_comm->barrier();
 }
 
+// --mlp_tile_rows on N ranks: the MLP over tiles of 5 tokens (not dividing a micro-batch), every layer checkpointed,
+// LoRA on every linear; ZeRO-3 gathers and releases each layer around the same tile loops. Trains as the run without
+// tiles, to fp32 rounding (the gradients' sums over rows are grouped by tile).
+TEST_P(DistributedTraining, MlpTilesMatchTheRunWithout) {
+  for (const int64_t tile : {int64_t(0), int64_t(5)}) {
+    TrainOptions o = options(tile ? "tiles_on" : "tiles_off", 2);
+    o.lora_target = GetParam().neox ? "query_key_value,dense,dense_h_to_4h,dense_4h_to_h"
+                                    : "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj";
+    o.gradient_checkpointing = "true";
+    o.mlp_tile_rows = tile;
+    run_training(o, {}, g_comm);
+  }
+  if (g_comm->rank() == 0) expect_run_matches(dir_ + "/tiles_on", dir_ + "/tiles_off", 10, 1e-5, 1e-4);
+  g_comm->barrier();
+}
+
 // An update that overflows the weights stops every rank at the same step, naming the same first parameter, though
 // under ZeRO-2/3 only the rank holding its shard sees it (here the embedding, in rank 0's shard); nothing is saved.
 TEST_P(DistributedTraining, AnUpdateThatMakesAWeightNonFiniteStopsEveryRankAlike) {

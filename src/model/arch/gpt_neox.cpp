@@ -259,11 +259,13 @@ class GptNeoX final : public Architecture {
     s.saved[kQkvS].read_in_backward = false;  // split into q, k, v at once; backward merges their gradients instead
     s.saved[kResidual].read_in_backward = !c.parallel_residual;
     s.saved[kAct].only_input_of = kDown;  // the GELU output: read again only for dense_4h_to_h's gradient/adapter
+    s.saved[kUpS].mlp_tile = s.saved[kAct].mlp_tile = true;
     s.scratch = {TensorSpec::matrix("d_attn", D), TensorSpec::matrix("d_act", F),  TensorSpec::matrix("dq", D),
                  TensorSpec::matrix("dk", D),     TensorSpec::matrix("dv", D),     TensorSpec::matrix("dqkv", 3 * D)};
     // The MLP's gradient is done before the attention's begin. The parallel form reads ∂loss/∂x_out in both branches
     // before either LayerNorm adds to it, so d_attn is taken first and lives through the MLP's backward.
     s.scratch[kDAct].phase = 0;
+    s.scratch[kDAct].mlp_tile = true;
     for (int i = kDQ; i <= kDQkv; ++i) s.scratch[size_t(i)].phase = 1;
     s.scratch[kDAttn].phase = c.parallel_residual ? -1 : 1;
     s.final_norm = {TensorSpec::row_stat("mean"), TensorSpec::row_stat("rstd")};
@@ -276,7 +278,7 @@ class GptNeoX final : public Architecture {
     const int64_t T = b.rows(), H = c.num_attention_heads, Dh = c.head_dim();
     const Tensor &x = b.input(), &out = b.output(), &xn1 = b.saved(kXn1), &qkv = b.saved(kQkvS);
     const Tensor &q = b.saved(kQs), &k = b.saved(kKs), &v = b.saved(kVs), &attn = b.saved(kAttn);
-    const Tensor &resid = b.saved(kResidual), &xn2 = b.saved(kXn2), &up = b.saved(kUpS), &act = b.saved(kAct);
+    const Tensor &resid = b.saved(kResidual), &xn2 = b.saved(kXn2);
 
     be.layernorm_forward(xn1, b.saved(kMean1), b.saved(kRstd1), x, b.param(kLn1).value, b.param(kLn1Bias).value,
                          c.norm_eps);
@@ -294,15 +296,33 @@ class GptNeoX final : public Architecture {
     const Tensor& mlp_in = c.parallel_residual ? x : resid;
     be.layernorm_forward(xn2, b.saved(kMean2), b.saved(kRstd2), mlp_in, b.param(kLn2).value, b.param(kLn2Bias).value,
                          c.norm_eps);
-    b.project(kUp, up, xn2);
-    be.gelu_forward(act, up);
-    if (c.parallel_residual) {
-      b.project(kDown, resid, act);
-      be.add(out, out, resid);
+    b.mlp_forward();
+  }
+
+  // The MLP, row-local (the engine may run it over row tiles): act = gelu(dense_h_to_4h(xn2)).
+  void mlp_intermediates(Block& t) const override {
+    t.project(kUp, t.saved(kUpS), t.saved(kXn2));
+    t.backend().gelu_forward(t.saved(kAct), t.saved(kUpS));
+  }
+
+  // Parallel: out (= x + a) += dense_4h_to_h(act), through mlp_out. Sequential: out = dense_4h_to_h(act) + x_mid.
+  void mlp_output(Block& t) const override {
+    const Tensor &out = t.output(), &resid = t.saved(kResidual);
+    if (t.config().parallel_residual) {
+      t.project(kDown, resid, t.saved(kAct));
+      t.backend().add(out, out, resid);
     } else {
-      b.project(kDown, out, act);
-      be.add(out, out, resid);
+      t.project(kDown, out, t.saved(kAct));
+      t.backend().add(out, out, resid);
     }
+  }
+
+  // ∂loss/∂mlp_out (= ∂loss/∂x_out) → ∂loss/∂xn2 (into d_hidden).
+  void mlp_backward(Block& t) const override {
+    const Tensor& d_act = t.scratch(kDAct);
+    t.project_backward(kDown, d_act, t.d_resid(), t.saved(kAct), false);
+    t.backend().gelu_backward(d_act, d_act, t.saved(kUpS));
+    t.project_backward(kUp, t.d_hidden(), d_act, t.saved(kXn2), false);
   }
 
   // The residual adds' backward is the identity, expressed by accumulating the LayerNorms' input gradients into
@@ -311,7 +331,7 @@ class GptNeoX final : public Architecture {
     const ModelConfig& c = b.config();
     Backend& be = b.backend();
     const int64_t T = b.rows(), H = c.num_attention_heads, Dh = c.head_dim();
-    const Tensor &d_resid = b.d_resid(), &d_h = b.d_hidden(), &d_attn = b.scratch(kDAttn), &d_act = b.scratch(kDAct);
+    const Tensor &d_resid = b.d_resid(), &d_h = b.d_hidden(), &d_attn = b.scratch(kDAttn);
     const Tensor &dq = b.scratch(kDQ), &dk = b.scratch(kDK), &dv = b.scratch(kDV), &dqkv = b.scratch(kDQkv);
     const Param &ln1 = b.param(kLn1), &ln1_bias = b.param(kLn1Bias);
     const Param &ln2 = b.param(kLn2), &ln2_bias = b.param(kLn2Bias);
@@ -319,9 +339,7 @@ class GptNeoX final : public Architecture {
     // Parallel: ∂loss/∂a = ∂loss/∂x_out, read before the MLP's LayerNorm adds its input gradient into d_resid.
     if (c.parallel_residual) b.project_backward(kDense, d_attn, d_resid, b.saved(kAttn), false);
     // MLP: ∂loss/∂mlp_out = ∂loss/∂x_out.
-    b.project_backward(kDown, d_act, d_resid, b.saved(kAct), false);
-    be.gelu_backward(d_act, d_act, b.saved(kUpS));
-    b.project_backward(kUp, d_h, d_act, b.saved(kXn2), false);
+    b.mlp_backward();
     be.layernorm_backward(d_resid, ln2.grad, ln2_bias.grad, d_h, c.parallel_residual ? b.input() : b.saved(kResidual),
                           ln2.value, b.saved(kMean2), b.saved(kRstd2), true);
     // Sequential: d_resid now holds ∂loss/∂x_mid = ∂loss/∂a.

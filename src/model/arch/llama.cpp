@@ -257,12 +257,13 @@ ActivationSchema Llama::activation_schema(const ModelConfig& c) const {
              TensorSpec::matrix("gate", F),          TensorSpec::matrix("up", F),
              TensorSpec::matrix("act", F)};
   s.saved[kAct].only_input_of = kDown;  // the SwiGLU output: read again only for down_proj's gradient/adapter
+  for (int i : {kGateS, kUpS, kAct}) s.saved[size_t(i)].mlp_tile = true;
   // A layer's backward is done with the MLP's gradients before the attention's begin: they share memory.
   s.scratch = {TensorSpec::matrix("d_gate", F),     TensorSpec::matrix("d_up", F),
                TensorSpec::matrix("d_act", F),      TensorSpec::matrix("dq", c.q_dim()),
                TensorSpec::matrix("dk", c.kv_dim()), TensorSpec::matrix("dv", c.kv_dim()),
                TensorSpec::matrix("d_attn", c.q_dim())};
-  for (int i = kDGate; i <= kDAct; ++i) s.scratch[size_t(i)].phase = 0;
+  for (int i = kDGate; i <= kDAct; ++i) s.scratch[size_t(i)].phase = 0, s.scratch[size_t(i)].mlp_tile = true;
   for (int i = kDQ; i <= kDAttn; ++i) s.scratch[size_t(i)].phase = 1;
   s.final_norm = {TensorSpec::row_stat("rstd")};
   return s;
@@ -274,7 +275,6 @@ void Llama::forward(Block& b) const {
   const int64_t T = b.rows(), H = c.num_attention_heads, Hkv = c.num_key_value_heads, Dh = c.head_dim();
   const Tensor &xn1 = b.saved(kXn1), &q = b.saved(kQs), &k = b.saved(kKs), &v = b.saved(kVs);
   const Tensor &attn = b.saved(kAttn), &x_mid = b.saved(kXMid), &xn2 = b.saved(kXn2);
-  const Tensor &gate = b.saved(kGateS), &up = b.saved(kUpS), &act = b.saved(kAct);
 
   be.rmsnorm_forward(xn1, b.saved(kRstd1), b.input(), b.param(kAttnNorm).value, c.norm_eps);
   b.project(kQ, q, xn1);
@@ -287,11 +287,30 @@ void Llama::forward(Block& b) const {
   be.add(x_mid, x_mid, b.input());
 
   be.rmsnorm_forward(xn2, b.saved(kRstd2), x_mid, b.param(kMlpNorm).value, c.norm_eps);
-  b.project(kGate, gate, xn2);
-  b.project(kUp, up, xn2);
-  be.swiglu_forward(act, gate, up);
-  b.project(kDown, b.output(), act);
-  be.add(b.output(), b.output(), x_mid);
+  b.mlp_forward();
+}
+
+// The MLP, row-local (the engine may run it over row tiles): act = silu(gate(xn2)) ⊙ up(xn2).
+void Llama::mlp_intermediates(Block& t) const {
+  const Tensor &gate = t.saved(kGateS), &up = t.saved(kUpS);
+  t.project(kGate, gate, t.saved(kXn2));
+  t.project(kUp, up, t.saved(kXn2));
+  t.backend().swiglu_forward(t.saved(kAct), gate, up);
+}
+
+// x_out = x_mid + down(act)
+void Llama::mlp_output(Block& t) const {
+  t.project(kDown, t.output(), t.saved(kAct));
+  t.backend().add(t.output(), t.output(), t.saved(kXMid));
+}
+
+// ∂loss/∂x_out → ∂loss/∂xn2 (into d_hidden).
+void Llama::mlp_backward(Block& t) const {
+  const Tensor &d_gate = t.scratch(kDGate), &d_up = t.scratch(kDUp), &d_act = t.scratch(kDAct), &d_xn = t.d_hidden();
+  t.project_backward(kDown, d_act, t.d_resid(), t.saved(kAct), false);
+  t.backend().swiglu_backward(d_gate, d_up, d_act, t.saved(kGateS), t.saved(kUpS));
+  t.project_backward(kGate, d_xn, d_gate, t.saved(kXn2), false);
+  t.project_backward(kUp, d_xn, d_up, t.saved(kXn2), true);
 }
 
 // The residual adds' backward is the identity, expressed by accumulating the norms' input gradients into d_resid.
@@ -300,15 +319,11 @@ void Llama::backward(Block& b) const {
   Backend& be = b.backend();
   const int64_t T = b.rows(), H = c.num_attention_heads, Hkv = c.num_key_value_heads, Dh = c.head_dim();
   const Tensor &d_resid = b.d_resid(), &d_xn = b.d_hidden();
-  const Tensor &d_gate = b.scratch(kDGate), &d_up = b.scratch(kDUp), &d_act = b.scratch(kDAct);
   const Tensor &dq = b.scratch(kDQ), &dk = b.scratch(kDK), &dv = b.scratch(kDV), &d_attn = b.scratch(kDAttn);
   const Param &attn_norm = b.param(kAttnNorm), &mlp_norm = b.param(kMlpNorm);
 
   // MLP block: x_out = x_mid + down(swiglu(gate(xn2), up(xn2)))
-  b.project_backward(kDown, d_act, d_resid, b.saved(kAct), false);
-  be.swiglu_backward(d_gate, d_up, d_act, b.saved(kGateS), b.saved(kUpS));
-  b.project_backward(kGate, d_xn, d_gate, b.saved(kXn2), false);
-  b.project_backward(kUp, d_xn, d_up, b.saved(kXn2), true);
+  b.mlp_backward();
   be.rmsnorm_backward(d_resid, mlp_norm.grad, d_xn, b.saved(kXMid), mlp_norm.value, b.saved(kRstd2), true);
 
   // Attention block: x_mid = x_in + o(attention(rope(q(xn1)), rope(k(xn1)), v(xn1)))
