@@ -32,8 +32,9 @@ __attribute__((always_inline)) inline void lane_add(double* lane, const T* x, in
   for (int l = 0; i < n; ++i, ++l) lane[l] += double(x[i]);
 }
 
+// An unordered reduction: exact whatever the order, except that a row holding NaN or both ±0 may give either.
 template <typename T>
-__attribute__((always_inline)) inline T max_in_order(const T* x, int64_t n) {
+__attribute__((always_inline)) inline T max_simd(const T* x, int64_t n) {
   T m = x[0];
 #pragma omp simd reduction(max : m)
   for (int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
@@ -48,13 +49,6 @@ LL_VECTOR_CLONES void exp_minus(float* x, int64_t n, float shift) {
 }
 void exp_minus(double* x, int64_t n, double shift) {
   for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i] - shift);
-}
-
-LL_VECTOR_CLONES double sum_in_double(const float* x, int64_t n) {
-  return lane_sum<float>(n, [x](int64_t i) { return double(x[i]); });
-}
-double sum_in_double(const double* x, int64_t n) {
-  return lane_sum<double>(n, [x](int64_t i) { return x[i]; });
 }
 
 double LaneSums::total() const {
@@ -79,7 +73,7 @@ double dot_in_double(const double* x, const double* y, const double* z, int64_t 
   return lane_sum<double>(n, [x, y, z](int64_t i) { return x[i] * y[i] * z[i]; });
 }
 
-LL_VECTOR_CLONES float max_of(const float* x, int64_t n) { return max_in_order(x, n); }
-double max_of(const double* x, int64_t n) { return max_in_order(x, n); }
+LL_VECTOR_CLONES float max_of(const float* x, int64_t n) { return max_simd(x, n); }
+double max_of(const double* x, int64_t n) { return max_simd(x, n); }
 
 }  // namespace ll::cpu

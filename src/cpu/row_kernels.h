@@ -10,12 +10,8 @@ namespace ll::cpu {
 void exp_minus(float* x, int64_t n, float shift);
 void exp_minus(double* x, int64_t n, double shift);
 
-// Σ x[i] in double (each term converted exactly), eight interleaved partial sums then a fixed tree.
-double sum_in_double(const float* x, int64_t n);
-double sum_in_double(const double* x, int64_t n);
-
-// The same sum over pieces of a longer index range: element i of a piece starting at index `first` goes to lane
-// (first + i) mod 8. Attention keys its lanes by key position, so a query's sum does not depend on how its keys
+// Σ x[i] in double (each term converted exactly) over pieces of a longer index range, in eight partial sums then a
+// fixed tree: element i of a piece starting at index `first` goes to lane (first + i) mod 8. Attention keys its lanes by key position, so a query's sum does not depend on how its keys
 // were split into blocks (masked keys add exact zeros): prefilled, decoded and reused prefixes give the same bits.
 struct LaneSums {
   double lane[8] = {};
@@ -24,7 +20,7 @@ struct LaneSums {
 void add_to_lanes(LaneSums& sums, const float* x, int64_t n, int64_t first);
 void add_to_lanes(LaneSums& sums, const double* x, int64_t n, int64_t first);
 
-// Σ x[i]·y[i] in double, the same way.
+// Σ x[i]·y[i] in double, the same way (lane i mod 8).
 double dot_in_double(const float* x, const float* y, int64_t n);
 double dot_in_double(const double* x, const double* y, int64_t n);
 
@@ -32,7 +28,7 @@ double dot_in_double(const double* x, const double* y, int64_t n);
 double dot_in_double(const float* x, const float* y, const float* z, int64_t n);
 double dot_in_double(const double* x, const double* y, const double* z, int64_t n);
 
-// The largest element (n ≥ 1); −inf entries are ordinary values.
+// The largest element (n ≥ 1); −inf entries are ordinary values; with NaN or both ±0 in x, either may come out.
 float max_of(const float* x, int64_t n);
 double max_of(const double* x, int64_t n);
 

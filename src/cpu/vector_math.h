@@ -1,8 +1,8 @@
 // Float math the compiler can vectorise: the CPU backend's element-wise loops (SwiGLU, the attention softmax) spent
 // most of their time in scalar calls to the C library's expf. Every function here is a fixed sequence of IEEE
-// additions, multiplications and integer bit operations (no fused multiply-add: the build compiles with strict
-// ISO C++, which keeps contraction off), so a vector lane, a scalar remainder and every instruction set compute
-// bit-identical results: what a run computes does not depend on the machine's vector width.
+// additions, multiplications and integer bit operations, and the Makefile compiles with -ffp-contract=off (without
+// it the AVX-512 clone would fuse multiply-adds the baseline one cannot), so a vector lane, a scalar remainder and
+// every instruction set compute bit-identical results: a run does not depend on the machine's vector width.
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -19,9 +19,9 @@
 
 namespace ll::cpu {
 
-// e^x in float, within 2 ulp of the correctly rounded value for x in [-87.3, 88.7] (tests/test_vector_math.cpp
-// measures it against double-precision exp); +inf above ~88.72, 0 below ~-103.3 (flushed where the true value is
-// sub-normal), NaN for NaN. Method: x = n·ln2 + r with |r| ≤ ln2/2 (Cody-Waite: ln2 split in a 9-bit high part so
+// e^x in float, within 1 ulp of the correctly rounded value for x in [-87.3, 88.7] (tests/test_vector_math.cpp
+// checks every 127th float there against double-precision exp); +inf above ~88.72, sub-normal results below ~-87.3
+// (a few units of the smallest sub-normal off), 0 below ~-103.3, NaN for NaN. Method: x = n·ln2 + r with |r| ≤ ln2/2 (Cody-Waite: ln2 split in a 9-bit high part so
 // n·ln2_hi is exact), e^r by its Taylor series to r⁷ (truncation ≤ 5e-9 relative on that interval), and 2ⁿ applied as
 // two exact power-of-two factors so that n may reach ±150 without building an out-of-range exponent.
 inline float exp_f32(float x) {

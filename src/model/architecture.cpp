@@ -12,13 +12,13 @@ bool has_mlp_tiles(const ActivationSchema& schema) {
 }
 
 // A definition that marks no mlp_tile tensor never calls Block::mlp_forward / mlp_backward.
-void Architecture::mlp_intermediates(Block&) const {
+void Architecture::mlp_intermediates(const Block&) const {
   fail("model_type \"", model_type(), "\" does not express its MLP as row tiles (Architecture::mlp_intermediates)");
 }
-void Architecture::mlp_output(Block&) const {
+void Architecture::mlp_output(const Block&) const {
   fail("model_type \"", model_type(), "\" does not express its MLP as row tiles (Architecture::mlp_output)");
 }
-void Architecture::mlp_backward(Block&) const {
+void Architecture::mlp_backward(const Block&) const {
   fail("model_type \"", model_type(), "\" does not express its MLP as row tiles (Architecture::mlp_backward)");
 }
 

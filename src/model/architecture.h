@@ -152,14 +152,15 @@ class Architecture {
   // A definition whose schema marks its MLP intermediates mlp_tile calls b.mlp_forward() / b.mlp_backward() from
   // forward / backward, and the engine runs these hooks over the layer's rows at once, or over row tiles of at most
   // ModelOptions::mlp_tile_rows rows. In a tile Block input(), output(), d_resid(), d_hidden(), positions() and the
-  // [T, cols] / [T] saved and scratch tensors are the tile's rows; the mlp_tile ones are the tile buffers.
+  // [T, cols] / [T] saved and scratch tensors are the tile's rows; the mlp_tile ones are the tile buffers. A hook sizes
+  // its work by t.rows() (batch() and seq_len() still describe the whole layer).
   // The mlp_tile tensors from the MLP's input (which must be a saved tensor or input(): backward recomputes them).
-  virtual void mlp_intermediates(Block& t) const;
+  virtual void mlp_intermediates(const Block& t) const;
   // The tile's rows of what the MLP's result goes into (e.g. output() = residual + down(act)).
-  virtual void mlp_output(Block& t) const;
+  virtual void mlp_output(const Block& t) const;
   // d_resid() holds ∂loss/∂(MLP result) rows; writes (overwrites) ∂loss/∂(MLP input) rows into d_hidden(), the
   // mlp_tile scratch being free; parameter gradients accumulate.
-  virtual void mlp_backward(Block& t) const;
+  virtual void mlp_backward(const Block& t) const;
 };
 
 // Whether `schema` marks MLP intermediates (the definition implements the MLP hooks: ModelOptions::mlp_tile_rows).

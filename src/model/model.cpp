@@ -167,8 +167,7 @@ Tensor Model::scratch_view(const Tensor& buffer, int64_t rows, int64_t cols) con
 }
 
 Tensor Model::lora_xa(const Block& b, int slot) const {
-  const Tensor& xa = b.set_->lora_xa[size_t(slot)];
-  return b.tile_ ? xa.slice_rows(b.row0_, b.rows_) : xa;
+  return b.set_->lora_xa[size_t(slot)].slice_rows(b.row0_, b.rows_);  // the whole [T, r] outside a tile
 }
 
 void Model::init_random(uint64_t seed, double init_std) {
@@ -282,9 +281,8 @@ Block Model::mlp_tile(const Block& b, int64_t start, int64_t rows) const {
 void Model::mlp_forward(const Block& b) {
   const int64_t T = b.rows(), N = opts_.mlp_tile_rows;
   if (N == 0) {
-    Block whole = b;
-    arch_->mlp_intermediates(whole);
-    arch_->mlp_output(whole);
+    arch_->mlp_intermediates(b);
+    arch_->mlp_output(b);
     return;
   }
   for (int64_t start = 0; start < T; start += N) {
@@ -297,8 +295,7 @@ void Model::mlp_forward(const Block& b) {
 void Model::mlp_backward(const Block& b) {
   const int64_t T = b.rows(), N = opts_.mlp_tile_rows;
   if (N == 0) {
-    Block whole = b;
-    arch_->mlp_backward(whole);
+    arch_->mlp_backward(b);
     return;
   }
   for (int64_t start = 0; start < T; start += N) {
@@ -555,7 +552,7 @@ void Model::project_backward(const Block& b, int slot, const Tensor& dx, const T
   const Param* a = g.lora_a[size_t(slot)];
   const Param* bm = g.lora_b[size_t(slot)];
   // LoRA's [T, r] scratch, the tile's rows in an MLP tile.
-  const Tensor d_xa = a && b.tile_ ? buf_.d_xa.slice_rows(0, b.rows_) : buf_.d_xa;
+  const Tensor d_xa = a ? buf_.d_xa.slice_rows(0, b.rows_) : buf_.d_xa;
   if (a && dropout_on()) {
     // Regenerate the dropped adapter input (same seed, same mask), route its gradient through the same mask.
     const uint64_t seed = dropout_seed(b.layer(), slot, b.first_row());

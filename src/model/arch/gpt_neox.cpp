@@ -300,13 +300,13 @@ class GptNeoX final : public Architecture {
   }
 
   // The MLP, row-local (the engine may run it over row tiles): act = gelu(dense_h_to_4h(xn2)).
-  void mlp_intermediates(Block& t) const override {
+  void mlp_intermediates(const Block& t) const override {
     t.project(kUp, t.saved(kUpS), t.saved(kXn2));
     t.backend().gelu_forward(t.saved(kAct), t.saved(kUpS));
   }
 
   // Parallel: out (= x + a) += dense_4h_to_h(act), through mlp_out. Sequential: out = dense_4h_to_h(act) + x_mid.
-  void mlp_output(Block& t) const override {
+  void mlp_output(const Block& t) const override {
     const Tensor &out = t.output(), &resid = t.saved(kResidual);
     if (t.config().parallel_residual) {
       t.project(kDown, resid, t.saved(kAct));
@@ -318,7 +318,7 @@ class GptNeoX final : public Architecture {
   }
 
   // ∂loss/∂mlp_out (= ∂loss/∂x_out) → ∂loss/∂xn2 (into d_hidden).
-  void mlp_backward(Block& t) const override {
+  void mlp_backward(const Block& t) const override {
     const Tensor& d_act = t.scratch(kDAct);
     t.project_backward(kDown, d_act, t.d_resid(), t.saved(kAct), false);
     t.backend().gelu_backward(d_act, d_act, t.saved(kUpS));

@@ -291,7 +291,7 @@ void Llama::forward(Block& b) const {
 }
 
 // The MLP, row-local (the engine may run it over row tiles): act = silu(gate(xn2)) ⊙ up(xn2).
-void Llama::mlp_intermediates(Block& t) const {
+void Llama::mlp_intermediates(const Block& t) const {
   const Tensor &gate = t.saved(kGateS), &up = t.saved(kUpS);
   t.project(kGate, gate, t.saved(kXn2));
   t.project(kUp, up, t.saved(kXn2));
@@ -299,13 +299,13 @@ void Llama::mlp_intermediates(Block& t) const {
 }
 
 // x_out = x_mid + down(act)
-void Llama::mlp_output(Block& t) const {
+void Llama::mlp_output(const Block& t) const {
   t.project(kDown, t.output(), t.saved(kAct));
   t.backend().add(t.output(), t.output(), t.saved(kXMid));
 }
 
 // ∂loss/∂x_out → ∂loss/∂xn2 (into d_hidden).
-void Llama::mlp_backward(Block& t) const {
+void Llama::mlp_backward(const Block& t) const {
   const Tensor &d_gate = t.scratch(kDGate), &d_up = t.scratch(kDUp), &d_act = t.scratch(kDAct), &d_xn = t.d_hidden();
   t.project_backward(kDown, d_act, t.d_resid(), t.saved(kAct), false);
   t.backend().swiglu_backward(d_gate, d_up, d_act, t.saved(kGateS), t.saved(kUpS));

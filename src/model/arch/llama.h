@@ -26,9 +26,9 @@ class Llama : public Architecture {
   void backward(Block& b) const override;
   void final_norm_forward(Block& b) const override;
   void final_norm_backward(Block& b) const override;
-  void mlp_intermediates(Block& t) const override;
-  void mlp_output(Block& t) const override;
-  void mlp_backward(Block& t) const override;
+  void mlp_intermediates(const Block& t) const override;
+  void mlp_output(const Block& t) const override;
+  void mlp_backward(const Block& t) const override;
 
  protected:
   // Whether the family may have a sliding window (Mistral); else ModelConfig::sliding_window must be 0.
