@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/profiling_backend.h"
 #include "core/tensor_host.h"
 #include "cpu/cpu_backend.h"
 #include "cuda/op_checks.h"
@@ -147,6 +148,39 @@ TEST(MlpTiles, CheckpointingAndOffloadMatchTheUntiledModel) {
   o.checkpoint_layers = 4;
   o.offload_checkpoints = false;
   expect_tiles_match(o);
+}
+
+// Backward runs a layer's tiles last to first and reuses the last tile its forward (or recomputation) left in the
+// buffers: with one tile and every layer recomputed, tiling adds no product at all; without recomputation only the
+// layers below the top one recompute their MLP's up-projections (gate and up: two products each).
+TEST(MlpTiles, TheLastTileOfTheLastForwardIsNotRecomputed) {
+  const auto products_per_step = [](const ModelOptions& o) {
+    CpuBackend<double> inner;
+    ProfilingBackend profiler(inner);
+    Model model(profiler, o);
+    randomize(model, 3);
+    const int64_t T = o.batch * o.seq_len;
+    const Batch b = random_batch(T, o.seq_len, o.config.vocab_size, 5);
+    profiler.reset(), profiler.set_enabled(true);
+    model.forward_backward(b.tokens.data(), b.targets.data());
+    int64_t calls = 0;
+    for (const ProfilingBackend::OpStat& s : profiler.stats())
+      if (s.op == "linear_forward" || s.op == "lora_forward") calls += s.calls;
+    return calls;
+  };
+  ModelOptions o = llama_options();
+  const int64_t T = o.batch * o.seq_len, layers = o.config.num_hidden_layers;
+  o.checkpoint_layers = layers;
+  EXPECT_EQ(products_per_step(with_tiles(o, T)), products_per_step(o)) << "one tile, every layer recomputed";
+  EXPECT_EQ(products_per_step(with_tiles(o, T + 7)), products_per_step(o)) << "a tile longer than T";
+  o.checkpoint_layers = 0;
+  EXPECT_EQ(products_per_step(with_tiles(o, T)), products_per_step(o) + 2 * (layers - 1)) << "no recomputation";
+  // Two tiles, every layer recomputed: the first tile of each layer is recomputed (gate and up), the last is not.
+  o.checkpoint_layers = layers;
+  // (The top layer's set is still whole after the forward, so the engine recomputes layers 0..L-2 only.)
+  EXPECT_EQ(products_per_step(with_tiles(o, T / 2)), products_per_step(o) + 3 * layers + 3 * (layers - 1) + 2 * layers)
+      << "two tiles: a layer's forward and its recomputation each run one more tile (gate, up, down), backward "
+         "recomputes the first tile (gate, up)";
 }
 
 // Pythia's shape at batch 2 × 12 (T = 24): parallel and sequential residual, biases on every linear, full fine-tuning

@@ -290,6 +290,7 @@ void Model::mlp_forward(const Block& b) {
     arch_->mlp_intermediates(t);
     arch_->mlp_output(t);
   }
+  mlp_tiles_hold_layer_ = b.layer();
 }
 
 void Model::mlp_backward(const Block& b) {
@@ -298,11 +299,15 @@ void Model::mlp_backward(const Block& b) {
     arch_->mlp_backward(b);
     return;
   }
-  for (int64_t start = 0; start < T; start += N) {
-    Block t = mlp_tile(b, start, std::min(N, T - start));
-    arch_->mlp_intermediates(t);  // not kept by the forward: the tile buffers were reused by every tile since
+  // Last tile first: when this layer's forward (or its recomputation) was the last to run the MLP, the tile buffers
+  // still hold its last tile, and only the others are recomputed (with one tile, nothing is).
+  const int64_t tiles = (T + N - 1) / N;
+  for (int64_t i = tiles - 1; i >= 0; --i) {
+    Block t = mlp_tile(b, i * N, std::min(N, T - i * N));
+    if (i < tiles - 1 || mlp_tiles_hold_layer_ != b.layer()) arch_->mlp_intermediates(t);
     arch_->mlp_backward(t);
   }
+  mlp_tiles_hold_layer_ = kNoLayer;
 }
 
 // ---- forward ------------------------------------------------------------------------------------------------

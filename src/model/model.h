@@ -146,6 +146,9 @@ class Model {
   void mlp_forward(const Block& b);
   void mlp_backward(const Block& b);
   // Layer block `b` seen for rows [start, start + rows): the tile Block the MLP hooks run on.
+  // The layer whose last MLP tile the tile buffers hold (its forward ran the MLP last), or kNoLayer.
+  static constexpr int kNoLayer = -2;
+  int mlp_tiles_hold_layer_ = kNoLayer;
   Block mlp_tile(const Block& b, int64_t start, int64_t rows) const;
   // The saved LoRA input x·Aᵀ of `slot` for the block's rows.
   Tensor lora_xa(const Block& b, int slot) const;
