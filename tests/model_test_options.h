@@ -1,7 +1,13 @@
 // The two model shapes the CPU model tests build on; each test then sets what it is about (trainables, LoRA,
 // checkpointing, PI factor, ...).
 #pragma once
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor_host.h"
 #include "model/model.h"
+#include "test_util.h"
 
 namespace ll::test {
 
@@ -38,6 +44,28 @@ inline ModelOptions small_model_options(int64_t layers = 3) {
   o.seq_len = 24;
   o.trainable.all = true;
   return o;
+}
+
+// One forward_backward of `model` (an fp64 backend) on the batch, then every trainable tensor's gradient against
+// central differences of the mean loss (test::expect_gradient, 1e-6); returns how many tensors were checked.
+inline int expect_trainable_gradients(Model& model, const std::vector<int32_t>& ids,
+                                      const std::vector<int32_t>& targets) {
+  model.params().zero_grads();
+  model.forward_backward(ids.data(), targets.data());
+  int checked = 0;
+  for (Param& p : model.params().all()) {
+    if (!p.trainable) continue;
+    double* w = p.value.ptr<double>();
+    std::vector<double> values(w, w + p.numel());
+    auto loss = [&] {
+      std::copy(values.begin(), values.end(), w);
+      return model.forward(ids.data(), targets.data()).mean();
+    };
+    expect_gradient(loss, values, download_f64(model.backend(), p.grad), p.name, 1e-6);
+    std::copy(values.begin(), values.end(), w);
+    ++checked;
+  }
+  return checked;
 }
 
 }  // namespace ll::test

@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "model/param_select.h"
 #include "model/registry.h"
+#include "model_test_options.h"
 #include "neox_test_options.h"
 #include "test_util.h"
 
@@ -338,22 +339,7 @@ int check_gradients(const ModelOptions& o, uint64_t seed) {
   model.set_lora_dropout(true, seed);
   randomize(model, seed);
   const Tokens t = tokens(o, seed + 1);
-  model.params().zero_grads();
-  model.forward_backward(t.ids.data(), t.targets.data());
-  int checked = 0;
-  for (Param& p : model.params().all()) {
-    if (!p.trainable) continue;
-    double* w = p.value.ptr<double>();
-    std::vector<double> values(w, w + p.numel());
-    auto loss = [&] {
-      std::copy(values.begin(), values.end(), w);
-      return model.forward(t.ids.data(), t.targets.data()).mean();
-    };
-    test::expect_gradient(loss, values, download_f64(be, p.grad), p.name, 1e-6);
-    std::copy(values.begin(), values.end(), w);
-    ++checked;
-  }
-  return checked;
+  return test::expect_trainable_gradients(model, t.ids, t.targets);
 }
 
 struct GradientCase {

@@ -204,22 +204,7 @@ int check_gradients(const ModelOptions& o, uint64_t seed) {
   randomize(model, seed);
   const int64_t T = o.batch * o.seq_len;
   const Batch b = random_batch(T, o.seq_len, o.config.vocab_size, seed + 1);
-  model.params().zero_grads();
-  model.forward_backward(b.tokens.data(), b.targets.data());
-  int checked = 0;
-  for (Param& p : model.params().all()) {
-    if (!p.trainable) continue;
-    double* w = p.value.ptr<double>();
-    std::vector<double> values(w, w + p.numel());
-    auto loss = [&] {
-      std::copy(values.begin(), values.end(), w);
-      return model.forward(b.tokens.data(), b.targets.data()).mean();
-    };
-    test::expect_gradient(loss, values, download_f64(be, p.grad), p.name, 1e-6);
-    std::copy(values.begin(), values.end(), w);
-    ++checked;
-  }
-  return checked;
+  return test::expect_trainable_gradients(model, b.tokens, b.targets);
 }
 
 TEST(MlpTilesGradient, LlamaFullFineTuningMatchesFiniteDifferences) {
