@@ -26,24 +26,24 @@ int64_t float_order(float f) {
   return i < 0 ? -int64_t(i & 0x7fffffff) : int64_t(i);
 }
 
-// Every 127th float of [lo, hi] (both signs' bit patterns walked separately).
+// Every 127th float of [lo, hi] (lo < 0 < hi), walked by magnitude bits on each side of zero.
+float from_bits(uint32_t b) {
+  float f;
+  std::memcpy(&f, &b, sizeof f);
+  return f;
+}
+uint32_t bits_of(float f) {
+  uint32_t b;
+  std::memcpy(&b, &f, sizeof b);
+  return b;
+}
 std::vector<float> sweep(float lo, float hi) {
   std::vector<float> xs;
-  for (float x = lo; x < 0.0f;) {
-    xs.push_back(x);
-    int32_t b;
-    std::memcpy(&b, &x, sizeof b);
-    b -= 127;
-    if (b <= int32_t(0x80000000u)) break;
-    std::memcpy(&x, &b, sizeof x);
+  for (uint32_t m = bits_of(-lo);; m -= 127) {
+    xs.push_back(-from_bits(m));
+    if (m < 127) break;
   }
-  for (float x = 0.0f; x <= hi;) {
-    xs.push_back(x);
-    int32_t b;
-    std::memcpy(&b, &x, sizeof b);
-    b += 127;
-    std::memcpy(&x, &b, sizeof x);
-  }
+  for (uint32_t m = 0; from_bits(m) <= hi; m += 127) xs.push_back(from_bits(m));
   return xs;
 }
 
@@ -86,10 +86,9 @@ TEST(VectorMath, ExpEdgeValues) {
 
 TEST(VectorMath, VectorLanesEqualTheScalarCode) {
   // Inputs of every kind, at every alignment and remainder length of the vector loop.
-  std::vector<float> xs;
+  std::vector<float> xs = {2.0f, -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::infinity(),
+                           std::nanf(""), -200.0f, 200.0f};  // inside every span below, in different lanes
   for (int i = 0; i < 5000; ++i) xs.push_back(float(std::sin(i * 0.731) * 95.0));
-  xs.push_back(-std::numeric_limits<float>::infinity());
-  xs.push_back(std::numeric_limits<float>::infinity());
   for (size_t offset : {size_t(0), size_t(1), size_t(3), size_t(7)})
     for (size_t n : {size_t(1), size_t(5), size_t(16), size_t(17), size_t(4095)}) {
       std::vector<float> v(xs.begin() + long(offset), xs.begin() + long(offset + n));

@@ -26,7 +26,8 @@ namespace ll::cpu {
 // two exact power-of-two factors so that n may reach ±150 without building an out-of-range exponent.
 inline float exp_f32(float x) {
   const float lo = -110.0f, hi = 89.0f;  // beyond these the result is 0 or +inf anyway; keeps n in range
-  const float xc = x < lo ? lo : (x > hi ? hi : x);  // NaN passes through (both comparisons are false)
+  const bool nan = x != x;               // computed from 0 (a NaN would make the integer conversion undefined)
+  const float xc = nan ? 0.0f : (x < lo ? lo : (x > hi ? hi : x));
   const float round_shift = 12582912.0f;             // 1.5·2²³: adding it rounds to an integer
   const float t = xc * 1.44269504088896341f + round_shift;
   const float n = t - round_shift;
@@ -40,12 +41,12 @@ inline float exp_f32(float x) {
   p = p * r + 1.0f;
   p = p * r + 1.0f;
   const int32_t ni = int32_t(n);  // |ni| ≤ 159: exact
-  const int32_t half = ni / 2;
-  const int32_t bits1 = (half + 127) << 23, bits2 = (ni - half + 127) << 23;
+  const int32_t half = ni / 2;     // both biased exponents below are in [47, 191]
+  const uint32_t bits1 = uint32_t(half + 127) << 23, bits2 = uint32_t(ni - half + 127) << 23;
   float s1, s2;
   std::memcpy(&s1, &bits1, sizeof s1);
   std::memcpy(&s2, &bits2, sizeof s2);
-  return p * s1 * s2;
+  return nan ? x : p * s1 * s2;
 }
 
 // σ(g) = 1 / (1 + e^−g).
