@@ -11,7 +11,7 @@ namespace {
 constexpr int kLanes = 8;
 
 // always_inline: a clone's loop must be compiled inside the clone, for its instruction set.
-template <typename T, typename Term>
+template <typename Term>
 __attribute__((always_inline)) inline double lane_sum(int64_t n, Term term) {
   double acc[kLanes] = {};
   int64_t i = 0;
@@ -60,17 +60,17 @@ LL_VECTOR_CLONES void add_to_lanes(LaneSums& sums, const float* x, int64_t n, in
 void add_to_lanes(LaneSums& sums, const double* x, int64_t n, int64_t first) { lane_add(sums.lane, x, n, first); }
 
 LL_VECTOR_CLONES double dot_in_double(const float* x, const float* y, int64_t n) {
-  return lane_sum<float>(n, [x, y](int64_t i) { return double(x[i]) * double(y[i]); });
+  return lane_sum(n, [x, y](int64_t i) { return double(x[i]) * double(y[i]); });
 }
 double dot_in_double(const double* x, const double* y, int64_t n) {
-  return lane_sum<double>(n, [x, y](int64_t i) { return x[i] * y[i]; });
+  return lane_sum(n, [x, y](int64_t i) { return x[i] * y[i]; });
 }
 
 LL_VECTOR_CLONES double dot_in_double(const float* x, const float* y, const float* z, int64_t n) {
-  return lane_sum<float>(n, [x, y, z](int64_t i) { return double(x[i]) * double(y[i]) * double(z[i]); });
+  return lane_sum(n, [x, y, z](int64_t i) { return double(x[i]) * double(y[i]) * double(z[i]); });
 }
 double dot_in_double(const double* x, const double* y, const double* z, int64_t n) {
-  return lane_sum<double>(n, [x, y, z](int64_t i) { return x[i] * y[i] * z[i]; });
+  return lane_sum(n, [x, y, z](int64_t i) { return x[i] * y[i] * z[i]; });
 }
 
 LL_VECTOR_CLONES float max_of(const float* x, int64_t n) { return max_simd(x, n); }

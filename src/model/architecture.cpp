@@ -11,16 +11,16 @@ bool has_mlp_tiles(const ActivationSchema& schema) {
   return false;
 }
 
-// A definition that marks no mlp_tile tensor never calls Block::mlp_forward / mlp_backward.
-void Architecture::mlp_intermediates(const Block&) const {
-  fail("model_type \"", model_type(), "\" does not express its MLP as row tiles (Architecture::mlp_intermediates)");
+// A definition that marks no mlp_tile tensor never calls Block::mlp_forward / mlp_backward (the model refuses
+// mlp_tile_rows > 0 for it first); reaching a default hook is a definition bug.
+namespace {
+[[noreturn]] void no_mlp_hook(const Architecture& arch, const char* hook) {
+  fail("model_type \"", arch.model_type(), "\" does not express its MLP as row tiles (Architecture::", hook, ")");
 }
-void Architecture::mlp_output(const Block&) const {
-  fail("model_type \"", model_type(), "\" does not express its MLP as row tiles (Architecture::mlp_output)");
-}
-void Architecture::mlp_backward(const Block&) const {
-  fail("model_type \"", model_type(), "\" does not express its MLP as row tiles (Architecture::mlp_backward)");
-}
+}  // namespace
+void Architecture::mlp_intermediates(const Block&) const { no_mlp_hook(*this, "mlp_intermediates"); }
+void Architecture::mlp_output(const Block&) const { no_mlp_hook(*this, "mlp_output"); }
+void Architecture::mlp_backward(const Block&) const { no_mlp_hook(*this, "mlp_backward"); }
 
 const char* param_role_name(ParamRole role) {
   switch (role) {
