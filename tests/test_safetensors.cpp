@@ -514,7 +514,14 @@ TEST_F(SafetensorsTest, HugeHeaderParsesInLinearTime) {
   const std::clock_t start = std::clock();
   SafetensorsFile f(p);
   const double seconds = double(std::clock() - start) / CLOCKS_PER_SEC;
-  EXPECT_LT(seconds, 20.0) << "parsing " << kEntries << " entries";
+  // A quadratic parse would take hours; the sanitizer build runs the linear one at ~17-21 s of processor time on the
+  // 2-core CI machine (21.1 s seen at c63c4fe), the normal build in a few seconds.
+#if defined(__SANITIZE_ADDRESS__)
+  const double bound = 60.0;
+#else
+  const double bound = 20.0;
+#endif
+  EXPECT_LT(seconds, bound) << "parsing " << kEntries << " entries";
   const std::vector<std::string> names = f.names();
   ASSERT_EQ(names.size(), size_t(kEntries));
   EXPECT_EQ(names.front(), "tensor.0000000");  // equal offsets keep header order
